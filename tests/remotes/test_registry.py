@@ -1,0 +1,76 @@
+"""SRC strings -> adapters, and the one-line errors a user sees for bad ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from repomount.remotes.native import NativeRemote
+from repomount.remotes.registry import open_remote
+
+
+@pytest.mark.parametrize(
+    ("src", "identity"),
+    [
+        ("http://127.0.0.1:8750/demo", "native:http://127.0.0.1:8750/demo"),
+        ("http://127.0.0.1:8750/demo/", "native:http://127.0.0.1:8750/demo"),
+        ("HTTPS://Example.COM/r", "native:https://example.com/r"),
+        ("https://example.com:443/r", "native:https://example.com/r"),
+        ("http://[::1]:9000/r", "native:http://[::1]:9000/r"),
+        ("http://h:1/my%20repo", "native:http://h:1/my repo"),
+    ],
+)
+async def test_http_urls_open_the_native_adapter(src: str, identity: str) -> None:
+    remote = open_remote(src, token="t")
+    try:
+        assert isinstance(remote, NativeRemote)
+        assert remote.identity == identity
+        assert remote.capabilities.atomic_batch and remote.capabilities.change_feed
+    finally:
+        await remote.aclose()
+
+
+@pytest.mark.parametrize(
+    ("src", "why"),
+    [
+        ("ftp://h/r", "unsupported remote"),
+        ("demo", "unsupported remote"),
+        ("/srv/repo", "unsupported remote"),
+        ("relace:abc", "unsupported remote"),
+        ("http://h", "no repo name"),
+        ("http://h/", "no repo name"),
+        ("http://h/a/b", "one path segment"),
+        ("http:/r", "no host"),
+        ("http://h:99999/r", "port"),
+        ("http://h/r?x=1", "no query"),
+    ],
+)
+def test_bad_sources_say_what_is_accepted(src: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        open_remote(src)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "http://HOST[:PORT]/REPO" in message and "https://" in message
+
+
+def test_a_token_in_the_url_is_refused_and_not_echoed() -> None:
+    with pytest.raises(ValueError, match="REPOMOUNT_TOKEN") as info:
+        open_remote("http://user:hunter2@h:1/r")
+    assert "hunter2" not in str(info.value)
+
+
+async def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPOMOUNT_TOKEN", "from-env")
+    remote = open_remote("http://h:1/r")
+    explicit = open_remote("http://h:1/r", token="explicit")
+    monkeypatch.setenv("REPOMOUNT_TOKEN", "")
+    none = open_remote("http://h:1/r")
+    try:
+        assert isinstance(remote, NativeRemote) and isinstance(explicit, NativeRemote)
+        assert isinstance(none, NativeRemote)
+        assert remote._http._client.headers["Authorization"] == "Bearer from-env"
+        assert explicit._http._client.headers["Authorization"] == "Bearer explicit"
+        assert "Authorization" not in none._http._client.headers
+        assert "from-env" not in repr(remote)
+    finally:
+        for r in (remote, explicit, none):
+            await r.aclose()
