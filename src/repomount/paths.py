@@ -1,0 +1,62 @@
+"""Repository path rules, shared by the client and the server.
+
+A repository path is relative and `/`-separated: no leading or trailing slash, no empty,
+`.` or `..` components, no NUL, every name at most 255 bytes and the whole path at most
+4096 bytes in UTF-8. These are the limits of a Linux filesystem, so anything that can
+exist in a repository can exist in a mount. Pure stdlib on purpose: the server imports it.
+"""
+
+from __future__ import annotations
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+class InvalidPathError(ValueError):
+    """A path that breaks the repository path rules; the message says which rule."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"invalid path {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def validate_path(path: str) -> str:
+    """Return `path` unchanged if it is a valid repository path, else raise InvalidPathError."""
+    if not isinstance(path, str):
+        raise InvalidPathError(repr(path), "a path must be a string")
+    if path == "":
+        raise InvalidPathError(path, "the path is empty")
+    if "\x00" in path:
+        raise InvalidPathError(path, "contains a NUL character")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidPathError(path, "is not valid UTF-8") from None
+    if path.startswith("/"):
+        raise InvalidPathError(path, "must be relative (no leading '/')")
+    if size > MAX_PATH_BYTES:
+        raise InvalidPathError(path, f"is {size} bytes long, the limit is {MAX_PATH_BYTES}")
+    for name in path.split("/"):
+        if name == "":
+            raise InvalidPathError(path, "has an empty component ('//' or a trailing '/')")
+        if name in (".", ".."):
+            raise InvalidPathError(path, f"has a {name!r} component")
+        name_size = len(name.encode("utf-8"))
+        if name_size > MAX_NAME_BYTES:
+            raise InvalidPathError(
+                path, f"has a {name_size}-byte name, the limit is {MAX_NAME_BYTES}"
+            )
+    return path
+
+
+def parent_of(path: str) -> str:
+    """The parent directory of a valid path; the root is `""`."""
+    head, _, _ = path.rpartition("/")
+    return head
+
+
+def ancestors_of(path: str) -> list[str]:
+    """Every proper ancestor directory of a valid path, outermost first, root excluded."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

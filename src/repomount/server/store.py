@@ -1,0 +1,311 @@
+"""The storage interface behind every HTTP face of the reference server.
+
+The HTTP layer only talks to `Store`, so a multi-user server can later keep metadata in
+PostgreSQL and blobs in an object store without touching the routes. Methods are
+synchronous and thread-safe; the HTTP layer calls them from worker threads so that disk
+and database work never blocks the event loop.
+
+Versions are content hashes (lowercase hex SHA-256); heads are commit sequence numbers.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+# `expect` values besides a version: the path must not exist / must exist (any version).
+ABSENT = "absent"
+PRESENT = "*"
+
+EntryType = Literal["file", "dir"]
+ChangeOp = Literal["write", "delete", "mkdir"]
+
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    name: str
+    head: int
+    created_at: str  # ISO 8601 UTC
+    file_count: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    type: EntryType
+    size: int
+    version: str | None  # the blob's SHA-256 for files, None for directories
+    mtime: float
+    mode: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    head: int
+    entries: list[Entry]
+    more: bool  # another page follows the last entry
+
+
+@dataclass(frozen=True)
+class Change:
+    head: int
+    path: str
+    op: ChangeOp
+    version: str | None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    head: int  # the newest commit whose changes are all included
+    changes: list[Change]
+
+
+# Operations of a commit. `expect` is None (no check), ABSENT, PRESENT or a version.
+@dataclass(frozen=True)
+class Write:
+    path: str
+    blob: str
+    expect: str | None = None
+    mode: int | None = None  # None: keep the mode of a replaced file, else the default
+
+
+@dataclass(frozen=True)
+class Delete:
+    path: str
+    expect: str | None = None
+
+
+@dataclass(frozen=True)
+class Rename:
+    src: str
+    dst: str
+    expect: str | None = None
+    expect_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+
+
+Operation = Write | Delete | Rename | Mkdir
+
+
+@dataclass(frozen=True)
+class OpResult:
+    path: str
+    version: str | None
+    created: bool  # the path did not exist before this operation
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    head: int
+    results: list[OpResult]
+    replayed: bool = False  # answered from the idempotency record of an earlier request
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    fingerprint: str  # hash of everything that makes two requests "the same"
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """A refusal with a stable machine-readable code (the HTTP layer maps codes to status)."""
+
+    code = "store_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class RepoExists(StoreError):
+    code = "repo_exists"
+
+
+class Gone(StoreError):
+    code = "gone"
+
+
+class InvalidRequest(StoreError):
+    code = "invalid_request"
+
+
+class UnknownBlob(StoreError):
+    code = "unknown_blob"
+
+
+class PathConflict(StoreError):
+    code = "path_conflict"
+
+
+class DirectoryNotEmpty(StoreError):
+    code = "directory_not_empty"
+
+
+class IdempotencyConflict(StoreError):
+    code = "idempotency_conflict"
+
+
+@dataclass(frozen=True)
+class PreconditionFailure:
+    index: int
+    path: str
+    expected: str
+    current: str | None
+
+
+class Conflict(StoreError):
+    """One or more operations' preconditions failed; nothing was applied."""
+
+    code = "conflict"
+
+    def __init__(self, conflicts: list[PreconditionFailure]) -> None:
+        paths = ", ".join(c.path for c in conflicts[:5])
+        super().__init__(
+            f"precondition failed for {len(conflicts)} operation(s): {paths}",
+            conflicts=[dataclasses.asdict(c) for c in conflicts],
+        )
+        self.conflicts = conflicts
+
+
+# --- the interface -----------------------------------------------------------------------
+
+
+@dataclass
+class BlobSpool:
+    """A temporary file being filled with an upload; `Store.add_blob` moves it in."""
+
+    path: Path
+    file: BinaryIO
+    size: int = 0
+    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+class Store(abc.ABC):
+    """Repositories of versioned files with atomic multi-operation commits."""
+
+    # repositories
+    @abc.abstractmethod
+    def list_repos(self) -> list[RepoInfo]: ...
+
+    @abc.abstractmethod
+    def create_repo(self, name: str) -> RepoInfo:
+        """Raises RepoExists."""
+
+    @abc.abstractmethod
+    def repo_info(self, name: str) -> RepoInfo:
+        """With file_count and bytes. Raises NotFound."""
+
+    @abc.abstractmethod
+    def delete_repo(self, name: str) -> None:
+        """Raises NotFound."""
+
+    # reads; `at` None means the current head. Raise NotFound / Gone.
+    @abc.abstractmethod
+    def head(self, repo: str) -> int: ...
+
+    @abc.abstractmethod
+    def stat(self, repo: str, path: str, at: int | None = None) -> tuple[int, Entry | None]:
+        """The entry at `path` (None when absent) and the head it was read at."""
+
+    @abc.abstractmethod
+    def stat_many(
+        self, repo: str, paths: Sequence[str], at: int | None = None
+    ) -> tuple[int, list[Entry | None]]:
+        """Like stat for many paths, all read at one head."""
+
+    @abc.abstractmethod
+    def list_tree(
+        self,
+        repo: str,
+        path: str,
+        *,
+        recursive: bool,
+        at: int | None,
+        after: str | None,
+        limit: int,
+    ) -> Listing:
+        """Entries below directory `path` ("" is the root) sorted by path, those after
+        `after`, at most `limit`. NotFound when `path` is not a directory."""
+
+    @abc.abstractmethod
+    def changes(self, repo: str, since: int, limit: int) -> ChangeSet:
+        """Changes of the commits after `since`, oldest first, whole commits only (at
+        least one commit even when it alone exceeds `limit`). Gone when `since` is older
+        than the kept history or newer than the head."""
+
+    # blobs, shared by all repositories
+    @abc.abstractmethod
+    def new_spool(self) -> BlobSpool: ...
+
+    @abc.abstractmethod
+    def discard_spool(self, spool: BlobSpool) -> None: ...
+
+    @abc.abstractmethod
+    def add_blobs(self, spools: Sequence[BlobSpool]) -> list[bool]:
+        """Make each spool's content durable under its hash; True for each new blob.
+        The spools are consumed (moved in or deleted)."""
+
+    def add_blob(self, spool: BlobSpool) -> bool:
+        return self.add_blobs([spool])[0]
+
+    @abc.abstractmethod
+    def has_blob(self, sha256: str) -> bool: ...
+
+    @abc.abstractmethod
+    def open_blob(self, sha256: str) -> BinaryIO:
+        """Raises NotFound."""
+
+    # writes
+    @abc.abstractmethod
+    def commit(
+        self,
+        repo: str,
+        operations: Sequence[Operation],
+        *,
+        message: str = "",
+        author: str = "",
+        idempotency: Idempotency | None = None,
+    ) -> CommitResult:
+        """Apply the operations in order, all or none. Raises Conflict (every failed
+        precondition), PathConflict, DirectoryNotEmpty, NotFound, UnknownBlob,
+        InvalidRequest, IdempotencyConflict."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
