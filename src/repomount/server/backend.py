@@ -1,0 +1,63 @@
+"""What every HTTP face shares: the store, run off the event loop, and change wakeups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+
+from repomount.server.hub import ChangeHub
+from repomount.server.store import CommitResult, Idempotency, Operation, Store
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    token: str | None = None  # None: no authentication
+    max_file_size: int = 1 << 30
+    require_preconditions: bool = False
+    max_wait: float = 60.0  # longest change-feed long-poll, seconds
+
+
+class Backend:
+    def __init__(self, store: Store, options: ServerOptions) -> None:
+        self.store = store
+        self.options = options
+        self.hub = ChangeHub()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a worker thread."""
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+    async def commit(
+        self,
+        repo: str,
+        operations: Sequence[Operation],
+        *,
+        message: str = "",
+        author: str = "",
+        idempotency: Idempotency | None = None,
+    ) -> CommitResult:
+        try:
+            return await self.run(
+                self.store.commit,
+                repo,
+                operations,
+                message=message,
+                author=author,
+                idempotency=idempotency,
+            )
+        finally:
+            # Also on cancellation: the thread may have committed. A spurious wakeup is
+            # harmless, waiters re-read the head.
+            self.hub.notify(repo)
+
+    async def delete_repo(self, repo: str) -> None:
+        try:
+            await self.run(self.store.delete_repo, repo)
+        finally:
+            self.hub.notify(repo)

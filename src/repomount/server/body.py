@@ -1,0 +1,74 @@
+"""Reading request bodies within limits: uploads to a spool file, JSON into memory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from repomount.server.backend import Backend
+from repomount.server.errors import ApiError
+from repomount.server.store import BlobSpool
+
+MAX_JSON_BODY = 64 << 20  # JSON bodies are read into memory; big content goes to blobs
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        "too_large", f"request body is larger than the limit of {limit} bytes", limit=limit
+    )
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    """Refuse early, before reading a byte, when Content-Length already exceeds `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise ApiError("invalid_request", f"bad Content-Length {declared!r}") from None
+    if size > limit:
+        raise _too_large(limit)
+
+
+async def spool_body(backend: Backend, request: Request) -> BlobSpool:
+    """Stream the body to a spool file while hashing it, never holding it all in memory.
+
+    Chunks are written from the event loop: the spool's 1 MiB buffer turns them into a
+    few page-cache writes, far cheaper than a thread hop per chunk; the fsync, the slow
+    part, happens later in a worker thread (Store.add_blob).
+    """
+    limit = backend.options.max_file_size
+    check_declared_length(request, limit)
+    spool = backend.store.new_spool()
+    try:
+        async for chunk in request.stream():
+            if spool.size + len(chunk) > limit:
+                raise _too_large(limit)
+            spool.write(chunk)
+    except BaseException:
+        backend.store.discard_spool(spool)
+        raise
+    return spool
+
+
+async def read_json(backend: Backend, request: Request) -> dict[str, Any]:
+    """The body as a JSON object: 400 bad_json when unparsable, 422 when not an object."""
+    limit = min(backend.options.max_file_size, MAX_JSON_BODY)
+    check_declared_length(request, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    try:
+        data = json.loads(b"".join(parts))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError("bad_json", f"request body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ApiError("invalid_request", "request body must be a JSON object")
+    return data
