@@ -1,0 +1,48 @@
+"""Fixtures shared by every test directory: a real reference server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from support.server import ServerFactory, ServerProc
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    """A started server with a fresh data directory, stopped after the test."""
+    proc = ServerProc(tmp_path / "server-data")
+    try:
+        proc.start()
+        yield proc
+    finally:
+        _shutdown(proc)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """`server_factory(extra_args=(...), token=...)` -> a started server; all stopped after."""
+    procs: list[ServerProc] = []
+
+    def make(extra_args: Sequence[str] = (), *, token: str = "test-token") -> ServerProc:
+        proc = ServerProc(
+            tmp_path / f"server-data-{len(procs)}", token=token, extra_args=extra_args
+        )
+        procs.append(proc)
+        proc.start()
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in procs:
+            _shutdown(proc)
+
+
+def _shutdown(proc: ServerProc) -> None:
+    try:
+        proc.stop()
+    finally:
+        proc.kill()

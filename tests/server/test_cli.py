@@ -1,0 +1,73 @@
+"""`repomount serve` start-up: refusals with one clear line, --no-auth, a busy data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.server import ServerFactory, ServerProc
+
+
+def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REPOMOUNT_TOKEN"}
+    if token is not None:
+        env["REPOMOUNT_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "repomount", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "token", "says"),
+    [
+        ((), None, "no token"),
+        (("--no-auth", "--host", "0.0.0.0"), None, "only allowed on a loopback host"),
+        (("--no-auth", "--token", "t"), None, "not both"),
+        (("--history", "0"), "t", "--history"),
+    ],
+)
+def test_bad_configurations_exit_2(
+    tmp_path: Path, args: tuple[str, ...], token: str | None, says: str
+) -> None:
+    done = serve("--data", str(tmp_path / "d"), "--port", "0", *args, token=token)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("repomount serve: error:")
+    assert says in lines[0]
+
+
+def test_no_auth_on_loopback(server_factory: ServerFactory) -> None:
+    live = server_factory(["--no-auth"])
+    with httpx.Client(base_url=live.url) as anon:
+        assert anon.post("/v1/repos", json={"name": "open"}).status_code == 201
+
+
+def test_token_from_argument(tmp_path: Path) -> None:
+    live = ServerProc(tmp_path / "d", token="from-env", extra_args=["--token", "from-arg"])
+    live.start()
+    try:
+        with httpx.Client(base_url=live.url) as c:
+            r = c.get("/v1/repos", headers={"Authorization": "Bearer from-arg"})
+            assert r.status_code == 200
+    finally:
+        live.stop()
+
+
+def test_busy_data_dir_and_port(server: ServerProc, tmp_path: Path) -> None:
+    done = serve("--data", str(server.data_dir), "--port", "0", token="t")
+    assert done.returncode == 1
+    assert "in use by another repomount server" in done.stderr
+    done = serve("--data", str(tmp_path / "other"), "--port", str(server.port), token="t")
+    assert done.returncode == 1
+    assert "cannot listen" in done.stderr

@@ -1,0 +1,90 @@
+"""Path validation, table-driven: the pure function and the server's 422 answers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from repomount.paths import InvalidPathError, ancestors_of, parent_of, validate_path
+
+VALID = [
+    "a",
+    "a/b/c.txt",
+    ".hidden",
+    "..a",
+    "a..",
+    "...",
+    "dir/.git/config",
+    "with space/and\ttab",
+    "ünïcødé/文件",
+    "x" * 255,
+    "/".join(["d" * 200] * 20),  # 4019 bytes
+    "a\\b",
+]
+
+INVALID = [
+    ("", "empty"),
+    ("/a", "leading '/'"),
+    ("a/", "empty component"),
+    ("a//b", "empty component"),
+    ("/", "leading '/'"),
+    (".", "'.' component"),
+    ("..", "'..' component"),
+    ("a/./b", "'.' component"),
+    ("a/../b", "'..' component"),
+    ("../a", "'..' component"),
+    ("a/..", "'..' component"),
+    ("a\x00b", "NUL"),
+    ("x" * 256, "256-byte name"),
+    ("é" * 128, "256-byte name"),  # 128 characters, 256 bytes
+    ("/".join(["d" * 200] * 21), "limit is 4096"),
+    ("a/\udcff", "UTF-8"),
+]
+
+
+@pytest.mark.parametrize("path", VALID)
+def test_valid_paths_are_returned_unchanged(path: str) -> None:
+    assert validate_path(path) == path
+
+
+@pytest.mark.parametrize(("path", "reason"), INVALID)
+def test_invalid_paths_say_why(path: str, reason: str) -> None:
+    with pytest.raises(InvalidPathError, match=reason.replace("(", r"\(")) as info:
+        validate_path(path)
+    assert isinstance(info.value, ValueError)
+    assert info.value.path == path
+
+
+def test_parents_and_ancestors() -> None:
+    assert parent_of("a") == ""
+    assert parent_of("a/b/c") == "a/b"
+    assert ancestors_of("a/b/c") == ["a", "a/b"]
+    assert ancestors_of("a") == []
+
+
+# In URLs, '.' and '..' must be percent-encoded or the client normalises them away.
+HTTP_INVALID = ["a/%2E%2E/b", "%2E", "a//b", "a/", "a%00b", "x" * 256]
+
+
+@pytest.mark.parametrize("raw", HTTP_INVALID)
+def test_server_refuses_invalid_paths_with_422(client: httpx.Client, repo: str, raw: str) -> None:
+    url = f"/v1/repos/{repo}/files/{raw}"
+    for method in ("PUT", "GET", "DELETE"):
+        r = client.request(method, url, content=b"x" if method == "PUT" else None)
+        assert r.status_code == 422, (method, raw, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "invalid_path"
+        assert "invalid path" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "reason"), INVALID[:-1])
+def test_commit_refuses_invalid_paths_with_422(
+    client: httpx.Client, repo: str, path: str, reason: str
+) -> None:
+    ops = [{"op": "mkdir", "path": "fine"}, {"op": "write", "path": path, "content_b64": ""}]
+    r = client.post(f"/v1/repos/{repo}/commits", json={"operations": ops})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "invalid_path"
+    assert error["index"] == 1
+    assert client.get(f"/v1/repos/{repo}").json()["head"] == "0"
