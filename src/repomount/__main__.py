@@ -1,0 +1,3 @@
+from repomount.cli import main
+
+raise SystemExit(main())

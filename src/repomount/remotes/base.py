@@ -1,0 +1,321 @@
+"""The one interface every remote adapter implements.
+
+The vfs talks to remotes only through this module: capabilities are declared (the vfs
+chooses a strategy from them, adapters never pretend), listings and changes are plain
+data, and every failure crosses the boundary as one of the typed errors below.
+
+Version tokens are opaque strings chosen by each adapter (a content hash, a generation,
+a file id); the vfs only compares them for equality and hands them back as `expect`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    conditional_write: bool = False  # the server checks `expect` itself (If-Match & co.)
+    atomic_batch: bool = False  # several changes commit together, all or none
+    rename: bool = False  # a server-side rename exists (else: write + delete)
+    delete: bool = False
+    empty_dirs: bool = False  # a directory can exist with nothing in it
+    ranged_read: bool = False  # part of a file can be fetched
+    change_feed: bool = False  # `changes(since, wait)` long-polls instead of re-listing
+    binary_content: bool = True  # arbitrary bytes round-trip unchanged
+    recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
+    max_batch_ops: int = 1000  # the most operations worth sending in one apply()
+
+
+# --------------------------------------------------------------------------- versions
+
+
+class Expect(enum.Enum):
+    """Non-version preconditions. A plain `str` expect means "exactly that version"."""
+
+    ABSENT = "absent"  # create only: the path must not exist
+    ANY = "any"  # no precondition (used by the `mine` conflict policy)
+
+
+ExpectT = str | Expect
+
+
+# --------------------------------------------------------------------------- listings
+
+EntryKind = Literal["file", "dir", "symlink"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # repo-relative, "/"-separated, no leading slash; "" is the root
+    kind: EntryKind
+    size: int = 0
+    version: str | None = None  # None for directories and where the remote has none
+    mtime: float | None = None  # seconds since the epoch
+    mode: int | None = None  # permission bits, where the remote keeps them
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Entries below `path`, all seen at one `head` (the repo's version token)."""
+
+    path: str
+    head: str | None
+    entries: list[Entry]
+    recursive: bool = False
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    name: str
+    head: str | None
+
+
+@dataclass(frozen=True)
+class RemoteChange:
+    """One entry of a change feed: `path` changed (op write/mkdir) or went away (delete)."""
+
+    path: str
+    op: Literal["write", "delete", "mkdir"]
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    head: str | None
+    changes: list[RemoteChange]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a read delivered: the version it was at and how many bytes were written."""
+
+    version: str | None
+    size: int  # the whole file's size
+    written: int
+
+
+# --------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class Write:
+    path: str
+    source: Path  # a local file holding the full new content (a spool file)
+    size: int
+    sha256: str  # hex digest of the content of `source`
+    expect: ExpectT
+    key: str = ""  # idempotency key, stable across retries of this change
+    mode: int | None = None  # permission bits to record, where the remote keeps them
+
+
+@dataclass(frozen=True)
+class Delete:
+    path: str
+    expect: ExpectT = Expect.ANY
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Rename:
+    src: str
+    dst: str
+    expect: ExpectT = Expect.ANY  # the version of `src`
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+    key: str = ""
+
+
+Change = Write | Delete | Rename | Mkdir
+
+
+def change_path(change: Change) -> str:
+    return change.dst if isinstance(change, Rename) else change.path
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class Applied:
+    version: str | None = None  # the new version of the path written (None for deletes)
+
+
+@dataclass(frozen=True)
+class Conflicted:
+    current: str | None  # the remote's version now (None: the path does not exist)
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: RemoteError
+
+    @property
+    def retryable(self) -> bool:
+        return self.error.retryable
+
+
+Outcome = Applied | Conflicted | Failed
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    head: str | None
+    outcomes: list[Outcome] = field(default_factory=list)  # one per change, same order
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class RemoteError(Exception):
+    """Base of every error an adapter raises. `retryable` says whether trying the same
+    request again later may succeed (network trouble, 5xx, 429, 423)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code  # the service's own error code when it sent one ("path_conflict")
+
+
+class NotFound(RemoteError):
+    pass
+
+
+class Conflict(RemoteError):
+    """A precondition failed: the remote has another version than expected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.current = current
+
+
+class PreconditionRequired(RemoteError):
+    pass
+
+
+class Unavailable(RemoteError):
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class Unauthorized(RemoteError):
+    pass
+
+
+class TooLarge(RemoteError):
+    pass
+
+
+class InvalidPath(RemoteError):
+    pass
+
+
+class Aborted(RemoteError):
+    """Not applied because another change of the same atomic batch failed; send it again."""
+
+    retryable = True
+
+
+class Gone(RemoteError):
+    """A change feed position (or history point) the remote no longer keeps: re-list."""
+
+
+class Unsupported(RemoteError):
+    """The remote cannot do this at all (e.g. an empty directory on Relace)."""
+
+
+class ProtocolError(RemoteError):
+    """The remote answered something this adapter does not understand."""
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class Remote(abc.ABC):
+    """One repository on one service. Safe to use from several trio tasks at once."""
+
+    capabilities: Capabilities
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A stable string naming this repo on this service (no secrets), used to key
+        caches and journals: the same identity means the same remote content."""
+
+    @abc.abstractmethod
+    async def info(self) -> RepoInfo:
+        """Check that the repo exists and is reachable with our credentials."""
+
+    @abc.abstractmethod
+    async def list_tree(self, path: str, *, recursive: bool = False) -> Listing:
+        """Entries directly below directory `path` ("" is the root), or all entries below
+        it when `recursive`. Raises NotFound when `path` is not a directory."""
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> Entry | None:
+        """The entry at `path`, or None."""
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        path: str,
+        dest: BinaryIO,
+        *,
+        version: str | None = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Fetched:
+        """Write the file's content (or the byte range, with `ranged_read`) into `dest`.
+        With `version`, raise Conflict if the remote's current version differs."""
+
+    @abc.abstractmethod
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        """Send `changes` (in order) and report one outcome per change.
+
+        With `atomic_batch`, either every outcome is Applied or none took effect: the
+        changes whose precondition failed are Conflicted, the others Failed(Aborted).
+        Without it, each outcome stands on its own. Raises a RemoteError (and applied
+        nothing) when the request as a whole failed: unreachable, 401, unknown repo."""
+
+    async def changes(self, since: str | None, *, wait: float = 0.0) -> ChangeBatch:
+        """Changes after head `since`, waiting up to `wait` seconds for one.
+        Only with `change_feed`. Raises Gone when `since` is too old."""
+        raise Unsupported("this remote has no change feed")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
