@@ -1,0 +1,272 @@
+"""Command line: argument parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from repomount import __version__
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run repomount's reference server")
+    p.add_argument("--data", required=True, type=Path, help="directory for the store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8750)
+    p.add_argument("--token", default=None, help="bearer token (or REPOMOUNT_TOKEN)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="accept requests without a token (loopback only)"
+    )
+    p.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=1 << 30,
+        help="largest accepted request body, e.g. 1G, 200M (default 1G)",
+    )
+    p.add_argument(
+        "--history",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="commits of history kept per repo for ?at= and the change feed (default 100000)",
+    )
+    p.add_argument(
+        "--require-preconditions",
+        action="store_true",
+        help="answer 428 to a PUT or DELETE without If-Match / If-None-Match",
+    )
+    p.set_defaults(func=_cmd_serve)
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from repomount.server.run import ServeConfig, serve
+
+    # An explicit --no-auth wins over a REPOMOUNT_TOKEN left in the environment.
+    token = args.token or (None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")) or None
+    config = ServeConfig(
+        data_dir=args.data,
+        host=args.host,
+        port=args.port,
+        token=token,
+        no_auth=args.no_auth,
+        max_file_size=args.max_file_size,
+        history=args.history,
+        require_preconditions=args.require_preconditions,
+    )
+    return serve(config)
+
+
+# --------------------------------------------------------------------------- mount & co.
+
+
+def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mount", help="mount a remote repo on a local directory")
+    p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
+    _add_mount_options(p)
+    p.set_defaults(func=_cmd_mount)
+
+    p = sub.add_parser("unmount", help="upload pending changes, then unmount")
+    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up (and stay mounted) if uploads take longer (default 120)",
+    )
+    p.set_defaults(func=_cmd_unmount)
+
+    p = sub.add_parser("sync", help="upload pending changes now")
+    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("status", help="show a mount's pending changes, conflicts, errors")
+    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("demo", help="serve a sample repo locally and mount it")
+    p.add_argument(
+        "mountpoint",
+        metavar="MNT",
+        type=Path,
+        nargs="?",
+        default=Path("repomount-demo"),
+        help="default: ./repomount-demo",
+    )
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_mount_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT...]",
+        help="FUSE mount options, e.g. allow_other",
+    )
+    p.add_argument(
+        "--metadata-ttl",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long a directory listing is trusted (default 5)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="content cache (default $XDG_CACHE_HOME/repomount)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="state: conflict copies, logs (default $XDG_STATE_HOME/repomount)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"repomount: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_mount(args: argparse.Namespace) -> int:
+    from repomount.fuse import daemon
+    from repomount.mounting import MountRequest, run_mount
+    from repomount.remotes.registry import open_remote
+
+    mountpoint = args.mountpoint.absolute()
+    why = daemon.check_mountpoint(mountpoint)
+    if why:
+        return _fail(why, 2)
+    try:
+        identity = open_remote(args.src).identity
+    except ValueError as e:
+        return _fail(str(e), 2)
+    req = MountRequest.from_args(args, mountpoint, identity)
+    if args.foreground:
+        return run_mount(req, _print_ready(args.src, mountpoint))
+    code = daemon.start(lambda ready: run_mount(req, ready), req.state_dir / "mount.log")
+    if code == 0:
+        print(f"mounted {args.src} on {mountpoint} (log: {req.state_dir / 'mount.log'})")
+    return code
+
+
+def _print_ready(src: str, mountpoint: Path) -> Callable[[str | None], None]:
+    def ready(error: str | None) -> None:
+        if error is None:
+            print(f"repomount: mounted {src} on {mountpoint}", file=sys.stderr, flush=True)
+        else:
+            print(f"repomount: {error}", file=sys.stderr, flush=True)
+
+    return ready
+
+
+def _cmd_unmount(args: argparse.Namespace) -> int:
+    from repomount.fuse import daemon
+
+    code, message = daemon.unmount(args.mountpoint.absolute(), timeout=args.drain_timeout)
+    print(
+        message if code == 0 else f"repomount: {message}",
+        file=sys.stdout if code == 0 else sys.stderr,
+    )
+    return code
+
+
+def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | None:
+    from repomount.fuse import control
+
+    try:
+        return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]
+    except OSError:
+        print(f"repomount: no repomount mount answers at {mountpoint}", file=sys.stderr)
+        return None
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    reply = _control(args.mountpoint, "sync", wait=args.timeout + 5, timeout=args.timeout)
+    if reply is None:
+        return 1
+    pending = reply.get("pending") or []
+    if reply.get("ok"):
+        print("everything is uploaded")
+        return 0
+    print(
+        f"repomount: {len(pending)} change(s) still pending: {reply.get('last_error')}",  # type: ignore[arg-type]
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    reply = _control(args.mountpoint, "status", wait=30)
+    if reply is None:
+        return 1
+    reply.pop("ok", None)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    for key, value in reply.items():
+        if isinstance(value, list):
+            print(f"{key}: {len(value)}")
+            for item in value:
+                print(f"  {item}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from repomount.demo import run_demo
+
+    return run_demo(args.mountpoint.absolute())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repomount", description="Mount a remote repository as a local folder."
+    )
+    parser.add_argument("--version", action="version", version=f"repomount {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_mount_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Starting a mount in the background, and stopping one.
+
+`start` forks before anything else runs (no trio, no threads yet); the child mounts and
+reports through a pipe whether the mount is ready, so errors reach the terminal and the
+command's exit code. `unmount` asks the daemon to upload what is pending, then unmounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from repomount.fuse import control
+
+log = logging.getLogger(__name__)
+
+MountMain = Callable[[Callable[[str | None], None]], int]
+
+
+def is_mounted(mountpoint: str | Path) -> bool:
+    real = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and _unescape(fields[1]) == real:
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    return (
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )
+
+
+def check_mountpoint(mountpoint: Path) -> str | None:
+    """Why `mountpoint` cannot be mounted on, or None."""
+    if not mountpoint.exists():
+        return f"mountpoint {mountpoint} does not exist"
+    if not mountpoint.is_dir():
+        return f"mountpoint {mountpoint} is not a directory"
+    if is_mounted(mountpoint):
+        return f"{mountpoint} is already a mountpoint"
+    try:
+        if any(mountpoint.iterdir()):
+            return f"mountpoint {mountpoint} is not empty"
+    except PermissionError:
+        return f"mountpoint {mountpoint} is not readable"
+    return None
+
+
+def start(mount_main: MountMain, log_path: Path) -> int:
+    """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            message = pipe.read().decode(errors="replace").strip()
+        if message == "ok":
+            return 0
+        os.waitpid(pid, 0)
+        print(f"repomount: {message or 'the mount process died while starting'}", file=sys.stderr)
+        return 1
+    # child
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    reported = False
+
+    def ready(error: str | None) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        os.write(write_fd, b"ok" if error is None else error.encode())
+        os.close(write_fd)
+
+    code = 1
+    try:
+        code = mount_main(ready)
+    except BaseException as e:
+        log.exception("mount failed")
+        ready(f"mount failed: {e}")
+    finally:
+        ready("the mount process exited while starting")
+        os._exit(code)
+
+
+def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
+    """Upload what is pending, then unmount. (exit code, message)."""
+    if not is_mounted(mountpoint):
+        return 1, f"{mountpoint} is not mounted"
+    try:
+        reply = control.request(mountpoint, "sync", wait=timeout + 5, timeout=timeout)
+    except OSError:
+        reply = None  # no daemon answers: it died; unmount what is left
+    if reply is not None and not reply.get("ok"):
+        pending = reply.get("pending") or []
+        why = reply.get("last_error") or reply.get("error") or "unknown error"
+        return 1, (
+            f"not unmounted: {len(pending)} change(s) could not be uploaded ({why}); "
+            f"they stay pending: {', '.join(pending[:10])}"
+        )
+    result = subprocess.run(
+        ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return 1, f"not unmounted: {result.stderr.strip() or 'fusermount3 failed'}"
+    sock = control.socket_path(mountpoint)
+    deadline = time.monotonic() + 10
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    note = "" if reply is not None else " (the mount daemon was not running)"
+    return 0, f"unmounted {mountpoint}{note}"

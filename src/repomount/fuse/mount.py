@@ -1,0 +1,142 @@
+"""Mount lifecycle: init, serve requests, answer the control channel, unmount cleanly."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from repomount.fuse import control
+from repomount.fuse.operations import Operations
+from repomount.remotes.base import RemoteError
+from repomount.vfs.core import Vfs
+
+log = logging.getLogger(__name__)
+
+ReadyCallback = Callable[[str | None], None]  # None: mounted; a string: why not
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    fuse_options: list[str] = field(default_factory=list)  # from -o
+    drain_timeout: float = 30.0
+
+
+class KernelInvalidator:
+    """Queues kernel cache invalidations; a background task sends them, never from
+    inside a request handler (invalidate_inode blocks, and in a handler deadlocks)."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[tuple[str, int, str, int, bool]] = collections.deque()
+        self._wakeup = trio.Event()
+        self.enabled = False
+
+    def entry(self, parent_ino: int, name: str, deleted_ino: int = 0) -> None:
+        if self.enabled:
+            self._queue.append(("entry", parent_ino, name, deleted_ino, False))
+            self._wakeup.set()
+
+    def inode(self, ino: int, attr_only: bool = False) -> None:
+        if self.enabled:
+            self._queue.append(("inode", ino, "", 0, attr_only))
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._queue:
+                kind, ino, name, deleted, attr_only = self._queue.popleft()
+                try:
+                    if kind == "entry":
+                        pyfuse3.invalidate_entry_async(
+                            ino, name.encode(), deleted, ignore_enoent=True
+                        )
+                    else:
+                        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, attr_only)
+                except OSError:
+                    pass  # the kernel no longer knows it: nothing to drop
+
+
+def fuse_options(opts: MountOptions) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options.add("fsname=repomount")
+    options.add("subtype=repomount")
+    options.update(o for o in opts.fuse_options if o)
+    return options
+
+
+async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
+    """Mount, serve until unmounted or signalled, then drain and leave. Returns an exit
+    code; `ready` is called exactly once (None on success, else the reason)."""
+    try:
+        await vfs.start()
+    except RemoteError as e:
+        ready(f"cannot reach the remote: {e.message}")
+        return 1
+    invalidator = KernelInvalidator()
+    vfs.invalidator = invalidator
+    ops = Operations(vfs)
+    # Before mounting: once mounted, any stat of the mountpoint from this process waits
+    # on a request only this process can answer.
+    sock = control.socket_path(opts.mountpoint)
+    try:
+        pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
+    except RuntimeError as e:
+        ready(f"cannot mount on {opts.mountpoint}: {e}")
+        return 1
+    invalidator.enabled = True
+    clean = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(invalidator.run)
+            await nursery.start(control.serve, sock, _control_handler(vfs))
+            nursery.start_soon(_on_signals, vfs, opts)
+            ready(None)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+        clean = True
+    finally:
+        pyfuse3.close(unmount=True)
+        sock.unlink(missing_ok=True)
+    pending = await vfs.drain()
+    await vfs.close()
+    await vfs.remote.aclose()
+    if pending:
+        log.error("unmounted with %d changes not uploaded: %s", len(pending), ", ".join(pending))
+        return 1
+    return 0 if clean else 1
+
+
+async def _on_signals(vfs: Vfs, opts: MountOptions) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: uploading pending changes, then unmounting", signal.Signals(signum).name)
+            with trio.move_on_after(opts.drain_timeout):
+                await vfs.drain()
+            pyfuse3.terminate()
+            return
+
+
+def _control_handler(vfs: Vfs) -> control.Handler:
+    async def handle(req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, **vfs.status()}
+        if cmd == "sync":
+            timeout = float(req.get("timeout") or 60)
+            with trio.move_on_after(timeout):
+                pending = await vfs.drain()
+                return {"ok": not pending, "pending": pending, "last_error": vfs.last_error}
+            return {"ok": False, "pending": vfs.pending(), "last_error": "timed out"}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    return handle

@@ -1,0 +1,74 @@
+"""Wiring for `repomount mount`: remote + vfs + fuse, one mount per state directory."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from repomount import config, log
+from repomount.fuse import mount
+from repomount.remotes.registry import open_remote
+from repomount.vfs.core import Vfs, VfsConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MountRequest:
+    src: str
+    mountpoint: Path
+    cache_dir: Path
+    state_dir: Path
+    metadata_ttl: float = 5.0
+    fuse_options: list[str] = field(default_factory=list)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
+        slug = config.mount_slug(identity)
+        options = [o.strip() for group in args.options for o in group.split(",") if o.strip()]
+        return cls(
+            src=args.src,
+            mountpoint=mountpoint,
+            cache_dir=(args.cache_dir or config.default_cache_root()) / slug,
+            state_dir=(args.state_dir or config.default_state_root()) / slug,
+            metadata_ttl=args.metadata_ttl,
+            fuse_options=options,
+            log_level=args.log_level,
+        )
+
+
+def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
+    log.setup(req.log_level)
+    req.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    req.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ready(
+            f"{req.src} is already mounted with state dir {req.state_dir}; "
+            "give this mount its own --state-dir and --cache-dir"
+        )
+        return 1
+    try:
+        remote = open_remote(req.src)
+        vfs = Vfs(
+            remote,
+            VfsConfig(
+                cache_dir=req.cache_dir, state_dir=req.state_dir, metadata_ttl=req.metadata_ttl
+            ),
+        )
+        opts = mount.MountOptions(req.mountpoint, fuse_options=req.fuse_options)
+        code = trio.run(mount.run, vfs, opts, ready)
+        logger.info("unmounted %s (exit %d)", req.mountpoint, code)
+        return code
+    finally:
+        os.close(lock_fd)

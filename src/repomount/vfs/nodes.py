@@ -1,0 +1,125 @@
+"""The local view of the repo's namespace: a tree of nodes, and the inode table.
+
+A remote repo has no inode numbers, so each path gets one when first seen. A node stays
+in the tree while its name exists; a node that lost its name (unlink, rename-over, remote
+delete) stays in the inode table until the kernel forgets it, so open files keep working.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+ROOT_INO = 1
+
+Kind = Literal["file", "dir", "symlink"]
+
+
+@dataclass(eq=False)
+class Node:
+    ino: int
+    name: str
+    parent: Node | None
+    kind: Kind
+    size: int = 0
+    mode: int = 0o644  # permission bits only
+    mtime: float = field(default_factory=time.time)
+    # The remote version this node's content is based on; None for a file that
+    # does not exist remotely (yet).
+    version: str | None = None
+    # Whether the path exists on the remote as far as we know (decides the upload's
+    # precondition: the base version, or "must not exist").
+    on_remote: bool = False
+    children: dict[str, Node] | None = None  # dirs only; None until first listed
+    lookups: int = 0  # the kernel's lookup count
+    open_count: int = 0  # open file handles
+    attached: bool = True  # False once the name was removed from the tree
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+    @property
+    def path(self) -> str:
+        parts: list[str] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+    @property
+    def st_mode(self) -> int:
+        kind_bits = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+        return kind_bits[self.kind] | (self.mode & 0o7777)
+
+
+def child_path(parent: Node, name: str) -> str:
+    base = parent.path
+    return f"{base}/{name}" if base else name
+
+
+class InodeTable:
+    """ino -> node for every node the kernel may still ask about."""
+
+    def __init__(self) -> None:
+        self.root = Node(ROOT_INO, "", None, "dir", mode=0o755, on_remote=True)
+        self._nodes: dict[int, Node] = {ROOT_INO: self.root}
+        self._next_ino = ROOT_INO + 1
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, ino: int) -> Node | None:
+        return self._nodes.get(ino)
+
+    def new_node(self, parent: Node, name: str, kind: Kind, **attrs: object) -> Node:
+        """Create a node and link it into `parent` (replacing nothing: the caller detaches
+        any previous holder of the name first)."""
+        node = Node(self._next_ino, name, parent, kind, **attrs)  # type: ignore[arg-type]
+        self._next_ino += 1
+        if kind == "dir" and node.children is None and not node.on_remote:
+            node.children = {}  # a directory made here starts known-empty
+        self._nodes[node.ino] = node
+        assert parent.children is not None
+        parent.children[name] = node
+        return node
+
+    def detach(self, node: Node) -> None:
+        """Remove `node` (and its subtree) from the namespace. Inode entries survive while
+        the kernel still holds lookups or handles are open."""
+        siblings = node.parent.children if node.parent is not None else None
+        if siblings is not None and siblings.get(node.name) is node:
+            del siblings[node.name]
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            n.attached = False
+            if n.children:
+                stack.extend(n.children.values())
+            self._maybe_drop(n)
+
+    def move(self, node: Node, new_parent: Node, new_name: str) -> None:
+        assert node.parent is not None and node.parent.children is not None
+        assert new_parent.children is not None
+        if node.parent.children.get(node.name) is node:
+            del node.parent.children[node.name]
+        node.parent = new_parent
+        node.name = new_name
+        new_parent.children[new_name] = node
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._nodes.get(ino)
+        if node is None:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self._maybe_drop(node)
+
+    def released(self, node: Node) -> None:
+        self._maybe_drop(node)
+
+    def _maybe_drop(self, node: Node) -> None:
+        if not node.attached and node.lookups == 0 and node.open_count == 0:
+            self._nodes.pop(node.ino, None)

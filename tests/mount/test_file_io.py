@@ -1,0 +1,184 @@
+"""Python file I/O through a real mount; after each step the server holds exactly that."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+
+import pytest
+from support.mount import MountProc
+from support.server import ServerProc
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def remote_version(server: ServerProc, repo: str, path: str) -> str | None:
+    with server.client() as c:
+        r = c.head(f"/v1/repos/{repo}/files/{path}")
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return r.headers["etag"].strip('"')
+
+
+def test_create_and_read_back(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "hello.txt").write_bytes(b"hello world\n")
+    assert server.tree(mnt.repo) == {"hello.txt": b"hello world\n"}
+    assert remote_version(server, mnt.repo, "hello.txt") == sha(b"hello world\n")
+    assert (mnt.path / "hello.txt").read_bytes() == b"hello world\n"
+    assert (mnt.path / "hello.txt").stat().st_size == 12
+
+
+def test_empty_file_is_created(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "empty").touch()
+    assert server.tree(mnt.repo) == {"empty": b""}
+
+
+def test_overwrite_append_random_write_truncate(server: ServerProc, mnt: MountProc) -> None:
+    f = mnt.path / "f.bin"
+    f.write_bytes(b"0123456789")
+    f.write_bytes(b"abc")  # overwrite (O_TRUNC)
+    assert server.get(mnt.repo, "f.bin") == b"abc"
+    with f.open("ab") as fh:  # append
+        fh.write(b"def")
+    assert server.get(mnt.repo, "f.bin") == b"abcdef"
+    with f.open("r+b") as fh:  # random write inside and past the end
+        fh.seek(1)
+        fh.write(b"XY")
+        fh.seek(10)
+        fh.write(b"Z")
+    expected = b"aXYdef\0\0\0\0Z"
+    assert server.get(mnt.repo, "f.bin") == expected
+    assert f.read_bytes() == expected
+    os.truncate(f, 4)  # truncate a closed file
+    assert server.get(mnt.repo, "f.bin") == b"aXYd"
+    with f.open("r+b") as fh:  # ftruncate on an open one, grow then write
+        fh.truncate(6)
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"!")
+    assert server.get(mnt.repo, "f.bin") == b"aXYd\0\0!"
+    assert remote_version(server, mnt.repo, "f.bin") == sha(b"aXYd\0\0!")
+
+
+def test_existing_remote_file_is_read_and_edited(server: ServerProc, mount_factory) -> None:
+    server.create_repo("pre")
+    server.put("pre", "dir/a.txt", b"line1\nline2\n")
+    m = mount_factory("pre", create=False)
+    assert (m.path / "dir" / "a.txt").read_text() == "line1\nline2\n"
+    with (m.path / "dir" / "a.txt").open("a") as fh:
+        fh.write("line3\n")
+    assert server.get("pre", "dir/a.txt") == b"line1\nline2\nline3\n"
+
+
+def test_rename_and_rename_over(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "a").write_bytes(b"A")
+    (mnt.path / "b").write_bytes(b"B")
+    os.rename(mnt.path / "a", mnt.path / "c")
+    assert server.tree(mnt.repo) == {"b": b"B", "c": b"A"}
+    os.replace(mnt.path / "c", mnt.path / "b")  # over an existing file
+    assert server.tree(mnt.repo) == {"b": b"A"}
+    assert sorted(os.listdir(mnt.path)) == ["b"]
+    assert (mnt.path / "b").read_bytes() == b"A"
+
+
+def test_atomic_save_pattern(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "conf.ini").write_bytes(b"old")
+    tmp = mnt.path / ".conf.ini.tmp"
+    tmp.write_bytes(b"new")
+    os.replace(tmp, mnt.path / "conf.ini")
+    assert server.tree(mnt.repo) == {"conf.ini": b"new"}
+
+
+def test_mkdir_rmdir_and_directory_rename(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "d1" / "sub").mkdir(parents=True)
+    (mnt.path / "d1" / "sub" / "x.txt").write_bytes(b"x")
+    (mnt.path / "empty").mkdir()
+    with server.client() as c:
+        tree = c.get(f"/v1/repos/{mnt.repo}/tree", params={"recursive": 1}).json()
+    kinds = {e["path"]: e["type"] for e in tree["entries"]}
+    assert kinds == {"d1": "dir", "d1/sub": "dir", "d1/sub/x.txt": "file", "empty": "dir"}
+    os.rename(mnt.path / "d1", mnt.path / "d2")
+    assert server.tree(mnt.repo) == {"d2/sub/x.txt": b"x"}
+    assert (mnt.path / "d2" / "sub" / "x.txt").read_bytes() == b"x"
+    with pytest.raises(OSError) as e:
+        os.rmdir(mnt.path / "d2")
+    assert e.value.errno == errno.ENOTEMPTY
+    os.rmdir(mnt.path / "empty")
+    with server.client() as c:
+        tree = c.get(f"/v1/repos/{mnt.repo}/tree", params={"recursive": 1}).json()
+    assert "empty" not in {e["path"] for e in tree["entries"]}
+
+
+def test_unlink(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "gone.txt").write_bytes(b"bye")
+    os.unlink(mnt.path / "gone.txt")
+    assert server.tree(mnt.repo) == {}
+    assert not (mnt.path / "gone.txt").exists()
+    with pytest.raises(FileNotFoundError):
+        os.unlink(mnt.path / "gone.txt")
+
+
+def test_unlink_while_open_keeps_the_open_file_readable(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / "f").write_bytes(b"content")
+    with (mnt.path / "f").open("rb") as fh:
+        os.unlink(mnt.path / "f")
+        assert fh.read() == b"content"
+    assert server.tree(mnt.repo) == {}
+
+
+def test_listdir_of_1000_entries(server: ServerProc, mount_factory) -> None:
+    server.create_repo("big")
+    with server.client() as c:
+        ops = [
+            {"op": "write", "path": f"many/f{i:04}.txt", "content_b64": "eA=="}
+            for i in range(1000)
+        ]
+        c.post("/v1/repos/big/commits", json={"operations": ops}).raise_for_status()
+    m = mount_factory("big", create=False)
+    names = os.listdir(m.path / "many")
+    assert sorted(names) == [f"f{i:04}.txt" for i in range(1000)]
+    assert (m.path / "many" / "f0999.txt").read_bytes() == b"x"
+
+
+def test_exclusive_create_of_existing_file_fails(mnt: MountProc) -> None:
+    (mnt.path / "lock").write_bytes(b"1")
+    with pytest.raises(FileExistsError):
+        os.open(mnt.path / "lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+
+
+def test_statfs_and_stat(mnt: MountProc) -> None:
+    st = os.statvfs(mnt.path)
+    assert st.f_namemax == 255 and st.f_bavail > 0
+    (mnt.path / "x").write_bytes(b"12345")
+    s = (mnt.path / "x").stat()
+    assert s.st_size == 5 and s.st_uid == os.getuid()
+
+
+def test_many_files_written_and_read_back(server: ServerProc, mnt: MountProc) -> None:
+    files = {f"d{i % 5}/file{i}.txt": f"content {i}\n".encode() * (i + 1) for i in range(60)}
+    for rel, data in files.items():
+        p = mnt.path / rel
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(data)
+    assert server.tree(mnt.repo) == files
+    for rel, data in files.items():
+        assert (mnt.path / rel).read_bytes() == data
+
+
+def test_remote_content_appears_after_ttl(server: ServerProc, mount_factory) -> None:
+    m = mount_factory(extra_args=["--metadata-ttl", "0.5"])
+    (m.path / "f").write_bytes(b"mine")
+    server.put(m.repo, "f", b"theirs, longer")
+    server.put(m.repo, "new", b"n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (m.path / "f").read_bytes() == b"theirs, longer" and (m.path / "new").exists():
+            break
+        time.sleep(0.2)
+    assert (m.path / "f").read_bytes() == b"theirs, longer"
+    assert (m.path / "new").read_bytes() == b"n"
+

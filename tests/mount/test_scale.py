@@ -1,0 +1,62 @@
+"""Request economy of listings, and memory use with large files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+from support.mount import MountProc
+from support.server import ServerProc
+
+
+def test_ls_lR_lists_each_directory_at_most_once(server: ServerProc, mount_factory) -> None:
+    server.create_repo("tree")
+    dirs = [f"d{a}/e{b}" for a in range(10) for b in range(4)]
+    with server.client() as c:
+        ops = [
+            {"op": "write", "path": f"{d}/f{i}.txt", "content_b64": "aGk="}
+            for d in dirs
+            for i in range(50)
+        ]
+        assert len(ops) == 2000
+        c.post("/v1/repos/tree/commits", json={"operations": ops}).raise_for_status()
+    m: MountProc = mount_factory("tree", create=False, extra_args=["--metadata-ttl", "60"])
+    mark = server.mark()
+    out = subprocess.run(
+        ["ls", "-lR", str(m.path)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.count(".txt") == 2000
+    lines = server.requests(since=mark)
+    tree_calls = [r for r in lines if r.path.endswith("/tree")]
+    directories = 1 + 10 + len(dirs)  # root, d*, d*/e*
+    assert len(tree_calls) <= directories, [r.path for r in lines]
+    assert all(not r.path.startswith("/v1/repos/tree/files/") for r in lines), "per-file requests"
+
+
+def test_large_file_read_and_write_keep_rss_low(server: ServerProc, mount_factory) -> None:
+    size = 200 * 1024 * 1024
+    block = hashlib.sha256(b"seed").digest() * (1 << 15)  # 1 MiB, not compressible to zero
+    m: MountProc = mount_factory()
+    big = m.path / "big.bin"
+    h = hashlib.sha256()
+    with big.open("wb") as f:
+        for i in range(size // len(block)):
+            chunk = block[i % 7 :] + block[: i % 7]
+            f.write(chunk)
+            h.update(chunk)
+    written = h.hexdigest()
+    with server.client() as c:
+        r = c.head(f"/v1/repos/{m.repo}/files/big.bin")
+        assert r.headers["etag"].strip('"') == written
+    # Read it back through a fresh cache (another mount of the same repo).
+    m2: MountProc = mount_factory(m.repo, create=False)
+    h2 = hashlib.sha256()
+    with (m2.path / "big.bin").open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h2.update(chunk)
+    assert h2.hexdigest() == written
+    for mp in (m, m2):
+        peak_mib = mp.rss_peak_kib() / 1024
+        assert peak_mib < 150, f"mount RSS peaked at {peak_mib:.0f} MiB"
+    assert os.path.getsize(m2.path / "big.bin") == size
