@@ -71,6 +71,7 @@ class MountProc:
 
     def start(self, timeout: float = 20) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command(), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL

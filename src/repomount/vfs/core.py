@@ -639,10 +639,7 @@ class Vfs:
             if isinstance(outcome, Conflicted):
                 saved = await trio.to_thread.run_sync(self._save_conflict, node, spool)
                 self.writes.discard(node.ino)
-                node.version = outcome.current
-                node.on_remote = outcome.current is not None
-                self._fresh.pop(node.parent.ino if node.parent else 0, None)
-                self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
+                await self._adopt_remote_state(node, outcome.current)
                 raise FsError(
                     errno.ESTALE,
                     f"{node.path} changed on the remote; your version was saved to {saved}",
@@ -650,6 +647,22 @@ class Vfs:
             assert isinstance(outcome, Failed)
             self._remote_failed(outcome.error)
             raise outcome.error
+
+    async def _adopt_remote_state(self, node: Node, current: str | None) -> None:
+        """Show the remote's version of `node` again (after losing a conflict)."""
+        entry = None
+        try:
+            entry = await self.remote.stat(node.path)
+        except RemoteError as e:
+            log.warning("could not stat %s after a conflict: %s", node.path, e)
+        node.version = entry.version if entry else current
+        node.on_remote = entry is not None or current is not None
+        if entry is not None:
+            node.size = entry.size
+            node.mtime = entry.mtime or node.mtime
+        if node.parent is not None:
+            self._fresh.pop(node.parent.ino, None)
+        self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
 
     def _save_conflict(self, node: Node, spool: Spool) -> Path:
         """Keep the losing local content where the user can find it."""
