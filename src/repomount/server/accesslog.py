@@ -2,8 +2,9 @@
 
 The path is logged as sent (percent-encoded, without the query string), so a line never
 holds spaces or newlines from file names, nor secrets from query parameters; headers
-(and so the token) are never logged. Each line is flushed at once: tests count requests
-by reading the log while the server runs.
+(and so the token) are never logged. Each line is flushed at once, and written before
+the last byte of the response goes out: tests count requests by reading the log right
+after their responses complete.
 """
 
 from __future__ import annotations
@@ -42,14 +43,22 @@ class AccessLog:
             stream.write(f"{scope['method']} {path} {status} {ms}ms\n")
             stream.flush()
 
+        length: int | None = None  # the response's Content-Length, when it has one
+        sent = 0
+
         async def send_and_log(message: Message) -> None:
-            nonlocal status
+            nonlocal status, length, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                # Log before the last byte goes out: whoever saw the response complete
-                # can already find its line.
-                log()
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-length":
+                        length = int(value)
+            elif message["type"] == "http.response.body" and not logged:
+                sent += len(message.get("body", b""))
+                # Log before the last byte goes out: a client has the whole response once
+                # Content-Length bytes arrived, and may look for its line right away.
+                if not message.get("more_body") or (length is not None and sent >= length):
+                    log()
             await send(message)
 
         try:
