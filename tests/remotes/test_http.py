@@ -324,6 +324,18 @@ async def test_body_cut_off_while_streaming_is_unavailable() -> None:
     assert got == b"first part"
 
 
+async def test_request_retries_a_body_cut_off_in_transit(autojump_clock: object) -> None:
+    rec = Recorder(httpx.Response(200, stream=_Broken()), httpx.Response(200, json={"a": 1}))
+    async with client(rec) as c:
+        assert (await c.request("GET", "/v1/x")).json() == {"a": 1}
+    assert len(rec.requests) == 2
+    once = Recorder(httpx.Response(200, stream=_Broken()))
+    async with client(once) as c:
+        with pytest.raises(Unavailable, match="ReadError"):
+            await c.request("POST", "/v1/x", json={})
+    assert len(once.requests) == 1
+
+
 async def test_query_strings_stay_out_of_messages() -> None:
     rec = Recorder(err(404))
     async with client(rec) as c:

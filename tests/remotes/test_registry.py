@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from repomount.remotes.base import Unauthorized
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
+from support.server import ServerProc
 
 
 @pytest.mark.parametrize(
@@ -58,19 +60,23 @@ def test_a_token_in_the_url_is_refused_and_not_echoed() -> None:
     assert "hunter2" not in str(info.value)
 
 
-async def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPOMOUNT_TOKEN", "from-env")
-    remote = open_remote("http://h:1/r")
-    explicit = open_remote("http://h:1/r", token="explicit")
+async def test_token_comes_from_the_environment(
+    server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.create_repo("r")
+    src = f"{server.url}/r"
+    monkeypatch.setenv("REPOMOUNT_TOKEN", server.token)
+    from_env = open_remote(src)
+    overridden = open_remote(src, token="not-the-token")
     monkeypatch.setenv("REPOMOUNT_TOKEN", "")
-    none = open_remote("http://h:1/r")
+    without = open_remote(src)
     try:
-        assert isinstance(remote, NativeRemote) and isinstance(explicit, NativeRemote)
-        assert isinstance(none, NativeRemote)
-        assert remote._http._client.headers["Authorization"] == "Bearer from-env"
-        assert explicit._http._client.headers["Authorization"] == "Bearer explicit"
-        assert "Authorization" not in none._http._client.headers
-        assert "from-env" not in repr(remote)
+        assert (await from_env.info()).name == "r"
+        with pytest.raises(Unauthorized, match="rejected the token"):
+            await overridden.info()
+        with pytest.raises(Unauthorized, match="requires a token"):
+            await without.info()
+        assert server.token not in repr(from_env)
     finally:
-        for r in (remote, explicit, none):
-            await r.aclose()
+        for remote in (from_env, overridden, without):
+            await remote.aclose()

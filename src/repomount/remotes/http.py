@@ -274,20 +274,12 @@ class HttpClient:
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send a request and return its (fully read) response. A status outside 2xx
-        and `ok` raises the mapped RemoteError."""
-        async with self.stream(
-            method,
-            url,
-            params=params,
-            headers=headers,
-            json=json,
-            content=content,
-            idempotent=idempotent,
-            ok=ok,
-            timeout=timeout,
+        and `ok` raises the mapped RemoteError. A body cut off in transit counts as a
+        transient failure, so it is retried like one."""
+        async with self._exchange(
+            method, url, params, headers, json, content, idempotent, ok, timeout, preload=True
         ) as response:
-            await response.aread()
-        return response
+            return response
 
     @asynccontextmanager
     async def stream(
@@ -306,6 +298,26 @@ class HttpClient:
         """Like `request`, but yields the response with its body unread, for streaming.
         Retries happen only before the response is yielded; a transport failure while
         the caller reads the body becomes Unavailable."""
+        async with self._exchange(
+            method, url, params, headers, json, content, idempotent, ok, timeout, preload=False
+        ) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        content: Body | None,
+        idempotent: bool | None,
+        ok: Container[int],
+        timeout: httpx.Timeout | None,
+        *,
+        preload: bool,
+    ) -> AsyncIterator[httpx.Response]:
         method = method.upper()
         hdrs = dict(headers or {})
         if idempotent is None:
@@ -337,6 +349,8 @@ class HttpClient:
             try:
                 status = response.status_code
                 if 200 <= status < 300 or status in ok:
+                    if preload:
+                        await response.aread()
                     try:
                         yield response
                     except httpx.TransportError as exc:
@@ -345,7 +359,7 @@ class HttpClient:
                 await response.aread()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 error = self.error_for(response, context=context, retry_after=retry_after)
-            except httpx.TransportError as exc:  # the error body was cut off
+            except httpx.TransportError as exc:  # the body was cut off
                 error = self._transport_error(exc, context)
             finally:
                 await response.aclose()
@@ -359,11 +373,14 @@ class HttpClient:
         self, response: httpx.Response, *, context: str, retry_after: float | None = None
     ) -> RemoteError:
         """The typed error for a (read) non-success response, its message redacted."""
-        body = self._parse_error(response)
-        body = ErrorBody(
-            body.code, self.redact(body.message) if body.message else None, body.details
-        )
+        body = self.error_body(response)
         return map_error(response.status_code, body, context=context, retry_after=retry_after)
+
+    def error_body(self, response: httpx.Response) -> ErrorBody:
+        """The service's error body as parsed by this client's parser, message redacted."""
+        body = self._parse_error(response)
+        message = self.redact(body.message) if body.message else None
+        return ErrorBody(body.code, message, body.details)
 
     # ------------------------------------------------------------------ internals
 

@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
@@ -48,11 +49,14 @@ from repomount.remotes.base import (
 from repomount.remotes.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpClient, RetryPolicy
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
+INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
 CHUNK = 256 * 1024
 MAX_WAIT = 60.0  # the server holds a change-feed request at most this long
 
 _KINDS: dict[str, EntryKind] = {"file": "file", "dir": "dir", "symlink": "symlink"}
 _OPS = ("write", "delete", "mkdir")
+# Statuses with which a commit may blame single operations (see NativeRemote._refused).
+_PER_OP_STATUSES = (404, 409, 422)
 
 T = TypeVar("T")
 
@@ -78,6 +82,7 @@ class NativeRemote(Remote):
         token: str | None = None,
         page_size: int = 5000,
         inline_max: int = INLINE_MAX,
+        inline_budget: int = INLINE_BUDGET,
         retry: RetryPolicy = DEFAULT_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -85,6 +90,7 @@ class NativeRemote(Remote):
         self.repo = repo
         self.page_size = page_size
         self.inline_max = inline_max
+        self.inline_budget = inline_budget
         self._http = HttpClient(
             self.base_url,
             token=token,
@@ -138,19 +144,19 @@ class NativeRemote(Remote):
         if recursive:
             params["recursive"] = 1
         entries: list[Entry] = []
-        head: str | None = None
-        first = True
+        heads: list[str | None] = []
         while True:
             data = _json(await self._http.request("GET", f"{self._repo_url}/tree", params=params))
-            page = _parse(lambda d=data: [_entry(e) for e in d["entries"]])  # type: ignore[misc]
+            head, page, cursor = _parse(partial(_tree_page, data))
+            heads.append(head)
             entries.extend(page)
-            if first:  # later pages carry the head their cursor pinned: the same one
-                head = _parse(lambda d=data: _head(d["head"]))  # type: ignore[misc]
-                first = False
-            cursor = data.get("next_cursor")
             if not cursor:
                 break
-            params = {**params, "cursor": str(cursor)}
+            params = {**params, "cursor": cursor}
+        # The cursor pins the first page's head, so every page must report that one.
+        if len(set(heads)) > 1:
+            raise ProtocolError(f"listing of {path!r} spans heads {sorted(set(map(str, heads)))}")
+        head = heads[0]
         return Listing(path=path, head=head, entries=entries, recursive=recursive)
 
     async def stat(self, path: str) -> Entry | None:
@@ -231,7 +237,14 @@ class NativeRemote(Remote):
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         if not changes:
             return ApplyResult(head=base, outcomes=[])
-        ops = [await self._operation(change) for change in changes]
+        ops = []
+        budget = self.inline_budget
+        for change in changes:
+            inline = False
+            if isinstance(change, Write) and change.size <= min(self.inline_max, budget):
+                inline = True
+                budget -= change.size
+            ops.append(await self._operation(change, inline=inline))
         body: dict[str, Any] = {
             "message": f"repomount: {len(ops)} change{'s' if len(ops) > 1 else ''}",
             "author": _author(),
@@ -245,10 +258,10 @@ class NativeRemote(Remote):
         url = f"{self._repo_url}/commits"
         # Without a key a replay could commit twice; send it once, unless it never left.
         response = await self._http.request(
-            "POST", url, json=body, idempotent=key is not None, ok=(409,)
+            "POST", url, json=body, idempotent=key is not None, ok=_PER_OP_STATUSES
         )
-        if response.status_code == 409:
-            return self._conflicted(response, url, len(changes))
+        if response.status_code in _PER_OP_STATUSES:
+            return self._refused(response, url, len(changes))
         data = _json(response)
 
         def applied() -> list[Outcome]:
@@ -259,34 +272,41 @@ class NativeRemote(Remote):
 
         return ApplyResult(head=_parse(lambda: _head(data["head"])), outcomes=_parse(applied))
 
-    def _conflicted(self, response: httpx.Response, url: str, count: int) -> ApplyResult:
+    def _refused(self, response: httpx.Response, url: str, count: int) -> ApplyResult:
+        """A commit refused as a whole: nothing was applied. When the server names the
+        operations at fault (failed preconditions, or an `index` in the error) the
+        outcome is per change; otherwise (unknown repo, reused key) the error is raised."""
         error = self._http.error_for(response, context=f"{self._http.name}: POST {url}")
-        if error.code != "conflict":  # path_conflict, directory_not_empty, idempotency_…
-            raise error
-        data = _json(response)
+        details = self._http.error_body(response).details
+        aborted = Failed(Aborted(f"not applied: another change of the batch failed ({error})"))
+        result: list[Outcome] = [aborted] * count
+        if error.code == "conflict":
 
-        def outcomes() -> list[Outcome]:
-            result: list[Outcome] = [
-                Failed(Aborted("not applied: another change of the batch conflicted"))
-            ] * count
-            found = data["error"]["conflicts"]
-            for conflict in found:
-                current = conflict.get("current")
-                result[int(conflict["index"])] = Conflicted(
-                    current=None if current is None else str(current)
-                )
-            if not found:
-                raise ValueError("a conflict without conflicts")
-            return result
+            def conflicted() -> None:
+                found = details["conflicts"]
+                if not found:
+                    raise ValueError("a conflict without conflicts")
+                for conflict in found:
+                    current = conflict.get("current")
+                    result[int(conflict["index"])] = Conflicted(
+                        current=None if current is None else str(current)
+                    )
 
-        head = response.headers.get("X-Repo-Head")
-        return ApplyResult(head=head, outcomes=_parse(outcomes))
+            _parse(conflicted)
+        else:
+            index = details.get("index")
+            if not isinstance(index, int) or not 0 <= index < count:
+                raise error
+            if error.code == "unknown_blob":  # collected since we uploaded it: upload again
+                error = Unavailable(error.message, status=error.status, code=error.code)
+            result[index] = Failed(error)
+        return ApplyResult(head=response.headers.get("X-Repo-Head"), outcomes=result)
 
-    async def _operation(self, change: Change) -> dict[str, Any]:
+    async def _operation(self, change: Change, *, inline: bool) -> dict[str, Any]:
         op: dict[str, Any]
         if isinstance(change, Write):
             op = {"op": "write", "path": change.path}
-            if change.size <= self.inline_max:
+            if inline:
                 content = await trio.Path(change.source).read_bytes()
                 op["content_b64"] = base64.b64encode(content).decode("ascii")
             else:
@@ -446,6 +466,12 @@ def _parse(build: Callable[[], T]) -> T:
 
 def _head(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _tree_page(data: dict[str, Any]) -> tuple[str | None, list[Entry], str | None]:
+    cursor = data.get("next_cursor")
+    entries = [_entry(e) for e in data["entries"]]
+    return _head(data["head"]), entries, None if cursor is None else str(cursor)
 
 
 def _entry(data: dict[str, Any]) -> Entry:

@@ -20,7 +20,9 @@ Opener = Callable[[SplitResult, str, str | None], Remote]
 def _open_native(url: SplitResult, src: str, token: str | None) -> Remote:
     def bad(why: str) -> ValueError:
         netloc = url.netloc
-        shown = src if "@" not in netloc else src.replace(netloc, "***@" + netloc.rpartition("@")[2])
+        shown = (
+            src if "@" not in netloc else src.replace(netloc, "***@" + netloc.rpartition("@")[2])
+        )
         return ValueError(f"bad remote {shown!r}: {why} (expected {ACCEPTED})")
 
     if url.username is not None or url.password is not None:

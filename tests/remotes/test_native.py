@@ -1,0 +1,693 @@
+"""NativeRemote against the real reference server (a `repomount serve` process)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from repomount.remotes.base import (
+    Aborted,
+    Applied,
+    Change,
+    Conflict,
+    Conflicted,
+    Delete,
+    Expect,
+    ExpectT,
+    Failed,
+    Gone,
+    Mkdir,
+    NotFound,
+    ProtocolError,
+    Rename,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    Write,
+)
+from repomount.remotes.http import RetryPolicy
+from repomount.remotes.native import NativeRemote
+from repomount.remotes.registry import open_remote
+from support.server import ServerProc
+
+REPO = "proj"
+FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
+
+Hook = Callable[[httpx.Request, httpx.Response], Awaitable[httpx.Response]]
+
+
+class Tap(httpx.AsyncBaseTransport):
+    """The real network, with a hook that sees (and may replace) every response."""
+
+    def __init__(self, hook: Hook) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.hook = hook
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        return await self.hook(request, response)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def repo(server: ServerProc) -> ServerProc:
+    server.create_repo(REPO)
+    return server
+
+
+@pytest.fixture
+async def remote(repo: ServerProc) -> AsyncIterator[NativeRemote]:
+    remote = NativeRemote(repo.url, REPO, token=repo.token, retry=FAST)
+    yield remote
+    await remote.aclose()
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[..., Write]:
+    """Write(path, data) with its content in a spool file, as the vfs hands it over."""
+    counter = iter(range(1_000_000))
+
+    def make(path: str, data: bytes, expect: ExpectT = Expect.ABSENT, key: str = "") -> Write:
+        spool = tmp_path / f"spool-{next(counter)}"
+        spool.write_bytes(data)
+        return Write(path, spool, len(data), sha(data), expect, key)
+
+    return make
+
+
+def bulk_write(server: ServerProc, files: dict[str, bytes]) -> None:
+    """Create many files in one commit through the raw API (not through the adapter)."""
+    import base64
+
+    ops = [
+        {"op": "write", "path": p, "content_b64": base64.b64encode(d).decode()}
+        for p, d in files.items()
+    ]
+    with server.client() as client:
+        response = client.post(f"{server.url}/v1/repos/{REPO}/commits", json={"operations": ops})
+        response.raise_for_status()
+
+
+def head_of(server: ServerProc) -> str:
+    with server.client() as client:
+        return str(client.get(f"{server.url}/v1/repos/{REPO}").json()["head"])
+
+
+# --------------------------------------------------------------------------- identity, info
+
+
+async def test_identity_and_capabilities(repo: ServerProc) -> None:
+    remote = open_remote(f"{repo.url}/{REPO}", token=repo.token)
+    try:
+        assert remote.identity == f"native:{repo.url}/{REPO}"
+        caps = remote.capabilities
+        assert all(
+            [
+                caps.conditional_write,
+                caps.atomic_batch,
+                caps.rename,
+                caps.delete,
+                caps.empty_dirs,
+                caps.ranged_read,
+                caps.change_feed,
+                caps.recursive_listing,
+                caps.binary_content,
+            ]
+        )
+        info = await remote.info()
+        assert (info.name, info.head) == (REPO, "0")
+        repo.put(REPO, "a.txt", b"a")
+        assert (await remote.info()).head == "1"
+    finally:
+        await remote.aclose()
+
+
+async def test_info_unknown_repo(server: ServerProc) -> None:
+    remote = NativeRemote(server.url, "nope", token=server.token)
+    try:
+        with pytest.raises(NotFound) as info:
+            await remote.info()
+        assert str(info.value) == f"repo 'nope' not found on {server.url}"
+    finally:
+        await remote.aclose()
+
+
+async def test_wrong_or_missing_token_is_unauthorized_and_never_shown(repo: ServerProc) -> None:
+    wrong = "wrong-token-0123456789"
+    bad = NativeRemote(repo.url, REPO, token=wrong)
+    anonymous = NativeRemote(repo.url, REPO)
+    good = NativeRemote(repo.url, "nope", token=repo.token)
+    try:
+        with pytest.raises(Unauthorized, match="rejected the token") as rejected:
+            await bad.info()
+        with pytest.raises(Unauthorized) as listing:
+            await bad.list_tree("")
+        with pytest.raises(Unauthorized, match="set REPOMOUNT_TOKEN") as missing:
+            await anonymous.info()
+        with pytest.raises(NotFound) as not_found:
+            await good.info()
+        errors = [rejected.value, listing.value, missing.value, not_found.value]
+        shown = [str(e) for e in errors] + [repr(e) for e in errors]
+        shown += [repr(bad), repr(good), repr(good._http), bad.identity]
+        for text in shown:
+            assert wrong not in text and repo.token not in text, text
+        assert rejected.value.status == 401 and not rejected.value.retryable
+    finally:
+        for remote in (bad, anonymous, good):
+            await remote.aclose()
+
+
+async def test_unreachable_server_is_unavailable_then_recovers(
+    repo: ServerProc, remote: NativeRemote
+) -> None:
+    await remote.info()  # leaves a pooled keep-alive connection behind
+    repo.stop()
+    with pytest.raises(Unavailable, match=f"cannot reach {repo.url}") as info:
+        await remote.info()
+    assert info.value.retryable
+    repo.start()
+    # The pooled connection died with the old process: a GET is retried on a new one.
+    assert (await remote.info()).name == REPO
+
+
+# --------------------------------------------------------------------------- listing, stat
+
+
+async def test_list_tree_direct_children_and_recursive(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    await remote.apply([write("a.txt", b"aa"), write("d/b.txt", b"bbb"), Mkdir("d/empty")])
+    root = await remote.list_tree("")
+    assert [(e.path, e.kind) for e in root.entries] == [("a.txt", "file"), ("d", "dir")]
+    assert root.head == "1" and not root.recursive
+    a = root.entries[0]
+    assert (a.size, a.version, a.mode) == (2, sha(b"aa"), 0o644)
+    assert a.mtime is not None and a.mtime > 1e9
+    d = root.entries[1]
+    assert (d.size, d.version, d.mode) == (0, None, 0o755)
+
+    everything = await remote.list_tree("", recursive=True)
+    assert [e.path for e in everything.entries] == ["a.txt", "d", "d/b.txt", "d/empty"]
+    assert everything.recursive
+    sub = await remote.list_tree("d")
+    assert [e.path for e in sub.entries] == ["d/b.txt", "d/empty"]
+    assert (await remote.list_tree("d/empty")).entries == []
+
+    with pytest.raises(NotFound):
+        await remote.list_tree("a.txt")
+    with pytest.raises(NotFound):
+        await remote.list_tree("missing")
+
+
+async def test_list_tree_follows_pages(repo: ServerProc) -> None:
+    files = {f"big/f{i:05d}": b"x" for i in range(2500)} | {"top.txt": b"t"}
+    bulk_write(repo, files)
+    remote = NativeRemote(repo.url, REPO, token=repo.token, page_size=1000)
+    try:
+        mark = repo.mark()
+        listing = await remote.list_tree("big")
+        tree_requests = [r for r in repo.requests(mark) if r.path.endswith("/tree")]
+        assert len(tree_requests) == 3
+        assert [e.path for e in listing.entries] == sorted(p for p in files if p != "top.txt")
+        everything = await remote.list_tree("", recursive=True)
+        assert len(everything.entries) == 2500 + 2  # files, "big", "top.txt"
+        assert len({e.path for e in everything.entries}) == len(everything.entries)
+    finally:
+        await remote.aclose()
+
+
+async def test_all_pages_are_seen_at_the_first_pages_head(repo: ServerProc) -> None:
+    bulk_write(repo, {f"f{i}": b"x" for i in range(5)})
+    pages = 0
+
+    async def commit_between_pages(
+        request: httpx.Request, response: httpx.Response
+    ) -> httpx.Response:
+        nonlocal pages
+        if request.url.path.endswith("/tree"):
+            pages += 1
+            if pages == 1:  # another client commits while we list
+                await trio.to_thread.run_sync(repo.put, REPO, "a-new-file", b"new")
+        return response
+
+    remote = NativeRemote(
+        repo.url, REPO, token=repo.token, page_size=2, transport=Tap(commit_between_pages)
+    )
+    try:
+        listing = await remote.list_tree("")
+    finally:
+        await remote.aclose()
+    assert pages == 3
+    assert listing.head == "1"
+    assert [e.path for e in listing.entries] == [f"f{i}" for i in range(5)]
+    assert head_of(repo) == "2"
+
+
+async def test_stat(repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]) -> None:
+    await remote.apply([write("d/f.txt", b"hello"), Mkdir("e")])
+    f = await remote.stat("d/f.txt")
+    assert f is not None
+    assert (f.path, f.kind, f.size, f.version, f.mode) == (
+        "d/f.txt",
+        "file",
+        5,
+        sha(b"hello"),
+        0o644,
+    )
+    listed = (await remote.list_tree("d")).entries[0]
+    assert f.mtime is not None and listed.mtime is not None
+    assert abs(f.mtime - listed.mtime) < 1  # HTTP dates have whole seconds
+    d = await remote.stat("d")
+    assert d is not None and (d.kind, d.version) == ("dir", None)
+    e = await remote.stat("e")
+    assert e is not None and e.kind == "dir"
+    root = await remote.stat("")
+    assert root is not None and root.kind == "dir"
+    assert await remote.stat("missing") is None
+    assert await remote.stat("d/f.txt/below") is None
+
+
+async def test_odd_names_round_trip(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    names = ["sp ace.txt", "hash#q?.txt", "per%25cent", "ünï çødé.md", "d i r/a+b=c&d.txt"]
+    await remote.apply([write(n, n.encode()) for n in names])
+    for name in names:
+        buf = io.BytesIO()
+        await remote.read(name, buf)
+        assert buf.getvalue() == name.encode()
+        entry = await remote.stat(name)
+        assert entry is not None and entry.path == name
+    assert repo.tree(REPO) == {n: n.encode() for n in names}
+    listed = {e.path for e in (await remote.list_tree("", recursive=True)).entries}
+    assert set(names) <= listed
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def test_read_full_and_ranged(repo: ServerProc, remote: NativeRemote) -> None:
+    data = os.urandom(300_000)
+    version = repo.put(REPO, "blob.bin", data)
+    assert version == sha(data)
+
+    buf = io.BytesIO()
+    fetched = await remote.read("blob.bin", buf)
+    assert buf.getvalue() == data
+    assert (fetched.version, fetched.size, fetched.written) == (version, len(data), len(data))
+
+    buf = io.BytesIO()
+    mark = repo.mark()
+    fetched = await remote.read("blob.bin", buf, offset=1000, length=5000, version=version)
+    assert buf.getvalue() == data[1000:6000]
+    assert (fetched.version, fetched.size, fetched.written) == (version, len(data), 5000)
+    assert [r.status for r in repo.requests(mark)] == [206]  # only the range travelled
+
+    buf = io.BytesIO()
+    fetched = await remote.read("blob.bin", buf, offset=len(data) - 10)
+    assert buf.getvalue() == data[-10:] and fetched.written == 10
+
+    buf = io.BytesIO()
+    fetched = await remote.read("blob.bin", buf, offset=len(data) + 5, length=10)
+    assert buf.getvalue() == b"" and (fetched.size, fetched.written) == (len(data), 0)
+
+    buf = io.BytesIO()
+    fetched = await remote.read("blob.bin", buf, length=0)
+    assert buf.getvalue() == b"" and (fetched.version, fetched.size) == (version, len(data))
+
+
+async def test_read_empty_file(repo: ServerProc, remote: NativeRemote) -> None:
+    repo.put(REPO, "empty", b"")
+    buf = io.BytesIO()
+    fetched = await remote.read("empty", buf)
+    assert (fetched.version, fetched.size, fetched.written) == (sha(b""), 0, 0)
+
+
+async def test_read_with_stale_version_is_a_conflict(
+    repo: ServerProc, remote: NativeRemote
+) -> None:
+    old = repo.put(REPO, "f", b"one")
+    new = repo.put(REPO, "f", b"two")
+    buf = io.BytesIO()
+    with pytest.raises(Conflict) as info:
+        await remote.read("f", buf, version=old)
+    assert info.value.current == new
+    with pytest.raises(Conflict) as ranged:
+        await remote.read("f", buf, version=old, offset=1, length=1)
+    assert ranged.value.current == new
+    assert buf.getvalue() == b""
+
+
+async def test_read_conflict_without_current_version_in_the_answer(repo: ServerProc) -> None:
+    """The protocol promises `current_version` only on a PUT's 412: without it in a
+    GET's 412, the adapter asks for the current version itself."""
+    old = repo.put(REPO, "f", b"one")
+    new = repo.put(REPO, "f", b"two")
+
+    async def terse_412(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if response.status_code != 412:
+            return response
+        await response.aread()
+        body = {"error": {"code": "precondition_failed", "message": "stale"}}
+        return httpx.Response(412, headers={"X-Repo-Head": "2"}, json=body)
+
+    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(terse_412))
+    try:
+        with pytest.raises(Conflict) as info:
+            await remote.read("f", io.BytesIO(), version=old)
+    finally:
+        await remote.aclose()
+    assert info.value.current == new
+
+
+async def test_read_missing_or_directory_is_not_found(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    await remote.apply([Mkdir("d")])
+    with pytest.raises(NotFound):
+        await remote.read("missing", io.BytesIO())
+    with pytest.raises(NotFound):
+        await remote.read("d", io.BytesIO())
+
+
+async def test_read_verifies_content_against_version(repo: ServerProc) -> None:
+    data = b"the real content" * 1000
+    repo.put(REPO, "f", data)
+
+    async def flip_a_byte(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method != "GET" or "/files/" not in request.url.path:
+            return response
+        body = bytearray(await response.aread())
+        if body:
+            body[len(body) // 2] ^= 0xFF
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
+
+    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(flip_a_byte))
+    try:
+        with pytest.raises(ProtocolError, match="does not match its version"):
+            await remote.read("f", io.BytesIO())
+        part = io.BytesIO()  # a range cannot be checked against a whole-file hash
+        await remote.read("f", part, offset=0, length=4)
+        assert len(part.getvalue()) == 4
+    finally:
+        await remote.aclose()
+
+
+# --------------------------------------------------------------------------- applying
+
+
+async def test_apply_new_file_replace_delete(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    result = await remote.apply([write("new.txt", b"v1")], base="0")
+    assert result.head == "1" and result.outcomes == [Applied(version=sha(b"v1"))]
+    assert repo.get(REPO, "new.txt") == b"v1"
+
+    result = await remote.apply([write("new.txt", b"v2", expect=sha(b"v1"))], base="1")
+    assert result.head == "2" and result.outcomes == [Applied(version=sha(b"v2"))]
+    assert repo.get(REPO, "new.txt") == b"v2"
+
+    result = await remote.apply([write("new.txt", b"v3", expect=Expect.ANY)])
+    assert result.outcomes == [Applied(version=sha(b"v3"))]
+
+    result = await remote.apply([Delete("new.txt", expect=sha(b"v3"))])
+    assert result.head == "4" and result.outcomes == [Applied(version=None)]
+    assert repo.tree(REPO) == {}
+
+
+async def test_apply_write_with_stale_version_is_conflicted(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    mine = repo.put(REPO, "f", b"base")
+    theirs = repo.put(REPO, "f", b"theirs")
+    result = await remote.apply([write("f", b"mine", expect=mine)])
+    assert result.outcomes == [Conflicted(current=theirs)]
+    result = await remote.apply([write("f", b"mine")])  # expect ABSENT
+    assert result.outcomes == [Conflicted(current=theirs)]
+    result = await remote.apply([Delete("gone", expect="0" * 64)])
+    assert result.outcomes == [Conflicted(current=None)]
+    assert repo.get(REPO, "f") == b"theirs"
+
+
+async def test_apply_rename_and_mkdir(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    await remote.apply([write("a.txt", b"A"), write("b.txt", b"B"), write("d/x", b"X")])
+    result = await remote.apply(
+        [
+            Rename("a.txt", "c.txt", expect=sha(b"A")),
+            Rename("c.txt", "b.txt"),  # over an existing file, as POSIX rename does
+            Rename("d", "e/moved"),  # a directory with its subtree
+            Mkdir("empty/dir"),
+        ]
+    )
+    assert result.outcomes == [
+        Applied(version=sha(b"A")),
+        Applied(version=sha(b"A")),
+        Applied(version=None),
+        Applied(version=None),
+    ]
+    assert repo.tree(REPO) == {"b.txt": b"A", "e/moved/x": b"X"}
+    paths = {e.path: e.kind for e in (await remote.list_tree("", recursive=True)).entries}
+    assert paths["empty/dir"] == "dir" and "d" not in paths and "a.txt" not in paths
+
+
+async def test_batch_with_a_conflict_applies_nothing(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    v = repo.put(REPO, "keep.txt", b"keep")
+    other = repo.put(REPO, "other.txt", b"other")
+    stale = repo.put(REPO, "hot.txt", b"old")
+    current = repo.put(REPO, "hot.txt", b"new")
+    head = head_of(repo)
+    changes: list[Change] = [
+        write("fresh.txt", b"fresh"),
+        write("hot.txt", b"mine", expect=stale),
+        Delete("keep.txt", expect=v),
+        Mkdir("dir"),
+        write("other.txt", b"x"),  # ABSENT, but it exists: a second conflict
+    ]
+    result = await remote.apply(changes)
+    assert result.head == head
+    outcomes = result.outcomes
+    assert outcomes[1] == Conflicted(current=current)
+    assert outcomes[4] == Conflicted(current=other)
+    for i in (0, 2, 3):
+        outcome = outcomes[i]
+        assert isinstance(outcome, Failed) and isinstance(outcome.error, Aborted)
+        assert outcome.retryable
+    assert head_of(repo) == head
+    assert repo.tree(REPO) == {"keep.txt": b"keep", "hot.txt": b"new", "other.txt": b"other"}
+
+
+async def test_a_failing_operation_is_blamed_alone(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    repo.put(REPO, "d/f", b"f")
+    head = head_of(repo)
+    result = await remote.apply([write("x", b"x"), Delete("d"), write("y", b"y")])
+    first, blamed, last = result.outcomes
+    assert isinstance(blamed, Failed) and isinstance(blamed.error, Conflict)
+    assert blamed.error.code == "directory_not_empty" and not blamed.retryable
+    assert isinstance(first, Failed) and isinstance(first.error, Aborted)
+    assert isinstance(last, Failed) and isinstance(last.error, Aborted)
+    result = await remote.apply([Delete("nothing-here")])
+    (missing,) = result.outcomes
+    assert isinstance(missing, Failed) and isinstance(missing.error, NotFound)
+    assert head_of(repo) == head
+
+
+async def test_large_file_goes_through_the_blob_store(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    small = b"small"
+    mark = repo.mark()
+    result = await remote.apply([write("big.bin", data), write("small.txt", small)])
+    assert result.outcomes == [Applied(version=sha(data)), Applied(version=sha(small))]
+    blob_puts = [r for r in repo.requests(mark) if "/blobs/" in r.path]
+    assert len(blob_puts) == 1 and blob_puts[0].path.endswith(sha(data))
+    assert repo.get(REPO, "big.bin") == data
+    buf = io.BytesIO()
+    fetched = await remote.read("big.bin", buf)
+    assert buf.getvalue() == data and fetched.version == sha(data)
+
+
+async def test_inline_content_per_commit_is_bounded(
+    repo: ServerProc, write: Callable[..., Write]
+) -> None:
+    remote = NativeRemote(repo.url, REPO, token=repo.token, inline_max=100, inline_budget=250)
+    files = {f"f{i}": bytes([i]) * 100 for i in range(3)} | {"big": b"b" * 101}
+    try:
+        mark = repo.mark()
+        result = await remote.apply([write(p, d) for p, d in files.items()])
+    finally:
+        await remote.aclose()
+    assert result.outcomes == [Applied(version=sha(d)) for d in files.values()]
+    blob_puts = [r.path.rsplit("/", 1)[1] for r in repo.requests(mark) if "/blobs/" in r.path]
+    assert blob_puts == [sha(files["f2"]), sha(files["big"])]  # f0, f1 fit the budget
+    assert repo.tree(REPO) == files
+
+
+async def test_too_large_is_refused(
+    server_factory: Callable[[list[str]], ServerProc], write: Callable[..., Write]
+) -> None:
+    server = server_factory(["--max-file-size", "1M"])
+    server.create_repo(REPO)
+    remote = NativeRemote(server.url, REPO, token=server.token, retry=FAST)
+    try:
+        with pytest.raises(TooLarge):
+            await remote.apply([write("big.bin", b"x" * (2 * 1024 * 1024))])
+        assert server.tree(REPO) == {}
+    finally:
+        await remote.aclose()
+
+
+async def test_the_same_batch_twice_applies_once(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    changes: list[Change] = [write("a", b"1", key="k-a"), Mkdir("m", key="k-m")]
+    first = await remote.apply(changes)
+    again = await remote.apply(changes)
+    assert first == again
+    assert first.head == "1" and head_of(repo) == "1"
+    # The same keys for different content is refused rather than silently replayed.
+    with pytest.raises(Conflict) as info:
+        await remote.apply([write("a", b"2", key="k-a"), Mkdir("m", key="k-m")])
+    assert info.value.code == "idempotency_conflict"
+    # Changes without keys carry no batch key: equal batches are separate commits.
+    await remote.apply([write("b", b"1", expect=Expect.ANY)])
+    await remote.apply([write("b", b"1", expect=Expect.ANY)])
+    assert head_of(repo) == "3"
+
+
+async def test_a_commit_whose_answer_was_lost_is_retried_and_applied_once(
+    repo: ServerProc, write: Callable[..., Write]
+) -> None:
+    dropped = 0
+
+    async def drop_first_commit_answer(
+        request: httpx.Request, response: httpx.Response
+    ) -> httpx.Response:
+        nonlocal dropped
+        if request.url.path.endswith("/commits") and not dropped:
+            dropped += 1
+            await response.aclose()  # the server committed; the answer never arrives
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+        return response
+
+    remote = NativeRemote(
+        repo.url, REPO, token=repo.token, retry=FAST, transport=Tap(drop_first_commit_answer)
+    )
+    try:
+        mark = repo.mark()
+        result = await remote.apply([write("f", b"once", key="k1"), Delete("f", key="k2")])
+    finally:
+        await remote.aclose()
+    assert dropped == 1
+    assert result.outcomes == [Applied(version=sha(b"once")), Applied(version=None)]
+    commits = [r for r in repo.requests(mark) if r.path.endswith("/commits")]
+    assert len(commits) == 2
+    assert head_of(repo) == "1" == result.head
+
+
+async def test_a_commit_without_keys_is_not_resent(
+    repo: ServerProc, write: Callable[..., Write]
+) -> None:
+    async def drop_commit_answers(
+        request: httpx.Request, response: httpx.Response
+    ) -> httpx.Response:
+        if request.url.path.endswith("/commits"):
+            await response.aclose()
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+        return response
+
+    remote = NativeRemote(
+        repo.url, REPO, token=repo.token, retry=FAST, transport=Tap(drop_commit_answers)
+    )
+    try:
+        with pytest.raises(Unavailable):
+            await remote.apply([write("f", b"x")])
+    finally:
+        await remote.aclose()
+    assert head_of(repo) == "1"  # applied once, and only once
+
+
+async def test_empty_apply_sends_nothing(repo: ServerProc, remote: NativeRemote) -> None:
+    mark = repo.mark()
+    result = await remote.apply([], base="0")
+    assert (result.head, result.outcomes) == ("0", [])
+    assert list(repo.requests(mark)) == []
+
+
+# --------------------------------------------------------------------------- change feed
+
+
+async def test_changes(repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]) -> None:
+    start = await remote.changes(None)
+    assert (start.head, start.changes) == ("0", [])
+    await remote.apply([write("d/a", b"a")])
+    await remote.apply([Rename("d/a", "b"), Mkdir("m")])
+    batch = await remote.changes("0")
+    assert batch.head == "2"
+    assert [(c.path, c.op, c.version) for c in batch.changes] == [
+        ("d", "mkdir", None),
+        ("d/a", "write", sha(b"a")),
+        ("d/a", "delete", None),
+        ("b", "write", sha(b"a")),
+        ("m", "mkdir", None),
+    ]
+    assert (await remote.changes("2")).changes == []
+
+
+async def test_changes_long_poll_wakes_on_a_commit(repo: ServerProc, remote: NativeRemote) -> None:
+    got = []
+
+    async def poll() -> None:
+        got.append(await remote.changes("0", wait=30))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.sleep(0.5)
+            assert not got  # still waiting
+            await trio.to_thread.run_sync(repo.put, REPO, "late", b"l")
+    (batch,) = got
+    assert batch.head == "1" and [c.path for c in batch.changes] == ["late"]
+
+    with trio.fail_after(10):
+        start = trio.current_time()
+        quiet = await remote.changes("1", wait=1)
+        assert trio.current_time() - start >= 0.9
+    assert (quiet.head, quiet.changes) == ("1", [])
+
+
+async def test_changes_too_old_are_gone(
+    server_factory: Callable[[list[str]], ServerProc],
+) -> None:
+    server = server_factory(["--history", "2"])
+    server.create_repo(REPO)
+    for i in range(5):
+        server.put(REPO, "f", str(i).encode())
+    remote = NativeRemote(server.url, REPO, token=server.token)
+    try:
+        with pytest.raises(Gone):
+            await remote.changes("0")
+        with pytest.raises(Gone):
+            await remote.changes("99")  # ahead of the server: its store was replaced
+        assert (await remote.changes("4")).head == "5"
+    finally:
+        await remote.aclose()
