@@ -37,7 +37,7 @@ from repomount.remotes.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
-TRANSIENT_STATUSES = frozenset({408, 423, 429, 500, 502, 503, 504})
+TRANSIENT_STATUSES = frozenset({408, 423, 429})  # and every 5xx
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # A request body: bytes, or a factory giving a fresh async stream for each attempt
@@ -164,7 +164,7 @@ def map_error(
         return ProtocolError(msg, status=status, code=code)
     if status == 428:
         return PreconditionRequired(msg, status=status, code=code)
-    if status in TRANSIENT_STATUSES or status >= 500:
+    if is_transient_status(status):
         return Unavailable(msg, status=status, retry_after=retry_after, code=code)
     return ProtocolError(msg, status=status, code=code)
 
