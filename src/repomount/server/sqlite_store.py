@@ -20,7 +20,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,7 @@ from repomount.server.store import (
 )
 
 IDEMPOTENCY_TTL = 24 * 3600.0
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 REPO_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 SCHEMA = """
@@ -118,15 +119,27 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (repo_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
+CREATE TABLE IF NOT EXISTS repo_attrs (
+    repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (repo_id, key)
+);
 """
 
 # Visible at head :at (also used with the current head, which is simply a kept head).
 VISIBLE = "commit_from <= :at AND (commit_to IS NULL OR commit_to > :at)"
 ENTRY_COLS = "path, type, size, blob, mtime, mode"
+# The time of a repository's head commit (always kept: pruning stops at the floor).
+UPDATED = "(SELECT time FROM commits WHERE repo_id = repos.id AND seq = repos.head)"
 
 
 class DataDirLocked(RuntimeError):
     pass
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).strftime(ISO_FORMAT)
 
 
 def _entry(row: sqlite3.Row | tuple[Any, ...]) -> Entry:
@@ -209,8 +222,10 @@ class SqliteStore(Store):
 
     def list_repos(self) -> list[RepoInfo]:
         with self._read() as db:
-            rows = db.execute("SELECT name, head, created_at FROM repos ORDER BY name").fetchall()
-        return [RepoInfo(name=n, head=h, created_at=c) for n, h, c in rows]
+            rows = db.execute(
+                f"SELECT name, head, created_at, {UPDATED} FROM repos ORDER BY name"
+            ).fetchall()
+        return [RepoInfo(name=n, head=h, created_at=c, updated_at=_iso(u)) for n, h, c, u in rows]
 
     def create_repo(self, name: str) -> RepoInfo:
         if not isinstance(name, str) or not REPO_NAME_RE.fullmatch(name):
@@ -218,7 +233,7 @@ class SqliteStore(Store):
                 f"invalid repository name {name!r}: use 1-100 letters, digits, '.', '_' "
                 "or '-', not starting with '.' or '-'"
             )
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created = datetime.now(UTC).strftime(ISO_FORMAT)
         with self._write() as db:
             try:
                 db.execute("INSERT INTO repos (name, created_at) VALUES (?, ?)", (name, created))
@@ -229,19 +244,46 @@ class SqliteStore(Store):
     def repo_info(self, name: str) -> RepoInfo:
         with self._read() as db:
             repo_id, head, _ = self._repo(db, name)
-            created = db.execute("SELECT created_at FROM repos WHERE id = ?", (repo_id,))
-            (created_at,) = created.fetchone()
+            created_at, updated = db.execute(
+                f"SELECT created_at, {UPDATED} FROM repos WHERE id = ?", (repo_id,)
+            ).fetchone()
             count, total = db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM entries "
                 "WHERE repo_id = ? AND commit_to IS NULL AND type = 'file'",
                 (repo_id,),
             ).fetchone()
-        return RepoInfo(name=name, head=head, created_at=created_at, file_count=count, bytes=total)
+        return RepoInfo(
+            name=name,
+            head=head,
+            created_at=created_at,
+            file_count=count,
+            bytes=total,
+            updated_at=_iso(updated),
+        )
 
     def delete_repo(self, name: str) -> None:
         with self._write() as db:
             repo_id, _, _ = self._repo(db, name)
             db.execute("DELETE FROM repos WHERE id = ?", (repo_id,))
+
+    def repo_attrs(self, name: str) -> dict[str, str]:
+        with self._read() as db:
+            repo_id, _, _ = self._repo(db, name)
+            rows = db.execute("SELECT key, value FROM repo_attrs WHERE repo_id = ?", (repo_id,))
+            return dict(rows.fetchall())
+
+    def set_repo_attrs(self, name: str, attrs: Mapping[str, str | None]) -> None:
+        with self._write() as db:
+            repo_id, _, _ = self._repo(db, name)
+            for key, value in attrs.items():
+                if value is None:
+                    db.execute(
+                        "DELETE FROM repo_attrs WHERE repo_id = ? AND key = ?", (repo_id, key)
+                    )
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO repo_attrs VALUES (?, ?, ?)", (repo_id, key, value)
+                    )
 
     # --- reads --------------------------------------------------------------------------
 

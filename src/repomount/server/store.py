@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -43,6 +43,7 @@ class RepoInfo:
     created_at: str  # ISO 8601 UTC
     file_count: int = 0
     bytes: int = 0
+    updated_at: str | None = None  # ISO 8601 UTC of the head commit; None before the first
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_repo(self, name: str) -> None:
         """Raises NotFound."""
+
+    # Small string attributes that faces keep per repository (Relace's metadata, say),
+    # under keys prefixed by the face's name. They go when the repository goes.
+    @abc.abstractmethod
+    def repo_attrs(self, name: str) -> dict[str, str]:
+        """All attributes of a repository ({} when none). Raises NotFound."""
+
+    @abc.abstractmethod
+    def set_repo_attrs(self, name: str, attrs: Mapping[str, str | None]) -> None:
+        """Set these attributes at once (None removes one). Raises NotFound."""
 
     # reads; `at` None means the current head. Raise NotFound / Gone.
     @abc.abstractmethod
