@@ -41,6 +41,7 @@ class Backend:
         message: str = "",
         author: str = "",
         idempotency: Idempotency | None = None,
+        base: int | None = None,
     ) -> CommitResult:
         try:
             return await self.run(
@@ -50,6 +51,7 @@ class Backend:
                 message=message,
                 author=author,
                 idempotency=idempotency,
+                base=base,
             )
         finally:
             # Also on cancellation: the thread may have committed. A spurious wakeup is

@@ -56,6 +56,7 @@ from repomount.server.store import (
     Rename,
     RepoExists,
     RepoInfo,
+    StaleBase,
     Store,
     StoreError,
     UnknownBlob,
@@ -402,6 +403,7 @@ class SqliteStore(Store):
         message: str = "",
         author: str = "",
         idempotency: Idempotency | None = None,
+        base: int | None = None,
     ) -> CommitResult:
         if not operations:
             raise InvalidRequest("a commit needs at least one operation")
@@ -412,6 +414,8 @@ class SqliteStore(Store):
                 replay = self._replay(db, repo_id, idempotency, now)
                 if replay is not None:
                     return replay
+            if base is not None and base != head:
+                raise StaleBase(f"{repo!r} is at head {head}, not {base}", head=str(head))
             seq = head + 1
             tx = _Commit(db, repo_id, seq, now, self.blobs)
             results = tx.apply(operations)

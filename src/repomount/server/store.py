@@ -174,6 +174,12 @@ class IdempotencyConflict(StoreError):
     code = "idempotency_conflict"
 
 
+class StaleBase(StoreError):
+    """The repository's head is not the `base` a commit was made against."""
+
+    code = "stale_base"
+
+
 @dataclass(frozen=True)
 class PreconditionFailure:
     index: int
@@ -313,10 +319,12 @@ class Store(abc.ABC):
         message: str = "",
         author: str = "",
         idempotency: Idempotency | None = None,
+        base: int | None = None,
     ) -> CommitResult:
-        """Apply the operations in order, all or none. Raises Conflict (every failed
-        precondition), PathConflict, DirectoryNotEmpty, NotFound, UnknownBlob,
-        InvalidRequest, IdempotencyConflict."""
+        """Apply the operations in order, all or none. With `base`, the head must still
+        be `base` (checked after an idempotent replay, before the preconditions). Raises
+        Conflict (every failed precondition), PathConflict, DirectoryNotEmpty, NotFound,
+        UnknownBlob, InvalidRequest, IdempotencyConflict, StaleBase."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
