@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repomount import __version__
+from repomount.vfs.conflicts import Policy
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -145,6 +146,47 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help="state: conflict copies, logs (default $XDG_STATE_HOME/repomount)",
+    )
+    p.add_argument(
+        "--flush-delay",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="send changes after this much quiet, batched (default 0.5)",
+    )
+    p.add_argument(
+        "--max-flush-window",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="...but at most this long after the first pending change (default 5)",
+    )
+    p.add_argument(
+        "--transfers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="parallel uploads where the remote has no batch commit (default 4)",
+    )
+    p.add_argument(
+        "--on-conflict",
+        choices=[p.value for p in Policy],
+        default=Policy.KEEP_BOTH.value,
+        help="when the remote changed under a local change (default keep-both)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="how often to look for remote changes without a change feed (default 10)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long SIGTERM/unmount wait for pending uploads (default 60)",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 

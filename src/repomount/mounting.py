@@ -15,6 +15,7 @@ import trio
 from repomount import config, log
 from repomount.fuse import mount
 from repomount.remotes.registry import open_remote
+from repomount.vfs.conflicts import Policy
 from repomount.vfs.core import Vfs, VfsConfig
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,12 @@ class MountRequest:
     metadata_ttl: float = 5.0
     fuse_options: list[str] = field(default_factory=list)
     log_level: str = "INFO"
+    flush_delay: float = 0.5
+    max_flush_window: float = 5.0
+    transfers: int = 4
+    on_conflict: Policy = Policy.KEEP_BOTH
+    poll_interval: float = 10.0
+    drain_timeout: float = 60.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -42,6 +49,12 @@ class MountRequest:
             metadata_ttl=args.metadata_ttl,
             fuse_options=options,
             log_level=args.log_level,
+            flush_delay=args.flush_delay,
+            max_flush_window=args.max_flush_window,
+            transfers=args.transfers,
+            on_conflict=Policy(args.on_conflict),
+            poll_interval=args.poll_interval,
+            drain_timeout=args.drain_timeout,
         )
 
 
@@ -63,10 +76,21 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         vfs = Vfs(
             remote,
             VfsConfig(
-                cache_dir=req.cache_dir, state_dir=req.state_dir, metadata_ttl=req.metadata_ttl
+                cache_dir=req.cache_dir,
+                state_dir=req.state_dir,
+                metadata_ttl=req.metadata_ttl,
+                flush_delay=req.flush_delay,
+                max_flush_window=req.max_flush_window,
+                transfers=req.transfers,
+                on_conflict=req.on_conflict,
             ),
         )
-        opts = mount.MountOptions(req.mountpoint, fuse_options=req.fuse_options)
+        opts = mount.MountOptions(
+            req.mountpoint,
+            fuse_options=req.fuse_options,
+            drain_timeout=req.drain_timeout,
+            poll_interval=req.poll_interval,
+        )
         code = trio.run(mount.run, vfs, opts, ready)
         logger.info("unmounted %s (exit %d)", req.mountpoint, code)
         return code

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.mount import force_unmount, is_mounted, repomount
 from support.server import ServerProc
 

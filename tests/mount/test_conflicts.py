@@ -1,60 +1,110 @@
-"""A file changed on the server while open here: the close reports it, nothing is lost."""
+"""A file changed on the server while edited here: detected, reported, nothing lost."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 
 import pytest
-from support.mount import MountProc
+
+from support.mount import MountProc, repomount
 from support.server import ServerProc
 
+CONFLICT = re.compile(r"^doc\.conflict-\d{8}T\d{6}Z-[^/]+\.txt$")
 
-def test_close_reports_conflict_and_keeps_both(server: ServerProc, mount_factory) -> None:
-    server.create_repo("c")
-    server.put("c", "doc.txt", b"base\n")
-    m: MountProc = mount_factory("c", create=False)
-    fd = os.open(m.path / "doc.txt", os.O_RDWR)
+
+def _edit_while_server_changes(server: ServerProc, m: MountProc) -> OSError | None:
+    """Write 'mine' over doc.txt while another client writes 'theirs'; fsync."""
+    fd = os.open(m.path / "doc.txt", os.O_RDWR | os.O_TRUNC)
     try:
-        os.pwrite(fd, b"mine\n", 0)
-        server.put("c", "doc.txt", b"theirs\n")  # another client, meanwhile
-        with pytest.raises(OSError) as e:
+        os.write(fd, b"mine\n")
+        server.put(m.repo, "doc.txt", b"theirs\n")  # another client, meanwhile
+        try:
             os.fsync(fd)
-        assert e.value.errno in (errno.ESTALE, errno.EIO)
+        except OSError as e:
+            return e
+        return None
     finally:
         os.close(fd)
-    # The remote keeps the other client's content...
-    assert server.get("c", "doc.txt") == b"theirs\n"
-    # ...and ours is kept in the state dir, where the docs say.
-    saved = list((m.state_dir).rglob("conflicts/*/doc.txt"))
-    assert len(saved) == 1 and saved[0].read_bytes() == b"mine\n"
-    assert "doc.txt" in m.log() and "conflict" in m.log()
-    # The mount then shows the remote's version.
+
+
+def _mount_with_doc(server: ServerProc, mount_factory, *args: str) -> MountProc:
+    m: MountProc = mount_factory(extra_args=list(args))
+    server.put(m.repo, "doc.txt", b"base\n")
+    assert (m.path / "doc.txt").read_bytes() == b"base\n"
+    return m
+
+
+def test_keep_both_is_the_default(server: ServerProc, mount_factory) -> None:
+    m = _mount_with_doc(server, mount_factory, "--metadata-ttl", "0.2")
+    err = _edit_while_server_changes(server, m)
+    assert err is not None and err.errno == errno.ESTALE
+    tree = server.tree(m.repo)
+    assert tree.pop("doc.txt") == b"theirs\n"
+    (copy, content), *rest = tree.items()
+    assert not rest and CONFLICT.match(copy) and content == b"mine\n"
+    # The mount shows both: the remote's version at the name, ours next to it.
     assert (m.path / "doc.txt").read_bytes() == b"theirs\n"
+    assert (m.path / copy).read_bytes() == b"mine\n"
+    status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
+    assert status["conflicts"] and status["conflicts"][0]["path"] == "doc.txt"
+    assert status["pending"] == []
 
 
-def test_close_without_fsync_reports_conflict(server: ServerProc, mount_factory) -> None:
-    server.create_repo("c2")
-    server.put("c2", "a.txt", b"v1")
-    m: MountProc = mount_factory("c2", create=False)
-    f = (m.path / "a.txt").open("r+b")
-    f.write(b"local")
-    server.put("c2", "a.txt", b"remote")
-    with pytest.raises(OSError) as e:
-        f.close()
-    assert e.value.errno in (errno.ESTALE, errno.EIO)
-    assert server.get("c2", "a.txt") == b"remote"
-    saved = list(m.state_dir.rglob("conflicts/*/a.txt"))
-    assert [p.read_bytes() for p in saved] == [b"local"]
+def test_close_is_a_commit_point_and_conflict_resolves_later(
+    server: ServerProc, mount_factory
+) -> None:
+    m = _mount_with_doc(server, mount_factory, "--flush-delay", "2")
+    with (m.path / "doc.txt").open("wb") as f:
+        f.write(b"local")
+    server.put(m.repo, "doc.txt", b"remote")  # before our change goes out
+    assert repomount("sync", str(m.path), env=m.env).returncode == 0
+    tree = server.tree(m.repo)
+    assert tree.pop("doc.txt") == b"remote"
+    assert list(tree.values()) == [b"local"]
 
 
-def test_new_file_racing_a_remote_create_conflicts(server: ServerProc, mount_factory) -> None:
+def test_fail_policy_keeps_the_change_pending(server: ServerProc, mount_factory) -> None:
+    m = _mount_with_doc(server, mount_factory, "--on-conflict", "fail")
+    err = _edit_while_server_changes(server, m)
+    assert err is not None and err.errno == errno.ESTALE
+    assert server.tree(m.repo) == {"doc.txt": b"theirs\n"}
+    status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
+    [pending] = status["pending"]
+    assert pending["path"] == "doc.txt" and pending["state"] == "held"
+    assert "conflict" in pending["error"]
+    assert (m.path / "doc.txt").read_bytes() == b"mine\n"  # still ours, locally
+    r = repomount("sync", str(m.path), "--timeout", "5", env=m.env)
+    assert r.returncode != 0  # still conflicting: sync says so
+
+
+def test_theirs_policy_saves_ours_in_the_state_dir(server: ServerProc, mount_factory) -> None:
+    m = _mount_with_doc(server, mount_factory, "--on-conflict", "theirs")
+    err = _edit_while_server_changes(server, m)
+    assert err is not None and err.errno == errno.ESTALE
+    assert server.tree(m.repo) == {"doc.txt": b"theirs\n"}
+    saved = list(m.state_dir.rglob("conflicts/*/doc.txt"))
+    assert [p.read_bytes() for p in saved] == [b"mine\n"]
+
+
+def test_mine_policy_overwrites(server: ServerProc, mount_factory) -> None:
+    m = _mount_with_doc(server, mount_factory, "--on-conflict", "mine")
+    assert _edit_while_server_changes(server, m) is None
+    assert server.tree(m.repo) == {"doc.txt": b"mine\n"}
+
+
+def test_new_file_racing_a_remote_create(server: ServerProc, mount_factory) -> None:
     m: MountProc = mount_factory()
-    os.listdir(m.path)  # listing cached: "x" does not exist yet
-    fd = os.open(m.path / "x", os.O_CREAT | os.O_WRONLY)
+    os.listdir(m.path)  # listing cached: "x.txt" does not exist yet
+    fd = os.open(m.path / "x.txt", os.O_CREAT | os.O_WRONLY)
     os.write(fd, b"here")
-    server.put(m.repo, "x", b"there")
+    server.put(m.repo, "x.txt", b"there")
     with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno in (errno.ESTALE, errno.EIO)
-    assert server.get(m.repo, "x") == b"there"
+        os.fsync(fd)
+    os.close(fd)
+    assert e.value.errno == errno.ESTALE
+    tree = server.tree(m.repo)
+    assert tree.pop("x.txt") == b"there"
+    assert list(tree.values()) == [b"here"]

@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+
 from support.mount import MountProc
 from support.server import ServerProc
 
@@ -27,6 +28,7 @@ def remote_version(server: ServerProc, repo: str, path: str) -> str | None:
 
 def test_create_and_read_back(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / "hello.txt").write_bytes(b"hello world\n")
+    mnt.sync()
     assert server.tree(mnt.repo) == {"hello.txt": b"hello world\n"}
     assert remote_version(server, mnt.repo, "hello.txt") == sha(b"hello world\n")
     assert (mnt.path / "hello.txt").read_bytes() == b"hello world\n"
@@ -35,6 +37,7 @@ def test_create_and_read_back(server: ServerProc, mnt: MountProc) -> None:
 
 def test_empty_file_is_created(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / "empty").touch()
+    mnt.sync()
     assert server.tree(mnt.repo) == {"empty": b""}
 
 
@@ -42,9 +45,11 @@ def test_overwrite_append_random_write_truncate(server: ServerProc, mnt: MountPr
     f = mnt.path / "f.bin"
     f.write_bytes(b"0123456789")
     f.write_bytes(b"abc")  # overwrite (O_TRUNC)
+    mnt.sync()
     assert server.get(mnt.repo, "f.bin") == b"abc"
     with f.open("ab") as fh:  # append
         fh.write(b"def")
+    mnt.sync()
     assert server.get(mnt.repo, "f.bin") == b"abcdef"
     with f.open("r+b") as fh:  # random write inside and past the end
         fh.seek(1)
@@ -52,14 +57,17 @@ def test_overwrite_append_random_write_truncate(server: ServerProc, mnt: MountPr
         fh.seek(10)
         fh.write(b"Z")
     expected = b"aXYdef\0\0\0\0Z"
+    mnt.sync()
     assert server.get(mnt.repo, "f.bin") == expected
     assert f.read_bytes() == expected
     os.truncate(f, 4)  # truncate a closed file
+    mnt.sync()
     assert server.get(mnt.repo, "f.bin") == b"aXYd"
     with f.open("r+b") as fh:  # ftruncate on an open one, grow then write
         fh.truncate(6)
         fh.seek(0, os.SEEK_END)
         fh.write(b"!")
+    mnt.sync()
     assert server.get(mnt.repo, "f.bin") == b"aXYd\0\0!"
     assert remote_version(server, mnt.repo, "f.bin") == sha(b"aXYd\0\0!")
 
@@ -71,6 +79,7 @@ def test_existing_remote_file_is_read_and_edited(server: ServerProc, mount_facto
     assert (m.path / "dir" / "a.txt").read_text() == "line1\nline2\n"
     with (m.path / "dir" / "a.txt").open("a") as fh:
         fh.write("line3\n")
+    m.sync()
     assert server.get("pre", "dir/a.txt") == b"line1\nline2\nline3\n"
 
 
@@ -78,8 +87,10 @@ def test_rename_and_rename_over(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / "a").write_bytes(b"A")
     (mnt.path / "b").write_bytes(b"B")
     os.rename(mnt.path / "a", mnt.path / "c")
+    mnt.sync()
     assert server.tree(mnt.repo) == {"b": b"B", "c": b"A"}
     os.replace(mnt.path / "c", mnt.path / "b")  # over an existing file
+    mnt.sync()
     assert server.tree(mnt.repo) == {"b": b"A"}
     assert sorted(os.listdir(mnt.path)) == ["b"]
     assert (mnt.path / "b").read_bytes() == b"A"
@@ -90,6 +101,7 @@ def test_atomic_save_pattern(server: ServerProc, mnt: MountProc) -> None:
     tmp = mnt.path / ".conf.ini.tmp"
     tmp.write_bytes(b"new")
     os.replace(tmp, mnt.path / "conf.ini")
+    mnt.sync()
     assert server.tree(mnt.repo) == {"conf.ini": b"new"}
 
 
@@ -97,17 +109,20 @@ def test_mkdir_rmdir_and_directory_rename(server: ServerProc, mnt: MountProc) ->
     (mnt.path / "d1" / "sub").mkdir(parents=True)
     (mnt.path / "d1" / "sub" / "x.txt").write_bytes(b"x")
     (mnt.path / "empty").mkdir()
+    mnt.sync()
     with server.client() as c:
         tree = c.get(f"/v1/repos/{mnt.repo}/tree", params={"recursive": 1}).json()
     kinds = {e["path"]: e["type"] for e in tree["entries"]}
     assert kinds == {"d1": "dir", "d1/sub": "dir", "d1/sub/x.txt": "file", "empty": "dir"}
     os.rename(mnt.path / "d1", mnt.path / "d2")
+    mnt.sync()
     assert server.tree(mnt.repo) == {"d2/sub/x.txt": b"x"}
     assert (mnt.path / "d2" / "sub" / "x.txt").read_bytes() == b"x"
     with pytest.raises(OSError) as e:
         os.rmdir(mnt.path / "d2")
     assert e.value.errno == errno.ENOTEMPTY
     os.rmdir(mnt.path / "empty")
+    mnt.sync()
     with server.client() as c:
         tree = c.get(f"/v1/repos/{mnt.repo}/tree", params={"recursive": 1}).json()
     assert "empty" not in {e["path"] for e in tree["entries"]}
@@ -116,6 +131,7 @@ def test_mkdir_rmdir_and_directory_rename(server: ServerProc, mnt: MountProc) ->
 def test_unlink(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / "gone.txt").write_bytes(b"bye")
     os.unlink(mnt.path / "gone.txt")
+    mnt.sync()
     assert server.tree(mnt.repo) == {}
     assert not (mnt.path / "gone.txt").exists()
     with pytest.raises(FileNotFoundError):
@@ -127,6 +143,7 @@ def test_unlink_while_open_keeps_the_open_file_readable(server: ServerProc, mnt:
     with (mnt.path / "f").open("rb") as fh:
         os.unlink(mnt.path / "f")
         assert fh.read() == b"content"
+    mnt.sync()
     assert server.tree(mnt.repo) == {}
 
 
@@ -134,8 +151,7 @@ def test_listdir_of_1000_entries(server: ServerProc, mount_factory) -> None:
     server.create_repo("big")
     with server.client() as c:
         ops = [
-            {"op": "write", "path": f"many/f{i:04}.txt", "content_b64": "eA=="}
-            for i in range(1000)
+            {"op": "write", "path": f"many/f{i:04}.txt", "content_b64": "eA=="} for i in range(1000)
         ]
         c.post("/v1/repos/big/commits", json={"operations": ops}).raise_for_status()
     m = mount_factory("big", create=False)
@@ -164,6 +180,7 @@ def test_many_files_written_and_read_back(server: ServerProc, mnt: MountProc) ->
         p = mnt.path / rel
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(data)
+    mnt.sync()
     assert server.tree(mnt.repo) == files
     for rel, data in files.items():
         assert (mnt.path / rel).read_bytes() == data
@@ -181,4 +198,3 @@ def test_remote_content_appears_after_ttl(server: ServerProc, mount_factory) -> 
         time.sleep(0.2)
     assert (m.path / "f").read_bytes() == b"theirs, longer"
     assert (m.path / "new").read_bytes() == b"n"
-

@@ -26,7 +26,9 @@ def force_unmount(path: Path) -> None:
         subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True, check=False)
 
 
-def repomount(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def repomount(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "repomount", *args],
         env=env,
@@ -89,6 +91,12 @@ class MountProc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def sync(self, timeout: float = 60) -> None:
+        """`repomount sync`: returns once the remote has every change made so far."""
+        r = repomount("sync", str(self.path), "--timeout", str(timeout), env=self.env)
+        if r.returncode != 0:
+            raise AssertionError(f"repomount sync failed: {r.stderr}\n{self.log()}")
 
     def unmount(self) -> subprocess.CompletedProcess[str]:
         """`repomount unmount`, as a user would run it; waits for the daemon to exit."""

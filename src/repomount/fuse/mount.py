@@ -16,6 +16,7 @@ import trio
 from repomount.fuse import control
 from repomount.fuse.operations import Operations
 from repomount.remotes.base import RemoteError
+from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ ReadyCallback = Callable[[str | None], None]  # None: mounted; a string: why not
 class MountOptions:
     mountpoint: Path
     fuse_options: list[str] = field(default_factory=list)  # from -o
-    drain_timeout: float = 30.0
+    drain_timeout: float = 60.0  # on SIGTERM/SIGINT and after unmount
+    poll_interval: float = 10.0
 
 
 class KernelInvalidator:
@@ -81,6 +83,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         await vfs.start()
     except RemoteError as e:
         ready(f"cannot reach the remote: {e.message}")
+        await vfs.close()
         return 1
     invalidator = KernelInvalidator()
     vfs.invalidator = invalidator
@@ -92,13 +95,16 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
     except RuntimeError as e:
         ready(f"cannot mount on {opts.mountpoint}: {e}")
+        await vfs.close()
         return 1
     invalidator.enabled = True
     clean = False
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(invalidator.run)
-            await nursery.start(control.serve, sock, _control_handler(vfs))
+            nursery.start_soon(vfs.flusher.run)
+            nursery.start_soon(watcher.watch, vfs, opts.poll_interval)
+            await nursery.start(control.serve, sock, _control_handler(vfs, opts))
             nursery.start_soon(_on_signals, vfs, opts)
             ready(None)
             await pyfuse3.main()
@@ -107,11 +113,18 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     finally:
         pyfuse3.close(unmount=True)
         sock.unlink(missing_ok=True)
-    pending = await vfs.drain()
+    async with trio.open_nursery() as nursery:  # the flusher must run while draining
+        nursery.start_soon(vfs.flusher.run)
+        pending = await vfs.drain(opts.drain_timeout)
+        nursery.cancel_scope.cancel()
     await vfs.close()
     await vfs.remote.aclose()
     if pending:
-        log.error("unmounted with %d changes not uploaded: %s", len(pending), ", ".join(pending))
+        log.error(
+            "unmounted with %d change(s) not uploaded; they stay in the journal in %s and "
+            "go out at the next mount of this remote: %s",
+            len(pending), vfs.config.state_dir, ", ".join(pending[:20]),
+        )  # fmt: skip
         return 1
     return 0 if clean else 1
 
@@ -120,23 +133,20 @@ async def _on_signals(vfs: Vfs, opts: MountOptions) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("%s: uploading pending changes, then unmounting", signal.Signals(signum).name)
-            with trio.move_on_after(opts.drain_timeout):
-                await vfs.drain()
+            await vfs.drain(opts.drain_timeout)
             pyfuse3.terminate()
             return
 
 
-def _control_handler(vfs: Vfs) -> control.Handler:
+def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
             return {"ok": True, **vfs.status()}
         if cmd == "sync":
-            timeout = float(req.get("timeout") or 60)
-            with trio.move_on_after(timeout):
-                pending = await vfs.drain()
-                return {"ok": not pending, "pending": pending, "last_error": vfs.last_error}
-            return {"ok": False, "pending": vfs.pending(), "last_error": "timed out"}
+            timeout = float(req.get("timeout") or opts.drain_timeout)
+            pending = await vfs.drain(timeout)
+            return {"ok": not pending, "pending": pending, "last_error": vfs.health.last_error}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     return handle

@@ -128,10 +128,11 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for next_id, name, node in self.vfs.readdir(fh, start_id):
+        for next_id, name, node, counted in self.vfs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), next_id):
                 break
-            node.lookups += 1
+            if counted:  # the kernel now holds a reference to it ("." and ".." excepted)
+                self.vfs.note_lookup(node)
 
     @_errors
     async def releasedir(self, fh: int) -> None:

@@ -133,6 +133,7 @@ class Rename:
     dst: str
     expect: ExpectT = Expect.ANY  # the version of `src`
     key: str = ""
+    expect_to: ExpectT = Expect.ANY  # what `dst` must be: a version, ABSENT, or ANY
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,11 @@ class Remote(abc.ABC):
         changes whose precondition failed are Conflicted, the others Failed(Aborted).
         Without it, each outcome stands on its own. Raises a RemoteError (and applied
         nothing) when the request as a whole failed: unreachable, 401, unknown repo."""
+
+    def version_of(self, sha256: str) -> str | None:
+        """The version token a file with this content has, where the remote derives
+        versions from content (lets a replay recognise its own earlier write)."""
+        return None
 
     async def changes(self, since: str | None, *, wait: float = 0.0) -> ChangeBatch:
         """Changes after head `since`, waiting up to `wait` seconds for one.

@@ -316,6 +316,9 @@ class NativeRemote(Remote):
             op = {"op": "delete", "path": change.path}
         elif isinstance(change, Rename):
             op = {"op": "rename", "from": change.src, "to": change.dst}
+            expect_to = _expect(change.expect_to)
+            if expect_to is not None:
+                op["expect_to"] = expect_to
         elif isinstance(change, Mkdir):
             return {"op": "mkdir", "path": change.path}
         else:  # pragma: no cover - the Change union is closed
@@ -335,6 +338,9 @@ class NativeRemote(Remote):
             content=_file_chunks(source),
             idempotent=True,  # the URL names the content: storing it twice is harmless
         )
+
+    def version_of(self, sha256: str) -> str | None:
+        return sha256  # a file's version is the SHA-256 of its content
 
     # ------------------------------------------------------------------ change feed
 

@@ -1,8 +1,7 @@
-"""On-disk caches: fetched content keyed by (path, version), and spool files for writes.
+"""The on-disk content cache: fetched (or uploaded) content keyed by (path, version).
 
-Files on disk, not bytes in RAM: a cached version is a complete file under `content/`,
-written to a temp name and renamed into place so a crash never leaves a torn entry.
-Spool files (the working copies of files being written) live under `spool/`.
+Files on disk, not bytes in RAM: an entry is a complete file, written to a temp name and
+renamed into place, so a crash never leaves a torn entry.
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ class ContentCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.content_dir = root / "content"
-        self.spool_dir = root / "spool"
+        self.tmp_dir = root / "tmp"
         self.content_dir.mkdir(parents=True, exist_ok=True)
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        # Leftover spools of an earlier run hold nothing the journal needs (its own
-        # copies live in the state dir), and temp files are torn downloads.
-        for leftover in self.spool_dir.iterdir():
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
 
     def cached_path(self, path: str, version: str) -> Path:
@@ -41,24 +38,20 @@ class ContentCache:
         return p if p.exists() else None
 
     def temp_path(self) -> Path:
-        return self.spool_dir / f"tmp-{uuid.uuid4().hex}"
+        return self.tmp_dir / uuid.uuid4().hex
 
     def commit(self, tmp: Path, path: str, version: str) -> Path:
-        """Move a completely written temp file into the cache as (path, version)."""
+        """Move a complete file into the cache as (path, version)."""
         dest = self.cached_path(path, version)
         dest.parent.mkdir(exist_ok=True)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another filesystem (the state dir's): copy, then drop
+            part = self.temp_path()
+            shutil.copyfile(tmp, part)
+            os.replace(part, dest)
+            tmp.unlink(missing_ok=True)
         return dest
-
-    def new_spool(self, copy_from: Path | None) -> Path:
-        """A fresh spool file: a copy of `copy_from`, or empty."""
-        spool = self.spool_dir / f"spool-{uuid.uuid4().hex}"
-        if copy_from is None:
-            spool.touch()
-        else:
-            with copy_from.open("rb") as src, spool.open("wb") as dst:
-                shutil.copyfileobj(src, dst, COPY_CHUNK)
-        return spool
 
     def usage(self) -> int:
         total = 0
@@ -69,11 +62,3 @@ class ContentCache:
                 except FileNotFoundError:
                     pass
         return total
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

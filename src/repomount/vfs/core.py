@@ -3,6 +3,11 @@
 No pyfuse3 and no httpx here: remote access goes through `remotes.base.Remote`, kernel
 cache invalidation through the `Invalidator` the fuse layer hands in, errors leave as
 `FsError` or `RemoteError` and are mapped to errno in `fuse/errors.py`.
+
+Writes never wait for the network: close() freezes the file's spool into the journal,
+namespace changes are journaled as they happen, and the flusher sends them in batches.
+The local tree is the truth for anything the journal still holds; listings from the
+remote refresh only what has no pending change.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import errno
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,23 +25,14 @@ import cachetools
 import trio
 
 from repomount import paths
-from repomount.remotes.base import (
-    Applied,
-    Change,
-    Conflicted,
-    Delete,
-    Entry,
-    Expect,
-    Failed,
-    Mkdir,
-    NotFound,
-    Remote,
-    RemoteError,
-    Rename,
-    Unavailable,
-)
+from repomount.remotes.base import Entry, Expect, ExpectT, NotFound, Remote, RemoteError
+from repomount.vfs.coalesce import Planned
+from repomount.vfs.conflicts import Policy
 from repomount.vfs.content import ContentCache
 from repomount.vfs.errors import FsError, exists, not_found
+from repomount.vfs.flusher import FlushConfig, Flusher
+from repomount.vfs.health import Health
+from repomount.vfs.journal import Journal
 from repomount.vfs.nodes import InodeTable, Node, child_path
 from repomount.vfs.writes import Spool, WriteState
 
@@ -66,8 +61,13 @@ class _NoInvalidation:
 @dataclass
 class VfsConfig:
     cache_dir: Path  # this mount's own cache directory
-    state_dir: Path  # this mount's own state directory (conflict copies, journal)
+    state_dir: Path  # this mount's own state directory (journal, spools, conflict copies)
     metadata_ttl: float = 5.0
+    flush_delay: float = 0.5
+    max_flush_window: float = 5.0
+    transfers: int = 4
+    on_conflict: Policy = Policy.KEEP_BOTH
+    fsync_timeout: float = 60.0
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 
@@ -95,7 +95,22 @@ class Vfs:
         self.invalidator: Invalidator = invalidator or _NoInvalidation()
         self.inodes = InodeTable()
         self.cache = ContentCache(config.cache_dir)
-        self.writes = WriteState(self.cache)
+        self.journal = Journal(config.state_dir)
+        self.writes = WriteState(config.state_dir / "spool")
+        self.health = Health()
+        self.flusher = Flusher(
+            remote,
+            self.journal,
+            self,
+            FlushConfig(
+                flush_delay=config.flush_delay,
+                max_window=config.max_flush_window,
+                transfers=config.transfers,
+                policy=config.on_conflict,
+                conflicts_dir=config.state_dir / "conflicts",
+            ),
+            self.health,
+        )
         self.head: str | None = None
         # ino of each directory whose listing is fresh; expiry = --metadata-ttl
         self._fresh: cachetools.TTLCache[int, bool] = cachetools.TTLCache(
@@ -107,20 +122,29 @@ class Vfs:
         self._handles: dict[int, Handle] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
-        self.conflicts: list[dict[str, str]] = []
-        self.last_error: str | None = None
-        self.online = True
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, replay_timeout: float = 120.0) -> list[int]:
+        """Check the remote, then send what an earlier run left in the journal, before
+        anything is served (so the tree we show is the remote's). Returns the ids still
+        pending after that."""
         info = await self.remote.info()
         self.head = info.head
+        self.flusher.head = info.head
+        if not len(self.journal):
+            return []
+        log.info("replaying %d journaled change(s) from an earlier run", len(self.journal))
+        left = await self.flusher.drain(replay_timeout)
+        if left:
+            log.warning("%d change(s) could not be replayed and stay in the journal", len(left))
+        return left
 
     async def close(self) -> None:
         for h in list(self._handles.values()):
-            self._close_handle_fds(h)
+            _close_fd(h)
         self.writes.close_all()
+        self.journal.close()
 
     # ------------------------------------------------------------------ helpers
 
@@ -141,41 +165,87 @@ class Vfs:
         self._next_fh += 1
         return fh
 
-    def _remote_failed(self, err: RemoteError) -> None:
-        self.last_error = f"{type(err).__name__}: {err.message}"
-        if isinstance(err, Unavailable):
-            self.online = False
+    def node_at(self, path: str) -> Node | None:
+        """The node at `path` in the part of the tree already loaded (no requests)."""
+        node = self.inodes.root
+        for name in path.split("/") if path else ():
+            if node.children is None or name not in node.children:
+                return None
+            node = node.children[name]
+        return node
+
+    def _journal_add(self, op: str, path: str, **kw: object) -> None:
+        self.journal.add(op, path, **kw)  # type: ignore[arg-type]
+        self.flusher.notify()
 
     # ------------------------------------------------------------------ listing
 
+    def _authoritative(self, d: Node) -> bool:
+        """Whether the local children of `d` are all there is to know right now: a
+        directory made here, or one whose (re)naming the remote has not seen yet."""
+        if not d.on_remote:
+            return True
+        node: Node | None = d
+        while node is not None and node.parent is not None:
+            if self.journal.touches(node.path):
+                return True
+            node = node.parent
+        return False
+
     async def _listed(self, d: Node) -> dict[str, Node]:
-        """The children of directory `d`, from a listing no older than the metadata TTL."""
+        """The children of directory `d`, from a listing no older than the metadata TTL
+        (or older, while the remote is unreachable)."""
         if not d.is_dir:
             raise FsError(errno.ENOTDIR)
-        if d.children is not None and (d.ino in self._fresh or not d.on_remote):
+        if d.children is not None and (
+            d.ino in self._fresh or not self.health.online or self._authoritative(d)
+        ):
             return d.children
         async with self._lock_for(self._dir_locks, d.ino):
             if d.children is not None and d.ino in self._fresh:
                 return d.children
-            try:
-                listing = await self.remote.list_tree(d.path)
-            except NotFound:
-                if d.children is not None and not d.on_remote:
-                    return d.children
-                raise not_found(d.path) from None
-            except Unavailable as e:
-                self._remote_failed(e)
-                if d.children is not None:
-                    return d.children  # offline: serve what we know
-                raise
-            self.online = True
-            self.head = listing.head or self.head
-            async with self._ns_lock:
-                if d.attached or d is self.inodes.root:
-                    self._merge_listing(d, listing.entries)
-            self._fresh[d.ino] = True
+            await self._refresh(d)
         assert d.children is not None
         return d.children
+
+    async def _refresh(self, d: Node) -> None:
+        try:
+            listing = await self.remote.list_tree(d.path)
+        except NotFound:
+            if d.children is not None:
+                return
+            raise not_found(d.path) from None
+        except RemoteError as e:
+            self.health.failed(e)
+            if d.children is not None:
+                return  # offline: serve what we know
+            raise
+        self.health.ok()
+        self.head = listing.head or self.head
+        async with self._ns_lock:
+            if d.attached:
+                self._merge_listing(d, listing.entries)
+        self._fresh[d.ino] = True
+
+    async def refresh_dirs(self, dir_paths: Sequence[str]) -> None:
+        """Re-list these directories now, where loaded (remote changes seen by the
+        watcher)."""
+        for p in dir_paths:
+            d = self.node_at(p)
+            if d is not None and d.is_dir and d.children is not None:
+                self._fresh.pop(d.ino, None)
+                async with self._lock_for(self._dir_locks, d.ino):
+                    await self._refresh(d)
+
+    def loaded_dirs(self) -> list[str]:
+        out = []
+        stack = [self.inodes.root]
+        while stack:
+            d = stack.pop()
+            if d.children is not None:
+                out.append(d.path)
+                stack.extend(c for c in d.children.values() if c.is_dir)
+        return out
 
     def _merge_listing(self, d: Node, entries: Sequence[Entry]) -> None:
         first_time = d.children is None
@@ -193,6 +263,8 @@ class Vfs:
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
             seen.add(name)
+            if self.journal.touches(e.path):
+                continue  # our own pending change decides what is there
             node = d.children.get(name)
             if node is not None and self._busy(node):
                 continue
@@ -207,6 +279,8 @@ class Vfs:
                     e.kind,
                     size=e.size,
                     version=e.version,
+                    fetch_path=e.path,
+                    base=e.version if e.version is not None else Expect.ANY,
                     on_remote=True,
                     mtime=e.mtime if e.mtime is not None else time.time(),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
@@ -215,6 +289,8 @@ class Vfs:
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
             node.version = e.version
+            node.fetch_path = e.path
+            node.base = e.version if e.version is not None else Expect.ANY
             node.size = e.size
             if e.mtime is not None:
                 node.mtime = e.mtime
@@ -223,15 +299,20 @@ class Vfs:
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
         for name, node in list(d.children.items()):
-            if name in seen or self._busy(node) or not node.on_remote:
+            if name in seen or self._busy(node):
+                continue
+            if self.journal.touches(node.path):
                 continue
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
 
     def _busy(self, node: Node) -> bool:
-        """A node with local state the remote has not seen must not be replaced by a
-        listing: unsent writes, or a name that exists only here."""
-        return self.writes.dirty(node.ino) or (not node.on_remote and node.kind != "dir")
+        """Local state the remote has not seen must not be replaced by a listing."""
+        return (
+            self.writes.dirty(node.ino)
+            or self.writes.pending_blob(node.ino) is not None
+            or _local_only(node)
+        )
 
     async def _child(self, parent: Node, name: str) -> Node:
         children = await self._listed(parent)
@@ -248,6 +329,10 @@ class Vfs:
         node = await self._child(self._node(parent_ino), name)
         node.lookups += 1
         return node
+
+    def note_lookup(self, node: Node) -> None:
+        """The kernel got a reference to `node` some other way (readdirplus)."""
+        node.lookups += 1
 
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
         for ino, count in items:
@@ -274,15 +359,14 @@ class Vfs:
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             async with self._lock_for(self._node_locks, ino):
-                spool = await self._spool_for(node)
+                spool = await self._writable_spool(node)
                 await trio.to_thread.run_sync(os.ftruncate, spool.fd, size)
                 node.size = size
                 node.mtime = time.time() if mtime is None else mtime
                 spool.dirty = True
-            if node.open_count == 0:
-                # truncate(2) on a closed file: no close() will follow to commit it.
-                await self._upload(node)
-                self._retire_spool(node)
+                if node.open_count == 0:  # truncate(2): no close() will follow
+                    self._commit_content(node)
+                    self.writes.close(node.ino)
         return node
 
     def statfs(self) -> dict[str, int]:
@@ -308,18 +392,41 @@ class Vfs:
         self._dirs[fh] = DirHandle(node, sorted(children))
         return fh
 
-    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node]]:
-        """(next_id, name, node) from offset `start`; names removed since opendir are
-        skipped, so offsets never skip or repeat a living entry."""
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
+        """(next_id, name, node, counts_as_lookup) from offset `start`: "." and "..",
+        then the snapshot taken at opendir. Names removed since are skipped, so offsets
+        never skip or repeat a living entry."""
         dh = self._dirs[fh]
+        dots = [(".", dh.node), ("..", dh.node.parent or dh.node)]
+        for i in range(start, 2):
+            yield i + 1, dots[i][0], dots[i][1], False
         children = dh.node.children or {}
-        for i in range(start, len(dh.names)):
+        for i in range(max(start - 2, 0), len(dh.names)):
             node = children.get(dh.names[i])
             if node is not None:
-                yield i + 1, dh.names[i], node
+                yield i + 3, dh.names[i], node, True
 
     def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+
+    async def _listed_locked(self, d: Node) -> dict[str, Node]:
+        """`_listed` for callers holding the namespace lock (the merge needs it too)."""
+        if d.children is not None and (
+            d.ino in self._fresh or not self.health.online or self._authoritative(d)
+        ):
+            return d.children
+        self._ns_lock.release()
+        try:
+            return await self._listed(d)
+        finally:
+            await self._ns_lock.acquire()
+
+    def _valid_child_path(self, parent: Node, name: str) -> str:
+        try:
+            return paths.validate_path(child_path(parent, name))
+        except paths.InvalidPathError as e:
+            code = errno.ENAMETOOLONG if "limit" in e.reason else errno.EINVAL
+            raise FsError(code, str(e)) from e
 
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
         parent = self._node(parent_ino)
@@ -328,12 +435,10 @@ class Vfs:
             children = await self._listed_locked(parent)
             if name in children:
                 raise exists(path)
-            on_remote = False
-            if self.remote.capabilities.empty_dirs:
-                await self._apply_one(Mkdir(path, key=_key()))
-                on_remote = True
             node = self.inodes.new_node(parent, name, "dir", mode=mode & 0o7777)
-            node.on_remote = on_remote
+            if self.remote.capabilities.empty_dirs:
+                self._journal_add("mkdir", path)
+                node.on_remote = True  # the journal now speaks for it
             node.lookups += 1
             self._fresh[node.ino] = True
             return node
@@ -350,27 +455,8 @@ class Vfs:
             if await self._listed_locked(node):
                 raise FsError(errno.ENOTEMPTY)
             if node.on_remote and self.remote.capabilities.empty_dirs:
-                try:
-                    await self._apply_one(Delete(node.path, key=_key()))
-                except NotFound:
-                    pass
+                self._journal_add("delete", node.path)
             self.inodes.detach(node)
-
-    async def _listed_locked(self, d: Node) -> dict[str, Node]:
-        """`_listed` for callers holding the namespace lock (the merge needs it too)."""
-        if d.children is not None and (d.ino in self._fresh or not d.on_remote):
-            return d.children
-        self._ns_lock.release()
-        try:
-            return await self._listed(d)
-        finally:
-            await self._ns_lock.acquire()
-
-    def _valid_child_path(self, parent: Node, name: str) -> str:
-        try:
-            return paths.validate_path(child_path(parent, name))
-        except paths.InvalidPathError as e:
-            raise FsError(errno.ENAMETOOLONG if "long" in str(e) else errno.EINVAL, str(e)) from e
 
     # ------------------------------------------------------------------ files: namespace
 
@@ -385,14 +471,12 @@ class Vfs:
                     raise exists(path)
                 if old.is_dir:
                     raise FsError(errno.EISDIR)
-                # O_CREAT on an existing name: the kernel normally looks up first, but a
-                # race with a listing can land here; open the existing file, truncated.
-                node = old
+                node = old  # a race with a listing can land here: open it, truncated
             else:
                 node = self.inodes.new_node(parent, name, "file", mode=mode & 0o7777, size=0)
             node.lookups += 1
         async with self._lock_for(self._node_locks, node.ino):
-            spool = await self._spool_for(node, truncate=True)
+            spool = await self._writable_spool(node, truncate=True)
             spool.dirty = True
             node.size = 0
             node.mtime = time.time()
@@ -400,6 +484,10 @@ class Vfs:
         self._handles[fh] = Handle(fh, node, writable=True)
         node.open_count += 1
         return fh, node
+
+    def _expect_of(self, node: Node) -> ExpectT:
+        """The precondition for changing `node`'s path remotely."""
+        return node.base
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         parent = self._node(parent_ino)
@@ -410,14 +498,12 @@ class Vfs:
                 raise not_found(child_path(parent, name))
             if node.is_dir:
                 raise FsError(errno.EISDIR)
-            if node.on_remote:
-                expect = node.version if node.version is not None else Expect.ANY
-                try:
-                    await self._apply_one(Delete(node.path, expect=expect, key=_key()))
-                except NotFound:
-                    pass
+            if node.base != Expect.ABSENT or self.journal.touches(node.path):
+                self._journal_add("delete", node.path, expect=self._expect_of(node))
             self.inodes.detach(node)
-            self.writes.discard_if_unused(node)
+            self.writes.set_pending_blob(node.ino, None)
+            if node.open_count == 0:
+                self.writes.close(node.ino)
 
     async def rename(
         self, old_parent_ino: int, old: str, new_parent_ino: int, new: str, flags: int
@@ -438,7 +524,6 @@ class Vfs:
                 return
             if node.is_dir and _is_ancestor(node, dst_parent):
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            changes: list[Change] = []
             if target is not None:
                 if flags & RENAME_NOREPLACE:
                     raise exists(dst_path)
@@ -447,24 +532,58 @@ class Vfs:
                         raise FsError(errno.EISDIR)
                     if await self._listed_locked(target):
                         raise FsError(errno.ENOTEMPTY)
-                    if target.on_remote and self.remote.capabilities.empty_dirs:
-                        changes.append(Delete(target.path, key=_key()))
                 elif node.is_dir:
                     raise FsError(errno.ENOTDIR)
-            if node.on_remote:
-                expect = node.version if (node.version and not node.is_dir) else Expect.ANY
-                changes.append(Rename(node.path, dst_path, expect=expect, key=_key()))
-            elif target is not None and target.on_remote and not target.is_dir:
+            if node.is_dir:
+                await self._load_subtree(node)
+            src_path = node.path
+            known = (
+                node.on_remote if node.is_dir else node.base != Expect.ABSENT
+            ) or self.journal.touches(src_path)
+            replaced_dir = target is not None and target.is_dir and target.on_remote
+            if replaced_dir and self.remote.capabilities.empty_dirs:
+                assert target is not None
+                self._journal_add("delete", target.path)
+            if known:
+                expect_to: ExpectT = Expect.ABSENT
+                if target is not None and not target.is_dir:
+                    expect_to = self._expect_of(target)
+                    if expect_to == Expect.ABSENT and self.journal.touches(target.path):
+                        expect_to = Expect.ANY  # its own pending changes decide
+                expect = Expect.ANY if node.is_dir else self._expect_of(node)
+                self._journal_add(
+                    "rename", src_path, dst=dst_path, expect=expect, expect_to=expect_to
+                )
+            elif target is not None and not target.is_dir:
                 # A file that exists only here replaces a remote one: its upload must
                 # replace exactly the version being renamed over.
-                node.on_remote = True
-                node.version = target.version
-            if changes:
-                await self._apply(changes)
+                node.base = target.base
             if target is not None:
                 self.inodes.detach(target)
-                self.writes.discard_if_unused(target)
+                self.writes.set_pending_blob(target.ino, None)
+                if target.open_count == 0:
+                    self.writes.close(target.ino)
             self.inodes.move(node, dst_parent, new)
+            if known and not node.is_dir:
+                # Changes journaled for the new name from now on are checked against
+                # what the remote holds there before our pending ones land.
+                node.base = target.base if target is not None else Expect.ABSENT
+
+    async def _load_subtree(self, d: Node) -> None:
+        """Before a directory moves, know everything below it: once renamed locally, its
+        old remote path can no longer be listed under the new name."""
+        stack = [d]
+        while stack:
+            n = stack.pop()
+            if n.children is None or (n.on_remote and not self._authoritative(n)):
+                self._ns_lock.release()
+                try:
+                    children = await self._listed(n)
+                finally:
+                    await self._ns_lock.acquire()
+            else:
+                children = n.children
+            stack.extend(c for c in children.values() if c.is_dir)
 
     # ------------------------------------------------------------------ files: content
 
@@ -479,56 +598,72 @@ class Vfs:
         keep_cache = True
         async with self._lock_for(self._node_locks, ino):
             if writable and flags & os.O_TRUNC:
-                spool = await self._spool_for(node, truncate=True)
+                spool = await self._writable_spool(node, truncate=True)
                 spool.dirty = True
                 node.size = 0
                 node.mtime = time.time()
                 keep_cache = False
-            elif not self.writes.has(node.ino):
-                path = await self._fetch(node)
+            elif self.writes.get(node.ino) is None:
+                path = await self._content(node)
                 handle.read_fd = os.open(path, os.O_RDONLY)
-                keep_cache = (
-                    node.version is not None
-                    and self.writes.kernel_version(node.ino) == node.version
-                )
-                self.writes.set_kernel_version(node.ino, node.version)
+                seen = self.writes.kernel_version(node.ino)
+                keep_cache = node.version is not None and seen == node.version
+                if self.writes.pending_blob(node.ino) is None:
+                    self.writes.set_kernel_version(node.ino, node.version)
+                else:
+                    keep_cache = False
         self._handles[handle.fh] = handle
         node.open_count += 1
         return handle.fh, keep_cache
 
-    async def _fetch(self, node: Node) -> Path:
-        """The cached content of the node's current version, fetched if needed."""
-        if node.version is None:
-            if not node.on_remote:
-                return self.cache.new_spool(None)  # defensive: an empty file
+    async def _content(self, node: Node) -> Path:
+        """A file holding the node's current content: its newest journaled content if
+        the remote does not have it yet, else the cached copy of its version."""
+        blob = self.writes.pending_blob(node.ino)
+        if blob is not None:
+            p = self.journal.blob_path(blob)
+            if p.exists():
+                return p
+        if node.version is None or node.fetch_path is None:
+            if _local_only(node):
+                empty = self.cache.temp_path()
+                empty.touch()
+                return empty
             raise FsError(errno.EIO, f"{node.path}: the remote gives no version")
-        cached = self.cache.lookup(node.path, node.version)
+        where = node.fetch_path
+        cached = self.cache.lookup(where, node.version)
         if cached is not None:
             return cached
         tmp = self.cache.temp_path()
         try:
             with tmp.open("wb") as f:
-                got = await self.remote.read(node.path, f, version=node.version)
+                got = await self.remote.read(where, f, version=node.version)
+        except RemoteError as e:
+            tmp.unlink(missing_ok=True)
+            self.health.failed(e)
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self.health.ok()
         if got.version is not None and got.version != node.version:
             node.version = got.version
         node.size = got.size
         assert node.version is not None
-        return self.cache.commit(tmp, node.path, node.version)
+        return self.cache.commit(tmp, where, node.version)
 
-    async def _spool_for(self, node: Node, *, truncate: bool = False) -> Spool:
-        """The node's working copy, created on first write: a copy of its content."""
+    async def _writable_spool(self, node: Node, *, truncate: bool = False) -> Spool:
+        """The node's working copy, made on first write (or after a close froze the last
+        one): a copy of its current content, or empty."""
         spool = self.writes.get(node.ino)
-        if spool is not None:
+        if spool is not None and not spool.frozen:
             if truncate:
                 await trio.to_thread.run_sync(os.ftruncate, spool.fd, 0)
             return spool
         source = None
-        if not truncate and node.on_remote:
-            source = await self._fetch(node)
-        path = await trio.to_thread.run_sync(self.cache.new_spool, source)
+        if not truncate and (spool is not None or not _local_only(node)):
+            source = spool.path if spool is not None else await self._content(node)
+        path = await trio.to_thread.run_sync(self.writes.new_spool_file, source)
         return self.writes.adopt(node.ino, path)
 
     def _handle(self, fh: int) -> Handle:
@@ -540,195 +675,184 @@ class Vfs:
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
         spool = self.writes.get(h.node.ino)
-        fd = spool.fd if spool is not None else h.read_fd
-        if fd is None:
+        if spool is not None:
+            return os.pread(spool.fd, size, off)
+        if h.read_fd is None:
             async with self._lock_for(self._node_locks, h.node.ino):
-                path = await self._fetch(h.node)
-                h.read_fd = os.open(path, os.O_RDONLY)
-            fd = h.read_fd
-        return os.pread(fd, size, off)
+                if h.read_fd is None:
+                    h.read_fd = os.open(await self._content(h.node), os.O_RDONLY)
+        return os.pread(h.read_fd, size, off)
 
     async def write(self, fh: int, off: int, data: bytes) -> int:
         h = self._handle(fh)
         if not h.writable:
             raise FsError(errno.EBADF)
         node = h.node
-        # The node lock keeps writes out while an upload reads the spool.
-        async with self._lock_for(self._node_locks, node.ino):
-            spool = await self._spool_for(node)
-            n = os.pwrite(spool.fd, data, off)
-            spool.dirty = True
-            node.size = max(node.size, off + n)
-            node.mtime = time.time()
+        spool = self.writes.get(node.ino)
+        if spool is None or spool.frozen:
+            async with self._lock_for(self._node_locks, node.ino):
+                spool = await self._writable_spool(node)
+        n = os.pwrite(spool.fd, data, off)
+        spool.dirty = True
+        node.size = max(node.size, off + n)
+        node.mtime = time.time()
         return n
 
     async def flush(self, fh: int) -> None:
-        """close(): commit the file's content if it changed."""
+        """close(): the content becomes a journaled change; no network wait."""
         h = self._handle(fh)
         if h.writable:
-            await self._upload(h.node)
+            async with self._lock_for(self._node_locks, h.node.ino):
+                self._commit_content(h.node)
 
     async def fsync(self, fh: int) -> None:
+        """Durable on local disk, then acknowledged by the remote, or an error."""
         h = self._handle(fh)
+        node = h.node
         if h.writable:
-            spool = self.writes.get(h.node.ino)
-            if spool is not None:
-                await trio.to_thread.run_sync(os.fsync, spool.fd)
-            await self._upload(h.node)
+            async with self._lock_for(self._node_locks, node.ino):
+                self._commit_content(node)
+        await trio.to_thread.run_sync(self._sync_blob, node)
+        self.journal.sync()  # the connection belongs to this thread
+        if node.attached:
+            ids = self.flusher.pending_ids(node.path)
+            await self.flusher.wait_for(ids, self.config.fsync_timeout)
+
+    def _sync_blob(self, node: Node) -> None:
+        blob = self.writes.pending_blob(node.ino)
+        if blob is not None:
+            try:
+                fd = os.open(self.journal.blob_path(blob), os.O_RDONLY)
+            except FileNotFoundError:
+                pass  # already uploaded and moved into the cache
+            else:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def _commit_content(self, node: Node) -> None:
+        """Freeze a dirty spool into the journal as a pending write of the node's path."""
+        spool = self.writes.get(node.ino)
+        if spool is None or not spool.dirty or not node.attached:
+            return
+        blob = self.journal.new_blob_name()
+        self.writes.freeze(node.ino, self.journal.blob_path(blob))
+        self._journal_add(
+            "write", node.path, blob=blob, mode=node.mode, expect=self._expect_of(node)
+        )
+        self.writes.set_pending_blob(node.ino, blob)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
         if h is None:
             return
-        self._close_handle_fds(h)
+        _close_fd(h)
         node = h.node
         node.open_count -= 1
         if node.open_count == 0:
-            self._retire_spool(node)
+            spool = self.writes.get(node.ino)
+            if spool is not None and spool.dirty and node.attached:
+                # Written but never flushed (the kernel skipped flush): commit it now.
+                async with self._lock_for(self._node_locks, node.ino):
+                    self._commit_content(node)
+            self.writes.close(node.ino)
         self.inodes.released(node)
 
-    def _close_handle_fds(self, h: Handle) -> None:
-        if h.read_fd is not None:
-            os.close(h.read_fd)
-            h.read_fd = None
+    # ------------------------------------------------------------------ flusher hooks
 
-    def _retire_spool(self, node: Node) -> None:
-        """After the last close: a clean working copy becomes the cached content of its
-        version; a dirty one (its upload failed) stays, still pending."""
-        if not node.attached:
-            self.writes.discard(node.ino)
+    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None:
+        """The remote acknowledged `op` (as `version`)."""
+        path = op.dst if op.op == "rename" and op.dst else op.path
+        node = self.node_at(path)
+        if op.op == "delete" or node is None:
             return
-        spool = self.writes.get(node.ino)
-        if spool is None or spool.dirty or node.open_count:
+        node.on_remote = True
+        if op.op == "mkdir" or version is None:
             return
-        if node.version is not None:
-            self.writes.retire_into_cache(node.ino, node.path, node.version)
-        else:
-            self.writes.discard(node.ino)
+        node.base = version  # the journal rebased its later changes of `path` the same way
+        if op.op == "rename":
+            node.version, node.fetch_path = version, path
+            if node.is_dir:
+                _move_fetch_paths(node, op.path, path)
+        elif op.blob is not None and self.writes.pending_blob(node.ino) == op.blob:
+            # The uploaded content is exactly this version: keep it as its cache entry
+            # (no download later), and stop treating the node as pending.
+            node.version, node.fetch_path = version, path
+            self.writes.set_pending_blob(node.ino, None)
+            self.writes.set_kernel_version(node.ino, version)
+            if blob is not None and blob.exists():
+                self.cache.commit(blob, path, version)
 
-    # ------------------------------------------------------------------ uploads
-
-    async def _upload(self, node: Node) -> None:
-        async with self._lock_for(self._node_locks, node.ino):
+    async def adopt_remote(self, path: str) -> None:
+        """Show the remote's state of `path` again (after a conflict resolved for theirs)."""
+        node = self.node_at(path)
+        if node is not None:
+            self.writes.set_pending_blob(node.ino, None)
             spool = self.writes.get(node.ino)
-            if spool is None or not spool.dirty or not node.attached:
-                return
-            write = await trio.to_thread.run_sync(
-                lambda: self.writes.make_write(
-                    spool,
-                    node.path,
-                    expect=node.version if node.on_remote and node.version else Expect.ABSENT,
-                    mode=node.mode,
-                )
-            )
+            if spool is not None and not spool.dirty:
+                self.writes.close(node.ino)
+            node.base = Expect.ANY  # unknown until re-listed
+            node.version = None
+        parent = self.node_at(paths.parent_of(path)) if path else None
+        if parent is not None and parent.children is not None:
+            self._fresh.pop(parent.ino, None)
             try:
-                result = await self.remote.apply([write])
-            except RemoteError as e:
-                self._remote_failed(e)
-                raise
-            outcome = result.outcomes[0]
-            if isinstance(outcome, Applied):
-                self.online = True
-                self.head = result.head or self.head
-                node.version = outcome.version
-                node.on_remote = True
-                node.size = write.size
-                spool.dirty = False
-                self.writes.set_kernel_version(node.ino, node.version)
-                return
-            if isinstance(outcome, Conflicted):
-                saved = await trio.to_thread.run_sync(self._save_conflict, node, spool)
-                self.writes.discard(node.ino)
-                await self._adopt_remote_state(node, outcome.current)
-                raise FsError(
-                    errno.ESTALE,
-                    f"{node.path} changed on the remote; your version was saved to {saved}",
-                )
-            assert isinstance(outcome, Failed)
-            self._remote_failed(outcome.error)
-            raise outcome.error
+                async with self._lock_for(self._dir_locks, parent.ino):
+                    await self._refresh(parent)
+            except (RemoteError, FsError) as e:
+                log.warning("could not re-list %s: %s", parent.path or "/", e)
+        if node is not None:
+            self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
 
-    async def _adopt_remote_state(self, node: Node, current: str | None) -> None:
-        """Show the remote's version of `node` again (after losing a conflict)."""
-        entry = None
-        try:
-            entry = await self.remote.stat(node.path)
-        except RemoteError as e:
-            log.warning("could not stat %s after a conflict: %s", node.path, e)
-        node.version = entry.version if entry else current
-        node.on_remote = entry is not None or current is not None
-        if entry is not None:
-            node.size = entry.size
-            node.mtime = entry.mtime or node.mtime
-        if node.parent is not None:
-            self._fresh.pop(node.parent.ino, None)
-        self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
-
-    def _save_conflict(self, node: Node, spool: Spool) -> Path:
-        """Keep the losing local content where the user can find it."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        dest = self.config.state_dir / "conflicts" / stamp / node.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.writes.copy_out(spool, dest)
-        self.conflicts.append({"path": node.path, "saved": str(dest), "time": stamp})
-        log.warning(
-            "conflict: %s changed on the remote; local version saved to %s", node.path, dest
-        )
-        return dest
-
-    async def _apply_one(self, change: Change) -> None:
-        await self._apply([change])
-
-    async def _apply(self, changes: list[Change]) -> None:
-        """Send namespace changes now; raise on anything but success."""
-        try:
-            result = await self.remote.apply(changes)
-        except RemoteError as e:
-            self._remote_failed(e)
-            raise
-        self.online = True
-        self.head = result.head or self.head
-        for outcome in result.outcomes:
-            if isinstance(outcome, Conflicted):
-                raise FsError(errno.ESTALE, "changed on the remote meanwhile")
-            if isinstance(outcome, Failed):
-                raise outcome.error
+    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None:
+        """Show the conflict copy the flusher just journaled."""
+        parent = self.node_at(paths.parent_of(copy_path))
+        name = copy_path.rsplit("/", 1)[-1]
+        if parent is None or parent.children is None or name in parent.children:
+            return
+        node = self.inodes.new_node(parent, name, "file", size=size)
+        self.writes.set_pending_blob(node.ino, blob)
 
     # ------------------------------------------------------------------ status
 
-    def pending(self) -> list[str]:
-        """Paths whose local content the remote has not acknowledged."""
-        out = []
-        for ino in self.writes.dirty_inos():
+    def pending(self) -> list[dict[str, object]]:
+        now = time.time()
+        return [
+            {
+                "op": r.op,
+                "path": r.path,
+                **({"to": r.dst} if r.dst else {}),
+                "age": round(now - r.created, 1),
+                "tries": r.tries,
+                "state": r.state,
+                **({"error": r.last_error} if r.last_error else {}),
+            }
+            for r in self.journal.records()
+        ]
+
+    async def drain(self, timeout: float) -> list[str]:
+        """Send everything now; what is still pending afterwards."""
+        for ino in self.writes.dirty_inos():  # written, still open: commit what is there
             node = self.inodes.get(ino)
             if node is not None and node.attached:
-                out.append(node.path)
-        return sorted(out)
-
-    async def drain(self) -> list[str]:
-        """Try to send every pending change now; returns what is still pending."""
-        for ino in self.writes.dirty_inos():
-            node = self.inodes.get(ino)
-            if node is None or not node.attached:
-                continue
-            try:
-                await self._upload(node)
-            except (RemoteError, FsError) as e:
-                log.warning("could not upload %s: %s", node.path, e)
-            if node.open_count == 0:
-                self._retire_spool(node)
-        return self.pending()
+                async with self._lock_for(self._node_locks, ino):
+                    self._commit_content(node)
+        left = await self.flusher.drain(timeout)
+        return [r.path for r in self.journal.records() if r.id in set(left)]
 
     def status(self) -> dict[str, object]:
         return {
             "remote": self.remote.identity,
             "head": self.head,
-            "online": self.online,
+            "online": self.health.online,
             "pending": self.pending(),
-            "conflicts": list(self.conflicts),
-            "last_error": self.last_error,
+            "conflicts": [vars(c) for c in self.flusher.conflicts],
+            "last_error": self.health.last_error,
             "open_files": len(self._handles),
             "inodes": len(self.inodes),
+            "cache_bytes": self.cache.usage(),
+            "state_dir": str(self.config.state_dir),
         }
 
 
@@ -741,5 +865,25 @@ def _is_ancestor(a: Node, b: Node) -> bool:
     return False
 
 
-def _key() -> str:
-    return uuid.uuid4().hex
+def _local_only(node: Node) -> bool:
+    """A name the remote has never had (a file created here, not yet uploaded)."""
+    if node.is_dir:
+        return not node.on_remote
+    return node.version is None and node.base == Expect.ABSENT
+
+
+def _move_fetch_paths(d: Node, old: str, new: str) -> None:
+    """A directory rename landed: its files now live under the new prefix remotely."""
+    stack = [d]
+    while stack:
+        n = stack.pop()
+        if n.fetch_path is not None and n.fetch_path.startswith(old + "/"):
+            n.fetch_path = new + n.fetch_path[len(old) :]
+        if n.children:
+            stack.extend(n.children.values())
+
+
+def _close_fd(h: Handle) -> None:
+    if h.read_fd is not None:
+        os.close(h.read_fd)
+        h.read_fd = None

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from repomount.remotes.base import Expect, ExpectT
+
 ROOT_INO = 1
 
 Kind = Literal["file", "dir", "symlink"]
@@ -26,11 +28,15 @@ class Node:
     size: int = 0
     mode: int = 0o644  # permission bits only
     mtime: float = field(default_factory=time.time)
-    # The remote version this node's content is based on; None for a file that
-    # does not exist remotely (yet).
+    # The remote version of the node's clean content and where the remote keeps it
+    # (the old path while a rename of it is pending). None: nothing remote to read.
     version: str | None = None
-    # Whether the path exists on the remote as far as we know (decides the upload's
-    # precondition: the base version, or "must not exist").
+    fetch_path: str | None = None
+    # What the remote holds at this node's path before our pending changes land: the
+    # precondition every change journaled for the path carries. Expect.ABSENT for a
+    # name the remote does not have.
+    base: ExpectT = Expect.ABSENT
+    # Whether the remote has (or our journal will give it) this name; for directories.
     on_remote: bool = False
     children: dict[str, Node] | None = None  # dirs only; None until first listed
     lookups: int = 0  # the kernel's lookup count

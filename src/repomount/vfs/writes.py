@@ -1,22 +1,20 @@
 """Working copies of files being written (spools), one per inode, shared by its handles.
 
 POSIX wants every descriptor of a file to see the others' writes, so the spool belongs
-to the inode, not the handle. A spool is dirty from its first write until the remote
-acknowledged its content.
+to the inode, not the handle. On close the spool is frozen: renamed into the journal as
+the content of a pending write (no copy), and a later write starts a new spool from it.
+Spools live in the state directory, next to the journal, so that rename is atomic.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from repomount.remotes.base import ExpectT, Write
-from repomount.vfs.content import COPY_CHUNK, ContentCache
-from repomount.vfs.nodes import Node
+from repomount.vfs.content import COPY_CHUNK
 
 
 @dataclass
@@ -24,20 +22,23 @@ class Spool:
     path: Path
     fd: int
     dirty: bool = False
+    frozen: bool = False  # its file belongs to the journal now: read it, never write it
 
 
 class WriteState:
-    def __init__(self, cache: ContentCache) -> None:
-        self._cache = cache
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
+            leftover.unlink(missing_ok=True)
         self._spools: dict[int, Spool] = {}
+        # ino -> journal blob holding its newest closed content, until the remote has it
+        self._pending: dict[int, str] = {}
         # The version whose pages the kernel holds for an inode, to decide keep_cache.
         self._kernel_versions: dict[int, str | None] = {}
 
     def get(self, ino: int) -> Spool | None:
         return self._spools.get(ino)
-
-    def has(self, ino: int) -> bool:
-        return ino in self._spools
 
     def dirty(self, ino: int) -> bool:
         s = self._spools.get(ino)
@@ -46,43 +47,47 @@ class WriteState:
     def dirty_inos(self) -> list[int]:
         return [ino for ino, s in self._spools.items() if s.dirty]
 
+    def new_spool_file(self, copy_from: Path | None) -> Path:
+        """A fresh spool file: a copy of `copy_from`, or empty (runs in a worker thread)."""
+        spool = self.spool_dir / uuid.uuid4().hex
+        if copy_from is None:
+            spool.touch()
+        else:
+            with copy_from.open("rb") as src, spool.open("wb") as dst:
+                shutil.copyfileobj(src, dst, COPY_CHUNK)
+        return spool
+
     def adopt(self, ino: int, path: Path) -> Spool:
+        self.close(ino)
         spool = Spool(path, os.open(path, os.O_RDWR))
         self._spools[ino] = spool
         return spool
 
-    def make_write(self, spool: Spool, path: str, *, expect: ExpectT, mode: int | None) -> Write:
-        """A Write of the spool's current content (hashing it; runs in a worker thread)."""
-        h = hashlib.sha256()
-        size = 0
-        offset = 0
-        while chunk := os.pread(spool.fd, COPY_CHUNK, offset):
-            h.update(chunk)
-            size += len(chunk)
-            offset += len(chunk)
-        return Write(
-            path, spool.path, size, h.hexdigest(), expect, key=os.urandom(16).hex(), mode=mode
-        )
+    def freeze(self, ino: int, dest: Path) -> Spool:
+        """Hand the spool's file to the journal at `dest`; keep reading it from there."""
+        spool = self._spools[ino]
+        os.rename(spool.path, dest)
+        spool.path = dest
+        spool.frozen = True
+        spool.dirty = False
+        return spool
 
-    def copy_out(self, spool: Spool, dest: Path) -> None:
-        with spool.path.open("rb") as src, dest.open("wb") as dst:
-            shutil.copyfileobj(src, dst, COPY_CHUNK)
-
-    def retire_into_cache(self, ino: int, path: str, version: str) -> None:
-        """A clean spool holds exactly `version`: keep it as that version's cache entry."""
-        spool = self._spools.pop(ino)
-        os.close(spool.fd)
-        self._cache.commit(spool.path, path, version)
-
-    def discard(self, ino: int) -> None:
+    def close(self, ino: int) -> None:
+        """Forget the spool; its file goes too unless the journal owns it."""
         spool = self._spools.pop(ino, None)
         if spool is not None:
             os.close(spool.fd)
-            spool.path.unlink(missing_ok=True)
+            if not spool.frozen:
+                spool.path.unlink(missing_ok=True)
 
-    def discard_if_unused(self, node: Node) -> None:
-        if node.open_count == 0:
-            self.discard(node.ino)
+    def pending_blob(self, ino: int) -> str | None:
+        return self._pending.get(ino)
+
+    def set_pending_blob(self, ino: int, blob: str | None) -> None:
+        if blob is None:
+            self._pending.pop(ino, None)
+        else:
+            self._pending[ino] = blob
 
     def kernel_version(self, ino: int) -> str | None:
         return self._kernel_versions.get(ino)
@@ -90,10 +95,6 @@ class WriteState:
     def set_kernel_version(self, ino: int, version: str | None) -> None:
         self._kernel_versions[ino] = version
 
-    def inos(self) -> Iterator[int]:
-        return iter(list(self._spools))
-
     def close_all(self) -> None:
         for ino in list(self._spools):
-            spool = self._spools.pop(ino)
-            os.close(spool.fd)
+            self.close(ino)

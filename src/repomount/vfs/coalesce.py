@@ -1,0 +1,166 @@
+"""Coalescing: the shortest list of changes with the same effect as the journal's.
+
+Pure logic over journal records, in order:
+- repeated writes of a path -> the last content, with the first one's precondition;
+- create then delete -> nothing; write then delete -> a delete of the original;
+- write then rename -> a write at the new name (plus a delete of the old name if it
+  existed remotely): this is how editors' and rsync's temp files never reach the remote.
+A merge only looks back at the latest operation touching the same path; a rename or
+delete of a directory is a barrier for everything below it, so order never breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from repomount.remotes.base import Expect, ExpectT
+from repomount.vfs.journal import Record
+
+
+@dataclass
+class Planned:
+    """One operation to send, standing for the journal records in `ids`."""
+
+    op: str  # write | delete | rename | mkdir
+    path: str
+    ids: list[int]
+    dst: str | None = None
+    blob: str | None = None
+    mode: int | None = None
+    expect: ExpectT = Expect.ANY
+    expect_to: ExpectT = Expect.ANY
+    key: str = ""  # the idempotency key of the newest record it stands for
+    blobs: list[str] = field(default_factory=list)  # every content file it supersedes
+    # A delete that stands for a rename record whose content went out as a write at
+    # the new name: once that write landed, the record is rewritten as this delete.
+    rename_record: int | None = None
+    then_delete: int | None = None  # on the write half: that record's id
+    # Whether to send `expect` / `expect_to` (see _chain_preconditions); they stay
+    # recorded either way, since the journal rebases later records by them.
+    check: bool = True
+    check_to: bool = True
+
+    def sent_expect(self) -> ExpectT:
+        return self.expect if self.check else Expect.ANY
+
+    def sent_expect_to(self) -> ExpectT:
+        return self.expect_to if self.check_to else Expect.ANY
+
+
+@dataclass
+class Plan:
+    ops: list[Planned]
+    dropped: list[int]  # records that cancelled out: done without a request
+
+
+def coalesce(records: list[Record]) -> Plan:
+    out: list[Planned | None] = []
+    latest: dict[str, int] = {}  # path -> index in `out` of the latest op touching it
+    dropped: list[int] = []
+
+    def forget_under(path: str) -> None:
+        prefix = path + "/"
+        for p in [p for p in latest if p.startswith(prefix)]:
+            del latest[p]
+
+    def latest_write(path: str) -> Planned | None:
+        i = latest.get(path)
+        if i is None:
+            return None
+        op = out[i]
+        return op if op is not None and op.op == "write" and op.path == path else None
+
+    def push(op: Planned, *paths: str) -> None:
+        out.append(op)
+        for p in paths:
+            latest[p] = len(out) - 1
+
+    for rec in records:
+        if rec.op == "write":
+            prev = latest_write(rec.path)
+            if prev is not None:
+                prev.ids.append(rec.id)
+                if rec.blob:
+                    prev.blobs.append(rec.blob)
+                prev.blob, prev.mode, prev.key = rec.blob, rec.mode, rec.key
+                continue
+            push(
+                Planned("write", rec.path, [rec.id], blob=rec.blob, mode=rec.mode,
+                        expect=rec.expect, key=rec.key, blobs=[rec.blob] if rec.blob else []),
+                rec.path,
+            )  # fmt: skip
+        elif rec.op == "delete":
+            prev = latest_write(rec.path)
+            if prev is not None:
+                i = latest.pop(rec.path)
+                if prev.expect == Expect.ABSENT:
+                    out[i] = None  # created and deleted here: the remote never sees it
+                    dropped.extend([*prev.ids, rec.id])
+                else:
+                    out[i] = Planned("delete", rec.path, [*prev.ids, rec.id],
+                                     expect=prev.expect, key=rec.key, blobs=prev.blobs)  # fmt: skip
+                    latest[rec.path] = i
+                continue
+            forget_under(rec.path)
+            push(Planned("delete", rec.path, [rec.id], expect=rec.expect, key=rec.key), rec.path)
+        elif rec.op == "rename":
+            assert rec.dst is not None
+            prev = latest_write(rec.path)
+            target = latest_write(rec.dst)
+            if prev is not None:
+                i = latest.pop(rec.path)
+                expect_to = rec.expect_to
+                ids = [*prev.ids, rec.id]
+                blobs = list(prev.blobs)
+                if target is not None:  # the content written to dst before is replaced
+                    j = latest.pop(rec.dst)
+                    expect_to = target.expect
+                    ids = target.ids + ids
+                    blobs = target.blobs + blobs
+                    out[j] = None
+                out[i] = None
+                if prev.expect == Expect.ABSENT:  # the old name never reached the remote
+                    push(Planned("write", rec.dst, ids, blob=prev.blob, mode=prev.mode,
+                                 expect=expect_to, key=rec.key, blobs=blobs), rec.dst)  # fmt: skip
+                    continue
+                # The old name exists remotely: write the new one, then delete the old.
+                ids.remove(rec.id)
+                push(Planned("write", rec.dst, ids, blob=prev.blob, mode=prev.mode,
+                             expect=expect_to, key=rec.key + "-w", blobs=blobs,
+                             then_delete=rec.id), rec.dst)  # fmt: skip
+                push(Planned("delete", rec.path, [rec.id], expect=prev.expect, key=rec.key,
+                             rename_record=rec.id), rec.path)  # fmt: skip
+                continue
+            forget_under(rec.path)
+            forget_under(rec.dst)
+            push(
+                Planned("rename", rec.path, [rec.id], dst=rec.dst, expect=rec.expect,
+                        expect_to=rec.expect_to, key=rec.key),
+                rec.path, rec.dst,
+            )  # fmt: skip
+        elif rec.op == "mkdir":
+            push(Planned("mkdir", rec.path, [rec.id], key=rec.key), rec.path)
+        else:  # pragma: no cover - the journal only holds these
+            raise ValueError(f"unknown journal op {rec.op!r}")
+    return Plan(_chain_preconditions([op for op in out if op is not None]), dropped)
+
+
+def _chain_preconditions(ops: list[Planned]) -> list[Planned]:
+    """Every journaled change of a path carries what the remote held there before any of
+    ours. Only the first op of a path in a plan may check that; the later ones follow our
+    own earlier op (in the same atomic batch, or a round the flusher ends before them),
+    so they check nothing. A directory rename carries the paths below it along."""
+    touched: set[str] = set()
+
+    def mark(path: str) -> bool:
+        seen = path in touched
+        touched.add(path)
+        return seen
+
+    for op in ops:
+        op.check = not mark(op.path)
+        if op.op == "rename" and op.dst is not None:
+            op.check_to = not mark(op.dst)
+            prefix = op.path + "/"
+            touched |= {op.dst + "/" + p[len(prefix) :] for p in touched if p.startswith(prefix)}
+    return ops

@@ -1,0 +1,26 @@
+"""Conflict policies and the names conflict copies get."""
+
+from __future__ import annotations
+
+import enum
+import socket
+import time
+
+
+class Policy(enum.Enum):
+    KEEP_BOTH = "keep-both"  # local content goes up next to the file; the remote's stays
+    FAIL = "fail"  # keep the change pending; fsync reports ESTALE
+    MINE = "mine"  # overwrite the remote
+    THEIRS = "theirs"  # take the remote; the local copy is kept in the state dir
+
+
+def conflict_name(path: str, *, now: float | None = None, host: str | None = None) -> str:
+    """`dir/report.txt` -> `dir/report.conflict-20261123T174500Z-host.txt`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    host = (host or socket.gethostname().split(".")[0] or "host").replace("/", "_")
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:  # no extension, or a dotfile like ".bashrc"
+        stem, ext = name, ""
+    new = f"{stem}.conflict-{stamp}-{host}" + (f".{ext}" if ext else "")
+    return f"{head}/{new}" if head else new

@@ -1,0 +1,458 @@
+"""The flusher: sends the journal's pending changes to the remote.
+
+Changes that arrive close together (`flush_delay` of quiet, at most `max_window` after
+the first) go out together: coalesced, then as atomic batch commits where the remote has
+them, else as conditional single-file uploads, `transfers` at a time. Transient failures
+back off exponentially with jitter (honouring Retry-After); conflicts go to the policy;
+permanent failures hold the change (its data stays in the journal) and are reported.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from repomount.remotes.base import (
+    Aborted,
+    Applied,
+    Change,
+    Conflicted,
+    Delete,
+    Expect,
+    Failed,
+    Mkdir,
+    Outcome,
+    Remote,
+    RemoteError,
+    Rename,
+    Unavailable,
+    Write,
+)
+from repomount.vfs.coalesce import Planned, coalesce
+from repomount.vfs.conflicts import Policy, conflict_name
+from repomount.vfs.errors import FsError
+from repomount.vfs.health import Health
+from repomount.vfs.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class FlushHooks(Protocol):
+    """What the flusher tells the rest of the vfs."""
+
+    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None: ...
+
+    async def adopt_remote(self, path: str) -> None: ...
+
+    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None: ...
+
+
+@dataclass
+class FlushConfig:
+    flush_delay: float = 0.5
+    max_window: float = 5.0
+    transfers: int = 4
+    policy: Policy = Policy.KEEP_BOTH
+    conflicts_dir: Path = Path("conflicts")
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass
+class ConflictNote:
+    path: str
+    policy: str
+    resolution: str
+    time: float = field(default_factory=time.time)
+
+
+class Flusher:
+    def __init__(
+        self,
+        remote: Remote,
+        journal: Journal,
+        hooks: FlushHooks,
+        config: FlushConfig,
+        health: Health,
+    ) -> None:
+        self.remote = remote
+        self.journal = journal
+        self.hooks = hooks
+        self.config = config
+        self.health = health
+        self.conflicts: list[ConflictNote] = []
+        self.head: str | None = None
+        self._changed = trio.Event()
+        self._urgent = trio.Event()
+        self._progress = trio.Event()
+        self._last_change = 0.0
+        self._failures = 0  # consecutive failed rounds, for the backoff
+        self._retry_after: float | None = None
+        self._digests: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
+        # record id -> (what happened, the id of the conflict copy's write, if any)
+        self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
+
+    # ------------------------------------------------------------------ signals in
+
+    def notify(self) -> None:
+        """A change was journaled."""
+        self._last_change = trio.current_time()
+        self._changed.set()
+
+    def flush_now(self) -> None:
+        """Skip the batching delay and any backoff wait (sync, fsync, unmount)."""
+        self._urgent.set()
+        self._changed.set()
+
+    # ------------------------------------------------------------------ waiting
+
+    def pending_ids(self, path: str | None = None) -> list[int]:
+        return [
+            r.id
+            for r in self.journal.records()
+            if r.state == "pending" and (path is None or path in r.paths())
+        ]
+
+    async def wait_for(self, ids: Sequence[int], timeout: float) -> None:
+        """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
+        wanted = set(ids)
+        conflict: str | None = None
+        with trio.move_on_after(timeout):
+            while True:
+                for i in list(wanted):
+                    rec = self.journal.get(i)
+                    if rec is None:
+                        wanted.discard(i)
+                        if i in self._lost_to_conflict:
+                            # Report the conflict once our content is safe remotely too.
+                            conflict, copy_id = self._lost_to_conflict[i]
+                            if copy_id is not None:
+                                wanted.add(copy_id)
+                    elif rec.state == "held":
+                        code = errno.ESTALE if "conflict" in (rec.last_error or "") else errno.EIO
+                        raise FsError(code, rec.last_error or "upload failed")
+                if not wanted:
+                    if conflict is not None:
+                        raise FsError(errno.ESTALE, conflict)
+                    return
+                self.flush_now()
+                await self._progress.wait()
+        raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {self.health.last_error}")
+
+    async def drain(self, timeout: float) -> list[int]:
+        """Try to send everything (held changes too, once); the ids still pending."""
+        for rec in self.journal.records("held"):
+            self.journal.update(rec, state="pending")
+        try:
+            await self.wait_for(self.pending_ids(), timeout)
+        except FsError as e:
+            log.warning("drain: %s", e)
+        return [r.id for r in self.journal.records()]
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        while True:
+            if not self.pending_ids():
+                await self._changed.wait()
+            self._changed = trio.Event()
+            await self._debounce()
+            self._urgent = trio.Event()
+            ok = await self.round()
+            self._signal_progress()
+            if not ok:
+                await self._backoff()
+
+    async def _debounce(self) -> None:
+        first = trio.current_time()
+        while not self._urgent.is_set():
+            deadline = min(
+                self._last_change + self.config.flush_delay, first + self.config.max_window
+            )
+            if trio.current_time() >= deadline:
+                return
+            with trio.move_on_at(deadline):
+                await self._urgent.wait()
+
+    async def _backoff(self) -> None:
+        self._failures += 1
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2**self._failures)
+        delay = random.uniform(ceiling / 2, ceiling)
+        if self._retry_after is not None:
+            delay = max(delay, min(self._retry_after, self.config.backoff_max))
+            self._retry_after = None
+        with trio.move_on_after(delay):
+            await self._urgent.wait()
+
+    def _signal_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    # ------------------------------------------------------------------ one round
+
+    async def round(self) -> bool:
+        """Send what is pending once. False when a transient failure calls for a pause."""
+        records = self.journal.records("pending")
+        if not records:
+            return True
+        plan = coalesce(records)
+        self.journal.complete(plan.dropped)
+        if not plan.ops:
+            return True
+        caps = self.remote.capabilities
+        if caps.atomic_batch:
+            step = max(1, caps.max_batch_ops)
+            for start in range(0, len(plan.ops), step):
+                if not await self._send_batch(plan.ops[start : start + step]):
+                    return self._healthy()
+            return self._healthy()
+        for run in _runs(plan.ops):
+            if not await self._send_parallel(run):
+                return self._healthy()
+        return self._healthy()
+
+    def _healthy(self) -> bool:
+        """After a round: whether no transient failure happened (see _failed)."""
+        ok = self.health.online and self._retry_after is None and not self._transient_in_round
+        self._transient_in_round = False
+        if ok:
+            self._failures = 0
+        return ok
+
+    _transient_in_round = False
+
+    async def _send_batch(self, ops: list[Planned]) -> bool:
+        """One atomic commit. True when every op was applied."""
+        try:
+            changes = [await self._change(op) for op in ops]
+            result = await self.remote.apply(changes, base=self.head)
+        except RemoteError as e:
+            self._request_failed(e, ops)
+            return False
+        self._online()
+        self.head = result.head or self.head
+        all_applied = True
+        for op, outcome in zip(ops, result.outcomes, strict=True):
+            all_applied &= await self._settle(op, outcome)
+        return all_applied
+
+    async def _send_parallel(self, ops: list[Planned]) -> bool:
+        """Independent ops (distinct paths), each its own request, `transfers` at once."""
+        results: list[bool] = [False] * len(ops)
+        limit = trio.Semaphore(max(1, self.config.transfers))
+
+        async def one(i: int, op: Planned) -> None:
+            async with limit:
+                try:
+                    change = await self._change(op)
+                    result = await self.remote.apply([change], base=self.head)
+                except RemoteError as e:
+                    self._request_failed(e, [op])
+                    return
+                self._online()
+                self.head = result.head or self.head
+                results[i] = await self._settle(op, result.outcomes[0])
+
+        async with trio.open_nursery() as nursery:
+            for i, op in enumerate(ops):
+                nursery.start_soon(one, i, op)
+        return all(results)
+
+    async def _change(self, op: Planned) -> Change:
+        if op.op == "write":
+            assert op.blob is not None
+            source = self.journal.blob_path(op.blob)
+            size, sha = await self._digest(op.blob, source)
+            return Write(op.path, source, size, sha, op.sent_expect(), key=op.key, mode=op.mode)
+        if op.op == "delete":
+            return Delete(op.path, op.sent_expect(), key=op.key)
+        if op.op == "rename":
+            assert op.dst is not None
+            return Rename(
+                op.path, op.dst, op.sent_expect(), key=op.key, expect_to=op.sent_expect_to()
+            )
+        return Mkdir(op.path, key=op.key)
+
+    async def _digest(self, blob: str, source: Path) -> tuple[int, str]:
+        got = self._digests.get(blob)
+        if got is None:
+            got = await trio.to_thread.run_sync(_hash_file, source)
+            self._digests[blob] = got
+        return got
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _online(self) -> None:
+        self.health.ok()
+
+    def _request_failed(self, e: RemoteError, ops: list[Planned]) -> None:
+        self.health.failed(e)
+        error = f"{type(e).__name__}: {e.message}"
+        if e.retryable:
+            self._transient_in_round = True
+            if isinstance(e, Unavailable) and e.retry_after:
+                self._retry_after = e.retry_after
+            for op in ops:
+                self._count_try(op, error)
+            return
+        log.error("upload refused, changes held: %s", e.message)
+        for op in ops:
+            self._hold(op, error)
+
+    async def _settle(self, op: Planned, outcome: Outcome) -> bool:
+        if isinstance(outcome, Applied):
+            self._applied(op, outcome.version)
+            return True
+        if isinstance(outcome, Conflicted):
+            if await self._already_there(op, outcome.current):
+                return True
+            await self._conflict(op, outcome.current)
+            return False
+        assert isinstance(outcome, Failed)
+        if isinstance(outcome.error, Aborted):
+            return False  # another op of the batch failed; this one goes next round
+        if outcome.error.retryable:
+            self._transient_in_round = True
+            self._count_try(op, str(outcome.error))
+            return False
+        self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}")
+        return False
+
+    async def _already_there(self, op: Planned, current: str | None) -> bool:
+        """A replayed change whose first attempt landed (its answer was lost)."""
+        if op.op == "delete" and current is None:
+            self._applied(op, None)
+            return True
+        if op.op == "write" and current is not None and op.blob is not None:
+            _, sha = await self._digest(op.blob, self.journal.blob_path(op.blob))
+            if self.remote.version_of(sha) == current:
+                self._applied(op, current)
+                return True
+        return False
+
+    def _applied(self, op: Planned, version: str | None) -> None:
+        blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
+        self.hooks.applied(op, version, blob)  # may move the content into the cache
+        self.journal.complete(op.ids)
+        for b in op.blobs:
+            self._digests.pop(b, None)
+        target = op.dst if op.op == "rename" else op.path
+        if version is not None and target is not None:
+            old = op.expect_to if op.op == "rename" else op.expect
+            self.journal.rebase(target, old, version, after=max(op.ids, default=0))
+        if op.then_delete is not None:
+            # The write half of "write + rename" landed; the record left is the delete
+            # of the old name, and must stay one if this round stops here.
+            rec = self.journal.get(op.then_delete)
+            if rec is not None and rec.op == "rename":
+                self.journal.update(rec, op="delete", dst=None)
+
+    def _count_try(self, op: Planned, error: str) -> None:
+        for i in op.ids:
+            rec = self.journal.get(i)
+            if rec is not None:
+                self.journal.update(rec, tries=rec.tries + 1, last_error=error)
+
+    def _hold(self, op: Planned, error: str) -> None:
+        for i in op.ids:
+            rec = self.journal.get(i)
+            if rec is not None:
+                self.journal.update(rec, state="held", last_error=error, tries=rec.tries + 1)
+
+    async def _conflict(self, op: Planned, current: str | None) -> None:
+        policy = self.config.policy
+        where = op.dst if op.op == "rename" and op.dst else op.path
+        log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
+        if policy == Policy.FAIL:
+            self._hold(op, f"conflict: {where} changed on the remote")
+            self.conflicts.append(ConflictNote(where, policy.value, "held"))
+            return
+        if policy == Policy.MINE:
+            for i in op.ids:
+                rec = self.journal.get(i)
+                if rec is not None:
+                    self.journal.update(rec, expect=Expect.ANY, expect_to=Expect.ANY)
+            self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
+            return
+        if op.op == "write" and op.blob is not None:
+            copy_id = None
+            if policy == Policy.KEEP_BOTH:
+                copy = conflict_name(op.path)
+                rec = self.journal.add(
+                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
+                )
+                copy_id = rec.id
+                size, _ = await self._digest(op.blob, self.journal.blob_path(op.blob))
+                resolution = f"local version kept as {copy}"
+                self.hooks.conflict_copy(op.path, copy, op.blob, size)
+            else:  # theirs
+                saved = self._save_copy(op.path, self.journal.blob_path(op.blob))
+                resolution = f"local version saved to {saved}"
+            for i in op.ids:
+                self._lost_to_conflict[i] = (
+                    f"{op.path} changed on the remote; {resolution}",
+                    copy_id,
+                )
+            self.journal.complete(op.ids)
+            self.notify()
+        else:
+            # A delete, rename or mkdir of something that changed remotely: theirs wins
+            # (nothing of theirs is deleted; our side lost no content).
+            resolution = "the remote's version was kept"
+            for i in op.ids:
+                self._lost_to_conflict[i] = (f"{where} changed on the remote; {resolution}", None)
+            self.journal.complete(op.ids)
+        self.conflicts.append(ConflictNote(where, policy.value, resolution))
+        await self.hooks.adopt_remote(op.path)
+        if op.dst:
+            await self.hooks.adopt_remote(op.dst)
+
+    def _save_copy(self, path: str, blob: Path) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = self.config.conflicts_dir / stamp / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, dest)
+        return dest
+
+
+def _runs(ops: list[Planned]) -> list[list[Planned]]:
+    """Split into groups that may go in parallel: consecutive writes of distinct paths;
+    every namespace op alone, in order."""
+    groups: list[list[Planned]] = []
+    current: list[Planned] = []
+    seen: set[str] = set()
+    for op in ops:
+        if op.op == "write" and op.path not in seen:
+            current.append(op)
+            seen.add(op.path)
+            continue
+        if current:
+            groups.append(current)
+            current, seen = [], set()
+        if op.op == "write":
+            current, seen = [op], {op.path}
+        else:
+            groups.append([op])
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()

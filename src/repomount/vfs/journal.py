@@ -1,0 +1,219 @@
+"""The durable journal of changes the remote has not acknowledged yet.
+
+SQLite (WAL) in the mount's state directory, plus one content file per pending write
+under `blobs/`. A change is durable once its row is committed: that survives a crash or
+`kill -9` of the daemon (the OS has the bytes); `sync()` makes it survive a power loss
+too. Rows are deleted only when the remote acknowledged the change, so the next mount of
+the same remote replays whatever is left, with the same idempotency keys.
+
+The journal is used from the trio thread only; its statements are short local writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from repomount.remotes.base import Expect, ExpectT
+
+Op = Literal["write", "delete", "rename", "mkdir"]
+State = Literal["pending", "held"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    path TEXT NOT NULL,
+    dst TEXT,
+    blob TEXT,
+    mode INTEGER,
+    expect TEXT NOT NULL,
+    expect_to TEXT NOT NULL DEFAULT 'any',
+    key TEXT NOT NULL,
+    created REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    state TEXT NOT NULL DEFAULT 'pending'
+);
+"""
+
+
+def encode_expect(e: ExpectT) -> str:
+    return e.value if isinstance(e, Expect) else "v:" + e
+
+
+def decode_expect(s: str) -> ExpectT:
+    return s[2:] if s.startswith("v:") else Expect(s)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    op: Op
+    path: str
+    dst: str | None = None  # rename target
+    blob: str | None = None  # file name under blobs/ (writes)
+    mode: int | None = None
+    expect: ExpectT = Expect.ANY  # for rename: the source's version
+    expect_to: ExpectT = Expect.ANY  # rename only: what the target must be
+    key: str = ""
+    created: float = 0.0
+    tries: int = 0
+    last_error: str | None = None
+    state: State = "pending"
+
+    def paths(self) -> tuple[str, ...]:
+        return (self.path, self.dst) if self.dst is not None else (self.path,)
+
+
+class Journal:
+    def __init__(self, state_dir: Path) -> None:
+        self.blob_dir = state_dir / "blobs"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(state_dir / "journal.db", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against crashes; see sync()
+        self._db.executescript(_SCHEMA)
+        self._records: dict[int, Record] = {}
+        self._touched: Counter[str] = Counter()  # path -> pending records naming it
+        for row in self._db.execute(
+            "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
+            " last_error, state FROM changes ORDER BY id"
+        ):
+            rec = Record(
+                id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
+                expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
+                created=row[9], tries=row[10], last_error=row[11], state=row[12],
+            )  # fmt: skip
+            self._index(rec)
+        self._remove_orphan_blobs()
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self, state: State | None = None) -> list[Record]:
+        recs = sorted(self._records.values(), key=lambda r: r.id)
+        return [r for r in recs if state is None or r.state == state]
+
+    def get(self, rec_id: int) -> Record | None:
+        return self._records.get(rec_id)
+
+    def touches(self, path: str) -> bool:
+        """Whether a pending change names `path` (as source, target or write)."""
+        return self._touched[path] > 0
+
+    def blob_path(self, name: str) -> Path:
+        return self.blob_dir / name
+
+    def new_blob_name(self) -> str:
+        return uuid.uuid4().hex
+
+    # ------------------------------------------------------------------ writing
+
+    def add(
+        self,
+        op: Op,
+        path: str,
+        *,
+        dst: str | None = None,
+        blob: str | None = None,
+        mode: int | None = None,
+        expect: ExpectT = Expect.ANY,
+        expect_to: ExpectT = Expect.ANY,
+    ) -> Record:
+        key = uuid.uuid4().hex
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key, now),
+        )
+        assert cur.lastrowid is not None
+        rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now)
+        self._index(rec)
+        return rec
+
+    def complete(self, ids: Iterable[int], *, keep_blobs: Iterable[str] = ()) -> None:
+        """The remote has these changes: forget them and their content files (except
+        `keep_blobs`, which the caller moved elsewhere)."""
+        keep = set(keep_blobs)
+        ids = [i for i in ids if i in self._records]
+        if not ids:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM changes WHERE id = ?", [(i,) for i in ids])
+        for i in ids:
+            rec = self._records.pop(i)
+            self._unindex(rec)
+            if rec.blob and rec.blob not in keep and not self._blob_in_use(rec.blob):
+                self.blob_path(rec.blob).unlink(missing_ok=True)
+
+    def update(self, rec: Record, **changes: object) -> Record:
+        new = replace(rec, **changes)  # type: ignore[arg-type]
+        self._db.execute(
+            "UPDATE changes SET path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?, tries=?,"
+            " last_error=?, state=? WHERE id=?",
+            (
+                new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
+                encode_expect(new.expect_to), new.tries, new.last_error, new.state, new.id,
+            ),
+        )  # fmt: skip
+        self._unindex(rec)
+        self._index(new)
+        return new
+
+    def rebase(self, path: str, old: ExpectT, new: str, after: int) -> None:
+        """Our change at `path` landed as version `new`: later pending changes that
+        expected what the landed one expected were chained to it; point them at `new`."""
+        for rec in self.records():
+            if rec.id <= after:
+                continue
+            if rec.path == path and rec.expect == old:
+                self.update(rec, expect=new)
+            elif rec.op == "rename" and rec.dst == path and rec.expect_to == old:
+                self.update(rec, expect_to=new)
+
+    def sync(self) -> None:
+        """Make everything journaled so far survive a power loss."""
+        self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        fd = os.open(self.blob_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _index(self, rec: Record) -> None:
+        self._records[rec.id] = rec
+        for p in rec.paths():
+            self._touched[p] += 1
+
+    def _unindex(self, rec: Record) -> None:
+        for p in rec.paths():
+            self._touched[p] -= 1
+            if self._touched[p] <= 0:
+                del self._touched[p]
+
+    def _blob_in_use(self, name: str) -> bool:
+        return any(r.blob == name for r in self._records.values())
+
+    def _remove_orphan_blobs(self) -> None:
+        """Content files with no row: written before a crash that came before the row."""
+        used = {r.blob for r in self._records.values() if r.blob}
+        for f in self.blob_dir.iterdir():
+            if f.name not in used:
+                f.unlink(missing_ok=True)

@@ -1,0 +1,67 @@
+"""Remote change detection: follow the change feed, or poll, and refresh what changed.
+
+Runs as a background task. Refreshing a directory re-lists it and merges; the merge
+queues kernel invalidations (never sent from inside a request handler).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import trio
+
+from repomount import paths
+from repomount.remotes.base import Gone, RemoteError
+from repomount.vfs.core import Vfs
+
+log = logging.getLogger(__name__)
+
+FEED_WAIT = 25.0  # seconds one long-poll may wait on the server
+
+
+async def watch(vfs: Vfs, poll_interval: float) -> None:
+    if vfs.remote.capabilities.change_feed:
+        await _follow_feed(vfs, poll_interval)
+    else:
+        await _poll(vfs, poll_interval)
+
+
+async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
+    since = vfs.head
+    while True:
+        try:
+            batch = await vfs.remote.changes(since, wait=FEED_WAIT)
+        except Gone:
+            log.info("change feed position too old: refreshing every loaded directory")
+            since = None
+            await _refresh(vfs, vfs.loaded_dirs())
+            continue
+        except RemoteError as e:
+            vfs.health.failed(e)
+            await trio.sleep(retry_interval)
+            continue
+        vfs.health.ok()
+        if since is None:  # (re)starting: the feed gives the head to follow from
+            since = batch.head
+            continue
+        since = batch.head or since
+        dirs = {paths.parent_of(c.path) for c in batch.changes}
+        # A directory that changed itself (mkdir, rename) is re-listed too.
+        dirs |= {c.path for c in batch.changes if c.op != "write"}
+        await _refresh(vfs, sorted(dirs))
+
+
+async def _poll(vfs: Vfs, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        await _refresh(vfs, vfs.loaded_dirs())
+
+
+async def _refresh(vfs: Vfs, dirs: Iterable[str]) -> None:
+    try:
+        await vfs.refresh_dirs(list(dirs))
+    except RemoteError as e:
+        vfs.health.failed(e)
+    except Exception:
+        log.exception("refreshing after remote changes failed")
