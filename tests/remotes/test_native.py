@@ -465,6 +465,20 @@ async def test_apply_rename_and_mkdir(
     assert paths["empty/dir"] == "dir" and "d" not in paths and "a.txt" not in paths
 
 
+async def test_rename_with_a_precondition_on_the_destination(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    await remote.apply([write("a", b"A"), write("b", b"B")])
+    result = await remote.apply([Rename("a", "b", expect_to=Expect.ABSENT)])
+    assert result.outcomes == [Conflicted(current=sha(b"B"))]
+    result = await remote.apply([Rename("a", "b", expect_to=sha(b"A"))])
+    assert result.outcomes == [Conflicted(current=sha(b"B"))]
+    result = await remote.apply([Rename("a", "b", expect=sha(b"A"), expect_to=sha(b"B"))])
+    assert result.outcomes == [Applied(version=sha(b"A"))]
+    assert repo.tree(REPO) == {"b": b"A"}
+    assert remote.version_of(sha(b"A")) == sha(b"A")
+
+
 async def test_batch_with_a_conflict_applies_nothing(
     repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
 ) -> None:
