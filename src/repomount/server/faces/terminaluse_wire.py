@@ -1,0 +1,208 @@
+"""Terminal Use wire details shared by the face's handlers: error shapes, version
+tokens, parameter parsing and the JSON models (field names as the SDK's pydantic types).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import mimetypes
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from repomount.paths import InvalidPathError, validate_path
+from repomount.server.faces.terminaluse_archive import ArchiveFile
+from repomount.server.store import Entry, RepoInfo
+
+NAMESPACE = "repomount"
+ATTR_NAME, ATTR_PROJECT = "terminaluse.name", "terminaluse.project_id"
+
+
+class FaceError(Exception):
+    """An answer `{"code": N, "message": m, "detail": m}`: both documented shapes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ValidationError(Exception):
+    """422 in FastAPI's shape, which the SDK parses as HTTPValidationError."""
+
+    def __init__(self, where: str, name: str, message: str) -> None:
+        super().__init__(message)
+        self.body = {"detail": [{"loc": [where, name], "msg": message, "type": "value_error"}]}
+
+
+# --- archive versions ----------------------------------------------------------------
+
+
+def archive_version(info: RepoInfo, head: int) -> str:
+    """The token of `head` of this incarnation of the repository (bare lowercase hex)."""
+    tie = hashlib.sha256(f"terminaluse\0{info.name}\0{info.created_at}\0{head}".encode())
+    return f"{head:016x}{tie.hexdigest()[:48]}"
+
+
+def base_head(token: str, info: RepoInfo) -> int:
+    """The head a baseVersion names; -1 (never a head, so the store answers "stale",
+    after looking for a replay) when it names none of this filesystem. An empty token is
+    the empty filesystem's: the real service has no archive checksum before a write."""
+    token = norm(token)
+    if token == "":
+        return 0
+    try:
+        head = int(token[:16], 16)
+    except ValueError:
+        return -1
+    return head if archive_version(info, head) == token else -1
+
+
+def norm(token: str) -> str:
+    """Tokens compare without an optional `sha256:` prefix, case-insensitively."""
+    token = token.strip().lower()
+    return token.removeprefix("sha256:")
+
+
+# --- JSON models, parameters ----------------------------------------------------------
+
+
+def filesystem_json(info: RepoInfo, attrs: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": info.name,
+        "namespace_id": NAMESPACE,
+        "project_id": attrs.get(ATTR_PROJECT),
+        "name": attrs.get(ATTR_NAME),
+        "status": "READY",
+        "archive_checksum": f"sha256:{archive_version(info, info.head)}",
+        "archive_path": None,
+        "archive_size_bytes": None,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at or info.created_at,
+        "last_synced_at": info.updated_at,
+    }
+
+
+def as_text(data: bytes, *, cut: bool) -> str | None:
+    """UTF-8 text, or None: binary. When `data` was cut at the limit, a character split
+    by the cut is dropped."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if cut and error.start >= len(data) - 3:
+            return as_text(data[: error.start], cut=False)
+        return None
+
+
+def mime_of(entry: Entry) -> str | None:
+    return mimetypes.guess_type(entry.path)[0]
+
+
+def texty(mime: str) -> bool:
+    return mime.startswith("text/") or mime in (
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/x-yaml",
+        "application/toml",
+    )
+
+
+def request_path(raw: str, *, status: int) -> str:
+    """A request's file path: leading "/" and "./" are dropped; '..' and friends refused."""
+    path = raw
+    while path.startswith(("/", "./")):
+        path = path[1:] if path.startswith("/") else path[2:]
+    try:
+        return validate_path(path)
+    except InvalidPathError as error:
+        raise FaceError(status, f"Invalid path: {error}") from None
+
+
+def parse_digest(value: str | None) -> str | None:
+    """The hex SHA-256 a `sha-256=<base64>` digest names (400 when malformed)."""
+    if value is None:
+        return None
+    algorithm, sep, encoded = value.partition("=")
+    if not sep or algorithm.strip().lower() != "sha-256":
+        raise FaceError(400, "digest must be sha-256=<base64 of the SHA-256 of the body>")
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise FaceError(400, "digest is not the base64 of a 32-byte SHA-256")
+    return raw.hex()
+
+
+def bool_param(value: str | None, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValidationError("query", name, "value could not be parsed to a boolean")
+
+
+def int_param(value: str | None, name: str, default: int, low: int, high: int | None) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError("query", name, "value is not a valid integer") from None
+    if number < low or (high is not None and number > high):
+        raise ValidationError("query", name, f"must be from {low} to {high or 'any'}")
+    return number
+
+
+def body_field(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind):
+        raise ValidationError("body", name, f"a {kind.__name__} is required")
+    return value
+
+
+def check_manifest(files: list[dict[str, Any]], unpacked: list[ArchiveFile]) -> None:
+    """The manifest must describe the archive: this face keeps no separate manifest,
+    so one that disagrees could not be stored and is refused."""
+    if not files:
+        return
+    archived = {f.path: f.sha256 for f in unpacked}
+    listed: dict[str, str | None] = {}
+    for item in files:
+        raw = item.get("path")
+        if not isinstance(raw, str):
+            raise ValidationError("body", "files", "every file needs a string path")
+        if item.get("is_directory"):
+            continue
+        checksum = item.get("checksum")
+        listed[request_path(raw, status=400)] = (
+            norm(checksum) if isinstance(checksum, str) else None
+        )
+    if listed.keys() != archived.keys():
+        odd = sorted(listed.keys() ^ archived.keys())
+        raise FaceError(400, f"files does not match the archive (first difference: {odd[0]!r})")
+    for path, checksum in listed.items():
+        if checksum is not None and checksum != archived[path]:
+            raise FaceError(400, f"the checksum of {path!r} does not match the archive")
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message, "detail": message}, status)
