@@ -20,13 +20,18 @@ from starlette.types import ASGIApp
 from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
+from repomount.server.faces.relace import relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.native import native_routes
 
 Face = Callable[[Backend], list[BaseRoute]]
 
 # prefix -> routes of that face
-FACES: dict[str, Face] = {"/v1": native_routes, "/terminaluse": terminaluse_routes}
+FACES: dict[str, Face] = {
+    "/v1": native_routes,
+    "/relace/v1": relace_routes,
+    "/terminaluse": terminaluse_routes,
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

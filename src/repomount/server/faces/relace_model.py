@@ -1,0 +1,271 @@
+"""Relace's repository semantics over the store, as pure functions (no I/O).
+
+A Relace repo is a git working tree: a set of files, directories exist only through the
+files in them. An update is simulated on a snapshot of the store's entries in Relace's
+three phases (all deletes, then all writes, then all renames, whatever the order sent),
+and the difference between the snapshot and the result becomes store operations, each
+guarded by what the snapshot saw: a commit that raced with another writer is refused as
+a whole by the store, and the caller plans again on a fresh snapshot.
+
+Contract: ../shared/reference/remote-relace.md (§3.5, §4.3, §5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.server.store import ABSENT, PRESENT, Delete, Entry, Operation, Write
+
+# --------------------------------------------------------------------------- errors
+
+
+class RelaceError(Exception):
+    """An answer in Relace's (FastAPI) error shape: `{"detail": str | [validation errors]}`."""
+
+    def __init__(self, status: int, detail: str | list[dict[str, Any]]) -> None:
+        super().__init__(detail if isinstance(detail, str) else "validation error")
+        self.status = status
+        self.detail = detail
+
+
+def invalid(loc: Sequence[str | int], msg: str, kind: str, value: object = None) -> RelaceError:
+    """A 422 as FastAPI writes it for a request that fails validation."""
+    return RelaceError(422, [{"type": kind, "loc": list(loc), "msg": msg, "input": value}])
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def normalize_path(raw: str) -> str:
+    """A file path as the service reads it (pydantic `Path`): `a//b` is `a/b`, `./a` is
+    `a`, a trailing `/` goes. An empty path, a leading `/` or a `..` is a 400."""
+    if raw.startswith("/"):
+        raise RelaceError(400, f"Invalid path {raw!r}: must be relative to the repository root")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    path = "/".join(parts)
+    try:
+        return validate_path(path)
+    except InvalidPathError as error:
+        raise RelaceError(400, f"Invalid path {raw!r}: {error.reason}") from None
+
+
+# --------------------------------------------------------------------------- head tokens
+
+
+def head_token(repo: str, head: int) -> str:
+    """`repo_head`: 40 hex digits like a git commit id, derived from the store's head
+    number so that no table is needed: 16 digits hold the head, scrambled per repo by an
+    invertible map (so heads do not look sequential), 24 check the token is this repo's."""
+    mul, mask = _scramble(repo)
+    return f"{(head * mul % _M64) ^ mask:016x}" + _digest(b"check", repo, str(head))[:12].hex()
+
+
+def head_of_token(repo: str, token: str) -> int | None:
+    """The store head a `repo_head` token names, or None when it is not one of ours."""
+    if len(token) != 40:
+        return None
+    try:
+        scrambled = int(token[:16], 16)
+    except ValueError:
+        return None
+    mul, mask = _scramble(repo)
+    head = (scrambled ^ mask) * pow(mul, -1, _M64) % _M64
+    return head if head_token(repo, head) == token.lower() else None
+
+
+_M64 = 1 << 64
+
+
+def _scramble(repo: str) -> tuple[int, int]:
+    """An odd multiplier (invertible modulo 2**64) and a mask, both per repo."""
+    key = _digest(b"scramble", repo)
+    return int.from_bytes(key[:8], "big") | 1, int.from_bytes(key[8:16], "big")
+
+
+def _digest(*parts: bytes | str) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(4, "big") + data)
+    return h.digest()
+
+
+# --------------------------------------------------------------------------- updates
+
+
+@dataclass(frozen=True)
+class DiffWrite:
+    path: str
+    blob: str  # the content, already in the blob store
+
+
+@dataclass(frozen=True)
+class DiffDelete:
+    path: str  # a file, or a directory (recursively)
+
+
+@dataclass(frozen=True)
+class DiffRename:
+    old: str  # a file only
+    new: str
+
+
+DiffOp = DiffWrite | DiffDelete | DiffRename
+
+
+@dataclass(frozen=True)
+class Plan:
+    operations: list[Operation]  # for one store commit; empty when nothing changes
+    changed_files: list[str]
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file's content (a blob in the store) and, where known, its permission bits."""
+
+    blob: str
+    mode: int | None  # None: keep the mode of a replaced file, else the default
+
+
+@dataclass
+class _Tree:
+    """The files of a repo, with a count of files below each directory."""
+
+    files: dict[str, FileRef] = field(default_factory=dict)
+    below: dict[str, int] = field(default_factory=dict)
+
+    def add(self, path: str, file: FileRef) -> None:
+        if path not in self.files:
+            for parent in ancestors_of(path):
+                self.below[parent] = self.below.get(parent, 0) + 1
+        self.files[path] = file
+
+    def remove(self, path: str) -> FileRef:
+        for parent in ancestors_of(path):
+            self.below[parent] -= 1
+            if not self.below[parent]:
+                del self.below[parent]
+        return self.files.pop(path)
+
+    def is_dir(self, path: str) -> bool:
+        return path in self.below
+
+    def files_under(self, path: str) -> list[str]:
+        prefix = path + "/"
+        return [p for p in self.files if p.startswith(prefix)]
+
+    def check_writable(self, path: str, what: str) -> None:
+        """A file may go at `path`: it is no directory and has no file for an ancestor."""
+        if self.is_dir(path):
+            raise RelaceError(400, f"Cannot {what} {path!r}: it is a directory")
+        for parent in ancestors_of(path):
+            if parent in self.files:
+                raise RelaceError(400, f"Cannot {what} {path!r}: {parent!r} is a file")
+
+
+def plan_diff(entries: Mapping[str, Entry], ops: Sequence[DiffOp]) -> Plan:
+    """A `source.type=diff` update: deletes, then writes (the last per path wins), then
+    renames (the last target per source wins), as the service applies them."""
+    tree = _tree(entries)
+    deleted_roots: list[str] = []
+    changed: dict[str, None] = {}
+    for op in ops:
+        if isinstance(op, DiffDelete) and op.path not in deleted_roots:
+            deleted_roots.append(op.path)
+    for path in deleted_roots:  # all must exist before the phase (one may hold another)
+        if path not in tree.files and not tree.is_dir(path):
+            raise RelaceError(404, f"File not found: {path}")
+    for path in deleted_roots:
+        if path in tree.files:
+            tree.remove(path)
+        for sub in tree.files_under(path):
+            tree.remove(sub)
+        changed[path] = None
+    for op in ops:
+        if isinstance(op, DiffWrite):
+            tree.check_writable(op.path, "write")
+            replaced = tree.files.get(op.path)
+            tree.add(op.path, FileRef(op.blob, replaced.mode if replaced else None))
+            changed[op.path] = None
+    renames = {op.old: op.new for op in ops if isinstance(op, DiffRename)}
+    for old, new in renames.items():
+        if old not in tree.files:
+            if tree.is_dir(old):
+                why = "directory renames are not supported"
+                raise RelaceError(400, f"Cannot rename {old!r}: {why}")
+            raise RelaceError(404, f"File not found: {old}")
+        if old != new:
+            file = tree.remove(old)
+            tree.check_writable(new, "rename onto")
+            tree.add(new, file)
+        changed[new] = None
+    return _plan(entries, tree, deleted_roots, list(changed))
+
+
+def plan_files(entries: Mapping[str, Entry], files: Mapping[str, FileRef]) -> Plan:
+    """A `source.type=files` update (or a create): `files` become the complete set of
+    files; every other file goes. A file given without a mode keeps the one it had."""
+    old = _tree(entries)
+    tree = _Tree()
+    for path in sorted(files):  # a parent sorts before its children
+        tree.check_writable(path, "write")
+        given, prev = files[path], old.files.get(path)
+        if given.mode is None and prev is not None:
+            given = FileRef(given.blob, prev.mode)
+        tree.add(path, given)
+    plan = _plan(entries, tree, [], [])
+    gone = [p for p in old.files if p not in tree.files]
+    changed = sorted({*gone, *(p for p, f in tree.files.items() if old.files.get(p) != f)})
+    return Plan(plan.operations, changed)
+
+
+def copy_of(entries: Mapping[str, Entry]) -> dict[str, FileRef]:
+    """The files of a snapshot, for `plan_files` (a repo created from a template)."""
+    return {p: FileRef(e.version, e.mode) for p, e in entries.items() if e.version is not None}
+
+
+def _plan(
+    entries: Mapping[str, Entry], tree: _Tree, deleted_roots: Iterable[str], changed: list[str]
+) -> Plan:
+    old_files = {p: e for p, e in entries.items() if _is_file(e)}
+    old_dirs = {p for p, e in entries.items() if e.type == "dir"}
+    gone = [p for p in old_files if p not in tree.files]
+    written = [
+        p
+        for p, f in tree.files.items()
+        if p not in old_files
+        or old_files[p].version != f.blob
+        or (f.mode is not None and f.mode != old_files[p].mode)
+    ]
+    # Directories left without files vanish, as in git: those above a file that went,
+    # those deleted explicitly, and (empty) ones where a file is now written.
+    touched = {a for p in gone for a in ancestors_of(p)}
+    touched.update(p for p in [*deleted_roots, *written] if p in old_dirs)
+    touched = {d for d in touched if d in old_dirs and not tree.is_dir(d)}
+    dirs_gone = {d for d in old_dirs if d in touched or any(a in touched for a in ancestors_of(d))}
+    deletes = sorted([*gone, *dirs_gone], key=lambda p: (-p.count("/"), p))  # deepest first
+    operations: list[Operation] = [
+        Delete(p, expect=old_files[p].version if p in old_files else PRESENT) for p in deletes
+    ]
+    for p in sorted(written):
+        old = old_files.get(p)
+        expect = old.version if old is not None else ABSENT
+        operations.append(Write(p, tree.files[p].blob, expect=expect, mode=tree.files[p].mode))
+    return Plan(operations, changed)
+
+
+def _tree(entries: Mapping[str, Entry]) -> _Tree:
+    tree = _Tree()
+    for path, entry in entries.items():
+        if _is_file(entry):
+            assert entry.version is not None
+            tree.add(path, FileRef(entry.version, entry.mode))
+    return tree
+
+
+def _is_file(entry: Entry) -> bool:
+    return entry.type == "file" and entry.version is not None
