@@ -39,6 +39,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="answer 428 to a PUT or DELETE without If-Match / If-None-Match",
     )
+    p.add_argument(
+        "--inject-faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="testing only: fail this fraction of repo requests (503, lost responses, delays)",
+    )
     p.set_defaults(func=_cmd_serve)
 
 
@@ -69,6 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_file_size=args.max_file_size,
         history=args.history,
         require_preconditions=args.require_preconditions,
+        fault_rate=args.inject_faults,
     )
     return serve(config)
 
@@ -180,6 +188,11 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="S",
         help="how often to look for remote changes without a change feed (default 10)",
+    )
+    p.add_argument(
+        "--no-change-feed",
+        action="store_true",
+        help="poll even where the remote has a change feed (e.g. behind a proxy)",
     )
     p.add_argument(
         "--drain-timeout",

@@ -36,6 +36,7 @@ class MountRequest:
     on_conflict: Policy = Policy.KEEP_BOTH
     poll_interval: float = 10.0
     drain_timeout: float = 60.0
+    use_change_feed: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -55,6 +56,7 @@ class MountRequest:
             on_conflict=Policy(args.on_conflict),
             poll_interval=args.poll_interval,
             drain_timeout=args.drain_timeout,
+            use_change_feed=not args.no_change_feed,
         )
 
 
@@ -90,6 +92,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             fuse_options=req.fuse_options,
             drain_timeout=req.drain_timeout,
             poll_interval=req.poll_interval,
+            use_change_feed=req.use_change_feed,
         )
         code = trio.run(mount.run, vfs, opts, ready)
         logger.info("unmounted %s (exit %d)", req.mountpoint, code)

@@ -46,6 +46,7 @@ def test_large_file_read_and_write_keep_rss_low(server: ServerProc, mount_factor
             f.write(chunk)
             h.update(chunk)
     written = h.hexdigest()
+    m.sync(timeout=120)
     with server.client() as c:
         r = c.head(f"/v1/repos/{m.repo}/files/big.bin")
         assert r.headers["etag"].strip('"') == written

@@ -75,6 +75,7 @@ class MountProc:
         self.path.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        offset = log.tell()
         self.proc = subprocess.Popen(
             self.command(), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
         )
@@ -83,7 +84,8 @@ class MountProc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mount exited with {self.proc.returncode}:\n{self.log()}")
-            if b"repomount: mounted" in self.log_path.read_bytes() and is_mounted(self.path):
+            output = self.log_path.read_bytes()[offset:]
+            if b"repomount: mounted" in output and is_mounted(self.path):
                 return
             time.sleep(0.05)
         self.stop()

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ class MountOptions:
     fuse_options: list[str] = field(default_factory=list)  # from -o
     drain_timeout: float = 60.0  # on SIGTERM/SIGINT and after unmount
     poll_interval: float = 10.0
+    use_change_feed: bool = True
 
 
 class KernelInvalidator:
@@ -103,7 +105,9 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(invalidator.run)
             nursery.start_soon(vfs.flusher.run)
-            nursery.start_soon(watcher.watch, vfs, opts.poll_interval)
+            nursery.start_soon(
+                partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
+            )
             await nursery.start(control.serve, sock, _control_handler(vfs, opts))
             nursery.start_soon(_on_signals, vfs, opts)
             ready(None)
@@ -113,10 +117,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     finally:
         pyfuse3.close(unmount=True)
         sock.unlink(missing_ok=True)
-    async with trio.open_nursery() as nursery:  # the flusher must run while draining
-        nursery.start_soon(vfs.flusher.run)
-        pending = await vfs.drain(opts.drain_timeout)
-        nursery.cancel_scope.cancel()
+    pending = await vfs.drain(opts.drain_timeout, own_loop=True)
     await vfs.close()
     await vfs.remote.aclose()
     if pending:

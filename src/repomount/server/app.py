@@ -22,6 +22,7 @@ from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
 from repomount.server.faces.relace import relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
+from repomount.server.faults import FaultInjector
 from repomount.server.native import native_routes
 
 Face = Callable[[Backend], list[BaseRoute]]
@@ -44,10 +45,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(backend: Backend, faces: dict[str, Face] | None = None) -> ASGIApp:
+def create_app(
+    backend: Backend, faces: dict[str, Face] | None = None, *, fault_rate: float = 0.0
+) -> ASGIApp:
     mounts: list[BaseRoute] = [
         Mount(prefix, app=BearerAuth(Router(routes=face(backend)), backend.options.token))
         for prefix, face in (faces or FACES).items()
     ]
-    app = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
+    app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
+    if fault_rate:
+        app = FaultInjector(app, fault_rate)
     return AccessLog(app)

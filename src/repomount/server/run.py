@@ -35,6 +35,7 @@ class ServeConfig:
     history: int = 100_000
     require_preconditions: bool = False
     graceful_timeout: float = 5.0
+    fault_rate: float = 0.0  # testing only: see server/faults.py
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +59,8 @@ def config_problem(config: ServeConfig) -> str | None:
         return f"--port must be 0 to 65535, not {config.port}"
     if config.history < 1:
         return "--history must keep at least 1 commit"
+    if not 0.0 <= config.fault_rate <= 1.0:
+        return f"--inject-faults must be a fraction from 0 to 1, not {config.fault_rate}"
     return None
 
 
@@ -103,7 +106,7 @@ async def _serve(backend: Backend, config: ServeConfig) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_wait_for_signal, stop, backend)
         # Starlette's loosely typed ASGI callable is a valid hypercorn ASGIFramework.
-        app = cast("ASGIFramework", create_app(backend))
+        app = cast("ASGIFramework", create_app(backend, fault_rate=config.fault_rate))
         binds = await nursery.start(
             partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait)
         )

@@ -135,7 +135,7 @@ class Vfs:
         if not len(self.journal):
             return []
         log.info("replaying %d journaled change(s) from an earlier run", len(self.journal))
-        left = await self.flusher.drain(replay_timeout)
+        left = await self.flusher.drain_with_own_loop(replay_timeout)
         if left:
             log.warning("%d change(s) could not be replayed and stay in the journal", len(left))
         return left
@@ -715,7 +715,7 @@ class Vfs:
         await trio.to_thread.run_sync(self._sync_blob, node)
         self.journal.sync()  # the connection belongs to this thread
         if node.attached:
-            ids = self.flusher.pending_ids(node.path)
+            ids = self.flusher.ids_for(node.path)
             await self.flusher.wait_for(ids, self.config.fsync_timeout)
 
     def _sync_blob(self, node: Node) -> None:
@@ -831,14 +831,18 @@ class Vfs:
             for r in self.journal.records()
         ]
 
-    async def drain(self, timeout: float) -> list[str]:
-        """Send everything now; what is still pending afterwards."""
+    async def drain(self, timeout: float, *, own_loop: bool = False) -> list[str]:
+        """Send everything now; what is still pending afterwards. `own_loop` when the
+        flusher's background task is not running."""
         for ino in self.writes.dirty_inos():  # written, still open: commit what is there
             node = self.inodes.get(ino)
             if node is not None and node.attached:
                 async with self._lock_for(self._node_locks, ino):
                     self._commit_content(node)
-        left = await self.flusher.drain(timeout)
+        if own_loop:
+            left = await self.flusher.drain_with_own_loop(timeout)
+        else:
+            left = await self.flusher.drain(timeout)
         return [r.path for r in self.journal.records() if r.id in set(left)]
 
     def status(self) -> dict[str, object]:

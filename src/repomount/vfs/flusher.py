@@ -116,6 +116,10 @@ class Flusher:
 
     # ------------------------------------------------------------------ waiting
 
+    def ids_for(self, path: str) -> list[int]:
+        """Every journaled change naming `path`, held ones included."""
+        return [r.id for r in self.journal.records() if path in r.paths()]
+
     def pending_ids(self, path: str | None = None) -> list[int]:
         return [
             r.id
@@ -158,6 +162,14 @@ class Flusher:
         except FsError as e:
             log.warning("drain: %s", e)
         return [r.id for r in self.journal.records()]
+
+    async def drain_with_own_loop(self, timeout: float) -> list[int]:
+        """`drain` for when `run` is not running (before mounting, after unmounting)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run)
+            left = await self.drain(timeout)
+            nursery.cancel_scope.cancel()
+        return left
 
     # ------------------------------------------------------------------ the loop
 

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 FEED_WAIT = 25.0  # seconds one long-poll may wait on the server
 
 
-async def watch(vfs: Vfs, poll_interval: float) -> None:
-    if vfs.remote.capabilities.change_feed:
+async def watch(vfs: Vfs, poll_interval: float, *, use_feed: bool = True) -> None:
+    if use_feed and vfs.remote.capabilities.change_feed:
         await _follow_feed(vfs, poll_interval)
     else:
         await _poll(vfs, poll_interval)

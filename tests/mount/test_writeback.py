@@ -1,0 +1,217 @@
+"""Durable batched write-back: batching economy, crash replay, offline, remote changes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from support.mount import MountProc, repomount
+from support.server import ServerProc
+
+WRITE_METHODS = {"PUT", "POST", "DELETE"}
+
+
+def _make_tree(root: Path, count: int) -> dict[str, bytes]:
+    files = {}
+    for i in range(count):
+        rel = f"t/d{i % 20}/e{i % 3}/f{i}.txt"
+        data = f"file {i}\n".encode() * (1 + i % 7)
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        files[rel] = data
+    return files
+
+
+def _writes(server: ServerProc, repo: str, since: int) -> list[str]:
+    return [
+        f"{r.method} {r.path}"
+        for r in server.requests(since=since)
+        if r.method in WRITE_METHODS and r.path.startswith(f"/v1/repos/{repo}/")
+    ]
+
+
+def _changes_since(server: ServerProc, repo: str, head: str) -> list[dict]:
+    with server.client() as c:
+        r = c.get(f"/v1/repos/{repo}/changes", params={"since": head})
+        r.raise_for_status()
+        return r.json()["changes"]
+
+
+def _head(server: ServerProc, repo: str) -> str:
+    with server.client() as c:
+        return c.get(f"/v1/repos/{repo}").json()["head"]
+
+
+def _wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cp_r_of_2000_files_is_batched(server: ServerProc, mnt: MountProc, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = _make_tree(src, 2000)
+    mark = server.mark()
+    subprocess.run(["cp", "-r", str(src / "t"), str(mnt.path)], check=True, timeout=300)
+    mnt.sync(timeout=120)
+    assert server.tree(mnt.repo) == files
+    writes = _writes(server, mnt.repo, mark)
+    assert len(writes) <= 0.02 * len(files), writes
+
+
+def test_kill_9_before_upload_then_remount_delivers_once(
+    server: ServerProc, mount_factory, tmp_path: Path
+) -> None:
+    m: MountProc = mount_factory(extra_args=["--flush-delay", "0.2"])
+    head = _head(server, m.repo)
+    os.listdir(m.path)
+    server.stop()  # nothing can be sent from now on
+    expected = {}
+    for i in range(100):
+        data = f"payload {i}\n".encode()
+        (m.path / f"f{i:03}.txt").write_bytes(data)  # close() returns: journaled
+        expected[f"f{i:03}.txt"] = data
+    m.kill()  # kill -9: no drain, no goodbye
+    server.start()
+    assert server.tree(m.repo) == {}
+    m2 = MountProc(m.src, m.path, work_dir=m.work_dir, token=server.token, repo=m.repo)
+    m2.start(timeout=60)  # replays the journal before serving
+    try:
+        assert server.tree(m.repo) == expected
+        writes = Counter(c["path"] for c in _changes_since(server, m.repo, head))
+        assert writes == Counter(expected.keys()), "each file exactly once"
+        assert sorted(os.listdir(m2.path)) == sorted(expected)
+        status = json.loads(repomount("status", str(m2.path), "--json", env=m2.env).stdout)
+        assert status["pending"] == []
+    finally:
+        m2.stop()
+
+
+def test_server_away_for_30s_during_a_write_burst(server: ServerProc, mount_factory) -> None:
+    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "1"])
+    (m.path / "cached.txt").write_bytes(b"read me while offline")
+    m.sync()
+    assert (m.path / "cached.txt").read_bytes() == b"read me while offline"
+    server.stop()
+    started = time.monotonic()
+    expected = {"cached.txt": b"read me while offline"}
+    i = 0
+    while time.monotonic() - started < 30:
+        data = os.urandom(100) * (1 + i % 50)
+        (m.path / f"burst{i}.bin").write_bytes(data)  # no error may reach the writer
+        expected[f"burst{i}.bin"] = data
+        assert (m.path / "cached.txt").read_bytes() == b"read me while offline"
+        i += 1
+        time.sleep(0.05)
+    status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
+    assert status["online"] is False and status["pending"]
+    assert sorted(os.listdir(m.path)) == sorted(expected)
+    server.start()
+    m.sync(timeout=120)
+    assert server.tree(m.repo) == expected
+
+
+def test_two_mounts_keep_both(server: ServerProc, mount_factory) -> None:
+    a: MountProc = mount_factory(extra_args=["--flush-delay", "0.1"])
+    (a.path / "shared.txt").write_bytes(b"v1")
+    a.sync()
+    b: MountProc = mount_factory(a.repo, create=False, extra_args=["--flush-delay", "0.1"])
+    assert (b.path / "shared.txt").read_bytes() == b"v1"
+    fa = os.open(a.path / "shared.txt", os.O_WRONLY | os.O_TRUNC)
+    fb = os.open(b.path / "shared.txt", os.O_WRONLY | os.O_TRUNC)
+    os.write(fa, b"from a")
+    os.write(fb, b"from b")
+    os.fsync(fa)  # a wins
+    with pytest.raises(OSError) as e:
+        os.fsync(fb)
+    assert e.value.errno == errno.ESTALE
+    os.close(fa)
+    os.close(fb)
+    tree = server.tree(a.repo)
+    assert tree.pop("shared.txt") == b"from a"
+    assert list(tree.values()) == [b"from b"]
+
+
+def test_two_mounts_fail_policy_keeps_loser_pending(server: ServerProc, mount_factory) -> None:
+    args = ["--flush-delay", "0.1", "--on-conflict", "fail"]
+    a: MountProc = mount_factory(extra_args=args)
+    (a.path / "shared.txt").write_bytes(b"v1")
+    a.sync()
+    b: MountProc = mount_factory(a.repo, create=False, extra_args=args)
+    assert (b.path / "shared.txt").read_bytes() == b"v1"
+    fb = os.open(b.path / "shared.txt", os.O_WRONLY | os.O_TRUNC)
+    os.write(fb, b"from b")  # b edits v1...
+    (a.path / "shared.txt").write_bytes(b"from a")  # ...while a replaces v1
+    # No subprocess while fb is open: its exec would close (flush) fb, a commit point.
+    _wait_until(lambda: server.tree(a.repo)["shared.txt"] == b"from a", what="a's upload")
+    with pytest.raises(OSError) as e:
+        os.fsync(fb)
+    os.close(fb)
+    assert e.value.errno == errno.ESTALE
+    assert server.tree(a.repo) == {"shared.txt": b"from a"}
+    status = json.loads(repomount("status", str(b.path), "--json", env=b.env).stdout)
+    assert [p["path"] for p in status["pending"]] == ["shared.txt"]
+    assert (b.path / "shared.txt").read_bytes() == b"from b"  # kept locally, pending
+
+
+def test_remote_change_shows_at_once_with_the_change_feed(
+    server: ServerProc, mount_factory
+) -> None:
+    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "3600"])
+    (m.path / "f.txt").write_bytes(b"old")
+    m.sync()
+    assert (m.path / "f.txt").read_bytes() == b"old"
+    server.put(m.repo, "f.txt", b"new content")
+    server.put(m.repo, "added.txt", b"+")
+    _wait_until(lambda: (m.path / "f.txt").read_bytes() == b"new content", 5, "feed")
+    _wait_until(lambda: (m.path / "added.txt").exists(), 5, "new file")
+    with server.client() as c:
+        c.delete(f"/v1/repos/{m.repo}/files/added.txt").raise_for_status()
+    _wait_until(lambda: not (m.path / "added.txt").exists(), 5, "deletion")
+
+
+def test_remote_change_shows_within_the_poll_interval(server: ServerProc, mount_factory) -> None:
+    m: MountProc = mount_factory(
+        extra_args=["--metadata-ttl", "3600", "--no-change-feed", "--poll-interval", "1"]
+    )
+    (m.path / "f.txt").write_bytes(b"old")
+    m.sync()
+    assert (m.path / "f.txt").read_bytes() == b"old"
+    server.put(m.repo, "f.txt", b"polled")
+    _wait_until(lambda: (m.path / "f.txt").read_bytes() == b"polled", 5, "poll")
+
+
+def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_path) -> None:
+    flaky: ServerProc = server_factory(["--inject-faults", "0.1"])
+    flaky.create_repo("flaky")
+    m = MountProc(
+        f"{flaky.url}/flaky", tmp_path / "fmnt", work_dir=tmp_path / "fwork", token=flaky.token,
+        repo="flaky", extra_args=["--flush-delay", "0.05", "--max-flush-window", "0.2"],
+    )  # fmt: skip
+    m.start(timeout=60)
+    try:
+        expected = {}
+        for i in range(500):
+            data = f"{i}:".encode() + os.urandom(64)
+            (m.path / f"x{i:03}.bin").write_bytes(data)
+            expected[f"x{i:03}.bin"] = data
+            if i % 50 == 0:
+                time.sleep(0.1)  # several batches, not one
+        m.sync(timeout=180)
+        assert flaky.tree("flaky") == expected
+        with flaky.client() as c:
+            changes = c.get("/v1/repos/flaky/changes", params={"since": "0"}).json()["changes"]
+        assert Counter(ch["path"] for ch in changes) == Counter(expected.keys()), "no duplicates"
+    finally:
+        m.stop()
