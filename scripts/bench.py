@@ -1,0 +1,100 @@
+"""repomount benchmark: small-file copy, large-file read/write, listing, memory.
+
+Prints one line per figure. Runs a server and mounts in temporary directories on this
+machine (loopback only) and cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support.mount import MountProc  # noqa: E402
+from support.server import ServerProc  # noqa: E402
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    print(f"{name:<44} {value:>10.2f} {unit}", flush=True)
+
+
+def bench(work: Path, files: int, big_mb: int) -> None:
+    server = ServerProc(work / "server")
+    server.start()
+    mounts: list[MountProc] = []
+    try:
+        server.create_repo("bench")
+
+        def mount(name: str) -> MountProc:
+            m = MountProc(f"{server.url}/bench", work / f"mnt-{name}", work_dir=work / name,
+                          token=server.token, repo="bench")  # fmt: skip
+            m.start()
+            mounts.append(m)
+            return m
+
+        m = mount("a")
+        src = work / "src"
+        for i in range(files):
+            p = src / f"d{i % 20}" / f"f{i}.txt"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(f"file {i}\n".encode() * 20)
+        mark = server.mark()
+        t0 = time.monotonic()
+        subprocess.run(["cp", "-r", str(src), str(m.path / "tree")], check=True)
+        t_cp = time.monotonic() - t0
+        m.sync(timeout=600)
+        t_sync = time.monotonic() - t0
+        writes = [r for r in server.requests(since=mark) if r.method in ("PUT", "POST", "DELETE")]
+        figure(f"cp -r {files} small files (close returns)", t_cp, "s")
+        figure(f"cp -r {files} small files, until on the server", t_sync, "s")
+        figure("  files per second, end to end", files / t_sync, "files/s")
+        figure("  write requests per 100 files", 100 * len(writes) / files, "requests")
+
+        size = big_mb << 20
+        block = hashlib.sha256(b"bench").digest() * (1 << 15)
+        t0 = time.monotonic()
+        with (m.path / "big.bin").open("wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+        t_w = time.monotonic() - t0
+        m.sync(timeout=600)
+        t_ws = time.monotonic() - t0
+        figure(f"write {big_mb} MiB (close returns)", big_mb / t_w, "MiB/s")
+        figure(f"write {big_mb} MiB, until on the server", big_mb / t_ws, "MiB/s")
+
+        m2 = mount("b")  # a cold cache
+        t0 = time.monotonic()
+        subprocess.run(["ls", "-lR", str(m2.path / "tree")], check=True, capture_output=True)
+        figure(f"ls -lR of {files} files, cold", time.monotonic() - t0, "s")
+        for label in ("cold", "warm"):
+            t0 = time.monotonic()
+            with (m2.path / "big.bin").open("rb") as f:
+                while f.read(1 << 20):
+                    pass
+            figure(f"read {big_mb} MiB, {label}", big_mb / (time.monotonic() - t0), "MiB/s")
+        for mp, label in ((m, "writer"), (m2, "reader")):
+            figure(f"peak RSS of the mount ({label})", mp.rss_peak_kib() / 1024, "MiB")
+    finally:
+        for mp in mounts:
+            mp.stop()
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--big-mb", type=int, default=200)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="repomount-bench-") as tmp:
+        bench(Path(tmp), args.files, args.big_mb)
+
+
+if __name__ == "__main__":
+    main()
