@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.mount import MountProc  # noqa: E402
-from support.server import ServerProc  # noqa: E402
+from support.mount import MountProc
+from support.server import ServerProc
 
 
 def figure(name: str, value: float, unit: str) -> None:
