@@ -31,6 +31,7 @@ class Capabilities:
     change_feed: bool = False  # `changes(since, wait)` long-polls instead of re-listing
     binary_content: bool = True  # arbitrary bytes round-trip unchanged
     recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
+    file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)
     max_batch_ops: int = 1000  # the most operations worth sending in one apply()
 
 

@@ -72,6 +72,7 @@ class NativeRemote(Remote):
         change_feed=True,
         binary_content=True,
         recursive_listing=True,
+        file_modes=True,
     )
 
     def __init__(

@@ -64,11 +64,14 @@ def coalesce(records: list[Record]) -> Plan:
             del latest[p]
 
     def latest_write(path: str) -> Planned | None:
+        return latest_op(path, "write")
+
+    def latest_op(path: str, kind: str) -> Planned | None:
         i = latest.get(path)
         if i is None:
             return None
         op = out[i]
-        return op if op is not None and op.op == "write" and op.path == path else None
+        return op if op is not None and op.op == kind and op.path == path else None
 
     def push(op: Planned, *paths: str) -> None:
         out.append(op)
@@ -83,6 +86,13 @@ def coalesce(records: list[Record]) -> Plan:
                 if rec.blob:
                     prev.blobs.append(rec.blob)
                 prev.blob, prev.mode, prev.key = rec.blob, rec.mode, rec.key
+                continue
+            gone = latest_op(rec.path, "delete")
+            if gone is not None and gone.expect != Expect.ANY and gone.rename_record is None:
+                # delete + create of a file (an editor's save): one write over the old one
+                gone.op, gone.blob, gone.mode, gone.key = "write", rec.blob, rec.mode, rec.key
+                gone.ids.append(rec.id)
+                gone.blobs = [rec.blob] if rec.blob else []
                 continue
             push(
                 Planned("write", rec.path, [rec.id], blob=rec.blob, mode=rec.mode,

@@ -13,8 +13,10 @@ remote refresh only what has no pending change.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+# Names that stay on local disk: vim swap and test files, backups, emacs and
+# LibreOffice lock files.
+DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
 
 
 class Invalidator(Protocol):
@@ -68,6 +74,7 @@ class VfsConfig:
     transfers: int = 4
     on_conflict: Policy = Policy.KEEP_BOTH
     fsync_timeout: float = 60.0
+    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 
@@ -311,8 +318,12 @@ class Vfs:
         return (
             self.writes.dirty(node.ino)
             or self.writes.pending_blob(node.ino) is not None
+            or node.local
             or _local_only(node)
         )
+
+    def _is_local_name(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.config.local_only)
 
     async def _child(self, parent: Node, name: str) -> Node:
         children = await self._listed(parent)
@@ -351,8 +362,10 @@ class Vfs:
         mtime: float | None = None,
     ) -> Node:
         node = self._node(ino)
-        if mode is not None:
+        if mode is not None and node.mode != mode & 0o7777:
             node.mode = mode & 0o7777
+            if node.kind == "file" and self.remote.capabilities.file_modes and size is None:
+                await self._journal_mode(node)
         if mtime is not None:
             node.mtime = mtime
         if size is not None:
@@ -368,6 +381,24 @@ class Vfs:
                     self._commit_content(node)
                     self.writes.close(node.ino)
         return node
+
+    async def _journal_mode(self, node: Node) -> None:
+        """chmod: the remote keeps modes only with content, so the mode rides on the
+        pending write of the file, or on a new write of the same content."""
+        if node.local or not node.attached or self.writes.dirty(node.ino):
+            return  # local only, or its close will carry the mode
+        pending = self.journal.latest(node.path, "write")
+        if pending is not None:
+            self.journal.update(pending, mode=node.mode)
+            return
+        if _local_only(node):
+            return
+        async with self._lock_for(self._node_locks, node.ino):
+            blob = self.journal.new_blob_name()
+            source = await self._content(node)
+            await trio.to_thread.run_sync(shutil.copyfile, source, self.journal.blob_path(blob))
+            self._journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+            self.writes.set_pending_blob(node.ino, blob)
 
     def statfs(self) -> dict[str, int]:
         blocks = 1 << 30
@@ -474,6 +505,7 @@ class Vfs:
                 node = old  # a race with a listing can land here: open it, truncated
             else:
                 node = self.inodes.new_node(parent, name, "file", mode=mode & 0o7777, size=0)
+                node.local = self._is_local_name(name)
             node.lookups += 1
         async with self._lock_for(self._node_locks, node.ino):
             spool = await self._writable_spool(node, truncate=True)
@@ -498,9 +530,10 @@ class Vfs:
                 raise not_found(child_path(parent, name))
             if node.is_dir:
                 raise FsError(errno.EISDIR)
-            if node.base != Expect.ABSENT or self.journal.touches(node.path):
+            if not node.local and (node.base != Expect.ABSENT or self.journal.touches(node.path)):
                 self._journal_add("delete", node.path, expect=self._expect_of(node))
             self.inodes.detach(node)
+            self._drop_local_content(node)
             self.writes.set_pending_blob(node.ino, None)
             if node.open_count == 0:
                 self.writes.close(node.ino)
@@ -540,34 +573,68 @@ class Vfs:
             known = (
                 node.on_remote if node.is_dir else node.base != Expect.ABSENT
             ) or self.journal.touches(src_path)
+            dst_local = not node.is_dir and self._is_local_name(new)
+            becomes_ordinary = node.local and not dst_local
             replaced_dir = target is not None and target.is_dir and target.on_remote
             if replaced_dir and self.remote.capabilities.empty_dirs:
                 assert target is not None
                 self._journal_add("delete", target.path)
-            if known:
-                expect_to: ExpectT = Expect.ABSENT
-                if target is not None and not target.is_dir:
-                    expect_to = self._expect_of(target)
-                    if expect_to == Expect.ABSENT and self.journal.touches(target.path):
-                        expect_to = Expect.ANY  # its own pending changes decide
-                expect = Expect.ANY if node.is_dir else self._expect_of(node)
+            # What the remote holds at the new name before our pending changes land.
+            dst_base = target.base if target is not None and not target.is_dir else Expect.ABSENT
+            if node.local or dst_local:
+                if not node.local:  # an ordinary file becomes local-only (vim's backup)
+                    await self._keep_locally(node)
+                    if known:
+                        self._journal_add("delete", src_path, expect=node.base)
+                    node.local, node.base = True, Expect.ABSENT
+                elif not dst_local:  # a local-only file becomes an ordinary name
+                    node.local, node.base = False, dst_base
+            elif known:
+                expect = Expect.ANY if node.is_dir else node.base
                 self._journal_add(
-                    "rename", src_path, dst=dst_path, expect=expect, expect_to=expect_to
+                    "rename", src_path, dst=dst_path, expect=expect, expect_to=dst_base
                 )
+                if not node.is_dir:
+                    node.base = dst_base
             elif target is not None and not target.is_dir:
                 # A file that exists only here replaces a remote one: its upload must
                 # replace exactly the version being renamed over.
-                node.base = target.base
+                node.base = dst_base
             if target is not None:
                 self.inodes.detach(target)
+                self._drop_local_content(target)
                 self.writes.set_pending_blob(target.ino, None)
                 if target.open_count == 0:
                     self.writes.close(target.ino)
             self.inodes.move(node, dst_parent, new)
-            if known and not node.is_dir:
-                # Changes journaled for the new name from now on are checked against
-                # what the remote holds there before our pending ones land.
-                node.base = target.base if target is not None else Expect.ABSENT
+            if becomes_ordinary:
+                await self._journal_local_content(node)
+
+    async def _keep_locally(self, node: Node) -> None:
+        """Before an ordinary file turns local-only: give it a content file of its own
+        (the journal may send and delete the one it has)."""
+        spool = self.writes.get(node.ino)
+        if spool is not None and spool.dirty:
+            return  # its close will keep it locally
+        source = spool.path if spool is not None else await self._content(node)
+        blob = self.journal.new_blob_name()
+        await trio.to_thread.run_sync(shutil.copyfile, source, self.journal.blob_path(blob))
+        if spool is not None:
+            self.writes.close(node.ino)
+        self.writes.set_pending_blob(node.ino, blob)
+
+    async def _journal_local_content(self, node: Node) -> None:
+        """A local-only file was renamed to an ordinary name: send its content."""
+        spool = self.writes.get(node.ino)
+        if spool is not None and spool.dirty:
+            return  # still being written: its close journals it under the new name
+        blob = self.writes.pending_blob(node.ino)
+        if blob is None:  # its content is a remote version (it was ordinary before)
+            blob = self.journal.new_blob_name()
+            source = await self._content(node)
+            await trio.to_thread.run_sync(shutil.copyfile, source, self.journal.blob_path(blob))
+            self.writes.set_pending_blob(node.ino, blob)
+        self._journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
 
     async def _load_subtree(self, d: Node) -> None:
         """Before a directory moves, know everything below it: once renamed locally, its
@@ -738,10 +805,19 @@ class Vfs:
             return
         blob = self.journal.new_blob_name()
         self.writes.freeze(node.ino, self.journal.blob_path(blob))
-        self._journal_add(
-            "write", node.path, blob=blob, mode=node.mode, expect=self._expect_of(node)
-        )
+        if node.local:
+            self._drop_local_content(node)  # the previous version of it
+        else:
+            self._journal_add(
+                "write", node.path, blob=blob, mode=node.mode, expect=self._expect_of(node)
+            )
         self.writes.set_pending_blob(node.ino, blob)
+
+    def _drop_local_content(self, node: Node) -> None:
+        """A local-only file's content file, unless a journal row still sends it."""
+        blob = self.writes.pending_blob(node.ino)
+        if node.local and blob is not None and not self.journal.uses_blob(blob):
+            self.journal.blob_path(blob).unlink(missing_ok=True)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
@@ -852,6 +928,7 @@ class Vfs:
             "online": self.health.online,
             "pending": self.pending(),
             "conflicts": [vars(c) for c in self.flusher.conflicts],
+            "local_only": sorted(n.path for n in self.inodes.nodes() if n.local and n.attached),
             "last_error": self.health.last_error,
             "open_files": len(self._handles),
             "inodes": len(self.inodes),

@@ -155,7 +155,7 @@ class Journal:
         for i in ids:
             rec = self._records.pop(i)
             self._unindex(rec)
-            if rec.blob and rec.blob not in keep and not self._blob_in_use(rec.blob):
+            if rec.blob and rec.blob not in keep and not self.uses_blob(rec.blob):
                 self.blob_path(rec.blob).unlink(missing_ok=True)
 
     def update(self, rec: Record, **changes: object) -> Record:
@@ -183,6 +183,13 @@ class Journal:
             elif rec.op == "rename" and rec.dst == path and rec.expect_to == old:
                 self.update(rec, expect_to=new)
 
+    def latest(self, path: str, op: str) -> Record | None:
+        """The newest pending record of kind `op` at `path`."""
+        for rec in reversed(self.records("pending")):
+            if rec.op == op and rec.path == path:
+                return rec
+        return None
+
     def sync(self) -> None:
         """Make everything journaled so far survive a power loss."""
         self._db.execute("PRAGMA wal_checkpoint(FULL)")
@@ -208,7 +215,7 @@ class Journal:
             if self._touched[p] <= 0:
                 del self._touched[p]
 
-    def _blob_in_use(self, name: str) -> bool:
+    def uses_blob(self, name: str) -> bool:
         return any(r.blob == name for r in self._records.values())
 
     def _remove_orphan_blobs(self) -> None:

@@ -42,6 +42,9 @@ class Node:
     lookups: int = 0  # the kernel's lookup count
     open_count: int = 0  # open file handles
     attached: bool = True  # False once the name was removed from the tree
+    # A local-only file (an editor's swap file, say): its content stays on this disk,
+    # in a journal blob that no journal row sends anywhere.
+    local: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -77,6 +80,9 @@ class InodeTable:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
 
     def get(self, ino: int) -> Node | None:
         return self._nodes.get(ino)
