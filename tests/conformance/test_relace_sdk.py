@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from relace import APIStatusError, AuthenticationError, NotFoundError, Unprocess
 from relace.types import RepoInfo
 
 from support.server import ServerProc
+from support.slow_upload import hold_lock
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 
@@ -448,34 +447,6 @@ def test_a_wrong_key_is_401(server: ServerProc) -> None:
         bad.repo.list()
 
 
-class SlowUpload:
-    """A PUT whose chunked body is sent in two halves over a raw socket, so that the
-    test decides when it ends and sees at once when the server refused it early."""
-
-    def __init__(self, server: ServerProc, path: str) -> None:
-        host, port = server.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=10)
-        head = (
-            f"PUT {path} HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {server.token}\r\n"
-            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + self._chunk(b"first half, "))
-
-    @staticmethod
-    def _chunk(data: bytes) -> bytes:
-        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-    def answered(self) -> bool:
-        return bool(select.select([self.sock], [], [], 0)[0])
-
-    def finish(self) -> int:
-        self.sock.sendall(self._chunk(b"second half") + b"0\r\n\r\n")
-        status = int(self.sock.recv(4096).split(b" ", 2)[1])
-        self.sock.close()
-        return status
-
-
 def test_a_busy_repo_answers_423_which_the_sdk_does_not_retry(
     client: relace.Relace, server: ServerProc
 ) -> None:
@@ -484,24 +455,23 @@ def test_a_busy_repo_answers_423_which_the_sdk_does_not_retry(
     source: Any = {"type": "diff", "operations": [write("probe.txt", "p")]}
     # Default retries, and yet one request: 423 is not a status the SDK retries.
     with relace.Relace(api_key=server.token, base_url=f"{server.url}/relace/v1") as default:
-        upload = SlowUpload(server, f"/relace/v1/repo/{repo}/file/slow.txt")
-        deadline = time.monotonic() + 10
-        while True:  # until the server holds the lock for the upload
-            assert time.monotonic() < deadline
-            mark = server.mark()
+        marks: list[int] = []
+
+        def probe() -> bool:
+            marks.append(server.mark())
             try:
                 default.repo.update(repo, source=source)
             except APIStatusError as error:
                 assert error.status_code == 423
-                break
-            if upload.answered():  # our update took the lock first: the upload got 423
-                upload.sock.close()
-                upload = SlowUpload(server, f"/relace/v1/repo/{repo}/file/slow.txt")
-        assert [line.status for line in server.requests(mark) if line.path == url] == [423]
+                return True
+            return False
+
+        upload = hold_lock(server, f"/relace/v1/repo/{repo}/file/slow.txt", probe)
+        assert [line.status for line in server.requests(marks[-1]) if line.path == url] == [423]
         assert upload.finish() == 201
     diff(client, repo, delete("a.txt"))  # unlocked again
     files = files_of(client, repo)
-    files.pop("probe.txt", None)  # written if an attempt came before the lock was taken
+    files.pop("probe.txt", None)  # written if a probe came before the lock was taken
     assert files == {"slow.txt": "first half, second half"}
 
 
