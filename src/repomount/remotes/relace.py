@@ -88,6 +88,7 @@ class RelaceRemote(Remote):
         change_feed=False,
         binary_content=True,  # via PUT/GET /file (clone lists text files only)
         recursive_listing=True,  # one clone holds the whole tree
+        file_modes=False,  # no mode (executable bit) over REST
         max_batch_ops=MAX_OPS,
     )
 
