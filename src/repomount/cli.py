@@ -10,6 +10,7 @@ from pathlib import Path
 
 from repomount import __version__
 from repomount.vfs.conflicts import Policy
+from repomount.vfs.core import DEFAULT_LOCAL_ONLY
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,7 +99,8 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         type=float,
         default=120.0,
         metavar="S",
-        help="give up (and stay mounted) if uploads take longer (default 120)",
+        help="stop waiting for uploads after this long; pending changes stay in the journal "
+        "for the next mount, and the command exits 1 (default 120)",
     )
     p.set_defaults(func=_cmd_unmount)
 
@@ -193,6 +195,12 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         "--no-change-feed",
         action="store_true",
         help="poll even where the remote has a change feed (e.g. behind a proxy)",
+    )
+    p.add_argument(
+        "--local-only",
+        metavar="GLOB,...",
+        default=",".join(DEFAULT_LOCAL_ONLY),
+        help="names that stay on local disk, never uploaded (default: %(default)s)",
     )
     p.add_argument(
         "--drain-timeout",

@@ -16,7 +16,7 @@ from repomount import config, log
 from repomount.fuse import mount
 from repomount.remotes.registry import open_remote
 from repomount.vfs.conflicts import Policy
-from repomount.vfs.core import Vfs, VfsConfig
+from repomount.vfs.core import DEFAULT_LOCAL_ONLY, Vfs, VfsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class MountRequest:
     poll_interval: float = 10.0
     drain_timeout: float = 60.0
     use_change_feed: bool = True
+    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -57,6 +58,7 @@ class MountRequest:
             poll_interval=args.poll_interval,
             drain_timeout=args.drain_timeout,
             use_change_feed=not args.no_change_feed,
+            local_only=tuple(g.strip() for g in args.local_only.split(",") if g.strip()),
         )
 
 
@@ -85,6 +87,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
                 max_flush_window=req.max_flush_window,
                 transfers=req.transfers,
                 on_conflict=req.on_conflict,
+                local_only=req.local_only,
             ),
         )
         opts = mount.MountOptions(

@@ -231,3 +231,34 @@ def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_pat
         assert Counter(ch["path"] for ch in changes) == Counter(expected.keys()), "no duplicates"
     finally:
         m.stop()
+
+
+def test_unmount_with_the_remote_away_keeps_the_journal(server: ServerProc, mount_factory) -> None:
+    m: MountProc = mount_factory()
+    os.listdir(m.path)
+    server.stop()
+    (m.path / "late.txt").write_bytes(b"written while the server was away")
+    r = repomount("unmount", str(m.path), "--drain-timeout", "3", env=m.env)
+    assert r.returncode == 1 and "next mount" in r.stderr, r.stderr
+    assert m.proc is not None and m.proc.wait(90) == 1
+    server.start()
+    m2 = MountProc(m.src, m.path, work_dir=m.work_dir, token=server.token, repo=m.repo)
+    m2.start(timeout=60)
+    try:
+        assert server.tree(m.repo) == {"late.txt": b"written while the server was away"}
+    finally:
+        m2.stop()
+
+
+def test_local_only_names_stay_local(server: ServerProc, mnt: MountProc) -> None:
+    (mnt.path / ".notes.txt.swp").write_bytes(b"swap")
+    (mnt.path / "draft~").write_bytes(b"backup")
+    (mnt.path / "kept.txt").write_bytes(b"kept")
+    mnt.sync()
+    assert server.tree(mnt.repo) == {"kept.txt": b"kept"}
+    status = json.loads(repomount("status", str(mnt.path), "--json", env=mnt.env).stdout)
+    assert status["local_only"] == [".notes.txt.swp", "draft~"]
+    assert (mnt.path / ".notes.txt.swp").read_bytes() == b"swap"
+    os.rename(mnt.path / "draft~", mnt.path / "draft.txt")  # now an ordinary name
+    mnt.sync()
+    assert server.tree(mnt.repo) == {"kept.txt": b"kept", "draft.txt": b"backup"}

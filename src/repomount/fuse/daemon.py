@@ -11,9 +11,11 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from repomount.fuse import control
 
@@ -101,20 +103,12 @@ def start(mount_main: MountMain, log_path: Path) -> int:
 
 
 def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
-    """Upload what is pending, then unmount. (exit code, message)."""
+    """Upload what is pending (showing progress on a terminal), then unmount. If some
+    changes cannot be uploaded in `timeout`, unmount anyway: they stay in the journal
+    for the next mount, and the exit code says so. Returns (exit code, message)."""
     if not is_mounted(mountpoint):
         return 1, f"{mountpoint} is not mounted"
-    try:
-        reply = control.request(mountpoint, "sync", wait=timeout + 5, timeout=timeout)
-    except OSError:
-        reply = None  # no daemon answers: it died; unmount what is left
-    if reply is not None and not reply.get("ok"):
-        pending = reply.get("pending") or []
-        why = reply.get("last_error") or reply.get("error") or "unknown error"
-        return 1, (
-            f"not unmounted: {len(pending)} change(s) could not be uploaded ({why}); "
-            f"they stay pending: {', '.join(pending[:10])}"
-        )
+    reply = _sync_with_progress(mountpoint, timeout)
     result = subprocess.run(
         ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
     )
@@ -124,5 +118,43 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     deadline = time.monotonic() + 10
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    note = "" if reply is not None else " (the mount daemon was not running)"
-    return 0, f"unmounted {mountpoint}{note}"
+    if reply is None:
+        return 0, f"unmounted {mountpoint} (the mount daemon was not running)"
+    if not reply.get("ok"):
+        pending = reply.get("pending") or []
+        why = reply.get("last_error") or reply.get("error") or "unknown error"
+        return 1, (
+            f"unmounted {mountpoint}, but {len(pending)} change(s) could not be uploaded "
+            f"({why}); they are kept in the journal and go out at the next mount of this "
+            f"remote: {', '.join(pending[:10])}"
+        )
+    return 0, f"unmounted {mountpoint}"
+
+
+def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | None:
+    """Ask the daemon to upload everything; None when no daemon answers."""
+    result: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            result["reply"] = control.request(mountpoint, "sync", wait=timeout + 5, timeout=timeout)
+        except OSError:
+            result["reply"] = None  # it died: unmount what is left
+
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    show = sys.stderr.isatty()
+    while worker.is_alive():
+        worker.join(0.5)
+        if show and worker.is_alive():
+            try:
+                status = control.request(mountpoint, "status", wait=5)
+            except OSError:
+                continue
+            pending = len(status.get("pending") or [])
+            state = "uploading" if status.get("online") else "waiting for the remote"
+            print(f"\rrepomount: {state}: {pending} change(s) pending   ", end="", file=sys.stderr)
+    if show:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    reply: dict[str, Any] | None = result.get("reply")
+    return reply

@@ -313,6 +313,8 @@ class NativeRemote(Remote):
             else:
                 await self._upload_blob(change.source, change.sha256)
                 op["blob"] = change.sha256
+            if change.mode is not None:
+                op["mode"] = change.mode & 0o7777
         elif isinstance(change, Delete):
             op = {"op": "delete", "path": change.path}
         elif isinstance(change, Rename):
