@@ -129,6 +129,12 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument(
+        "--endpoint",
+        metavar="URL",
+        default=None,
+        help="API base URL of a hosted service (relace:, terminaluse:), e.g. a test server",
+    )
+    p.add_argument(
         "-o",
         dest="options",
         action="append",
@@ -227,7 +233,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
     if why:
         return _fail(why, 2)
     try:
-        identity = open_remote(args.src).identity
+        identity = open_remote(args.src, endpoint=args.endpoint).identity
     except ValueError as e:
         return _fail(str(e), 2)
     req = MountRequest.from_args(args, mountpoint, identity)

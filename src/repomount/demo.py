@@ -76,6 +76,7 @@ def run_demo(mountpoint: Path) -> int:
         req = MountRequest(
             src=src,
             mountpoint=mountpoint,
+            endpoint=None,
             cache_dir=work / "cache",
             state_dir=work / "state",
             metadata_ttl=2.0,

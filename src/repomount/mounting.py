@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 class MountRequest:
     src: str
     mountpoint: Path
+    endpoint: str | None
     cache_dir: Path
     state_dir: Path
     metadata_ttl: float = 5.0
@@ -46,6 +47,7 @@ class MountRequest:
         return cls(
             src=args.src,
             mountpoint=mountpoint,
+            endpoint=args.endpoint,
             cache_dir=(args.cache_dir or config.default_cache_root()) / slug,
             state_dir=(args.state_dir or config.default_state_root()) / slug,
             metadata_ttl=args.metadata_ttl,
@@ -76,7 +78,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         return 1
     try:
-        remote = open_remote(req.src)
+        remote = open_remote(req.src, endpoint=req.endpoint)
         vfs = Vfs(
             remote,
             VfsConfig(

@@ -10,7 +10,9 @@ from repomount.remotes.base import Remote
 from repomount.remotes.native import NativeRemote
 
 TOKEN_ENV = "REPOMOUNT_TOKEN"
-ACCEPTED = "http://HOST[:PORT]/REPO or https://HOST[:PORT]/REPO"
+ACCEPTED = (
+    "http://HOST[:PORT]/REPO, https://HOST[:PORT]/REPO, relace:REPO_ID or terminaluse:FILESYSTEM_ID"
+)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -47,18 +49,32 @@ def _open_native(url: SplitResult, src: str, token: str | None) -> Remote:
     return NativeRemote(base, repo, token=token)
 
 
-# Later: "relace", "terminaluse", "oxen", "sentry".
 _OPENERS: dict[str, Opener] = {"http": _open_native, "https": _open_native}
 
 
-def open_remote(src: str, *, token: str | None = None) -> Remote:
-    """The adapter for `src`. `token` defaults to $REPOMOUNT_TOKEN. Raises ValueError
-    with a one-line message when `src` names no supported remote."""
+def open_remote(src: str, *, token: str | None = None, endpoint: str | None = None) -> Remote:
+    """The adapter for `src`. For repomount's server the token defaults to
+    $REPOMOUNT_TOKEN; the hosted services read their own key variables, and `endpoint`
+    overrides their API's base URL. Raises ValueError with a one-line message when
+    `src` names no supported remote."""
     src = src.strip()
+    scheme = src.partition(":")[0].lower()
+    if scheme == "relace":
+        from repomount.remotes.relace import open_relace
+
+        return open_relace(src, endpoint=endpoint, token=token)
+    if scheme == "terminaluse":
+        from repomount.remotes.terminaluse import open_terminaluse
+
+        return open_terminaluse(src, endpoint=endpoint, token=token)
     url = urlsplit(src)
     opener = _OPENERS.get(url.scheme.lower())
     if opener is None:
         raise ValueError(f"unsupported remote {src!r}: expected {ACCEPTED}")
+    if endpoint is not None:
+        raise ValueError(
+            "--endpoint is for relace: and terminaluse: remotes; put the server in the URL"
+        )
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
     return opener(url, src, token)

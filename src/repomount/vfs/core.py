@@ -322,6 +322,13 @@ class Vfs:
             or _local_only(node)
         )
 
+    def _require(self, capability: str, path: str) -> None:
+        """Refuse, clearly, what the remote cannot do (rather than queue a change that
+        can never be sent)."""
+        if not getattr(self.remote.capabilities, capability):
+            log.warning("%s %s: not supported by %s", capability, path, self.remote.identity)
+            raise FsError(errno.EPERM, f"{capability} is not supported by this remote")
+
     def _is_local_name(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.config.local_only)
 
@@ -530,6 +537,8 @@ class Vfs:
                 raise not_found(child_path(parent, name))
             if node.is_dir:
                 raise FsError(errno.EISDIR)
+            if node.base != Expect.ABSENT and not node.local:
+                self._require("delete", node.path)
             if not node.local and (node.base != Expect.ABSENT or self.journal.touches(node.path)):
                 self._journal_add("delete", node.path, expect=self._expect_of(node))
             self.inodes.detach(node)
@@ -570,10 +579,11 @@ class Vfs:
             if node.is_dir:
                 await self._load_subtree(node)
             src_path = node.path
-            known = (
-                node.on_remote if node.is_dir else node.base != Expect.ABSENT
-            ) or self.journal.touches(src_path)
+            on_remote = node.on_remote if node.is_dir else node.base != Expect.ABSENT
             dst_local = not node.is_dir and self._is_local_name(new)
+            if on_remote and not node.local:  # to a local-only name, it goes remotely
+                self._require("delete" if dst_local else "rename", src_path)
+            known = on_remote or self.journal.touches(src_path)
             becomes_ordinary = node.local and not dst_local
             replaced_dir = target is not None and target.is_dir and target.on_remote
             if replaced_dir and self.remote.capabilities.empty_dirs:
