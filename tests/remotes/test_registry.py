@@ -37,7 +37,7 @@ async def test_http_urls_open_the_native_adapter(src: str, identity: str) -> Non
         ("ftp://h/r", "unsupported remote"),
         ("demo", "unsupported remote"),
         ("/srv/repo", "unsupported remote"),
-        ("relace:abc", "unsupported remote"),
+        ("oxen:abc", "unsupported remote"),
         ("http://h", "no repo name"),
         ("http://h/", "no repo name"),
         ("http://h/a/b", "one path segment"),
@@ -52,6 +52,15 @@ def test_bad_sources_say_what_is_accepted(src: str, why: str) -> None:
     message = str(info.value)
     assert "\n" not in message
     assert "http://HOST[:PORT]/REPO" in message and "https://" in message
+
+
+@pytest.mark.parametrize(
+    ("src", "why"), [("relace:", "no repo id"), ("terminaluse:", "no filesystem id")]
+)
+def test_bad_hosted_sources_say_why(src: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        open_remote(src)
+    assert "\n" not in str(info.value)
 
 
 def test_a_token_in_the_url_is_refused_and_not_echoed() -> None:
@@ -80,3 +89,27 @@ async def test_token_comes_from_the_environment(
     finally:
         for remote in (from_env, overridden, without):
             await remote.aclose()
+
+
+@pytest.mark.parametrize(
+    ("src", "env", "kind"),
+    [
+        ("relace:repo1", "RELACE_API_KEY", "RelaceRemote"),
+        ("terminaluse:fs1", "TERMINALUSE_API_KEY", "TerminalUseRemote"),
+    ],
+)
+async def test_hosted_services_take_an_endpoint(
+    src: str, env: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(env, "k-123")
+    remote = open_remote(src, endpoint="http://127.0.0.1:1/x")
+    try:
+        assert type(remote).__name__ == kind
+        assert "k-123" not in repr(remote)
+    finally:
+        await remote.aclose()
+
+
+def test_endpoint_is_refused_for_the_native_server() -> None:
+    with pytest.raises(ValueError, match="endpoint"):
+        open_remote("http://h/r", endpoint="http://other")
