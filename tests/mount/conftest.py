@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from support.backends import BACKENDS, Backend
 from support.mount import MountProc
 from support.server import ServerProc
 
@@ -21,9 +22,19 @@ _repo_names = itertools.count()
 MountFactory = Callable[..., MountProc]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules of the shared suite say `pytestmark = pytest.mark.backends(...)`; the rest
+    run on the native backend only."""
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        names = marker.args if marker else ("native",)
+        metafunc.parametrize("backend", [BACKENDS[n] for n in names], ids=list(names))
+
+
 @pytest.fixture
-def mount_factory(server: ServerProc, tmp_path: Path) -> Iterator[MountFactory]:
-    """Mounts repos of `server`; every mount is unmounted at teardown, even on failure."""
+def mount_factory(server: ServerProc, tmp_path: Path, backend: Backend) -> Iterator[MountFactory]:
+    """Mounts repos of `server` through `backend`; every mount is unmounted at
+    teardown, even on failure."""
     mounts: list[MountProc] = []
 
     def make(
@@ -34,12 +45,13 @@ def mount_factory(server: ServerProc, tmp_path: Path) -> Iterator[MountFactory]:
             server.create_repo(name)
         n = len(mounts)
         m = MountProc(
-            f"{server.url}/{name}",
+            backend.src(server, name),
             tmp_path / f"mnt{n}",
             work_dir=tmp_path / f"mount{n}",
             token=server.token,
             repo=name,
-            extra_args=extra_args,
+            extra_args=[*backend.extra_args(server), *extra_args],
+            env=backend.env(server),
         )
         mounts.append(m)
         m.start()

@@ -12,6 +12,8 @@ import pytest
 from support.mount import MountProc, repomount
 from support.server import ServerProc
 
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
+
 CONFLICT = re.compile(r"^doc\.conflict-\d{8}T\d{6}Z-[^/]+\.txt$")
 
 

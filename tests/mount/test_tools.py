@@ -21,6 +21,10 @@ import pytest
 from support.mount import MountProc, repomount
 from support.server import ServerProc
 
+# Terminal Use has no rename or delete of a file the remote has (docs/semantics.md), which
+# editors' saves and git rely on.
+pytestmark = pytest.mark.backends("native", "relace")
+
 LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
 TOOLS = ("vim", "nano", "tmux", "sed", "rsync", "tar", "git", "cp")
 
@@ -92,7 +96,7 @@ def _writes(server: ServerProc, repo: str, since: int) -> list[str]:
         f"{r.method} {r.path}"
         for r in server.requests(since=since)
         if r.method in ("PUT", "POST", "DELETE")
-        and r.path.startswith(f"/v1/repos/{repo}/")
+        and f"/{repo}/" in r.path
         and not r.path.endswith("/read")  # the test's own look at the tree
     ]
 
@@ -119,11 +123,14 @@ def test_vim(server: ServerProc, both, settings: list[str]) -> None:
         sh([*args, "-c", "%s/a/b/", "-c", "wq", "a.txt"], d)
 
     mark = server.mark()
+    head = _head(server, m.repo)
     on_both(both, edit)
     assert (m.path / "a.txt").read_text().startswith("blpha\nbbnana")
     check_remote(server, m, local)
     writes = _writes(server, m.repo, mark)
     assert len(writes) == 1, writes  # one save, one request
+    # No swap, backup or test file ever reached the remote.
+    assert _paths_written_since(server, m.repo, head) == {"a.txt"}
 
 
 def test_nano_through_tmux(server: ServerProc, both) -> None:
@@ -164,9 +171,24 @@ def test_sed_in_place(server: ServerProc, both) -> None:
     check_remote(server, m, local)
 
 
-def test_python_atomic_write(server: ServerProc, both) -> None:
+def _paths_written_since(server: ServerProc, repo: str, head: str) -> set[str]:
+    """Every path any commit touched after `head` (the server's own record)."""
+    with server.client() as c:
+        r = c.get(f"/v1/repos/{repo}/changes", params={"since": head})
+        r.raise_for_status()
+        return {ch["path"] for ch in r.json()["changes"]}
+
+
+def _head(server: ServerProc, repo: str) -> str:
+    with server.client() as c:
+        return c.get(f"/v1/repos/{repo}").json()["head"]
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["close", "fsync"])
+def test_python_atomic_write(server: ServerProc, both, fsync: bool) -> None:
     m, local = both
     on_both(both, _seed)
+    m.sync()
 
     def save(d: Path) -> None:
         import tempfile
@@ -174,14 +196,19 @@ def test_python_atomic_write(server: ServerProc, both) -> None:
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".a.txt.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write("atomically replaced\n")
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, d / "a.txt")
 
-    mark = server.mark()
+    head = _head(server, m.repo)
     on_both(both, save)
     check_remote(server, m, local)
-    assert all(".tmp" not in w for w in _writes(server, m.repo, mark))
+    written = _paths_written_since(server, m.repo, head)
+    if not fsync:  # the temporary name never reached the remote
+        assert written == {"a.txt"}, written
+    else:  # fsync promised the temp file to the remote; the rename then moved it
+        assert "a.txt" in written
 
 
 @pytest.mark.parametrize("mode", [[], ["--inplace"]], ids=["temp-files", "inplace"])

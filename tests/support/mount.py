@@ -50,6 +50,7 @@ class MountProc:
         token: str | None,
         repo: str = "",
         extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.src = src
         self.repo = repo
@@ -61,6 +62,7 @@ class MountProc:
         self.env = {**os.environ}
         if token is not None:
             self.env["REPOMOUNT_TOKEN"] = token
+        self.env.update(env or {})
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 

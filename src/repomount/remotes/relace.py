@@ -33,6 +33,7 @@ from repomount.remotes.base import (
     Capabilities,
     Change,
     Conflict,
+    Conflicted,
     Entry,
     Failed,
     Fetched,
@@ -272,6 +273,10 @@ class RelaceRemote(Remote):
         if any(isinstance(c, Rename) and current[c.src] is None for c in changes):
             tree = await self._current_snapshot(fresh=True)  # the source may be a directory
         checked = check(changes, current, tree)
+        if any(isinstance(o, Conflicted) for o in checked.outcomes):
+            # Someone else changed the repo: the next listing must not come from a
+            # clone older than what the check just saw.
+            self._forget_snapshot()
         if not checked.ops and None in current.values():
             await self.info()  # "absent" must not mean "no such repo" (raises NotFound)
         texts = await self._texts([op for op in checked.ops if isinstance(op, WireWrite)])

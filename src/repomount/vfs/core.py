@@ -322,6 +322,22 @@ class Vfs:
             or _local_only(node)
         )
 
+    def _on_remote(self, node: Node) -> bool:
+        """Whether the remote has the name (for a directory: anything below it)."""
+        if not node.is_dir:
+            return node.base != Expect.ABSENT
+        if node.on_remote:
+            return True
+        stack = [node]  # a directory made here holds files the remote may have
+        while stack:
+            n = stack.pop()
+            for c in (n.children or {}).values():
+                if c.is_dir:
+                    stack.append(c)
+                elif not c.local and (c.base != Expect.ABSENT or self.journal.touches(c.path)):
+                    return True
+        return False
+
     def _require(self, capability: str, path: str) -> None:
         """Refuse, clearly, what the remote cannot do (rather than queue a change that
         can never be sent)."""
@@ -579,7 +595,7 @@ class Vfs:
             if node.is_dir:
                 await self._load_subtree(node)
             src_path = node.path
-            on_remote = node.on_remote if node.is_dir else node.base != Expect.ABSENT
+            on_remote = self._on_remote(node)
             dst_local = not node.is_dir and self._is_local_name(new)
             if on_remote and not node.local:  # to a local-only name, it goes remotely
                 self._require("delete" if dst_local else "rename", src_path)
