@@ -32,6 +32,7 @@ class Capabilities:
     binary_content: bool = True  # arbitrary bytes round-trip unchanged
     recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
     file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)
+    symlinks: bool = False  # Symlink changes, and entries of kind "symlink" with a target
     max_batch_ops: int = 1000  # the most operations worth sending in one apply()
 
 
@@ -61,6 +62,7 @@ class Entry:
     version: str | None = None  # None for directories and where the remote has none
     mtime: float | None = None  # seconds since the epoch
     mode: int | None = None  # permission bits, where the remote keeps them
+    target: str | None = None  # for a symlink: where it points
 
     @property
     def name(self) -> str:
@@ -143,7 +145,18 @@ class Mkdir:
     key: str = ""
 
 
-Change = Write | Delete | Rename | Mkdir
+@dataclass(frozen=True)
+class Symlink:
+    """Create (or replace, per `expect`) a symbolic link at `path` pointing to `target`.
+    Its version is the remote's version of the link (native: SHA-256 of the target)."""
+
+    path: str
+    target: str
+    expect: ExpectT = Expect.ABSENT
+    key: str = ""
+
+
+Change = Write | Delete | Rename | Mkdir | Symlink
 
 
 def change_path(change: Change) -> str:

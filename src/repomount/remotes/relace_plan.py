@@ -24,9 +24,11 @@ from repomount.remotes.base import (
     Entry,
     Expect,
     ExpectT,
+    Failed,
     Mkdir,
     Outcome,
     Rename,
+    Unsupported,
     Write,
 )
 
@@ -176,8 +178,10 @@ def check(
             else:
                 result.ops.append(WireDelete(i, change.path))
                 result.versions[i] = state[change.path] = None
-        else:
+        elif isinstance(change, Rename):
             _check_rename(i, change, state, tree, result)
+        else:  # the vfs sends no symlinks where capabilities.symlinks is False
+            result.outcomes[i] = Failed(Unsupported("Relace stores no symbolic links"))
     return result
 
 
