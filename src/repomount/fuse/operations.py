@@ -215,10 +215,18 @@ class Operations(pyfuse3.Operations):
         except Exception:  # errors here reach nobody; log them
             log.exception("release failed")
 
-    # Not supported: say so clearly instead of ENOSYS-by-default surprises.
-    async def symlink(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @_errors
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = await self.vfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        return self.attrs(node)
 
+    @_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return os.fsencode(self.vfs.readlink(inode))
+
+    # Not supported: say so clearly (git falls back to rename when link() fails).
     async def link(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EPERM)
 

@@ -21,11 +21,12 @@ from repomount.vfs.journal import Record
 class Planned:
     """One operation to send, standing for the journal records in `ids`."""
 
-    op: str  # write | delete | rename | mkdir
+    op: str  # write | delete | rename | mkdir | symlink
     path: str
     ids: list[int]
     dst: str | None = None
     blob: str | None = None
+    target: str | None = None  # symlink
     mode: int | None = None
     expect: ExpectT = Expect.ANY
     expect_to: ExpectT = Expect.ANY
@@ -64,7 +65,8 @@ def coalesce(records: list[Record]) -> Plan:
             del latest[p]
 
     def latest_write(path: str) -> Planned | None:
-        return latest_op(path, "write")
+        """The latest op of `path` if it gives it content (a write or a symlink)."""
+        return latest_op(path, "write") or latest_op(path, "symlink")
 
     def latest_op(path: str, kind: str) -> Planned | None:
         i = latest.get(path)
@@ -79,24 +81,27 @@ def coalesce(records: list[Record]) -> Plan:
             latest[p] = len(out) - 1
 
     for rec in records:
-        if rec.op == "write":
+        if rec.op in ("write", "symlink"):  # both give a path its content
             prev = latest_write(rec.path)
             if prev is not None:
                 prev.ids.append(rec.id)
                 if rec.blob:
                     prev.blobs.append(rec.blob)
-                prev.blob, prev.mode, prev.key = rec.blob, rec.mode, rec.key
+                prev.op, prev.blob, prev.target = rec.op, rec.blob, rec.target
+                prev.mode, prev.key = rec.mode, rec.key
                 continue
             gone = latest_op(rec.path, "delete")
             if gone is not None and gone.expect != Expect.ANY and gone.rename_record is None:
                 # delete + create of a file (an editor's save): one write over the old one
-                gone.op, gone.blob, gone.mode, gone.key = "write", rec.blob, rec.mode, rec.key
+                gone.op, gone.blob, gone.target = rec.op, rec.blob, rec.target
+                gone.mode, gone.key = rec.mode, rec.key
                 gone.ids.append(rec.id)
                 gone.blobs = [rec.blob] if rec.blob else []
                 continue
             push(
-                Planned("write", rec.path, [rec.id], blob=rec.blob, mode=rec.mode,
-                        expect=rec.expect, key=rec.key, blobs=[rec.blob] if rec.blob else []),
+                Planned(rec.op, rec.path, [rec.id], blob=rec.blob, target=rec.target,
+                        mode=rec.mode, expect=rec.expect, key=rec.key,
+                        blobs=[rec.blob] if rec.blob else []),
                 rec.path,
             )  # fmt: skip
         elif rec.op == "delete":
@@ -130,14 +135,15 @@ def coalesce(records: list[Record]) -> Plan:
                     out[j] = None
                 out[i] = None
                 if prev.expect == Expect.ABSENT:  # the old name never reached the remote
-                    push(Planned("write", rec.dst, ids, blob=prev.blob, mode=prev.mode,
-                                 expect=expect_to, key=rec.key, blobs=blobs), rec.dst)  # fmt: skip
+                    push(Planned(prev.op, rec.dst, ids, blob=prev.blob, target=prev.target,
+                                 mode=prev.mode, expect=expect_to, key=rec.key,
+                                 blobs=blobs), rec.dst)  # fmt: skip
                     continue
                 # The old name exists remotely: write the new one, then delete the old.
                 ids.remove(rec.id)
-                push(Planned("write", rec.dst, ids, blob=prev.blob, mode=prev.mode,
-                             expect=expect_to, key=rec.key + "-w", blobs=blobs,
-                             then_delete=rec.id), rec.dst)  # fmt: skip
+                push(Planned(prev.op, rec.dst, ids, blob=prev.blob, target=prev.target,
+                             mode=prev.mode, expect=expect_to, key=rec.key + "-w",
+                             blobs=blobs, then_delete=rec.id), rec.dst)  # fmt: skip
                 push(Planned("delete", rec.path, [rec.id], expect=prev.expect, key=rec.key,
                              rename_record=rec.id), rec.path)  # fmt: skip
                 continue

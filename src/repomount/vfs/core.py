@@ -291,11 +291,13 @@ class Vfs:
                     on_remote=True,
                     mtime=e.mtime if e.mtime is not None else time.time(),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
+                    target=e.target,
                 )
                 continue
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
             node.version = e.version
+            node.target = e.target
             node.fetch_path = e.path
             node.base = e.version if e.version is not None else Expect.ANY
             node.size = e.size
@@ -496,6 +498,27 @@ class Vfs:
             node.lookups += 1
             self._fresh[node.ino] = True
             return node
+
+    async def symlink(self, parent_ino: int, name: str, target: str) -> Node:
+        parent = self._node(parent_ino)
+        path = self._valid_child_path(parent, name)
+        async with self._ns_lock:
+            children = await self._listed_locked(parent)
+            if name in children:
+                raise exists(path)
+            self._require("symlinks", path)
+            node = self.inodes.new_node(
+                parent, name, "symlink", mode=0o777, size=len(os.fsencode(target)), target=target
+            )
+            self._journal_add("symlink", path, target=target, expect=Expect.ABSENT)
+            node.lookups += 1
+            return node
+
+    def readlink(self, ino: int) -> str:
+        node = self._node(ino)
+        if node.kind != "symlink" or node.target is None:
+            raise FsError(errno.EINVAL)
+        return node.target
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         parent = self._node(parent_ino)
@@ -873,7 +896,9 @@ class Vfs:
         if op.op == "mkdir" or version is None:
             return
         node.base = version  # the journal rebased its later changes of `path` the same way
-        if op.op == "rename":
+        if op.op == "symlink":
+            node.version, node.fetch_path = version, path
+        elif op.op == "rename":
             node.version, node.fetch_path = version, path
             if node.is_dir:
                 _move_fetch_paths(node, op.path, path)

@@ -35,6 +35,7 @@ from repomount.remotes.base import (
     Remote,
     RemoteError,
     Rename,
+    Symlink,
     Unavailable,
     Write,
 )
@@ -288,6 +289,9 @@ class Flusher:
             return Write(op.path, source, size, sha, op.sent_expect(), key=op.key, mode=op.mode)
         if op.op == "delete":
             return Delete(op.path, op.sent_expect(), key=op.key)
+        if op.op == "symlink":
+            assert op.target is not None
+            return Symlink(op.path, op.target, op.sent_expect(), key=op.key)
         if op.op == "rename":
             assert op.dst is not None
             return Rename(

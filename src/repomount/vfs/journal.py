@@ -23,7 +23,7 @@ from typing import Literal
 
 from repomount.remotes.base import Expect, ExpectT
 
-Op = Literal["write", "delete", "rename", "mkdir"]
+Op = Literal["write", "delete", "rename", "mkdir", "symlink"]
 State = Literal["pending", "held"]
 
 _SCHEMA = """
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS changes (
     created REAL NOT NULL,
     tries INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    state TEXT NOT NULL DEFAULT 'pending'
+    state TEXT NOT NULL DEFAULT 'pending',
+    target TEXT
 );
 """
 
@@ -68,6 +69,7 @@ class Record:
     tries: int = 0
     last_error: str | None = None
     state: State = "pending"
+    target: str | None = None  # symlink: where it points
 
     def paths(self) -> tuple[str, ...]:
         return (self.path, self.dst) if self.dst is not None else (self.path,)
@@ -81,16 +83,20 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against crashes; see sync()
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
+        if "target" not in columns:  # a journal written before symlinks existed
+            self._db.execute("ALTER TABLE changes ADD COLUMN target TEXT")
         self._records: dict[int, Record] = {}
         self._touched: Counter[str] = Counter()  # path -> pending records naming it
         for row in self._db.execute(
             "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state FROM changes ORDER BY id"
+            " last_error, state, target FROM changes ORDER BY id"
         ):
             rec = Record(
                 id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
                 expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
                 created=row[9], tries=row[10], last_error=row[11], state=row[12],
+                target=row[13],
             )  # fmt: skip
             self._index(rec)
         self._remove_orphan_blobs()
@@ -129,16 +135,19 @@ class Journal:
         mode: int | None = None,
         expect: ExpectT = Expect.ANY,
         expect_to: ExpectT = Expect.ANY,
+        target: str | None = None,
     ) -> Record:
         key = uuid.uuid4().hex
         now = time.time()
         cur = self._db.execute(
-            "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key, now),
-        )
+            "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key, created,"
+            " target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key, now,
+             target),
+        )  # fmt: skip
         assert cur.lastrowid is not None
-        rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now)
+        rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now,
+                     target=target)  # fmt: skip
         self._index(rec)
         return rec
 
@@ -161,11 +170,12 @@ class Journal:
     def update(self, rec: Record, **changes: object) -> Record:
         new = replace(rec, **changes)  # type: ignore[arg-type]
         self._db.execute(
-            "UPDATE changes SET path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?, tries=?,"
-            " last_error=?, state=? WHERE id=?",
+            "UPDATE changes SET op=?, path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?,"
+            " tries=?, last_error=?, state=?, target=? WHERE id=?",
             (
-                new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
-                encode_expect(new.expect_to), new.tries, new.last_error, new.state, new.id,
+                new.op, new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
+                encode_expect(new.expect_to), new.tries, new.last_error, new.state,
+                new.target, new.id,
             ),
         )  # fmt: skip
         self._unindex(rec)

@@ -45,6 +45,7 @@ class Node:
     # A local-only file (an editor's swap file, say): its content stays on this disk,
     # in a journal blob that no journal row sends anywhere.
     local: bool = False
+    target: str | None = None  # a symlink's target
 
     @property
     def is_dir(self) -> bool:
