@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from support.backends import Backend
 from support.mount import MountProc, repomount
 from support.server import ServerProc
 
-# Terminal Use has no rename or delete of a file the remote has (docs/semantics.md), which
-# editors' saves and git rely on.
-pytestmark = pytest.mark.backends("native", "relace")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
+# git deletes and renames files the remote has, which Terminal Use cannot do
+# (docs/semantics.md): the git tests run where those exist.
+WITH_DELETE_AND_RENAME = pytest.mark.backends("native", "relace")
 
 LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
 TOOLS = ("vim", "nano", "tmux", "sed", "rsync", "tar", "git", "cp")
@@ -185,7 +187,7 @@ def _head(server: ServerProc, repo: str) -> str:
 
 
 @pytest.mark.parametrize("fsync", [False, True], ids=["close", "fsync"])
-def test_python_atomic_write(server: ServerProc, both, fsync: bool) -> None:
+def test_python_atomic_write(server: ServerProc, both, fsync: bool, backend: Backend) -> None:
     m, local = both
     on_both(both, _seed)
     m.sync()
@@ -202,6 +204,17 @@ def test_python_atomic_write(server: ServerProc, both, fsync: bool) -> None:
         os.replace(tmp, d / "a.txt")
 
     head = _head(server, m.repo)
+    if fsync and "rename" not in backend.can:
+        # The fsync put the temporary file on the remote, which has no rename: refused,
+        # and both files stay, intact (docs/semantics.md, Terminal Use).
+        with pytest.raises(PermissionError):
+            save(m.path)
+        m.sync()
+        tree_now = server.tree(m.repo)
+        assert tree_now.pop("a.txt") == (local / "a.txt").read_bytes()
+        assert tree_now.pop("sub/b.md") == (local / "sub" / "b.md").read_bytes()
+        assert list(tree_now.values()) == [b"atomically replaced\n"]
+        return
     on_both(both, save)
     check_remote(server, m, local)
     written = _paths_written_since(server, m.repo, head)
@@ -267,6 +280,7 @@ def test_cp_r(server: ServerProc, both, tmp_path: Path) -> None:
     check_remote(server, m, local)
 
 
+@WITH_DELETE_AND_RENAME
 def test_git_inside_the_mount(server: ServerProc, both) -> None:
     m, local = both
 
@@ -300,6 +314,7 @@ def test_git_inside_the_mount(server: ServerProc, both) -> None:
     assert not [k for k in remote if k.endswith(".lock")]
 
 
+@WITH_DELETE_AND_RENAME
 def test_git_clone_into_the_mount(server: ServerProc, both, tmp_path: Path) -> None:
     m, local = both
     origin = tmp_path / "origin"
