@@ -16,7 +16,8 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -421,3 +422,43 @@ class HttpClient:
 def _path_only(url: str) -> str:
     """The URL without its query string, which may hold signatures or secrets."""
     return url.split("?", 1)[0]
+
+
+# --------------------------------------------------------------------------- adapters' helpers
+
+T = TypeVar("T")
+
+BODY_CHUNK = 256 * 1024
+
+
+def file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
+    """A request body streamed from a file; a factory, so a retry re-sends it whole."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async with await trio.open_file(source, "rb") as f:
+            while chunk := await f.read(BODY_CHUNK):
+                yield chunk
+
+    return chunks
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or a ProtocolError saying which request broke it."""
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ProtocolError(
+            f"{response.request.method} {response.request.url.path}: not JSON",
+            status=response.status_code,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{response.request.url.path}: expected a JSON object")
+    return data
+
+
+def parse_answer(build: Callable[[], T], service: str) -> T:
+    """Run a parser of a service's JSON; a missing or mistyped field is a ProtocolError."""
+    try:
+        return build()
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolError(f"unexpected answer from {service}: {exc!r}") from exc

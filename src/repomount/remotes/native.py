@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import getpass
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -42,11 +43,20 @@ from repomount.remotes.base import (
     RemoteChange,
     Rename,
     RepoInfo,
+    Symlink,
     Unauthorized,
     Unavailable,
     Write,
 )
-from repomount.remotes.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpClient, RetryPolicy
+from repomount.remotes.http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    HttpClient,
+    RetryPolicy,
+    file_chunks,
+    json_object,
+    parse_answer,
+)
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
@@ -73,6 +83,7 @@ class NativeRemote(Remote):
         binary_content=True,
         recursive_listing=True,
         file_modes=True,
+        symlinks=True,
     )
 
     def __init__(
@@ -116,7 +127,7 @@ class NativeRemote(Remote):
     async def info(self) -> RepoInfo:
         where = f"{self.base_url}"
         try:
-            data = _json(await self._http.request("GET", self._repo_url))
+            data = json_object(await self._http.request("GET", self._repo_url))
         except NotFound as exc:
             raise NotFound(
                 f"repo {self.repo!r} not found on {where}", status=exc.status, code=exc.code
@@ -147,7 +158,9 @@ class NativeRemote(Remote):
         entries: list[Entry] = []
         heads: list[str | None] = []
         while True:
-            data = _json(await self._http.request("GET", f"{self._repo_url}/tree", params=params))
+            data = json_object(
+                await self._http.request("GET", f"{self._repo_url}/tree", params=params)
+            )
             head, page, cursor = _parse(partial(_tree_page, data))
             heads.append(head)
             entries.extend(page)
@@ -167,7 +180,10 @@ class NativeRemote(Remote):
             except NotFound:
                 pass
             else:
-                return _parse(lambda: _file_entry(path, response))
+                entry = _parse(lambda: _file_entry(path, response))
+                if entry.kind == "symlink":
+                    return await self._stat_symlink(entry)
+                return entry
         try:  # not a file: a directory if it can be listed
             await self._http.request(
                 "GET", f"{self._repo_url}/tree", params={"path": path, "limit": 1}
@@ -175,6 +191,24 @@ class NativeRemote(Remote):
         except NotFound:
             return None
         return Entry(path=path, kind="dir")
+
+    async def _stat_symlink(self, entry: Entry) -> Entry | None:
+        """A symlink's entry with its target, which only its content (GET) holds."""
+        try:
+            response = await self._http.request("GET", self._file_url(entry.path))
+        except NotFound:  # gone since the HEAD
+            return None
+        fresh = _parse(lambda: _file_entry(entry.path, response))
+        if fresh.kind != "symlink":  # replaced since the HEAD: a file now
+            return fresh
+        content = response.content
+        if hashlib.sha256(content).hexdigest() != fresh.version:
+            raise ProtocolError(f"target of symlink {entry.path!r} does not match its version")
+        try:
+            target = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"target of symlink {entry.path!r} is not UTF-8") from exc
+        return dataclasses.replace(fresh, target=target)
 
     async def read(
         self,
@@ -263,7 +297,7 @@ class NativeRemote(Remote):
         )
         if response.status_code in _PER_OP_STATUSES:
             return self._refused(response, url, len(changes))
-        data = _json(response)
+        data = json_object(response)
 
         def applied() -> list[Outcome]:
             results = data["results"]
@@ -322,6 +356,8 @@ class NativeRemote(Remote):
             expect_to = _expect(change.expect_to)
             if expect_to is not None:
                 op["expect_to"] = expect_to
+        elif isinstance(change, Symlink):
+            op = {"op": "symlink", "path": change.path, "target": change.target}
         elif isinstance(change, Mkdir):
             return {"op": "mkdir", "path": change.path}
         else:  # pragma: no cover - the Change union is closed
@@ -338,7 +374,7 @@ class NativeRemote(Remote):
             "PUT",
             f"{self._repo_url}/blobs/{sha256}",
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            content=_file_chunks(source),
+            content=file_chunks(source),
             idempotent=True,  # the URL names the content: storing it twice is harmless
         )
 
@@ -365,7 +401,7 @@ class NativeRemote(Remote):
         response = await self._http.request(
             "GET", f"{self._repo_url}/changes", params=params, timeout=timeout
         )
-        data = _json(response)
+        data = json_object(response)
 
         def batch() -> ChangeBatch:
             changes = []
@@ -401,15 +437,6 @@ def batch_key(repo: str, changes: Sequence[Change]) -> str | None:
         encoded = part.encode()
         digest.update(len(encoded).to_bytes(4, "big") + encoded)
     return digest.hexdigest()
-
-
-def _file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
-    async def chunks() -> AsyncIterator[bytes]:
-        async with await trio.open_file(source, "rb") as f:
-            while chunk := await f.read(CHUNK):
-                yield chunk
-
-    return chunks
 
 
 async def _copy(response: httpx.Response, dest: BinaryIO) -> int:
@@ -452,25 +479,8 @@ def _author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise ProtocolError(
-            f"{response.request.method} {response.request.url.path}: not JSON",
-            status=response.status_code,
-        ) from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{response.request.url.path}: expected a JSON object")
-    return data
-
-
 def _parse(build: Callable[[], T]) -> T:
-    """Run a parser of server JSON; a missing or mistyped field is a ProtocolError."""
-    try:
-        return build()
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"unexpected answer from the server: {exc!r}") from exc
+    return parse_answer(build, "the server")
 
 
 def _head(value: object) -> str | None:
@@ -486,6 +496,11 @@ def _tree_page(data: dict[str, Any]) -> tuple[str | None, list[Entry], str | Non
 def _entry(data: dict[str, Any]) -> Entry:
     kind = _KINDS[data["type"]]
     mtime, mode, version = data.get("mtime"), data.get("mode"), data.get("version")
+    target = None
+    if kind == "symlink":
+        target = data["target"]
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"symlink {data['path']!r} without a target")
     return Entry(
         path=str(data["path"]),
         kind=kind,
@@ -493,15 +508,20 @@ def _entry(data: dict[str, Any]) -> Entry:
         version=None if version is None else str(version),
         mtime=None if mtime is None else float(mtime),
         mode=None if mode is None else int(mode),
+        target=target,
     )
 
 
 def _file_entry(path: str, response: httpx.Response) -> Entry:
+    """The entry a HEAD or GET answer describes (a symlink's still without its target)."""
     modified = response.headers.get("Last-Modified")
     mode = response.headers.get("X-Repomount-Mode")
+    kind = response.headers.get("X-Repomount-Type", "file")
+    if kind not in ("file", "symlink"):
+        raise ValueError(f"X-Repomount-Type {kind!r}")
     return Entry(
         path=path,
-        kind="file",
+        kind="symlink" if kind == "symlink" else "file",
         size=_content_length(response),
         version=_etag(response),
         mtime=email.utils.parsedate_to_datetime(modified).timestamp() if modified else None,

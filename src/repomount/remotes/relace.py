@@ -17,8 +17,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import IO, Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -39,7 +38,6 @@ from repomount.remotes.base import (
     Fetched,
     Listing,
     NotFound,
-    ProtocolError,
     Remote,
     RemoteError,
     Rename,
@@ -47,7 +45,14 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import DEFAULT_RETRY, HttpClient, RetryPolicy
+from repomount.remotes.http import (
+    DEFAULT_RETRY,
+    HttpClient,
+    RetryPolicy,
+    file_chunks,
+    json_object,
+    parse_answer,
+)
 from repomount.remotes.relace_plan import (
     RemoteFile,
     Snapshot,
@@ -135,7 +140,7 @@ class RelaceRemote(Remote):
 
     async def info(self) -> RepoInfo:
         try:
-            data = _json(await self._http.request("GET", self._repo_url))
+            data = json_object(await self._http.request("GET", self._repo_url))
         except NotFound as exc:
             raise NotFound(
                 f"relace repo {self.repo_id!r} not found at {self.base_url}", status=exc.status
@@ -242,7 +247,7 @@ class RelaceRemote(Remote):
 
     async def _clone(self) -> Snapshot:
         started = trio.current_time()
-        data = _json(await self._http.request("GET", f"{self._repo_url}/clone"))
+        data = json_object(await self._http.request("GET", f"{self._repo_url}/clone"))
         files: dict[str, RemoteFile] = {}
 
         def parse() -> None:
@@ -355,7 +360,7 @@ class RelaceRemote(Remote):
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(only.change.size),
                 },
-                content=_file_chunks(source),
+                content=file_chunks(source),
             )
         elif len(request) == 1 and isinstance(only, WireDelete):
             response = await self._write("DELETE", self._file_url(only.path))
@@ -363,7 +368,7 @@ class RelaceRemote(Remote):
             operations = [_operation(op, texts) for op in request]
             body = {"source": {"type": "diff", "operations": operations}}
             response = await self._write("POST", f"{self._repo_url}/update", json=body)
-        data = _json(response)
+        data = json_object(response)
         return _parse(lambda: str(data["repo_head"]))
 
     async def _write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -453,28 +458,5 @@ def _operation(op: WireOp, texts: dict[int, str]) -> dict[str, str]:
     return {"type": "rename", "old_filename": op.src, "new_filename": op.dst}
 
 
-def _file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
-    async def chunks() -> AsyncIterator[bytes]:
-        async with await trio.open_file(source, "rb") as f:
-            while chunk := await f.read(CHUNK):
-                yield chunk
-
-    return chunks
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise ProtocolError(f"{response.request.url.path}: not JSON") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{response.request.url.path}: expected a JSON object")
-    return data
-
-
 def _parse(build: Callable[[], T]) -> T:
-    """Run a parser of service JSON; a missing or mistyped field is a ProtocolError."""
-    try:
-        return build()
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"unexpected answer from Relace: {exc!r}") from exc
+    return parse_answer(build, "Relace")

@@ -25,10 +25,9 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -64,7 +63,14 @@ from repomount.remotes.base import (
     Unsupported,
     Write,
 )
-from repomount.remotes.http import DEFAULT_RETRY, HttpClient, RetryPolicy
+from repomount.remotes.http import (
+    DEFAULT_RETRY,
+    HttpClient,
+    RetryPolicy,
+    file_chunks,
+    json_object,
+    parse_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +203,7 @@ class TerminalUseRemote(Remote):
         found: list[Entry] = []
         offset = 0
         while True:
-            data = _json(
+            data = json_object(
                 await self._http.request(
                     "GET", f"{self._fs_url}/files", params={**params, "offset": offset}
                 )
@@ -213,7 +219,9 @@ class TerminalUseRemote(Remote):
             return Entry(path="", kind="dir")
         url = f"{self._fs_url}/files/{quote(path, safe='/')}"
         try:
-            data = _json(await self._http.request("GET", url, params={"include_content": "false"}))
+            data = json_object(
+                await self._http.request("GET", url, params={"include_content": "false"})
+            )
         except NotFound:
             pass
         else:
@@ -224,7 +232,7 @@ class TerminalUseRemote(Remote):
             f"{self._fs_url}/files",
             params={"directory": path, "include_content": "false", "limit": 100},
         )
-        listed = _parse(lambda: [str(f["path"]).lstrip("/") for f in _json(files)["files"]])
+        listed = _parse(lambda: [str(f["path"]).lstrip("/") for f in json_object(files)["files"]])
         if any(_below(p, path) and p != path for p in listed):
             return Entry(path=path, kind="dir")
         return None
@@ -315,7 +323,7 @@ class TerminalUseRemote(Remote):
                 sent = self._base if self._base is not None else await self._refresh_base()
                 self._remember(change.key, sent)
             try:
-                data = _json(await self._upload(change, sent))
+                data = json_object(await self._upload(change, sent))
             except Conflict as exc:
                 if exc.status == 412:  # the file is not at the expected version
                     return Conflicted(await self._version_at(change.path))
@@ -365,7 +373,7 @@ class TerminalUseRemote(Remote):
             f"{self._fs_url}/file-upload",
             params=params,
             headers=headers,
-            content=_file_chunks(change.source),
+            content=file_chunks(change.source),
             # A resend replays (same key) or fails its precondition: never writes twice.
             idempotent=True,
         )
@@ -374,7 +382,7 @@ class TerminalUseRemote(Remote):
 
     async def _refresh_base(self) -> str:
         """The filesystem's archive version now ("" while it has none), remembered."""
-        data = _json(await self._http.request("GET", self._fs_url))
+        data = json_object(await self._http.request("GET", self._fs_url))
         checksum = _parse(lambda: data["archive_checksum"])
         self._base = "" if checksum is None else str(checksum)
         return self._base
@@ -510,28 +518,5 @@ def _tree(path: str, listed: list[Entry], *, recursive: bool) -> list[Entry]:
     return [e for e in entries if "/" not in e.path[len(prefix) :]]
 
 
-def _file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
-    async def chunks() -> AsyncIterator[bytes]:
-        async with await trio.open_file(source, "rb") as f:
-            while chunk := await f.read(CHUNK):
-                yield chunk
-
-    return chunks
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise ProtocolError(f"{response.request.url.path}: not JSON") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{response.request.url.path}: expected a JSON object")
-    return data
-
-
 def _parse(build: Callable[[], T]) -> T:
-    """Run a parser of service JSON; a missing or mistyped field is a ProtocolError."""
-    try:
-        return build()
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"unexpected answer from Terminal Use: {exc!r}") from exc
+    return parse_answer(build, "Terminal Use")
