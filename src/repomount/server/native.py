@@ -30,12 +30,15 @@ from repomount.server.store import (
     Delete,
     Entry,
     Idempotency,
+    InvalidRequest,
     Mkdir,
     NotFound,
     Operation,
     Rename,
     StoreError,
+    Symlink,
     Write,
+    check_symlink_target,
     sha256_hex,
 )
 
@@ -166,7 +169,7 @@ class NativeApi:
         path = _valid_path(request.path_params["path"])
         at = _head_param(request.query_params.get("at"), "at")
         head, entry = await self.backend.run(self.store.stat, repo, path, at)
-        if entry is None or entry.type != "file" or entry.version is None:
+        if entry is None or entry.type == "dir" or entry.version is None:
             where = "" if at is None else f" at {at}"
             what = "a directory" if entry is not None else "not found"
             raise NotFound(f"{path!r} in {repo!r}{where}: {what}", path=path)
@@ -176,6 +179,7 @@ class NativeApi:
             "X-Repo-Head": str(head),
             "Last-Modified": formatdate(entry.mtime, usegmt=True),
             "X-Repomount-Mode": f"{entry.mode:o}",
+            "X-Repomount-Type": entry.type,
             "Accept-Ranges": "bytes",
         }
         if_match = request.headers.get("if-match")
@@ -202,6 +206,9 @@ class NativeApi:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=OCTET)
+        if entry.target is not None:  # a symlink: its content is its target, never followed
+            content = entry.target.encode("utf-8")[start:end]
+            return Response(content, status_code=status, headers=headers, media_type=OCTET)
         blob = await self.backend.run(self.store.open_blob, version)
         return StreamingResponse(
             _stream_file(blob, start, end), status_code=status, headers=headers, media_type=OCTET
@@ -232,8 +239,17 @@ class NativeApi:
     ) -> AsyncIterator[bytes]:
         missing = []
         for path, entry in zip(paths, entries, strict=True):
-            if entry is None or entry.type != "file" or entry.version is None:
+            if entry is None or entry.type == "dir" or entry.version is None:
                 missing.append(path)
+                continue
+            if entry.target is not None:
+                yield tarstream.symlink_header(
+                    path,
+                    entry.target,
+                    mtime=entry.mtime,
+                    mode=entry.mode,
+                    pax={tarstream.VERSION_KEY: entry.version},
+                )
                 continue
             yield tarstream.member_header(
                 path,
@@ -442,7 +458,7 @@ def _precondition_failed(path: str, conflict: Conflict) -> ApiError:
 
 
 def _entry_json(e: Entry) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "path": e.path,
         "type": e.type,
         "size": e.size,
@@ -450,6 +466,9 @@ def _entry_json(e: Entry) -> dict[str, Any]:
         "mtime": e.mtime,
         "mode": e.mode,
     }
+    if e.target is not None:
+        data["target"] = e.target
+    return data
 
 
 async def _stream_file(file: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
@@ -646,7 +665,17 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
         )
     if kind == "mkdir":
         return Mkdir(_op_path(op, "path"))
-    raise ApiError("invalid_request", f"unknown op {kind!r} (write, delete, rename or mkdir)")
+    if kind == "symlink":
+        path, target = _op_path(op, "path"), op.get("target")
+        try:
+            check_symlink_target(target)
+        except InvalidRequest as error:
+            raise ApiError("invalid_request", error.message, path=path) from None
+        assert isinstance(target, str)
+        return Symlink(path, target, expect=_op_expect(op, "expect"))
+    raise ApiError(
+        "invalid_request", f"unknown op {kind!r} (write, delete, rename, mkdir or symlink)"
+    )
 
 
 def _op_path(op: dict[str, Any], field: str) -> str:

@@ -14,6 +14,7 @@ commit that references it, so a crash leaves either the whole commit or none of 
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import re
@@ -33,6 +34,7 @@ from repomount.server.store import (
     DEFAULT_DIR_MODE,
     DEFAULT_FILE_MODE,
     PRESENT,
+    SYMLINK_MODE,
     BlobSpool,
     Change,
     ChangeOp,
@@ -59,13 +61,38 @@ from repomount.server.store import (
     StaleBase,
     Store,
     StoreError,
+    Symlink,
     UnknownBlob,
     Write,
+    check_symlink_target,
+    sha256_hex,
 )
 
 IDEMPOTENCY_TTL = 24 * 3600.0
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 REPO_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+# A symlink's row holds its target, and in `blob` its version (SHA-256 of the target;
+# no blob file backs it: the target is read from the row).
+ENTRIES = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('file', 'dir', 'symlink')),
+    blob TEXT,
+    size INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    commit_from INTEGER NOT NULL,
+    commit_to INTEGER,
+    target TEXT
+);"""
+# Columns an entries table had before symlinks (a data directory from then is migrated).
+OLD_ENTRY_COLUMNS = (
+    "id, repo_id, path, parent, type, blob, size, mode, mtime, commit_from, commit_to"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -83,19 +110,7 @@ CREATE TABLE IF NOT EXISTS commits (
     author TEXT NOT NULL,
     PRIMARY KEY (repo_id, seq)
 );
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,
-    repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    path TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    type TEXT NOT NULL CHECK (type IN ('file', 'dir')),
-    blob TEXT,
-    size INTEGER NOT NULL,
-    mode INTEGER NOT NULL,
-    mtime REAL NOT NULL,
-    commit_from INTEGER NOT NULL,
-    commit_to INTEGER
-);
+{ENTRIES}
 CREATE UNIQUE INDEX IF NOT EXISTS entries_current
     ON entries (repo_id, path) WHERE commit_to IS NULL;
 CREATE INDEX IF NOT EXISTS entries_path ON entries (repo_id, path, commit_from);
@@ -126,11 +141,11 @@ CREATE TABLE IF NOT EXISTS repo_attrs (
     value TEXT NOT NULL,
     PRIMARY KEY (repo_id, key)
 );
-"""
+""".replace("{ENTRIES}", ENTRIES.format(name="entries"))
 
 # Visible at head :at (also used with the current head, which is simply a kept head).
 VISIBLE = "commit_from <= :at AND (commit_to IS NULL OR commit_to > :at)"
-ENTRY_COLS = "path, type, size, blob, mtime, mode"
+ENTRY_COLS = "path, type, size, blob, mtime, mode, target"
 # The time of a repository's head commit (always kept: pruning stops at the floor).
 UPDATED = "(SELECT time FROM commits WHERE repo_id = repos.id AND seq = repos.head)"
 
@@ -144,8 +159,10 @@ def _iso(t: float | None) -> str | None:
 
 
 def _entry(row: sqlite3.Row | tuple[Any, ...]) -> Entry:
-    path, typ, size, blob, mtime, mode = row
-    return Entry(path=path, type=typ, size=size, version=blob, mtime=mtime, mode=mode)
+    path, typ, size, blob, mtime, mode, target = row
+    return Entry(
+        path=path, type=typ, size=size, version=blob, mtime=mtime, mode=mode, target=target
+    )
 
 
 class SqliteStore(Store):
@@ -168,12 +185,34 @@ class SqliteStore(Store):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
         self._lockfile.close()
+
+    def _migrate(self) -> None:
+        """Bring an entries table from before symlinks up to date: SQLite cannot change
+        a CHECK constraint in place, so the table is copied into a new one (one
+        transaction; the indexes are created again by SCHEMA)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        if not columns or "target" in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(ENTRIES.format(name="entries_new"))
+            self._db.execute(
+                f"INSERT INTO entries_new ({OLD_ENTRY_COLUMNS}) "
+                f"SELECT {OLD_ENTRY_COLUMNS} FROM entries"
+            )
+            self._db.execute("DROP TABLE entries")
+            self._db.execute("ALTER TABLE entries_new RENAME TO entries")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -521,6 +560,8 @@ class _Commit:
             return self._delete(index, op)
         if isinstance(op, Rename):
             return self._rename(index, op)
+        if isinstance(op, Symlink):
+            return self._symlink(index, op)
         return self._mkdir(op)
 
     # --- the operations ---
@@ -534,12 +575,30 @@ class _Commit:
         if cur is not None and cur.type == "dir":
             raise PathConflict(f"cannot write {op.path!r}: it is a directory", path=op.path)
         self._check(index, op.path, op.expect, cur)
-        mode = op.mode if op.mode is not None else (cur.mode if cur else DEFAULT_FILE_MODE)
+        mode = op.mode
+        if mode is None:  # keep the mode of a replaced file (not of a replaced symlink)
+            mode = cur.mode if cur is not None and cur.type == "file" else DEFAULT_FILE_MODE
         if cur is not None:
             self._close(op.path)
         self._insert(Entry(op.path, "file", size, op.blob, self.now, mode))
         self.changes[op.path] = ("write", op.blob)
         return OpResult(op.path, op.blob, created=cur is None)
+
+    def _symlink(self, index: int, op: Symlink) -> OpResult:
+        target = check_symlink_target(op.target)
+        version = sha256_hex(target)
+        self._make_parents(op.path)
+        cur = self._get(op.path)
+        if cur is not None and cur.type == "dir":
+            raise PathConflict(f"cannot make symlink {op.path!r}: it is a directory", path=op.path)
+        self._check(index, op.path, op.expect, cur)
+        if cur is not None:
+            self._close(op.path)
+        self._insert(
+            Entry(op.path, "symlink", len(target), version, self.now, SYMLINK_MODE, op.target)
+        )
+        self.changes[op.path] = ("write", version)
+        return OpResult(op.path, version, created=cur is None)
 
     def _delete(self, index: int, op: Delete) -> OpResult:
         cur = self._get(op.path)
@@ -573,7 +632,7 @@ class _Commit:
         if op.expect_to is not None:
             self._check(index, dst, op.expect_to, target)
         if target is not None:
-            if target.type != cur.type:
+            if (target.type == "dir") != (cur.type == "dir"):  # a symlink counts as a file
                 raise PathConflict(
                     f"cannot rename {cur.type} {src!r} onto {target.type} {dst!r}", path=dst
                 )
@@ -590,19 +649,17 @@ class _Commit:
             self.changes[entry.path] = ("delete", None)
         for entry in moved:
             new_path = dst + entry.path[len(src) :]
-            self._insert(
-                Entry(new_path, entry.type, entry.size, entry.version, entry.mtime, entry.mode)
-            )
-            is_file = entry.type == "file"
-            self.changes[new_path] = ("write", entry.version) if is_file else ("mkdir", None)
+            self._insert(dataclasses.replace(entry, path=new_path))
+            is_dir = entry.type == "dir"
+            self.changes[new_path] = ("mkdir", None) if is_dir else ("write", entry.version)
         return OpResult(dst, cur.version, created=target is None)
 
     def _mkdir(self, op: Mkdir) -> OpResult:
         self._make_parents(op.path)
         cur = self._get(op.path)
         if cur is not None:
-            if cur.type == "file":
-                raise PathConflict(f"cannot mkdir {op.path!r}: it is a file", path=op.path)
+            if cur.type != "dir":
+                raise PathConflict(f"cannot mkdir {op.path!r}: it is a {cur.type}", path=op.path)
             return OpResult(op.path, None, created=False)
         self._insert(Entry(op.path, "dir", 0, None, self.now, DEFAULT_DIR_MODE))
         self.changes[op.path] = ("mkdir", None)
@@ -629,9 +686,9 @@ class _Commit:
             if cur is None:
                 self._insert(Entry(parent, "dir", 0, None, self.now, DEFAULT_DIR_MODE))
                 self.changes[parent] = ("mkdir", None)
-            elif cur.type == "file":
+            elif cur.type != "dir":  # a symlink is never followed
                 raise PathConflict(
-                    f"cannot create {path!r}: {parent!r} is a file", path=path, file=parent
+                    f"cannot create {path!r}: {parent!r} is a {cur.type}", path=path, file=parent
                 )
 
     def _get(self, path: str) -> Entry | None:
@@ -672,7 +729,7 @@ class _Commit:
     def _insert(self, e: Entry) -> None:
         self.db.execute(
             "INSERT INTO entries (repo_id, path, parent, type, blob, size, mode, mtime, "
-            "commit_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "commit_from, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.repo_id,
                 e.path,
@@ -683,5 +740,6 @@ class _Commit:
                 e.mode,
                 e.mtime,
                 self.seq,
+                e.target,
             ),
         )

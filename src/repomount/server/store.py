@@ -22,15 +22,22 @@ from typing import BinaryIO, Literal
 ABSENT = "absent"
 PRESENT = "*"
 
-EntryType = Literal["file", "dir"]
+EntryType = Literal["file", "dir", "symlink"]
 ChangeOp = Literal["write", "delete", "mkdir"]
 
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
+SYMLINK_MODE = 0o777
+MAX_SYMLINK_TARGET = 4096  # bytes of UTF-8, as PATH_MAX
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def symlink_version(target: str) -> str:
+    """A symlink's version: the SHA-256 of its target's UTF-8 bytes (its "content")."""
+    return sha256_hex(target.encode("utf-8"))
 
 
 # --- data --------------------------------------------------------------------------------
@@ -54,6 +61,7 @@ class Entry:
     version: str | None  # the blob's SHA-256 for files, None for directories
     mtime: float
     mode: int
+    target: str | None = None  # symlinks only: where it points (its version hashes this)
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,17 @@ class Mkdir:
     path: str
 
 
-Operation = Write | Delete | Rename | Mkdir
+@dataclass(frozen=True)
+class Symlink:
+    """Create or replace (per `expect`, as Write) a symbolic link. The target is data:
+    never resolved, relative or absolute; see `check_symlink_target` for what is valid."""
+
+    path: str
+    target: str
+    expect: str | None = None
+
+
+Operation = Write | Delete | Rename | Mkdir | Symlink
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,26 @@ class Gone(StoreError):
 
 class InvalidRequest(StoreError):
     code = "invalid_request"
+
+
+def check_symlink_target(target: object) -> bytes:
+    """The target's UTF-8 bytes; InvalidRequest unless it is a string of 1 to
+    MAX_SYMLINK_TARGET bytes of valid UTF-8 without NUL."""
+    if not isinstance(target, str):
+        raise InvalidRequest("a symlink target must be a string")
+    try:
+        data = target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("a symlink target must be valid UTF-8") from None
+    if not data:
+        raise InvalidRequest("a symlink target must not be empty")
+    if len(data) > MAX_SYMLINK_TARGET:
+        raise InvalidRequest(
+            f"a symlink target is at most {MAX_SYMLINK_TARGET} bytes, not {len(data)}"
+        )
+    if b"\0" in data:
+        raise InvalidRequest("a symlink target must not contain NUL")
+    return data
 
 
 class UnknownBlob(StoreError):
@@ -324,7 +362,13 @@ class Store(abc.ABC):
         """Apply the operations in order, all or none. With `base`, the head must still
         be `base` (checked after an idempotent replay, before the preconditions). Raises
         Conflict (every failed precondition), PathConflict, DirectoryNotEmpty, NotFound,
-        UnknownBlob, InvalidRequest, IdempotencyConflict, StaleBase."""
+        UnknownBlob, InvalidRequest (also a bad symlink target), IdempotencyConflict,
+        StaleBase.
+
+        Symlinks are entries of their own type, never followed: a Symlink creates or
+        replaces one (a directory there is a PathConflict); a Write over one replaces it
+        with a file; Delete and Rename treat one as a file (the moved entry stays a
+        link); an `expect` compares with its version (`symlink_version`)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

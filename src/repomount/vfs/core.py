@@ -27,7 +27,7 @@ import cachetools
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Entry, Expect, ExpectT, NotFound, Remote, RemoteError
+from repomount.remotes.base import Entry, Expect, NotFound, Remote, RemoteError
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.content import ContentCache
@@ -465,6 +465,13 @@ class Vfs:
     def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
+    async def _existing_child(self, parent: Node, name: str) -> Node:
+        """`parent`'s child `name` (ENOENT if none), for callers holding the ns lock."""
+        node = (await self._listed_locked(parent)).get(name)
+        if node is None:
+            raise not_found(child_path(parent, name))
+        return node
+
     async def _listed_locked(self, d: Node) -> dict[str, Node]:
         """`_listed` for callers holding the namespace lock (the merge needs it too)."""
         if d.children is not None and (
@@ -523,10 +530,7 @@ class Vfs:
     async def rmdir(self, parent_ino: int, name: str) -> None:
         parent = self._node(parent_ino)
         async with self._ns_lock:
-            children = await self._listed_locked(parent)
-            node = children.get(name)
-            if node is None:
-                raise not_found(child_path(parent, name))
+            node = await self._existing_child(parent, name)
             if not node.is_dir:
                 raise FsError(errno.ENOTDIR)
             if await self._listed_locked(node):
@@ -563,23 +567,16 @@ class Vfs:
         node.open_count += 1
         return fh, node
 
-    def _expect_of(self, node: Node) -> ExpectT:
-        """The precondition for changing `node`'s path remotely."""
-        return node.base
-
     async def unlink(self, parent_ino: int, name: str) -> None:
         parent = self._node(parent_ino)
         async with self._ns_lock:
-            children = await self._listed_locked(parent)
-            node = children.get(name)
-            if node is None:
-                raise not_found(child_path(parent, name))
+            node = await self._existing_child(parent, name)
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             if node.base != Expect.ABSENT and not node.local:
                 self._require("delete", node.path)
             if not node.local and (node.base != Expect.ABSENT or self.journal.touches(node.path)):
-                self._journal_add("delete", node.path, expect=self._expect_of(node))
+                self._journal_add("delete", node.path, expect=node.base)
             self.inodes.detach(node)
             self._drop_local_content(node)
             self.writes.set_pending_blob(node.ino, None)
@@ -595,12 +592,8 @@ class Vfs:
         dst_parent = self._node(new_parent_ino)
         dst_path = self._valid_child_path(dst_parent, new)
         async with self._ns_lock:
-            src_children = await self._listed_locked(src_parent)
-            dst_children = await self._listed_locked(dst_parent)
-            node = src_children.get(old)
-            if node is None:
-                raise not_found(child_path(src_parent, old))
-            target = dst_children.get(new)
+            node = await self._existing_child(src_parent, old)
+            target = (await self._listed_locked(dst_parent)).get(new)
             if target is node:
                 return
             if node.is_dir and _is_ancestor(node, dst_parent):
@@ -857,9 +850,7 @@ class Vfs:
         if node.local:
             self._drop_local_content(node)  # the previous version of it
         else:
-            self._journal_add(
-                "write", node.path, blob=blob, mode=node.mode, expect=self._expect_of(node)
-            )
+            self._journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
         self.writes.set_pending_blob(node.ino, blob)
 
     def _drop_local_content(self, node: Node) -> None:

@@ -224,7 +224,7 @@ class RelaceApi:
             raise RelaceError(404, f"Commit not found: {error.message}") from None
         files = []
         for path, entry in sorted(entries.items()):
-            if entry.version is None:
+            if entry.type != "file" or entry.version is None:  # dirs, symlinks
                 continue
             with self.store.open_blob(entry.version) as blob:
                 data = blob.read()
@@ -239,7 +239,7 @@ class RelaceApi:
         repo = await self._repo(request)
         path = normalize_path(request.path_params["file_path"])
         _, entry = await self.backend.run(self.store.stat, repo, path)
-        if entry is None or entry.version is None:
+        if entry is None or entry.type != "file" or entry.version is None:
             raise RelaceError(404, f"File not found: {path}")
         blob = await self.backend.run(self.store.open_blob, entry.version)
         return StreamingResponse(

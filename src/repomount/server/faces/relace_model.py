@@ -225,7 +225,11 @@ def plan_files(entries: Mapping[str, Entry], files: Mapping[str, FileRef]) -> Pl
 
 def copy_of(entries: Mapping[str, Entry]) -> dict[str, FileRef]:
     """The files of a snapshot, for `plan_files` (a repo created from a template)."""
-    return {p: FileRef(e.version, e.mode) for p, e in entries.items() if e.version is not None}
+    return {
+        p: FileRef(e.version, e.mode)
+        for p, e in entries.items()
+        if e.type == "file" and e.version is not None
+    }
 
 
 def _plan(

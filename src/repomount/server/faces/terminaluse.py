@@ -234,7 +234,7 @@ class TerminalUseFace:
         truncated = False
         mime = None if is_dir else wire.mime_of(entry)
         binary = mime is not None and not wire.texty(mime)
-        if include_content and not is_dir and entry.version is not None:
+        if include_content and entry.type == "file" and entry.version is not None:
             head = await self.backend.run(_read_head, self.store, entry.version)
             text = wire.as_text(head[:MAX_CONTENT], cut=len(head) > MAX_CONTENT)
             binary = text is None
