@@ -75,6 +75,19 @@ def coalesce(records: list[Record]) -> Plan:
         op = out[i]
         return op if op is not None and op.op == kind and op.path == path else None
 
+    def created_here(op: Planned, i: int) -> bool:
+        """Whether `op` (at index i) made its path exist: it expected the path absent
+        and no earlier op of the plan put something there (a rename, say)."""
+        if op.expect != Expect.ABSENT:
+            return False
+        for earlier in out[:i]:
+            if earlier is None:
+                continue
+            for p in (earlier.path, earlier.dst):
+                if p is not None and (op.path == p or op.path.startswith(p + "/")):
+                    return False
+        return True
+
     def push(op: Planned, *paths: str) -> None:
         out.append(op)
         for p in paths:
@@ -108,7 +121,7 @@ def coalesce(records: list[Record]) -> Plan:
             prev = latest_write(rec.path)
             if prev is not None:
                 i = latest.pop(rec.path)
-                if prev.expect == Expect.ABSENT:
+                if created_here(prev, i):
                     out[i] = None  # created and deleted here: the remote never sees it
                     dropped.extend([*prev.ids, rec.id])
                 else:
@@ -133,8 +146,9 @@ def coalesce(records: list[Record]) -> Plan:
                     ids = target.ids + ids
                     blobs = target.blobs + blobs
                     out[j] = None
+                first = created_here(prev, i)
                 out[i] = None
-                if prev.expect == Expect.ABSENT:  # the old name never reached the remote
+                if first:  # the old name never reached the remote
                     push(Planned(prev.op, rec.dst, ids, blob=prev.blob, target=prev.target,
                                  mode=prev.mode, expect=expect_to, key=rec.key,
                                  blobs=blobs), rec.dst)  # fmt: skip
