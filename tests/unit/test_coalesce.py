@@ -152,3 +152,19 @@ def test_conflict_names() -> None:
     )
     assert conflict_name("Makefile", now=0, host="h") == "Makefile.conflict-19700101T000000Z-h"
     assert conflict_name(".bashrc", now=0, host="h") == ".bashrc.conflict-19700101T000000Z-h"
+
+
+def test_a_lock_file_created_twice_and_renamed_twice_needs_no_delete() -> None:
+    """git writes config through config.lock twice in a row; the first lock may have
+    reached the remote already (so its rename is a real rename)."""
+    plan = coalesce([
+        Record(1, "rename", "config.lock", dst="config", expect="v-lock",
+               expect_to=Expect.ABSENT),
+        Record(2, "write", "config.lock", blob="b2", expect=Expect.ABSENT),
+        Record(3, "rename", "config.lock", dst="config", expect=Expect.ABSENT,
+               expect_to=Expect.ABSENT),
+    ])  # fmt: skip
+    assert [(op.op, op.path, op.dst) for op in plan.ops] == [
+        ("rename", "config.lock", "config"),
+        ("write", "config", None),
+    ]

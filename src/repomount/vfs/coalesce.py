@@ -76,17 +76,23 @@ def coalesce(records: list[Record]) -> Plan:
         return op if op is not None and op.op == kind and op.path == path else None
 
     def created_here(op: Planned, i: int) -> bool:
-        """Whether `op` (at index i) made its path exist: it expected the path absent
-        and no earlier op of the plan put something there (a rename, say)."""
+        """Whether `op` (at index i) made its path exist: the remote had nothing there
+        before our pending changes, and nothing is there after the plan's earlier ops."""
         if op.expect != Expect.ABSENT:
             return False
+        exists = False
         for earlier in out[:i]:
             if earlier is None:
                 continue
-            for p in (earlier.path, earlier.dst):
-                if p is not None and (op.path == p or op.path.startswith(p + "/")):
-                    return False
-        return True
+            if earlier.op == "rename":
+                assert earlier.dst is not None
+                if _at_or_under(op.path, earlier.path):
+                    exists = False
+                if _at_or_under(op.path, earlier.dst):
+                    exists = True  # (a directory moved there may hold it)
+            elif _at_or_under(op.path, earlier.path):
+                exists = earlier.op != "delete"
+        return not exists
 
     def push(op: Planned, *paths: str) -> None:
         out.append(op)
@@ -173,6 +179,10 @@ def coalesce(records: list[Record]) -> Plan:
         else:  # pragma: no cover - the journal only holds these
             raise ValueError(f"unknown journal op {rec.op!r}")
     return Plan(_chain_preconditions([op for op in out if op is not None]), dropped)
+
+
+def _at_or_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
 
 
 def _chain_preconditions(ops: list[Planned]) -> list[Planned]:

@@ -910,8 +910,8 @@ class Vfs:
             spool = self.writes.get(node.ino)
             if spool is not None and not spool.dirty:
                 self.writes.close(node.ino)
-            node.base = Expect.ANY  # unknown until re-listed
-            node.version = None
+            if _local_only(node):  # a create that lost: the remote has the name now
+                node.base = Expect.ANY
         parent = self.node_at(paths.parent_of(path)) if path else None
         if parent is not None and parent.children is not None:
             self._fresh.pop(parent.ino, None)

@@ -31,6 +31,7 @@ from repomount.remotes.base import (
     Expect,
     Failed,
     Mkdir,
+    NotFound,
     Outcome,
     Remote,
     RemoteError,
@@ -335,6 +336,9 @@ class Flusher:
             await self._conflict(op, outcome.current)
             return False
         assert isinstance(outcome, Failed)
+        if op.op == "delete" and isinstance(outcome.error, NotFound):
+            self._applied(op, None)  # already gone: what the delete wanted
+            return True
         if isinstance(outcome.error, Aborted):
             return False  # another op of the batch failed; this one goes next round
         if outcome.error.retryable:
