@@ -33,7 +33,15 @@ class Backend:
         return self.name
 
 
-ALL_OPS = {"delete", "rename", "dir_rename", "empty_dirs", "file_modes", "change_feed"}
+ALL_OPS = {
+    "delete",
+    "rename",
+    "dir_rename",
+    "empty_dirs",
+    "file_modes",
+    "change_feed",
+    "symlinks",
+}
 
 BACKENDS = {
     "native": Backend("native", "", "/v1", "REPOMOUNT_TOKEN", frozenset(ALL_OPS)),

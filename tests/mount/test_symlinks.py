@@ -1,0 +1,80 @@
+"""Symbolic links through a mount: stored where the backend stores them, EPERM elsewhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from support.backends import Backend
+from support.mount import MountProc
+from support.server import ServerProc
+
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
+
+
+def _remote_entries(server: ServerProc, repo: str) -> dict[str, dict]:
+    with server.client() as c:
+        r = c.get(f"/v1/repos/{repo}/tree", params={"recursive": 1})
+        r.raise_for_status()
+        return {e["path"]: e for e in r.json()["entries"]}
+
+
+def test_symlink_round_trip(server: ServerProc, mnt: MountProc, backend: Backend) -> None:
+    (mnt.path / "target.txt").write_text("pointed at\n")
+    if "symlinks" not in backend.can:
+        with pytest.raises(PermissionError):
+            os.symlink("target.txt", mnt.path / "link")
+        assert not os.path.lexists(mnt.path / "link")
+        return
+    os.symlink("target.txt", mnt.path / "link")
+    os.symlink("../elsewhere/nothing", mnt.path / "dangling")
+    assert os.readlink(mnt.path / "link") == "target.txt"
+    assert (mnt.path / "link").read_text() == "pointed at\n"  # the kernel follows it
+    mnt.sync()
+    entries = _remote_entries(server, mnt.repo)
+    assert entries["link"]["type"] == "symlink" and entries["link"]["target"] == "target.txt"
+    assert entries["dangling"]["target"] == "../elsewhere/nothing"
+    os.rename(mnt.path / "link", mnt.path / "link2")
+    os.unlink(mnt.path / "dangling")
+    mnt.sync()
+    entries = _remote_entries(server, mnt.repo)
+    assert "dangling" not in entries and entries["link2"]["target"] == "target.txt"
+
+
+# Only where the remote stores links; test_symlink_round_trip shows the refusal elsewhere.
+WITH_SYMLINKS = pytest.mark.backends("native")
+
+
+@WITH_SYMLINKS
+def test_symlink_made_elsewhere_shows_in_the_mount(server: ServerProc, mount_factory) -> None:
+    server.create_repo("links")
+    with server.client() as c:
+        ops = [
+            {"op": "write", "path": "real/file.txt", "content_b64": "aGk="},
+            {"op": "symlink", "path": "alias", "target": "real/file.txt"},
+        ]
+        c.post("/v1/repos/links/commits", json={"operations": ops}).raise_for_status()
+    m: MountProc = mount_factory("links", create=False)
+    assert os.path.islink(m.path / "alias")
+    assert os.readlink(m.path / "alias") == "real/file.txt"
+    assert (m.path / "alias").read_bytes() == b"hi"
+
+
+@WITH_SYMLINKS
+def test_tar_with_symlinks(server: ServerProc, mnt: MountProc, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_text("f\n")
+    os.symlink("d/f.txt", src / "l")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as t:
+        t.add(src, arcname="p")
+    subprocess.run(["tar", "xf", str(archive)], cwd=mnt.path, check=True)
+    assert os.readlink(mnt.path / "p" / "l") == "d/f.txt"
+    mnt.sync()
+    entries = _remote_entries(server, mnt.repo)
+    assert entries["p/l"]["type"] == "symlink" and entries["p/l"]["target"] == "d/f.txt"
