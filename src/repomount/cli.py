@@ -157,6 +157,13 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         help="content cache (default $XDG_CACHE_HOME/repomount)",
     )
     p.add_argument(
+        "--cache-size",
+        type=_size,
+        default=10 << 30,
+        metavar="SIZE",
+        help="fetched content kept on disk, least recently used dropped first (default 10G)",
+    )
+    p.add_argument(
         "--state-dir",
         type=Path,
         default=None,

@@ -29,6 +29,7 @@ class MountRequest:
     cache_dir: Path
     state_dir: Path
     metadata_ttl: float = 5.0
+    cache_size: int = 10 << 30
     fuse_options: list[str] = field(default_factory=list)
     log_level: str = "INFO"
     flush_delay: float = 0.5
@@ -51,6 +52,7 @@ class MountRequest:
             cache_dir=(args.cache_dir or config.default_cache_root()) / slug,
             state_dir=(args.state_dir or config.default_state_root()) / slug,
             metadata_ttl=args.metadata_ttl,
+            cache_size=args.cache_size,
             fuse_options=options,
             log_level=args.log_level,
             flush_delay=args.flush_delay,
@@ -85,6 +87,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
                 cache_dir=req.cache_dir,
                 state_dir=req.state_dir,
                 metadata_ttl=req.metadata_ttl,
+                cache_size=req.cache_size,
                 flush_delay=req.flush_delay,
                 max_flush_window=req.max_flush_window,
                 transfers=req.transfers,

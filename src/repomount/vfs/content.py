@@ -20,14 +20,19 @@ def content_key(path: str, version: str) -> str:
 
 
 class ContentCache:
-    def __init__(self, root: Path) -> None:
+    """`limit` bounds the bytes kept; the least recently used entries go first (an entry
+    open elsewhere stays readable through its descriptor after it is dropped)."""
+
+    def __init__(self, root: Path, limit: int = 10 << 30) -> None:
         self.root = root
+        self.limit = limit
         self.content_dir = root / "content"
         self.tmp_dir = root / "tmp"
         self.content_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
+        self._size = sum(f.stat().st_size for f in self.content_dir.glob("*/*"))
 
     def cached_path(self, path: str, version: str) -> Path:
         key = content_key(path, version)
@@ -35,7 +40,11 @@ class ContentCache:
 
     def lookup(self, path: str, version: str) -> Path | None:
         p = self.cached_path(path, version)
-        return p if p.exists() else None
+        try:
+            os.utime(p)  # "recently used", for eviction (atime is unreliable: relatime)
+        except FileNotFoundError:
+            return None
+        return p
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
@@ -51,7 +60,29 @@ class ContentCache:
             shutil.copyfile(tmp, part)
             os.replace(part, dest)
             tmp.unlink(missing_ok=True)
+        self._size += dest.stat().st_size
+        if self._size > self.limit:
+            self.evict(keep=dest)
         return dest
+
+    def evict(self, keep: Path | None = None) -> None:
+        """Drop least recently used entries until the cache is within 90% of its limit."""
+        entries = []
+        for f in self.content_dir.glob("*/*"):
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((st.st_mtime, st.st_size, f))
+        entries.sort()
+        total = sum(size for _, size, _ in entries)
+        for _, size, f in entries:
+            if total <= self.limit * 0.9:
+                break
+            if f != keep:
+                f.unlink(missing_ok=True)
+                total -= size
+        self._size = total
 
     def usage(self) -> int:
         total = 0

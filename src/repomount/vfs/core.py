@@ -69,6 +69,7 @@ class VfsConfig:
     cache_dir: Path  # this mount's own cache directory
     state_dir: Path  # this mount's own state directory (journal, spools, conflict copies)
     metadata_ttl: float = 5.0
+    cache_size: int = 10 << 30  # bytes of fetched content kept on disk
     flush_delay: float = 0.5
     max_flush_window: float = 5.0
     transfers: int = 4
@@ -101,7 +102,7 @@ class Vfs:
         self.config = config
         self.invalidator: Invalidator = invalidator or _NoInvalidation()
         self.inodes = InodeTable()
-        self.cache = ContentCache(config.cache_dir)
+        self.cache = ContentCache(config.cache_dir, limit=config.cache_size)
         self.journal = Journal(config.state_dir)
         self.writes = WriteState(config.state_dir / "spool")
         self.health = Health()
