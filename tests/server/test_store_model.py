@@ -1,4 +1,5 @@
-"""Property: after any sequence of commits, the store equals a plain dict model.
+"""Property: after any sequence of commits, the store equals a plain dict model (files,
+symlinks and directories).
 
 Drives SqliteStore in-process (no HTTP) for speed. The model predicts which commits
 succeed; a refused commit must leave the store exactly as it was, and every kept older
@@ -11,6 +12,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,10 +26,13 @@ from repomount.server.store import (
     Operation,
     Rename,
     StoreError,
+    Symlink,
     Write,
 )
 
 CONTENTS = [b"", b"one", b"two", b"three" * 100]
+# "one" has the version of the file content b"one"; "" and "x\0y" are refused.
+TARGETS = ["one", "../a", "/abs/b", "", "x\0y"]
 
 
 def sha(data: bytes) -> str:
@@ -38,9 +43,13 @@ class Refused(Exception):
     pass
 
 
+Kind = Literal["file", "symlink"]
+
+
 @dataclass
 class Model:
-    files: dict[str, bytes] = field(default_factory=dict)
+    # Files and symlinks: (kind, content), a symlink's content being its target's bytes.
+    files: dict[str, tuple[Kind, bytes]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)
 
     def copy(self) -> Model:
@@ -59,17 +68,26 @@ class Model:
                 raise Refused
             self.dirs.add(parent)
 
+    def replace(self, path: str, expect: str | None, new: tuple[Kind, bytes]) -> None:
+        self.make_parents(path)
+        if path in self.dirs:
+            raise Refused
+        current = self.files.get(path)
+        if expect == ABSENT and current is not None:
+            raise Refused
+        if expect not in (None, ABSENT) and (current is None or sha(current[1]) != expect):
+            raise Refused
+        self.files[path] = new
+
     def apply(self, op: Operation) -> None:
         if isinstance(op, Write):
-            self.make_parents(op.path)
-            if op.path in self.dirs:
+            content = next(c for c in CONTENTS if sha(c) == op.blob)
+            self.replace(op.path, op.expect, ("file", content))
+        elif isinstance(op, Symlink):
+            target = op.target.encode()
+            if not target or b"\0" in target:
                 raise Refused
-            current = self.files.get(op.path)
-            if op.expect == ABSENT and current is not None:
-                raise Refused
-            if op.expect not in (None, ABSENT) and (current is None or sha(current) != op.expect):
-                raise Refused
-            self.files[op.path] = next(c for c in CONTENTS if sha(c) == op.blob)
+            self.replace(op.path, op.expect, ("symlink", target))
         elif isinstance(op, Delete):
             if not self.exists(op.path) or self.below(op.path):
                 raise Refused
@@ -104,15 +122,40 @@ class Model:
 
 
 names = st.sampled_from(["a", "b", "c"])
-paths = st.lists(names, min_size=1, max_size=3).map("/".join)
-expects = st.one_of(st.none(), st.just(ABSENT), st.sampled_from([sha(c) for c in CONTENTS]))
-operations = st.one_of(
-    st.builds(Write, paths, st.sampled_from([sha(c) for c in CONTENTS]), expects),
-    st.builds(Delete, paths),
-    st.builds(Rename, paths, paths),
-    st.builds(Mkdir, paths),
-)
-commits = st.lists(st.lists(operations, min_size=1, max_size=4), min_size=1, max_size=12)
+new_paths = st.lists(names, min_size=1, max_size=3).map("/".join)
+versions = [sha(c) for c in CONTENTS] + [sha(t.encode()) for t in TARGETS[:3]]
+
+
+# The first commit, so that even short examples meet a file, a symlink and a directory.
+START: list[Operation] = [Write("a", sha(b"one")), Symlink("b", "a"), Mkdir("c")]
+
+
+@st.composite
+def operation(draw: st.DrawFn, model: Model) -> Operation:
+    """Any operation, but half the time on a path that exists and with an `expect` that
+    often holds: most commits then succeed, and renames, say, often meet a symlink on
+    one side and a file on the other."""
+    existing = sorted([*model.files, *model.dirs])
+
+    def path() -> str:
+        if existing and draw(st.booleans()):
+            return draw(st.sampled_from(existing))
+        return draw(new_paths)
+
+    kind = draw(st.sampled_from(["write", "symlink", "delete", "rename", "mkdir"]))
+    p = path()
+    if kind == "delete":
+        return Delete(p)
+    if kind == "rename":
+        return Rename(p, path())
+    if kind == "mkdir":
+        return Mkdir(p)
+    current = model.files.get(p)
+    holds = ABSENT if current is None else sha(current[1])
+    expect = draw(st.sampled_from([None, holds, ABSENT, draw(st.sampled_from(versions))]))
+    if kind == "write":
+        return Write(p, sha(draw(st.sampled_from(CONTENTS))), expect)
+    return Symlink(p, draw(st.sampled_from(TARGETS)), expect)
 
 
 def snapshot(store: SqliteStore, at: int | None = None) -> Model:
@@ -120,18 +163,25 @@ def snapshot(store: SqliteStore, at: int | None = None) -> Model:
     model = Model()
     for entry in listing.entries:
         if entry.type == "dir":
+            assert entry.version is None and entry.target is None
             model.dirs.add(entry.path)
+            continue
+        if entry.type == "symlink":
+            assert entry.target is not None and entry.mode == 0o777
+            content = entry.target.encode()
         else:
-            assert entry.version is not None
+            assert entry.version is not None and entry.target is None
+            assert entry.mode == 0o644  # never a replaced symlink's 0777
             with store.open_blob(entry.version) as f:
-                model.files[entry.path] = f.read()
-            assert entry.size == len(model.files[entry.path])
+                content = f.read()
+        assert (entry.size, entry.version) == (len(content), sha(content))
+        model.files[entry.path] = (entry.type, content)
     return model
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(commits)
-def test_store_matches_dict_model(batches: list[list[Operation]]) -> None:
+@given(st.data())
+def test_store_matches_dict_model(data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp))
         try:
@@ -142,7 +192,9 @@ def test_store_matches_dict_model(batches: list[list[Operation]]) -> None:
                 store.add_blob(spool)
             model = Model()
             history = [model.copy()]  # history[h] is the model at head h
-            for ops in batches:
+            for i in range(1 + data.draw(st.integers(1, 12), label="commits")):
+                drawn = st.lists(operation(model), min_size=1, max_size=4)
+                ops = START if i == 0 else data.draw(drawn, label="ops")
                 expected, refused = model.copy(), False
                 try:
                     for op in ops:
