@@ -27,6 +27,7 @@ from repomount.remotes.base import (
     NotFound,
     ProtocolError,
     Rename,
+    Symlink,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -125,6 +126,7 @@ async def test_identity_and_capabilities(repo: ServerProc) -> None:
                 caps.change_feed,
                 caps.recursive_listing,
                 caps.binary_content,
+                caps.symlinks,
             ]
         )
         info = await remote.info()
@@ -404,6 +406,103 @@ async def test_read_verifies_content_against_version(repo: ServerProc) -> None:
         assert len(part.getvalue()) == 4
     finally:
         await remote.aclose()
+
+
+# --------------------------------------------------------------------------- symlinks
+
+
+async def test_symlinks_are_listed_stat_and_read_with_their_target(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    result = await remote.apply(
+        [write("t.txt", b"text"), Symlink("d/l", "../t.txt"), Symlink("abs", "/nowhere/ü")]
+    )
+    assert result.outcomes == [
+        Applied(version=sha(b"text")),
+        Applied(version=sha(b"../t.txt")),
+        Applied(version=sha("/nowhere/ü".encode())),
+    ]
+    listed = {e.path: e for e in (await remote.list_tree("", recursive=True)).entries}
+    link = listed["d/l"]
+    assert (link.kind, link.target, link.size, link.version, link.mode) == (
+        "symlink",
+        "../t.txt",
+        8,
+        sha(b"../t.txt"),
+        0o777,
+    )
+    assert listed["abs"].target == "/nowhere/ü" and listed["abs"].size == len("/nowhere/ü".encode())
+    assert listed["t.txt"].kind == "file" and listed["t.txt"].target is None
+    assert listed["d"].kind == "dir" and listed["d"].target is None
+    assert (await remote.list_tree("d")).entries == [link]
+
+    stat = await remote.stat("d/l")
+    assert stat is not None
+    assert (stat.kind, stat.target, stat.size, stat.version, stat.mode) == (
+        "symlink",
+        "../t.txt",
+        8,
+        sha(b"../t.txt"),
+        0o777,
+    )
+    file = await remote.stat("t.txt")
+    assert file is not None and (file.kind, file.target) == ("file", None)
+    assert await remote.stat("d/l/below") is None  # a symlink is never followed
+
+    buf = io.BytesIO()
+    fetched = await remote.read("d/l", buf, version=sha(b"../t.txt"))
+    assert buf.getvalue() == b"../t.txt" and fetched.version == sha(b"../t.txt")
+
+    batch = await remote.changes("0")
+    assert [(c.path, c.op, c.version) for c in batch.changes if c.path == "d/l"] == [
+        ("d/l", "write", sha(b"../t.txt"))
+    ]
+
+
+async def test_apply_symlink_replace_and_conflicts(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    v1, v2 = sha(b"one"), sha(b"two")
+    assert (await remote.apply([Symlink("l", "one")])).outcomes == [Applied(version=v1)]
+    # The default expect is ABSENT: an existing link is a conflict, with its version.
+    assert (await remote.apply([Symlink("l", "two")])).outcomes == [Conflicted(current=v1)]
+    result = await remote.apply([Symlink("l", "two", expect="0" * 64)])
+    assert result.outcomes == [Conflicted(current=v1)]
+    assert (await remote.apply([Symlink("l", "two", expect=v1)])).outcomes == [Applied(version=v2)]
+    result = await remote.apply([Symlink("l", "three", expect=Expect.ANY)])
+    assert result.outcomes == [Applied(version=sha(b"three"))]
+    # A link over a file, and a file over a link, each expecting what is there.
+    vf = repo.put(REPO, "f", b"content")
+    assert (await remote.apply([Symlink("f", "x", expect=vf)])).outcomes == [
+        Applied(version=sha(b"x"))
+    ]
+    result = await remote.apply([write("l", b"data", expect=sha(b"three"))])
+    assert result.outcomes == [Applied(version=sha(b"data"))]
+    kinds = {e.path: (e.kind, e.target) for e in (await remote.list_tree("")).entries}
+    assert kinds == {"f": ("symlink", "x"), "l": ("file", None)}
+    # Renamed and deleted like files.
+    result = await remote.apply(
+        [Rename("f", "g", expect=sha(b"x")), Delete("l", expect=sha(b"data"))]
+    )
+    assert result.outcomes == [Applied(version=sha(b"x")), Applied(version=None)]
+    kinds = {e.path: (e.kind, e.target) for e in (await remote.list_tree("")).entries}
+    assert kinds == {"g": ("symlink", "x")}
+
+    # Refused operations are blamed alone; nothing of their batch is applied.
+    await remote.apply([Mkdir("dir")])
+    head = head_of(repo)
+    for bad, code in [
+        (Symlink("dir", "x", expect=Expect.ANY), "path_conflict"),
+        (Symlink("new", ""), "invalid_request"),
+        (Symlink("new", "a\0b"), "invalid_request"),
+        (Symlink("new", "x" * 4097), "invalid_request"),
+    ]:
+        result = await remote.apply([write("other", b"o"), bad])
+        aborted, blamed = result.outcomes
+        assert isinstance(aborted, Failed) and isinstance(aborted.error, Aborted)
+        assert isinstance(blamed, Failed) and not blamed.retryable
+        assert blamed.error.code == code
+        assert head_of(repo) == head
 
 
 # --------------------------------------------------------------------------- applying
