@@ -404,6 +404,12 @@ async def test_read_verifies_content_against_version(repo: ServerProc) -> None:
         part = io.BytesIO()  # a range cannot be checked against a whole-file hash
         await remote.read("f", part, offset=0, length=4)
         assert len(part.getvalue()) == 4
+        # A symlink's target, fetched by stat, is checked the same way.
+        with repo.client() as client:
+            ops = [{"op": "symlink", "path": "l", "target": "somewhere"}]
+            client.post(f"/v1/repos/{REPO}/commits", json={"operations": ops}).raise_for_status()
+        with pytest.raises(ProtocolError, match="does not match its version"):
+            await remote.stat("l")
     finally:
         await remote.aclose()
 
