@@ -392,3 +392,20 @@ def test_a_data_directory_from_before_symlinks_is_migrated(tmp_path: Path) -> No
         ("entries_parent",),
         ("entries_path",),
     ]
+
+
+def test_the_relace_and_terminaluse_faces_leave_symlinks_out(
+    live: ServerProc, client: httpx.Client, repo: str
+) -> None:
+    live.put(repo, "f.txt", b"text")
+    commit(client, repo, [symlink("l", "f.txt")]).raise_for_status()
+    clone = client.get(f"/relace/v1/repo/{repo}/clone")
+    assert clone.status_code == 200, clone.text
+    assert clone.json()["files"] == [{"filename": "f.txt", "content": "text"}]
+    assert client.get(f"/relace/v1/repo/{repo}/file/l").status_code == 404
+    fs = f"/terminaluse/filesystems/{repo}"
+    listed = client.get(f"{fs}/files", params={"recursive": "true"})
+    assert listed.status_code == 200, listed.text
+    assert [f["path"] for f in listed.json()["files"]] == ["f.txt"]
+    assert client.get(f"{fs}/file-download", params={"path": "l"}).status_code == 404
+    assert client.get(f"{fs}/file-download", params={"path": "f.txt"}).content == b"text"
