@@ -515,6 +515,8 @@ class Vfs:
             if name in children:
                 raise exists(path)
             self._require("symlinks", path)
+            if not target or len(os.fsencode(target)) > paths.MAX_PATH_BYTES:
+                raise FsError(errno.ENAMETOOLONG if target else errno.ENOENT)
             node = self.inodes.new_node(
                 parent, name, "symlink", mode=0o777, size=len(os.fsencode(target)), target=target
             )
