@@ -21,6 +21,17 @@ def server(tmp_path: Path) -> Iterator[ServerProc]:
         _shutdown(proc)
 
 
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """One server for a whole test module, for speed: its tests make their own repos."""
+    proc = ServerProc(tmp_path_factory.mktemp("live") / "data")
+    try:
+        proc.start()
+        yield proc
+    finally:
+        _shutdown(proc)
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """`server_factory(extra_args=(...), token=...)` -> a started server; all stopped after."""

@@ -29,17 +29,9 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+def server(live: ServerProc) -> ServerProc:
     """One real server for the module, for speed: every test makes its own repos."""
-    proc = ServerProc(tmp_path_factory.mktemp("relace") / "data")
-    try:
-        proc.start()
-        yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
+    return live
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import itertools
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,19 +36,6 @@ from support.server import ServerProc
 # Otherwise the SDK retries 409 and 5xx twice, sleeping 1 s and 2 s.
 NO_RETRY: Any = {"max_retries": 0}
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    proc = ServerProc(Path(tmp_path_factory.mktemp("tu")) / "data")
-    try:
-        proc.start()
-        yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import hashlib
 import io
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -75,19 +75,6 @@ class Tap(httpx.AsyncBaseTransport):
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    proc = ServerProc(Path(tmp_path_factory.mktemp("tu-remote")) / "data")
-    try:
-        proc.start()
-        yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,19 +11,6 @@ import pytest
 from support.server import ServerProc
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    proc = ServerProc(Path(tmp_path_factory.mktemp("live")) / "data")
-    try:
-        proc.start()
-        yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
 
 
 @pytest.fixture
