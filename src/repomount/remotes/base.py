@@ -292,6 +292,9 @@ class Remote(abc.ABC):
         """A stable string naming this repo on this service (no secrets), used to key
         caches and journals: the same identity means the same remote content."""
 
+    def __repr__(self) -> str:  # the identity holds no secrets; the token stays out
+        return f"{type(self).__name__}({self.identity!r})"
+
     @abc.abstractmethod
     async def info(self) -> RepoInfo:
         """Check that the repo exists and is reachable with our credentials."""

@@ -116,9 +116,6 @@ class NativeRemote(Remote):
     def identity(self) -> str:
         return f"native:{self.base_url}/{self.repo}"
 
-    def __repr__(self) -> str:
-        return f"NativeRemote({self.identity!r})"
-
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -127,9 +127,6 @@ class RelaceRemote(Remote):
     def identity(self) -> str:
         return f"relace:{self.base_url}/{self.repo_id}"
 
-    def __repr__(self) -> str:
-        return f"RelaceRemote({self.identity!r})"
-
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -139,9 +139,6 @@ class TerminalUseRemote(Remote):
     def identity(self) -> str:
         return f"terminaluse:{self.base_url}/{self.filesystem_id}"
 
-    def __repr__(self) -> str:
-        return f"TerminalUseRemote({self.identity!r})"
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
