@@ -736,16 +736,17 @@ class Vfs:
             p = self.journal.blob_path(blob)
             if p.exists():
                 return p
-        if node.version is None or node.fetch_path is None:
-            if _local_only(node):
-                empty = self.cache.temp_path()
-                empty.touch()
-                return empty
-            raise FsError(errno.EIO, f"{node.path}: the remote gives no version")
-        where = node.fetch_path
-        cached = self.cache.lookup(where, node.version)
-        if cached is not None:
-            return cached
+        if _local_only(node):
+            empty = self.cache.temp_path()
+            empty.touch()
+            return empty
+        # No version known yet (a name the remote took over in a conflict, not yet
+        # re-listed): read whatever it holds now and learn its version from the answer.
+        where = node.fetch_path or node.path
+        if node.version is not None:
+            cached = self.cache.lookup(where, node.version)
+            if cached is not None:
+                return cached
         tmp = self.cache.temp_path()
         try:
             with tmp.open("wb") as f:
@@ -760,8 +761,10 @@ class Vfs:
         self.health.ok()
         if got.version is not None and got.version != node.version:
             node.version = got.version
+            node.fetch_path = where
         node.size = got.size
-        assert node.version is not None
+        if node.version is None:  # the remote names no version: serve it uncached
+            return tmp
         return self.cache.commit(tmp, where, node.version)
 
     async def _writable_spool(self, node: Node, *, truncate: bool = False) -> Spool:
