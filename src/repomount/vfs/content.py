@@ -85,11 +85,5 @@ class ContentCache:
         self._size = total
 
     def usage(self) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, f)).st_size
-                except FileNotFoundError:
-                    pass
-        return total
+        """Bytes of content kept (tracked, not walked: status asks often)."""
+        return self._size

@@ -374,6 +374,10 @@ class Vfs:
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
         for ino, count in items:
             self.inodes.forget(ino, count)
+            if self.inodes.get(ino) is None:  # gone for good: so is its per-inode state
+                self._node_locks.pop(ino, None)
+                self._dir_locks.pop(ino, None)
+                self.writes.set_kernel_version(ino, None)
 
     def getattr(self, ino: int) -> Node:
         return self._node(ino)

@@ -100,6 +100,7 @@ class Flusher:
         self._last_change = 0.0
         self._failures = 0  # consecutive failed rounds, for the backoff
         self._retry_after: float | None = None
+        self._transient_in_round = False  # a retryable failure happened this round
         self._digests: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
@@ -242,8 +243,6 @@ class Flusher:
         if ok:
             self._failures = 0
         return ok
-
-    _transient_in_round = False
 
     async def _send_batch(self, ops: list[Planned]) -> bool:
         """One atomic commit. True when every op was applied."""

@@ -93,7 +93,10 @@ class WriteState:
         return self._kernel_versions.get(ino)
 
     def set_kernel_version(self, ino: int, version: str | None) -> None:
-        self._kernel_versions[ino] = version
+        if version is None:
+            self._kernel_versions.pop(ino, None)
+        else:
+            self._kernel_versions[ino] = version
 
     def close_all(self) -> None:
         for ino in list(self._spools):
