@@ -1,0 +1,320 @@
+"""Known data-loss bugs of the write path, each as the ext4-like behaviour it must have.
+
+Every test here fails on the vfs as of commit da3c950 (see each docstring for how) and
+should pass once the write-path rewrite lands. They use only the public Vfs API.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import trio
+
+from repomount.vfs.errors import FsError
+from support.faultyremote import FaultyRemote
+from support.memremote import MemRemote
+from support.vfsutil import (
+    ROOT,
+    MakeMount,
+    VfsMount,
+    append,
+    close,
+    listdir,
+    open_path,
+    read_all,
+    read_file,
+    resolve,
+    walk,
+    write_file,
+)
+
+# The flusher never runs on its own (only drain/fsync make it): "before the flusher ran".
+HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+
+
+# ---------------------------------------------------------------- (a) (b) (h) reopen
+
+
+async def test_a_append_right_after_close(make_mount: MakeMount, mem: MemRemote) -> None:
+    """`echo hi > f; echo ho >> f` before the upload. At da3c950 the reopened file's
+    new spool starts empty (a never-uploaded file counts as having no content), so the
+    result is b"\\0\\0\\0ho\\n"."""
+    m = await make_mount(**HELD)
+    await write_file(m.vfs, "f", b"hi\n")
+    fh, node = await open_path(m.vfs, "f", os.O_WRONLY | os.O_APPEND)
+    assert m.vfs.getattr(node.ino).size == 3
+    assert await m.vfs.write(fh, 3, b"ho\n") == 3
+    await close(m.vfs, fh)
+    assert await read_file(m.vfs, "f") == b"hi\nho\n"
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"hi\nho\n"}
+
+
+async def test_a_append_helper_twice(make_mount: MakeMount, mem: MemRemote) -> None:
+    """Three quick appends (a log file): every line survives."""
+    m = await make_mount(**HELD)
+    await write_file(m.vfs, "log", b"1\n")
+    await append(m.vfs, "log", b"2\n")
+    await append(m.vfs, "log", b"3\n")
+    assert await read_file(m.vfs, "log") == b"1\n2\n3\n"
+    assert await m.drain() == []
+    assert mem.files() == {"log": b"1\n2\n3\n"}
+
+
+async def test_b_h_truncate_extends_right_after_close(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`echo hello > t; truncate -s 20 t`. At da3c950: twenty NULs (the content is lost)."""
+    m = await make_mount(**HELD)
+    node = await write_file(m.vfs, "t", b"hello\n")
+    got = await m.vfs.setattr(node.ino, None, size=20)
+    assert got.size == 20
+    want = b"hello\n" + b"\0" * 14
+    assert await read_file(m.vfs, "t") == want
+    assert await m.drain() == []
+    assert mem.files() == {"t": want}
+
+
+async def test_b_h_overwrite_first_byte_right_after_close(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`echo hello > t; python -c "open('t','r+').write('J')"`. At da3c950: b"J"."""
+    m = await make_mount(**HELD)
+    await write_file(m.vfs, "t", b"hello\n")
+    fh, _ = await open_path(m.vfs, "t", os.O_RDWR)
+    assert await m.vfs.read(fh, 0, 100) == b"hello\n"
+    await m.vfs.write(fh, 0, b"J")
+    await close(m.vfs, fh)
+    assert await read_file(m.vfs, "t") == b"Jello\n"
+    assert await m.drain() == []
+    assert mem.files() == {"t": b"Jello\n"}
+
+
+# ---------------------------------------------------------------- (c) (d) after upload
+
+
+async def test_c_write_and_ftruncate_after_fsync(make_mount: MakeMount, mem: MemRemote) -> None:
+    """write, fsync (waits for the upload), write again and ftruncate through the same
+    handle. At da3c950 the second write fails ENOENT: the upload moved the spool's file
+    into the content cache, and the next spool is copied from that vanished path."""
+    m = await make_mount()
+    fh, node = await open_path(m.vfs, "c.txt", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    await m.vfs.write(fh, 0, b"abc")
+    await m.vfs.fsync(fh)
+    assert mem.files() == {"c.txt": b"abc"}
+    await m.vfs.write(fh, 3, b"defgh")
+    await m.vfs.setattr(node.ino, fh, size=6)
+    assert await m.vfs.read(fh, 0, 100) == b"abcdef"
+    await m.vfs.fsync(fh)
+    await close(m.vfs, fh)
+    assert await read_file(m.vfs, "c.txt") == b"abcdef"
+    assert await m.drain() == []
+    assert mem.files() == {"c.txt": b"abcdef"}
+
+
+async def test_d_second_handle_writes_after_the_other_was_uploaded(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Two writable handles; h2 writes and closes; the flusher uploads it; then h1
+    writes. At da3c950 h1's write fails ENOENT (same vanished spool file as in (c))."""
+    mem.put("f", b"base\n")
+    m = await make_mount()
+    h1, node = await open_path(m.vfs, "f", os.O_WRONLY)
+    h2, _ = await open_path(m.vfs, "f", os.O_RDWR)
+    await m.vfs.write(h2, 0, b"two!\n")
+    await close(m.vfs, h2)
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"two!\n"}
+    await m.vfs.write(h1, 5, b"one\n")
+    await close(m.vfs, h1)
+    assert await read_file(m.vfs, "f") == b"two!\none\n"
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"two!\none\n"}
+    assert m.vfs.getattr(node.ino).size == 9
+
+
+# ---------------------------------------------------------------- (e) stale listing
+
+
+async def test_e_stale_listing_does_not_roll_back_our_save(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    """A listing that started before our save lands after it. At da3c950 the merge
+    puts the old version back on the node: reads give the old bytes, and the next save
+    is sent against the old version, conflicts, and makes a conflict copy."""
+    mem.put("f", b"v1\n")
+    m = await make_mount(faulty)
+    node = await resolve(m.vfs, "f")
+    assert await read_file(m.vfs, "f") == b"v1\n"  # cached at v1
+
+    slow = faulty.slow_listing("")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(m.vfs.refresh_dirs, [""])
+        await slow.started.wait()  # the listing has v1 in it
+        fh, _ = await m.vfs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
+        await m.vfs.write(fh, 0, b"v2 ours\n")
+        await close(m.vfs, fh)
+        assert await m.drain() == []
+        assert mem.files() == {"f": b"v2 ours\n"}
+        slow.release()  # the old listing lands now
+
+    assert await read_file(m.vfs, "f") == b"v2 ours\n"
+    await write_file(m.vfs, "f", b"v3 ours\n")
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"v3 ours\n"}  # no f.conflict-* copy
+
+
+# ---------------------------------------------------------------- (f) backoff
+
+
+async def test_f_backoff_survives_a_thousand_failures(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    """A remote that stays down: the flusher keeps retrying, backing off, forever. At
+    da3c950 the 1025th consecutive failure computes 0.5 * 2**1025 as a float and the
+    flusher dies with OverflowError (nothing is ever sent again)."""
+    m = await make_mount(faulty)
+    faulty.fail_rate(1.0, methods=("apply",), retry_after=None)
+    await write_file(m.vfs, "f", b"queued\n")
+    while faulty.calls["apply"] < 1100:
+        await trio.sleep(60)  # virtual time: the backoff is at most 30 s
+    faulty.heal()
+    assert await m.drain(120) == []
+    assert mem.files() == {"f": b"queued\n"}
+
+
+# ---------------------------------------------------------------- (g) rename re-validation
+
+
+async def _consistent(m: VfsMount) -> dict[str, bytes]:
+    """Every name the mount shows can be looked up and opened (no ENOENT)."""
+    files, _ = await walk(m.vfs)
+    return files
+
+
+async def test_g_file_renamed_while_a_lagging_listing_drops_it(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    """mv s/f d/f waits for the listing of d; meanwhile a lagging listing of s (from
+    before f existed) is merged and detaches f. At da3c950 the rename goes on with the
+    detached node: d/f shows, but a write to it is never journaled (its close sees a
+    node without a name), so the new content is lost locally and remotely."""
+    mem.mkdir("s")
+    mem.put("d/y", b"y\n")
+    old_s = mem.listing("s")  # a replica that has not seen f yet serves this
+    mem.put("s/f", b"old\n")
+    m = await make_mount(faulty, **HELD)
+    assert await listdir(m.vfs, "s") == ["f"]
+    s, d, f = [await resolve(m.vfs, p) for p in ("s", "d", "s/f")]
+
+    slow_d = faulty.slow_listing("d")
+    faulty.slow_listing("s", snapshot=old_s).release()
+    renamed = True
+
+    async def mv() -> None:
+        nonlocal renamed
+        try:
+            await m.vfs.rename(s.ino, "f", d.ino, "f", 0)
+        except FsError as e:
+            assert e.errno == errno.ENOENT, e
+            renamed = False
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mv)
+        await slow_d.started.wait()  # the rename holds f and waits for d's listing
+        await m.vfs.refresh_dirs(["s"])  # the lagging listing lands: no f in it
+        slow_d.release()
+
+    await _consistent(m)
+    if not renamed:  # refusing is fine too; then nothing may have moved
+        assert await m.drain() == []
+        assert mem.files()["s/f"] == b"old\n"
+        return
+    fh, node = await open_path(m.vfs, "d/f", os.O_WRONLY | os.O_TRUNC)
+    assert node.ino == f.ino
+    await m.vfs.write(fh, 0, b"new\n")
+    await close(m.vfs, fh)
+    assert await read_file(m.vfs, "d/f") == b"new\n"
+    assert await m.drain() == []
+    assert mem.files() == {"d/y": b"y\n", "d/f": b"new\n"}
+
+
+async def test_g_dir_renamed_while_another_client_removed_it(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    """mv a b loads a's subtree; meanwhile another client removes a, and a listing of
+    the root that no longer has it is merged. At da3c950 the rename goes on with the
+    detached directory: b shows in readdir but b/x (never looked up, so dropped from
+    the inode table with the detach) fails ENOENT on lookup+open."""
+    mem.put("a/x", b"x\n")
+    m = await make_mount(faulty, metadata_ttl=0.0, **HELD)  # every listing stale at once
+    assert await listdir(m.vfs, "a") == ["x"]  # a's children are loaded (not fresh)
+
+    slow_a = faulty.slow_listing("a")
+    outcome: list[object] = []
+
+    async def mv() -> None:
+        try:
+            await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+            outcome.append("renamed")
+        except FsError as e:
+            outcome.append(e.errno)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mv)
+        await slow_a.started.wait()  # the rename holds a, listing it
+        mem.remove("a")  # another client
+        await m.vfs.refresh_dirs([""])  # a listing without a lands
+        slow_a.release()
+
+    assert outcome in (["renamed"], [errno.ENOENT])
+    files = await _consistent(m)
+    if outcome == ["renamed"]:
+        assert files == {"b/x": b"x\n"}
+
+
+async def test_g_dir_renamed_while_detached_before_its_first_listing(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    """As above, but a was never listed. At da3c950 the rename dies on an internal
+    `assert d.children is not None` (AssertionError: EIO to the caller), instead of
+    ENOENT or a completed rename."""
+    mem.put("a/x", b"x\n")
+    m = await make_mount(faulty, **HELD)
+    await resolve(m.vfs, "a")
+    slow_a = faulty.slow_listing("a")
+    outcome: list[object] = []
+
+    async def mv() -> None:
+        try:
+            await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+            outcome.append("renamed")
+        except FsError as e:
+            outcome.append(e.errno)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mv)
+        await slow_a.started.wait()
+        mem.remove("a")
+        await m.vfs.refresh_dirs([""])
+        slow_a.release()
+
+    assert outcome in (["renamed"], [errno.ENOENT])
+    await _consistent(m)
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 4096 + 7])
+async def test_reopen_for_read_right_after_close(
+    make_mount: MakeMount, mem: MemRemote, nbytes: int
+) -> None:
+    """Sanity (passes today): reading back right after close, before any upload."""
+    m = await make_mount(**HELD)
+    data = bytes(range(256)) * (nbytes // 256) + b"z" * (nbytes % 256)
+    await write_file(m.vfs, "r", data)
+    fh, _ = await open_path(m.vfs, "r", os.O_RDONLY)
+    assert await read_all(m.vfs, fh) == data
+    await m.vfs.release(fh)
+    assert await m.drain() == []
+    assert mem.files() == {"r": data}
