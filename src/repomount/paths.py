@@ -15,10 +15,11 @@ MAX_PATH_BYTES = 4096
 class InvalidPathError(ValueError):
     """A path that breaks the repository path rules; the message says which rule."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, too_long: bool = False) -> None:
         super().__init__(f"invalid path {path!r}: {reason}")
         self.path = path
         self.reason = reason
+        self.too_long = too_long  # a length limit, not a bad character or component
 
 
 def validate_path(path: str) -> str:
@@ -36,7 +37,9 @@ def validate_path(path: str) -> str:
     if path.startswith("/"):
         raise InvalidPathError(path, "must be relative (no leading '/')")
     if size > MAX_PATH_BYTES:
-        raise InvalidPathError(path, f"is {size} bytes long, the limit is {MAX_PATH_BYTES}")
+        raise InvalidPathError(
+            path, f"is {size} bytes long, the limit is {MAX_PATH_BYTES}", too_long=True
+        )
     for name in path.split("/"):
         if name == "":
             raise InvalidPathError(path, "has an empty component ('//' or a trailing '/')")
@@ -45,7 +48,9 @@ def validate_path(path: str) -> str:
         name_size = len(name.encode("utf-8"))
         if name_size > MAX_NAME_BYTES:
             raise InvalidPathError(
-                path, f"has a {name_size}-byte name, the limit is {MAX_NAME_BYTES}"
+                path,
+                f"has a {name_size}-byte name, the limit is {MAX_NAME_BYTES}",
+                too_long=True,
             )
     return path
 

@@ -64,17 +64,16 @@ class Operations(pyfuse3.Operations):
         a.entry_timeout = KERNEL_TTL
         a.attr_timeout = KERNEL_TTL
         a.st_mode = node.st_mode
-        a.st_nlink = 2 if node.is_dir else 1
-        a.st_uid = self.vfs.config.uid
-        a.st_gid = self.vfs.config.gid
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
         a.st_rdev = 0
         a.st_size = node.size
         a.st_blksize = 4096
         a.st_blocks = (node.size + 511) // 512
-        ns = int(node.mtime * 1e9)
-        a.st_atime_ns = ns
-        a.st_mtime_ns = ns
-        a.st_ctime_ns = ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_atime_ns = node.atime_ns if node.atime_ns >= 0 else node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns if node.ctime_ns >= 0 else node.mtime_ns
         return a
 
     # ------------------------------------------------------------------ metadata
@@ -109,7 +108,10 @@ class Operations(pyfuse3.Operations):
             fh,
             size=attr.st_size if fields.update_size else None,
             mode=attr.st_mode if fields.update_mode else None,
-            mtime=attr.st_mtime_ns / 1e9 if fields.update_mtime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
         )
         return self.attrs(node)
 
@@ -140,13 +142,14 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None  # namespace changes reach the remote before their call returns
+        await self.vfs.fsyncdir(self.vfs.dirs[fh].node.ino)
 
     @_errors
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self.attrs(await self.vfs.mkdir(parent_inode, os.fsdecode(name), mode))
+        node = await self.vfs.mkdir(parent_inode, os.fsdecode(name), mode, owner=(ctx.uid, ctx.gid))
+        return self.attrs(node)
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -190,7 +193,9 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, node = await self.vfs.create(parent_inode, os.fsdecode(name), mode, flags)
+        fh, node = await self.vfs.create(
+            parent_inode, os.fsdecode(name), mode, flags, owner=(ctx.uid, ctx.gid)
+        )
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self.attrs(node)
 
     @_errors
@@ -219,7 +224,9 @@ class Operations(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = await self.vfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        node = await self.vfs.symlink(
+            parent_inode, os.fsdecode(name), os.fsdecode(target), owner=(ctx.uid, ctx.gid)
+        )
         return self.attrs(node)
 
     @_errors

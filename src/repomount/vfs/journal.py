@@ -6,7 +6,8 @@ under `blobs/`. A change is durable once its row is committed: that survives a c
 too. Rows are deleted only when the remote acknowledged the change, so the next mount of
 the same remote replays whatever is left, with the same idempotency keys.
 
-The journal is used from the trio thread only; its statements are short local writes.
+The journal is used from the trio thread only (its statements are short local writes),
+except `sync()`, which checkpoints from a worker thread on a connection of its own.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.blob_dir = state_dir / "blobs"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(state_dir / "journal.db", isolation_level=None)
+        self._db_path = state_dir / "journal.db"
+        self._db = sqlite3.connect(self._db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against crashes; see sync()
         self._db.executescript(_SCHEMA)
@@ -88,6 +90,7 @@ class Journal:
             self._db.execute("ALTER TABLE changes ADD COLUMN target TEXT")
         self._records: dict[int, Record] = {}
         self._touched: Counter[str] = Counter()  # path -> pending records naming it
+        self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
         for row in self._db.execute(
             "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
             " last_error, state, target FROM changes ORDER BY id"
@@ -107,8 +110,9 @@ class Journal:
         return len(self._records)
 
     def records(self, state: State | None = None) -> list[Record]:
-        recs = sorted(self._records.values(), key=lambda r: r.id)
-        return [r for r in recs if state is None or r.state == state]
+        # _records is in id order: rows are loaded ORDER BY id, added with growing ids,
+        # and updated in place (re-assigning a key keeps its position).
+        return [r for r in self._records.values() if state is None or r.state == state]
 
     def get(self, rec_id: int) -> Record | None:
         return self._records.get(rec_id)
@@ -201,8 +205,13 @@ class Journal:
         return None
 
     def sync(self) -> None:
-        """Make everything journaled so far survive a power loss."""
-        self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        """Make everything journaled so far survive a power loss. Runs in a worker
+        thread, on a connection of its own (the main one belongs to the trio thread)."""
+        con = sqlite3.connect(self._db_path, isolation_level=None)
+        try:
+            con.execute("PRAGMA wal_checkpoint(FULL)")
+        finally:
+            con.close()
         fd = os.open(self.blob_dir, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -216,17 +225,26 @@ class Journal:
 
     def _index(self, rec: Record) -> None:
         self._records[rec.id] = rec
+        if rec.blob:
+            self._blob_refs[rec.blob] += 1
         for p in rec.paths():
             self._touched[p] += 1
 
     def _unindex(self, rec: Record) -> None:
+        if rec.blob:
+            self._blob_refs[rec.blob] -= 1
+            if self._blob_refs[rec.blob] <= 0:
+                del self._blob_refs[rec.blob]
         for p in rec.paths():
             self._touched[p] -= 1
             if self._touched[p] <= 0:
                 del self._touched[p]
 
-    def uses_blob(self, name: str) -> bool:
-        return any(r.blob == name for r in self._records.values())
+    def uses_blob(self, name: str, excluding: set[int] | frozenset[int] = frozenset()) -> bool:
+        """Whether a record (other than `excluding`) sends content file `name`."""
+        refs = self._blob_refs.get(name, 0)
+        refs -= sum(1 for i in excluding if (r := self._records.get(i)) and r.blob == name)
+        return refs > 0
 
     def _remove_orphan_blobs(self) -> None:
         """Content files with no row: written before a crash that came before the row."""

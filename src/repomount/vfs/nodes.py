@@ -27,7 +27,13 @@ class Node:
     kind: Kind
     size: int = 0
     mode: int = 0o644  # permission bits only
-    mtime: float = field(default_factory=time.time)
+    mtime_ns: int = field(default_factory=time.time_ns)
+    atime_ns: int = -1  # -1: the same as mtime until set (utimensat)
+    ctime_ns: int = -1  # -1: the same as mtime until an attribute or the name changes
+    # Owner, for the mount's lifetime (the remotes keep none): the mounting user, or
+    # whoever made the node through an allow_other mount, or chown.
+    uid: int = 0
+    gid: int = 0
     # The remote version of the node's clean content and where the remote keeps it
     # (the old path while a rename of it is pending). None: nothing remote to read.
     version: str | None = None
@@ -46,6 +52,30 @@ class Node:
     # in a journal blob that no journal row sends anywhere.
     local: bool = False
     target: str | None = None  # a symlink's target
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    @mtime.setter
+    def mtime(self, seconds: float) -> None:
+        self.mtime_ns = int(seconds * 1e9)
+
+    @property
+    def ctime(self) -> float:
+        return self.ctime_ns / 1e9
+
+    @ctime.setter
+    def ctime(self, seconds: float) -> None:
+        self.ctime_ns = int(seconds * 1e9)
+
+    @property
+    def nlink(self) -> int:
+        """Files: 1, or 0 once unlinked (still open). Directories: 2 plus one per
+        subdirectory known."""
+        if not self.is_dir:
+            return 1 if self.attached else 0
+        return 2 + sum(1 for c in (self.children or {}).values() if c.is_dir)
 
     @property
     def is_dir(self) -> bool:
@@ -92,6 +122,7 @@ class InodeTable:
         """Create a node and link it into `parent` (replacing nothing: the caller detaches
         any previous holder of the name first)."""
         node = Node(self._next_ino, name, parent, kind, **attrs)  # type: ignore[arg-type]
+        node.uid, node.gid = parent.uid, parent.gid
         self._next_ino += 1
         if kind == "dir" and node.children is None and not node.on_remote:
             node.children = {}  # a directory made here starts known-empty

@@ -1,0 +1,238 @@
+"""File content operations: open, read, write, truncate, close, fsync.
+
+A file's content, newest first: its open spool (files.py), its pending blob (the
+overlay's: closed but not acknowledged), the cached copy of its remote version, the
+remote. Appending to, truncating or rewriting a file whose last close is still pending
+starts from that pending content, exactly as on a local disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import trio
+
+from repomount.remotes.base import RemoteError
+from repomount.vfs.errors import FsError
+from repomount.vfs.files import OpenFile
+from repomount.vfs.namespace import Namespace
+from repomount.vfs.nodes import Node
+from repomount.vfs.state import Handle, local_only
+
+
+class FileIO(Namespace):
+    # ------------------------------------------------------------------ content
+
+    async def open_content(self, node: Node) -> int:
+        """A read-only descriptor of the node's current closed content."""
+        f = self.files.get(node.ino)
+        if f is not None:
+            return os.dup(f.fd)
+        fd = self.overlay.open_pending(node.ino)
+        if fd is not None:
+            return fd
+        if local_only(node) or node.local:  # nothing remote: it is empty
+            return os.open(os.devnull, os.O_RDONLY)
+        # No version known yet (a name the remote took over in a conflict, not yet
+        # re-listed): read whatever it holds now and learn its version from the answer.
+        where = node.fetch_path or node.path
+        if node.version is not None:
+            cached = self.cache.lookup(where, node.version)
+            if cached is not None:
+                try:
+                    return os.open(cached, os.O_RDONLY)
+                except FileNotFoundError:
+                    pass  # evicted just now
+        tmp = self.cache.temp_path()
+        try:
+            with tmp.open("wb") as out:
+                got = await self.remote.read(where, out, version=node.version)
+        except RemoteError as e:
+            tmp.unlink(missing_ok=True)
+            self.health.failed(e)
+            raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.health.ok()
+        # The download is ours, whatever happened meanwhile: read it through its fd.
+        fd = os.open(tmp, os.O_RDONLY)
+        if self.files.get(node.ino) is not None or self.overlay.pending_blob(node.ino):
+            tmp.unlink(missing_ok=True)  # local content appeared meanwhile: it wins
+            os.close(fd)
+            return await self.open_content(node)
+        if got.version is not None and got.version != node.version:
+            node.version = got.version
+            node.fetch_path = where
+        node.size = got.size
+        if node.version is None:  # the remote names no version: serve it uncached
+            tmp.unlink(missing_ok=True)
+        else:
+            self.cache.commit(tmp, where, node.version)
+        return fd
+
+    async def _open_file(self, node: Node) -> OpenFile:
+        """The inode's OpenFile, made from its current content if it has none."""
+        f = self.files.get(node.ino)
+        if f is None:
+            fd = await self.open_content(node)
+            f = self.files.get(node.ino)
+            if f is not None:  # another handle got there first
+                os.close(fd)
+            else:
+                f = self.files.set_content(node.ino, fd)
+        return f
+
+    async def _spool(self, node: Node, *, truncate: bool = False) -> OpenFile:
+        """The node's writable working copy; made on first write (or after a close froze
+        the last one) from its current content via a descriptor, or empty."""
+        f = self.files.get(node.ino)
+        if f is not None and f.writable:
+            if truncate:
+                await trio.to_thread.run_sync(os.ftruncate, f.fd, 0)
+            return f
+        src: int | None = None
+        if not truncate:
+            src = os.dup(f.fd) if f is not None else await self.open_content(node)
+        try:
+            path, fd = await trio.to_thread.run_sync(self.files.new_spool_from, src)
+        finally:
+            if src is not None:
+                os.close(src)
+        return self.files.adopt_spool(node.ino, path, fd)
+
+    async def truncate_content(self, node: Node) -> None:
+        """create() and open(O_TRUNC): the file starts empty."""
+        async with self.node_lock(node.ino):
+            f = await self._spool(node, truncate=True)
+            f.dirty = True
+            node.size = 0
+            node.mtime = node.ctime = time.time()
+
+    # ------------------------------------------------------------------ handles
+
+    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+        """Returns (fh, keep_cache)."""
+        node = self.node(ino)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        keep_cache = True
+        node.open_count += 1  # held from here: no forget or listing drops it
+        try:
+            if writable and flags & os.O_TRUNC:
+                await self.truncate_content(node)
+                keep_cache = False
+            else:
+                async with self.node_lock(ino):
+                    fresh = self.files.get(ino) is None
+                    await self._open_file(node)
+                if fresh:
+                    seen = self.files.kernel_version(ino)
+                    keep_cache = node.version is not None and seen == node.version
+                    if self.overlay.pending_blob(ino) is None:
+                        self.files.set_kernel_version(ino, node.version)
+                    else:
+                        keep_cache = False
+        except BaseException:
+            node.open_count -= 1
+            if node.open_count == 0:
+                self.files.close(ino)
+            raise
+        fh = self.new_fh()
+        self.handles[fh] = Handle(fh, node, writable)
+        return fh, keep_cache
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handle(fh)
+        f = self.files.get(h.node.ino)
+        if f is None:  # (cannot happen while the handle is open)
+            raise FsError(errno.EBADF)
+        return await _pread(f.fd, size, off)
+
+    async def write(self, fh: int, off: int, data: bytes) -> int:
+        h = self.handle(fh)
+        if not h.writable:
+            raise FsError(errno.EBADF)
+        node = h.node
+        async with self.node_lock(node.ino):
+            f = await self._spool(node)
+            n = os.pwrite(f.fd, data, off)
+            f.dirty = True
+            node.size = max(node.size, off + n)
+            node.mtime = node.ctime = time.time()
+        return n
+
+    async def resize(self, node: Node, size: int, mtime: float | None) -> None:
+        """truncate(2) / ftruncate(2)."""
+        async with self.node_lock(node.ino):
+            f = await self._spool(node)
+            await trio.to_thread.run_sync(os.ftruncate, f.fd, size)
+            f.dirty = True
+            node.size = size
+            node.mtime = node.ctime = time.time() if mtime is None else mtime
+            if node.open_count == 0:  # truncate(2) of a closed file: no close() follows
+                self.commit_content(node)
+                self.files.close(node.ino)
+
+    async def flush(self, fh: int) -> None:
+        """close(): the content becomes a journaled change; no network wait."""
+        h = self.handle(fh)
+        if h.writable:
+            async with self.node_lock(h.node.ino):
+                self.commit_content(h.node)
+
+    async def fsync(self, fh: int) -> None:
+        """Durable on local disk, then acknowledged by the remote, or an error."""
+        h = self.handle(fh)
+        node = h.node
+        if h.writable:
+            async with self.node_lock(node.ino):
+                self.commit_content(node)
+        f = self.files.get(node.ino)
+        if f is not None:
+            fd = os.dup(f.fd)  # the frozen spool: the blob, wherever its file is now
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)
+        await trio.to_thread.run_sync(self.journal.sync)
+        if node.attached and not node.local:
+            await self.flusher.wait_for(self.flusher.ids_for(node.path), self.config.fsync_timeout)
+
+    def commit_content(self, node: Node) -> None:
+        """Freeze a dirty spool into the journal as a pending write of the node's path.
+        Caller holds the node lock."""
+        f = self.files.get(node.ino)
+        if f is None or not f.dirty or not node.attached:
+            return
+        blob = self.journal.new_blob_name()
+        self.files.freeze(node.ino, self.journal.blob_path(blob))
+        if node.local:
+            self.overlay.drop_local_blob(node.ino)  # the previous content of it
+        else:
+            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+        self.overlay.set_pending_blob(node.ino, blob)
+
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        node = h.node
+        node.open_count -= 1
+        if node.open_count == 0:
+            async with self.node_lock(node.ino):
+                if node.open_count == 0:
+                    # Written but never flushed (the kernel skipped flush): commit now.
+                    self.commit_content(node)
+                    self.files.close(node.ino)
+        self.inodes.released(node)
+
+
+async def _pread(fd: int, size: int, off: int) -> bytes:
+    # Small reads are cheaper inline than a thread hop; big ones may hit a cold disk.
+    if size <= 1 << 17:
+        return os.pread(fd, size, off)
+    return await trio.to_thread.run_sync(os.pread, fd, size, off)

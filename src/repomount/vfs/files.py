@@ -1,0 +1,134 @@
+"""Open files: the one owner of a file's working content while descriptors are open.
+
+POSIX wants every descriptor of a file to see the others' writes, so the content an open
+file reads and writes belongs to the inode, not to the handle: one `OpenFile` per inode,
+shared by its handles, holding one descriptor of the current content:
+
+- a *spool*: our own writable copy in the state directory (made on the first write);
+- a *frozen* spool: one that a close() handed to the journal as a pending write (renamed
+  into `blobs/`, no copy); it stays readable through its descriptor wherever the journal
+  or the cache moves its file, and the next write copies it into a new spool;
+- or a read-only descriptor of the file's pending or cached content.
+
+Every copy starts from a descriptor, never from a path: a path may be moved by another
+task (the flusher moves an uploaded blob into the cache) between an await and an open.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+COPY_CHUNK = 1 << 20
+
+
+def copy_fd(src: int, dst: int) -> None:
+    """Copy the whole of `src` (from offset 0) into `dst` (at offset 0), in the kernel
+    where it can. Runs in a worker thread."""
+    offset = 0
+    try:
+        while n := os.copy_file_range(src, dst, COPY_CHUNK * 8, offset, offset):
+            offset += n
+        return
+    except OSError:  # another filesystem without support: fall back to reading
+        pass
+    while chunk := os.pread(src, COPY_CHUNK, offset):
+        os.pwrite(dst, chunk, offset)
+        offset += len(chunk)
+
+
+@dataclass(eq=False)
+class OpenFile:
+    fd: int  # the current content, for every handle of the inode
+    path: Path | None = None  # the spool's file, while it is ours (not frozen)
+    dirty: bool = False  # written since the last freeze
+
+    @property
+    def writable(self) -> bool:
+        return self.path is not None
+
+
+class Files:
+    """ino -> OpenFile, for inodes with open handles (or a spool being made)."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
+            leftover.unlink(missing_ok=True)
+        self._open: dict[int, OpenFile] = {}
+        # The version whose pages the kernel holds for an inode, to decide keep_cache.
+        self._kernel_versions: dict[int, str | None] = {}
+
+    def get(self, ino: int) -> OpenFile | None:
+        return self._open.get(ino)
+
+    def dirty(self, ino: int) -> bool:
+        f = self._open.get(ino)
+        return f is not None and f.dirty
+
+    def dirty_inos(self) -> list[int]:
+        return [ino for ino, f in self._open.items() if f.dirty]
+
+    def set_content(self, ino: int, fd: int) -> OpenFile:
+        """Read-only content for an inode opened without writing."""
+        assert ino not in self._open
+        f = self._open[ino] = OpenFile(fd)
+        return f
+
+    def new_spool_from(self, src_fd: int | None) -> tuple[Path, int]:
+        """A fresh spool file holding a copy of `src_fd` (or empty). Worker thread."""
+        path = self.spool_dir / uuid.uuid4().hex
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if src_fd is not None:
+                copy_fd(src_fd, fd)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return path, fd
+
+    def adopt_spool(self, ino: int, path: Path, fd: int) -> OpenFile:
+        """Make a new spool the inode's content (its previous descriptor is closed)."""
+        old = self._open.get(ino)
+        if old is None:
+            f = self._open[ino] = OpenFile(fd, path)
+            return f
+        self._drop_file(old)
+        old.fd, old.path, old.dirty = fd, path, False
+        return old
+
+    def freeze(self, ino: int, dest: Path) -> None:
+        """Hand the spool's file to the journal at `dest`; keep reading it via its fd."""
+        f = self._open[ino]
+        assert f.path is not None
+        os.rename(f.path, dest)
+        f.path = None
+        f.dirty = False
+
+    def close(self, ino: int) -> None:
+        """The last handle went: forget the content; a spool's file goes too."""
+        f = self._open.pop(ino, None)
+        if f is not None:
+            self._drop_file(f)
+
+    def _drop_file(self, f: OpenFile) -> None:
+        os.close(f.fd)
+        if f.path is not None:
+            f.path.unlink(missing_ok=True)
+
+    def kernel_version(self, ino: int) -> str | None:
+        return self._kernel_versions.get(ino)
+
+    def set_kernel_version(self, ino: int, version: str | None) -> None:
+        if version is None:
+            self._kernel_versions.pop(ino, None)
+        else:
+            self._kernel_versions[ino] = version
+
+    def close_all(self) -> None:
+        for ino in list(self._open):
+            self.close(ino)

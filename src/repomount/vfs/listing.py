@@ -1,0 +1,237 @@
+"""The remote tree: directory listings merged under the overlay.
+
+A listing says what the remote held when its request started. Our own commits may land
+while it is in flight; its answer must not roll their paths back. So every listing is
+stamped with the generation current when it started, every applied change of ours bumps
+the generation and records it for the paths it touched, and a merge leaves alone any
+path (or anything below a path) that one of our changes touched after its stamp.
+A path with a pending change, a file being written, or a local-only file is never
+replaced by a listing either: the overlay decides what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from repomount import paths
+from repomount.remotes.base import Entry, Expect, NotFound, RemoteError
+from repomount.vfs.errors import FsError, not_found
+from repomount.vfs.nodes import Node, child_path
+from repomount.vfs.state import NeedListing, VfsState, local_only
+
+log = logging.getLogger(__name__)
+
+
+class Listings(VfsState):
+    def init_listings(self) -> None:
+        self.generation = 0
+        self._in_flight: Counter[int] = Counter()  # generation -> listings started at it
+        self._touched_at: dict[str, int] = {}  # path -> generation of our last change
+
+    # ------------------------------------------------------------------ generations
+
+    def touched_by_us(self, *changed: str) -> None:
+        """One of our changes landed at these paths (called by the overlay's applier)."""
+        self.generation += 1
+        if self._in_flight:  # only a listing in flight can be older than this change
+            for p in changed:
+                self._touched_at[p] = self.generation
+
+    def _stale_for(self, path: str, stamp: int) -> bool:
+        """Whether a change of ours at `path` or above it landed after `stamp`."""
+        if not self._touched_at:
+            return False
+        p: str | None = path
+        while p is not None:
+            if self._touched_at.get(p, -1) > stamp:
+                return True
+            p = paths.parent_of(p) if p else None
+        return False
+
+    # ------------------------------------------------------------------ listing
+
+    def authoritative(self, d: Node) -> bool:
+        """Whether the local children of `d` are all there is to know right now: a
+        directory made here, or one whose (re)naming the remote has not seen yet."""
+        if not d.on_remote:
+            return True
+        node: Node | None = d
+        while node is not None and node.parent is not None:
+            if self.overlay.touches(node.path):
+                return True
+            node = node.parent
+        return False
+
+    def _trusted(self, d: Node) -> bool:
+        return d.children is not None and (
+            d.ino in self.fresh or not self.health.online or self.authoritative(d)
+        )
+
+    async def listed(self, d: Node) -> dict[str, Node]:
+        """The children of directory `d`, from a listing no older than the metadata TTL
+        (or older, while the remote is unreachable)."""
+        if not d.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if self._trusted(d):
+            assert d.children is not None
+            return d.children
+        async with self.dir_lock(d.ino):
+            if not (d.children is not None and d.ino in self.fresh):
+                await self.refresh(d)
+        assert d.children is not None
+        return d.children
+
+    def listed_locked(self, d: Node, just_listed: set[int]) -> dict[str, Node]:
+        """`listed` for callers holding `ns_lock`: NeedListing instead of awaiting."""
+        if not d.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if self._trusted(d) or (d.ino in just_listed and d.children is not None):
+            assert d.children is not None
+            return d.children
+        raise NeedListing(d)
+
+    async def refresh(self, d: Node) -> None:
+        stamp = self.generation
+        self._in_flight[stamp] += 1
+        try:
+            try:
+                listing = await self.remote.list_tree(d.path)
+            except NotFound:
+                if d.children is not None:
+                    return
+                raise not_found(d.path) from None
+            except RemoteError as e:
+                self.health.failed(e)
+                if d.children is not None:
+                    return  # offline: serve what we know
+                raise
+            self.health.ok()
+            self.head = listing.head or self.head
+            async with self.ns_lock:
+                if d.attached:
+                    self._merge_listing(d, listing.entries, stamp)
+            self.fresh[d.ino] = True
+        finally:
+            self._in_flight[stamp] -= 1
+            if self._in_flight[stamp] <= 0:
+                del self._in_flight[stamp]
+            if not self._in_flight:
+                self._touched_at.clear()
+            elif self._touched_at:
+                oldest = min(self._in_flight)
+                self._touched_at = {p: g for p, g in self._touched_at.items() if g > oldest}
+
+    async def refresh_dirs(self, dir_paths: Sequence[str]) -> None:
+        """Re-list these directories now, where loaded (remote changes seen by the
+        watcher)."""
+        for p in dir_paths:
+            d = self.node_at(p)
+            if d is not None and d.is_dir and d.children is not None:
+                self.fresh.pop(d.ino, None)
+                async with self.dir_lock(d.ino):
+                    await self.refresh(d)
+
+    def loaded_dirs(self) -> list[str]:
+        out = []
+        stack = [self.inodes.root]
+        while stack:
+            d = stack.pop()
+            if d.children is not None:
+                out.append(d.path)
+                stack.extend(c for c in d.children.values() if c.is_dir)
+        return out
+
+    # ------------------------------------------------------------------ merging
+
+    def _merge_listing(self, d: Node, entries: Sequence[Entry], stamp: int) -> None:
+        first_time = d.children is None
+        if d.children is None:
+            d.children = {}
+        if self._stale_for(d.path, stamp):
+            return  # the directory itself moved or changed under this answer
+        seen: set[str] = set()
+        for e in entries:
+            name = e.name
+            try:
+                paths.validate_path(e.path)
+            except paths.InvalidPathError as err:
+                log.warning("skipping remote entry %r: %s", e.path, err)
+                continue
+            if child_path(d, name) != e.path:
+                log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
+                continue
+            seen.add(name)
+            if self.overlay.touches(e.path) or self._stale_for(e.path, stamp):
+                continue  # our own change decides what is there
+            node = d.children.get(name)
+            if node is not None and self.busy(node):
+                continue
+            if node is not None and node.kind != e.kind:
+                self.inodes.detach(node)
+                self.invalidator.entry(d.ino, name, node.ino)
+                node = None
+            if node is None:
+                self.inodes.new_node(
+                    d,
+                    name,
+                    e.kind,
+                    size=e.size,
+                    version=e.version,
+                    fetch_path=e.path,
+                    base=e.version if e.version is not None else Expect.ANY,
+                    on_remote=True,
+                    mtime_ns=int(e.mtime * 1e9) if e.mtime is not None else time.time_ns(),
+                    mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
+                    target=e.target,
+                )
+                continue
+            changed = node.version != e.version or node.size != e.size
+            node.on_remote = True
+            node.target = e.target
+            node.fetch_path = e.path
+            node.base = e.version if e.version is not None else Expect.ANY
+            if changed:
+                node.version = e.version
+                node.size = e.size
+                if e.mtime is not None:  # a new version brings its own time
+                    node.mtime = e.mtime
+            if e.mode is not None and not node.is_dir:
+                node.mode = e.mode
+            if changed and not first_time:
+                self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
+        for name, node in list(d.children.items()):
+            if name in seen or self.busy(node):
+                continue
+            if self.overlay.touches(node.path) or self._stale_for(node.path, stamp):
+                continue
+            self.inodes.detach(node)  # gone on the remote
+            self.invalidator.entry(d.ino, name, node.ino)
+
+    def busy(self, node: Node) -> bool:
+        """Local state the remote has not seen must not be replaced by a listing."""
+        return (
+            self.files.dirty(node.ino)
+            or self.overlay.pending_blob(node.ino) is not None
+            or node.local
+            or local_only(node)
+        )
+
+    def on_remote(self, node: Node) -> bool:
+        """Whether the remote has the name (for a directory: anything below it)."""
+        if not node.is_dir:
+            return node.base != Expect.ABSENT
+        if node.on_remote:
+            return True
+        stack = [node]  # a directory made here holds files the remote may have
+        while stack:
+            n = stack.pop()
+            for c in (n.children or {}).values():
+                if c.is_dir:
+                    stack.append(c)
+                elif not c.local and (c.base != Expect.ABSENT or self.overlay.touches(c.path)):
+                    return True
+        return False

@@ -1,0 +1,355 @@
+"""Namespace operations: lookup, directories, create, unlink, rename, symlinks.
+
+Each change decides under `ns_lock` and journals before it returns. A decision that
+needs a directory listed raises NeedListing; `_decide` then lists without the lock and
+decides again from scratch, so nothing seen before an await is trusted after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import trio
+
+from repomount import paths
+from repomount.remotes.base import Expect
+from repomount.vfs.errors import FsError, exists, not_found
+from repomount.vfs.listing import Listings
+from repomount.vfs.nodes import Node, child_path
+from repomount.vfs.state import DirHandle, Handle, NeedListing, is_ancestor
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+T = TypeVar("T")
+
+
+class _NeedOwnBlob(Exception):
+    """Raised under ns_lock: `node` needs a blob of its own before it can change sides
+    between local-only and ordinary (see _prepare_local_switch)."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.path)
+        self.node = node
+
+
+class Namespace(Listings):
+    async def _decide(self, decide: Callable[[set[int], set[str]], Awaitable[T]]) -> T:
+        """Run `decide(just_listed, own_blobs)` under ns_lock; what it needs awaited
+        (a listing, a content copy) happens without the lock, then it decides again."""
+        just_listed: set[int] = set()
+        own_blobs: set[str] = set()
+        while True:
+            async with self.ns_lock:
+                try:
+                    return await decide(just_listed, own_blobs)
+                except NeedListing as need:
+                    wanted, copy_for = need.node, None
+                except _NeedOwnBlob as need:
+                    wanted, copy_for = None, need.node
+            if wanted is not None:
+                await self.listed(wanted)
+                just_listed.add(wanted.ino)
+            if copy_for is not None:
+                own_blobs.add(await self._own_blob(copy_for))
+
+    def _own(self, node: Node, owner: tuple[int, int] | None) -> None:
+        """A node made by a request belongs to whoever asked (allow_other mounts)."""
+        node.uid, node.gid = owner if owner is not None else (self.config.uid, self.config.gid)
+
+    def _touch_dir(self, d: Node) -> None:
+        d.mtime = time.time()
+        d.ctime = d.mtime
+
+    # ------------------------------------------------------------------ lookup
+
+    async def lookup(self, parent_ino: int, name: str) -> Node:
+        if name in (".", ".."):
+            raise FsError(errno.ENOENT)  # the kernel resolves these itself
+        if len(os.fsencode(name)) > paths.MAX_NAME_BYTES:
+            raise FsError(errno.ENAMETOOLONG)
+        parent = self.node(parent_ino)
+        node = (await self.listed(parent)).get(name)
+        if node is None:
+            raise not_found(child_path(parent, name))
+        node.lookups += 1
+        return node
+
+    def note_lookup(self, node: Node) -> None:
+        """The kernel got a reference to `node` some other way (readdirplus)."""
+        node.lookups += 1
+
+    # ------------------------------------------------------------------ directories
+
+    async def opendir(self, ino: int) -> int:
+        node = self.node(ino)
+        children = await self.listed(node)
+        fh = self.new_fh()
+        self.dirs[fh] = DirHandle(node, sorted(children))
+        return fh
+
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
+        """(next_id, name, node, counts_as_lookup) from offset `start`: "." and "..",
+        then the snapshot taken at opendir. Names removed since are skipped, so offsets
+        never skip or repeat a living entry."""
+        dh = self.dirs[fh]
+        dots = [(".", dh.node), ("..", dh.node.parent or dh.node)]
+        for i in range(start, 2):
+            yield i + 1, dots[i][0], dots[i][1], False
+        children = dh.node.children or {}
+        for i in range(max(start - 2, 0), len(dh.names)):
+            node = children.get(dh.names[i])
+            if node is not None:
+                yield i + 3, dh.names[i], node, True
+
+    def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    def _child(self, parent: Node, name: str, just_listed: set[int]) -> Node:
+        node = self.listed_locked(parent, just_listed).get(name)
+        if node is None:
+            raise not_found(child_path(parent, name))
+        return node
+
+    async def mkdir(
+        self, parent_ino: int, name: str, mode: int, owner: tuple[int, int] | None = None
+    ) -> Node:
+        parent = self.node(parent_ino)
+        path = self.valid_child_path(parent, name)
+
+        async def decide(just_listed: set[int], _: set[str]) -> Node:
+            if name in self.listed_locked(parent, just_listed):
+                raise exists(path)
+            node = self.inodes.new_node(parent, name, "dir", mode=mode & 0o7777)
+            self._own(node, owner)
+            if self.remote.capabilities.empty_dirs:
+                self.journal_add("mkdir", path)
+                node.on_remote = True  # the journal now speaks for it
+            node.lookups += 1
+            self.fresh[node.ino] = True
+            self._touch_dir(parent)
+            return node
+
+        return await self._decide(decide)
+
+    async def symlink(
+        self, parent_ino: int, name: str, target: str, owner: tuple[int, int] | None = None
+    ) -> Node:
+        parent = self.node(parent_ino)
+        path = self.valid_child_path(parent, name)
+
+        async def decide(just_listed: set[int], _: set[str]) -> Node:
+            if name in self.listed_locked(parent, just_listed):
+                raise exists(path)
+            self.require("symlinks", path)
+            if not target or len(os.fsencode(target)) > paths.MAX_PATH_BYTES:
+                raise FsError(errno.ENAMETOOLONG if target else errno.ENOENT)
+            node = self.inodes.new_node(
+                parent, name, "symlink", mode=0o777, size=len(os.fsencode(target)), target=target
+            )
+            self._own(node, owner)
+            self.journal_add("symlink", path, target=target, expect=Expect.ABSENT)
+            node.lookups += 1
+            self._touch_dir(parent)
+            return node
+
+        return await self._decide(decide)
+
+    def readlink(self, ino: int) -> str:
+        node = self.node(ino)
+        if node.kind != "symlink" or node.target is None:
+            raise FsError(errno.EINVAL)
+        return node.target
+
+    async def rmdir(self, parent_ino: int, name: str) -> None:
+        parent = self.node(parent_ino)
+
+        async def decide(just_listed: set[int], _: set[str]) -> None:
+            node = self._child(parent, name, just_listed)
+            if not node.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if self.listed_locked(node, just_listed):
+                raise FsError(errno.ENOTEMPTY)
+            if node.on_remote and self.remote.capabilities.empty_dirs:
+                self.journal_add("delete", node.path)
+            self.inodes.detach(node)
+            self._touch_dir(parent)
+
+        await self._decide(decide)
+
+    # ------------------------------------------------------------------ files
+
+    async def create(
+        self,
+        parent_ino: int,
+        name: str,
+        mode: int,
+        flags: int,
+        owner: tuple[int, int] | None = None,
+    ) -> tuple[int, Node]:
+        parent = self.node(parent_ino)
+        path = self.valid_child_path(parent, name)
+
+        async def decide(just_listed: set[int], _: set[str]) -> Node:
+            old = self.listed_locked(parent, just_listed).get(name)
+            if old is not None:
+                if flags & os.O_EXCL:
+                    raise exists(path)
+                if old.is_dir:
+                    raise FsError(errno.EISDIR)
+                node = old  # a race with a listing can land here: open it, truncated
+            else:
+                node = self.inodes.new_node(parent, name, "file", mode=mode & 0o7777, size=0)
+                self._own(node, owner)
+                node.local = self.is_local_name(name)
+                self._touch_dir(parent)
+            node.lookups += 1
+            node.open_count += 1  # held from here, so no listing or forget drops it
+            return node
+
+        node = await self._decide(decide)
+        fh = self.new_fh()
+        self.handles[fh] = Handle(fh, node, writable=True)
+        try:
+            await self.truncate_content(node)  # type: ignore[attr-defined]
+        except BaseException:
+            del self.handles[fh]
+            node.open_count -= 1
+            raise
+        return fh, node
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        parent = self.node(parent_ino)
+
+        async def decide(just_listed: set[int], _: set[str]) -> None:
+            node = self._child(parent, name, just_listed)
+            if node.is_dir:
+                raise FsError(errno.EISDIR)
+            if node.base != Expect.ABSENT and not node.local:
+                self.require("delete", node.path)
+            if not node.local and (node.base != Expect.ABSENT or self.overlay.touches(node.path)):
+                self.journal_add("delete", node.path, expect=node.base)
+            self._remove_name(node)
+            self._touch_dir(parent)
+
+        await self._decide(decide)
+
+    def _remove_name(self, node: Node) -> None:
+        """`node` loses its name; its content stays readable by open handles."""
+        self.inodes.detach(node)
+        if node.local:
+            self.overlay.drop_local_blob(node.ino)
+        else:
+            self.overlay.set_pending_blob(node.ino, None)
+
+    async def rename(
+        self, old_parent_ino: int, old: str, new_parent_ino: int, new: str, flags: int
+    ) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        src_parent = self.node(old_parent_ino)
+        dst_parent = self.node(new_parent_ino)
+        dst_path = self.valid_child_path(dst_parent, new)
+
+        async def decide(just_listed: set[int], own_blobs: set[str]) -> None:
+            node = self._child(src_parent, old, just_listed)
+            target = self.listed_locked(dst_parent, just_listed).get(new)
+            if target is node:
+                return
+            if node.is_dir and is_ancestor(node, dst_parent):
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            if target is not None:
+                if flags & RENAME_NOREPLACE:
+                    raise exists(dst_path)
+                if target.is_dir:
+                    if not node.is_dir:
+                        raise FsError(errno.EISDIR)
+                    if self.listed_locked(target, just_listed):
+                        raise FsError(errno.ENOTEMPTY)
+                elif node.is_dir:
+                    raise FsError(errno.ENOTDIR)
+            if node.is_dir:
+                self._check_subtree_loaded(node, just_listed)
+            switching = node.local != (not node.is_dir and self.is_local_name(new))
+            if switching and not self.files.dirty(node.ino):
+                blob = self.overlay.pending_blob(node.ino)
+                if blob is None or (blob not in own_blobs and not node.local):
+                    raise _NeedOwnBlob(node)
+            self._rename_locked(node, target, dst_parent, new, dst_path)
+
+        await self._decide(decide)
+
+    def _check_subtree_loaded(self, d: Node, just_listed: set[int]) -> None:
+        """Before a directory moves, know everything below it: once renamed locally, its
+        old remote path can no longer be listed under the new name."""
+        stack = [d]
+        while stack:
+            n = stack.pop()
+            if n.children is None or (n.on_remote and not self.authoritative(n)):
+                children = self.listed_locked(n, just_listed)
+            else:
+                children = n.children
+            stack.extend(c for c in children.values() if c.is_dir)
+
+    def _rename_locked(
+        self, node: Node, target: Node | None, dst_parent: Node, new: str, dst_path: str
+    ) -> None:
+        src_path = node.path
+        on_remote = self.on_remote(node)
+        dst_local = not node.is_dir and self.is_local_name(new)
+        if on_remote and not node.local:  # to a local-only name, it goes remotely
+            self.require("delete" if dst_local else "rename", src_path)
+        known = on_remote or self.overlay.touches(src_path)
+        becomes_ordinary = node.local and not dst_local
+        replaced_dir = target is not None and target.is_dir and target.on_remote
+        if replaced_dir and self.remote.capabilities.empty_dirs:
+            assert target is not None
+            self.journal_add("delete", target.path)
+        # What the remote holds at the new name before our pending changes land.
+        dst_base = target.base if target is not None and not target.is_dir else Expect.ABSENT
+        if node.local or dst_local:
+            if not node.local:  # an ordinary file becomes local-only (vim's backup)
+                if known:
+                    self.journal_add("delete", src_path, expect=node.base)
+                node.local, node.base = True, Expect.ABSENT
+            elif not dst_local:  # a local-only file becomes an ordinary name
+                node.local, node.base = False, dst_base
+        elif known:
+            expect = Expect.ANY if node.is_dir else node.base
+            self.journal_add("rename", src_path, dst=dst_path, expect=expect, expect_to=dst_base)
+            if not node.is_dir:
+                node.base = dst_base
+        elif target is not None and not target.is_dir:
+            # A file that exists only here replaces a remote one: its upload must
+            # replace exactly the version being renamed over.
+            node.base = dst_base
+        if target is not None:
+            self._remove_name(target)
+        old_parent = node.parent
+        self.inodes.move(node, dst_parent, new)
+        assert old_parent is not None
+        self._touch_dir(old_parent)
+        self._touch_dir(dst_parent)
+        node.ctime = time.time()
+        if becomes_ordinary and not self.files.dirty(node.ino):
+            # Still being written: its close journals it under the new name; else send
+            # the content it has now.
+            blob = self.overlay.pending_blob(node.ino)
+            assert blob is not None  # rename's decide made sure
+            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+
+    async def _own_blob(self, node: Node) -> str:
+        """Give a file that turns local-only (or back) a blob of its own holding its
+        current content: the journal may send and delete the one it has. Returns the
+        blob's name (the caller's decision checks it is still the file's)."""
+        fd = await self.open_content(node)  # type: ignore[attr-defined]
+        try:
+            blob = await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
+        finally:
+            os.close(fd)
+        self.overlay.set_pending_blob(node.ino, blob)
+        return blob

@@ -1,0 +1,85 @@
+"""The overlay: local intent the remote has not acknowledged yet.
+
+It owns the journal (the durable rows of pending changes and their content files, the
+"blobs") and, per inode, the blob holding the file's newest closed content. Nobody else
+names a blob: readers get a descriptor from `open_pending`, taken in the same step that
+found the file, so a blob moved into the content cache once its upload landed (or
+deleted once nothing needs it) never breaks a reader that already has it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from repomount.vfs.files import copy_fd
+from repomount.vfs.journal import Journal, Op, Record
+
+
+class Overlay:
+    def __init__(self, state_dir: Path) -> None:
+        self.journal = Journal(state_dir)
+        self._pending: dict[int, str] = {}  # ino -> blob of its newest closed content
+
+    # ------------------------------------------------------------------ per-inode content
+
+    def pending_blob(self, ino: int) -> str | None:
+        return self._pending.get(ino)
+
+    def set_pending_blob(self, ino: int, blob: str | None) -> None:
+        if blob is None:
+            self._pending.pop(ino, None)
+        else:
+            self._pending[ino] = blob
+
+    def open_pending(self, ino: int) -> int | None:
+        """A read-only descriptor of the inode's pending content, or None."""
+        blob = self._pending.get(ino)
+        if blob is None:
+            return None
+        try:
+            return os.open(self.journal.blob_path(blob), os.O_RDONLY)
+        except FileNotFoundError:  # uploaded and moved into the cache meanwhile
+            return None
+
+    def new_blob_from(self, src_fd: int) -> str:
+        """A new blob holding a copy of `src_fd` (worker thread)."""
+        name = self.journal.new_blob_name()
+        fd = os.open(self.journal.blob_path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            copy_fd(src_fd, fd)
+        finally:
+            os.close(fd)
+        return name
+
+    def drop_local_blob(self, ino: int) -> None:
+        """A local-only file's content file goes, unless a journal row still sends it."""
+        blob = self._pending.pop(ino, None)
+        if blob is not None and not self.journal.uses_blob(blob):
+            self.journal.blob_path(blob).unlink(missing_ok=True)
+
+    def take_uploaded(self, blob: str, ids: Iterable[int]) -> Path | None:
+        """The upload of `blob` (rows `ids`) landed: its file, if nothing else pending
+        still needs it under its name, for the caller to move into the cache."""
+        if self.journal.uses_blob(blob, excluding=set(ids)):
+            return None
+        path = self.journal.blob_path(blob)
+        return path if path.exists() else None
+
+    # ------------------------------------------------------------------ the journal
+
+    def add(self, op: Op, path: str, **kw: object) -> Record:
+        return self.journal.add(op, path, **kw)  # type: ignore[arg-type]
+
+    def touches(self, path: str) -> bool:
+        return self.journal.touches(path)
+
+    def latest(self, path: str, op: str) -> Record | None:
+        return self.journal.latest(path, op)
+
+    def update_mode(self, rec: Record, mode: int) -> None:
+        self.journal.update(rec, mode=mode)
+
+    def close(self) -> None:
+        self.journal.close()

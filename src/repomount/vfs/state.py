@@ -1,0 +1,220 @@
+"""What every part of the vfs shares: its configuration, tables and locks.
+
+The state is split by owner (see docs/architecture.md):
+- `inodes` (nodes.py): the namespace the kernel sees, the remote tree with the overlay
+  laid over it; changed only under `ns_lock`;
+- `overlay` (overlay.py): pending changes (the journal) and the blobs holding content;
+- `files` (files.py): open files and their spools;
+- `flusher`: sends the overlay; reports outcomes to `Vfs.applied` & co., which are the
+  only code that applies them.
+
+Lock order (never the other way round, and no listing awaited under `ns_lock`):
+`ns_lock` -> per-inode `node_lock`. `ns_lock` serialises namespace changes and listing
+merges; a node lock serialises making, freezing and replacing one file's spool. Code
+that must list a directory while deciding a namespace change raises `NeedListing`; the
+caller drops the lock, lists, and starts the decision again (nothing it saw is trusted
+across that await).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cachetools
+import trio
+
+from repomount import paths
+from repomount.remotes.base import Expect, Remote
+from repomount.vfs.conflicts import Policy
+from repomount.vfs.content import ContentCache
+from repomount.vfs.errors import FsError, not_found
+from repomount.vfs.files import Files
+from repomount.vfs.flusher import FlushConfig, Flusher, FlushHooks
+from repomount.vfs.health import Health
+from repomount.vfs.nodes import InodeTable, Node, child_path
+from repomount.vfs.overlay import Overlay
+
+log = logging.getLogger(__name__)
+
+# Names that stay on local disk: vim swap and test files, backups, emacs and
+# LibreOffice lock files.
+DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
+
+
+class Invalidator(Protocol):
+    """Tells the kernel to drop cached entries; must return at once (it only queues)."""
+
+    def entry(self, parent_ino: int, name: str, deleted_ino: int = 0) -> None: ...
+
+    def inode(self, ino: int, attr_only: bool = False) -> None: ...
+
+
+class _NoInvalidation:
+    def entry(self, parent_ino: int, name: str, deleted_ino: int = 0) -> None:
+        pass
+
+    def inode(self, ino: int, attr_only: bool = False) -> None:
+        pass
+
+
+@dataclass
+class VfsConfig:
+    cache_dir: Path  # this mount's own cache directory
+    state_dir: Path  # this mount's own state directory (journal, spools, conflict copies)
+    metadata_ttl: float = 5.0
+    cache_size: int = 10 << 30  # bytes of fetched content kept on disk
+    flush_delay: float = 0.5
+    max_flush_window: float = 5.0
+    transfers: int = 4
+    on_conflict: Policy = Policy.KEEP_BOTH
+    fsync_timeout: float = 60.0
+    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+
+
+@dataclass
+class Handle:
+    fh: int
+    node: Node
+    writable: bool
+
+
+@dataclass
+class DirHandle:
+    node: Node
+    names: list[str]  # a snapshot: offsets index into it, so they stay stable
+
+
+class NeedListing(Exception):
+    """Raised under `ns_lock` when a decision needs directory `node` listed first."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.path)
+        self.node = node
+
+
+class VfsState:
+    def __init__(
+        self,
+        remote: Remote,
+        config: VfsConfig,
+        invalidator: Invalidator | None,
+        hooks: FlushHooks,
+    ) -> None:
+        self.remote = remote
+        self.config = config
+        self.invalidator: Invalidator = invalidator or _NoInvalidation()
+        self.inodes = InodeTable()
+        self.cache = ContentCache(config.cache_dir, limit=config.cache_size)
+        self.overlay = Overlay(config.state_dir)
+        self.journal = self.overlay.journal
+        self.files = Files(config.state_dir / "spool")
+        self.health = Health()
+        self.flusher = Flusher(
+            remote,
+            self.journal,
+            hooks,
+            FlushConfig(
+                flush_delay=config.flush_delay,
+                max_window=config.max_flush_window,
+                transfers=config.transfers,
+                policy=config.on_conflict,
+                conflicts_dir=config.state_dir / "conflicts",
+            ),
+            self.health,
+        )
+        self.head: str | None = None
+        # ino of each directory whose listing is fresh; expiry = --metadata-ttl
+        self.fresh: cachetools.TTLCache[int, bool] = cachetools.TTLCache(
+            maxsize=1 << 20, ttl=config.metadata_ttl, timer=time.monotonic
+        )
+        self.dir_locks: dict[int, trio.Lock] = {}
+        self.node_locks: dict[int, trio.Lock] = {}
+        self.ns_lock = trio.Lock()
+        self.handles: dict[int, Handle] = {}
+        self.dirs: dict[int, DirHandle] = {}
+        self._next_fh = 1
+
+    def node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise not_found(f"inode {ino}")
+        return node
+
+    def node_lock(self, ino: int) -> trio.Lock:
+        return _lock_in(self.node_locks, ino)
+
+    def dir_lock(self, ino: int) -> trio.Lock:
+        return _lock_in(self.dir_locks, ino)
+
+    def new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        return h
+
+    def node_at(self, path: str) -> Node | None:
+        """The node at `path` in the part of the tree already loaded (no requests)."""
+        node = self.inodes.root
+        for name in path.split("/") if path else ():
+            if node.children is None or name not in node.children:
+                return None
+            node = node.children[name]
+        return node
+
+    def journal_add(self, op: str, path: str, **kw: object) -> None:
+        self.overlay.add(op, path, **kw)  # type: ignore[arg-type]
+        self.flusher.notify()
+
+    def require(self, capability: str, path: str) -> None:
+        """Refuse, clearly, what the remote cannot do (rather than queue a change that
+        can never be sent)."""
+        if not getattr(self.remote.capabilities, capability):
+            log.warning("%s %s: not supported by %s", capability, path, self.remote.identity)
+            raise FsError(errno.EPERM, f"{capability} is not supported by this remote")
+
+    def is_local_name(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.config.local_only)
+
+    def valid_child_path(self, parent: Node, name: str) -> str:
+        try:
+            return paths.validate_path(child_path(parent, name))
+        except paths.InvalidPathError as e:
+            code = errno.ENAMETOOLONG if e.too_long else errno.EINVAL
+            raise FsError(code, str(e)) from e
+
+
+def _lock_in(table: dict[int, trio.Lock], ino: int) -> trio.Lock:
+    lock = table.get(ino)
+    if lock is None:
+        lock = table[ino] = trio.Lock()
+    return lock
+
+
+def local_only(node: Node) -> bool:
+    """A name the remote has never had (a file created here, not yet uploaded)."""
+    if node.is_dir:
+        return not node.on_remote
+    return node.version is None and node.base == Expect.ABSENT
+
+
+def is_ancestor(a: Node, b: Node) -> bool:
+    node: Node | None = b
+    while node is not None:
+        if node is a:
+            return True
+        node = node.parent
+    return False
