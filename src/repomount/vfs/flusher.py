@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import math
 import random
 import shutil
 import time
@@ -44,9 +45,11 @@ from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.conflicts import Policy, conflict_name
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
-from repomount.vfs.journal import Journal
+from repomount.vfs.journal import Journal, Record
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 
 
 class FlushHooks(Protocol):
@@ -98,12 +101,17 @@ class Flusher:
         self._urgent = trio.Event()
         self._progress = trio.Event()
         self._last_change = 0.0
-        self._failures = 0  # consecutive failed rounds, for the backoff
-        self._retry_after: float | None = None
-        self._transient_in_round = False  # a retryable failure happened this round
         self._digests: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
+        self._epoch: float | None = None  # wall clock minus trio's clock
+
+    def _now(self) -> float:
+        """Wall-clock seconds (retry times are stored in journal rows, so they outlive
+        the process), advanced by trio's clock (so tests can run it virtually)."""
+        if self._epoch is None:
+            self._epoch = time.time() - trio.current_time()
+        return self._epoch + trio.current_time()
 
     # ------------------------------------------------------------------ signals in
 
@@ -113,7 +121,8 @@ class Flusher:
         self._changed.set()
 
     def flush_now(self) -> None:
-        """Skip the batching delay and any backoff wait (sync, fsync, unmount)."""
+        """Skip the batching delay (sync, fsync, unmount); a change backing off after a
+        failure still waits for its retry time."""
         self._urgent.set()
         self._changed.set()
 
@@ -178,15 +187,26 @@ class Flusher:
 
     async def run(self) -> None:
         while True:
-            if not self.pending_ids():
-                await self._changed.wait()
+            ready = self._ready(self._now())
+            if not ready:
+                await self._wait_for_work()
+                continue
             self._changed = trio.Event()
             await self._debounce()
             self._urgent = trio.Event()
-            ok = await self.round()
+            before = self.journal.version
+            await self.round(self._ready(self._now()))
             self._signal_progress()
-            if not ok:
-                await self._backoff()
+            if self.journal.version == before:  # nothing moved: never spin
+                await trio.sleep(self.config.backoff_base)
+
+    async def _wait_for_work(self) -> None:
+        """Until a change is journaled or a backed-off change is due again."""
+        now = self._now()
+        due = [r.next_try for r in self.journal.records("pending") if r.next_try > now]
+        with trio.move_on_after(min(due) - now if due else math.inf):
+            await self._changed.wait()
+        self._changed = trio.Event()
 
     async def _debounce(self) -> None:
         first = trio.current_time()
@@ -199,15 +219,32 @@ class Flusher:
             with trio.move_on_at(deadline):
                 await self._urgent.wait()
 
-    async def _backoff(self) -> None:
-        self._failures += 1
-        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2**self._failures)
+    def retry_delay(self, tries: int, retry_after: float | None) -> float:
+        """Capped exponential backoff with jitter; a server's Retry-After is a floor."""
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** min(tries, 32))
         delay = random.uniform(ceiling / 2, ceiling)
-        if self._retry_after is not None:
-            delay = max(delay, min(self._retry_after, self.config.backoff_max))
-            self._retry_after = None
-        with trio.move_on_after(delay):
-            await self._urgent.wait()
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
+    def _ready(self, now: float) -> list[Record]:
+        """Pending records that may go now: not backing off, and not behind a record of
+        an overlapping path (the same, above or below) that is backing off or held, so
+        one failing change holds back only what depends on it."""
+        ready: list[Record] = []
+        blocked: set[str] = set()  # paths of records that wait
+        above: set[str] = set()  # every ancestor of those
+        for rec in self.journal.records():
+            waits = rec.state == "held" or rec.next_try > now
+            if not waits:
+                waits = any(_overlaps(p, blocked, above) for p in rec.paths())
+            if waits:
+                for p in rec.paths():
+                    blocked.add(p)
+                    above.update(_ancestors(p))
+            elif rec.state == "pending":
+                ready.append(rec)
+        return ready
 
     def _signal_progress(self) -> None:
         self._progress.set()
@@ -215,34 +252,27 @@ class Flusher:
 
     # ------------------------------------------------------------------ one round
 
-    async def round(self) -> bool:
-        """Send what is pending once. False when a transient failure calls for a pause."""
-        records = self.journal.records("pending")
+    async def round(self, records: list[Record] | None = None) -> None:
+        """Send these records (default: all that are ready) once. A transient failure
+        gives each change it hit its own next retry time (stored in its row)."""
+        if records is None:
+            records = self._ready(self._now())
         if not records:
-            return True
+            return
         plan = coalesce(records)
         self.journal.complete(plan.dropped)
         if not plan.ops:
-            return True
+            return
         caps = self.remote.capabilities
         if caps.atomic_batch:
             step = max(1, caps.max_batch_ops)
             for start in range(0, len(plan.ops), step):
                 if not await self._send_batch(plan.ops[start : start + step]):
-                    return self._healthy()
-            return self._healthy()
+                    return  # later batches may depend on this one: next round
+            return
         for run in _runs(plan.ops):
             if not await self._send_parallel(run):
-                return self._healthy()
-        return self._healthy()
-
-    def _healthy(self) -> bool:
-        """After a round: whether no transient failure happened (see _failed)."""
-        ok = self.health.online and self._retry_after is None and not self._transient_in_round
-        self._transient_in_round = False
-        if ok:
-            self._failures = 0
-        return ok
+                return
 
     async def _send_batch(self, ops: list[Planned]) -> bool:
         """One atomic commit. True when every op was applied."""
@@ -315,11 +345,9 @@ class Flusher:
         self.health.failed(e)
         error = f"{type(e).__name__}: {e.message}"
         if e.retryable:
-            self._transient_in_round = True
-            if isinstance(e, Unavailable) and e.retry_after:
-                self._retry_after = e.retry_after
+            retry_after = e.retry_after if isinstance(e, Unavailable) else None
             for op in ops:
-                self._count_try(op, error)
+                self._count_try(op, error, retry_after)
             return
         log.error("upload refused, changes held: %s", e.message)
         for op in ops:
@@ -341,8 +369,8 @@ class Flusher:
         if isinstance(outcome.error, Aborted):
             return False  # another op of the batch failed; this one goes next round
         if outcome.error.retryable:
-            self._transient_in_round = True
-            self._count_try(op, str(outcome.error))
+            err = outcome.error
+            self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
             return False
         self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}")
         return False
@@ -376,11 +404,15 @@ class Flusher:
             if rec is not None and rec.op == "rename":
                 self.journal.update(rec, op="delete", dst=None)
 
-    def _count_try(self, op: Planned, error: str) -> None:
+    def _count_try(self, op: Planned, error: str, retry_after: float | None) -> None:
+        now = self._now()
         for i in op.ids:
             rec = self.journal.get(i)
             if rec is not None:
-                self.journal.update(rec, tries=rec.tries + 1, last_error=error)
+                delay = self.retry_delay(rec.tries + 1, retry_after)
+                self.journal.update(
+                    rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
+                )
 
     def _hold(self, op: Planned, error: str) -> None:
         for i in op.ids:
@@ -442,6 +474,16 @@ class Flusher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, dest)
         return dest
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _overlaps(path: str, blocked: set[str], above: set[str]) -> bool:
+    """Whether `path` is a blocked path, lies below one, or lies above one."""
+    return path in blocked or path in above or any(a in blocked for a in _ancestors(path))
 
 
 def _runs(ops: list[Planned]) -> list[list[Planned]]:

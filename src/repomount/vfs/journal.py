@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS changes (
     tries INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
-    target TEXT
+    target TEXT,
+    next_try REAL NOT NULL DEFAULT 0
 );
 """
 
@@ -71,6 +72,7 @@ class Record:
     last_error: str | None = None
     state: State = "pending"
     target: str | None = None  # symlink: where it points
+    next_try: float = 0.0  # wall-clock time before which a retry is not sent
 
     def paths(self) -> tuple[str, ...]:
         return (self.path, self.dst) if self.dst is not None else (self.path,)
@@ -88,18 +90,21 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
         if "target" not in columns:  # a journal written before symlinks existed
             self._db.execute("ALTER TABLE changes ADD COLUMN target TEXT")
+        if "next_try" not in columns:  # ... or before per-change retry times
+            self._db.execute("ALTER TABLE changes ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
         self._records: dict[int, Record] = {}
-        self._touched: Counter[str] = Counter()  # path -> pending records naming it
         self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
+        self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
+        self.version = 0  # bumped by every change of the records (progress, for waiters)
         for row in self._db.execute(
             "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state, target FROM changes ORDER BY id"
+            " last_error, state, target, next_try FROM changes ORDER BY id"
         ):
             rec = Record(
                 id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
                 expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
                 created=row[9], tries=row[10], last_error=row[11], state=row[12],
-                target=row[13],
+                target=row[13], next_try=row[14],
             )  # fmt: skip
             self._index(rec)
         self._remove_orphan_blobs()
@@ -119,7 +124,7 @@ class Journal:
 
     def touches(self, path: str) -> bool:
         """Whether a pending change names `path` (as source, target or write)."""
-        return self._touched[path] > 0
+        return path in self._by_path
 
     def blob_path(self, name: str) -> Path:
         return self.blob_dir / name
@@ -175,21 +180,25 @@ class Journal:
         new = replace(rec, **changes)  # type: ignore[arg-type]
         self._db.execute(
             "UPDATE changes SET op=?, path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?,"
-            " tries=?, last_error=?, state=?, target=? WHERE id=?",
+            " tries=?, last_error=?, state=?, target=?, next_try=? WHERE id=?",
             (
                 new.op, new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
                 encode_expect(new.expect_to), new.tries, new.last_error, new.state,
-                new.target, new.id,
+                new.target, new.next_try, new.id,
             ),
         )  # fmt: skip
         self._unindex(rec)
         self._index(new)
         return new
 
+    def naming(self, path: str) -> list[Record]:
+        """The records naming `path` (as source, target or write), oldest first."""
+        return [self._records[i] for i in sorted(self._by_path.get(path, ()))]
+
     def rebase(self, path: str, old: ExpectT, new: str, after: int) -> None:
         """Our change at `path` landed as version `new`: later pending changes that
         expected what the landed one expected were chained to it; point them at `new`."""
-        for rec in self.records():
+        for rec in self.naming(path):
             if rec.id <= after:
                 continue
             if rec.path == path and rec.expect == old:
@@ -199,8 +208,8 @@ class Journal:
 
     def latest(self, path: str, op: str) -> Record | None:
         """The newest pending record of kind `op` at `path`."""
-        for rec in reversed(self.records("pending")):
-            if rec.op == op and rec.path == path:
+        for rec in reversed(self.naming(path)):
+            if rec.state == "pending" and rec.op == op and rec.path == path:
                 return rec
         return None
 
@@ -224,21 +233,25 @@ class Journal:
     # ------------------------------------------------------------------ internals
 
     def _index(self, rec: Record) -> None:
+        self.version += 1
         self._records[rec.id] = rec
+        for p in rec.paths():
+            self._by_path.setdefault(p, {})[rec.id] = None
         if rec.blob:
             self._blob_refs[rec.blob] += 1
-        for p in rec.paths():
-            self._touched[p] += 1
 
     def _unindex(self, rec: Record) -> None:
+        self.version += 1
+        for p in rec.paths():
+            ids = self._by_path.get(p)
+            if ids is not None:
+                ids.pop(rec.id, None)
+                if not ids:
+                    del self._by_path[p]
         if rec.blob:
             self._blob_refs[rec.blob] -= 1
             if self._blob_refs[rec.blob] <= 0:
                 del self._blob_refs[rec.blob]
-        for p in rec.paths():
-            self._touched[p] -= 1
-            if self._touched[p] <= 0:
-                del self._touched[p]
 
     def uses_blob(self, name: str, excluding: set[int] | frozenset[int] = frozenset()) -> bool:
         """Whether a record (other than `excluding`) sends content file `name`."""

@@ -82,7 +82,8 @@ class Listings(VfsState):
         async with self.dir_lock(d.ino):
             if not (d.children is not None and d.ino in self.fresh):
                 await self.refresh(d)
-        assert d.children is not None
+        if d.children is None:  # removed while its first listing was in flight
+            raise not_found(d.path)
         return d.children
 
     def listed_locked(self, d: Node, just_listed: set[int]) -> dict[str, Node]:
