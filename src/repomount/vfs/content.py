@@ -6,13 +6,12 @@ renamed into place, so a crash never leaves a torn entry.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import shutil
 import uuid
+from collections import OrderedDict
 from pathlib import Path
-
-COPY_CHUNK = 1 << 20
 
 
 def content_key(path: str, version: str) -> str:
@@ -21,7 +20,10 @@ def content_key(path: str, version: str) -> str:
 
 class ContentCache:
     """`limit` bounds the bytes kept; the least recently used entries go first (an entry
-    open elsewhere stays readable through its descriptor after it is dropped)."""
+    open elsewhere stays readable through its descriptor after it is dropped).
+
+    An in-memory index (entry -> size, in least-recently-used order) answers lookups and
+    eviction; the disk is walked once, at start, to rebuild it (by modification time)."""
 
     def __init__(self, root: Path, limit: int = 10 << 30) -> None:
         self.root = root
@@ -32,7 +34,12 @@ class ContentCache:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
-        self._size = sum(f.stat().st_size for f in self.content_dir.glob("*/*"))
+        found = []
+        for f in self.content_dir.glob("*/*"):
+            st = f.stat()
+            found.append((st.st_mtime, f, st.st_size))
+        self._lru: OrderedDict[Path, int] = OrderedDict((f, size) for _, f, size in sorted(found))
+        self._size = sum(self._lru.values())
 
     def cached_path(self, path: str, version: str) -> Path:
         key = content_key(path, version)
@@ -40,49 +47,42 @@ class ContentCache:
 
     def lookup(self, path: str, version: str) -> Path | None:
         p = self.cached_path(path, version)
-        try:
-            os.utime(p)  # "recently used", for eviction (atime is unreliable: relatime)
-        except FileNotFoundError:
+        if p not in self._lru:
             return None
+        self._lru.move_to_end(p)
         return p
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
 
-    def commit(self, tmp: Path, path: str, version: str) -> Path:
-        """Move a complete file into the cache as (path, version)."""
+    def commit(self, tmp: Path, path: str, version: str) -> Path | None:
+        """Move a complete file into the cache as (path, version). None (and `tmp` left
+        where it is) when it lives on another filesystem: a copy is not worth a stall;
+        the next read fetches it."""
         dest = self.cached_path(path, version)
         dest.parent.mkdir(exist_ok=True)
         try:
             os.replace(tmp, dest)
-        except OSError:  # another filesystem (the state dir's): copy, then drop
-            part = self.temp_path()
-            shutil.copyfile(tmp, part)
-            os.replace(part, dest)
-            tmp.unlink(missing_ok=True)
-        self._size += dest.stat().st_size
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                return None
+            raise
+        size = dest.stat().st_size
+        self._size += size - self._lru.pop(dest, 0)
+        self._lru[dest] = size
         if self._size > self.limit:
             self.evict(keep=dest)
         return dest
 
     def evict(self, keep: Path | None = None) -> None:
         """Drop least recently used entries until the cache is within 90% of its limit."""
-        entries = []
-        for f in self.content_dir.glob("*/*"):
-            try:
-                st = f.stat()
-            except FileNotFoundError:
-                continue
-            entries.append((st.st_mtime, st.st_size, f))
-        entries.sort()
-        total = sum(size for _, size, _ in entries)
-        for _, size, f in entries:
-            if total <= self.limit * 0.9:
+        for f in list(self._lru):
+            if self._size <= self.limit * 0.9:
                 break
-            if f != keep:
-                f.unlink(missing_ok=True)
-                total -= size
-        self._size = total
+            if f == keep:
+                continue
+            self._size -= self._lru.pop(f)
+            f.unlink(missing_ok=True)
 
     def usage(self) -> int:
         """Bytes of content kept (tracked, not walked: status asks often)."""

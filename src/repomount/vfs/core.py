@@ -51,6 +51,7 @@ class Vfs(FileIO):
         super().__init__(remote, config, invalidator, hooks=self)
         self.init_listings()
         self.inodes.root.uid, self.inodes.root.gid = config.uid, config.gid
+        self.attrs.lay_over(self.inodes.root)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -73,6 +74,7 @@ class Vfs(FileIO):
         self.handles.clear()
         self.files.close_all()
         self.overlay.close()
+        self.attrs.close()
 
     # ------------------------------------------------------------------ attributes
 
@@ -118,6 +120,15 @@ class Vfs(FileIO):
             node.mtime_ns = mtime_ns
         if atime_ns is not None:
             node.atime_ns = atime_ns
+        keeps_mode = node.is_dir or not self.remote.capabilities.file_modes
+        self.attrs.remember(
+            node,
+            mode=node.mode if mode is not None and keeps_mode else None,
+            uid=uid,
+            gid=gid,
+            mtime_ns=mtime_ns,
+            atime_ns=atime_ns,
+        )
         if any(v is not None for v in (size, mode, uid, gid, mtime_ns, atime_ns)):
             node.ctime_ns = time.time_ns()
         return node
@@ -194,6 +205,7 @@ class Vfs(FileIO):
         elif op.blob is not None and self.overlay.pending_blob(node.ino) == op.blob:
             # The uploaded content is exactly this version: keep it as its cache entry
             # (no download later), and stop treating the node as pending.
+            self.attrs.uploaded(path, node.version, version)
             node.version, node.fetch_path = version, path
             self.overlay.set_pending_blob(node.ino, None)
             self.files.set_kernel_version(node.ino, version)

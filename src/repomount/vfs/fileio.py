@@ -67,10 +67,8 @@ class FileIO(Namespace):
             node.version = got.version
             node.fetch_path = where
         node.size = got.size
-        if node.version is None:  # the remote names no version: serve it uncached
-            tmp.unlink(missing_ok=True)
-        else:
-            self.cache.commit(tmp, where, node.version)
+        if node.version is None or self.cache.commit(tmp, where, node.version) is None:
+            tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return fd
 
     async def _open_file(self, node: Node) -> OpenFile:

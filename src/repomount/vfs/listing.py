@@ -176,7 +176,7 @@ class Listings(VfsState):
                 self.invalidator.entry(d.ino, name, node.ino)
                 node = None
             if node is None:
-                self.inodes.new_node(
+                node = self.inodes.new_node(
                     d,
                     name,
                     e.kind,
@@ -188,7 +188,10 @@ class Listings(VfsState):
                     mtime_ns=int(e.mtime * 1e9) if e.mtime is not None else time.time_ns(),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
                     target=e.target,
+                    uid=self.config.uid,
+                    gid=self.config.gid,
                 )
+                self.attrs.lay_over(node)
                 continue
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
@@ -202,6 +205,7 @@ class Listings(VfsState):
                     node.mtime = e.mtime
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
+            self.attrs.lay_over(node)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
         for name, node in list(d.children.items()):
@@ -209,6 +213,7 @@ class Listings(VfsState):
                 continue
             if self.overlay.touches(node.path) or self._stale_for(node.path, stamp):
                 continue
+            self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
 

@@ -60,6 +60,8 @@ class Namespace(Listings):
     def _own(self, node: Node, owner: tuple[int, int] | None) -> None:
         """A node made by a request belongs to whoever asked (allow_other mounts)."""
         node.uid, node.gid = owner if owner is not None else (self.config.uid, self.config.gid)
+        if (node.uid, node.gid) != (self.config.uid, self.config.gid):
+            self.attrs.remember(node, uid=node.uid, gid=node.gid)
 
     def _touch_dir(self, d: Node) -> None:
         d.mtime = time.time()
@@ -176,6 +178,7 @@ class Namespace(Listings):
                 raise FsError(errno.ENOTEMPTY)
             if node.on_remote and self.remote.capabilities.empty_dirs:
                 self.journal_add("delete", node.path)
+            self.attrs.removed(node.path)
             self.inodes.detach(node)
             self._touch_dir(parent)
 
@@ -240,6 +243,7 @@ class Namespace(Listings):
 
     def _remove_name(self, node: Node) -> None:
         """`node` loses its name; its content stays readable by open handles."""
+        self.attrs.removed(node.path)
         self.inodes.detach(node)
         if node.local:
             self.overlay.drop_local_blob(node.ino)
@@ -330,6 +334,7 @@ class Namespace(Listings):
         if target is not None:
             self._remove_name(target)
         old_parent = node.parent
+        self.attrs.moved(src_path, dst_path)
         self.inodes.move(node, dst_parent, new)
         assert old_parent is not None
         self._touch_dir(old_parent)

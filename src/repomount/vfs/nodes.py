@@ -122,7 +122,6 @@ class InodeTable:
         """Create a node and link it into `parent` (replacing nothing: the caller detaches
         any previous holder of the name first)."""
         node = Node(self._next_ino, name, parent, kind, **attrs)  # type: ignore[arg-type]
-        node.uid, node.gid = parent.uid, parent.gid
         self._next_ino += 1
         if kind == "dir" and node.children is None and not node.on_remote:
             node.children = {}  # a directory made here starts known-empty

@@ -32,6 +32,7 @@ import trio
 
 from repomount import paths
 from repomount.remotes.base import Expect, Remote
+from repomount.vfs.attrs import LocalAttrs
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.content import ContentCache
 from repomount.vfs.errors import FsError, not_found
@@ -117,6 +118,7 @@ class VfsState:
         self.overlay = Overlay(config.state_dir)
         self.journal = self.overlay.journal
         self.files = Files(config.state_dir / "spool")
+        self.attrs = LocalAttrs(config.state_dir)
         self.health = Health()
         self.flusher = Flusher(
             remote,

@@ -1,0 +1,114 @@
+"""Attributes the remote does not keep, kept here: set by chmod, chown and utimensat.
+
+Most remotes keep no owner, no directory modes and no times of our choosing (the server
+stamps its own). So that those operations are never "a silent 0 that is later undone",
+what was set is stored per path in the state directory (SQLite) and laid over what
+listings say, across remounts of the same state directory. Times hold only while the
+file is at the version they were set on (a change made elsewhere brings its own time);
+modes and owners hold until the name is removed.
+
+An in-memory copy answers every lookup (listings apply it to each entry); SQLite only
+makes it durable. Used from the trio thread; statements are short local writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from repomount.vfs.nodes import Node
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attrs (
+    path TEXT PRIMARY KEY,
+    version TEXT,
+    mode INTEGER, uid INTEGER, gid INTEGER, atime_ns INTEGER, mtime_ns INTEGER
+);
+"""
+
+
+@dataclass(frozen=True)
+class Kept:
+    version: str | None = None  # the file's version when times were set
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+_COLUMNS = [f.name for f in fields(Kept)]
+
+
+class LocalAttrs:
+    def __init__(self, state_dir: Path) -> None:
+        self._db = sqlite3.connect(state_dir / "attrs.db", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._kept: dict[str, Kept] = {
+            row[0]: Kept(*row[1:])
+            for row in self._db.execute(f"SELECT path, {', '.join(_COLUMNS)} FROM attrs")
+        }
+
+    def remember(self, node: Node, **attrs: int | None) -> None:
+        """Keep these attributes (None: leave as is) of `node` at its path."""
+        changes: dict[str, int | str | None] = {k: v for k, v in attrs.items() if v is not None}
+        if not changes or not node.attached:
+            return
+        path = node.path
+        old = self._kept.get(path, Kept())
+        if "atime_ns" in changes or "mtime_ns" in changes:
+            if old.version != node.version:  # times of an older version go
+                old = replace(old, atime_ns=None, mtime_ns=None)
+            changes["version"] = node.version
+        self._store(path, replace(old, **changes))  # type: ignore[arg-type]
+
+    def lay_over(self, node: Node) -> None:
+        """Show what was kept for `node`'s path (after a listing made or updated it)."""
+        kept = self._kept.get(node.path)
+        if kept is None:
+            return
+        if kept.mode is not None:
+            node.mode = kept.mode
+        if kept.uid is not None:
+            node.uid = kept.uid
+        if kept.gid is not None:
+            node.gid = kept.gid
+        if node.is_dir or kept.version == node.version:
+            if kept.mtime_ns is not None:
+                node.mtime_ns = kept.mtime_ns
+            if kept.atime_ns is not None:
+                node.atime_ns = kept.atime_ns
+
+    def uploaded(self, path: str, old: str | None, new: str) -> None:
+        """Our own write of `path` landed as `new`: times set on `old` stay set."""
+        kept = self._kept.get(path)
+        if kept is not None and kept.version == old:
+            self._store(path, replace(kept, version=new))
+
+    def moved(self, src: str, dst: str) -> None:
+        for path in [p for p in self._kept if p == src or p.startswith(src + "/")]:
+            kept = self._kept.pop(path)
+            self._db.execute("DELETE FROM attrs WHERE path = ?", (path,))
+            self._store(dst + path[len(src) :], kept)
+
+    def removed(self, path: str) -> None:
+        gone = [p for p in self._kept if p == path or p.startswith(path + "/")]
+        for p in gone:
+            del self._kept[p]
+        if gone:
+            self._db.executemany("DELETE FROM attrs WHERE path = ?", [(p,) for p in gone])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _store(self, path: str, kept: Kept) -> None:
+        self._kept[path] = kept
+        values = [getattr(kept, c) for c in _COLUMNS]
+        self._db.execute(
+            f"INSERT OR REPLACE INTO attrs (path, {', '.join(_COLUMNS)})"
+            f" VALUES (?, {', '.join('?' * len(_COLUMNS))})",
+            [path, *values],
+        )
