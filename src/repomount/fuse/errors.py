@@ -18,7 +18,7 @@ _REMOTE_ERRNO: list[tuple[type[rb.RemoteError], int]] = [
     (rb.Unauthorized, errno.EACCES),
     (rb.TooLarge, errno.EFBIG),
     (rb.InvalidPath, errno.EINVAL),
-    (rb.Unsupported, errno.ENOTSUP),
+    (rb.Unsupported, errno.EPERM),  # one errno for "this remote cannot": see vfs require()
 ]
 
 

@@ -45,7 +45,7 @@ from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.conflicts import Policy, conflict_name
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
-from repomount.vfs.journal import Journal, Record
+from repomount.vfs.journal import HeldFor, Journal, Record
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Flusher:
                             if copy_id is not None:
                                 wanted.add(copy_id)
                     elif rec.state == "held":
-                        code = errno.ESTALE if "conflict" in (rec.last_error or "") else errno.EIO
+                        code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
                         raise FsError(code, rec.last_error or "upload failed")
                 if not wanted:
                     if conflict is not None:
@@ -168,7 +168,7 @@ class Flusher:
     async def drain(self, timeout: float) -> list[int]:
         """Try to send everything (held changes too, once); the ids still pending."""
         for rec in self.journal.records("held"):
-            self.journal.update(rec, state="pending")
+            self.journal.update(rec, state="pending", held_for=None)
         try:
             await self.wait_for(self.pending_ids(), timeout)
         except FsError as e:
@@ -351,7 +351,7 @@ class Flusher:
             return
         log.error("upload refused, changes held: %s", e.message)
         for op in ops:
-            self._hold(op, error)
+            self._hold(op, error, "refused")
 
     async def _settle(self, op: Planned, outcome: Outcome) -> bool:
         if isinstance(outcome, Applied):
@@ -372,7 +372,7 @@ class Flusher:
             err = outcome.error
             self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
             return False
-        self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}")
+        self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
         return False
 
     async def _already_there(self, op: Planned, current: str | None) -> bool:
@@ -414,18 +414,20 @@ class Flusher:
                     rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
                 )
 
-    def _hold(self, op: Planned, error: str) -> None:
+    def _hold(self, op: Planned, error: str, why: HeldFor) -> None:
         for i in op.ids:
             rec = self.journal.get(i)
             if rec is not None:
-                self.journal.update(rec, state="held", last_error=error, tries=rec.tries + 1)
+                self.journal.update(
+                    rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
+                )
 
     async def _conflict(self, op: Planned, current: str | None) -> None:
         policy = self.config.policy
         where = op.dst if op.op == "rename" and op.dst else op.path
         log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
         if policy == Policy.FAIL:
-            self._hold(op, f"conflict: {where} changed on the remote")
+            self._hold(op, f"conflict: {where} changed on the remote", "conflict")
             self.conflicts.append(ConflictNote(where, policy.value, "held"))
             return
         if policy == Policy.MINE:

@@ -26,6 +26,7 @@ from repomount.remotes.base import Expect, ExpectT
 
 Op = Literal["write", "delete", "rename", "mkdir", "symlink"]
 State = Literal["pending", "held"]
+HeldFor = Literal["conflict", "refused"]  # lost a conflict (policy fail) / the remote said no
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS changes (
     last_error TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     target TEXT,
-    next_try REAL NOT NULL DEFAULT 0
+    next_try REAL NOT NULL DEFAULT 0,
+    held_for TEXT
 );
 """
 
@@ -73,6 +75,7 @@ class Record:
     state: State = "pending"
     target: str | None = None  # symlink: where it points
     next_try: float = 0.0  # wall-clock time before which a retry is not sent
+    held_for: HeldFor | None = None  # why a held change is held
 
     def paths(self) -> tuple[str, ...]:
         return (self.path, self.dst) if self.dst is not None else (self.path,)
@@ -92,19 +95,21 @@ class Journal:
             self._db.execute("ALTER TABLE changes ADD COLUMN target TEXT")
         if "next_try" not in columns:  # ... or before per-change retry times
             self._db.execute("ALTER TABLE changes ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
+        if "held_for" not in columns:
+            self._db.execute("ALTER TABLE changes ADD COLUMN held_for TEXT")
         self._records: dict[int, Record] = {}
         self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
         self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
         self.version = 0  # bumped by every change of the records (progress, for waiters)
         for row in self._db.execute(
             "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state, target, next_try FROM changes ORDER BY id"
+            " last_error, state, target, next_try, held_for FROM changes ORDER BY id"
         ):
             rec = Record(
                 id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
                 expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
                 created=row[9], tries=row[10], last_error=row[11], state=row[12],
-                target=row[13], next_try=row[14],
+                target=row[13], next_try=row[14], held_for=row[15],
             )  # fmt: skip
             self._index(rec)
         self._remove_orphan_blobs()
@@ -180,11 +185,11 @@ class Journal:
         new = replace(rec, **changes)  # type: ignore[arg-type]
         self._db.execute(
             "UPDATE changes SET op=?, path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?,"
-            " tries=?, last_error=?, state=?, target=?, next_try=? WHERE id=?",
+            " tries=?, last_error=?, state=?, target=?, next_try=?, held_for=? WHERE id=?",
             (
                 new.op, new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
                 encode_expect(new.expect_to), new.tries, new.last_error, new.state,
-                new.target, new.next_try, new.id,
+                new.target, new.next_try, new.held_for, new.id,
             ),
         )  # fmt: skip
         self._unindex(rec)
