@@ -79,6 +79,7 @@ class Vfs(FileIO):
     # ------------------------------------------------------------------ attributes
 
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
+        self.sweep_wanted = True
         for ino, count in items:
             self.inodes.forget(ino, count)
             if self.inodes.get(ino) is None:  # gone for good: so is its per-inode state

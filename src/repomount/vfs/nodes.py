@@ -144,6 +144,21 @@ class InodeTable:
                 stack.extend(n.children.values())
             self._maybe_drop(n)
 
+    def drop_subtree(self, node: Node) -> list[int]:
+        """Forget an unreferenced subtree whose parent let go of it (see sweep); the
+        inode numbers that went."""
+        gone = []
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            n.attached = False
+            if n.children:
+                stack.extend(n.children.values())
+            self._maybe_drop(n)
+            if n.ino not in self._nodes:
+                gone.append(n.ino)
+        return gone
+
     def move(self, node: Node, new_parent: Node, new_name: str) -> None:
         assert node.parent is not None and node.parent.children is not None
         assert new_parent.children is not None

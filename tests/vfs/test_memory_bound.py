@@ -1,0 +1,50 @@
+"""Nodes of clean, unreferenced subtrees go once their listing expired: memory follows
+what is in use, not what was ever listed."""
+
+from __future__ import annotations
+
+import os
+
+from support.memremote import MemRemote
+from support.vfsutil import ROOT, MakeMount, listdir, open_path, read_file
+
+
+async def test_expired_unreferenced_subtree_is_dropped_and_relisted(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    for i in range(50):
+        mem.put(f"big/sub{i % 5}/f{i}", b"x%d\n" % i)
+    m = await make_mount(metadata_ttl=0.0)
+    vfs = m.vfs
+    for d in range(5):
+        assert len(await listdir(vfs, f"big/sub{d}")) == 10
+    before = len(vfs.inodes)
+    assert before > 55
+    # The kernel forgets everything it looked up (what listdir's lookups counted).
+    vfs.forget([(n.ino, n.lookups) for n in vfs.inodes.nodes() if n.ino != ROOT])
+    dropped = vfs.sweep()
+    assert dropped >= 55 and len(vfs.inodes) == before - dropped
+    # Listed again on demand, content intact.
+    assert await read_file(vfs, "big/sub3/f8") == b"x8\n"
+    assert len(await listdir(vfs, "big/sub3")) == 10
+
+
+async def test_referenced_or_pending_nodes_stay(make_mount: MakeMount, mem: MemRemote) -> None:
+    mem.put("d/a", b"a\n")
+    mem.put("d/b", b"b\n")
+    m = await make_mount(metadata_ttl=0.0, flush_delay=3600.0, max_flush_window=3600.0)
+    vfs = m.vfs
+    fh, node = await open_path(vfs, "d/a", os.O_RDONLY)  # open: referenced
+    vfs.forget([(n.ino, n.lookups) for n in vfs.inodes.nodes() if n.ino != ROOT])
+    vfs.sweep()
+    assert vfs.inodes.get(node.ino) is node and node.attached
+    await vfs.release(fh)
+    # A pending change below keeps its directory too.
+    wfh, wnode = await open_path(vfs, "d/b", os.O_WRONLY | os.O_TRUNC)
+    await vfs.write(wfh, 0, b"B\n")
+    await vfs.flush(wfh)
+    await vfs.release(wfh)
+    vfs.forget([(n.ino, n.lookups) for n in vfs.inodes.nodes() if n.ino != ROOT])
+    vfs.sweep()
+    assert vfs.inodes.get(wnode.ino) is wnode and wnode.attached
+    assert await read_file(vfs, "d/b") == b"B\n"
