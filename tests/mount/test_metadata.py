@@ -126,7 +126,14 @@ def _empty_dir(root: Path) -> object:
 
 
 def _nlink(rel: str) -> Callable[[Path], object]:
-    return lambda root: os.stat(root / rel).st_nlink
+    """A directory the mount has not listed yet says st_nlink 1 ("unknown", which find
+    and fts honour); once listed, 2 + its subdirectories. So: list it, then stat."""
+
+    def observe(root: Path) -> object:
+        os.listdir(root / rel)
+        return os.stat(root / rel).st_nlink
+
+    return observe
 
 
 def attribute_rows(can: frozenset[str]) -> list[Row]:

@@ -5,7 +5,8 @@ stamps its own). So that those operations are never "a silent 0 that is later un
 what was set is stored per path in the state directory (SQLite) and laid over what
 listings say, across remounts of the same state directory. Times hold only while the
 file is at the version they were set on (a change made elsewhere brings its own time);
-modes and owners hold until the name is removed.
+a file we wrote keeps the time of the write with the version our upload made. Modes
+and owners hold until the name is removed.
 
 An in-memory copy answers every lookup (listings apply it to each entry); SQLite only
 makes it durable. Used from the trio thread; statements are short local writes.
@@ -82,11 +83,14 @@ class LocalAttrs:
             if kept.atime_ns is not None:
                 node.atime_ns = kept.atime_ns
 
-    def uploaded(self, path: str, old: str | None, new: str) -> None:
-        """Our own write of `path` landed as `new`: times set on `old` stay set."""
-        kept = self._kept.get(path)
-        if kept is not None and kept.version == old:
-            self._store(path, replace(kept, version=new))
+    def uploaded(self, node: Node, old: str | None, new: str) -> None:
+        """Our own write of `node` landed as `new`: its modification time is the
+        write's, not the remote's commit time (rsync's quick check relies on it, across
+        remounts too); an access time set on `old` stays set."""
+        path = node.path
+        kept = self._kept.get(path, Kept())
+        atime = kept.atime_ns if kept.version == old else None
+        self._store(path, replace(kept, version=new, mtime_ns=node.mtime_ns, atime_ns=atime))
 
     def moved(self, src: str, dst: str) -> None:
         for path in [p for p in self._kept if p == src or p.startswith(src + "/")]:

@@ -206,7 +206,7 @@ class Vfs(FileIO):
         elif op.blob is not None and self.overlay.pending_blob(node.ino) == op.blob:
             # The uploaded content is exactly this version: keep it as its cache entry
             # (no download later), and stop treating the node as pending.
-            self.attrs.uploaded(path, node.version, version)
+            self.attrs.uploaded(node, node.version, version)
             node.version, node.fetch_path = version, path
             self.overlay.set_pending_blob(node.ino, None)
             self.files.set_kernel_version(node.ino, version)

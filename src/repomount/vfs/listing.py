@@ -277,6 +277,8 @@ class Listings(VfsState):
             self.attrs.lay_over(node)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
+        if first_time and any(c.is_dir for c in d.children.values()):
+            self.invalidator.inode(d.ino, attr_only=True)  # its nlink is known now
         for name, node in list(d.children.items()):
             if name in seen or self.busy(node):
                 continue

@@ -72,10 +72,13 @@ class Node:
     @property
     def nlink(self) -> int:
         """Files: 1, or 0 once unlinked (still open). Directories: 2 plus one per
-        subdirectory known."""
+        subdirectory once listed; 1 before ("unknown", which find and fts honour: a
+        wrong 2 would tell them there is nothing below to descend into)."""
         if not self.is_dir:
             return 1 if self.attached else 0
-        return 2 + sum(1 for c in (self.children or {}).values() if c.is_dir)
+        if self.children is None:
+            return 1
+        return 2 + sum(1 for c in self.children.values() if c.is_dir)
 
     @property
     def is_dir(self) -> bool:
