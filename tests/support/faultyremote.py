@@ -112,6 +112,11 @@ class FaultyRemote(Remote):
         self._slow.append(slow)
         return slow
 
+    def disarm(self, slow: SlowListing) -> None:
+        """Drop a held listing no request picked up."""
+        if slow in self._slow:
+            self._slow.remove(slow)
+
     # ------------------------------------------------------------------ injection
 
     def _pick(self, method: str) -> _Fault | None:
