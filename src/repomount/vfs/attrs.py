@@ -2,7 +2,8 @@
 
 Most remotes keep no owner, no directory modes and no times of our choosing (the server
 stamps its own). So that those operations are never "a silent 0 that is later undone",
-what was set is stored per path in the state directory (SQLite) and laid over what
+what was set is stored per path in the journal's database (a table of its own) and laid
+over what
 listings say, across remounts of the same state directory. Times hold only while the
 file is at the version they were set on (a change made elsewhere brings its own time);
 a file we wrote keeps the time of the write with the version our upload made. Modes
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 from repomount.vfs.nodes import Node
 
@@ -43,10 +43,8 @@ _COLUMNS = [f.name for f in fields(Kept)]
 
 
 class LocalAttrs:
-    def __init__(self, state_dir: Path) -> None:
-        self._db = sqlite3.connect(state_dir / "attrs.db", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db  # the journal's: one database, one checkpoint, shared transactions
         self._db.executescript(_SCHEMA)
         self._kept: dict[str, Kept] = {
             row[0]: Kept(*row[1:])
@@ -104,9 +102,6 @@ class LocalAttrs:
             del self._kept[p]
         if gone:
             self._db.executemany("DELETE FROM attrs WHERE path = ?", [(p,) for p in gone])
-
-    def close(self) -> None:
-        self._db.close()
 
     def _store(self, path: str, kept: Kept) -> None:
         self._kept[path] = kept

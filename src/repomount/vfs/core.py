@@ -74,7 +74,6 @@ class Vfs(FileIO):
         self.handles.clear()
         self.files.close_all()
         self.overlay.close()
-        self.attrs.close()
 
     # ------------------------------------------------------------------ attributes
 

@@ -57,12 +57,13 @@ class FileIO(Namespace):
             tmp.unlink(missing_ok=True)
             raise
         self.health.ok()
-        # The download is ours, whatever happened meanwhile: read it through its fd.
+        # Local content that appeared meanwhile wins over the download.
+        f = self.files.get(node.ino)
+        newer = os.dup(f.fd) if f is not None else self.overlay.open_pending(node.ino)
+        if newer is not None:
+            tmp.unlink(missing_ok=True)
+            return newer
         fd = os.open(tmp, os.O_RDONLY)
-        if self.files.get(node.ino) is not None or self.overlay.pending_blob(node.ino):
-            tmp.unlink(missing_ok=True)  # local content appeared meanwhile: it wins
-            os.close(fd)
-            return await self.open_content(node)
         if got.version is not None and got.version != node.version:
             node.version = got.version
             node.fetch_path = where
@@ -231,6 +232,12 @@ class FileIO(Namespace):
 
 async def _pread(fd: int, size: int, off: int) -> bytes:
     # Small reads are cheaper inline than a thread hop; big ones may hit a cold disk.
+    # A thread reads its own duplicate: a write may replace (and close) the inode's
+    # descriptor meanwhile, and its number may be reused by another file.
     if size <= 1 << 17:
         return os.pread(fd, size, off)
-    return await trio.to_thread.run_sync(os.pread, fd, size, off)
+    own = os.dup(fd)
+    try:
+        return await trio.to_thread.run_sync(os.pread, own, size, off)
+    finally:
+        os.close(own)

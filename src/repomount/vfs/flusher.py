@@ -50,6 +50,7 @@ from repomount.vfs.journal import HeldFor, Journal, Record
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
+CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
 
 
 class FlushHooks(Protocol):
@@ -105,6 +106,7 @@ class Flusher:
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
         self._epoch: float | None = None  # wall clock minus trio's clock
+        self._checkpointed = 0  # journal.version at the last checkpoint
 
     def _now(self) -> float:
         """Wall-clock seconds (retry times are stored in journal rows, so they outlive
@@ -197,6 +199,9 @@ class Flusher:
             before = self.journal.version
             await self.round(self._ready(self._now()))
             self._signal_progress()
+            if self.journal.version - self._checkpointed >= CHECKPOINT_EVERY:
+                self._checkpointed = self.journal.version
+                await trio.to_thread.run_sync(self.journal.checkpoint)
             if self.journal.version == before:  # nothing moved: never spin
                 await trio.sleep(self.config.backoff_base)
 
@@ -284,9 +289,15 @@ class Flusher:
             return False
         self._online()
         self.head = result.head or self.head
+        outcomes = list(zip(ops, result.outcomes, strict=True))
+        with self.journal.transaction():  # one commit for every change that landed
+            for op, outcome in outcomes:
+                if isinstance(outcome, Applied):
+                    self._applied(op, outcome.version)
         all_applied = True
-        for op, outcome in zip(ops, result.outcomes, strict=True):
-            all_applied &= await self._settle(op, outcome)
+        for op, outcome in outcomes:
+            if not isinstance(outcome, Applied):
+                all_applied &= await self._settle(op, outcome)
         return all_applied
 
     async def _send_parallel(self, ops: list[Planned]) -> bool:

@@ -12,12 +12,13 @@ except `sync()`, which checkpoints from a worker thread on a connection of its o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -89,6 +90,10 @@ class Journal:
         self._db = sqlite3.connect(self._db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against crashes; see sync()
+        # Checkpoints copy the WAL into the database and fsync it: never on the trio
+        # thread. checkpoint() runs them from a worker thread (the flusher, per round).
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._in_transaction = False
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
         if "target" not in columns:  # a journal written before symlinks existed
@@ -172,8 +177,7 @@ class Journal:
         ids = [i for i in ids if i in self._records]
         if not ids:
             return
-        with self._db:
-            self._db.execute("BEGIN")
+        with self.transaction():
             self._db.executemany("DELETE FROM changes WHERE id = ?", [(i,) for i in ids])
         for i in ids:
             rec = self._records.pop(i)
@@ -196,6 +200,14 @@ class Journal:
         self._index(new)
         return new
 
+    def exists_after(self, path: str) -> bool | None:
+        """Whether `path` exists once the pending records naming it are applied (None:
+        no record names it, the remote's state stands)."""
+        exists: bool | None = None
+        for rec in self.naming(path):
+            exists = rec.dst == path if rec.op == "rename" else rec.op != "delete"
+        return exists
+
     def naming(self, path: str) -> list[Record]:
         """The records naming `path` (as source, target or write), oldest first."""
         return [self._records[i] for i in sorted(self._by_path.get(path, ()))]
@@ -217,6 +229,38 @@ class Journal:
             if rec.state == "pending" and rec.op == op and rec.path == path:
                 return rec
         return None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for tables kept beside the journal (attrs.py)."""
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction for everything inside (many rows settled at once cost
+        one commit, not one each). Never held across an await: a close() journaled by
+        another task meanwhile must be committed when it returns."""
+        if self._in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        self._db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (worker thread, own connection)."""
+        con = sqlite3.connect(self._db_path, isolation_level=None)
+        try:
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            con.close()
 
     def sync(self) -> None:
         """Make everything journaled so far survive a power loss. Runs in a worker

@@ -234,12 +234,19 @@ class Namespace(Listings):
                 raise FsError(errno.EISDIR)
             if node.base != Expect.ABSENT and not node.local:
                 self.require("delete", node.path)
-            if not node.local and (node.base != Expect.ABSENT or self.overlay.touches(node.path)):
+            if not node.local and self._sent_or_pending(node):
                 self.journal_add("delete", node.path, expect=node.base)
             self._remove_name(node)
             self._touch_dir(parent)
 
         await self._decide(decide)
+
+    def _sent_or_pending(self, node: Node) -> bool:
+        """Whether the remote has this node's name, or a pending change gives it one. A
+        pending delete of an earlier file of the same name does not count."""
+        if node.base != Expect.ABSENT:
+            return True
+        return bool(self.overlay.journal.exists_after(node.path))
 
     def _remove_name(self, node: Node) -> None:
         """`node` loses its name; its content stays readable by open handles."""
@@ -307,7 +314,7 @@ class Namespace(Listings):
         dst_local = not node.is_dir and self.is_local_name(new)
         if on_remote and not node.local:  # to a local-only name, it goes remotely
             self.require("delete" if dst_local else "rename", src_path)
-        known = on_remote or self.overlay.touches(src_path)
+        known = on_remote or self._sent_or_pending(node)
         becomes_ordinary = node.local and not dst_local
         replaced_dir = target is not None and target.is_dir and target.on_remote
         if replaced_dir and self.remote.capabilities.empty_dirs:

@@ -118,7 +118,7 @@ class VfsState:
         self.overlay = Overlay(config.state_dir)
         self.journal = self.overlay.journal
         self.files = Files(config.state_dir / "spool")
-        self.attrs = LocalAttrs(config.state_dir)
+        self.attrs = LocalAttrs(self.journal.db)
         self.health = Health()
         self.flusher = Flusher(
             remote,
