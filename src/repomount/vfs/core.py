@@ -60,6 +60,7 @@ class Vfs(FileIO):
         anything is served (so the tree we show is the remote's). Returns the ids still
         pending after that."""
         info = await self.remote.info()
+        self.observe_head(info.head)
         self.head = info.head
         self.flusher.head = info.head
         if not len(self.journal):
@@ -84,6 +85,7 @@ class Vfs(FileIO):
             if self.inodes.get(ino) is None:  # gone for good: so is its per-inode state
                 self.node_locks.pop(ino, None)
                 self.dir_locks.pop(ino, None)
+                self._listed_gen.pop(ino, None)
                 self.files.set_kernel_version(ino, None)
 
     def getattr(self, ino: int) -> Node:
@@ -188,7 +190,7 @@ class Vfs(FileIO):
     def applied(self, op: Planned, version: str | None, blob: Path | None) -> None:
         """The remote acknowledged `op` (as `version`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
-        self.touched_by_us(*{op.path, path})
+        self.touched_by_us(self.flusher.head, *{op.path, path})
         node = self.node_at(path)
         if op.op == "delete" or node is None:
             return

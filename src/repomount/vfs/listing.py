@@ -1,10 +1,13 @@
 """The remote tree: directory listings merged under the overlay.
 
-A listing says what the remote held when its request started. Our own commits may land
-while it is in flight; its answer must not roll their paths back. So every listing is
-stamped with the generation current when it started, every applied change of ours bumps
-the generation and records it for the paths it touched, and a merge leaves alone any
-path (or anything below a path) that one of our changes touched after its stamp.
+A listing says what the remote held at some point; our own commits may land while it is
+in flight, or a lagging replica may answer from before them. Its answer must not roll
+their paths back. So generations count what we have seen: every applied change of ours
+records one for the paths it touched, and every repo head we learn of gets one when
+first seen. A listing is stamped with the generation of its head when that head is
+known (else with the generation current when its request started), and a merge leaves
+alone any path (or anything below a path) one of our changes touched after its stamp;
+an answer older than one already merged for the directory is dropped whole.
 A path with a pending change, a file being written, or a local-only file is never
 replaced by a listing either: the overlay decides what is there.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import trio
@@ -31,18 +34,35 @@ log = logging.getLogger(__name__)
 class Listings(VfsState):
     def init_listings(self) -> None:
         self.generation = 0
-        self._in_flight: Counter[int] = Counter()  # generation -> listings started at it
-        self._touched_at: dict[str, int] = {}  # path -> generation of our last change
+        # path -> generation of our last change there; head -> generation first seen.
+        # Both bounded: an answer older than the oldest entry is not expected.
+        self._touched_at: OrderedDict[str, int] = OrderedDict()
+        self._head_gen: OrderedDict[str, int] = OrderedDict()
+        self._listed_gen: dict[int, int] = {}  # dir ino -> stamp of its merged listing
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
 
     # ------------------------------------------------------------------ generations
 
-    def touched_by_us(self, *changed: str) -> None:
-        """One of our changes landed at these paths (called by the overlay's applier)."""
-        self.generation += 1
-        if self._in_flight:  # only a listing in flight can be older than this change
-            for p in changed:
-                self._touched_at[p] = self.generation
+    def touched_by_us(self, head: str | None, *changed: str) -> None:
+        """One of our changes landed at these paths, making the repo's head `head`
+        (called by the applier). Every change of one commit shares its generation."""
+        gen = self._head_gen.get(head) if head is not None else None
+        if gen is None:
+            self.generation += 1
+            gen = self.generation
+            self._see_head(head, gen)
+        for p in changed:
+            _bounded_put(self._touched_at, p, gen)
+
+    def observe_head(self, head: str | None) -> None:
+        """A head the remote reported (info, a listing): later than all we knew."""
+        if head is not None and head not in self._head_gen:
+            self.generation += 1
+            self._see_head(head, self.generation)
+
+    def _see_head(self, head: str | None, gen: int) -> None:
+        if head is not None:
+            _bounded_put(self._head_gen, head, gen)
 
     def _stale_for(self, path: str, stamp: int) -> bool:
         """Whether a change of ours at `path` or above it landed after `stamp`."""
@@ -99,35 +119,30 @@ class Listings(VfsState):
         raise NeedListing(d)
 
     async def refresh(self, d: Node) -> None:
-        stamp = self.generation
-        self._in_flight[stamp] += 1
+        started = self.generation
         try:
-            try:
-                listing = await self.remote.list_tree(d.path)
-            except NotFound:
-                if d.children is not None:
-                    return
-                raise not_found(d.path) from None
-            except RemoteError as e:
-                self.health.failed(e)
-                if d.children is not None:
-                    return  # offline: serve what we know
-                raise
-            self.health.ok()
-            self.head = listing.head or self.head
-            async with self.ns_lock:
-                if d.attached:
-                    self._merge_listing(d, listing.entries, stamp)
-            self.fresh[d.ino] = True
-        finally:
-            self._in_flight[stamp] -= 1
-            if self._in_flight[stamp] <= 0:
-                del self._in_flight[stamp]
-            if not self._in_flight:
-                self._touched_at.clear()
-            elif self._touched_at:
-                oldest = min(self._in_flight)
-                self._touched_at = {p: g for p, g in self._touched_at.items() if g > oldest}
+            listing = await self.remote.list_tree(d.path)
+        except NotFound:
+            if d.children is not None:
+                return
+            raise not_found(d.path) from None
+        except RemoteError as e:
+            self.health.failed(e)
+            if d.children is not None:
+                return  # offline: serve what we know
+            raise
+        self.health.ok()
+        known = self._head_gen.get(listing.head) if listing.head is not None else None
+        stamp = started if known is None else known
+        self.observe_head(listing.head)
+        if stamp < self._listed_gen.get(d.ino, -1):
+            return  # older than what we merged already (a lagging replica)
+        self.head = listing.head or self.head
+        async with self.ns_lock:
+            if d.attached:
+                self._merge_listing(d, listing.entries, stamp)
+                self._listed_gen[d.ino] = stamp
+        self.fresh[d.ino] = True
 
     async def refresh_dirs(self, dir_paths: Sequence[str]) -> None:
         """Re-list these directories now, where loaded (remote changes seen by the
@@ -209,6 +224,7 @@ class Listings(VfsState):
                     for gone in self.inodes.drop_subtree(c):
                         self.node_locks.pop(gone, None)
                         self.dir_locks.pop(gone, None)
+                        self._listed_gen.pop(gone, None)
                         self.files.set_kernel_version(gone, None)
                         dropped += 1
             else:
@@ -312,3 +328,13 @@ class Listings(VfsState):
                 elif not c.local and (c.base != Expect.ABSENT or self.overlay.touches(c.path)):
                     return True
         return False
+
+
+_MEMORY = 1 << 16  # entries kept of each generation map
+
+
+def _bounded_put(table: OrderedDict[str, int], key: str, gen: int) -> None:
+    table[key] = gen
+    table.move_to_end(key)
+    if len(table) > _MEMORY:
+        table.popitem(last=False)
