@@ -318,3 +318,26 @@ async def test_reopen_for_read_right_after_close(
     await m.vfs.release(fh)
     assert await m.drain() == []
     assert mem.files() == {"r": data}
+
+
+async def test_rename_lands_after_its_target_was_unlinked_and_made_again(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """mv d a; rm a; a new a, written and renamed to b; all sent in one round. Found by
+    the random-operations test: the rename's acknowledgement gave the *new* a the
+    renamed file's version, so its upload expected a file the same batch deleted
+    (ESTALE, a conflict copy of the user's own work)."""
+    mem.put("d", b"old d\n")
+    m = await make_mount(**HELD)
+    await m.vfs.rename(ROOT, "d", ROOT, "a", 0)
+    await m.vfs.unlink(ROOT, "a")
+    fh, _ = await open_path(m.vfs, "a", os.O_RDWR | os.O_CREAT)
+    await m.vfs.write(fh, 0, b"new a\n")
+    await m.vfs.flusher.round()  # the rename and the delete land; the new a is open
+    assert mem.files() == {}
+    await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+    await m.vfs.write(fh, 6, b"more\n")
+    await m.vfs.fsync(fh)
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert mem.files() == {"b": b"new a\nmore\n"}

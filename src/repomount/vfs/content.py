@@ -74,6 +74,21 @@ class ContentCache:
             self.evict(keep=dest)
         return dest
 
+    def rename(self, src: str, dst: str, version: str, new_version: str) -> None:
+        """A rename landed: the entry of (src, version) is (dst, new_version) now."""
+        old = self.cached_path(src, version)
+        if old not in self._lru:
+            return
+        new = self.cached_path(dst, new_version)
+        new.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(old, new)
+        except FileNotFoundError:
+            self._size -= self._lru.pop(old)
+            return
+        self._size -= self._lru.pop(new, 0)
+        self._lru[new] = self._lru.pop(old)
+
     def evict(self, keep: Path | None = None) -> None:
         """Drop least recently used entries until the cache is within 90% of its limit."""
         for f in list(self._lru):

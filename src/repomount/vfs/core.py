@@ -191,29 +191,69 @@ class Vfs(FileIO):
         """The remote acknowledged `op` (as `version`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
         self.touched_by_us(self.flusher.head, *{op.path, path})
+        if op.op == "write" and op.blob is not None and version is not None:
+            self._content_landed(op, op.blob, version)
+        if op.op == "rename" and version is not None:
+            self._rename_landed(op.path, path, version)
         node = self.node_at(path)
         if op.op == "delete" or node is None:
             return
-        node.on_remote = True
-        if op.op == "mkdir" or version is None:
+        if self.journal.removed_after(path, max(op.ids, default=0)):
+            # A later pending change removes what this one made: the node at the path
+            # now is another file, made after it.
             return
-        node.base = version  # the journal rebases its later changes of `path` the same way
-        if op.op == "symlink":
+        node.on_remote = True
+        # What the op expected at the path: as planned, or as the journal rebased it
+        # when an earlier op of the same batch landed.
+        olds = {op.expect_to if op.op == "rename" else op.expect}
+        for i in op.ids:
+            rec = self.journal.get(i)
+            if rec is not None and path in rec.paths():
+                olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
+        if (
+            op.op in ("write", "rename", "symlink")
+            and version is not None
+            and (node.base in olds or Expect.ANY in olds)
+        ):
+            # The node's changes were chained to this one: rebase it as the journal
+            # rebases its later records.
+            node.base = version
+        if op.op == "symlink" and version is not None:
             node.version, node.fetch_path = version, path
-        elif op.op == "rename":
-            node.version, node.fetch_path = version, path
-            if node.is_dir:
-                _move_fetch_paths(node, op.path, path)
-        elif op.blob is not None and self.overlay.pending_blob(node.ino) == op.blob:
-            # The uploaded content is exactly this version: keep it as its cache entry
-            # (no download later), and stop treating the node as pending.
+
+    def _content_landed(self, op: Planned, blob: str, version: str) -> None:
+        """The file whose pending content `blob` is (wherever it is named now) is on the
+        remote as `version` at `op.path`: keep the blob as that cache entry (no download
+        later), and stop treating the file as pending."""
+        ino = self.overlay.owner_of(blob)
+        node = self.inodes.get(ino) if ino is not None else None
+        if node is None:
+            return
+        if node.path == op.path:
             self.attrs.uploaded(node, node.version, version)
-            node.version, node.fetch_path = version, path
-            self.overlay.set_pending_blob(node.ino, None)
-            self.files.set_kernel_version(node.ino, version)
-            source = self.overlay.take_uploaded(op.blob, op.ids)
-            if source is not None:
-                self.cache.commit(source, path, version)
+        node.version, node.fetch_path = version, op.path
+        self.overlay.set_pending_blob(node.ino, None)
+        self.files.set_kernel_version(node.ino, version)
+        source = self.overlay.take_uploaded(blob, op.ids)
+        if source is not None:
+            self.cache.commit(source, op.path, version)
+
+    def _rename_landed(self, src: str, dst: str, version: str) -> None:
+        """What the remote kept at `src` is at `dst` now: files read from there follow."""
+        node = self.node_at(dst)
+        if node is None or (node.fetch_path != src and not node.is_dir):
+            # Renamed again (or replaced) since: find it by where it is read from.
+            node = next(
+                (n for n in self.inodes.nodes() if n.fetch_path == src and not n.is_dir), None
+            )
+        if node is None:
+            return
+        if node.is_dir:
+            _move_fetch_paths(node, src, dst)
+        else:
+            if node.version is not None:
+                self.cache.rename(src, dst, node.version, version)
+            node.version, node.fetch_path = version, dst
 
     async def adopt_remote(self, path: str) -> None:
         """Show the remote's state of `path` again (after a conflict resolved for theirs)."""

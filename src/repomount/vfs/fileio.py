@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from repomount.remotes.base import RemoteError
+from repomount.remotes.base import NotFound, RemoteError
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
 from repomount.vfs.namespace import Namespace
@@ -37,25 +37,32 @@ class FileIO(Namespace):
             return os.open(os.devnull, os.O_RDONLY)
         # No version known yet (a name the remote took over in a conflict, not yet
         # re-listed): read whatever it holds now and learn its version from the answer.
-        where = node.fetch_path or node.path
-        if node.version is not None:
-            cached = self.cache.lookup(where, node.version)
-            if cached is not None:
-                try:
-                    return os.open(cached, os.O_RDONLY)
-                except FileNotFoundError:
-                    pass  # evicted just now
-        tmp = self.cache.temp_path()
-        try:
-            with tmp.open("wb") as out:
-                got = await self.remote.read(where, out, version=node.version)
-        except RemoteError as e:
-            tmp.unlink(missing_ok=True)
-            self.health.failed(e)
-            raise
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        for attempt in range(3):
+            where = node.fetch_path or node.path
+            if node.version is not None:
+                cached = self.cache.lookup(where, node.version)
+                if cached is not None:
+                    try:
+                        return os.open(cached, os.O_RDONLY)
+                    except FileNotFoundError:
+                        pass  # evicted just now
+            tmp = self.cache.temp_path()
+            try:
+                with tmp.open("wb") as out:
+                    got = await self.remote.read(where, out, version=node.version)
+                break
+            except NotFound:
+                tmp.unlink(missing_ok=True)
+                if (node.fetch_path or node.path) == where or attempt == 2:
+                    raise
+                # A rename of ours landed meanwhile: the remote keeps it elsewhere now.
+            except RemoteError as e:
+                tmp.unlink(missing_ok=True)
+                self.health.failed(e)
+                raise
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self.health.ok()
         # Local content that appeared meanwhile wins over the download.
         f = self.files.get(node.ino)

@@ -208,6 +208,13 @@ class Journal:
             exists = rec.dst == path if rec.op == "rename" else rec.op != "delete"
         return exists
 
+    def removed_after(self, path: str, after: int) -> bool:
+        """Whether a record newer than id `after` deletes `path` or renames it away."""
+        return any(
+            rec.id > after and (rec.op == "delete" or (rec.op == "rename" and rec.path == path))
+            for rec in self.naming(path)
+        )
+
     def naming(self, path: str) -> list[Record]:
         """The records naming `path` (as source, target or write), oldest first."""
         return [self._records[i] for i in sorted(self._by_path.get(path, ()))]

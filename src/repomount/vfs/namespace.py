@@ -197,14 +197,18 @@ class Namespace(Listings):
         parent = self.node(parent_ino)
         path = self.valid_child_path(parent, name)
 
+        existed = False
+
         async def decide(just_listed: set[int], _: set[str]) -> Node:
+            nonlocal existed
             old = self.listed_locked(parent, just_listed).get(name)
             if old is not None:
                 if flags & os.O_EXCL:
                     raise exists(path)
                 if old.is_dir:
                     raise FsError(errno.EISDIR)
-                node = old  # a race with a listing can land here: open it, truncated
+                node = old  # a race with a listing can land here: an ordinary open
+                existed = True
             else:
                 node = self.inodes.new_node(parent, name, "file", mode=mode & 0o7777, size=0)
                 self._own(node, owner)
@@ -215,6 +219,10 @@ class Namespace(Listings):
             return node
 
         node = await self._decide(decide)
+        if existed:  # O_CREAT of a name that exists: open(2) semantics, O_TRUNC included
+            node.open_count -= 1
+            fh, _ = await self.open(node.ino, flags)  # type: ignore[attr-defined]
+            return fh, node
         fh = self.new_fh()
         self.handles[fh] = Handle(fh, node, writable=True)
         try:

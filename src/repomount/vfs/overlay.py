@@ -21,6 +21,7 @@ class Overlay:
     def __init__(self, state_dir: Path) -> None:
         self.journal = Journal(state_dir)
         self._pending: dict[int, str] = {}  # ino -> blob of its newest closed content
+        self._owner: dict[str, int] = {}  # the reverse: blob -> ino
 
     # ------------------------------------------------------------------ per-inode content
 
@@ -28,10 +29,16 @@ class Overlay:
         return self._pending.get(ino)
 
     def set_pending_blob(self, ino: int, blob: str | None) -> None:
-        if blob is None:
-            self._pending.pop(ino, None)
-        else:
+        old = self._pending.pop(ino, None)
+        if old is not None and self._owner.get(old) == ino:
+            del self._owner[old]
+        if blob is not None:
             self._pending[ino] = blob
+            self._owner[blob] = ino
+
+    def owner_of(self, blob: str) -> int | None:
+        """The inode whose newest closed content `blob` is, if any."""
+        return self._owner.get(blob)
 
     def open_pending(self, ino: int) -> int | None:
         """A read-only descriptor of the inode's pending content, or None."""
@@ -55,7 +62,8 @@ class Overlay:
 
     def drop_local_blob(self, ino: int) -> None:
         """A local-only file's content file goes, unless a journal row still sends it."""
-        blob = self._pending.pop(ino, None)
+        blob = self._pending.get(ino)
+        self.set_pending_blob(ino, None)
         if blob is not None and not self.journal.uses_blob(blob):
             self.journal.blob_path(blob).unlink(missing_ok=True)
 
