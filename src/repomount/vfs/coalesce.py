@@ -57,9 +57,13 @@ class Plan:
 def coalesce(records: list[Record]) -> Plan:
     out: list[Planned | None] = []
     latest: dict[str, int] = {}  # path -> index in `out` of the latest op touching it
+    has_below: set[str] = set()  # every proper ancestor of a key of `latest`
+    at: dict[str, list[int]] = {}  # path -> indices in `out` of ops naming it (src or dst)
     dropped: list[int] = []
 
     def forget_under(path: str) -> None:
+        if path not in has_below:
+            return  # (a file, or a directory with nothing planned below: no scan)
         prefix = path + "/"
         for p in [p for p in latest if p.startswith(prefix)]:
             del latest[p]
@@ -81,7 +85,11 @@ def coalesce(records: list[Record]) -> Plan:
         if op.expect != Expect.ABSENT:
             return False
         exists = False
-        for earlier in out[:i]:
+        # Only ops at the path or at one of its ancestors matter, in plan order.
+        nearby = sorted(
+            {j for p in (op.path, *_ancestors(op.path)) for j in at.get(p, ()) if j < i}
+        )
+        for earlier in (out[j] for j in nearby):
             if earlier is None:
                 continue
             if earlier.op == "rename":
@@ -98,6 +106,10 @@ def coalesce(records: list[Record]) -> Plan:
         out.append(op)
         for p in paths:
             latest[p] = len(out) - 1
+            has_below.update(_ancestors(p))
+        for named in (op.path, op.dst):
+            if named is not None:
+                at.setdefault(named, []).append(len(out) - 1)
 
     for rec in records:
         if rec.op in ("write", "symlink"):  # both give a path its content
@@ -179,6 +191,11 @@ def coalesce(records: list[Record]) -> Plan:
         else:  # pragma: no cover - the journal only holds these
             raise ValueError(f"unknown journal op {rec.op!r}")
     return Plan(_chain_preconditions([op for op in out if op is not None]), dropped)
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:k]) for k in range(1, len(parts))]
 
 
 def _at_or_under(path: str, top: str) -> bool:

@@ -264,7 +264,11 @@ class Flusher:
             records = self._ready(self._now())
         if not records:
             return
-        plan = coalesce(records)
+        # Pure logic over frozen records: a big plan is made off the trio thread.
+        if len(records) > 500:
+            plan = await trio.to_thread.run_sync(coalesce, records)
+        else:
+            plan = coalesce(records)
         self.journal.complete(plan.dropped)
         if not plan.ops:
             return
