@@ -341,3 +341,29 @@ async def test_rename_lands_after_its_target_was_unlinked_and_made_again(
     await close(m.vfs, fh)
     assert await m.drain() == []
     assert mem.files() == {"b": b"new a\nmore\n"}
+
+
+async def test_rebase_follows_a_batch_that_replaced_the_file_twice(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Found by the model test: truncate a; mv b a (b open); write + fsync through b's
+    descriptor; truncate a again. The fsync's batch wrote a, renamed b over it and wrote
+    it again; the last write's base was rebased from the planned (stale) expectation,
+    so the next truncate conflicted with our own upload (a conflict copy of our work)."""
+    mem.put("a", b"")
+    mem.put("b", b"C0\xdch")
+    m = await make_mount(flusher=False)
+    fh, _ = await open_path(m.vfs, "b", os.O_WRONLY | os.O_APPEND)
+    a = await resolve(m.vfs, "a")
+    await m.vfs.setattr(a.ino, None, size=4)
+    await m.vfs.rename(ROOT, "b", ROOT, "a", 0)
+    await m.vfs.write(fh, 4, b"\x00")
+    await m.vfs.flush(fh)
+    await m.vfs.flusher.round()
+    assert mem.files() == {"a": b"C0\xdch\x00"}
+    await close(m.vfs, fh)
+    a = await resolve(m.vfs, "a")
+    await m.vfs.setattr(a.ino, None, size=0)
+    await m.restart()
+    assert await m.drain() == []
+    assert mem.files() == {"a": b""}

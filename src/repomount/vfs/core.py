@@ -28,6 +28,7 @@ from repomount.remotes.base import Expect, Remote, RemoteError
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
+from repomount.vfs.flusher import expected_at
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import Node
 from repomount.vfs.state import DEFAULT_LOCAL_ONLY, Invalidator, VfsConfig, local_only
@@ -203,13 +204,7 @@ class Vfs(FileIO):
             # now is another file, made after it.
             return
         node.on_remote = True
-        # What the op expected at the path: as planned, or as the journal rebased it
-        # when an earlier op of the same batch landed.
-        olds = {op.expect_to if op.op == "rename" else op.expect}
-        for i in op.ids:
-            rec = self.journal.get(i)
-            if rec is not None and path in rec.paths():
-                olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
+        olds = expected_at(op, path, self.journal)
         if (
             op.op in ("write", "rename", "symlink")
             and version is not None

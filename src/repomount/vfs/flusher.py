@@ -30,6 +30,7 @@ from repomount.remotes.base import (
     Conflicted,
     Delete,
     Expect,
+    ExpectT,
     Failed,
     Mkdir,
     NotFound,
@@ -404,14 +405,15 @@ class Flusher:
 
     def _applied(self, op: Planned, version: str | None) -> None:
         blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
+        target = op.dst if op.op == "rename" and op.dst else op.path
+        olds = expected_at(op, target, self.journal)  # (before its records go)
         self.hooks.applied(op, version, blob)  # may move the content into the cache
         self.journal.complete(op.ids)
         for b in op.blobs:
             self._digests.pop(b, None)
-        target = op.dst if op.op == "rename" else op.path
-        if version is not None and target is not None:
-            old = op.expect_to if op.op == "rename" else op.expect
-            self.journal.rebase(target, old, version, after=max(op.ids, default=0))
+        if version is not None:
+            for old in olds:
+                self.journal.rebase(target, old, version, after=max(op.ids, default=0))
         if op.then_delete is not None:
             # The write half of "write + rename" landed; the record left is the delete
             # of the old name, and must stay one if this round stops here.
@@ -491,6 +493,17 @@ class Flusher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, dest)
         return dest
+
+
+def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
+    """What `op` expected the remote to hold at `path`: as planned, and as its records
+    say now (an earlier op of the same batch that landed rebased them)."""
+    olds: set[ExpectT] = {op.expect_to if op.op == "rename" else op.expect}
+    for i in op.ids:
+        rec = journal.get(i)
+        if rec is not None and path in rec.paths():
+            olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
+    return olds
 
 
 def _ancestors(path: str) -> list[str]:
