@@ -137,7 +137,9 @@ def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | No
 
     def ask() -> None:
         try:
-            result["reply"] = control.request(mountpoint, "sync", wait=timeout + 5, timeout=timeout)
+            result["reply"] = control.request(
+                mountpoint, "sync", wait=timeout + 5, timeout=timeout, unmounting=True
+            )
         except OSError:
             result["reply"] = None  # it died: unmount what is left
 

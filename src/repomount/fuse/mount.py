@@ -70,6 +70,9 @@ class KernelInvalidator:
                     pass  # the kernel no longer knows it: nothing to drop
 
 
+FINAL_DRAIN_AFTER_UNMOUNT = 2.0  # seconds
+
+
 def fuse_options(opts: MountOptions) -> set[str]:
     options = set(pyfuse3.default_options)
     options.add("fsname=repomount")
@@ -148,6 +151,10 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
         if cmd == "sync":
             timeout = float(req.get("timeout") or opts.drain_timeout)
             pending = await vfs.drain(timeout)
+            if req.get("unmounting"):
+                # `repomount unmount` gave its time already: the drain after the kernel
+                # lets go only sends what is new, it does not wait out the timeout again.
+                opts.drain_timeout = min(opts.drain_timeout, FINAL_DRAIN_AFTER_UNMOUNT)
             return {"ok": not pending, "pending": pending, "last_error": vfs.health.last_error}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -67,6 +67,7 @@ class Vfs(FileIO):
         if not len(self.journal):
             return []
         log.info("replaying %d journaled change(s) from an earlier run", len(self.journal))
+        self.journal.retry_now()
         left = await self.flusher.drain_with_own_loop(replay_timeout)
         if left:
             log.warning("%d change(s) could not be replayed and stay in the journal", len(left))

@@ -215,6 +215,14 @@ class Journal:
             for rec in self.naming(path)
         )
 
+    def retry_now(self) -> None:
+        """Forget every retry time (a new mount tries at once; the tries count stays,
+        so the backoff grows on from where it was)."""
+        with self.transaction():
+            for rec in self.records():
+                if rec.next_try:
+                    self.update(rec, next_try=0.0)
+
     def naming(self, path: str) -> list[Record]:
         """The records naming `path` (as source, target or write), oldest first."""
         return [self._records[i] for i in sorted(self._by_path.get(path, ()))]
