@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,12 +80,61 @@ def bench(work: Path, files: int, big_mb: int) -> None:
                 while f.read(1 << 20):
                     pass
             figure(f"read {big_mb} MiB, {label}", big_mb / (time.monotonic() - t0), "MiB/s")
+        settle_stat_latency(m, 10_000)
+        fsync_latency(m, 200)
         for mp, label in ((m, "writer"), (m2, "reader")):
             figure(f"peak RSS of the mount ({label})", mp.rss_peak_kib() / 1024, "MiB")
     finally:
         for mp in mounts:
             mp.stop()
         server.stop()
+
+
+def settle_stat_latency(m: MountProc, count: int) -> None:
+    """`count` files written and closed at once, then `stat` timed every 10 ms while the
+    flusher settles them (the journal, coalescer and flusher must not stall requests)."""
+    d = m.path / "settle"
+    d.mkdir()
+    t0 = time.monotonic()
+    for i in range(count):
+        (d / f"s{i}").write_bytes(b"x")
+    figure(f"write+close {count} files", time.monotonic() - t0, "s")
+    probe = m.path / "big.bin"
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            t = time.monotonic()
+            os.stat(probe)
+            samples.append(time.monotonic() - t)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    t0 = time.monotonic()
+    m.sync(timeout=900)
+    done.set()
+    th.join()
+    figure(f"  until {count} changes are on the server", time.monotonic() - t0, "s")
+    samples.sort()
+    figure("  stat while they settle, median", 1000 * samples[len(samples) // 2], "ms")
+    figure("  stat while they settle, max", 1000 * samples[-1], "ms")
+
+
+def fsync_latency(m: MountProc, rounds: int) -> None:
+    """E1: open, write 1 KiB, fsync (until the server has it), close; one file."""
+    path = m.path / "e1.txt"
+    times = []
+    for i in range(rounds):
+        t = time.monotonic()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, bytes([65 + i % 26]) * 1024)
+        os.fsync(fd)
+        os.close(fd)
+        times.append(time.monotonic() - t)
+    times.sort()
+    figure("write 1 KiB + fsync + close, median", 1000 * times[len(times) // 2], "ms")
 
 
 def main() -> None:
