@@ -144,8 +144,12 @@ class Vfs(FileIO):
             if node.local or not node.attached or self.files.dirty(node.ino):
                 return  # local only, or its close will carry the mode
             pending = self.overlay.latest(node.path, "write")
-            if pending is not None:
-                self.overlay.update_mode(pending, node.mode)
+            if pending is not None and pending.blob is not None:
+                # A new row with the same content (the one pending may be on the wire
+                # right now; an update to it would go when it lands): coalesced into one.
+                self.journal_add(
+                    "write", node.path, blob=pending.blob, mode=node.mode, expect=pending.expect
+                )
                 return
             if local_only(node):
                 return
@@ -195,7 +199,7 @@ class Vfs(FileIO):
         self.touched_by_us(self.flusher.head, *{op.path, path})
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
-        if op.op == "rename" and version is not None:
+        if op.op == "rename":
             self._rename_landed(op.path, path, version)
         node = self.node_at(path)
         if op.op == "delete" or node is None:
@@ -234,28 +238,36 @@ class Vfs(FileIO):
         if source is not None:
             self.cache.commit(source, op.path, version)
 
-    def _rename_landed(self, src: str, dst: str, version: str) -> None:
+    def _rename_landed(self, src: str, dst: str, version: str | None) -> None:
         """What the remote kept at `src` is at `dst` now: files read from there follow."""
         node = self.node_at(dst)
-        if node is None or (node.fetch_path != src and not node.is_dir):
+        if node is None or node.is_dir:
+            # A directory (or something renamed again since): every file read from
+            # below src follows, wherever its directory is named now.
+            for n in self.inodes.nodes():
+                if n.fetch_path is not None and n.fetch_path.startswith(src + "/"):
+                    n.fetch_path = dst + n.fetch_path[len(src) :]
+            if node is not None:
+                return
+        if node is None or node.fetch_path != src:
             # Renamed again (or replaced) since: find it by where it is read from.
             node = next(
                 (n for n in self.inodes.nodes() if n.fetch_path == src and not n.is_dir), None
             )
         if node is None:
             return
-        if node.is_dir:
-            _move_fetch_paths(node, src, dst)
-        else:
-            if node.version is not None:
-                self.cache.rename(src, dst, node.version, version)
-            node.version, node.fetch_path = version, dst
+        new_version = version if version is not None else node.version
+        if node.version is not None and new_version is not None:
+            self.cache.rename(src, dst, node.version, new_version)
+        node.version, node.fetch_path = new_version, dst
 
-    async def adopt_remote(self, path: str) -> None:
-        """Show the remote's state of `path` again (after a conflict resolved for theirs)."""
+    async def adopt_remote(self, path: str, blob: str | None = None) -> None:
+        """Show the remote's state of `path` again (after a conflict resolved for theirs).
+        `blob`: the content that lost; a newer pending write of the file stays."""
         node = self.node_at(path)
         if node is not None:
-            self.overlay.set_pending_blob(node.ino, None)
+            if blob is None or self.overlay.pending_blob(node.ino) == blob:
+                self.overlay.set_pending_blob(node.ino, None)
             f = self.files.get(node.ino)
             if f is not None and not f.dirty and node.open_count == 0:
                 self.files.close(node.ino)
@@ -327,14 +339,3 @@ class Vfs(FileIO):
             "cache_bytes": self.cache.usage(),
             "state_dir": str(self.config.state_dir),
         }
-
-
-def _move_fetch_paths(d: Node, old: str, new: str) -> None:
-    """A directory rename landed: its files now live under the new prefix remotely."""
-    stack = [d]
-    while stack:
-        n = stack.pop()
-        if n.fetch_path is not None and n.fetch_path.startswith(old + "/"):
-            n.fetch_path = new + n.fetch_path[len(old) :]
-        if n.children:
-            stack.extend(n.children.values())

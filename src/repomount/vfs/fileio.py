@@ -97,7 +97,12 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         if f is not None and f.writable:
             if truncate:
-                await trio.to_thread.run_sync(os.ftruncate, f.fd, 0)
+                f.dirty = True
+                fd = os.dup(f.fd)
+                try:
+                    await trio.to_thread.run_sync(os.ftruncate, fd, 0)
+                finally:
+                    os.close(fd)
             return f
         src: int | None = None
         if not truncate:
@@ -175,8 +180,12 @@ class FileIO(Namespace):
         """truncate(2) / ftruncate(2)."""
         async with self.node_lock(node.ino):
             f = await self._spool(node)
-            await trio.to_thread.run_sync(os.ftruncate, f.fd, size)
-            f.dirty = True
+            f.dirty = True  # before the await: nothing may take it for clean meanwhile
+            fd = os.dup(f.fd)
+            try:
+                await trio.to_thread.run_sync(os.ftruncate, fd, size)
+            finally:
+                os.close(fd)
             node.size = size
             node.mtime = node.ctime = time.time() if mtime is None else mtime
             if node.open_count == 0:  # truncate(2) of a closed file: no close() follows

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
+KEEP_SETTLED = 1000  # conflicts remembered for status and for fsync's answer
 
 
 class FlushHooks(Protocol):
@@ -59,7 +60,7 @@ class FlushHooks(Protocol):
 
     def applied(self, op: Planned, version: str | None, blob: Path | None) -> None: ...
 
-    async def adopt_remote(self, path: str) -> None: ...
+    async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
 
     def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None: ...
 
@@ -200,6 +201,7 @@ class Flusher:
             before = self.journal.version
             await self.round(self._ready(self._now()))
             self._signal_progress()
+            self._forget_old()
             if self.journal.version - self._checkpointed >= CHECKPOINT_EVERY:
                 self._checkpointed = self.journal.version
                 await trio.to_thread.run_sync(self.journal.checkpoint)
@@ -251,6 +253,14 @@ class Flusher:
             elif rec.state == "pending":
                 ready.append(rec)
         return ready
+
+    def _forget_old(self) -> None:
+        """Bound what is kept about settled changes (status shows the newest)."""
+        for b in [b for b in self._digests if not self.journal.uses_blob(b)]:
+            del self._digests[b]
+        while len(self._lost_to_conflict) > KEEP_SETTLED:
+            del self._lost_to_conflict[next(iter(self._lost_to_conflict))]
+        del self.conflicts[:-KEEP_SETTLED]
 
     def _signal_progress(self) -> None:
         self._progress.set()
@@ -483,7 +493,7 @@ class Flusher:
                 self._lost_to_conflict[i] = (f"{where} changed on the remote; {resolution}", None)
             self.journal.complete(op.ids)
         self.conflicts.append(ConflictNote(where, policy.value, resolution))
-        await self.hooks.adopt_remote(op.path)
+        await self.hooks.adopt_remote(op.path, op.blob)
         if op.dst:
             await self.hooks.adopt_remote(op.dst)
 

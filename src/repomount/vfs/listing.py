@@ -185,6 +185,9 @@ class Listings(VfsState):
         directory handles, pending changes or local-only files): memory is bounded by
         what is in use, not by what was ever listed. The directory is listed again when
         next needed. Returns how many nodes went."""
+        for table in (self.node_locks, self.dir_locks, self._listed_gen):
+            for ino in [i for i in table if self.inodes.get(i) is None]:
+                del table[ino]  # (nodes a listing removed that the kernel never held)
         in_dirhandle = {dh.node.ino for dh in self.dirs.values()}
         droppable: dict[int, bool] = {}
         order: list[Node] = []  # parents before children
@@ -305,9 +308,12 @@ class Listings(VfsState):
             self.invalidator.entry(d.ino, name, node.ino)
 
     def busy(self, node: Node) -> bool:
-        """Local state the remote has not seen must not be replaced by a listing."""
+        """Local state the remote has not seen must not be replaced by a listing; nor
+        may an open file's base move under it (its next write continues the content it
+        opened, so it must still be checked against the version that content came
+        from: a change made elsewhere meanwhile is a conflict, not overwritten)."""
         return (
-            self.files.dirty(node.ino)
+            self.files.get(node.ino) is not None
             or self.overlay.pending_blob(node.ino) is not None
             or node.local
             or local_only(node)

@@ -294,6 +294,7 @@ class Namespace(Listings):
             if node.is_dir:
                 self._check_subtree_loaded(node, just_listed)
             switching = node.local != (not node.is_dir and self.is_local_name(new))
+            self._check_remote_can(node, new)  # before any copy is made for it
             if switching and not self.files.dirty(node.ino):
                 blob = self.overlay.pending_blob(node.ino)
                 if blob is None or (blob not in own_blobs and not node.local):
@@ -314,14 +315,19 @@ class Namespace(Listings):
                 children = n.children
             stack.extend(c for c in children.values() if c.is_dir)
 
+    def _check_remote_can(self, node: Node, new: str) -> None:
+        """Refuse a rename the remote cannot carry out (EPERM) before changing anything."""
+        dst_local = not node.is_dir and self.is_local_name(new)
+        if self.on_remote(node) and not node.local:  # to a local-only name, it goes remotely
+            self.require("delete" if dst_local else "rename", node.path)
+
     def _rename_locked(
         self, node: Node, target: Node | None, dst_parent: Node, new: str, dst_path: str
     ) -> None:
         src_path = node.path
         on_remote = self.on_remote(node)
         dst_local = not node.is_dir and self.is_local_name(new)
-        if on_remote and not node.local:  # to a local-only name, it goes remotely
-            self.require("delete" if dst_local else "rename", src_path)
+        self._check_remote_can(node, new)
         known = on_remote or self._sent_or_pending(node)
         becomes_ordinary = node.local and not dst_local
         replaced_dir = target is not None and target.is_dir and target.on_remote
@@ -366,10 +372,15 @@ class Namespace(Listings):
         """Give a file that turns local-only (or back) a blob of its own holding its
         current content: the journal may send and delete the one it has. Returns the
         blob's name (the caller's decision checks it is still the file's)."""
+        before = self.overlay.pending_blob(node.ino)
         fd = await self.open_content(node)  # type: ignore[attr-defined]
         try:
             blob = await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
         finally:
             os.close(fd)
+        if self.overlay.pending_blob(node.ino) != before or self.files.dirty(node.ino):
+            # Written or closed meanwhile: this copy is stale; the decision asks again.
+            self.journal.blob_path(blob).unlink(missing_ok=True)
+            return ""
         self.overlay.set_pending_blob(node.ino, blob)
         return blob

@@ -1,0 +1,153 @@
+"""Races found by a second reading of the vfs rewrite, each pinned at the vfs tier (each
+failed before its fix: the comment on its assertion says how)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Sequence
+
+import trio
+
+from repomount.remotes.base import ApplyResult, Change
+from repomount.vfs.errors import FsError
+from support.memremote import MemRemote
+from support.vfsutil import (
+    ROOT,
+    MakeMount,
+    close,
+    listdir,
+    open_path,
+    read_file,
+    resolve,
+    write_file,
+)
+
+HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+
+
+class GatedRemote(MemRemote):
+    """MemRemote whose apply() can be held (armed) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered = trio.Event()
+        self.gate = trio.Event()
+
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            await self.gate.wait()
+        return await super().apply(changes, base=base)
+
+
+async def test_chmod_while_its_write_is_in_flight_is_lost(make_mount: MakeMount) -> None:
+    """write f; close; the flusher sends the write; chmod 755 f meanwhile updates the
+    in-flight record's mode; the write lands with the old mode, the record is completed,
+    the chmod never reaches the remote (and the next listing reverts it locally)."""
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    node = await write_file(m.vfs, "f", b"x")
+    gated.armed = True
+    async with trio.open_nursery() as n:
+        n.start_soon(m.drain)
+        await gated.entered.wait()
+        await m.vfs.setattr(node.ino, None, mode=0o755)
+        gated.gate.set()
+    assert await m.drain() == []
+    assert m.vfs.getattr(node.ino).mode == 0o755
+    assert gated.items["f"].mode & 0o777 == 0o755  # was: 0o644 on the remote
+
+
+async def test_rename_to_local_name_races_a_close(make_mount: MakeMount, mem: MemRemote) -> None:
+    """rename(f, f~) needs a blob of its own for f (_own_blob copies in a thread); a
+    write+close of f meanwhile journals newer content; _own_blob then sets its stale
+    copy as the file's pending content: f~ reads the old bytes, the new ones are gone."""
+    mem.put("f", b"old")
+    m = await make_mount(**HELD)
+    await resolve(m.vfs, "f")
+    started = threading.Event()
+    go = threading.Event()
+    real = m.vfs.overlay.new_blob_from
+
+    def slow_copy(fd: int) -> str:
+        name = real(fd)
+        started.set()
+        go.wait(10)
+        return name
+
+    m.vfs.overlay.new_blob_from = slow_copy  # type: ignore[method-assign]
+    async with trio.open_nursery() as n:
+        n.start_soon(m.vfs.rename, ROOT, "f", ROOT, "f~", 0)
+        while not started.is_set():
+            await trio.sleep(0.01)
+        m.vfs.overlay.new_blob_from = real  # type: ignore[method-assign]
+        await write_file(m.vfs, "f", b"new", os.O_WRONLY | os.O_TRUNC)
+        go.set()
+    assert await read_file(m.vfs, "f~") == b"new"  # was: b"old"
+
+
+async def test_directory_renamed_twice_before_upload(make_mount: MakeMount, mem: MemRemote) -> None:
+    """mv d e; mv e g (before the first is sent): after both land, a clean file below
+    keeps fetch_path d/x (_rename_landed finds no node at e for a directory, and
+    _move_fetch_paths(e -> g) matches nothing), so open() of g/x is ENOENT until the
+    directory is listed again (--metadata-ttl)."""
+    mem.put("d/x", b"data")
+    m = await make_mount(**HELD)
+    assert await listdir(m.vfs, "d") == ["x"]
+    await m.vfs.rename(ROOT, "d", ROOT, "e", 0)
+    await m.vfs.rename(ROOT, "e", ROOT, "g", 0)
+    assert await m.drain() == []
+    assert mem.files() == {"g/x": b"data"}
+    assert await read_file(m.vfs, "g/x") == b"data"  # was: FsError ENOENT
+
+
+async def test_long_open_writer_overwrites_a_remote_change(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """A descriptor kept open for writing: write, fsync (lands); another client changes
+    the file; a listing merges it (base := theirs, the frozen spool still ours); the next
+    write copies our old content and is sent expecting theirs: no conflict, their bytes
+    are gone (semantics.md: 'neither side's bytes are lost')."""
+    m = await make_mount()
+    fh, node = await open_path(m.vfs, "log", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    await m.vfs.write(fh, 0, b"1\n")
+    await m.vfs.fsync(fh)
+    mem.put("log", b"theirs\n")
+    await m.vfs.refresh_dirs([""])
+    await m.vfs.write(fh, 2, b"2\n")
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    files = mem.files()
+    assert any(b"theirs" in v for v in files.values()), files  # was: {'log': b'1\n2\n'}
+
+
+class NoDeleteRemote(MemRemote):
+    """Like Terminal Use: no single-file delete or rename."""
+
+    import dataclasses as _dc
+
+    capabilities = _dc.replace(MemRemote.capabilities, delete=False, rename=False)
+
+
+async def test_refused_rename_to_local_name_leaves_a_stray_blob(make_mount: MakeMount) -> None:
+    """On a remote without delete (Terminal Use), vim's backup rename f -> f~ is EPERM
+    (as documented), but _own_blob already gave f a pending blob no journal row sends:
+    f is 'busy' from then on (listings skip it), so a change made elsewhere never shows,
+    and a full copy of the file stays in blobs/ with no row naming it."""
+    remote = NoDeleteRemote()
+    remote.put("f", b"old")
+    m = await make_mount(remote, **HELD)
+    await resolve(m.vfs, "f")
+    for _ in range(3):
+        try:
+            await m.vfs.rename(ROOT, "f", ROOT, "f~", 0)
+        except FsError as e:
+            assert e.errno == errno.EPERM
+    stray = list(m.vfs.journal.blob_dir.iterdir())
+    remote.put("f", b"theirs")
+    await m.vfs.refresh_dirs([""])
+    assert (stray, await read_file(m.vfs, "f")) == ([], b"theirs")  # was: a blob, b"old"
