@@ -113,7 +113,7 @@ async def test_long_open_writer_overwrites_a_remote_change(
     write copies our old content and is sent expecting theirs: no conflict, their bytes
     are gone (semantics.md: 'neither side's bytes are lost')."""
     m = await make_mount()
-    fh, node = await open_path(m.vfs, "log", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    fh, _ = await open_path(m.vfs, "log", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     await m.vfs.write(fh, 0, b"1\n")
     await m.vfs.fsync(fh)
     mem.put("log", b"theirs\n")
