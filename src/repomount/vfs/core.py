@@ -276,11 +276,16 @@ class Vfs(FileIO):
         parent = self.node_at(paths.parent_of(path)) if path else None
         if parent is not None and parent.children is not None:
             self.fresh.pop(parent.ino, None)
+            if node is not None:
+                self.adopting.add(node.ino)  # (even while open: the name is theirs)
             try:
                 async with self.dir_lock(parent.ino):
                     await self.refresh(parent)
             except (RemoteError, FsError) as e:
                 log.warning("could not re-list %s: %s", parent.path or "/", e)
+            finally:
+                if node is not None:
+                    self.adopting.discard(node.ino)
         if node is not None:
             self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
 

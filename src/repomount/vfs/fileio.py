@@ -243,6 +243,10 @@ class FileIO(Namespace):
                     # Written but never flushed (the kernel skipped flush): commit now.
                     self.commit_content(node)
                     self.files.close(node.ino)
+                    if node.ino in self.held_back:  # a listing left it behind: re-list
+                        self.held_back.discard(node.ino)
+                        if node.parent is not None:
+                            self.fresh.pop(node.parent.ino, None)
         self.inodes.released(node)
 
 

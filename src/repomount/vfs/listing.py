@@ -40,6 +40,8 @@ class Listings(VfsState):
         self._head_gen: OrderedDict[str, int] = OrderedDict()
         self._listed_gen: dict[int, int] = {}  # dir ino -> stamp of its merged listing
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
+        self.held_back: set[int] = set()  # open files a listing left at their version
+        self.adopting: set[int] = set()  # files taking the remote's version (conflict)
 
     # ------------------------------------------------------------------ generations
 
@@ -258,6 +260,8 @@ class Listings(VfsState):
                 continue  # our own change decides what is there
             node = d.children.get(name)
             if node is not None and self.busy(node):
+                if self.files.get(node.ino) is not None and node.version != e.version:
+                    self.held_back.add(node.ino)  # caught up once its last handle goes
                 continue
             if node is not None and node.kind != e.kind:
                 self.inodes.detach(node)
@@ -313,7 +317,8 @@ class Listings(VfsState):
         opened, so it must still be checked against the version that content came
         from: a change made elsewhere meanwhile is a conflict, not overwritten)."""
         return (
-            self.files.get(node.ino) is not None
+            (self.files.get(node.ino) is not None and node.ino not in self.adopting)
+            or self.files.dirty(node.ino)
             or self.overlay.pending_blob(node.ino) is not None
             or node.local
             or local_only(node)
