@@ -367,3 +367,21 @@ async def test_rebase_follows_a_batch_that_replaced_the_file_twice(
     await m.restart()
     assert await m.drain() == []
     assert mem.files() == {"a": b""}
+
+
+async def test_rebase_stops_at_a_delete(make_mount: MakeMount, mem: MemRemote) -> None:
+    """Found by the long random-operations run: write b; rm b; mv d b, sent in three
+    rounds. When the write of b landed it rebased every later record that expected b
+    absent, the rename after the delete included, which then expected our first b
+    there (a conflict, and a conflict copy of our own work)."""
+    mem.put("d", b"d\n")
+    m = await make_mount(flusher=False)
+    await write_file(m.vfs, "b", b"first b\n")
+    await m.vfs.unlink(ROOT, "b")
+    await m.vfs.rename(ROOT, "d", ROOT, "b", 0)
+    write_b, delete_b, rename_d = m.vfs.journal.records()
+    assert (write_b.op, delete_b.op, rename_d.op) == ("write", "delete", "rename")
+    await m.vfs.flusher.round([write_b])
+    await m.vfs.flusher.round([m.vfs.journal.records()[0]])  # the delete
+    assert await m.drain() == []
+    assert mem.files() == {"b": b"d\n"}

@@ -229,7 +229,9 @@ class Journal:
 
     def rebase(self, path: str, old: ExpectT, new: str, after: int) -> None:
         """Our change at `path` landed as version `new`: later pending changes that
-        expected what the landed one expected were chained to it; point them at `new`."""
+        expected what the landed one expected were chained to it; point them at `new`.
+        The chain ends at a delete or rename of the path (either way): what comes after
+        expects what that one leaves there, not our version."""
         for rec in self.naming(path):
             if rec.id <= after:
                 continue
@@ -237,6 +239,8 @@ class Journal:
                 self.update(rec, expect=new)
             elif rec.op == "rename" and rec.dst == path and rec.expect_to == old:
                 self.update(rec, expect_to=new)
+            if rec.op in ("delete", "rename"):
+                return
 
     def latest(self, path: str, op: str) -> Record | None:
         """The newest pending record of kind `op` at `path`."""
