@@ -111,6 +111,7 @@ class VfsModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ files
 
+    @precondition(lambda self: self._free_paths() or self.files)
     @rule(data=st.data(), rw=st.booleans())
     def create(self, data: st.DataObject, rw: bool) -> None:
         path = data.draw(st.sampled_from(self._free_paths() + sorted(self.files)))
@@ -220,6 +221,7 @@ class VfsModel(RuleBasedStateMachine):
         del self.files[path]  # open handles keep the MFile
         self.touched = True
 
+    @precondition(lambda self: self._free_paths())
     @rule(data=st.data())
     def mkdir(self, data: st.DataObject) -> None:
         path = data.draw(st.sampled_from(self._free_paths()))
@@ -322,7 +324,9 @@ class VfsModel(RuleBasedStateMachine):
         self._check_remote()
         self.touched = False
 
-    @precondition(lambda self: not self.touched and not self.handles)
+    @precondition(
+        lambda self: not self.touched and not self.handles and (self._free_paths() or self.files)
+    )
     @rule(data=st.data(), payload=st.binary(max_size=6), delete=st.booleans())
     def another_client(self, data: st.DataObject, payload: bytes, delete: bool) -> None:
         """While the mount is idle and in sync, another client writes or deletes a file;
