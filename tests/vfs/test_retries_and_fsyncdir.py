@@ -1,0 +1,72 @@
+"""Retries per change (Retry-After honoured, fsync skips the batching delay but not the
+backoff) and fsyncdir (durable, then acknowledged)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import trio
+
+from repomount.vfs.errors import FsError
+from support.faultyremote import FaultyRemote
+from support.memremote import MemRemote
+from support.vfsutil import ROOT, MakeMount, open_path, write_file
+
+
+async def test_retry_after_is_a_floor_even_for_fsync(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    m = await make_mount(faulty)
+    faulty.fail_next(1, methods=("apply",), retry_after=20.0)
+    await write_file(m.vfs, "f", b"x\n")
+    await trio.sleep(1)
+    assert faulty.calls["apply"] == 1 and mem.files() == {}
+    start = trio.current_time()
+    fh, _ = await open_path(m.vfs, "f", 0)
+    await m.vfs.fsync(fh)  # waits for the retry time, then succeeds
+    assert trio.current_time() - start >= 18
+    assert faulty.calls["apply"] == 2 and mem.files() == {"f": b"x\n"}
+    await m.vfs.release(fh)
+    rec_tries = [r.tries for r in m.vfs.journal.records()]
+    assert rec_tries == []  # settled
+
+
+async def test_tries_and_retry_time_are_kept_in_the_row(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    m = await make_mount(faulty)
+    faulty.fail_next(3, methods=("apply",))
+    await write_file(m.vfs, "f", b"x\n")
+    while faulty.calls["apply"] < 2:
+        await trio.sleep(0.1)
+    (rec,) = m.vfs.journal.records()
+    assert rec.tries >= 1 and rec.next_try > 0 and rec.last_error
+    assert await m.drain(120) == []
+    assert mem.files() == {"f": b"x\n"}
+
+
+async def test_fsyncdir_waits_for_the_directory_changes(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    m = await make_mount(flush_delay=3600.0, max_flush_window=3600.0)
+    d = await m.vfs.mkdir(ROOT, "d", 0o755)
+    await write_file(m.vfs, "d/a", b"a\n")
+    await m.vfs.rename(d.ino, "a", d.ino, "b", 0)
+    assert mem.files() == {}
+    await m.vfs.fsyncdir(d.ino)
+    assert mem.files() == {"d/b": b"a\n"}
+
+
+async def test_fsyncdir_fails_when_the_remote_does_not_take_it(
+    make_mount: MakeMount, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    m = await make_mount(faulty, flush_delay=3600.0, max_flush_window=3600.0, fsync_timeout=30.0)
+    faulty.fail_rate(1.0, methods=("apply",))
+    d = await m.vfs.mkdir(ROOT, "d", 0o755)
+    await write_file(m.vfs, "d/a", b"a\n")
+    with pytest.raises(FsError) as e:
+        await m.vfs.fsyncdir(d.ino)
+    assert e.value.errno == errno.EIO
+    assert len(m.vfs.journal.records()) == 2  # kept, to be sent later
+    faulty.heal()
