@@ -385,3 +385,22 @@ async def test_rebase_stops_at_a_delete(make_mount: MakeMount, mem: MemRemote) -
     await m.vfs.flusher.round([m.vfs.journal.records()[0]])  # the delete
     assert await m.drain() == []
     assert mem.files() == {"b": b"d\n"}
+
+
+async def test_a_listing_of_a_name_is_not_merged_into_a_new_directory_there(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    """Found by the long model run: mv b c; mkdir b; a listing of "b" (the old b, with
+    b/a) lands: b/a showed in the new, empty b."""
+    mem.mkdir("b/a")
+    m = await make_mount(faulty, **HELD)
+    assert await listdir(m.vfs, "b") == ["a"]
+    old_b = mem.listing("b")
+    await m.vfs.rename(ROOT, "b", ROOT, "c", 0)
+    await m.vfs.mkdir(ROOT, "b", 0o755)
+    slow = faulty.slow_listing("b", snapshot=old_b)
+    slow.release()
+    await m.vfs.refresh_dirs(["b"])
+    faulty.disarm(slow)
+    assert await listdir(m.vfs, "b") == []
+    assert await listdir(m.vfs, "c") == ["a"]

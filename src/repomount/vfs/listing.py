@@ -242,8 +242,11 @@ class Listings(VfsState):
         first_time = d.children is None
         if d.children is None:
             d.children = {}
-        if self._stale_for(d.path, stamp):
-            return  # the directory itself moved or changed under this answer
+        if self._stale_for(d.path, stamp) or self.authoritative(d):
+            # The directory itself moved or changed under this answer, or a pending
+            # change of ours (a mkdir, a rename onto or away from its name) decides
+            # what it holds: the remote's listing of the name is of another directory.
+            return
         seen: set[str] = set()
         for e in entries:
             name = e.name
