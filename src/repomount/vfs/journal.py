@@ -230,8 +230,9 @@ class Journal:
     def rebase(self, path: str, old: ExpectT, new: str, after: int) -> None:
         """Our change at `path` landed as version `new`: later pending changes that
         expected what the landed one expected were chained to it; point them at `new`.
-        The chain ends at a delete or rename of the path (either way): what comes after
-        expects what that one leaves there, not our version."""
+        The chain ends at a delete of the path or a rename away from it: what comes after
+        expects what that one leaves there. (A rename onto the path carries the same
+        expectation as the file's later changes there, and is rebased with them.)"""
         for rec in self.naming(path):
             if rec.id <= after:
                 continue
@@ -239,7 +240,7 @@ class Journal:
                 self.update(rec, expect=new)
             elif rec.op == "rename" and rec.dst == path and rec.expect_to == old:
                 self.update(rec, expect_to=new)
-            if rec.op in ("delete", "rename"):
+            if rec.op == "delete" or (rec.op == "rename" and rec.path == path):
                 return
 
     def latest(self, path: str, op: str) -> Record | None:
