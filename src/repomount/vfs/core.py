@@ -28,9 +28,9 @@ from repomount.remotes.base import Expect, Remote, RemoteError
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
-from repomount.vfs.flusher import expected_at
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import Node
+from repomount.vfs.scheduling import expected_at
 from repomount.vfs.state import DEFAULT_LOCAL_ONLY, Invalidator, VfsConfig, local_only
 
 __all__ = [

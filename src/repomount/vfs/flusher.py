@@ -10,7 +10,6 @@ permanent failures hold the change (its data stays in the journal) and are repor
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import math
 import random
@@ -30,7 +29,6 @@ from repomount.remotes.base import (
     Conflicted,
     Delete,
     Expect,
-    ExpectT,
     Failed,
     Mkdir,
     NotFound,
@@ -47,6 +45,7 @@ from repomount.vfs.conflicts import Policy, conflict_name
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 from repomount.vfs.journal import HeldFor, Journal, Record
+from repomount.vfs.scheduling import expected_at, hash_file, ready, runs
 
 log = logging.getLogger(__name__)
 
@@ -236,23 +235,7 @@ class Flusher:
         return delay
 
     def _ready(self, now: float) -> list[Record]:
-        """Pending records that may go now: not backing off, and not behind a record of
-        an overlapping path (the same, above or below) that is backing off or held, so
-        one failing change holds back only what depends on it."""
-        ready: list[Record] = []
-        blocked: set[str] = set()  # paths of records that wait
-        above: set[str] = set()  # every ancestor of those
-        for rec in self.journal.records():
-            waits = rec.state == "held" or rec.next_try > now
-            if not waits:
-                waits = any(_overlaps(p, blocked, above) for p in rec.paths())
-            if waits:
-                for p in rec.paths():
-                    blocked.add(p)
-                    above.update(_ancestors(p))
-            elif rec.state == "pending":
-                ready.append(rec)
-        return ready
+        return ready(self.journal.records(), now)
 
     def _forget_old(self) -> None:
         """Bound what is kept about settled changes (status shows the newest)."""
@@ -290,7 +273,7 @@ class Flusher:
                 if not await self._send_batch(plan.ops[start : start + step]):
                     return  # later batches may depend on this one: next round
             return
-        for run in _runs(plan.ops):
+        for run in runs(plan.ops):
             if not await self._send_parallel(run):
                 return
 
@@ -358,7 +341,7 @@ class Flusher:
     async def _digest(self, blob: str, source: Path) -> tuple[int, str]:
         got = self._digests.get(blob)
         if got is None:
-            got = await trio.to_thread.run_sync(_hash_file, source)
+            got = await trio.to_thread.run_sync(hash_file, source)
             self._digests[blob] = got
         return got
 
@@ -503,57 +486,3 @@ class Flusher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, dest)
         return dest
-
-
-def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
-    """What `op` expected the remote to hold at `path`: as planned, and as its records
-    say now (an earlier op of the same batch that landed rebased them)."""
-    olds: set[ExpectT] = {op.expect_to if op.op == "rename" else op.expect}
-    for i in op.ids:
-        rec = journal.get(i)
-        if rec is not None and path in rec.paths():
-            olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
-    return olds
-
-
-def _ancestors(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def _overlaps(path: str, blocked: set[str], above: set[str]) -> bool:
-    """Whether `path` is a blocked path, lies below one, or lies above one."""
-    return path in blocked or path in above or any(a in blocked for a in _ancestors(path))
-
-
-def _runs(ops: list[Planned]) -> list[list[Planned]]:
-    """Split into groups that may go in parallel: consecutive writes of distinct paths;
-    every namespace op alone, in order."""
-    groups: list[list[Planned]] = []
-    current: list[Planned] = []
-    seen: set[str] = set()
-    for op in ops:
-        if op.op == "write" and op.path not in seen:
-            current.append(op)
-            seen.add(op.path)
-            continue
-        if current:
-            groups.append(current)
-            current, seen = [], set()
-        if op.op == "write":
-            current, seen = [op], {op.path}
-        else:
-            groups.append([op])
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()

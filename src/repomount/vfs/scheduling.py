@@ -1,0 +1,85 @@
+"""Which pending changes may go now, in which groups, and what each expected: the
+flusher's pure decisions (no I/O but hashing a file in a worker thread)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from repomount.remotes.base import ExpectT
+from repomount.vfs.coalesce import Planned
+from repomount.vfs.journal import Journal, Record
+
+
+def ready(records: list[Record], now: float) -> list[Record]:
+    """Pending records that may go now: not backing off, and not behind a record of
+    an overlapping path (the same, above or below) that is backing off or held, so
+    one failing change holds back only what depends on it."""
+    out: list[Record] = []
+    blocked: set[str] = set()  # paths of records that wait
+    above: set[str] = set()  # every ancestor of those
+    for rec in records:
+        waits = rec.state == "held" or rec.next_try > now
+        if not waits:
+            waits = any(_overlaps(p, blocked, above) for p in rec.paths())
+        if waits:
+            for p in rec.paths():
+                blocked.add(p)
+                above.update(_ancestors(p))
+        elif rec.state == "pending":
+            out.append(rec)
+    return out
+
+
+def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
+    """What `op` expected the remote to hold at `path`: as planned, and as its records
+    say now (an earlier op of the same batch that landed rebased them)."""
+    olds: set[ExpectT] = {op.expect_to if op.op == "rename" else op.expect}
+    for i in op.ids:
+        rec = journal.get(i)
+        if rec is not None and path in rec.paths():
+            olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
+    return olds
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _overlaps(path: str, blocked: set[str], above: set[str]) -> bool:
+    """Whether `path` is a blocked path, lies below one, or lies above one."""
+    return path in blocked or path in above or any(a in blocked for a in _ancestors(path))
+
+
+def runs(ops: list[Planned]) -> list[list[Planned]]:
+    """Split into groups that may go in parallel: consecutive writes of distinct paths;
+    every namespace op alone, in order."""
+    groups: list[list[Planned]] = []
+    current: list[Planned] = []
+    seen: set[str] = set()
+    for op in ops:
+        if op.op == "write" and op.path not in seen:
+            current.append(op)
+            seen.add(op.path)
+            continue
+        if current:
+            groups.append(current)
+            current, seen = [], set()
+        if op.op == "write":
+            current, seen = [op], {op.path}
+        else:
+            groups.append([op])
+    if current:
+        groups.append(current)
+    return groups
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
