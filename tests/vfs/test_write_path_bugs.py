@@ -404,3 +404,22 @@ async def test_a_listing_of_a_name_is_not_merged_into_a_new_directory_there(
     faulty.disarm(slow)
     assert await listdir(m.vfs, "b") == []
     assert await listdir(m.vfs, "c") == ["a"]
+
+
+async def test_a_file_in_a_renamed_directory_is_known_under_its_new_path(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Found by the long model run: a file written in d, then mv d c, then mv c/a c/b
+    and rm c/b, all before any upload. Its journaled write names d/a, so c/a looked
+    never sent: the rename and the unlink were not journaled, and the remote kept the
+    file (as c/a) after the final sync."""
+    m = await make_mount(**HELD)
+    await m.vfs.mkdir(ROOT, "d", 0o755)
+    await write_file(m.vfs, "d/a", b"x\n")
+    await m.vfs.rename(ROOT, "d", ROOT, "c", 0)
+    c = await resolve(m.vfs, "c")
+    await m.vfs.rename(c.ino, "a", c.ino, "b", 0)
+    await m.vfs.unlink(c.ino, "b")
+    assert await m.drain() == []
+    assert mem.files() == {}
+    assert await listdir(m.vfs, "c") == []

@@ -201,12 +201,28 @@ class Journal:
         return new
 
     def exists_after(self, path: str) -> bool | None:
-        """Whether `path` exists once the pending records naming it are applied (None:
-        no record names it, the remote's state stands)."""
-        exists: bool | None = None
-        for rec in self.naming(path):
-            exists = rec.dst == path if rec.op == "rename" else rec.op != "delete"
-        return exists
+        """Whether `path` exists once the pending records are applied (None: no record
+        decides it, the remote's state stands). A pending rename of a directory above
+        it carries what was journaled under the directory's old name."""
+        parts = path.split("/")
+        moved_above = any(
+            any(r.op == "rename" and r.dst == a for r in self.naming(a))
+            for a in ("/".join(parts[:k]) for k in range(1, len(parts)))
+        )
+        if not moved_above:  # the common case: only records of this very path count
+            exists: bool | None = None
+            for rec in self.naming(path):
+                exists = rec.dst == path if rec.op == "rename" else rec.op != "delete"
+            return exists
+        p = path  # newest first, following the renames of its directories back
+        for rec in reversed(list(self._records.values())):
+            if rec.op == "rename" and rec.dst is not None and p.startswith(rec.dst + "/"):
+                p = rec.path + p[len(rec.dst) :]
+            elif p in rec.paths():
+                return rec.dst == p if rec.op == "rename" else rec.op != "delete"
+            elif rec.op in ("delete", "rename") and p.startswith(rec.path + "/"):
+                return False  # a directory above it went (or moved away) after
+        return None
 
     def removed_after(self, path: str, after: int) -> bool:
         """Whether a record newer than id `after` deletes `path` or renames it away."""
