@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +142,7 @@ class Vfs(FileIO):
         async with self.node_lock(node.ino):
             if node.local or not node.attached or self.files.dirty(node.ino):
                 return  # local only, or its close will carry the mode
-            pending = self.overlay.latest(node.path, "write")
+            pending = self.journal.latest(node.path, "write")
             if pending is not None and pending.blob is not None:
                 # A new row with the same content (the one pending may be on the wire
                 # right now; an update to it would go when it lands): coalesced into one.
@@ -153,11 +152,7 @@ class Vfs(FileIO):
                 return
             if local_only(node):
                 return
-            fd = await self.open_content(node)
-            try:
-                blob = await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
-            finally:
-                os.close(fd)
+            blob = await self.content_to_new_blob(node)
             if not node.attached:
                 self.journal.blob_path(blob).unlink(missing_ok=True)
                 return

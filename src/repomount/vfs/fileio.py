@@ -79,6 +79,25 @@ class FileIO(Namespace):
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return fd
 
+    async def content_to_new_blob(self, node: Node) -> str:
+        """A new journal blob holding the node's current content (copied from a
+        descriptor, in a worker thread)."""
+        fd = await self.open_content(node)
+        try:
+            return await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
+        finally:
+            os.close(fd)
+
+    async def _ftruncate(self, f: OpenFile, size: int) -> None:
+        """Truncate a spool in a worker thread. It is marked dirty first (nothing may
+        take it for clean meanwhile), and the thread uses its own duplicate fd."""
+        f.dirty = True
+        fd = os.dup(f.fd)
+        try:
+            await trio.to_thread.run_sync(os.ftruncate, fd, size)
+        finally:
+            os.close(fd)
+
     async def _open_file(self, node: Node) -> OpenFile:
         """The inode's OpenFile, made from its current content if it has none."""
         f = self.files.get(node.ino)
@@ -97,12 +116,7 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         if f is not None and f.writable:
             if truncate:
-                f.dirty = True
-                fd = os.dup(f.fd)
-                try:
-                    await trio.to_thread.run_sync(os.ftruncate, fd, 0)
-                finally:
-                    os.close(fd)
+                await self._ftruncate(f, 0)
             return f
         src: int | None = None
         if not truncate:
@@ -180,12 +194,7 @@ class FileIO(Namespace):
         """truncate(2) / ftruncate(2)."""
         async with self.node_lock(node.ino):
             f = await self._spool(node)
-            f.dirty = True  # before the await: nothing may take it for clean meanwhile
-            fd = os.dup(f.fd)
-            try:
-                await trio.to_thread.run_sync(os.ftruncate, fd, size)
-            finally:
-                os.close(fd)
+            await self._ftruncate(f, size)
             node.size = size
             node.mtime = node.ctime = time.time() if mtime is None else mtime
             if node.open_count == 0:  # truncate(2) of a closed file: no close() follows

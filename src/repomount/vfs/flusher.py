@@ -133,7 +133,7 @@ class Flusher:
 
     def ids_for(self, path: str) -> list[int]:
         """Every journaled change naming `path`, held ones included."""
-        return [r.id for r in self.journal.records() if path in r.paths()]
+        return [r.id for r in self.journal.naming(path)]
 
     def pending_ids(self, path: str | None = None) -> list[int]:
         return [

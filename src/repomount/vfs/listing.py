@@ -86,7 +86,7 @@ class Listings(VfsState):
             return True
         node: Node | None = d
         while node is not None and node.parent is not None:
-            if self.overlay.touches(node.path):
+            if self.journal.touches(node.path):
                 return True
             node = node.parent
         return False
@@ -205,7 +205,7 @@ class Listings(VfsState):
                 and n.open_count == 0
                 and n.ino not in in_dirhandle
                 and not self.busy(n)
-                and not self.overlay.touches(n.path)
+                and not self.journal.touches(n.path)
             )
             if ok and n.children:
                 ok = all(droppable[c.ino] for c in n.children.values())
@@ -259,7 +259,7 @@ class Listings(VfsState):
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
             seen.add(name)
-            if self.overlay.touches(e.path) or self._stale_for(e.path, stamp):
+            if self.journal.touches(e.path) or self._stale_for(e.path, stamp):
                 continue  # our own change decides what is there
             node = d.children.get(name)
             if node is not None and self.busy(node):
@@ -308,7 +308,7 @@ class Listings(VfsState):
         for name, node in list(d.children.items()):
             if name in seen or self.busy(node):
                 continue
-            if self.overlay.touches(node.path) or self._stale_for(node.path, stamp):
+            if self.journal.touches(node.path) or self._stale_for(node.path, stamp):
                 continue
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
@@ -339,7 +339,7 @@ class Listings(VfsState):
             for c in (n.children or {}).values():
                 if c.is_dir:
                     stack.append(c)
-                elif not c.local and (c.base != Expect.ABSENT or self.overlay.touches(c.path)):
+                elif not c.local and (c.base != Expect.ABSENT or self.journal.touches(c.path)):
                     return True
         return False
 

@@ -13,8 +13,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-import trio
-
 from repomount import paths
 from repomount.remotes.base import Expect
 from repomount.vfs.errors import FsError, exists, not_found
@@ -254,7 +252,7 @@ class Namespace(Listings):
         pending delete of an earlier file of the same name does not count."""
         if node.base != Expect.ABSENT:
             return True
-        return bool(self.overlay.journal.exists_after(node.path))
+        return bool(self.journal.exists_after(node.path))
 
     def _remove_name(self, node: Node) -> None:
         """`node` loses its name; its content stays readable by open handles."""
@@ -373,11 +371,7 @@ class Namespace(Listings):
         current content: the journal may send and delete the one it has. Returns the
         blob's name (the caller's decision checks it is still the file's)."""
         before = self.overlay.pending_blob(node.ino)
-        fd = await self.open_content(node)  # type: ignore[attr-defined]
-        try:
-            blob = await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
-        finally:
-            os.close(fd)
+        blob: str = await self.content_to_new_blob(node)  # type: ignore[attr-defined]
         if self.overlay.pending_blob(node.ino) != before or self.files.dirty(node.ino):
             # Written or closed meanwhile: this copy is stale; the decision asks again.
             self.journal.blob_path(blob).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from repomount.vfs.files import copy_fd
-from repomount.vfs.journal import Journal, Op, Record
+from repomount.vfs.journal import Journal
 
 
 class Overlay:
@@ -74,20 +74,6 @@ class Overlay:
             return None
         path = self.journal.blob_path(blob)
         return path if path.exists() else None
-
-    # ------------------------------------------------------------------ the journal
-
-    def add(self, op: Op, path: str, **kw: object) -> Record:
-        return self.journal.add(op, path, **kw)  # type: ignore[arg-type]
-
-    def touches(self, path: str) -> bool:
-        return self.journal.touches(path)
-
-    def latest(self, path: str, op: str) -> Record | None:
-        return self.journal.latest(path, op)
-
-    def update_mode(self, rec: Record, mode: int) -> None:
-        self.journal.update(rec, mode=mode)
 
     def close(self) -> None:
         self.journal.close()

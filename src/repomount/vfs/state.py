@@ -178,7 +178,7 @@ class VfsState:
         return node
 
     def journal_add(self, op: str, path: str, **kw: object) -> None:
-        self.overlay.add(op, path, **kw)  # type: ignore[arg-type]
+        self.journal.add(op, path, **kw)  # type: ignore[arg-type]
         self.flusher.notify()
 
     def require(self, capability: str, path: str) -> None:
