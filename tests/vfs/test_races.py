@@ -151,3 +151,46 @@ async def test_refused_rename_to_local_name_leaves_a_stray_blob(make_mount: Make
     remote.put("f", b"theirs")
     await m.vfs.refresh_dirs([""])
     assert (stray, await read_file(m.vfs, "f")) == ([], b"theirs")  # was: a blob, b"old"
+
+
+async def test_file_sent_under_a_directory_renamed_in_the_same_round(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`mkdir b; echo x > b/f; mv b d` all pending, sent in one round; then `mv d/f g`.
+    Found by the model test: the write lands as b/f, but the file is named d/f by then,
+    so its base stayed "absent"; the later `mv d/f g` then counted the file as never
+    sent and journaled nothing: the mount showed g, the remote kept d/f."""
+    m = await make_mount(**HELD)
+    await m.vfs.mkdir(ROOT, "b", 0o755)
+    await write_file(m.vfs, "b/f", b"x")
+    await m.vfs.rename(ROOT, "b", ROOT, "d", 0)
+    assert await m.drain() == []
+    assert mem.files() == {"d/f": b"x"}
+    d = await resolve(m.vfs, "d")
+    await m.vfs.rename(d.ino, "f", ROOT, "g", 0)
+    assert await m.drain() == []
+    assert mem.files() == {"g": b"x"}  # was: {"d/f": b"x"}
+
+
+async def test_later_write_under_the_new_directory_name_is_rebased(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`echo x > b/f; mv b d; echo y > d/f` pending; the first write and the rename
+    land in one round, the second write in a later one. The second was journaled
+    chained to the first ("absent"); rebasing must follow the directory's rename, or
+    it goes out expecting nothing at d/f and conflicts with our own file."""
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    await m.vfs.mkdir(ROOT, "b", 0o755)
+    await write_file(m.vfs, "b/f", b"x")
+    await m.vfs.rename(ROOT, "b", ROOT, "d", 0)
+    gated.armed = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(m.drain)
+        await gated.entered.wait()
+        await write_file(m.vfs, "d/f", b"y")  # journaled while the round is in flight
+        gated.gate.set()
+    assert await m.drain() == []
+    assert gated.files() == {"d/f": b"y"}
+    assert await read_file(m.vfs, "d/f") == b"y"
+    assert not [p for p in await listdir(m.vfs, "d") if "conflict" in p]

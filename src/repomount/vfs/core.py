@@ -196,12 +196,14 @@ class Vfs(FileIO):
             self._content_landed(op, op.blob, version)
         if op.op == "rename":
             self._rename_landed(op.path, path, version)
-        node = self.node_at(path)
-        if op.op == "delete" or node is None:
+        if op.op == "delete":
             return
-        if self.journal.removed_after(path, max(op.ids, default=0)):
-            # A later pending change removes what this one made: the node at the path
-            # now is another file, made after it.
+        # Where what this op made is named now (a pending rename of a directory above
+        # moves it); None: a later pending change removed it, and the node at the path
+        # now is another file, made after it.
+        now = self.journal.name_after(path, max(op.ids, default=0))
+        node = self.node_at(now) if now is not None else None
+        if node is None:
             return
         node.on_remote = True
         olds = expected_at(op, path, self.journal)

@@ -224,12 +224,37 @@ class Journal:
                 return False  # a directory above it went (or moved away) after
         return None
 
-    def removed_after(self, path: str, after: int) -> bool:
-        """Whether a record newer than id `after` deletes `path` or renames it away."""
-        return any(
-            rec.id > after and (rec.op == "delete" or (rec.op == "rename" and rec.path == path))
-            for rec in self.naming(path)
+    def name_after(self, path: str, after: int) -> str | None:
+        """The name `path` has once the records newer than id `after` apply: a pending
+        rename of a directory above it carries it along. None when one of them deletes
+        it or renames it away (what is at the new name then is another story)."""
+        name, later = self._later(path, after)
+        for rec, p in later:
+            if rec.op == "delete" or (rec.op == "rename" and rec.path == p):
+                return None
+        return name
+
+    def _later(self, path: str, after: int) -> tuple[str, list[tuple[Record, str]]]:
+        """The records newer than id `after` that name `path`, each with the name `path`
+        has when it applies, and its final name: renames of directories above it move
+        the name along. Only walks the whole journal when such a rename is pending."""
+        parts = path.split("/")
+        moved_above = any(
+            rec.id > after and rec.op == "rename" and rec.path == a
+            for a in ("/".join(parts[:k]) for k in range(1, len(parts)))
+            for rec in self.naming(a)
         )
+        if not moved_above:
+            return path, [(rec, path) for rec in self.naming(path) if rec.id > after]
+        p, out = path, []
+        for rec in self._records.values():
+            if rec.id <= after:
+                continue
+            if rec.op == "rename" and rec.dst is not None and p.startswith(rec.path + "/"):
+                p = rec.dst + p[len(rec.path) :]
+            elif p in rec.paths():
+                out.append((rec, p))
+        return p, out
 
     def retry_now(self) -> None:
         """Forget every retry time (a new mount tries at once; the tries count stays,
@@ -245,18 +270,17 @@ class Journal:
 
     def rebase(self, path: str, old: ExpectT, new: str, after: int) -> None:
         """Our change at `path` landed as version `new`: later pending changes that
-        expected what the landed one expected were chained to it; point them at `new`.
+        expected what the landed one expected were chained to it; point them at `new`,
+        under whatever name a pending rename of a directory above gave the path.
         The chain ends at a delete of the path or a rename away from it: what comes after
         expects what that one leaves there. (A rename onto the path carries the same
         expectation as the file's later changes there, and is rebased with them.)"""
-        for rec in self.naming(path):
-            if rec.id <= after:
-                continue
-            if rec.path == path and rec.expect == old:
+        for rec, p in self._later(path, after)[1]:
+            if rec.path == p and rec.expect == old:
                 self.update(rec, expect=new)
-            elif rec.op == "rename" and rec.dst == path and rec.expect_to == old:
+            elif rec.op == "rename" and rec.dst == p and rec.expect_to == old:
                 self.update(rec, expect_to=new)
-            if rec.op == "delete" or (rec.op == "rename" and rec.path == path):
+            if rec.op == "delete" or (rec.op == "rename" and rec.path == p):
                 return
 
     def latest(self, path: str, op: str) -> Record | None:
