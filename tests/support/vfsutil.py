@@ -198,14 +198,18 @@ async def walk(vfs: Vfs) -> tuple[dict[str, bytes], set[str]]:
     stack = [""]
     while stack:
         d = stack.pop()
+        subdirs = 0
         for name in await listdir(vfs, d):
             p = f"{d}/{name}" if d else name
             node = await resolve(vfs, p)
             if node.kind == "dir":
                 dirs.add(p)
                 stack.append(p)
+                subdirs += 1
             elif node.kind == "file":
                 files[p] = await read_file(vfs, p)
+        # A listed directory's link count: 2 plus one per subdirectory, as on ext4.
+        assert (await resolve(vfs, d)).nlink == 2 + subdirs, f"nlink of {d or '/'}"
     return files, dirs
 
 

@@ -224,7 +224,7 @@ class Listings(VfsState):
                 and all(droppable[c.ino] for c in d.children.values())
             ):
                 children = list(d.children.values())
-                d.children = None
+                d.children, d.subdirs = None, 0
                 for c in children:
                     for gone in self.inodes.drop_subtree(c):
                         self.node_locks.pop(gone, None)

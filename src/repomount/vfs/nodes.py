@@ -45,6 +45,7 @@ class Node:
     # Whether the remote has (or our journal will give it) this name; for directories.
     on_remote: bool = False
     children: dict[str, Node] | None = None  # dirs only; None until first listed
+    subdirs: int = 0  # directories among `children` (kept by InodeTable: nlink is hot)
     lookups: int = 0  # the kernel's lookup count
     open_count: int = 0  # open file handles
     attached: bool = True  # False once the name was removed from the tree
@@ -78,7 +79,7 @@ class Node:
             return 1 if self.attached else 0
         if self.children is None:
             return 1
-        return 2 + sum(1 for c in self.children.values() if c.is_dir)
+        return 2 + self.subdirs
 
     @property
     def is_dir(self) -> bool:
@@ -131,6 +132,7 @@ class InodeTable:
         self._nodes[node.ino] = node
         assert parent.children is not None
         parent.children[name] = node
+        parent.subdirs += node.is_dir
         return node
 
     def detach(self, node: Node) -> None:
@@ -139,6 +141,7 @@ class InodeTable:
         siblings = node.parent.children if node.parent is not None else None
         if siblings is not None and siblings.get(node.name) is node:
             del siblings[node.name]
+            node.parent.subdirs -= node.is_dir  # type: ignore[union-attr]
         stack = [node]
         while stack:
             n = stack.pop()
@@ -167,9 +170,14 @@ class InodeTable:
         assert new_parent.children is not None
         if node.parent.children.get(node.name) is node:
             del node.parent.children[node.name]
+            node.parent.subdirs -= node.is_dir
         node.parent = new_parent
         node.name = new_name
+        replaced = new_parent.children.get(new_name)  # (callers detach it first)
+        if replaced is not None:
+            new_parent.subdirs -= replaced.is_dir
         new_parent.children[new_name] = node
+        new_parent.subdirs += node.is_dir
 
     def forget(self, ino: int, count: int) -> None:
         node = self._nodes.get(ino)
