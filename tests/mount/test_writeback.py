@@ -190,6 +190,28 @@ def test_remote_change_shows_at_once_with_the_change_feed(
     _wait_until(lambda: not (m.path / "added.txt").exists(), 5, "deletion")
 
 
+def test_own_commits_coming_back_through_the_feed_are_not_relisted(
+    server: ServerProc, mount_factory
+) -> None:
+    """The feed reports our own commits too; the mount shows them already, so they
+    cost no listing (for a directory of 10,000 files that is a long merge each time,
+    which stalled every request on the mount). A foreign change still lists once."""
+    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "3600"])
+    d = m.path / "d"
+    d.mkdir()
+    for i in range(200):
+        (d / f"f{i}").write_bytes(b"%d" % i)
+    (m.path / "top.txt").write_bytes(b"ours")
+    os.listdir(m.path)
+    mark = server.mark()
+    m.sync()
+    server.put(m.repo, "theirs.txt", b"+")  # after ours: seen once ours were handled
+    _wait_until(lambda: (m.path / "theirs.txt").exists(), 10, "the feed")
+    listings = [r for r in server.requests(since=mark) if r.path.endswith("/tree")]
+    assert len(listings) == 1, listings  # the root, for theirs.txt (was: 3, d and root)
+    assert len(os.listdir(d)) == 200
+
+
 def test_remote_change_shows_within_the_poll_interval(server: ServerProc, mount_factory) -> None:
     m: MountProc = mount_factory(
         extra_args=["--metadata-ttl", "3600", "--no-change-feed", "--poll-interval", "1"]

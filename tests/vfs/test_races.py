@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+import pytest
 import trio
 
 from repomount.remotes.base import ApplyResult, Change
@@ -194,3 +195,24 @@ async def test_later_write_under_the_new_directory_name_is_rebased(
     assert gated.files() == {"d/f": b"y"}
     assert await read_file(m.vfs, "d/f") == b"y"
     assert not [p for p in await listdir(m.vfs, "d") if "conflict" in p]
+
+
+async def test_fsync_after_the_conflict_copy_already_landed(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """The flusher may settle a conflict and send its copy before a waiting fsync looks
+    again. wait_for then found the original gone, added the copy's id, and waited for
+    a progress signal that never came: fsync gave EIO after its full timeout (a 20 s
+    flake of test_long_open_writer_... under load) instead of ESTALE at once."""
+    mem.put("log", b"base\n")
+    m = await make_mount(flusher=False, **HELD)
+    await write_file(m.vfs, "log", b"mine\n")
+    ids = m.vfs.flusher.ids_for("log")
+    mem.put("log", b"theirs\n")
+    await m.vfs.flusher.round()  # the conflict: a copy of ours is journaled
+    await m.vfs.flusher.round()  # ... and lands
+    assert [p for p in mem.files() if "conflict" in p]
+    with trio.fail_after(5):
+        with pytest.raises(FsError) as e:
+            await m.vfs.flusher.wait_for(ids, timeout=10)  # was: EIO after 10 s
+    assert e.value.errno == errno.ESTALE

@@ -269,14 +269,17 @@ class NativeRemote(Remote):
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         if not changes:
             return ApplyResult(head=base, outcomes=[])
-        ops = []
+        inline: dict[int, Path] = {}  # small writes travel inside the commit request
         budget = self.inline_budget
-        for change in changes:
-            inline = False
+        for i, change in enumerate(changes):
             if isinstance(change, Write) and change.size <= min(self.inline_max, budget):
-                inline = True
+                inline[i] = change.source
                 budget -= change.size
-            ops.append(await self._operation(change, inline=inline))
+        # One worker-thread call reads them all (not one per file).
+        contents = await trio.to_thread.run_sync(
+            lambda: {i: source.read_bytes() for i, source in inline.items()}
+        )
+        ops = [await self._operation(c, inline=contents.get(i)) for i, c in enumerate(changes)]
         body: dict[str, Any] = {
             "message": f"repomount: {len(ops)} change{'s' if len(ops) > 1 else ''}",
             "author": _author(),
@@ -334,13 +337,12 @@ class NativeRemote(Remote):
             result[index] = Failed(error)
         return ApplyResult(head=response.headers.get("X-Repo-Head"), outcomes=result)
 
-    async def _operation(self, change: Change, *, inline: bool) -> dict[str, Any]:
+    async def _operation(self, change: Change, *, inline: bytes | None) -> dict[str, Any]:
         op: dict[str, Any]
         if isinstance(change, Write):
             op = {"op": "write", "path": change.path}
-            if inline:
-                content = await trio.Path(change.source).read_bytes()
-                op["content_b64"] = base64.b64encode(content).decode("ascii")
+            if inline is not None:
+                op["content_b64"] = base64.b64encode(inline).decode("ascii")
             else:
                 await self._upload_blob(change.source, change.sha256)
                 op["blob"] = change.sha256

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import shutil
 import socket
 import time
+from pathlib import Path
 
 
 class Policy(enum.Enum):
@@ -24,3 +26,12 @@ def conflict_name(path: str, *, now: float | None = None, host: str | None = Non
         stem, ext = name, ""
     new = f"{stem}.conflict-{stamp}-{host}" + (f".{ext}" if ext else "")
     return f"{head}/{new}" if head else new
+
+
+def save_copy(conflicts_dir: Path, path: str, blob: Path) -> Path:
+    """Keep a local version that lost (policy theirs) under the state directory."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = conflicts_dir / stamp / path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(blob, dest)
+    return dest

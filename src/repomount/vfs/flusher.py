@@ -9,13 +9,13 @@ permanent failures hold the change (its data stays in the journal) and are repor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import random
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,17 +41,19 @@ from repomount.remotes.base import (
     Write,
 )
 from repomount.vfs.coalesce import Planned, coalesce
-from repomount.vfs.conflicts import Policy, conflict_name
+from repomount.vfs.conflicts import Policy, conflict_name, save_copy
+from repomount.vfs.digests import Digests
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 from repomount.vfs.journal import HeldFor, Journal, Record
-from repomount.vfs.scheduling import expected_at, hash_file, ready, runs
+from repomount.vfs.scheduling import expected_at, ready, runs
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
 KEEP_SETTLED = 1000  # conflicts remembered for status and for fsync's answer
+APPLY_CHUNK = 16  # outcomes applied between two chances for other requests to run
 
 
 class FlushHooks(Protocol):
@@ -103,11 +105,13 @@ class Flusher:
         self._urgent = trio.Event()
         self._progress = trio.Event()
         self._last_change = 0.0
-        self._digests: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
+        self.digests = Digests(journal)
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
         self._epoch: float | None = None  # wall clock minus trio's clock
         self._checkpointed = 0  # journal.version at the last checkpoint
+        self._sending = 0  # requests sent whose outcomes are not all applied yet
+        self._outcomes_in = trio.Event()  # set whenever one of them is done
 
     def _now(self) -> float:
         """Wall-clock seconds (retry times are stored in journal rows, so they outlive
@@ -142,21 +146,44 @@ class Flusher:
             if r.state == "pending" and (path is None or path in r.paths())
         ]
 
+    async def outcomes_applied(self, timeout: float) -> None:
+        """Until no request of ours is in flight (at most `timeout` seconds): what the
+        remote reports after that (its change feed) can be told apart from our own
+        changes, whose outcomes are applied by then."""
+        with trio.move_on_after(timeout):
+            while self._sending:
+                await self._outcomes_in.wait()
+
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[None]:
+        """Around one request and the application of its outcomes."""
+        self._sending += 1
+        try:
+            yield
+        finally:
+            self._sending -= 1
+            self._outcomes_in.set()
+            self._outcomes_in = trio.Event()
+
     async def wait_for(self, ids: Sequence[int], timeout: float) -> None:
         """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
         wanted = set(ids)
         conflict: str | None = None
         with trio.move_on_after(timeout):
             while True:
-                for i in list(wanted):
+                todo = list(wanted)
+                while todo:
+                    i = todo.pop()
                     rec = self.journal.get(i)
                     if rec is None:
                         wanted.discard(i)
                         if i in self._lost_to_conflict:
-                            # Report the conflict once our content is safe remotely too.
+                            # Report the conflict once our content is safe remotely too
+                            # (the copy may have landed already: look at it now).
                             conflict, copy_id = self._lost_to_conflict[i]
-                            if copy_id is not None:
+                            if copy_id is not None and copy_id not in wanted:
                                 wanted.add(copy_id)
+                                todo.append(copy_id)
                     elif rec.state == "held":
                         code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
                         raise FsError(code, rec.last_error or "upload failed")
@@ -239,8 +266,7 @@ class Flusher:
 
     def _forget_old(self) -> None:
         """Bound what is kept about settled changes (status shows the newest)."""
-        for b in [b for b in self._digests if not self.journal.uses_blob(b)]:
-            del self._digests[b]
+        self.digests.forget_unused()
         while len(self._lost_to_conflict) > KEEP_SETTLED:
             del self._lost_to_conflict[next(iter(self._lost_to_conflict))]
         del self.conflicts[:-KEEP_SETTLED]
@@ -279,7 +305,12 @@ class Flusher:
 
     async def _send_batch(self, ops: list[Planned]) -> bool:
         """One atomic commit. True when every op was applied."""
+        with self._request():
+            return await self._send_batch_now(ops)
+
+    async def _send_batch_now(self, ops: list[Planned]) -> bool:
         try:
+            await self.digests.prepare(op.blob for op in ops if op.op == "write" and op.blob)
             changes = [await self._change(op) for op in ops]
             result = await self.remote.apply(changes, base=self.head)
         except RemoteError as e:
@@ -288,10 +319,17 @@ class Flusher:
         self._online()
         self.head = result.head or self.head
         outcomes = list(zip(ops, result.outcomes, strict=True))
-        with self.journal.transaction():  # one commit for every change that landed
-            for op, outcome in outcomes:
-                if isinstance(outcome, Applied):
-                    self._applied(op, outcome.version)
+        landed = [(op, o.version) for op, o in outcomes if isinstance(o, Applied)]
+        for start in range(0, len(landed), APPLY_CHUNK):
+            # A commit per chunk, and other requests served between chunks: a batch of
+            # a thousand outcomes must not stall the mount. (Applying an outcome is
+            # self-contained; a change journaled in between is rebased like one
+            # journaled while the request was in flight.)
+            if start:
+                await trio.lowlevel.checkpoint()
+            with self.journal.transaction():
+                for op, version in landed[start : start + APPLY_CHUNK]:
+                    self._applied(op, version)
         all_applied = True
         for op, outcome in outcomes:
             if not isinstance(outcome, Applied):
@@ -305,26 +343,30 @@ class Flusher:
 
         async def one(i: int, op: Planned) -> None:
             async with limit:
-                try:
-                    change = await self._change(op)
-                    result = await self.remote.apply([change], base=self.head)
-                except RemoteError as e:
-                    self._request_failed(e, [op])
-                    return
-                self._online()
-                self.head = result.head or self.head
-                results[i] = await self._settle(op, result.outcomes[0])
+                with self._request():
+                    results[i] = await self._send_one(op)
 
         async with trio.open_nursery() as nursery:
             for i, op in enumerate(ops):
                 nursery.start_soon(one, i, op)
         return all(results)
 
+    async def _send_one(self, op: Planned) -> bool:
+        try:
+            change = await self._change(op)
+            result = await self.remote.apply([change], base=self.head)
+        except RemoteError as e:
+            self._request_failed(e, [op])
+            return False
+        self._online()
+        self.head = result.head or self.head
+        return await self._settle(op, result.outcomes[0])
+
     async def _change(self, op: Planned) -> Change:
         if op.op == "write":
             assert op.blob is not None
+            size, sha = await self.digests.of(op.blob)
             source = self.journal.blob_path(op.blob)
-            size, sha = await self._digest(op.blob, source)
             return Write(op.path, source, size, sha, op.sent_expect(), key=op.key, mode=op.mode)
         if op.op == "delete":
             return Delete(op.path, op.sent_expect(), key=op.key)
@@ -337,13 +379,6 @@ class Flusher:
                 op.path, op.dst, op.sent_expect(), key=op.key, expect_to=op.sent_expect_to()
             )
         return Mkdir(op.path, key=op.key)
-
-    async def _digest(self, blob: str, source: Path) -> tuple[int, str]:
-        got = self._digests.get(blob)
-        if got is None:
-            got = await trio.to_thread.run_sync(hash_file, source)
-            self._digests[blob] = got
-        return got
 
     # ------------------------------------------------------------------ outcomes
 
@@ -390,7 +425,7 @@ class Flusher:
             self._applied(op, None)
             return True
         if op.op == "write" and current is not None and op.blob is not None:
-            _, sha = await self._digest(op.blob, self.journal.blob_path(op.blob))
+            _, sha = await self.digests.of(op.blob)
             if self.remote.version_of(sha) == current:
                 self._applied(op, current)
                 return True
@@ -402,8 +437,7 @@ class Flusher:
         olds = expected_at(op, target, self.journal)  # (before its records go)
         self.hooks.applied(op, version, blob)  # may move the content into the cache
         self.journal.complete(op.ids)
-        for b in op.blobs:
-            self._digests.pop(b, None)
+        self.digests.forget(op.blobs)
         if version is not None:
             for old in olds:
                 self.journal.rebase(target, old, version, after=max(op.ids, default=0))
@@ -455,11 +489,13 @@ class Flusher:
                     "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
                 )
                 copy_id = rec.id
-                size, _ = await self._digest(op.blob, self.journal.blob_path(op.blob))
+                size, _ = await self.digests.of(op.blob)
                 resolution = f"local version kept as {copy}"
                 self.hooks.conflict_copy(op.path, copy, op.blob, size)
             else:  # theirs
-                saved = self._save_copy(op.path, self.journal.blob_path(op.blob))
+                saved = save_copy(
+                    self.config.conflicts_dir, op.path, self.journal.blob_path(op.blob)
+                )
                 resolution = f"local version saved to {saved}"
             for i in op.ids:
                 self._lost_to_conflict[i] = (
@@ -479,10 +515,3 @@ class Flusher:
         await self.hooks.adopt_remote(op.path, op.blob)
         if op.dst:
             await self.hooks.adopt_remote(op.dst)
-
-    def _save_copy(self, path: str, blob: Path) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        dest = self.config.conflicts_dir / stamp / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(blob, dest)
-        return dest

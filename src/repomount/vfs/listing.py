@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Entry, Expect, NotFound, RemoteError
+from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, RemoteError
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.nodes import Node, child_path
 from repomount.vfs.state import NeedListing, VfsState, local_only
@@ -155,6 +155,19 @@ class Listings(VfsState):
                 self.fresh.pop(d.ino, None)
                 async with self.dir_lock(d.ino):
                     await self.refresh(d)
+
+    def shows(self, change: RemoteChange) -> bool:
+        """Whether the mount shows what a change-feed entry says already (our own
+        commits come back through the feed): then its directory needs no re-listing,
+        which for a big directory is a long merge for nothing."""
+        node = self.node_at(change.path)
+        if change.op == "delete":
+            return node is None
+        if node is None:
+            return False
+        if change.op == "mkdir":
+            return node.is_dir
+        return not node.is_dir and change.version is not None and node.version == change.version
 
     def loaded_dirs(self) -> list[str]:
         out = []

@@ -1,10 +1,7 @@
 """Which pending changes may go now, in which groups, and what each expected: the
-flusher's pure decisions (no I/O but hashing a file in a worker thread)."""
+flusher's pure decisions (no I/O)."""
 
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
 
 from repomount.remotes.base import ExpectT
 from repomount.vfs.coalesce import Planned
@@ -20,7 +17,7 @@ def ready(records: list[Record], now: float) -> list[Record]:
     above: set[str] = set()  # every ancestor of those
     for rec in records:
         waits = rec.state == "held" or rec.next_try > now
-        if not waits:
+        if not waits and blocked:  # (nothing waits, the common case: no path work)
             waits = any(_overlaps(p, blocked, above) for p in rec.paths())
         if waits:
             for p in rec.paths():
@@ -73,13 +70,3 @@ def runs(ops: list[Planned]) -> list[list[Planned]]:
     if current:
         groups.append(current)
     return groups
-
-
-def hash_file(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()

@@ -18,6 +18,9 @@ from repomount.vfs.core import Vfs
 log = logging.getLogger(__name__)
 
 FEED_WAIT = 25.0  # seconds one long-poll may wait on the server
+# How long a feed answer may wait for our own requests in flight to be applied, so
+# that our own commits coming back through the feed are recognised as ours.
+OWN_OUTCOMES_WAIT = 10.0
 
 
 async def watch(vfs: Vfs, poll_interval: float, *, use_feed: bool = True) -> None:
@@ -46,10 +49,13 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
             since = batch.head
             continue
         since = batch.head or since
-        dirs = {paths.parent_of(c.path) for c in batch.changes}
+        await vfs.flusher.outcomes_applied(OWN_OUTCOMES_WAIT)
+        news = [c for c in batch.changes if not vfs.shows(c)]  # (not our own commits)
+        dirs = {paths.parent_of(c.path) for c in news}
         # A directory that changed itself (mkdir, rename) is re-listed too.
-        dirs |= {c.path for c in batch.changes if c.op != "write"}
-        await _refresh(vfs, sorted(dirs))
+        dirs |= {c.path for c in news if c.op != "write"}
+        if dirs:
+            await _refresh(vfs, sorted(dirs))
 
 
 async def _poll(vfs: Vfs, interval: float) -> None:

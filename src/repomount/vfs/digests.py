@@ -1,0 +1,51 @@
+"""Size and SHA-256 of the journal's content files: computed in worker threads (never
+on the trio thread), once per blob, and kept while the journal still sends the blob."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import trio
+
+from repomount.vfs.journal import Journal
+
+
+class Digests:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._known: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
+
+    async def of(self, blob: str) -> tuple[int, str]:
+        got = self._known.get(blob)
+        if got is None:
+            got = await trio.to_thread.run_sync(hash_file, self.journal.blob_path(blob))
+            self._known[blob] = got
+        return got
+
+    async def prepare(self, blobs: Iterable[str]) -> None:
+        """Hash every one not hashed yet, in one worker-thread call (a batch of a
+        thousand small files is not a thousand thread round trips)."""
+        todo = {b: self.journal.blob_path(b) for b in blobs if b not in self._known}
+        if todo:
+            got = await trio.to_thread.run_sync(lambda: {b: hash_file(p) for b, p in todo.items()})
+            self._known.update(got)
+
+    def forget(self, blobs: Iterable[str]) -> None:
+        for b in blobs:
+            self._known.pop(b, None)
+
+    def forget_unused(self) -> None:
+        for b in [b for b in self._known if not self.journal.uses_blob(b)]:
+            del self._known[b]
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
