@@ -80,7 +80,12 @@ def bench(work: Path, files: int, big_mb: int) -> None:
                 while f.read(1 << 20):
                     pass
             figure(f"read {big_mb} MiB, {label}", big_mb / (time.monotonic() - t0), "MiB/s")
-        settle_stat_latency(m, 10_000)
+        hold = ["--flush-delay", "3600", "--max-flush-window", "3600"]  # until `sync`
+        held = MountProc(f"{server.url}/bench", work / "mnt-held", work_dir=work / "held",
+                         token=server.token, repo="bench", extra_args=hold)  # fmt: skip
+        held.start()
+        mounts.append(held)
+        settle_stat_latency(held, 10_000)
         fsync_latency(m, 200)
         for mp, label in ((m, "writer"), (m2, "reader")):
             figure(f"peak RSS of the mount ({label})", mp.rss_peak_kib() / 1024, "MiB")
@@ -91,23 +96,25 @@ def bench(work: Path, files: int, big_mb: int) -> None:
 
 
 def settle_stat_latency(m: MountProc, count: int) -> None:
-    """`count` files written and closed at once, then `stat` timed every 10 ms while the
-    flusher settles them (the journal, coalescer and flusher must not stall requests)."""
+    """`count` files written and closed on a mount that holds its changes, then `stat`
+    (of a file, and of the busy directory) timed every 10 ms while `sync` settles them
+    all: the journal, coalescer and flusher must not stall requests."""
     d = m.path / "settle"
     d.mkdir()
     t0 = time.monotonic()
     for i in range(count):
         (d / f"s{i}").write_bytes(b"x")
-    figure(f"write+close {count} files", time.monotonic() - t0, "s")
+    figure(f"write+close {count} files (held)", time.monotonic() - t0, "s")
     probe = m.path / "big.bin"
     samples: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            t = time.monotonic()
-            os.stat(probe)
-            samples.append(time.monotonic() - t)
+            for target in (probe, d):
+                t = time.monotonic()
+                os.stat(target)
+                samples.append(time.monotonic() - t)
             time.sleep(0.01)
 
     th = threading.Thread(target=sample)

@@ -14,6 +14,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from repomount import stalls
 from repomount.fuse import control
 from repomount.fuse.operations import Operations
 from repomount.remotes.base import RemoteError
@@ -84,6 +85,7 @@ def fuse_options(opts: MountOptions) -> set[str]:
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     """Mount, serve until unmounted or signalled, then drain and leave. Returns an exit
     code; `ready` is called exactly once (None on success, else the reason)."""
+    stalls.install_from_env()
     try:
         await vfs.start()
     except RemoteError as e:
