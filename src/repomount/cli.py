@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repomount import __version__
-from repomount.vfs.conflicts import Policy
-from repomount.vfs.core import DEFAULT_LOCAL_ONLY
+from repomount.options import DEFAULT_LOCAL_ONLY, Policy
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -231,7 +230,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _cmd_mount(args: argparse.Namespace) -> int:
-    from repomount.fuse import daemon
+    from repomount import daemon
     from repomount.mounting import MountRequest, run_mount
     from repomount.remotes.registry import open_remote
 
@@ -263,7 +262,7 @@ def _print_ready(src: str, mountpoint: Path) -> Callable[[str | None], None]:
 
 
 def _cmd_unmount(args: argparse.Namespace) -> int:
-    from repomount.fuse import daemon
+    from repomount import daemon
 
     code, message = daemon.unmount(args.mountpoint.absolute(), timeout=args.drain_timeout)
     print(
@@ -274,7 +273,7 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
 
 
 def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | None:
-    from repomount.fuse import control
+    from repomount import control
 
     try:
         return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]

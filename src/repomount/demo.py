@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from repomount.fuse import daemon
+from repomount import daemon
 from repomount.mounting import MountRequest, run_mount
 
 SAMPLE: dict[str, str] = {

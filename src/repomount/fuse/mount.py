@@ -14,8 +14,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from repomount import stalls
-from repomount.fuse import control
+from repomount import control, stalls
 from repomount.fuse.operations import Operations
 from repomount.remotes.base import RemoteError
 from repomount.vfs import watcher

@@ -1,19 +1,16 @@
-"""Conflict policies and the names conflict copies get."""
+"""Conflict policies (defined with the other mount options) and the names conflict
+copies get."""
 
 from __future__ import annotations
 
-import enum
 import shutil
 import socket
 import time
 from pathlib import Path
 
+from repomount.options import Policy
 
-class Policy(enum.Enum):
-    KEEP_BOTH = "keep-both"  # local content goes up next to the file; the remote's stays
-    FAIL = "fail"  # keep the change pending; fsync reports ESTALE
-    MINE = "mine"  # overwrite the remote
-    THEIRS = "theirs"  # take the remote; the local copy is kept in the state dir
+__all__ = ["Policy", "conflict_name", "save_copy"]
 
 
 def conflict_name(path: str, *, now: float | None = None, host: str | None = None) -> str:

@@ -31,6 +31,7 @@ import cachetools
 import trio
 
 from repomount import paths
+from repomount.options import DEFAULT_LOCAL_ONLY
 from repomount.remotes.base import Expect, Remote
 from repomount.vfs.attrs import LocalAttrs
 from repomount.vfs.conflicts import Policy
@@ -43,10 +44,6 @@ from repomount.vfs.nodes import InodeTable, Node, child_path
 from repomount.vfs.overlay import Overlay
 
 log = logging.getLogger(__name__)
-
-# Names that stay on local disk: vim swap and test files, backups, emacs and
-# LibreOffice lock files.
-DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
 
 
 class Invalidator(Protocol):

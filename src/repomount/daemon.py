@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount.fuse import control
+from repomount import control
 
 log = logging.getLogger(__name__)
 

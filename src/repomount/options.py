@@ -1,0 +1,23 @@
+"""Mount option values and defaults that the command line and the vfs share.
+
+Importing this loads nothing else of repomount, so `repomount serve` (and `--help`) load
+no client code: no vfs, no FUSE, no trio.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Policy(enum.Enum):
+    """What a mount does when a change it sends finds the remote changed (--on-conflict)."""
+
+    KEEP_BOTH = "keep-both"  # local content goes up next to the file; the remote's stays
+    FAIL = "fail"  # keep the change pending; fsync reports ESTALE
+    MINE = "mine"  # overwrite the remote
+    THEIRS = "theirs"  # take the remote; the local copy is kept in the state dir
+
+
+# Names that stay on local disk: vim swap and test files, backups, emacs and
+# LibreOffice lock files.
+DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
