@@ -32,6 +32,7 @@ from terminaluse.errors import (
 from terminaluse.types import PresignedUrlRequest
 
 from support.server import ServerProc
+from support.util import sha
 
 # Otherwise the SDK retries 409 and 5xx twice, sleeping 1 s and 2 s.
 NO_RETRY: Any = {"max_retries": 0}
@@ -49,10 +50,6 @@ def fs(live: ServerProc) -> str:
     name = f"repo{next(_ids)}"
     live.create_repo(name)
     return name
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def digest(data: bytes) -> str:

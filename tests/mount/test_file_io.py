@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import time
 
 import pytest
 
 from support.backends import Backend
 from support.mount import MountProc
 from support.server import ServerProc
+from support.util import sha, wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def remote_version(server: ServerProc, repo: str, path: str) -> str | None:
@@ -225,13 +220,13 @@ def test_remote_content_appears_after_ttl(server: ServerProc, mount_factory) -> 
     (m.path / "f").write_bytes(b"mine")
     server.put(m.repo, "f", b"theirs, longer")
     server.put(m.repo, "new", b"n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:  # our "mine" conflicts with "theirs": keep-both settles it meanwhile
-            if (m.path / "f").read_bytes() == b"theirs, longer" and (m.path / "new").exists():
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
+
+    def shown() -> bool:
+        try:
+            return (m.path / "f").read_bytes() == b"theirs, longer" and (m.path / "new").exists()
+        except FileNotFoundError:  # our "mine" conflicts with "theirs": keep-both settles it
+            return False
+
+    wait_until(shown, 10, "the remote's f and new to show after the TTL")
     assert (m.path / "f").read_bytes() == b"theirs, longer"
     assert (m.path / "new").read_bytes() == b"n"

@@ -14,6 +14,7 @@ import pytest
 
 from support.mount import MountProc, repomount
 from support.server import ServerProc
+from support.util import wait_until
 
 WRITE_METHODS = {"PUT", "POST", "DELETE"}
 
@@ -57,15 +58,6 @@ def _retrying(fn, attempts: int = 20):
         except Exception:
             time.sleep(0.1)
     return fn()
-
-
-def _wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_cp_r_of_2000_files_is_batched(server: ServerProc, mnt: MountProc, tmp_path: Path) -> None:
@@ -163,7 +155,7 @@ def test_two_mounts_fail_policy_keeps_loser_pending(server: ServerProc, mount_fa
     os.write(fb, b"from b")  # b edits v1...
     (a.path / "shared.txt").write_bytes(b"from a")  # ...while a replaces v1
     # No subprocess while fb is open: its exec would close (flush) fb, a commit point.
-    _wait_until(lambda: server.tree(a.repo)["shared.txt"] == b"from a", what="a's upload")
+    wait_until(lambda: server.tree(a.repo)["shared.txt"] == b"from a", what="a's upload")
     with pytest.raises(OSError) as e:
         os.fsync(fb)
     os.close(fb)
@@ -183,11 +175,11 @@ def test_remote_change_shows_at_once_with_the_change_feed(
     assert (m.path / "f.txt").read_bytes() == b"old"
     server.put(m.repo, "f.txt", b"new content")
     server.put(m.repo, "added.txt", b"+")
-    _wait_until(lambda: (m.path / "f.txt").read_bytes() == b"new content", 5, "feed")
-    _wait_until(lambda: (m.path / "added.txt").exists(), 5, "new file")
+    wait_until(lambda: (m.path / "f.txt").read_bytes() == b"new content", 5, "feed")
+    wait_until(lambda: (m.path / "added.txt").exists(), 5, "new file")
     with server.client() as c:
         c.delete(f"/v1/repos/{m.repo}/files/added.txt").raise_for_status()
-    _wait_until(lambda: not (m.path / "added.txt").exists(), 5, "deletion")
+    wait_until(lambda: not (m.path / "added.txt").exists(), 5, "deletion")
 
 
 def test_own_commits_coming_back_through_the_feed_are_not_relisted(
@@ -206,7 +198,7 @@ def test_own_commits_coming_back_through_the_feed_are_not_relisted(
     mark = server.mark()
     m.sync()
     server.put(m.repo, "theirs.txt", b"+")  # after ours: seen once ours were handled
-    _wait_until(lambda: (m.path / "theirs.txt").exists(), 10, "the feed")
+    wait_until(lambda: (m.path / "theirs.txt").exists(), 10, "the feed")
     listings = [r for r in server.requests(since=mark) if r.path.endswith("/tree")]
     assert len(listings) == 1, listings  # the root, for theirs.txt (was: 3, d and root)
     assert len(os.listdir(d)) == 200
@@ -220,7 +212,7 @@ def test_remote_change_shows_within_the_poll_interval(server: ServerProc, mount_
     m.sync()
     assert (m.path / "f.txt").read_bytes() == b"old"
     server.put(m.repo, "f.txt", b"polled")
-    _wait_until(lambda: (m.path / "f.txt").read_bytes() == b"polled", 5, "poll")
+    wait_until(lambda: (m.path / "f.txt").read_bytes() == b"polled", 5, "poll")
 
 
 def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_path) -> None:

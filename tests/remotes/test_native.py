@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +36,7 @@ from repomount.remotes.http import RetryPolicy
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
 from support.server import ServerProc
+from support.util import sha
 
 REPO = "proj"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
@@ -57,10 +57,6 @@ class Tap(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

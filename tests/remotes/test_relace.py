@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,14 +31,11 @@ from repomount.remotes.http import RetryPolicy
 from repomount.remotes.relace import DEFAULT_URL, RelaceRemote, open_relace
 from support.server import AccessLine, ServerProc
 from support.slow_upload import hold_lock
+from support.util import sha
 
 REPO = "repo3"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
 TOKEN = "rlc-0123456789abcdef0123456789abcdef"  # distinctive, to look for in messages
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def face(server: ServerProc) -> str:

@@ -6,7 +6,6 @@ API share the store, so what the adapter wrote must be readable there.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import logging
@@ -38,6 +37,7 @@ from repomount.remotes.base import (
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.terminaluse import TerminalUseRemote, open_terminaluse
 from support.server import ServerProc
+from support.util import sha
 
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
 _names = itertools.count()
@@ -71,10 +71,6 @@ class Tap(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

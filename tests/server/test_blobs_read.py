@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -10,10 +9,7 @@ import tarfile
 import httpx
 
 from support.server import ServerProc
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from support.util import sha
 
 
 def test_blob_upload(live: ServerProc, client: httpx.Client, repo: str) -> None:

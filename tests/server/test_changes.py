@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
 import httpx
 
 from support.server import ServerFactory, ServerProc, file_url
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from support.util import sha
 
 
 def feed(client: httpx.Client, repo: str, **params: str) -> httpx.Response:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Any
 
 import httpx
 
 from support.server import ServerProc, file_url
+from support.util import sha
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def commit(

@@ -9,10 +9,7 @@ import httpx
 import pytest
 
 from support.server import ServerFactory, file_url
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from support.util import sha
 
 
 def test_put_get_head_roundtrip(client: httpx.Client, repo: str) -> None:

@@ -8,7 +8,6 @@ head must still list what the model held then.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,11 @@ from repomount.server.store import (
     Symlink,
     Write,
 )
+from support.util import sha
 
 CONTENTS = [b"", b"one", b"two", b"three" * 100]
 # "one" has the version of the file content b"one"; "" and "x\0y" are refused.
 TARGETS = ["one", "../a", "/abs/b", "", "x\0y"]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Refused(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sqlite3
@@ -16,10 +15,7 @@ import pytest
 from repomount.server.sqlite_store import OLD_ENTRY_COLUMNS, SqliteStore
 from repomount.server.store import InvalidRequest, Symlink, Write
 from support.server import ServerProc, file_url
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from support.util import sha
 
 
 def link_version(target: str) -> str:

@@ -12,7 +12,6 @@ the repo holds. `requests` counts calls per method, for request-count assertions
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,13 +47,10 @@ from repomount.remotes.base import (
     Symlink,
     Write,
 )
+from support.util import sha
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from support.util import wait_until
 
 
 def is_mounted(path: Path) -> bool:
@@ -82,16 +83,19 @@ class MountProc:
             self.command(), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mount exited with {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+
+        def mounted() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mount exited with {proc.returncode}:\n{self.log()}")
             output = self.log_path.read_bytes()[offset:]
-            if b"repomount: mounted" in output and is_mounted(self.path):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mount not ready after {timeout}s:\n{self.log()}")
+            return b"repomount: mounted" in output and is_mounted(self.path)
+
+        try:
+            wait_until(mounted, timeout, "the mount to be ready")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"mount not ready after {timeout}s:\n{self.log()}") from None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

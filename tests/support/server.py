@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import NamedTuple, Protocol
 from urllib.parse import quote
 
 import httpx
+
+from support.util import wait_until
 
 READY_RE = re.compile(r"repomount serve: listening on (http://\S+?):(\d+)\s*$", re.M)
 ACCESS_RE = re.compile(r"^([A-Z]+) (\S+) (\d{3}) (\d+)ms$")
@@ -83,20 +84,25 @@ class ServerProc:
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
             )
         _running.add(self)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        proc = self.proc
+
+        def listening() -> re.Match[str] | None:
             match = READY_RE.search(self._log_text(offset))
-            if match:
-                self.url = f"{match[1]}:{match[2]}"
-                self.port = int(match[2])
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                why = "exited" if self.proc.returncode is not None else "timed out"
+            if match is None and proc.poll() is not None:
                 raise RuntimeError(
-                    f"repomount serve {why} before listening; its log:\n{self._log_text(offset)}"
+                    f"repomount serve exited before listening; its log:\n{self._log_text(offset)}"
                 )
-            time.sleep(0.02)
+            return match
+
+        try:
+            match = wait_until(listening, START_TIMEOUT, "repomount serve to listen", interval=0.02)
+        except AssertionError:
+            self.kill()
+            raise RuntimeError(
+                f"repomount serve timed out before listening; its log:\n{self._log_text(offset)}"
+            ) from None
+        self.url = f"{match[1]}:{match[2]}"
+        self.port = int(match[2])
 
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL if it does not stop in time)."""

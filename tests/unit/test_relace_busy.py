@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 from repomount.remotes.base import Expect, Unavailable, Write
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.relace import RelaceRemote
+from support.util import sha
 
 
 async def test_a_repo_locked_for_too_long_raises_unavailable(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ async def test_a_repo_locked_for_too_long_raises_unavailable(tmp_path: Path) -> 
 
     spool = tmp_path / "spool"
     spool.write_bytes(b"a")
-    change = Write("a.txt", spool, 1, hashlib.sha256(b"a").hexdigest(), Expect.ABSENT)
+    change = Write("a.txt", spool, 1, sha(b"a"), Expect.ABSENT)
     remote = RelaceRemote(
         "r",
         token="k",

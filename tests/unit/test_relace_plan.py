@@ -6,7 +6,6 @@ other, each in Relace's three phases, must give what the operations mean in orde
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,10 +35,7 @@ from repomount.remotes.relace_plan import (
     group,
     paths_to_check,
 )
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from support.util import sha
 
 
 def w(path: str, data: bytes = b"x", expect: ExpectT = Expect.ANY) -> Write:

@@ -24,7 +24,8 @@ from repomount.remotes.base import (
     Write,
 )
 from support.faultyremote import FaultyRemote
-from support.memremote import MemRemote, sha
+from support.memremote import MemRemote
+from support.util import sha
 from support.vfsutil import MakeMount, VfsMount, listdir, read_file, write_file
 
 
