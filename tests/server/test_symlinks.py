@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from repomount.server.sqlite_store import OLD_ENTRY_COLUMNS, SqliteStore
+from repomount.server.sqlite_schema import OLD_ENTRY_COLUMNS
+from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import InvalidRequest, Symlink, Write
 from support.server import ServerProc, file_url
 from support.util import sha

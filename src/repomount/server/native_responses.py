@@ -1,0 +1,109 @@
+"""Writing native answers (docs/native-api.md): JSON bodies with their X-Repo-Head, the
+error shape, entries as JSON, and content streamed from blob files: one file's bytes,
+or a tar of many files for POST /read. The handlers in native.py decide what to answer;
+this module decides how it looks on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, BinaryIO
+
+import trio
+from starlette.responses import JSONResponse
+
+from repomount.server import tarstream
+from repomount.server.backend import Backend
+from repomount.server.errors import ApiError, status_of
+from repomount.server.store import Conflict, Entry, StoreError
+
+OCTET = "application/octet-stream"
+CHUNK = 256 << 10
+
+
+def json_response(data: Any, status: int = 200, *, head: int | None = None) -> JSONResponse:
+    headers = None if head is None else {"X-Repo-Head": str(head)}
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+def error_json(error: StoreError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": error.code, "message": error.message, **error.details}}
+    return JSONResponse(body, status_code=status_of(error), headers=headers)
+
+
+def precondition_failed(path: str, conflict: Conflict) -> ApiError:
+    """The 412 of a single-file PUT or DELETE whose precondition the store refused."""
+    current = conflict.conflicts[0].current
+    state = "absent" if current is None else f"at version {current}"
+    return ApiError(
+        "precondition_failed",
+        f"precondition failed: {path!r} is {state}",
+        current_version=current,
+    )
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "path": e.path,
+        "type": e.type,
+        "size": e.size,
+        "version": e.version,
+        "mtime": e.mtime,
+        "mode": e.mode,
+    }
+    if e.target is not None:
+        data["target"] = e.target
+    return data
+
+
+async def stream_file(file: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes [start, end) of `file`, read in worker threads; closes the file."""
+    try:
+        if start:
+            await trio.to_thread.run_sync(file.seek, start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await trio.to_thread.run_sync(file.read, min(CHUNK, remaining))
+            if not chunk:
+                raise RuntimeError(f"blob {file.name} is shorter than recorded")
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        file.close()
+
+
+async def stream_tar(
+    backend: Backend, paths: Sequence[str], entries: Sequence[Entry | None]
+) -> AsyncIterator[bytes]:
+    """The tar answer of POST /read: a member per file or symlink found, in order, then
+    the MISSING member listing the paths that are not (or are directories)."""
+    missing = []
+    for path, entry in zip(paths, entries, strict=True):
+        if entry is None or entry.type == "dir" or entry.version is None:
+            missing.append(path)
+            continue
+        if entry.target is not None:
+            yield tarstream.symlink_header(
+                path,
+                entry.target,
+                mtime=entry.mtime,
+                mode=entry.mode,
+                pax={tarstream.VERSION_KEY: entry.version},
+            )
+            continue
+        yield tarstream.member_header(
+            path,
+            entry.size,
+            mtime=entry.mtime,
+            mode=entry.mode,
+            pax={tarstream.VERSION_KEY: entry.version},
+        )
+        blob = await backend.run(backend.store.open_blob, entry.version)
+        async for chunk in stream_file(blob, 0, entry.size):
+            yield chunk
+        yield tarstream.padding(entry.size)
+    listing = json.dumps(missing).encode()
+    yield tarstream.member_header(tarstream.MISSING_NAME, len(listing), mtime=0, mode=0o644)
+    yield listing + tarstream.padding(len(listing))
+    yield tarstream.END_OF_ARCHIVE
