@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -36,37 +36,35 @@ from repomount.remotes.http import (
     parse_error_body,
     parse_retry_after,
 )
+from support.tap import Tap
 
 TOKEN = "tok-s3cr3t-XYZ"
 FAST = RetryPolicy(attempts=4, base_delay=0.1, max_delay=1.0)
 
-Handler = Callable[[httpx.Request], httpx.Response]
 
+def scripted(*script: httpx.Response | Exception) -> Tap:
+    """A scripted server: answers (or raises) one item per request, then repeats the last;
+    the tap in front of it records the requests (`sent`, their bodies read)."""
+    answered = 0
 
-class Recorder:
-    """A scripted server: answers (or raises) one item per request, then repeats the last."""
-
-    def __init__(self, *script: httpx.Response | Exception) -> None:
-        self.script = list(script)
-        self.requests: list[httpx.Request] = []
-        self.bodies: list[bytes] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        self.bodies.append(await request.aread())
-        item = self.script[min(len(self.requests), len(self.script)) - 1]
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal answered
+        answered += 1
+        item = script[min(answered, len(script)) - 1]
         if isinstance(item, Exception):
             raise item
         return item
 
+    return Tap(httpx.MockTransport(answer))
 
-def client(handler: Recorder, *, retry: RetryPolicy = FAST, **kw: object) -> HttpClient:
+
+def client(server: Tap, *, retry: RetryPolicy = FAST, **kw: object) -> HttpClient:
     return HttpClient(
         "http://remote.test",
         token=TOKEN,
         name="test",
         retry=retry,
-        transport=httpx.MockTransport(handler),
+        transport=server,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -183,7 +181,7 @@ def test_backoff_full_jitter_bounds() -> None:
 
 
 async def test_get_retries_transient_failures_then_succeeds(autojump_clock: object) -> None:
-    rec = Recorder(
+    rec = scripted(
         err(503),
         httpx.Response(502),
         httpx.ConnectError("refused"),
@@ -194,47 +192,47 @@ async def test_get_retries_transient_failures_then_succeeds(autojump_clock: obje
     async with client(rec, retry=RetryPolicy(attempts=6, base_delay=0.1)) as c:
         response = await c.request("GET", "/v1/x")
     assert response.json() == {"ok": 1}
-    assert len(rec.requests) == 6
+    assert len(rec.sent) == 6
 
 
 async def test_retries_are_bounded(autojump_clock: object) -> None:
-    rec = Recorder(err(503, "busy", "try later"))
+    rec = scripted(err(503, "busy", "try later"))
     start = trio.current_time()
     async with client(rec) as c:
         with pytest.raises(Unavailable, match="test: GET /v1/x: 503 try later") as info:
             await c.request("GET", "/v1/x")
-    assert len(rec.requests) == FAST.attempts
+    assert len(rec.sent) == FAST.attempts
     assert info.value.status == 503 and info.value.retryable
     # three sleeps, each at most min(max_delay, base * 2**n): 0.1 + 0.2 + 0.4
     assert trio.current_time() - start <= 0.7 + 1e-6
 
 
 async def test_retry_after_is_honoured(autojump_clock: object) -> None:
-    rec = Recorder(
+    rec = scripted(
         httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, text="ok")
     )
     start = trio.current_time()
     async with client(rec) as c:
         await c.request("GET", "/v1/x")
-    assert len(rec.requests) == 2
+    assert len(rec.sent) == 2
     assert trio.current_time() - start >= 7.0
 
 
 async def test_long_retry_after_is_left_to_the_caller(autojump_clock: object) -> None:
-    rec = Recorder(httpx.Response(503, headers={"Retry-After": "600"}))
+    rec = scripted(httpx.Response(503, headers={"Retry-After": "600"}))
     async with client(rec) as c:
         with pytest.raises(Unavailable) as info:
             await c.request("GET", "/v1/x")
-    assert len(rec.requests) == 1
+    assert len(rec.sent) == 1
     assert info.value.retry_after == 600.0
 
 
 async def test_permanent_errors_are_not_retried(autojump_clock: object) -> None:
-    rec = Recorder(err(404, "not_found", "no such repo"))
+    rec = scripted(err(404, "not_found", "no such repo"))
     async with client(rec) as c:
         with pytest.raises(NotFound, match="no such repo") as info:
             await c.request("GET", "/v1/x")
-    assert len(rec.requests) == 1
+    assert len(rec.sent) == 1
     assert info.value.code == "not_found" and not info.value.retryable
 
 
@@ -259,11 +257,11 @@ async def test_only_requests_safe_to_repeat_are_retried(
     idempotent: bool | None,
     attempts: int,
 ) -> None:
-    rec = Recorder(httpx.Response(503))
+    rec = scripted(httpx.Response(503))
     async with client(rec) as c:
         with pytest.raises(Unavailable):
             await c.request(method, "/v1/x", headers=headers, idempotent=idempotent)
-    assert len(rec.requests) == attempts
+    assert len(rec.sent) == attempts
 
 
 @pytest.mark.parametrize(
@@ -278,11 +276,11 @@ async def test_only_requests_safe_to_repeat_are_retried(
 async def test_post_retries_only_what_never_left(
     autojump_clock: object, exc: Exception, attempts: int
 ) -> None:
-    rec = Recorder(exc)
+    rec = scripted(exc)
     async with client(rec) as c:
         with pytest.raises(Unavailable, match=type(exc).__name__):
             await c.request("POST", "/v1/x", json={})
-    assert len(rec.requests) == attempts
+    assert len(rec.sent) == attempts
 
 
 async def test_streamed_body_is_sent_whole_on_every_attempt(autojump_clock: object) -> None:
@@ -293,15 +291,15 @@ async def test_streamed_body_is_sent_whole_on_every_attempt(autojump_clock: obje
 
         return gen()
 
-    rec = Recorder(httpx.Response(500), httpx.Response(201))
+    rec = scripted(httpx.Response(500), httpx.Response(201))
     async with client(rec) as c:
         response = await c.request("PUT", "/blob", content=body, idempotent=True)
     assert response.status_code == 201
-    assert rec.bodies == [b"abcdef", b"abcdef"]
+    assert [r.content for r in rec.sent] == [b"abcdef", b"abcdef"]
 
 
 async def test_ok_statuses_are_returned_not_raised() -> None:
-    rec = Recorder(err(409, "conflict", "c", conflicts=[]))
+    rec = scripted(err(409, "conflict", "c", conflicts=[]))
     async with client(rec) as c:
         response = await c.request("POST", "/v1/c", json={}, ok=(409,))
     assert response.status_code == 409
@@ -314,7 +312,7 @@ class _Broken(httpx.AsyncByteStream):
 
 
 async def test_body_cut_off_while_streaming_is_unavailable() -> None:
-    rec = Recorder(httpx.Response(200, stream=_Broken()))
+    rec = scripted(httpx.Response(200, stream=_Broken()))
     got = b""
     async with client(rec) as c:
         with pytest.raises(Unavailable, match="ReadError"):
@@ -325,19 +323,19 @@ async def test_body_cut_off_while_streaming_is_unavailable() -> None:
 
 
 async def test_request_retries_a_body_cut_off_in_transit(autojump_clock: object) -> None:
-    rec = Recorder(httpx.Response(200, stream=_Broken()), httpx.Response(200, json={"a": 1}))
+    rec = scripted(httpx.Response(200, stream=_Broken()), httpx.Response(200, json={"a": 1}))
     async with client(rec) as c:
         assert (await c.request("GET", "/v1/x")).json() == {"a": 1}
-    assert len(rec.requests) == 2
-    once = Recorder(httpx.Response(200, stream=_Broken()))
+    assert len(rec.sent) == 2
+    once = scripted(httpx.Response(200, stream=_Broken()))
     async with client(once) as c:
         with pytest.raises(Unavailable, match="ReadError"):
             await c.request("POST", "/v1/x", json={})
-    assert len(once.requests) == 1
+    assert len(once.sent) == 1
 
 
 async def test_query_strings_stay_out_of_messages() -> None:
-    rec = Recorder(err(404))
+    rec = scripted(err(404))
     async with client(rec) as c:
         with pytest.raises(NotFound) as info:
             await c.request("GET", "/dl?sig=abcdef")
@@ -348,30 +346,30 @@ async def test_query_strings_stay_out_of_messages() -> None:
 
 
 async def test_bearer_token_is_sent() -> None:
-    rec = Recorder(httpx.Response(200))
+    rec = scripted(httpx.Response(200))
     async with client(rec) as c:
         await c.request("GET", "/v1/x")
-    assert rec.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert rec.sent[0].headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 async def test_auth_scheme_is_pluggable() -> None:
-    rec = Recorder(httpx.Response(200))
+    rec = scripted(httpx.Response(200))
     async with client(rec, auth=lambda t: {"X-Api-Key": t}) as c:
         await c.request("GET", "/v1/x")
-    assert rec.requests[0].headers["X-Api-Key"] == TOKEN
-    assert "Authorization" not in rec.requests[0].headers
+    assert rec.sent[0].headers["X-Api-Key"] == TOKEN
+    assert "Authorization" not in rec.sent[0].headers
 
 
 async def test_no_token_no_auth_header() -> None:
-    rec = Recorder(httpx.Response(200))
-    async with HttpClient("http://r.test", transport=httpx.MockTransport(rec)) as c:
+    rec = scripted(httpx.Response(200))
+    async with HttpClient("http://r.test", transport=rec) as c:
         await c.request("GET", "/")
         assert not c.has_token
-    assert "Authorization" not in rec.requests[0].headers
+    assert "Authorization" not in rec.sent[0].headers
 
 
 async def test_error_parser_is_pluggable() -> None:
-    rec = Recorder(httpx.Response(422, text="nope"))
+    rec = scripted(httpx.Response(422, text="nope"))
     async with client(rec, parse_error=lambda r: ErrorBody("invalid_path", r.text)) as c:
         with pytest.raises(InvalidPath, match="nope"):
             await c.request("GET", "/v1/x")
@@ -379,7 +377,7 @@ async def test_error_parser_is_pluggable() -> None:
 
 async def test_token_never_shows(autojump_clock: object, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    echoes = Recorder(
+    echoes = scripted(
         err(503, "busy", f"bad header Authorization: Bearer {TOKEN}"),
         err(401, "unauthorized", f"token {TOKEN} is not valid"),
     )
@@ -389,7 +387,7 @@ async def test_token_never_shows(autojump_clock: object, caplog: pytest.LogCaptu
             await c.request("GET", "/v1/x")
         errors.append(info.value)
         shown = [repr(c), str(c)]
-    drops = Recorder(httpx.ConnectError(f"proxy said {TOKEN}"))
+    drops = scripted(httpx.ConnectError(f"proxy said {TOKEN}"))
     async with client(drops) as c:
         with pytest.raises(Unavailable) as info2:
             await c.request("GET", "/v1/x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -36,27 +36,11 @@ from repomount.remotes.http import RetryPolicy
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
 from support.server import ServerProc
+from support.tap import Tap, once, path_ends
 from support.util import sha
 
 REPO = "proj"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
-
-Hook = Callable[[httpx.Request, httpx.Response], Awaitable[httpx.Response]]
-
-
-class Tap(httpx.AsyncBaseTransport):
-    """The real network, with a hook that sees (and may replace) every response."""
-
-    def __init__(self, hook: Hook) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.hook = hook
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        return await self.hook(request, response)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -242,7 +226,7 @@ async def test_all_pages_are_seen_at_the_first_pages_head(repo: ServerProc) -> N
         return response
 
     remote = NativeRemote(
-        repo.url, REPO, token=repo.token, page_size=2, transport=Tap(commit_between_pages)
+        repo.url, REPO, token=repo.token, page_size=2, transport=Tap(after=commit_between_pages)
     )
     try:
         listing = await remote.list_tree("")
@@ -362,7 +346,7 @@ async def test_read_conflict_without_current_version_in_the_answer(repo: ServerP
         body = {"error": {"code": "precondition_failed", "message": "stale"}}
         return httpx.Response(412, headers={"X-Repo-Head": "2"}, json=body)
 
-    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(terse_412))
+    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(after=terse_412))
     try:
         with pytest.raises(Conflict) as info:
             await remote.read("f", io.BytesIO(), version=old)
@@ -393,7 +377,7 @@ async def test_read_verifies_content_against_version(repo: ServerProc) -> None:
             body[len(body) // 2] ^= 0xFF
         return httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
 
-    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(flip_a_byte))
+    remote = NativeRemote(repo.url, REPO, token=repo.token, transport=Tap(after=flip_a_byte))
     try:
         with pytest.raises(ProtocolError, match="does not match its version"):
             await remote.read("f", io.BytesIO())
@@ -692,27 +676,14 @@ async def test_the_same_batch_twice_applies_once(
 async def test_a_commit_whose_answer_was_lost_is_retried_and_applied_once(
     repo: ServerProc, write: Callable[..., Write]
 ) -> None:
-    dropped = 0
-
-    async def drop_first_commit_answer(
-        request: httpx.Request, response: httpx.Response
-    ) -> httpx.Response:
-        nonlocal dropped
-        if request.url.path.endswith("/commits") and not dropped:
-            dropped += 1
-            await response.aclose()  # the server committed; the answer never arrives
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response")
-        return response
-
-    remote = NativeRemote(
-        repo.url, REPO, token=repo.token, retry=FAST, transport=Tap(drop_first_commit_answer)
-    )
+    tap = Tap(drop=once(path_ends("/commits")))  # the server commits; the answer is lost
+    remote = NativeRemote(repo.url, REPO, token=repo.token, retry=FAST, transport=tap)
     try:
         mark = repo.mark()
         result = await remote.apply([write("f", b"once", key="k1"), Delete("f", key="k2")])
     finally:
         await remote.aclose()
-    assert dropped == 1
+    assert len(tap.dropped) == 1
     assert result.outcomes == [Applied(version=sha(b"once")), Applied(version=None)]
     commits = [r for r in repo.requests(mark) if r.path.endswith("/commits")]
     assert len(commits) == 2
@@ -722,17 +693,8 @@ async def test_a_commit_whose_answer_was_lost_is_retried_and_applied_once(
 async def test_a_commit_without_keys_is_not_resent(
     repo: ServerProc, write: Callable[..., Write]
 ) -> None:
-    async def drop_commit_answers(
-        request: httpx.Request, response: httpx.Response
-    ) -> httpx.Response:
-        if request.url.path.endswith("/commits"):
-            await response.aclose()
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response")
-        return response
-
-    remote = NativeRemote(
-        repo.url, REPO, token=repo.token, retry=FAST, transport=Tap(drop_commit_answers)
-    )
+    tap = Tap(drop=path_ends("/commits"))  # every answer to a commit is lost
+    remote = NativeRemote(repo.url, REPO, token=repo.token, retry=FAST, transport=tap)
     try:
         with pytest.raises(Unavailable):
             await remote.apply([write("f", b"x")])

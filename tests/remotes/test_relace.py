@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from repomount.remotes.http import RetryPolicy
 from repomount.remotes.relace import DEFAULT_URL, RelaceRemote, open_relace
 from support.server import AccessLine, ServerProc
 from support.slow_upload import hold_lock
+from support.tap import Tap
 from support.util import sha
 
 REPO = "repo3"
@@ -398,7 +399,7 @@ async def test_a_change_in_the_race_window_fails_the_request_retryably(
                 (await other.delete(url, headers=headers)).raise_for_status()
 
     remote = RelaceRemote(
-        REPO, token=repo.token, endpoint=face(repo), retry=FAST, transport=Before(meanwhile)
+        REPO, token=repo.token, endpoint=face(repo), retry=FAST, transport=Tap(before=meanwhile)
     )
     try:
         result = await remote.apply(
@@ -483,21 +484,3 @@ async def test_a_busy_repo_is_retried(
     put = [(line.method, line.status) for line in repo.requests(mark) if "b.txt" in line.path]
     assert put[-1] == ("PUT", 201) and ("PUT", 423) in put
     assert repo.tree(REPO) == {"a.txt": b"a", "b.txt": b"b", "slow.txt": b"first half, second half"}
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class Before(httpx.AsyncBaseTransport):
-    """The real network, with a hook run before each request is sent."""
-
-    def __init__(self, hook: Callable[[httpx.Request], Awaitable[None]]) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.hook = hook
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self.hook(request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -37,40 +37,11 @@ from repomount.remotes.base import (
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.terminaluse import TerminalUseRemote, open_terminaluse
 from support.server import ServerProc
+from support.tap import Tap, once, path_ends
 from support.util import sha
 
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
 _names = itertools.count()
-
-RequestHook = Callable[[httpx.Request], httpx.Request]
-ResponseHook = Callable[[httpx.Request, httpx.Response], Awaitable[httpx.Response]]
-
-
-class Tap(httpx.AsyncBaseTransport):
-    """The real network, with hooks that see (and may replace) requests and responses."""
-
-    def __init__(
-        self, *, request: RequestHook | None = None, response: ResponseHook | None = None
-    ) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.on_request = request
-        self.on_response = response
-        self.sent: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.on_request is not None:
-            request = self.on_request(request)
-        self.sent.append(request)
-        response = await self.inner.handle_async_request(request)
-        if self.on_response is not None:
-            response = await self.on_response(request, response)
-        return response
-
-    def uploads(self) -> list[httpx.Request]:
-        return [r for r in self.sent if r.url.path.endswith("/file-upload")]
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -191,7 +162,7 @@ async def test_a_listing_is_redone_when_the_filesystem_moves_meanwhile(
             live.put(fs, "b.txt", b"b")  # lands between the page and the second check
         return response
 
-    tap = Tap(response=hook)
+    tap = Tap(after=hook)
     remote = make_remote(live, fs, tap=tap)
     try:
         listing = await remote.list_tree("", recursive=True)
@@ -257,7 +228,7 @@ async def test_conditional_create_replace_and_overwrite(
     finally:
         await remote.aclose()
     assert live.get(fs, "src/new.py") == b"v3" and live.get(fs, "big.bin") == big
-    first, second, third, _ = tap.uploads()
+    first, second, third, _ = tap.to("/file-upload")
     q1, q2, q3 = (dict(r.url.params) for r in (first, second, third))
     assert q1["writeMode"] == "conditional" and q1["createOnly"] == "*" and "baseVersion" in q1
     assert q2["writeMode"] == "conditional" and q2["expectedVersion"] == sha(b"v1")
@@ -299,16 +270,16 @@ async def test_a_stale_base_is_refreshed_and_the_upload_sent_again(
         assert result.outcomes == [Applied(version=sha(b"a2"))]
         uploads = [r for r in live.requests(mark) if r.path.endswith("/file-upload")]
         assert [r.status for r in uploads] == [409, 200]
-        first, second = tap.uploads()
+        first, second = tap.to("/file-upload")
         assert first.url.params["baseVersion"] != second.url.params["baseVersion"]
         assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "w1"
 
         # When the file itself moved, the 409 is answered as a conflict without resending.
         live.put(fs, "a.txt", b"theirs")
-        before = len(tap.uploads())
+        before = len(tap.to("/file-upload"))
         result = await remote.apply([write("a.txt", b"a3", sha(b"a2"), key="w2")])
         assert result.outcomes == [Conflicted(current=sha(b"theirs"))]
-        assert len(tap.uploads()) == before + 1
+        assert len(tap.to("/file-upload")) == before + 1
     finally:
         await remote.aclose()
     assert live.tree(fs) == {"a.txt": b"theirs", "other.txt": b"o"}
@@ -317,24 +288,15 @@ async def test_a_stale_base_is_refreshed_and_the_upload_sent_again(
 async def test_a_lost_answer_is_retried_with_the_same_key_and_written_once(
     live: ServerProc, fs: str, write: Callable[..., Write]
 ) -> None:
-    lost = False
-
-    async def hook(request: httpx.Request, response: httpx.Response) -> httpx.Response:
-        nonlocal lost
-        if request.url.path.endswith("/file-upload") and not lost:
-            lost = True  # the server committed; the client sees a gateway error
-            await response.aread()
-            return httpx.Response(502, json={"code": 502, "message": "bad gateway"})
-        return response
-
-    tap = Tap(response=hook)
+    # The server commits the first upload; the client sees a gateway error instead.
+    tap = Tap(fail=once(path_ends("/file-upload")))
     remote = make_remote(live, fs, tap=tap)
     try:
         result = await remote.apply([write("a.txt", b"once", Expect.ABSENT, key="flush-7")])
     finally:
         await remote.aclose()
     assert result.outcomes == [Applied(version=sha(b"once"))]
-    first, second = tap.uploads()
+    first, second = tap.to("/file-upload")
     assert first.url == second.url and second.headers["Idempotency-Key"] == "flush-7"
     assert head_of(live, fs) == 1  # replayed, not written twice
 
@@ -364,13 +326,13 @@ async def test_a_replay_after_a_restart_is_recognised_as_our_own_write(
 async def test_a_missing_precondition_428_is_logged_as_a_bug(
     live: ServerProc, fs: str, write: Callable[..., Write], caplog: pytest.LogCaptureFixture
 ) -> None:
-    def drop_base(request: httpx.Request) -> httpx.Request:
+    async def drop_base(request: httpx.Request) -> httpx.Request:
         if not request.url.path.endswith("/file-upload"):
             return request
         url = request.url.copy_remove_param("baseVersion")
         return httpx.Request(request.method, url, headers=request.headers, stream=request.stream)
 
-    remote = make_remote(live, fs, tap=Tap(request=drop_base))
+    remote = make_remote(live, fs, tap=Tap(before=drop_base))
     try:
         with caplog.at_level(logging.ERROR, logger="repomount.remotes.terminaluse"):
             result = await remote.apply([write("a.txt", b"a", Expect.ABSENT)])
