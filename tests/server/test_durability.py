@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
 from support.server import ServerProc, file_url
+from support.util import sha, wait_until
 
 
 def blobs_are_whole(data_dir: Path) -> int:
@@ -75,35 +78,93 @@ def test_kill_9_mid_upload_leaves_no_partial_blob(server: ServerProc) -> None:
         assert c.get("/v1/repos/r").json()["head"] == "1"
 
 
-def test_kill_9_during_big_commit_is_all_or_nothing(server: ServerProc) -> None:
+def test_kill_9_mid_commit_leaves_none_of_it_and_a_retry_lands(
+    server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after writing all its rows but before its transaction commits, a commit
+    leaves nothing behind, not even its idempotency record; the same commit sent again
+    lands whole. The test-only pause point REPOMOUNT_TEST_PAUSE_COMMIT holds the server
+    at exactly that moment, so the kill never lands before or after the commit."""
     server.create_repo("r")
-    server.put("r", "before", b"b")
-    ops = [
-        {"op": "write", "path": f"d/{i}", "content_b64": base64.b64encode(b"%d" % i).decode()}
-        for i in range(2000)
+    blob = b"shared content"
+    with server.client() as c:
+        setup = [
+            {"op": "write", "path": name, "content_b64": b64(name.encode())}
+            for name in ("before", "keep", "gone")
+        ]
+        assert c.post("/v1/repos/r/commits", json={"operations": setup}).status_code == 201
+        assert c.put(f"/v1/repos/r/blobs/{sha(blob)}", content=blob).status_code == 201
+    before = server.tree("r")
+    # Thousands of rows: SQLite spills pages of the open transaction into the WAL file
+    # before it commits, and recovery must ignore them.
+    ops: list[dict[str, object]] = [
+        {"op": "write", "path": f"d/{i // 100}/{i}", "blob": sha(blob)} for i in range(5000)
     ]
+    ops += [
+        {"op": "write", "path": "before", "content_b64": b64(b"after")},
+        {"op": "write", "path": "inline", "content_b64": b64(b"new")},
+        {"op": "rename", "from": "keep", "to": "moved"},
+        {"op": "delete", "path": "gone"},
+    ]
+    body = {"operations": ops, "idempotency_key": "mid-commit"}
+
+    marker = tmp_path / "commit-paused"
+    monkeypatch.setenv(PAUSE_COMMIT_ENV, str(marker))
+    server.restart()
+    assert f"{PAUSE_COMMIT_ENV} is set" in server.log_path.read_text()
     outcome: list[object] = []
 
     def send() -> None:
         try:
             with server.client() as c:
-                outcome.append(c.post("/v1/repos/r/commits", json={"operations": ops}).status_code)
+                outcome.append(c.post("/v1/repos/r/commits", json=body))
         except httpx.HTTPError as error:
             outcome.append(error)
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(0.3)
-    server.kill()
-    sender.join(30)
+    try:
+        wait_until(marker.exists, 60, "the commit to reach its pause point")
+    finally:
+        server.kill()
+        sender.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], httpx.HTTPError), outcome
+
+    monkeypatch.delenv(PAUSE_COMMIT_ENV)
     server.start()
-    tree = server.tree("r")
+    assert server.tree("r") == before
     with server.client() as c:
-        head = c.get("/v1/repos/r").json()["head"]
-    if head == "1":
-        assert tree == {"before": b"b"}
-    else:
-        assert head == "2"
-        assert len(tree) == 2001
-        assert tree["d/1999"] == b"1999"
+        assert c.get("/v1/repos/r").json()["head"] == "1"
+        assert c.get("/v1/repos/r/changes", params={"since": "1"}).json()["changes"] == []
+        assert c.get(file_url("r", "d/0/0")).status_code == 404
+        assert c.get("/v1/repos/r/tree", params={"path": "d"}).status_code == 404
     blobs_are_whole(server.data_dir)
+
+    with server.client() as c:
+        retry = c.post("/v1/repos/r/commits", json=body)
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["head"] == "2"
+        changes = c.get("/v1/repos/r/changes", params={"since": "1"}).json()
+        assert changes["head"] == "2"
+        assert c.get(file_url("r", "d/49/4999")).content == blob
+        assert c.get(file_url("r", "moved")).content == b"keep"
+        assert c.get(file_url("r", "gone")).status_code == 404
+        assert c.get(file_url("r", "keep")).status_code == 404
+        assert c.get(file_url("r", "before")).content == b"after"
+        assert c.get(file_url("r", "inline")).content == b"new"
+        listing = c.get("/v1/repos/r/tree", params={"recursive": "1", "limit": "10000"}).json()
+    files = [e for e in listing["entries"] if e["type"] == "file"]
+    assert len(files) == 5000 + 3  # d/*, before, inline, moved
+    blobs_are_whole(server.data_dir)
+
+
+def test_the_pause_point_is_off_unless_set_to_an_absolute_path() -> None:
+    assert pause_marker_for_test({}) is None
+    assert pause_marker_for_test({PAUSE_COMMIT_ENV: ""}) is None
+    assert pause_marker_for_test({PAUSE_COMMIT_ENV: "/x/paused"}) == Path("/x/paused")
+    with pytest.raises(ValueError, match="absolute"):
+        pause_marker_for_test({PAUSE_COMMIT_ENV: "paused"})
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

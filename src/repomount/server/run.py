@@ -16,6 +16,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
+from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
 from repomount.server.sqlite_store import DataDirLocked, SqliteStore
 
 if TYPE_CHECKING:
@@ -75,7 +76,19 @@ def serve(config: ServeConfig) -> int:
         _error(problem)
         return 2
     try:
-        store = SqliteStore(config.data_dir, history=config.history)
+        pause = pause_marker_for_test()  # TEST ONLY: None unless a test set the variable
+    except ValueError as error:
+        _error(str(error))
+        return 2
+    if pause is not None:
+        print(
+            f"{PREFIX}: WARNING: {PAUSE_COMMIT_ENV} is set: every commit will hang before it "
+            "commits (a test-only pause point; never set it outside tests)",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        store = SqliteStore(config.data_dir, history=config.history, pause_commit_for_test=pause)
     except (DataDirLocked, OSError) as error:
         _error(str(error))
         return 1

@@ -5,15 +5,19 @@ apply the operations as row versions (insert new rows, close replaced ones), rec
 commit, its changes and the new head, prune what no kept head can see, and remember
 the result under its idempotency key. Everything lands when the caller's transaction
 commits, or nothing does.
+
+It also holds a test-only pause point (see `PAUSE_COMMIT_ENV`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from repomount.paths import ancestors_of, parent_of
 from repomount.server.blobs import BlobDir
@@ -51,6 +55,38 @@ from repomount.server.store import (
 
 IDEMPOTENCY_TTL = 24 * 3600.0
 
+# TEST ONLY. `repomount serve` started with REPOMOUNT_TEST_PAUSE_COMMIT=<absolute path>
+# makes every commit, once all its rows are written and before its transaction commits,
+# create that file and then block (holding the store's lock) until the process is killed,
+# so that a test can kill -9 the server at exactly that point and check that nothing of
+# the commit survives. Only `run.serve` reads the variable, and it warns loudly when set;
+# there is no command-line flag for it. Never set it anywhere but in a test.
+PAUSE_COMMIT_ENV = "REPOMOUNT_TEST_PAUSE_COMMIT"
+# A paused commit that nobody kills gives up after this long, rolling back (a safety
+# net for a test that failed before its kill, not part of the contract).
+PAUSE_LIMIT = 300.0
+
+
+def pause_marker_for_test(environ: Mapping[str, str] | None = None) -> Path | None:
+    """TEST ONLY: the marker file of the pause point, from REPOMOUNT_TEST_PAUSE_COMMIT;
+    None when it is unset or empty. ValueError when it is not an absolute path."""
+    value = (os.environ if environ is None else environ).get(PAUSE_COMMIT_ENV, "")
+    if not value:
+        return None
+    marker = Path(value)
+    if not marker.is_absolute():
+        raise ValueError(f"{PAUSE_COMMIT_ENV} must be an absolute path, not {value!r}")
+    return marker
+
+
+def _pause_for_test(marker: Path) -> None:
+    """TEST ONLY: say "paused" by creating `marker`, then wait to be killed."""
+    marker.touch()
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    raise RuntimeError(f"{PAUSE_COMMIT_ENV}: not killed within {PAUSE_LIMIT:.0f} s")
+
 
 def run_commit(
     db: sqlite3.Connection,
@@ -66,11 +102,13 @@ def run_commit(
     author: str,
     idempotency: Idempotency | None,
     base: int | None,
+    pause_marker: Path | None = None,
 ) -> CommitResult:
     """Commit `operations` on top of `head` inside the open write transaction `db`.
 
     `floor` is the oldest head kept before this commit; `history` how many commits to
     keep. A replayed idempotent retry answers the first result and writes nothing new.
+    `pause_marker` is for tests only (PAUSE_COMMIT_ENV); None in production.
     """
     now = time.time()
     if idempotency is not None:
@@ -102,6 +140,8 @@ def run_commit(
             "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
             (repo_id, idempotency.key, idempotency.fingerprint, _dump(result), now),
         )
+    if pause_marker is not None:
+        _pause_for_test(pause_marker)
     return result
 
 

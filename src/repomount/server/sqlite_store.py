@@ -61,10 +61,14 @@ def _iso(t: float | None) -> str | None:
 
 
 class SqliteStore(Store):
-    def __init__(self, root: Path, *, history: int = 100_000) -> None:
+    def __init__(
+        self, root: Path, *, history: int = 100_000, pause_commit_for_test: Path | None = None
+    ) -> None:
         if history < 1:
             raise ValueError("history must keep at least one commit")
         self.history = history
+        # TEST ONLY (see sqlite_commit.PAUSE_COMMIT_ENV): None everywhere but in a test.
+        self._pause_commit_for_test = pause_commit_for_test
         root.mkdir(parents=True, exist_ok=True)
         self._lockfile = (root / "lock").open("a")
         try:
@@ -328,4 +332,5 @@ class SqliteStore(Store):
                 author=author,
                 idempotency=idempotency,
                 base=base,
+                pause_marker=self._pause_commit_for_test,
             )
