@@ -168,3 +168,35 @@ def test_a_lock_file_created_twice_and_renamed_twice_needs_no_delete() -> None:
         ("rename", "config.lock", "config"),
         ("write", "config", None),
     ]
+
+
+def test_a_new_file_renamed_inside_a_renamed_directory_is_one_write() -> None:
+    """`mv b e; echo > e/f; mv e/f e/g`: the file never existed remotely, so the plan
+    writes e/g and deletes nothing. (It used to add "delete e/f expecting absent",
+    because a directory had moved onto e: the server answered NotFound, the atomic
+    batch was refused, and the rename record was completed anyway; the content then
+    went out under e/f. Found by the long model run.)"""
+    plan = coalesce([
+        Record(1, "rename", "b", dst="e"),
+        Record(2, "write", "e/f", blob="b2", expect=Expect.ABSENT),
+        Record(3, "rename", "e/f", dst="e/g", expect=Expect.ABSENT),
+    ])  # fmt: skip
+    assert [(op.op, op.path, op.dst) for op in plan.ops] == [
+        ("rename", "b", "e"),
+        ("write", "e/g", None),
+    ]
+
+
+def test_a_file_renamed_onto_a_name_then_written_and_moved_on_leaves_nothing_there() -> None:
+    """`mv z e/f; echo > e/f; mv e/f e/g`: the first rename made e/f exist, so moving
+    it on deletes e/f after writing e/g."""
+    plan = coalesce([
+        Record(1, "rename", "z", dst="e/f", expect="v-z"),
+        Record(2, "write", "e/f", blob="b2", expect=Expect.ABSENT),
+        Record(3, "rename", "e/f", dst="e/g", expect=Expect.ABSENT),
+    ])  # fmt: skip
+    assert [(op.op, op.path, op.dst) for op in plan.ops] == [
+        ("rename", "z", "e/f"),
+        ("write", "e/g", None),
+        ("delete", "e/f", None),
+    ]

@@ -22,7 +22,9 @@ def _loaded_after(statement: str) -> list[str]:
 )
 def test_the_cli_and_the_server_load_no_client_code(statement: str) -> None:
     loaded = _loaded_after(statement)
-    client = [m for m in loaded if m.split(".")[:2] in (["repomount", "vfs"], ["repomount", "fuse"])]
+    client = [
+        m for m in loaded if m.split(".")[:2] in (["repomount", "vfs"], ["repomount", "fuse"])
+    ]
     assert client == [], client
     assert "pyfuse3" not in loaded
 

@@ -82,25 +82,36 @@ def coalesce(records: list[Record]) -> Plan:
     def created_here(op: Planned, i: int) -> bool:
         """Whether `op` (at index i) made its path exist: the remote had nothing there
         before our pending changes, and nothing is there after the plan's earlier ops."""
-        if op.expect != Expect.ABSENT:
-            return False
-        exists = False
-        # Only ops at the path or at one of its ancestors matter, in plan order.
-        nearby = sorted(
-            {j for p in (op.path, *_ancestors(op.path)) for j in at.get(p, ()) if j < i}
-        )
-        for earlier in (out[j] for j in nearby):
-            if earlier is None:
-                continue
-            if earlier.op == "rename":
-                assert earlier.dst is not None
-                if _at_or_under(op.path, earlier.path):
-                    exists = False
-                if _at_or_under(op.path, earlier.dst):
-                    exists = True  # (a directory moved there may hold it)
-            elif _at_or_under(op.path, earlier.path):
-                exists = earlier.op != "delete"
-        return not exists
+        return op.expect == Expect.ABSENT and not exists_before(op.path, i)
+
+    def exists_before(path: str, bound: int) -> bool:
+        """Whether `path` exists once the plan's ops before index `bound` are applied,
+        as far as they decide it (else: no, the remote had nothing there, as the
+        caller's precondition says). Walks back through the latest op at the path or
+        above it; a directory renamed onto an ancestor brings what was at the old name,
+        and nothing else (a remote file there would be the node's base, not absent)."""
+        p = path
+        while True:
+            earlier = [
+                j for a in (p, *_ancestors(p)) for j in at.get(a, ()) if j < bound and out[j]
+            ]
+            if not earlier:
+                return False
+            bound = max(earlier)
+            e = out[bound]
+            assert e is not None
+            if e.op == "rename":
+                assert e.dst is not None
+                if p == e.dst:
+                    return True  # moved here (a rename's source exists)
+                if _at_or_under(p, e.dst):
+                    p = e.path + p[len(e.dst) :]  # a directory above came from there
+                elif _at_or_under(p, e.path):
+                    return False  # moved away
+            elif e.path == p:
+                return e.op != "delete"
+            elif e.op == "delete":  # a directory above it went
+                return False
 
     def push(op: Planned, *paths: str) -> None:
         out.append(op)

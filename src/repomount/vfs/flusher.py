@@ -408,6 +408,9 @@ class Flusher:
             return False
         assert isinstance(outcome, Failed)
         if op.op == "delete" and isinstance(outcome.error, NotFound):
+            if self._write_half_pending(op):
+                self._count_try(op, "the old name is gone before the new one was written", None)
+                return False
             self._applied(op, None)  # already gone: what the delete wanted
             return True
         if isinstance(outcome.error, Aborted):
@@ -421,7 +424,7 @@ class Flusher:
 
     async def _already_there(self, op: Planned, current: str | None) -> bool:
         """A replayed change whose first attempt landed (its answer was lost)."""
-        if op.op == "delete" and current is None:
+        if op.op == "delete" and current is None and not self._write_half_pending(op):
             self._applied(op, None)
             return True
         if op.op == "write" and current is not None and op.blob is not None:
@@ -430,6 +433,15 @@ class Flusher:
                 self._applied(op, current)
                 return True
         return False
+
+    def _write_half_pending(self, op: Planned) -> bool:
+        """Whether `op` is the delete half of a "write, then rename" whose write at the
+        new name has not landed: completing its rename record now would leave that
+        content journaled under the old name (it would go out there)."""
+        if op.rename_record is None:
+            return False
+        rec = self.journal.get(op.rename_record)
+        return rec is not None and rec.op == "rename"
 
     def _applied(self, op: Planned, version: str | None) -> None:
         blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
