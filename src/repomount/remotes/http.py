@@ -10,6 +10,7 @@ passes through `redact`, and nothing here has a repr that shows it.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, M
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import trio
@@ -427,6 +428,7 @@ def _path_only(url: str) -> str:
 # --------------------------------------------------------------------------- adapters' helpers
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 BODY_CHUNK = 256 * 1024
 
@@ -462,3 +464,17 @@ def parse_answer(build: Callable[[], T], service: str) -> T:
         return build()
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"unexpected answer from {service}: {exc!r}") from exc
+
+
+def parses(service: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Decorate a parser of `service`'s answers (a wire module's function) so that a
+    missing or mistyped field raises ProtocolError, as `parse_answer` does."""
+
+    def decorate(parse: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(parse)
+        def parsed(*args: P.args, **kwargs: P.kwargs) -> T:
+            return parse_answer(functools.partial(parse, *args, **kwargs), service)
+
+        return parsed
+
+    return decorate
