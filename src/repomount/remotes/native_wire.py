@@ -1,0 +1,338 @@
+"""The native API's wire format (docs/native-api.md): request bodies and headers built,
+answers parsed. Pure functions, no I/O; a malformed answer raises ProtocolError."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from repomount.remotes.base import (
+    Aborted,
+    Applied,
+    ApplyResult,
+    Change,
+    ChangeBatch,
+    Conflicted,
+    Delete,
+    Entry,
+    EntryKind,
+    Expect,
+    ExpectT,
+    Failed,
+    Listing,
+    Mkdir,
+    Outcome,
+    ProtocolError,
+    RemoteChange,
+    RemoteError,
+    Rename,
+    RepoInfo,
+    Symlink,
+    Unavailable,
+    Write,
+)
+from repomount.remotes.http import DEFAULT_TIMEOUT, parses
+
+SERVICE = "the server"
+MAX_WAIT = 60.0  # the server holds a change-feed request at most this long
+# Statuses with which a commit may blame single operations (see `refused`).
+PER_OP_STATUSES = (404, 409, 422)
+
+_KINDS: dict[str, EntryKind] = {"file": "file", "dir": "dir", "symlink": "symlink"}
+_OPS = ("write", "delete", "mkdir")
+
+answer = parses(SERVICE)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def head_of(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@answer
+def repo_info(data: dict[str, Any]) -> RepoInfo:
+    return RepoInfo(name=str(data["name"]), head=head_of(data["head"]))
+
+
+@dataclass(frozen=True)
+class TreePage:
+    head: str | None
+    entries: list[Entry]
+    cursor: str | None  # None on the last page
+
+
+@answer
+def tree_page(data: dict[str, Any]) -> TreePage:
+    cursor = data.get("next_cursor")
+    entries = [_entry(e) for e in data["entries"]]
+    return TreePage(head_of(data["head"]), entries, None if cursor is None else str(cursor))
+
+
+def join_pages(path: str, pages: Sequence[TreePage], *, recursive: bool) -> Listing:
+    """One listing of the pages of `path`. The cursor pins the first page's head, so
+    every page must report that one."""
+    heads = {page.head for page in pages}
+    if len(heads) > 1:
+        raise ProtocolError(f"listing of {path!r} spans heads {sorted(map(str, heads))}")
+    entries = [entry for page in pages for entry in page.entries]
+    return Listing(path=path, head=pages[0].head, entries=entries, recursive=recursive)
+
+
+def _entry(data: dict[str, Any]) -> Entry:
+    kind = _KINDS[data["type"]]
+    mtime, mode, version = data.get("mtime"), data.get("mode"), data.get("version")
+    target = None
+    if kind == "symlink":
+        target = data["target"]
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"symlink {data['path']!r} without a target")
+    return Entry(
+        path=str(data["path"]),
+        kind=kind,
+        size=int(data.get("size") or 0),
+        version=None if version is None else str(version),
+        mtime=None if mtime is None else float(mtime),
+        mode=None if mode is None else int(mode),
+        target=target,
+    )
+
+
+@answer
+def file_entry(path: str, response: httpx.Response) -> Entry:
+    """The entry a HEAD or GET answer describes (a symlink's still without its target)."""
+    modified = response.headers.get("Last-Modified")
+    mode = response.headers.get("X-Repomount-Mode")
+    kind = response.headers.get("X-Repomount-Type", "file")
+    if kind not in ("file", "symlink"):
+        raise ValueError(f"X-Repomount-Type {kind!r}")
+    return Entry(
+        path=path,
+        kind="symlink" if kind == "symlink" else "file",
+        size=content_length(response),
+        version=etag(response),
+        mtime=email.utils.parsedate_to_datetime(modified).timestamp() if modified else None,
+        mode=int(mode, 8) if mode else None,
+    )
+
+
+def with_target(entry: Entry, content: bytes) -> Entry:
+    """A symlink's entry completed with its target, the content a GET gave."""
+    if hashlib.sha256(content).hexdigest() != entry.version:
+        raise ProtocolError(f"target of symlink {entry.path!r} does not match its version")
+    try:
+        target = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"target of symlink {entry.path!r} is not UTF-8") from exc
+    return replace(entry, target=target)
+
+
+def range_header(start: int, end: int | None) -> str:
+    """The Range of bytes [start, end) (to the file's end when `end` is None)."""
+    return f"bytes={start}-{'' if end is None else end - 1}"
+
+
+def etag(response: httpx.Response) -> str | None:
+    value = response.headers.get("ETag")
+    if not value:
+        return None
+    value = value.strip().removeprefix("W/")
+    return value.strip('"')
+
+
+def content_length(response: httpx.Response) -> int:
+    value = response.headers.get("Content-Length")
+    if value is None:
+        raise ProtocolError(f"{response.request.url.path}: no Content-Length")
+    return int(value)
+
+
+def content_range(response: httpx.Response) -> tuple[int, int]:
+    """(first byte, total size) from `Content-Range: bytes a-b/total`."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        unit, _, rest = value.partition(" ")
+        span, _, total = rest.partition("/")
+        start = span.split("-", 1)[0]
+        if unit != "bytes":
+            raise ValueError(unit)
+        return int(start), int(total)
+    except ValueError as exc:
+        raise ProtocolError(f"bad Content-Range {value!r}") from exc
+
+
+def range_total(response: httpx.Response) -> int:
+    """The size from a 416's `Content-Range: bytes */total`."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        return int(value.rsplit("/", 1)[1])
+    except (IndexError, ValueError) as exc:
+        raise ProtocolError(f"bad Content-Range {value!r} on 416") from exc
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def inline_writes(changes: Sequence[Change], inline_max: int, budget: int) -> dict[int, Path]:
+    """The writes (by index) small enough to travel inside the commit as base64, within
+    `budget` bytes in all: the commit's JSON sits in memory."""
+    inline: dict[int, Path] = {}
+    for i, change in enumerate(changes):
+        if isinstance(change, Write) and change.size <= min(inline_max, budget):
+            inline[i] = change.source
+            budget -= change.size
+    return inline
+
+
+def operation(change: Change, *, inline: bytes | None) -> dict[str, Any]:
+    """One entry of a commit's `operations`. A write not `inline` names its blob, which
+    must be uploaded before the commit is sent."""
+    op: dict[str, Any]
+    if isinstance(change, Write):
+        op = {"op": "write", "path": change.path}
+        if inline is not None:
+            op["content_b64"] = base64.b64encode(inline).decode("ascii")
+        else:
+            op["blob"] = change.sha256
+        if change.mode is not None:
+            op["mode"] = change.mode & 0o7777
+    elif isinstance(change, Delete):
+        op = {"op": "delete", "path": change.path}
+    elif isinstance(change, Rename):
+        op = {"op": "rename", "from": change.src, "to": change.dst}
+        expect_to = expect_value(change.expect_to)
+        if expect_to is not None:
+            op["expect_to"] = expect_to
+    elif isinstance(change, Symlink):
+        op = {"op": "symlink", "path": change.path, "target": change.target}
+    elif isinstance(change, Mkdir):
+        return {"op": "mkdir", "path": change.path}
+    else:  # pragma: no cover - the Change union is closed
+        raise TypeError(f"not a change: {change!r}")
+    expect = expect_value(change.expect)
+    if expect is not None:
+        op["expect"] = expect
+    return op
+
+
+def expect_value(expect: ExpectT) -> str | None:
+    if expect is Expect.ANY:
+        return None
+    if expect is Expect.ABSENT:
+        return "absent"
+    assert isinstance(expect, str)
+    return expect
+
+
+def commit_body(
+    ops: list[dict[str, Any]], *, author: str, base: str | None, key: str | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message": f"repomount: {len(ops)} change{'s' if len(ops) > 1 else ''}",
+        "author": author,
+        "operations": ops,
+    }
+    if base is not None:
+        body["base"] = base
+    if key is not None:
+        body["idempotency_key"] = key
+    return body
+
+
+def batch_key(repo: str, changes: Sequence[Change]) -> str | None:
+    """One idempotency key for the batch, from the changes' own stable keys, so that a
+    retry of the same batch (even after a crash) replays instead of committing twice.
+    Without a key on every change there is no safe key: two equal batches may be meant."""
+    keys = [change.key for change in changes]
+    if not all(keys):
+        return None
+    digest = hashlib.sha256(b"repomount-batch\0")
+    for part in (repo, *keys):
+        encoded = part.encode()
+        digest.update(len(encoded).to_bytes(4, "big") + encoded)
+    return digest.hexdigest()
+
+
+@answer
+def applied(data: dict[str, Any], count: int) -> ApplyResult:
+    """The result of a commit that went through: one version per operation."""
+    head = head_of(data["head"])
+    results = data["results"]
+    if len(results) != count:
+        raise ValueError(f"{len(results)} results for {count} operations")
+    outcomes: list[Outcome] = [Applied(version=r.get("version")) for r in results]
+    return ApplyResult(head=head, outcomes=outcomes)
+
+
+def refused(error: RemoteError, details: Mapping[str, Any], count: int) -> list[Outcome]:
+    """The outcomes of a commit refused as a whole (nothing was applied), when the server
+    names the operations at fault: failed preconditions, or an `index` in the error.
+    Otherwise (unknown repo, reused key) `error` concerns the request and is raised."""
+    aborted = Failed(Aborted(f"not applied: another change of the batch failed ({error})"))
+    result: list[Outcome] = [aborted] * count
+    if error.code == "conflict":
+        _blame_conflicts(details, result)
+        return result
+    index = details.get("index")
+    if not isinstance(index, int) or not 0 <= index < count:
+        raise error
+    if error.code == "unknown_blob":  # collected since we uploaded it: upload again
+        error = Unavailable(error.message, status=error.status, code=error.code)
+    result[index] = Failed(error)
+    return result
+
+
+@answer
+def _blame_conflicts(details: Mapping[str, Any], result: list[Outcome]) -> None:
+    found = details["conflicts"]
+    if not found:
+        raise ValueError("a conflict without conflicts")
+    for conflict in found:
+        current = conflict.get("current")
+        result[int(conflict["index"])] = Conflicted(
+            current=None if current is None else str(current)
+        )
+
+
+# --------------------------------------------------------------------------- change feed
+
+
+def feed_request(since: str | None, wait: float) -> tuple[dict[str, str | int], httpx.Timeout]:
+    """The query of a change-feed request and its timeout (longer by the time the
+    server may hold it)."""
+    params: dict[str, str | int] = {}
+    if since is not None:
+        params["since"] = since
+    wait = min(max(wait, 0.0), MAX_WAIT)
+    if wait > 0:
+        params["wait"] = f"{wait:g}"
+    timeout = (
+        DEFAULT_TIMEOUT
+        if wait <= 0
+        else httpx.Timeout(
+            DEFAULT_TIMEOUT.connect or 10.0,
+            read=wait + (DEFAULT_TIMEOUT.read or 60.0),
+        )
+    )
+    return params, timeout
+
+
+@answer
+def change_batch(data: dict[str, Any]) -> ChangeBatch:
+    changes = []
+    for c in data["changes"]:
+        if c["op"] not in _OPS:
+            raise ValueError(f"unknown change op {c['op']!r}")
+        version = c.get("version")
+        changes.append(
+            RemoteChange(str(c["path"]), c["op"], None if version is None else str(version))
+        )
+    return ChangeBatch(head=head_of(data["head"]), changes=changes)
