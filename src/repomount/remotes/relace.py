@@ -8,26 +8,25 @@ is the SHA-256 of its bytes. Writes: Relace has no conditional write; before a b
 the adapter reads the current content of every path it depends on and reports a
 conflict where it differs from `expect`. A change made by someone else between that
 check and the write is overwritten: that window is the price of the API.
+
+relace_plan.py decides what a batch becomes; relace_wire.py parses and builds the JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
-from typing import IO, Any, BinaryIO, TypeVar
-from urllib.parse import quote, urlsplit
+from collections.abc import Sequence
+from typing import IO, Any, BinaryIO, Unpack
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 
-from repomount.paths import InvalidPathError, validate_path
 from repomount.remotes.base import (
     Aborted,
-    Applied,
     ApplyResult,
     Capabilities,
     Change,
@@ -38,23 +37,22 @@ from repomount.remotes.base import (
     Fetched,
     Listing,
     NotFound,
-    Remote,
     RemoteError,
     Rename,
     RepoInfo,
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import (
-    DEFAULT_RETRY,
-    HttpClient,
-    RetryPolicy,
-    file_chunks,
-    json_object,
-    parse_answer,
+from repomount.remotes.http import file_chunks, json_object
+from repomount.remotes.httpremote import (
+    CHUNK,
+    WHOLE_REQUEST_ERRORS,
+    HostedSource,
+    HttpOptions,
+    HttpRemote,
+    copy_body,
 )
 from repomount.remotes.relace_plan import (
-    RemoteFile,
     Snapshot,
     WireDelete,
     WireOp,
@@ -63,25 +61,20 @@ from repomount.remotes.relace_plan import (
     group,
     paths_to_check,
 )
+from repomount.remotes.relace_wire import clone_files, repo_head, repo_name, update_body
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_URL = "https://api.relace.run/v1"
-URL_ENV = "RELACE_API_URL"
-KEY_ENV = "RELACE_API_KEY"
-ACCEPTED = "relace:REPO_ID"
-REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 SNAPSHOT_TTL = 2.0  # seconds a clone serves listings
 INLINE_MAX = 1 << 20  # a text file up to this size may travel inside an update's JSON
 INLINE_BUDGET = 8 << 20  # ... up to this much per update
 MAX_OPS = 500  # operations per update
 CHECKS_AT_ONCE = 8  # concurrent downloads when checking preconditions
-CHUNK = 256 << 10
 
 
-class RelaceRemote(Remote):
+class RelaceRemote(HttpRemote):
     capabilities = Capabilities(
         conditional_write=False,  # no If-Match or expected head anywhere in the API
         # One update is all-or-none, but a batch may need several (phase order, binary
@@ -97,6 +90,10 @@ class RelaceRemote(Remote):
         file_modes=False,  # no mode (executable bit) over REST
         max_batch_ops=MAX_OPS,
     )
+    scheme = "relace"
+    label = "relace {base_url}"
+    root = "{base_url}/repo/{repo}"
+    reword_unreachable = False  # info() passes a transport failure on as it came
 
     def __init__(
         self,
@@ -105,57 +102,31 @@ class RelaceRemote(Remote):
         token: str,
         endpoint: str = DEFAULT_URL,
         snapshot_ttl: float = SNAPSHOT_TTL,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.repo_id = repo_id
-        self.base_url = endpoint.rstrip("/")
+        super().__init__(endpoint, repo_id, token=token, **http)
         self.snapshot_ttl = snapshot_ttl
-        self._http = HttpClient(
-            self.base_url,
-            token=token,
-            name=f"relace {self.base_url}",
-            retry=retry,
-            transport=transport,
-        )
-        self._repo_url = f"{self.base_url}/repo/{quote(repo_id, safe='')}"
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = trio.Lock()
         self._writes = 0  # bumped by every write: a clone begun before one is not kept
 
-    @property
-    def identity(self) -> str:
-        return f"relace:{self.base_url}/{self.repo_id}"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def version_of(self, sha256: str) -> str | None:
-        return sha256  # a file's version is the SHA-256 of its bytes
-
     # ------------------------------------------------------------------ reading
 
-    async def info(self) -> RepoInfo:
-        try:
-            data = json_object(await self._http.request("GET", self._repo_url))
-        except NotFound as exc:
-            raise NotFound(
-                f"relace repo {self.repo_id!r} not found at {self.base_url}", status=exc.status
-            ) from exc
-        except Unauthorized as exc:
-            raise Unauthorized(
-                f"{self.base_url} rejected the API key for repo {self.repo_id!r} (check {KEY_ENV})",
-                status=exc.status,
-            ) from exc
-        metadata = data.get("metadata") or {}
-        name = metadata.get("name") if isinstance(metadata, dict) else None
-        return RepoInfo(name=str(name or self.repo_id), head=None)  # GET has no repo_head
+    async def _info(self) -> RepoInfo:
+        data = json_object(await self._http.request("GET", self._root))
+        return RepoInfo(name=repo_name(data, self.repo), head=None)  # GET has no repo_head
+
+    def _info_not_found(self) -> str:
+        return f"relace repo {self.repo!r} not found at {self.base_url}"
+
+    def _info_unauthorized(self, exc: Unauthorized) -> str:
+        return f"{self.base_url} rejected the API key for repo {self.repo!r} (check {KEY_ENV})"
 
     async def list_tree(self, path: str, *, recursive: bool = False) -> Listing:
         snapshot = await self._current_snapshot()
         entries = snapshot.listing(path, recursive=recursive)
         if entries is None:
-            raise NotFound(f"{path!r} is not a directory in relace repo {self.repo_id!r}")
+            raise NotFound(f"{path!r} is not a directory in relace repo {self.repo!r}")
         # No head: clone does not say which commit it read.
         return Listing(path=path, head=None, entries=entries, recursive=recursive)
 
@@ -171,24 +142,15 @@ class RelaceRemote(Remote):
         version, size = found
         return Entry(path, "file", size=size, version=version)
 
-    async def read(
-        self,
-        path: str,
-        dest: BinaryIO,
-        *,
-        version: str | None = None,
-        offset: int = 0,
-        length: int | None = None,
+    async def _fetch(
+        self, path: str, dest: BinaryIO, version: str | None, start: int, end: int | None
     ) -> Fetched:
-        if offset < 0 or (length is not None and length < 0):
-            raise ValueError("offset and length must not be negative")
-        end = None if length is None else offset + length
         if version is None:
-            return await self._download(path, dest, offset, end)
+            return await self._download(path, dest, start, end)
         # The version is known only once every byte is in: keep them aside until then,
         # so that `dest` never receives the content of another version.
         with tempfile.TemporaryFile() as spool:
-            fetched = await self._download(path, spool, offset, end)
+            fetched = await self._download(path, spool, start, end)
             if fetched.version != version:
                 raise Conflict(
                     f"{path!r} is at version {fetched.version}, not {version}",
@@ -200,31 +162,18 @@ class RelaceRemote(Remote):
         return fetched
 
     async def _download(self, path: str, dest: IO[bytes], start: int, end: int | None) -> Fetched:
-        digest = hashlib.sha256()
-        pos = written = 0
         async with self._http.stream("GET", self._file_url(path)) as response:
-            async for chunk in response.aiter_bytes(CHUNK):
-                digest.update(chunk)
-                lo = max(start - pos, 0)
-                hi = len(chunk) if end is None else min(end - pos, len(chunk))
-                if lo < hi:
-                    dest.write(chunk[lo:hi])
-                    written += hi - lo
-                pos += len(chunk)
-        return Fetched(digest.hexdigest(), pos, written)
+            copied = await copy_body(response, dest, start=start, end=end)
+        return Fetched(copied.sha256, copied.size, copied.written)
 
     async def _hash_file(self, path: str) -> tuple[str, int] | None:
         """(version, size) of the file at `path` now, or None when there is none."""
-        digest = hashlib.sha256()
-        size = 0
         try:
             async with self._http.stream("GET", self._file_url(path)) as response:
-                async for chunk in response.aiter_bytes(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+                copied = await copy_body(response, None)
         except NotFound:
             return None
-        return digest.hexdigest(), size
+        return copied.sha256, copied.size
 
     async def _current_snapshot(self, *, fresh: bool = False) -> Snapshot:
         """The repo's tree from a clone at most `snapshot_ttl` old (or a new one)."""
@@ -244,21 +193,10 @@ class RelaceRemote(Remote):
 
     async def _clone(self) -> Snapshot:
         started = trio.current_time()
-        data = json_object(await self._http.request("GET", f"{self._repo_url}/clone"))
-        files: dict[str, RemoteFile] = {}
-
-        def parse() -> None:
-            for item in data["files"]:
-                path, content = str(item["filename"]), item["content"]
-                try:
-                    validate_path(path)
-                except InvalidPathError:
-                    log.warning("relace %s: skipping unusable path %r", self.repo_id, path)
-                    continue
-                raw = str(content).encode("utf-8", "surrogatepass")
-                files[path] = RemoteFile(len(raw), hashlib.sha256(raw).hexdigest())
-
-        _parse(parse)
+        data = json_object(await self._http.request("GET", f"{self._root}/clone"))
+        files, unusable = clone_files(data)
+        for path in unusable:
+            log.warning("relace %s: skipping unusable path %r", self.repo, path)
         return Snapshot(files, taken=started)
 
     def _forget_snapshot(self) -> None:
@@ -296,7 +234,8 @@ class RelaceRemote(Remote):
                 head = await self._send(request, texts)
             except RemoteError as error:
                 failure = await self._explain(error)
-                if not sent and _whole_request_failed(failure.error):
+                # A NotFound here is the repo's: `_explain` made a missing path Aborted.
+                if not sent and isinstance(failure.error, WHOLE_REQUEST_ERRORS):
                     raise failure.error from error
                 for op in request:
                     outcomes[op.index] = failure
@@ -308,10 +247,7 @@ class RelaceRemote(Remote):
             finally:
                 self._forget_snapshot()
             sent = True
-        for i, outcome in enumerate(outcomes):
-            if outcome is None:
-                outcomes[i] = Applied(checked.versions.get(i))
-        return ApplyResult(head=head, outcomes=[o for o in outcomes if o is not None])
+        return checked.result(head)
 
     async def _versions(self, paths: set[str]) -> dict[str, str | None]:
         """The version of the file at each path now (None: no file), downloaded and
@@ -362,11 +298,9 @@ class RelaceRemote(Remote):
         elif len(request) == 1 and isinstance(only, WireDelete):
             response = await self._write("DELETE", self._file_url(only.path))
         else:
-            operations = [_operation(op, texts) for op in request]
-            body = {"source": {"type": "diff", "operations": operations}}
-            response = await self._write("POST", f"{self._repo_url}/update", json=body)
-        data = json_object(response)
-        return _parse(lambda: str(data["repo_head"]))
+            body = update_body(request, texts)
+            response = await self._write("POST", f"{self._root}/update", json=body)
+        return repo_head(json_object(response))
 
     async def _write(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A write request, sent again while the repo answers 423 (locked by another
@@ -380,7 +314,7 @@ class RelaceRemote(Remote):
                 if error.status != 423 or retry + 1 >= policy.attempts:
                     raise
                 delay = max(policy.backoff(retry), error.retry_after or 0.0)
-                log.info("relace %s: repo busy (423), retrying in %.2fs", self.repo_id, delay)
+                log.info("relace %s: repo busy (423), retrying in %.2fs", self.repo, delay)
                 await trio.sleep(delay)
                 retry += 1
 
@@ -401,30 +335,33 @@ class RelaceRemote(Remote):
     # ------------------------------------------------------------------ helpers
 
     def _file_url(self, path: str) -> str:
-        return f"{self._repo_url}/file/{quote(path, safe='/')}"
+        return self._path_url("file", path)
 
 
 # --------------------------------------------------------------------------- opening
 
 
-def open_relace(src: str, *, endpoint: str | None = None, token: str | None = None) -> Remote:
+SOURCE = HostedSource(
+    scheme="relace",
+    id_name="repo id",
+    id_pattern=re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"),
+    default_url=DEFAULT_URL,
+    id_example="a UUID such as 0b4a2c9e-...; ",
+)
+KEY_ENV = SOURCE.key_env
+
+
+def open_relace(src: str, *, endpoint: str | None = None, token: str | None = None) -> RelaceRemote:
     """The adapter for `relace:REPO_ID`. The base URL is `endpoint`, else $RELACE_API_URL,
     else the service's; the key is `token`, else $RELACE_API_KEY. Raises ValueError with
     a one-line message when `src` (or the endpoint, or a missing key) is unusable."""
     src = src.strip()
-    scheme, colon, repo_id = src.partition(":")
-    if scheme.lower() != "relace" or not colon:
-        raise ValueError(f"bad remote {src!r}: expected {ACCEPTED}")
-    if repo_id.startswith("//"):
-        raise ValueError(f"bad remote {src!r}: no '//' after 'relace:' (expected {ACCEPTED})")
-    if not repo_id:
-        raise ValueError(f"bad remote {src!r}: no repo id after 'relace:'")
-    if not REPO_ID_RE.fullmatch(repo_id):
+    if src.lower().startswith("relace://"):  # a URL habit; a repo id is no host
         raise ValueError(
-            f"bad remote {src!r}: a repo id is letters, digits, '.', '_' and '-' "
-            f"(a UUID such as 0b4a2c9e-...; expected {ACCEPTED})"
+            f"bad remote {src!r}: no '//' after 'relace:' (expected {SOURCE.accepted})"
         )
-    url = (endpoint or os.environ.get(URL_ENV) or DEFAULT_URL).strip()
+    repo_id = SOURCE.parse_id(src)
+    url = SOURCE.url(endpoint).strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"bad Relace endpoint {url!r}: expected http(s)://HOST[:PORT]/PATH")
@@ -436,24 +373,3 @@ def open_relace(src: str, *, endpoint: str | None = None, token: str | None = No
     if not key:
         raise ValueError(f"{src} needs a Relace API key: set {KEY_ENV}")
     return RelaceRemote(repo_id, token=key, endpoint=url)
-
-
-# --------------------------------------------------------------------------- module helpers
-
-
-def _whole_request_failed(error: RemoteError) -> bool:
-    """Errors that say nothing about single changes: unreachable, refused key, no repo
-    (a NotFound from `_explain` is the repo's: a missing path becomes Aborted)."""
-    return isinstance(error, Unauthorized | Unavailable | NotFound)
-
-
-def _operation(op: WireOp, texts: dict[int, str]) -> dict[str, str]:
-    if isinstance(op, WireWrite):
-        return {"type": "write", "filename": op.change.path, "content": texts[op.index]}
-    if isinstance(op, WireDelete):
-        return {"type": "delete", "filename": op.path}
-    return {"type": "rename", "old_filename": op.src, "new_filename": op.dst}
-
-
-def _parse(build: Callable[[], T]) -> T:
-    return parse_answer(build, "Relace")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from repomount.paths import ancestors_of
 from repomount.remotes.base import (
     Applied,
+    ApplyResult,
     Change,
     Conflicted,
     Delete,
@@ -132,6 +133,15 @@ class Checked:
     outcomes: list[Outcome | None]
     ops: list[WireOp] = field(default_factory=list)
     versions: dict[int, str | None] = field(default_factory=dict)
+
+    def result(self, head: str | None) -> ApplyResult:
+        """The batch's result once its requests went out: a change still without an
+        outcome (no request of it failed) was applied."""
+        outcomes = [
+            Applied(self.versions.get(i)) if outcome is None else outcome
+            for i, outcome in enumerate(self.outcomes)
+        ]
+        return ApplyResult(head=head, outcomes=outcomes)
 
 
 def paths_to_check(changes: Sequence[Change]) -> set[str]:
