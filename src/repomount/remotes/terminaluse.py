@@ -15,21 +15,19 @@ in docs/remotes.md ("Terminal Use"). In short:
   upload + sync-complete, which is unconditional (last writer wins): a write landing
   between our last check and the sync would be silently reverted, and no check after
   it can tell. Those changes are therefore refused with Unsupported (never pretended).
+
+terminaluse_wire.py parses the answers and builds the upload queries.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from functools import partial
-from typing import Any, BinaryIO, TypeVar
-from urllib.parse import quote, urlsplit
+from collections.abc import Sequence
+from typing import BinaryIO, Unpack
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -45,7 +43,6 @@ from repomount.remotes.base import (
     Delete,
     Entry,
     Expect,
-    ExpectT,
     Failed,
     Fetched,
     Listing,
@@ -54,7 +51,6 @@ from repomount.remotes.base import (
     Outcome,
     PreconditionRequired,
     ProtocolError,
-    Remote,
     RemoteError,
     Rename,
     RepoInfo,
@@ -63,36 +59,39 @@ from repomount.remotes.base import (
     Unsupported,
     Write,
 )
-from repomount.remotes.http import (
-    DEFAULT_RETRY,
-    HttpClient,
-    RetryPolicy,
-    file_chunks,
-    json_object,
-    parse_answer,
+from repomount.remotes.http import file_chunks, json_object
+from repomount.remotes.httpremote import (
+    WHOLE_REQUEST_ERRORS,
+    HostedSource,
+    HttpOptions,
+    HttpRemote,
+    copy_body,
+)
+from repomount.remotes.terminaluse_wire import (
+    archive_version,
+    below,
+    expected,
+    file_entry,
+    listed_paths,
+    norm,
+    page,
+    tree,
+    upload_headers,
+    upload_params,
+    uploaded,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://api.terminaluse.com"
-URL_ENV = "TERMINALUSE_API_URL"
-KEY_ENV = "TERMINALUSE_API_KEY"
-ACCEPTED = "terminaluse:FILESYSTEM_ID"
-FS_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 PAGE = 5000  # the API's largest `limit`
-CHUNK = 256 * 1024
 BASE_REFRESHES = 5  # 409 -> fresh base -> upload again, at most this often per write
 LIST_ATTEMPTS = 3  # listings whose archive version moved meanwhile are redone
 KEYS_KEPT = 4096  # idempotency keys whose first baseVersion we remember
 
-T = TypeVar("T")
 
-# Whole-request failures: the next change would fail the same way.
-_FATAL = (Unavailable, Unauthorized, NotFound)
-
-
-class TerminalUseRemote(Remote):
+class TerminalUseRemote(HttpRemote):
     capabilities = Capabilities(
         conditional_write=True,  # expectedVersion / createOnly=* are checked by the server
         atomic_batch=False,  # one upload per file; nothing commits several together
@@ -105,6 +104,9 @@ class TerminalUseRemote(Remote):
         recursive_listing=True,  # GET .../files lists the whole tree (paged)
         max_batch_ops=1,  # every change is its own request anyway
     )
+    scheme = "terminaluse"
+    label = "terminaluse {base_url} {repo}"
+    root = "/filesystems/{repo}"
 
     def __init__(
         self,
@@ -113,20 +115,10 @@ class TerminalUseRemote(Remote):
         base_url: str = DEFAULT_URL,
         token: str | None = None,
         page_size: int = PAGE,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.filesystem_id = filesystem_id
+        super().__init__(base_url, filesystem_id, token=token, **http)
         self.page_size = page_size
-        self._http = HttpClient(
-            self.base_url,
-            token=token,
-            name=f"terminaluse {self.base_url} {filesystem_id}",
-            retry=retry,
-            transport=transport,
-        )
-        self._fs_url = f"/filesystems/{quote(filesystem_id, safe='')}"
         # The latest archive version seen, as the service wrote it ("" = no archive yet).
         self._base: str | None = None
         # The baseVersion each key was first sent with: a retry must be the same request.
@@ -135,42 +127,24 @@ class TerminalUseRemote(Remote):
         # parallel uploads would mostly make each other's base stale (409).
         self._upload_lock = trio.Lock()
 
-    @property
-    def identity(self) -> str:
-        return f"terminaluse:{self.base_url}/{self.filesystem_id}"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def version_of(self, sha256: str) -> str | None:
-        return sha256  # file_version is the SHA-256 of the content
-
     # ------------------------------------------------------------------ reading
 
-    async def info(self) -> RepoInfo:
-        where = f"{self.base_url}"
-        try:
-            head = await self._refresh_base()
-        except NotFound as exc:
-            raise NotFound(
-                f"filesystem {self.filesystem_id!r} not found on {where} "
-                "(or the API key may not access it)",
-                status=exc.status,
-            ) from exc
-        except Unauthorized as exc:
-            hint = (
-                f"it requires an API key: set {KEY_ENV}"
-                if not self._http.has_token
-                else f"it rejected the API key (check {KEY_ENV})"
-            )
-            raise Unauthorized(f"not authorized by {where}: {hint}", status=exc.status) from exc
-        except Unavailable as exc:
-            raise Unavailable(
-                f"cannot reach {where}: {exc.message}",
-                status=exc.status,
-                retry_after=exc.retry_after,
-            ) from exc
-        return RepoInfo(name=self.filesystem_id, head=_norm(head) or None)
+    async def _info(self) -> RepoInfo:
+        return RepoInfo(name=self.repo, head=norm(await self._refresh_base()) or None)
+
+    def _info_not_found(self) -> str:
+        return (
+            f"filesystem {self.repo!r} not found on {self.base_url} "
+            "(or the API key may not access it)"
+        )
+
+    def _info_unauthorized(self, exc: Unauthorized) -> str:
+        hint = (
+            f"it requires an API key: set {KEY_ENV}"
+            if not self._http.has_token
+            else f"it rejected the API key (check {KEY_ENV})"
+        )
+        return f"not authorized by {self.base_url}: {hint}"
 
     async def list_tree(self, path: str, *, recursive: bool = False) -> Listing:
         # The listing is paged by offset and carries no version: it is one snapshot only
@@ -179,14 +153,14 @@ class TerminalUseRemote(Remote):
             before = await self._refresh_base()
             files = await self._files_below(path)
             after = await self._refresh_base()
-            if _norm(before) == _norm(after):
+            if norm(before) == norm(after):
                 break
         else:
             raise Unavailable(f"{self.identity} kept changing while it was being listed")
-        entries = _tree(path, files, recursive=recursive)
+        entries = tree(path, files, recursive=recursive)
         if path and not entries:
             raise NotFound(f"{path!r} is not a directory in {self.identity}")
-        return Listing(path=path, head=_norm(before) or None, entries=entries, recursive=recursive)
+        return Listing(path=path, head=norm(before) or None, entries=entries, recursive=recursive)
 
     async def _files_below(self, path: str) -> list[Entry]:
         """Every entry the manifest lists at or below `path`, all pages."""
@@ -202,19 +176,19 @@ class TerminalUseRemote(Remote):
         while True:
             data = json_object(
                 await self._http.request(
-                    "GET", f"{self._fs_url}/files", params={**params, "offset": offset}
+                    "GET", f"{self._root}/files", params={**params, "offset": offset}
                 )
             )
-            page, total = _parse(partial(_page, data))
-            found += [e for e in page if _below(e.path, path)]  # `directory` may be a prefix
-            offset += len(page)
-            if not page or offset >= total:
+            entries, total = page(data)
+            found += [e for e in entries if below(e.path, path)]  # `directory` may be a prefix
+            offset += len(entries)
+            if not entries or offset >= total:
                 return found
 
     async def stat(self, path: str) -> Entry | None:
         if not path:
             return Entry(path="", kind="dir")
-        url = f"{self._fs_url}/files/{quote(path, safe='/')}"
+        url = self._path_url("files", path)
         try:
             data = json_object(
                 await self._http.request("GET", url, params={"include_content": "false"})
@@ -222,52 +196,34 @@ class TerminalUseRemote(Remote):
         except NotFound:
             pass
         else:
-            return _parse(lambda: _entry(data))
+            return file_entry(data)
         # Directories are implicit: one exists while a file lives below it.
         files = await self._http.request(
             "GET",
-            f"{self._fs_url}/files",
+            f"{self._root}/files",
             params={"directory": path, "include_content": "false", "limit": 100},
         )
-        listed = _parse(lambda: [str(f["path"]).lstrip("/") for f in json_object(files)["files"]])
-        if any(_below(p, path) and p != path for p in listed):
+        listed = listed_paths(json_object(files))
+        if any(below(p, path) and p != path for p in listed):
             return Entry(path=path, kind="dir")
         return None
 
-    async def read(
-        self,
-        path: str,
-        dest: BinaryIO,
-        *,
-        version: str | None = None,
-        offset: int = 0,
-        length: int | None = None,
+    async def _fetch(
+        self, path: str, dest: BinaryIO, version: str | None, start: int, end: int | None
     ) -> Fetched:
         """The whole file is downloaded (and hashed: its hash is its version); the asked-for
         slice is written. With `version`, a mismatch raises Conflict after the bytes are
         written, so `dest` then holds the current content."""
-        if offset < 0 or (length is not None and length < 0):
-            raise ValueError("offset and length must not be negative")
-        digest = hashlib.sha256()
-        end = None if length is None else offset + length
-        pos = written = 0
-        url = f"{self._fs_url}/file-download"
+        url = f"{self._root}/file-download"
         async with self._http.stream("GET", url, params={"path": path}) as response:
-            async for chunk in response.aiter_bytes(CHUNK):
-                digest.update(chunk)
-                lo = max(offset - pos, 0)
-                hi = len(chunk) if end is None else min(end - pos, len(chunk))
-                if lo < hi:
-                    dest.write(chunk[lo:hi])
-                    written += hi - lo
-                pos += len(chunk)
-        current = digest.hexdigest()
-        if version is not None and _norm(version) != current:
+            copied = await copy_body(response, dest, start=start, end=end)
+        current = copied.sha256
+        if version is not None and norm(version) != current:
             raise Conflict(
                 f"{path!r} in {self.identity} is at version {current}, not {version}",
                 current=current,
             )
-        return Fetched(current, pos, written)
+        return Fetched(current, copied.size, copied.written)
 
     # ------------------------------------------------------------------ writing
 
@@ -278,7 +234,7 @@ class TerminalUseRemote(Remote):
         for index, change in enumerate(changes):
             try:
                 outcomes.append(await self._apply_one(change))
-            except _FATAL as error:
+            except WHOLE_REQUEST_ERRORS as error:
                 if not outcomes:
                     raise  # nothing was applied: the request as a whole failed
                 rest = len(changes) - index - 1
@@ -287,7 +243,7 @@ class TerminalUseRemote(Remote):
                 break
             except RemoteError as error:
                 outcomes.append(Failed(error))
-        return ApplyResult(head=_norm(self._base or "") or None, outcomes=outcomes)
+        return ApplyResult(head=norm(self._base or "") or None, outcomes=outcomes)
 
     async def _apply_one(self, change: Change) -> Outcome:
         if isinstance(change, Write):
@@ -331,7 +287,7 @@ class TerminalUseRemote(Remote):
             except PreconditionRequired as exc:
                 log.error("%s: the upload lacked its preconditions (a bug): %s", self, exc)
                 return Failed(exc)
-            self._base, version = _parse(partial(_uploaded, data))
+            self._base, version = uploaded(data)
             return Applied(version=version)
         return Failed(Unavailable(f"{self.identity} kept changing; the upload will be retried"))
 
@@ -342,9 +298,9 @@ class TerminalUseRemote(Remote):
         current = await self._version_at(change.path)
         if current is not None and current == change.sha256:
             return Conflicted(current)  # our content is there: the vfs knows it (version_of)
-        if not _expected(change.expect, current):
+        if not expected(change.expect, current):
             return Conflicted(current)
-        if change.expect is Expect.ANY or _norm(fresh) == _norm(sent):
+        if change.expect is Expect.ANY or norm(fresh) == norm(sent):
             # Not a stale base: the Idempotency-Key was used for another request.
             log.error("%s: upload of %r refused: %s", self, change.path, exc.message)
             return Failed(ProtocolError(f"{exc.message} (Idempotency-Key {change.key!r})"))
@@ -352,24 +308,13 @@ class TerminalUseRemote(Remote):
         return None
 
     async def _upload(self, change: Write, base: str) -> httpx.Response:
-        params: dict[str, str | int] = {"path": change.path}
-        if change.expect is not Expect.ANY:
-            params.update(writeMode="conditional", baseVersion=base)
-            if change.expect is Expect.ABSENT:
-                params["createOnly"] = "*"
-            else:
-                assert isinstance(change.expect, str)
-                params["expectedVersion"] = change.expect
-        params["digest"] = "sha-256=" + base64.b64encode(bytes.fromhex(change.sha256)).decode()
+        params = upload_params(change, base)
         size = (await trio.Path(change.source).stat()).st_size
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        if change.key:
-            headers["Idempotency-Key"] = change.key
         return await self._http.request(
             "PUT",
-            f"{self._fs_url}/file-upload",
+            f"{self._root}/file-upload",
             params=params,
-            headers=headers,
+            headers=upload_headers(change, size),
             content=file_chunks(change.source),
             # A resend replays (same key) or fails its precondition: never writes twice.
             idempotent=True,
@@ -379,9 +324,7 @@ class TerminalUseRemote(Remote):
 
     async def _refresh_base(self) -> str:
         """The filesystem's archive version now ("" while it has none), remembered."""
-        data = json_object(await self._http.request("GET", self._fs_url))
-        checksum = _parse(lambda: data["archive_checksum"])
-        self._base = "" if checksum is None else str(checksum)
+        self._base = archive_version(json_object(await self._http.request("GET", self._root)))
         return self._base
 
     async def _version_at(self, path: str) -> str | None:
@@ -400,21 +343,23 @@ class TerminalUseRemote(Remote):
 # --------------------------------------------------------------------------- opening
 
 
-def open_terminaluse(src: str, *, endpoint: str | None = None, token: str | None = None) -> Remote:
+SOURCE = HostedSource(
+    scheme="terminaluse",
+    id_name="filesystem id",
+    id_pattern=re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}"),
+    default_url=DEFAULT_URL,
+)
+KEY_ENV = SOURCE.key_env
+
+
+def open_terminaluse(
+    src: str, *, endpoint: str | None = None, token: str | None = None
+) -> TerminalUseRemote:
     """The adapter for `terminaluse:FILESYSTEM_ID`. The API's base URL is `endpoint`,
     else $TERMINALUSE_API_URL, else https://api.terminaluse.com; the key is `token`,
     else $TERMINALUSE_API_KEY. Raises ValueError with a one-line message."""
-    scheme, sep, fs_id = src.strip().partition(":")
-    if scheme.lower() != "terminaluse" or not sep:
-        raise ValueError(f"bad remote {src!r}: expected {ACCEPTED}")
-    if not fs_id:
-        raise ValueError(f"bad remote {src!r}: no filesystem id after 'terminaluse:'")
-    if not FS_ID_RE.fullmatch(fs_id):
-        raise ValueError(
-            f"bad remote {src!r}: a filesystem id is letters, digits, '.', '_' and '-' "
-            f"(expected {ACCEPTED})"
-        )
-    base_url = _base_url(endpoint or os.environ.get(URL_ENV) or DEFAULT_URL)
+    fs_id = SOURCE.parse_id(src)
+    base_url = _base_url(SOURCE.url(endpoint))
     if token is None:
         token = os.environ.get(KEY_ENV) or None
     if not token:
@@ -440,80 +385,3 @@ def _base_url(url: str) -> str:
     except ValueError:
         raise bad("the port is not a number from 0 to 65535") from None
     return url.strip().rstrip("/")
-
-
-# --------------------------------------------------------------------------- module helpers
-
-
-def _norm(token: str) -> str:
-    """Versions compare without an optional `sha256:` prefix, case-insensitively."""
-    return token.strip().lower().removeprefix("sha256:")
-
-
-def _expected(expect: ExpectT, current: str | None) -> bool:
-    if expect is Expect.ANY:
-        return True
-    if expect is Expect.ABSENT:
-        return current is None
-    assert isinstance(expect, str)
-    return current is not None and current == _norm(expect)
-
-
-def _below(path: str, directory: str) -> bool:
-    return not directory or path == directory or path.startswith(directory + "/")
-
-
-def _entry(data: dict[str, Any]) -> Entry:
-    path = str(data["path"]).lstrip("/")
-    modified = data.get("modified_at")
-    mtime = None if not modified else _timestamp(str(modified))
-    if data.get("is_directory"):
-        return Entry(path=path, kind="dir", mtime=mtime)
-    checksum = data.get("checksum")
-    return Entry(
-        path=path,
-        kind="file",
-        size=int(data.get("size_bytes") or 0),
-        version=None if checksum is None else _norm(str(checksum)),
-        mtime=mtime,
-    )
-
-
-def _page(data: dict[str, Any]) -> tuple[list[Entry], int]:
-    return [_entry(f) for f in data["files"]], int(data["total_count"])
-
-
-def _uploaded(data: dict[str, Any]) -> tuple[str, str]:
-    """(the new archive version as sent, the file's new version) of an upload answer."""
-    return str(data["archive_version"]), _norm(str(data["file_version"]))
-
-
-def _timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _tree(path: str, listed: list[Entry], *, recursive: bool) -> list[Entry]:
-    """The entries below `path` (all, or its children), with the directories that the
-    files' paths imply, sorted by path."""
-    found: dict[str, Entry] = {}
-    depth = len(path.split("/")) if path else 0
-    for entry in listed:
-        if entry.path == path:
-            continue
-        parts = entry.path.split("/")
-        for i in range(depth + 1, len(parts)):
-            ancestor = "/".join(parts[:i])
-            found.setdefault(ancestor, Entry(path=ancestor, kind="dir"))
-        if entry.kind == "dir":
-            found.setdefault(entry.path, entry)
-        else:
-            found[entry.path] = entry
-    entries = sorted(found.values(), key=lambda e: e.path)
-    if recursive:
-        return entries
-    prefix = f"{path}/" if path else ""
-    return [e for e in entries if "/" not in e.path[len(prefix) :]]
-
-
-def _parse(build: Callable[[], T]) -> T:
-    return parse_answer(build, "Terminal Use")
