@@ -62,6 +62,7 @@ class Face:
     keys: bool  # a change sent again with the same idempotency key is replayed, not redone
     local_mkdir: bool = False  # without empty_dirs, Mkdir is accepted and sends nothing
     clean_read_conflict: bool = True  # a read at a moved version writes nothing to dest
+    content_versions: bool = True  # a file's version is derived from its content (version_of)
 
     def __str__(self) -> str:
         return self.name

@@ -281,58 +281,6 @@ async def test_odd_names_round_trip(
 # --------------------------------------------------------------------------- reading
 
 
-async def test_read_full_and_ranged(repo: ServerProc, remote: NativeRemote) -> None:
-    data = os.urandom(300_000)
-    version = repo.put(REPO, "blob.bin", data)
-    assert version == sha(data)
-
-    buf = io.BytesIO()
-    fetched = await remote.read("blob.bin", buf)
-    assert buf.getvalue() == data
-    assert (fetched.version, fetched.size, fetched.written) == (version, len(data), len(data))
-
-    buf = io.BytesIO()
-    mark = repo.mark()
-    fetched = await remote.read("blob.bin", buf, offset=1000, length=5000, version=version)
-    assert buf.getvalue() == data[1000:6000]
-    assert (fetched.version, fetched.size, fetched.written) == (version, len(data), 5000)
-    assert [r.status for r in repo.requests(mark)] == [206]  # only the range travelled
-
-    buf = io.BytesIO()
-    fetched = await remote.read("blob.bin", buf, offset=len(data) - 10)
-    assert buf.getvalue() == data[-10:] and fetched.written == 10
-
-    buf = io.BytesIO()
-    fetched = await remote.read("blob.bin", buf, offset=len(data) + 5, length=10)
-    assert buf.getvalue() == b"" and (fetched.size, fetched.written) == (len(data), 0)
-
-    buf = io.BytesIO()
-    fetched = await remote.read("blob.bin", buf, length=0)
-    assert buf.getvalue() == b"" and (fetched.version, fetched.size) == (version, len(data))
-
-
-async def test_read_empty_file(repo: ServerProc, remote: NativeRemote) -> None:
-    repo.put(REPO, "empty", b"")
-    buf = io.BytesIO()
-    fetched = await remote.read("empty", buf)
-    assert (fetched.version, fetched.size, fetched.written) == (sha(b""), 0, 0)
-
-
-async def test_read_with_stale_version_is_a_conflict(
-    repo: ServerProc, remote: NativeRemote
-) -> None:
-    old = repo.put(REPO, "f", b"one")
-    new = repo.put(REPO, "f", b"two")
-    buf = io.BytesIO()
-    with pytest.raises(Conflict) as info:
-        await remote.read("f", buf, version=old)
-    assert info.value.current == new
-    with pytest.raises(Conflict) as ranged:
-        await remote.read("f", buf, version=old, offset=1, length=1)
-    assert ranged.value.current == new
-    assert buf.getvalue() == b""
-
-
 async def test_read_conflict_without_current_version_in_the_answer(repo: ServerProc) -> None:
     """The protocol promises `current_version` only on a PUT's 412: without it in a
     GET's 412, the adapter asks for the current version itself."""
@@ -353,16 +301,6 @@ async def test_read_conflict_without_current_version_in_the_answer(repo: ServerP
     finally:
         await remote.aclose()
     assert info.value.current == new
-
-
-async def test_read_missing_or_directory_is_not_found(
-    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
-) -> None:
-    await remote.apply([Mkdir("d")])
-    with pytest.raises(NotFound):
-        await remote.read("missing", io.BytesIO())
-    with pytest.raises(NotFound):
-        await remote.read("d", io.BytesIO())
 
 
 async def test_read_verifies_content_against_version(repo: ServerProc) -> None:
@@ -494,39 +432,6 @@ async def test_apply_symlink_replace_and_conflicts(
 # --------------------------------------------------------------------------- applying
 
 
-async def test_apply_new_file_replace_delete(
-    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
-) -> None:
-    result = await remote.apply([write("new.txt", b"v1")], base="0")
-    assert result.head == "1" and result.outcomes == [Applied(version=sha(b"v1"))]
-    assert repo.get(REPO, "new.txt") == b"v1"
-
-    result = await remote.apply([write("new.txt", b"v2", expect=sha(b"v1"))], base="1")
-    assert result.head == "2" and result.outcomes == [Applied(version=sha(b"v2"))]
-    assert repo.get(REPO, "new.txt") == b"v2"
-
-    result = await remote.apply([write("new.txt", b"v3", expect=Expect.ANY)])
-    assert result.outcomes == [Applied(version=sha(b"v3"))]
-
-    result = await remote.apply([Delete("new.txt", expect=sha(b"v3"))])
-    assert result.head == "4" and result.outcomes == [Applied(version=None)]
-    assert repo.tree(REPO) == {}
-
-
-async def test_apply_write_with_stale_version_is_conflicted(
-    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
-) -> None:
-    mine = repo.put(REPO, "f", b"base")
-    theirs = repo.put(REPO, "f", b"theirs")
-    result = await remote.apply([write("f", b"mine", expect=mine)])
-    assert result.outcomes == [Conflicted(current=theirs)]
-    result = await remote.apply([write("f", b"mine")])  # expect ABSENT
-    assert result.outcomes == [Conflicted(current=theirs)]
-    result = await remote.apply([Delete("gone", expect="0" * 64)])
-    assert result.outcomes == [Conflicted(current=None)]
-    assert repo.get(REPO, "f") == b"theirs"
-
-
 async def test_apply_rename_and_mkdir(
     repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
 ) -> None:
@@ -548,20 +453,6 @@ async def test_apply_rename_and_mkdir(
     assert repo.tree(REPO) == {"b.txt": b"A", "e/moved/x": b"X"}
     paths = {e.path: e.kind for e in (await remote.list_tree("", recursive=True)).entries}
     assert paths["empty/dir"] == "dir" and "d" not in paths and "a.txt" not in paths
-
-
-async def test_rename_with_a_precondition_on_the_destination(
-    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
-) -> None:
-    await remote.apply([write("a", b"A"), write("b", b"B")])
-    result = await remote.apply([Rename("a", "b", expect_to=Expect.ABSENT)])
-    assert result.outcomes == [Conflicted(current=sha(b"B"))]
-    result = await remote.apply([Rename("a", "b", expect_to=sha(b"A"))])
-    assert result.outcomes == [Conflicted(current=sha(b"B"))]
-    result = await remote.apply([Rename("a", "b", expect=sha(b"A"), expect_to=sha(b"B"))])
-    assert result.outcomes == [Applied(version=sha(b"A"))]
-    assert repo.tree(REPO) == {"b": b"A"}
-    assert remote.version_of(sha(b"A")) == sha(b"A")
 
 
 async def test_batch_with_a_conflict_applies_nothing(

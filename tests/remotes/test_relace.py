@@ -15,7 +15,6 @@ from repomount.remotes.base import (
     Aborted,
     Applied,
     Change,
-    Conflict,
     Conflicted,
     Delete,
     Expect,
@@ -253,24 +252,6 @@ async def test_the_snapshot_expires_and_writes_refresh_it(
     seed(repo, {"c.txt": b"c"})  # someone else's: seen once the snapshot expired
     remote.snapshot_ttl = 0.0
     assert [e.path for e in (await remote.list_tree("")).entries] == ["a.txt", "b.txt", "c.txt"]
-
-
-async def test_read_whole_slices_and_versions(repo: ServerProc, remote: RelaceRemote) -> None:
-    data = b"0123456789" * 100_000  # 1 MB: several chunks
-    seed(repo, {"big.txt": data})
-    dest = io.BytesIO()
-    fetched = await remote.read("big.txt", dest)
-    assert dest.getvalue() == data and fetched.version == sha(data)
-    assert (fetched.size, fetched.written) == (len(data), len(data))
-    part = io.BytesIO()
-    fetched = await remote.read("big.txt", part, offset=262_140, length=10, version=sha(data))
-    assert part.getvalue() == data[262_140:262_150] and fetched.written == 10
-    stale = io.BytesIO()
-    with pytest.raises(Conflict) as caught:
-        await remote.read("big.txt", stale, version=sha(b"older"))
-    assert caught.value.current == sha(data) and stale.getvalue() == b""
-    with pytest.raises(NotFound):
-        await remote.read("missing.txt", io.BytesIO())
 
 
 async def test_binary_files_round_trip_but_clone_does_not_list_them(
