@@ -263,7 +263,7 @@ def test_update_metadata_replaces_it(client: relace.Relace) -> None:
     repo = make(client, {"a.txt": "a"}, metadata={"a": "1", "b": "2"})
     before = client.repo.get(repo)
     head = files_of(client, repo)
-    time.sleep(0.01)
+    time.sleep(0.01)  # not a wait: a gap, so the update's updated_at is later
     client.repo.update(repo, metadata={"c": "3"})
     after = client.repo.get(repo)
     assert after.metadata == {"c": "3"}

@@ -233,7 +233,7 @@ def test_attributes_at_once_after_listings_expire_and_after_remount(
 
     m.sync()
     server.put(m.repo, "made_elsewhere.txt", b"a file the mount did not write\n")
-    time.sleep(SETTLE_S)  # one wait for every row
+    time.sleep(SETTLE_S)  # not a wait for an event: every row's cached metadata expires
     _check(rows, m.path, "2-after-wait", report, bad)
     _check(rows, m.path, "2-after-wait", report, bad, how="ls")
     # the wait did what it is for: the listing was fetched again (a new remote file shows)
@@ -271,7 +271,7 @@ def test_attributes_on_a_local_directory(tmp_path: Path) -> None:
 
 
 def _tick() -> None:
-    time.sleep(0.05)  # coarser than any timestamp granularity a filesystem uses
+    time.sleep(0.05)  # not a wait: a gap coarser than any filesystem's timestamp granularity
 
 
 def _dir_times(d: Path) -> tuple[int, int]:
@@ -305,7 +305,7 @@ def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object,
 
     # the control: with nothing done in it (and past the kernel's 1 s), the times stay
     before = _dir_times(d)
-    time.sleep(1.2)
+    time.sleep(1.2)  # not a wait: the test is that 1.2 s of nothing changes nothing
     out.append(("dir mtime, ctime unchanged when idle", before, _dir_times(d)))
 
     # a file made here and unlinked before its first close never reaches the remote, so

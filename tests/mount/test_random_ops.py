@@ -453,7 +453,7 @@ class Runner:
 
     def op_pause(self) -> None:
         self.note("sleep 0.6 s")
-        time.sleep(0.6)
+        time.sleep(0.6)  # not a wait: an op of its own, letting the mount's timers fire
 
     # ------------------------------------------------------------------ driving
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from support.backends import Backend
 from support.mount import MountProc, repomount
 from support.server import ServerProc
+from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
 # git deletes and renames files the remote has, which Terminal Use cannot do
@@ -143,26 +143,43 @@ def test_nano_through_tmux(server: ServerProc, both) -> None:
         session = f"nano{os.getpid()}{d.name}"
         sh(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
             f"nano {d / 'a.txt'}"], d)  # fmt: skip
+
+        def shows(*texts: str) -> Callable[[], bool]:
+            """Whether nano's screen (the tmux pane) shows each of `texts`."""
+
+            def check() -> bool:
+                pane = _pane(session)
+                return all(text in pane for text in texts)
+
+            return check
+
         try:
-            time.sleep(0.5)
+            wait_until(shows("[ Read ", "^X Exit"), 10, "nano to show the file")
             sh(["tmux", "send-keys", "-t", session, "NEW FIRST LINE", "Enter"], d)
             sh(["tmux", "send-keys", "-t", session, "C-o"], d)
-            time.sleep(0.3)
+            wait_until(shows("File Name to Write:"), 10, "nano's file name prompt")
             sh(["tmux", "send-keys", "-t", session, "Enter"], d)
-            time.sleep(0.5)
+            wait_until(shows("[ Wrote "), 10, "nano's '[ Wrote N lines ]'")
             sh(["tmux", "send-keys", "-t", session, "C-x"], d)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                r = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True)
-                if r.returncode != 0:
-                    break
-                time.sleep(0.1)
+            wait_until(lambda: not _tmux_has(session), 10, "nano to exit")
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
     on_both(both, edit)
     assert (m.path / "a.txt").read_text().startswith("NEW FIRST LINE\nalpha")
     check_remote(server, m, local)
+
+
+def _pane(session: str) -> str:
+    """What the tmux session's screen shows now ("" once it is gone)."""
+    r = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True)
+    return r.stdout.decode(errors="replace")
+
+
+def _tmux_has(session: str) -> bool:
+    return (
+        subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
+    )
 
 
 def test_sed_in_place(server: ServerProc, both) -> None:

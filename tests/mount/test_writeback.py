@@ -56,7 +56,7 @@ def _retrying(fn, attempts: int = 20):
         try:
             return fn()
         except Exception:
-            time.sleep(0.1)
+            time.sleep(0.1)  # a pause between retries, not a wait: the faults are random
     return fn()
 
 
@@ -114,7 +114,7 @@ def test_server_away_for_30s_during_a_write_burst(server: ServerProc, mount_fact
         expected[f"burst{i}.bin"] = data
         assert (m.path / "cached.txt").read_bytes() == b"read me while offline"
         i += 1
-        time.sleep(0.05)
+        time.sleep(0.05)  # not a wait: the burst's pace, writes spread over the 30 s
     status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
     assert status["online"] is False and status["pending"]
     assert sorted(os.listdir(m.path)) == sorted(expected)
@@ -230,7 +230,7 @@ def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_pat
             (m.path / f"x{i:03}.bin").write_bytes(data)
             expected[f"x{i:03}.bin"] = data
             if i % 50 == 0:
-                time.sleep(0.1)  # several batches, not one
+                time.sleep(0.1)  # not a wait: a gap, so the writes make several batches
         m.sync(timeout=180)
 
         def changes() -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,7 @@ from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
 from support.server import ServerProc
 from support.tap import Tap, once, path_ends
-from support.util import sha
+from support.util import sha, wait_until
 
 REPO = "proj"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
@@ -627,10 +628,12 @@ async def test_changes_long_poll_wakes_on_a_commit(repo: ServerProc, remote: Nat
     async def poll() -> None:
         got.append(await remote.changes("0", wait=30))
 
+    before = await trio.to_thread.run_sync(repo.connections)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poll)
-            await trio.sleep(0.5)
+            held = partial(repo.holds_a_request, before)
+            await trio.to_thread.run_sync(wait_until, held, 10, "the server to hold the poll")
             assert not got  # still waiting
             await trio.to_thread.run_sync(repo.put, REPO, "late", b"l")
     (batch,) = got

@@ -31,7 +31,7 @@ from repomount.remotes.relace import DEFAULT_URL, RelaceRemote, open_relace
 from support.server import AccessLine, ServerProc
 from support.slow_upload import hold_lock
 from support.tap import Tap
-from support.util import sha
+from support.util import sha, wait_until_async
 
 REPO = "repo3"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
@@ -455,9 +455,11 @@ async def test_a_busy_repo_is_retried(
                 outcome.extend((await patient.apply([write("b.txt", b"b")])).outcomes)
 
             nursery.start_soon(run)
-            with trio.fail_after(10):
-                while not any(line.status == 423 for line in repo.requests(mark)):
-                    await trio.sleep(0.02)
+            await wait_until_async(
+                lambda: any(line.status == 423 for line in repo.requests(mark)),
+                10,
+                "a PUT refused with 423 while the repo is locked",
+            )
             assert await trio.to_thread.run_sync(upload.finish) == 201
         assert outcome == [Applied(sha(b"b"))]
     finally:

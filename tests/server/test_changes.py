@@ -8,7 +8,7 @@ import time
 import httpx
 
 from support.server import ServerFactory, ServerProc, file_url
-from support.util import sha
+from support.util import sha, wait_until
 
 
 def feed(client: httpx.Client, repo: str, **params: str) -> httpx.Response:
@@ -54,19 +54,24 @@ def test_changes_since(live: ServerProc, client: httpx.Client, repo: str) -> Non
 
 
 def test_long_poll_wakes_on_commit(live: ServerProc, client: httpx.Client, repo: str) -> None:
-    def write_later() -> None:
-        time.sleep(0.5)
-        live.put(repo, "late", b"x")
+    answered: list[tuple[httpx.Response, float]] = []
 
-    writer = threading.Thread(target=write_later)
-    start = time.monotonic()
-    writer.start()
-    r = feed(client, repo, since="0", wait="20")
-    elapsed = time.monotonic() - start
-    writer.join()
+    def poll() -> None:
+        r = feed(client, repo, since="0", wait="20")
+        answered.append((r, time.monotonic()))
+
+    before = live.connections()
+    poller = threading.Thread(target=poll)
+    poller.start()
+    wait_until(lambda: live.holds_a_request(before), 10, "the server to hold the long-poll")
+    assert not answered
+    committed = time.monotonic()
+    live.put(repo, "late", b"x")
+    poller.join(10)
+    ((r, at),) = answered
     assert r.status_code == 200
     assert [c["path"] for c in r.json()["changes"]] == ["late"]
-    assert 0.4 < elapsed < 5
+    assert committed < at < committed + 5
 
 
 def test_long_poll_times_out_empty(client: httpx.Client, repo: str) -> None:
@@ -97,9 +102,10 @@ def test_sigterm_ends_long_polls_and_exits_0(server: ServerProc) -> None:
         with server.client() as c:
             answers.append(feed(c, "r", since="0", wait="60").status_code)
 
+    before = server.connections()
     poller = threading.Thread(target=poll)
     poller.start()
-    time.sleep(0.5)
+    wait_until(lambda: server.holds_a_request(before), 10, "the server to hold the long-poll")
     start = time.monotonic()
     server.stop()
     poller.join(10)

@@ -142,7 +142,7 @@ class FaultyRemote(Remote):
         if fault.kind == "lost":
             return fault
         if fault.kind == "timeout":
-            await trio.sleep(fault.delay)
+            await trio.sleep(fault.delay)  # not a wait: the injected fault is a slow call
             raise Unavailable(f"injected: {method} timed out")
         raise Unavailable(f"injected: {method} got 503", status=503, retry_after=fault.retry_after)
 

@@ -40,6 +40,14 @@ class AccessLine(NamedTuple):
     ms: int
 
 
+class Connection(NamedTuple):
+    """One client connection to the server, as the kernel counts it (`ss -ti`)."""
+
+    received: int  # bytes the server's side got from the client
+    unread: int  # of those, bytes the server has not read yet
+    sent: int  # bytes the server sent back
+
+
 def quote_path(path: str) -> str:
     """A repository path for a URL, each segment percent-encoded."""
     return quote(path, safe="/")
@@ -194,6 +202,41 @@ class ServerProc:
 
     def mark(self) -> int:
         return len(self.requests())
+
+    # --- requests in progress (the access log has a line only once one is answered) ---
+
+    def connections(self) -> dict[str, Connection]:
+        """The server's open client connections, by the client's address:port."""
+        filter_ = f"( sport = :{self.port} )"
+        out = subprocess.run(
+            ["ss", "-tinH", "state", "established", filter_],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found: dict[str, Connection] = {}
+        peer = ""
+        for line in out.splitlines():
+            if line and not line[0].isspace():  # Recv-Q Send-Q local peer
+                recv_q, _, _, peer = line.split()[:4]
+                found[peer] = Connection(0, int(recv_q), 0)
+            elif peer:  # its TCP info: bytes_received:N ... bytes_sent:N (absent when 0)
+                counts = dict(re.findall(r"\b(bytes_received|bytes_sent):(\d+)", line))
+                received = int(counts.get("bytes_received", 0))
+                found[peer] = found[peer]._replace(
+                    received=received, sent=int(counts.get("bytes_sent", 0))
+                )
+        return found
+
+    def holds_a_request(self, before: dict[str, Connection]) -> bool:
+        """Whether the server has read a request sent since `before` (`connections()`
+        taken earlier) and not answered it yet, as a long-poll it holds: on some
+        connection more bytes arrived, all of them were read, and nothing more went back."""
+        for peer, now in self.connections().items():
+            then = before.get(peer, Connection(0, 0, 0))
+            if now.received > then.received and now.unread == 0 and now.sent == then.sent:
+                return True
+        return False
 
     def _log_text(self, offset: int) -> str:
         try:

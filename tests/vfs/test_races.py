@@ -238,3 +238,28 @@ async def test_new_file_renamed_inside_a_renamed_directory(
     assert await m.drain() == []
     assert mem.files() == {"e/g": b"f"}  # was: {"e/f": b"f"}
     assert mem.dirs() == {"e"}
+
+
+async def test_rename_there_and_back_with_an_older_inode_of_the_name_around(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Another client writes `a`, deletes it, writes it again (a new inode here; the
+    old one stays in the table while the kernel holds it); then `mv a b; mv b a`.
+    When the renames landed, the search for "the file read from a" found the old
+    inode first and relabelled its cached content as the new version: `a` then read
+    back the deleted file's bytes (found by the long model run)."""
+    m = await make_mount(**HELD)
+    mem.put("a", b"\0")
+    await m.vfs.refresh_dirs([""])
+    old = await resolve(m.vfs, "a")
+    old.lookups += 1  # the kernel still holds it
+    assert await read_file(m.vfs, "a") == b"\0"  # its content is in the cache
+    mem.remove("a")
+    await m.vfs.refresh_dirs([""])
+    mem.put("a", b"")
+    await m.vfs.refresh_dirs([""])
+    await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+    await m.vfs.rename(ROOT, "b", ROOT, "a", 0)
+    assert await m.drain() == []
+    assert mem.files() == {"a": b""}
+    assert await read_file(m.vfs, "a") == b""  # was: b"\0"

@@ -11,6 +11,7 @@ import trio
 from repomount.vfs.errors import FsError
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
+from support.util import wait_until_async
 from support.vfsutil import ROOT, MakeMount, open_path, write_file
 
 
@@ -20,8 +21,9 @@ async def test_retry_after_is_a_floor_even_for_fsync(
     m = await make_mount(faulty)
     faulty.fail_next(1, methods=("apply",), retry_after=20.0)
     await write_file(m.vfs, "f", b"x\n")
-    while not m.vfs.journal.records()[0].tries:
-        await trio.sleep(0.01)
+    await wait_until_async(
+        lambda: m.vfs.journal.records()[0].tries, 30, "the first try", interval=0.01
+    )
     (rec,) = m.vfs.journal.records()
     assert rec.next_try - m.vfs.flusher._now() > 15  # (virtual time: hashing runs in a thread)
     fh, _ = await open_path(m.vfs, "f", 0)
@@ -38,8 +40,7 @@ async def test_tries_and_retry_time_are_kept_in_the_row(
     m = await make_mount(faulty)
     faulty.fail_next(3, methods=("apply",))
     await write_file(m.vfs, "f", b"x\n")
-    while faulty.calls["apply"] < 2:
-        await trio.sleep(0.1)
+    await wait_until_async(lambda: faulty.calls["apply"] >= 2, 30, "a second try", interval=0.1)
     (rec,) = m.vfs.journal.records()
     assert rec.tries >= 1 and rec.next_try > 0 and rec.last_error
     assert await m.drain(120) == []

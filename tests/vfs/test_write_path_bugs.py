@@ -15,6 +15,7 @@ import trio
 from repomount.vfs.errors import FsError
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
+from support.util import wait_until_async
 from support.vfsutil import (
     ROOT,
     MakeMount,
@@ -178,8 +179,8 @@ async def test_f_backoff_survives_a_thousand_failures(
     m = await make_mount(faulty)
     faulty.fail_rate(1.0, methods=("apply",), retry_after=None)
     await write_file(m.vfs, "f", b"queued\n")
-    while faulty.calls["apply"] < 1100:
-        await trio.sleep(60)  # virtual time: the backoff is at most 30 s
+    # Each poll waits 60 s of virtual time: the backoff is at most 30 s.
+    await wait_until_async(lambda: faulty.calls["apply"] >= 1100, 60, "1100 tries", interval=60)
     faulty.heal()
     assert await m.drain(120) == []
     assert mem.files() == {"f": b"queued\n"}
