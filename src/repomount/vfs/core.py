@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Expect, Remote, RemoteError
+from repomount.remotes.base import Expect, ExpectT, Remote, RemoteError
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
@@ -195,7 +195,7 @@ class Vfs(FileIO):
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
         if op.op == "rename":
-            self._rename_landed(op.path, path, version)
+            self._rename_landed(op.path, path, version, op.expect)
         if op.op == "delete":
             return
         # Where what this op made is named now (a pending rename of a directory above
@@ -235,8 +235,11 @@ class Vfs(FileIO):
         if source is not None:
             self.cache.commit(source, op.path, version)
 
-    def _rename_landed(self, src: str, dst: str, version: str | None) -> None:
-        """What the remote kept at `src` is at `dst` now: files read from there follow."""
+    def _rename_landed(
+        self, src: str, dst: str, version: str | None, expected: ExpectT = Expect.ANY
+    ) -> None:
+        """What the remote kept at `src` is at `dst` now: files read from there follow.
+        `expected`: the version the rename moved, where it was checked."""
         node = self.node_at(dst)
         if node is None or node.is_dir:
             # A directory (or something renamed again since): every file read from
@@ -247,9 +250,20 @@ class Vfs(FileIO):
             if node is not None:
                 return
         if node is None or node.fetch_path != src:
-            # Renamed again (or replaced) since: find it by where it is read from.
+            # Renamed again (or replaced) since: find it by where it is read from. Only
+            # a file that still has a name, and holds the version that moved: an unlinked
+            # file kept open (or looked up) reads an older version from `src`, and
+            # relabelling that content would serve wrong bytes (found by the model run).
             node = next(
-                (n for n in self.inodes.nodes() if n.fetch_path == src and not n.is_dir), None
+                (
+                    n
+                    for n in self.inodes.nodes()
+                    if n.fetch_path == src
+                    and not n.is_dir
+                    and n.attached
+                    and (not isinstance(expected, str) or n.version == expected)
+                ),
+                None,
             )
         if node is None:
             return
