@@ -314,16 +314,8 @@ async def test_symlinks(face: Face, store: Store, remote: Remote, write: WriteFa
     with its target, reads as its target, and conflicts like a file (ABSENT expected
     where one is). Without it every Symlink change is refused and nothing is made."""
     if not remote.capabilities.symlinks:
-        try:
-            await assert_refused(remote, store, [Symlink("d/l", "../t.txt")])
-        except TypeError as bug:
-            if face.name != "terminaluse":
-                raise
-            assert store.kinds() == {}  # at least nothing was made
-            pytest.xfail(
-                f"known bug: TerminalUseRemote.apply raises TypeError ({bug}) for a Symlink "
-                "instead of reporting Failed(Unsupported)"
-            )
+        # (Terminal Use raised TypeError here until the contract suite caught it.)
+        await assert_refused(remote, store, [Symlink("d/l", "../t.txt")])
         return
     version = sha(b"../t.txt")
     result = await remote.apply([write("t.txt", b"text"), Symlink("d/l", "../t.txt")])

@@ -54,6 +54,7 @@ from repomount.remotes.base import (
     RemoteError,
     Rename,
     RepoInfo,
+    Symlink,
     Unauthorized,
     Unavailable,
     Unsupported,
@@ -259,6 +260,8 @@ class TerminalUseRemote(HttpRemote):
                 "is written below it"
             )
             return Failed(Unsupported(message))
+        elif isinstance(change, Symlink):
+            return Failed(Unsupported(f"Terminal Use has no symlinks: {change.path!r}"))
         else:  # pragma: no cover - the Change union is closed
             raise TypeError(f"not a change: {change!r}")
         message = (
