@@ -12,7 +12,7 @@ from repomount.vfs.errors import FsError
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
 from support.util import wait_until_async
-from support.vfsutil import ROOT, MakeMount, open_path, write_file
+from support.vfsutil import ROOT, MakeMount, listdir, open_path, write_file
 
 
 async def test_retry_after_is_a_floor_even_for_fsync(
@@ -71,3 +71,22 @@ async def test_fsyncdir_fails_when_the_remote_does_not_take_it(
     assert e.value.errno == errno.EIO
     assert len(m.vfs.journal.records()) == 2  # kept, to be sent later
     faulty.heal()
+
+
+async def test_changes_go_as_soon_as_the_remote_answers_again(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    """While the remote was away a change backed off further at each try; once any
+    request gets an answer again (a listing, the change feed), it goes at once rather
+    than at the end of its last backoff (up to --backoff-max later)."""
+    m = await make_mount(faulty)
+    await listdir(m.vfs, "")  # (the root is listed: offline, writes go on)
+    faulty.fail_rate(1.0, methods=("apply", "list_tree"))
+    await write_file(m.vfs, "f", b"x\n")
+    await wait_until_async(lambda: faulty.calls["apply"] >= 6, 600, "six tries", interval=1)
+    (rec,) = m.vfs.journal.records()
+    assert rec.next_try - m.vfs.flusher._now() > 5  # backing off
+    faulty.heal()
+    await m.vfs.refresh_dirs([""])  # an answer
+    with trio.fail_after(2):  # (virtual time; the backoff would take > 5 s)
+        await wait_until_async(lambda: mem.files() == {"f": b"x\n"}, 2, "the upload")

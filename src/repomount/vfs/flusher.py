@@ -110,6 +110,8 @@ class Flusher:
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
         self._epoch: float | None = None  # wall clock minus trio's clock
         self._checkpointed = 0  # journal.version at the last checkpoint
+        health.on_back = self._back_online
+        self._server_asked_until = 0.0  # the latest time a Retry-After named
         self._sending = 0  # requests sent whose outcomes are not all applied yet
         self._outcomes_in = trio.Event()  # set whenever one of them is done
 
@@ -125,6 +127,12 @@ class Flusher:
     def notify(self) -> None:
         """A change was journaled."""
         self._last_change = trio.current_time()
+        self._changed.set()
+
+    def _back_online(self) -> None:
+        """The remote answers again: what backed off while it was away goes now (but
+        not before a time the server asked for with Retry-After)."""
+        self.journal.retry_now(not_before=self._server_asked_until)
         self._changed.set()
 
     def flush_now(self) -> None:
@@ -462,6 +470,9 @@ class Flusher:
 
     def _count_try(self, op: Planned, error: str, retry_after: float | None) -> None:
         now = self._now()
+        if retry_after is not None:
+            until = now + min(retry_after, MAX_RETRY_AFTER)
+            self._server_asked_until = max(self._server_asked_until, until)
         for i in op.ids:
             rec = self.journal.get(i)
             if rec is not None:

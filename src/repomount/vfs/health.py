@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from repomount.remotes.base import RemoteError, Unavailable
 
@@ -13,10 +14,16 @@ class Health:
     def __init__(self) -> None:
         self.online = True
         self.last_error: str | None = None
+        # Called when the remote answers again after being unreachable (the flusher
+        # then retries at once instead of waiting out each change's backoff).
+        self.on_back: Callable[[], None] | None = None
 
     def ok(self) -> None:
         if not self.online:
             log.info("remote reachable again")
+            self.online = True
+            if self.on_back is not None:
+                self.on_back()
         self.online = True
 
     def failed(self, e: RemoteError) -> None:

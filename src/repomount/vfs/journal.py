@@ -256,13 +256,14 @@ class Journal:
                 out.append((rec, p))
         return p, out
 
-    def retry_now(self) -> None:
-        """Forget every retry time (a new mount tries at once; the tries count stays,
-        so the backoff grows on from where it was)."""
+    def retry_now(self, not_before: float = 0.0) -> None:
+        """Forget every retry time later than `not_before` (a new mount, or the remote
+        answering again, tries at once; the tries count stays, so the backoff grows on
+        from where it was)."""
         with self.transaction():
             for rec in self.records():
-                if rec.next_try:
-                    self.update(rec, next_try=0.0)
+                if rec.next_try > not_before:
+                    self.update(rec, next_try=not_before)
 
     def naming(self, path: str) -> list[Record]:
         """The records naming `path` (as source, target or write), oldest first."""
