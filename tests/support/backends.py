@@ -1,14 +1,19 @@
 """The backends the shared mount suite runs on, all served by one real server process.
 
 Each names how to mount a repo of that server (SRC, extra arguments, credentials) and
-what the backend can do, so a test asserts the documented behaviour where a backend
-cannot do something (say, EPERM for unlink on Terminal Use) instead of skipping.
+its adapter, whose declared capabilities say what the backend can do, so a test
+asserts the documented behaviour where a backend cannot (say, EPERM for unlink on
+Terminal Use) instead of skipping.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from repomount.remotes.base import Remote
+from repomount.remotes.native import NativeRemote
+from repomount.remotes.relace import RelaceRemote
+from repomount.remotes.terminaluse import TerminalUseRemote
 from support.server import ServerProc
 
 
@@ -18,7 +23,15 @@ class Backend:
     scheme: str  # "" for the native http://HOST:PORT/REPO
     face: str  # the server's path prefix of this dialect
     key_env: str
-    can: frozenset[str]
+    adapter: type[Remote]  # what it can do comes from the adapter's own declaration
+
+    @property
+    def can(self) -> frozenset[str]:
+        caps = self.adapter.capabilities
+        can = {name for name in CAPABILITY_OPS if getattr(caps, name)}
+        if caps.rename:
+            can.add("dir_rename")  # a directory's rename is the rename of what is below
+        return frozenset(can)
 
     def src(self, server: ServerProc, repo: str) -> str:
         return f"{server.url}/{repo}" if not self.scheme else f"{self.scheme}:{repo}"
@@ -33,26 +46,14 @@ class Backend:
         return self.name
 
 
-ALL_OPS = {
-    "delete",
-    "rename",
-    "dir_rename",
-    "empty_dirs",
-    "file_modes",
-    "change_feed",
-    "symlinks",
-}
+# Capabilities (remotes/base.py) whose absence the mount tests assert as a refusal.
+CAPABILITY_OPS = ("delete", "rename", "empty_dirs", "file_modes", "change_feed", "symlinks")
+ALL_OPS = {*CAPABILITY_OPS, "dir_rename"}
 
 BACKENDS = {
-    "native": Backend("native", "", "/v1", "REPOMOUNT_TOKEN", frozenset(ALL_OPS)),
-    "relace": Backend(
-        "relace",
-        "relace",
-        "/relace/v1",
-        "RELACE_API_KEY",
-        frozenset({"delete", "rename", "dir_rename"}),
-    ),
+    "native": Backend("native", "", "/v1", "REPOMOUNT_TOKEN", NativeRemote),
+    "relace": Backend("relace", "relace", "/relace/v1", "RELACE_API_KEY", RelaceRemote),
     "terminaluse": Backend(
-        "terminaluse", "terminaluse", "/terminaluse", "TERMINALUSE_API_KEY", frozenset()
+        "terminaluse", "terminaluse", "/terminaluse", "TERMINALUSE_API_KEY", TerminalUseRemote
     ),
 }
