@@ -529,7 +529,39 @@ async def test_inline_content_per_commit_is_bounded(
         await remote.aclose()
     assert result.outcomes == [Applied(version=sha(d)) for d in files.values()]
     blob_puts = [r.path.rsplit("/", 1)[1] for r in repo.requests(mark) if "/blobs/" in r.path]
-    assert blob_puts == [sha(files["f2"]), sha(files["big"])]  # f0, f1 fit the budget
+    assert sorted(blob_puts) == sorted([sha(files["f2"]), sha(files["big"])])  # f0, f1 inline
+    assert repo.tree(REPO) == files
+
+
+async def test_blobs_of_a_commit_go_several_at_a_time_each_content_once(
+    repo: ServerProc, write: Callable[..., Write]
+) -> None:
+    """At WAN latency one upload after another costs a round trip per file: the blobs
+    of one commit are in flight together (UPLOADS_AT_ONCE), and a content that two
+    writes share is uploaded once."""
+    in_flight = peak = 0
+
+    async def hold(request: httpx.Request) -> None:
+        nonlocal in_flight, peak
+        if "/blobs/" in request.url.path:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await trio.sleep(0.05)  # (a slow link: what overlapping is for)
+            in_flight -= 1
+
+    tap = Tap(before=hold)
+    remote = NativeRemote(repo.url, REPO, token=repo.token, inline_max=0, transport=tap)
+    files = {f"f{i}": bytes([i]) * 10 for i in range(12)} | {"same": bytes([0]) * 10}
+    try:
+        mark = repo.mark()
+        result = await remote.apply([write(p, d) for p, d in files.items()])
+    finally:
+        await remote.aclose()
+    assert result.outcomes == [Applied(version=sha(d)) for d in files.values()]
+    puts = [r for r in repo.requests(mark) if "/blobs/" in r.path]
+    assert len(puts) == 12  # "same" shares f0's content
+    assert len(repo.requests(mark)) == 13  # and one commit
+    assert peak > 1
     assert repo.tree(REPO) == files
 
 

@@ -24,6 +24,7 @@ from repomount.remotes.base import (
     Listing,
     NotFound,
     ProtocolError,
+    RemoteError,
     RepoInfo,
     Unauthorized,
     Write,
@@ -55,6 +56,7 @@ from repomount.remotes.native_wire import (
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
+UPLOADS_AT_ONCE = 8  # blob uploads of one commit in flight together
 
 
 class NativeRemote(HttpRemote):
@@ -199,9 +201,14 @@ class NativeRemote(HttpRemote):
         contents = await trio.to_thread.run_sync(
             lambda: {i: source.read_bytes() for i, source in inline.items()}
         )
-        for i, change in enumerate(changes):  # the others' blobs first, in order
-            if isinstance(change, Write) and i not in contents:
-                await self._upload_blob(change.source, change.sha256)
+        # The others' blobs first: each distinct content once, several at a time (at WAN
+        # latency one at a time costs a round trip per file).
+        blobs = {
+            c.sha256: c.source
+            for i, c in enumerate(changes)
+            if isinstance(c, Write) and i not in contents
+        }
+        await self._upload_blobs(blobs)
         ops = [operation(c, inline=contents.get(i)) for i, c in enumerate(changes)]
         key = batch_key(self.repo, changes)
         body = commit_body(ops, author=_author(), base=base, key=key)
@@ -221,6 +228,30 @@ class NativeRemote(HttpRemote):
         details = self._http.error_body(response).details
         outcomes = refused(error, details, count)
         return ApplyResult(head=response.headers.get("X-Repo-Head"), outcomes=outcomes)
+
+    async def _upload_blobs(self, blobs: dict[str, Path]) -> None:
+        """Upload these (sha256 -> file), UPLOADS_AT_ONCE at a time; the first failure
+        stops the rest and is raised as itself (not inside an exception group)."""
+        if len(blobs) <= 1:
+            for sha256, source in blobs.items():
+                await self._upload_blob(source, sha256)
+            return
+        limit = trio.Semaphore(UPLOADS_AT_ONCE)
+        failed: list[RemoteError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def one(sha256: str, source: Path) -> None:
+                async with limit:
+                    try:
+                        await self._upload_blob(source, sha256)
+                    except RemoteError as e:
+                        failed.append(e)
+                        nursery.cancel_scope.cancel()
+
+            for sha256, source in blobs.items():
+                nursery.start_soon(one, sha256, source)
+        if failed:
+            raise failed[0]
 
     async def _upload_blob(self, source: Path, sha256: str) -> None:
         """Stream a large file to the content-addressed blob store; a retry re-reads it."""
