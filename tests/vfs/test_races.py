@@ -263,3 +263,79 @@ async def test_rename_there_and_back_with_an_older_inode_of_the_name_around(
     assert await m.drain() == []
     assert mem.files() == {"a": b""}
     assert await read_file(m.vfs, "a") == b""  # was: b"\0"
+
+
+# ------------------------------------------------ found by a second reading (this round)
+
+
+async def test_rename_chain_over_an_existing_file(make_mount: MakeMount, mem: MemRemote) -> None:
+    """`mv a b; mv b c; mv c d` over an existing b, in one round: the record b->c was
+    rebased to a's version after a->b landed; matching the planned version left d
+    reading from b, which no longer exists."""
+    mem.put("a", b"AAAA")
+    mem.put("b", b"BB")
+    m = await make_mount(**HELD)
+    await resolve(m.vfs, "a")
+    await resolve(m.vfs, "b")
+    await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+    await m.vfs.rename(ROOT, "b", ROOT, "c", 0)
+    await m.vfs.rename(ROOT, "c", ROOT, "d", 0)
+    assert await m.drain() == []
+    assert mem.files() == {"d": b"AAAA"}
+    assert (await resolve(m.vfs, "d")).fetch_path == "d"  # was: "b" (reads: NotFound)
+    assert await read_file(m.vfs, "d") == b"AAAA"
+
+
+async def test_old_name_changed_remotely_while_the_file_moves(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`echo new > a; mv a b` while another client changes a: the delete of a
+    conflicts (theirs wins: their a stays) and our content must still land as b
+    (it went out under a and ended as a conflict copy, b never reached the remote)."""
+    mem.put("a", b"old")
+    m = await make_mount(**HELD)
+    await resolve(m.vfs, "a")
+    await write_file(m.vfs, "a", b"new")
+    await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+    mem.put("a", b"theirs")
+    assert await m.drain() == []
+    assert mem.files() == {"a": b"theirs", "b": b"new"}
+    await m.vfs.refresh_dirs([""])
+    assert await read_file(m.vfs, "b") == b"new"
+
+
+class _FailWritesOnce(MemRemote):
+    """A remote without atomic batches whose next write fails with a 503."""
+
+    import dataclasses as _dc
+
+    capabilities = _dc.replace(MemRemote.capabilities, atomic_batch=False)
+    fail_writes = 0
+
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        from repomount.remotes.base import Unavailable, Write
+
+        if self.fail_writes and any(isinstance(c, Write) for c in changes):
+            self.fail_writes -= 1
+            await trio.lowlevel.checkpoint()
+            raise Unavailable("503 for the write", status=503)
+        return await super().apply(changes, base=base)
+
+
+async def test_old_name_deleted_before_the_moved_content_lands(make_mount: MakeMount) -> None:
+    """`echo new > a; mv a b; mv b c` on a remote without atomic batches, the write
+    failing once: the delete of a landed first and completed the rename a->b, so the
+    content went out under a (as a conflict) and c never appeared."""
+    remote = _FailWritesOnce()
+    remote.put("a", b"old")
+    m = await make_mount(remote, **HELD)
+    m.vfs.flusher.config.backoff_base = 0.01
+    m.vfs.flusher.config.backoff_max = 0.02
+    await resolve(m.vfs, "a")
+    await write_file(m.vfs, "a", b"new")
+    await m.vfs.rename(ROOT, "a", ROOT, "b", 0)
+    await m.vfs.rename(ROOT, "b", ROOT, "c", 0)
+    remote.fail_writes = 1
+    assert await m.drain() == []
+    assert remote.files() == {"c": b"new"}
+    assert m.vfs.flusher.conflicts == []

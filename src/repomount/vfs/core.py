@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Expect, ExpectT, Remote, RemoteError
+from repomount.remotes.base import Expect, Remote, RemoteError
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
@@ -195,7 +195,9 @@ class Vfs(FileIO):
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
         if op.op == "rename":
-            self._rename_landed(op.path, path, version, op.expect)
+            # (what it moved: as planned, or as its records say now, rebased since)
+            moved = {e for e in expected_at(op, op.path, self.journal) if isinstance(e, str)}
+            self._rename_landed(op.path, path, version, moved)
         if op.op == "delete":
             return
         # Where what this op made is named now (a pending rename of a directory above
@@ -215,7 +217,8 @@ class Vfs(FileIO):
             # The node's changes were chained to this one: rebase it as the journal
             # rebases its later records.
             node.base = version
-        if op.op == "symlink" and version is not None:
+        if op.op == "symlink" and version is not None and node.kind == "symlink":
+            # (not a file renamed onto the link's name since: it keeps its own version)
             node.version, node.fetch_path = version, path
 
     def _content_landed(self, op: Planned, blob: str, version: str) -> None:
@@ -236,10 +239,10 @@ class Vfs(FileIO):
             self.cache.commit(source, op.path, version)
 
     def _rename_landed(
-        self, src: str, dst: str, version: str | None, expected: ExpectT = Expect.ANY
+        self, src: str, dst: str, version: str | None, moved: set[str] | None = None
     ) -> None:
         """What the remote kept at `src` is at `dst` now: files read from there follow.
-        `expected`: the version the rename moved, where it was checked."""
+        `moved`: the versions the rename may have moved (empty or None: unknown)."""
         node = self.node_at(dst)
         if node is None or node.is_dir:
             # A directory (or something renamed again since): every file read from
@@ -261,7 +264,7 @@ class Vfs(FileIO):
                     if n.fetch_path == src
                     and not n.is_dir
                     and n.attached
-                    and (not isinstance(expected, str) or n.version == expected)
+                    and (not moved or n.version in moved)
                 ),
                 None,
             )

@@ -112,6 +112,7 @@ class Flusher:
         self._checkpointed = 0  # journal.version at the last checkpoint
         health.on_back = self._back_online
         self._server_asked_until = 0.0  # the latest time a Retry-After named
+        self._last_back_online = -math.inf
         self._sending = 0  # requests sent whose outcomes are not all applied yet
         self._outcomes_in = trio.Event()  # set whenever one of them is done
 
@@ -131,7 +132,13 @@ class Flusher:
 
     def _back_online(self) -> None:
         """The remote answers again: what backed off while it was away goes now (but
-        not before a time the server asked for with Retry-After)."""
+        not before a time the server asked for with Retry-After). At most once per
+        longest backoff: a remote that answers reads but refuses writes must not
+        undo the backoff at every `ls`."""
+        now = self._now()
+        if now - self._last_back_online < self.config.backoff_max:
+            return
+        self._last_back_online = now
         self.journal.retry_now(not_before=self._server_asked_until)
         self._changed.set()
 
@@ -328,21 +335,27 @@ class Flusher:
         self.head = result.head or self.head
         outcomes = list(zip(ops, result.outcomes, strict=True))
         landed = [(op, o.version) for op, o in outcomes if isinstance(o, Applied)]
-        for start in range(0, len(landed), APPLY_CHUNK):
-            # A commit per chunk, and other requests served between chunks: a batch of
-            # a thousand outcomes must not stall the mount. (Applying an outcome is
-            # self-contained; a change journaled in between is rebased like one
-            # journaled while the request was in flight.)
-            if start:
-                await trio.lowlevel.checkpoint()
-            with self.journal.transaction():
-                for op, version in landed[start : start + APPLY_CHUNK]:
-                    self._applied(op, version)
+        # Shielded: a cancel (unmount) between chunks would leave part of an applied
+        # batch unrecorded, to be replayed as a different batch that conflicts with it.
+        with trio.CancelScope(shield=True):
+            await self._apply_landed(landed)
         all_applied = True
         for op, outcome in outcomes:
             if not isinstance(outcome, Applied):
                 all_applied &= await self._settle(op, outcome)
         return all_applied
+
+    async def _apply_landed(self, landed: list[tuple[Planned, str | None]]) -> None:
+        """A commit per chunk, and other requests served between chunks: a batch of a
+        thousand outcomes must not stall the mount. (Applying an outcome is
+        self-contained; a change journaled in between is rebased like one journaled
+        while the request was in flight.)"""
+        for start in range(0, len(landed), APPLY_CHUNK):
+            if start:
+                await trio.lowlevel.checkpoint()
+            with self.journal.transaction():
+                for op, version in landed[start : start + APPLY_CHUNK]:
+                    self._applied(op, version)
 
     async def _send_parallel(self, ops: list[Planned]) -> bool:
         """Independent ops (distinct paths), each its own request, `transfers` at once."""
@@ -416,9 +429,6 @@ class Flusher:
             return False
         assert isinstance(outcome, Failed)
         if op.op == "delete" and isinstance(outcome.error, NotFound):
-            if self._write_half_pending(op):
-                self._count_try(op, "the old name is gone before the new one was written", None)
-                return False
             self._applied(op, None)  # already gone: what the delete wanted
             return True
         if isinstance(outcome.error, Aborted):
@@ -432,7 +442,7 @@ class Flusher:
 
     async def _already_there(self, op: Planned, current: str | None) -> bool:
         """A replayed change whose first attempt landed (its answer was lost)."""
-        if op.op == "delete" and current is None and not self._write_half_pending(op):
+        if op.op == "delete" and current is None:
             self._applied(op, None)
             return True
         if op.op == "write" and current is not None and op.blob is not None:
@@ -442,21 +452,36 @@ class Flusher:
                 return True
         return False
 
-    def _write_half_pending(self, op: Planned) -> bool:
-        """Whether `op` is the delete half of a "write, then rename" whose write at the
-        new name has not landed: completing its rename record now would leave that
-        content journaled under the old name (it would go out there)."""
+    def _old_name_settled(self, op: Planned) -> bool:
+        """`op` is the delete half of a "write, then rename" and the old name is settled
+        (deleted, already gone, or the remote's to keep) while the write at the new name
+        has not landed (an aborted batch, a failed write, or a plan that merged it into
+        a later rename). Completing the rename record alone would leave that content
+        journaled under the old name; instead its write records move to the new name
+        (expecting what the rename expected there), and the rename record is done.
+        False when `op` is no such delete half."""
         if op.rename_record is None:
             return False
         rec = self.journal.get(op.rename_record)
-        return rec is not None and rec.op == "rename"
+        if rec is None or rec.op != "rename" or rec.dst is None:
+            return False  # (the write half landed: the record is a plain delete now)
+        for w in reversed(self.journal.naming(rec.path)):
+            if w.id >= rec.id:
+                continue
+            if w.path != rec.path or w.op not in ("write", "symlink"):
+                break  # an earlier file of that name ends here
+            self.journal.update(w, path=rec.dst, expect=rec.expect_to)
+        self.journal.complete([rec.id])
+        self.notify()
+        return True
 
     def _applied(self, op: Planned, version: str | None) -> None:
         blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
         target = op.dst if op.op == "rename" and op.dst else op.path
         olds = expected_at(op, target, self.journal)  # (before its records go)
         self.hooks.applied(op, version, blob)  # may move the content into the cache
-        self.journal.complete(op.ids)
+        if not (op.op == "delete" and self._old_name_settled(op)):
+            self.journal.complete(op.ids)
         self.digests.forget(op.blobs)
         if version is not None:
             for old in olds:
@@ -531,9 +556,12 @@ class Flusher:
             # A delete, rename or mkdir of something that changed remotely: theirs wins
             # (nothing of theirs is deleted; our side lost no content).
             resolution = "the remote's version was kept"
-            for i in op.ids:
-                self._lost_to_conflict[i] = (f"{where} changed on the remote; {resolution}", None)
-            self.journal.complete(op.ids)
+            if not (op.op == "delete" and self._old_name_settled(op)):
+                for i in op.ids:
+                    note = f"{where} changed on the remote; {resolution}"
+                    self._lost_to_conflict[i] = (note, None)
+                self.journal.complete(op.ids)
+            # (else: the old name of a moved file; its content goes to the new name)
         self.conflicts.append(ConflictNote(where, policy.value, resolution))
         await self.hooks.adopt_remote(op.path, op.blob)
         if op.dst:

@@ -260,10 +260,11 @@ class Journal:
         """Forget every retry time later than `not_before` (a new mount, or the remote
         answering again, tries at once; the tries count stays, so the backoff grows on
         from where it was)."""
-        with self.transaction():
-            for rec in self.records():
-                if rec.next_try > not_before:
-                    self.update(rec, next_try=not_before)
+        self._db.execute("UPDATE changes SET next_try = ? WHERE next_try > ?", (not_before,) * 2)
+        for rec in self.records():  # (the path and blob indexes do not change)
+            if rec.next_try > not_before:
+                self._records[rec.id] = replace(rec, next_try=not_before)
+        self.version += 1
 
     def naming(self, path: str) -> list[Record]:
         """The records naming `path` (as source, target or write), oldest first."""
