@@ -13,79 +13,38 @@ import contextlib
 import errno
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from repomount.remotes.base import (
-    Aborted,
     Applied,
     Change,
-    Conflicted,
     Delete,
-    Expect,
-    Failed,
     Mkdir,
-    NotFound,
-    Outcome,
     Remote,
     RemoteError,
     Rename,
     Symlink,
-    Unavailable,
     Write,
 )
 from repomount.vfs.coalesce import Planned, coalesce
-from repomount.vfs.conflicts import Policy, conflict_name, save_copy
 from repomount.vfs.digests import Digests
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
-from repomount.vfs.journal import HeldFor, Journal, Record
-from repomount.vfs.scheduling import expected_at, ready, runs
+from repomount.vfs.journal import Journal, Record
+from repomount.vfs.outcomes import ConflictNote, FlushConfig, FlushHooks, Outcomes
+from repomount.vfs.scheduling import ready, runs
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
 KEEP_SETTLED = 1000  # conflicts remembered for status and for fsync's answer
 APPLY_CHUNK = 16  # outcomes applied between two chances for other requests to run
 
 
-class FlushHooks(Protocol):
-    """What the flusher tells the rest of the vfs."""
-
-    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None: ...
-
-    async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
-
-    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None: ...
-
-
-@dataclass
-class FlushConfig:
-    flush_delay: float = 0.5
-    max_window: float = 5.0
-    transfers: int = 4
-    policy: Policy = Policy.KEEP_BOTH
-    conflicts_dir: Path = Path("conflicts")
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-
-
-@dataclass
-class ConflictNote:
-    path: str
-    policy: str
-    resolution: str
-    time: float = field(default_factory=time.time)
-
-
-class Flusher:
+class Flusher(Outcomes):
     def __init__(
         self,
         remote: Remote,
@@ -268,14 +227,6 @@ class Flusher:
             with trio.move_on_at(deadline):
                 await self._urgent.wait()
 
-    def retry_delay(self, tries: int, retry_after: float | None) -> float:
-        """Capped exponential backoff with jitter; a server's Retry-After is a floor."""
-        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** min(tries, 32))
-        delay = random.uniform(ceiling / 2, ceiling)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-        return delay
-
     def _ready(self, now: float) -> list[Record]:
         return ready(self.journal.records(), now)
 
@@ -400,169 +351,3 @@ class Flusher:
                 op.path, op.dst, op.sent_expect(), key=op.key, expect_to=op.sent_expect_to()
             )
         return Mkdir(op.path, key=op.key)
-
-    # ------------------------------------------------------------------ outcomes
-
-    def _online(self) -> None:
-        self.health.ok()
-
-    def _request_failed(self, e: RemoteError, ops: list[Planned]) -> None:
-        self.health.failed(e)
-        error = f"{type(e).__name__}: {e.message}"
-        if e.retryable:
-            retry_after = e.retry_after if isinstance(e, Unavailable) else None
-            for op in ops:
-                self._count_try(op, error, retry_after)
-            return
-        log.error("upload refused, changes held: %s", e.message)
-        for op in ops:
-            self._hold(op, error, "refused")
-
-    async def _settle(self, op: Planned, outcome: Outcome) -> bool:
-        if isinstance(outcome, Applied):
-            self._applied(op, outcome.version)
-            return True
-        if isinstance(outcome, Conflicted):
-            if await self._already_there(op, outcome.current):
-                return True
-            await self._conflict(op, outcome.current)
-            return False
-        assert isinstance(outcome, Failed)
-        if op.op == "delete" and isinstance(outcome.error, NotFound):
-            self._applied(op, None)  # already gone: what the delete wanted
-            return True
-        if isinstance(outcome.error, Aborted):
-            return False  # another op of the batch failed; this one goes next round
-        if outcome.error.retryable:
-            err = outcome.error
-            self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
-            return False
-        self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
-        return False
-
-    async def _already_there(self, op: Planned, current: str | None) -> bool:
-        """A replayed change whose first attempt landed (its answer was lost)."""
-        if op.op == "delete" and current is None:
-            self._applied(op, None)
-            return True
-        if op.op == "write" and current is not None and op.blob is not None:
-            _, sha = await self.digests.of(op.blob)
-            if self.remote.version_of(sha) == current:
-                self._applied(op, current)
-                return True
-        return False
-
-    def _old_name_settled(self, op: Planned) -> bool:
-        """`op` is the delete half of a "write, then rename" and the old name is settled
-        (deleted, already gone, or the remote's to keep) while the write at the new name
-        has not landed (an aborted batch, a failed write, or a plan that merged it into
-        a later rename). Completing the rename record alone would leave that content
-        journaled under the old name; instead its write records move to the new name
-        (expecting what the rename expected there), and the rename record is done.
-        False when `op` is no such delete half."""
-        if op.rename_record is None:
-            return False
-        rec = self.journal.get(op.rename_record)
-        if rec is None or rec.op != "rename" or rec.dst is None:
-            return False  # (the write half landed: the record is a plain delete now)
-        for w in reversed(self.journal.naming(rec.path)):
-            if w.id >= rec.id:
-                continue
-            if w.path != rec.path or w.op not in ("write", "symlink"):
-                break  # an earlier file of that name ends here
-            self.journal.update(w, path=rec.dst, expect=rec.expect_to)
-        self.journal.complete([rec.id])
-        self.notify()
-        return True
-
-    def _applied(self, op: Planned, version: str | None) -> None:
-        blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
-        target = op.dst if op.op == "rename" and op.dst else op.path
-        olds = expected_at(op, target, self.journal)  # (before its records go)
-        self.hooks.applied(op, version, blob)  # may move the content into the cache
-        if not (op.op == "delete" and self._old_name_settled(op)):
-            self.journal.complete(op.ids)
-        self.digests.forget(op.blobs)
-        if version is not None:
-            for old in olds:
-                self.journal.rebase(target, old, version, after=max(op.ids, default=0))
-        if op.then_delete is not None:
-            # The write half of "write + rename" landed; the record left is the delete
-            # of the old name, and must stay one if this round stops here.
-            rec = self.journal.get(op.then_delete)
-            if rec is not None and rec.op == "rename":
-                self.journal.update(rec, op="delete", dst=None)
-
-    def _count_try(self, op: Planned, error: str, retry_after: float | None) -> None:
-        now = self._now()
-        if retry_after is not None:
-            until = now + min(retry_after, MAX_RETRY_AFTER)
-            self._server_asked_until = max(self._server_asked_until, until)
-        for i in op.ids:
-            rec = self.journal.get(i)
-            if rec is not None:
-                delay = self.retry_delay(rec.tries + 1, retry_after)
-                self.journal.update(
-                    rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
-                )
-
-    def _hold(self, op: Planned, error: str, why: HeldFor) -> None:
-        for i in op.ids:
-            rec = self.journal.get(i)
-            if rec is not None:
-                self.journal.update(
-                    rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
-                )
-
-    async def _conflict(self, op: Planned, current: str | None) -> None:
-        policy = self.config.policy
-        where = op.dst if op.op == "rename" and op.dst else op.path
-        log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
-        if policy == Policy.FAIL:
-            self._hold(op, f"conflict: {where} changed on the remote", "conflict")
-            self.conflicts.append(ConflictNote(where, policy.value, "held"))
-            return
-        if policy == Policy.MINE:
-            for i in op.ids:
-                rec = self.journal.get(i)
-                if rec is not None:
-                    self.journal.update(rec, expect=Expect.ANY, expect_to=Expect.ANY)
-            self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
-            return
-        if op.op == "write" and op.blob is not None:
-            copy_id = None
-            if policy == Policy.KEEP_BOTH:
-                copy = conflict_name(op.path)
-                rec = self.journal.add(
-                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
-                )
-                copy_id = rec.id
-                size, _ = await self.digests.of(op.blob)
-                resolution = f"local version kept as {copy}"
-                self.hooks.conflict_copy(op.path, copy, op.blob, size)
-            else:  # theirs
-                saved = save_copy(
-                    self.config.conflicts_dir, op.path, self.journal.blob_path(op.blob)
-                )
-                resolution = f"local version saved to {saved}"
-            for i in op.ids:
-                self._lost_to_conflict[i] = (
-                    f"{op.path} changed on the remote; {resolution}",
-                    copy_id,
-                )
-            self.journal.complete(op.ids)
-            self.notify()
-        else:
-            # A delete, rename or mkdir of something that changed remotely: theirs wins
-            # (nothing of theirs is deleted; our side lost no content).
-            resolution = "the remote's version was kept"
-            if not (op.op == "delete" and self._old_name_settled(op)):
-                for i in op.ids:
-                    note = f"{where} changed on the remote; {resolution}"
-                    self._lost_to_conflict[i] = (note, None)
-                self.journal.complete(op.ids)
-            # (else: the old name of a moved file; its content goes to the new name)
-        self.conflicts.append(ConflictNote(where, policy.value, resolution))
-        await self.hooks.adopt_remote(op.path, op.blob)
-        if op.dst:
-            await self.hooks.adopt_remote(op.dst)

@@ -38,9 +38,10 @@ from repomount.vfs.conflicts import Policy
 from repomount.vfs.content import ContentCache
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.files import Files
-from repomount.vfs.flusher import FlushConfig, Flusher, FlushHooks
+from repomount.vfs.flusher import Flusher
 from repomount.vfs.health import Health
 from repomount.vfs.nodes import InodeTable, Node, child_path
+from repomount.vfs.outcomes import FlushConfig, FlushHooks
 from repomount.vfs.overlay import Overlay
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,257 @@
+"""What each answer of the remote does to the journal and the vfs: landed changes are
+applied (through the hooks), transient failures back off, conflicts go to the policy,
+permanent failures hold the change. The flusher (flusher.py) sends; this settles."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from repomount.remotes.base import (
+    Aborted,
+    Applied,
+    Conflicted,
+    Expect,
+    Failed,
+    NotFound,
+    Outcome,
+    Remote,
+    RemoteError,
+    Unavailable,
+)
+from repomount.vfs.coalesce import Planned
+from repomount.vfs.conflicts import Policy, conflict_name, save_copy
+from repomount.vfs.digests import Digests
+from repomount.vfs.health import Health
+from repomount.vfs.journal import HeldFor, Journal
+from repomount.vfs.scheduling import expected_at
+
+log = logging.getLogger("repomount.vfs.flusher")  # (one logger for sending and settling)
+
+MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
+
+
+class FlushHooks(Protocol):
+    """What the flusher tells the rest of the vfs."""
+
+    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None: ...
+
+    async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
+
+    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None: ...
+
+
+@dataclass
+class FlushConfig:
+    flush_delay: float = 0.5
+    max_window: float = 5.0
+    transfers: int = 4
+    policy: Policy = Policy.KEEP_BOTH
+    conflicts_dir: Path = Path("conflicts")
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass
+class ConflictNote:
+    path: str
+    policy: str
+    resolution: str
+    time: float = field(default_factory=time.time)
+
+
+class Outcomes:
+    """The flusher's outcome handling (a base class of `Flusher`, which owns the state
+    declared here)."""
+
+    remote: Remote
+    journal: Journal
+    hooks: FlushHooks
+    config: FlushConfig
+    health: Health
+    digests: Digests
+    conflicts: list[ConflictNote]
+    _lost_to_conflict: dict[int, tuple[str, int | None]]
+    _server_asked_until: float
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    def notify(self) -> None:
+        raise NotImplementedError
+
+    def retry_delay(self, tries: int, retry_after: float | None) -> float:
+        """Capped exponential backoff with jitter; a server's Retry-After is a floor."""
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** min(tries, 32))
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
+    def _online(self) -> None:
+        self.health.ok()
+
+    def _request_failed(self, e: RemoteError, ops: list[Planned]) -> None:
+        self.health.failed(e)
+        error = f"{type(e).__name__}: {e.message}"
+        if e.retryable:
+            retry_after = e.retry_after if isinstance(e, Unavailable) else None
+            for op in ops:
+                self._count_try(op, error, retry_after)
+            return
+        log.error("upload refused, changes held: %s", e.message)
+        for op in ops:
+            self._hold(op, error, "refused")
+
+    async def _settle(self, op: Planned, outcome: Outcome) -> bool:
+        if isinstance(outcome, Applied):
+            self._applied(op, outcome.version)
+            return True
+        if isinstance(outcome, Conflicted):
+            if await self._already_there(op, outcome.current):
+                return True
+            await self._conflict(op, outcome.current)
+            return False
+        assert isinstance(outcome, Failed)
+        if op.op == "delete" and isinstance(outcome.error, NotFound):
+            self._applied(op, None)  # already gone: what the delete wanted
+            return True
+        if isinstance(outcome.error, Aborted):
+            return False  # another op of the batch failed; this one goes next round
+        if outcome.error.retryable:
+            err = outcome.error
+            self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
+            return False
+        self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
+        return False
+
+    async def _already_there(self, op: Planned, current: str | None) -> bool:
+        """A replayed change whose first attempt landed (its answer was lost)."""
+        if op.op == "delete" and current is None:
+            self._applied(op, None)
+            return True
+        if op.op == "write" and current is not None and op.blob is not None:
+            _, sha = await self.digests.of(op.blob)
+            if self.remote.version_of(sha) == current:
+                self._applied(op, current)
+                return True
+        return False
+
+    def _old_name_settled(self, op: Planned) -> bool:
+        """`op` is the delete half of a "write, then rename" and the old name is settled
+        (deleted, already gone, or the remote's to keep) while the write at the new name
+        has not landed (an aborted batch, a failed write, or a plan that merged it into
+        a later rename). Completing the rename record alone would leave that content
+        journaled under the old name; instead its write records move to the new name
+        (expecting what the rename expected there), and the rename record is done.
+        False when `op` is no such delete half."""
+        if op.rename_record is None:
+            return False
+        rec = self.journal.get(op.rename_record)
+        if rec is None or rec.op != "rename" or rec.dst is None:
+            return False  # (the write half landed: the record is a plain delete now)
+        for w in reversed(self.journal.naming(rec.path)):
+            if w.id >= rec.id:
+                continue
+            if w.path != rec.path or w.op not in ("write", "symlink"):
+                break  # an earlier file of that name ends here
+            self.journal.update(w, path=rec.dst, expect=rec.expect_to)
+        self.journal.complete([rec.id])
+        self.notify()
+        return True
+
+    def _applied(self, op: Planned, version: str | None) -> None:
+        blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
+        target = op.dst if op.op == "rename" and op.dst else op.path
+        olds = expected_at(op, target, self.journal)  # (before its records go)
+        self.hooks.applied(op, version, blob)  # may move the content into the cache
+        if not (op.op == "delete" and self._old_name_settled(op)):
+            self.journal.complete(op.ids)
+        self.digests.forget(op.blobs)
+        if version is not None:
+            for old in olds:
+                self.journal.rebase(target, old, version, after=max(op.ids, default=0))
+        if op.then_delete is not None:
+            # The write half of "write + rename" landed; the record left is the delete
+            # of the old name, and must stay one if this round stops here.
+            rec = self.journal.get(op.then_delete)
+            if rec is not None and rec.op == "rename":
+                self.journal.update(rec, op="delete", dst=None)
+
+    def _count_try(self, op: Planned, error: str, retry_after: float | None) -> None:
+        now = self._now()
+        if retry_after is not None:
+            until = now + min(retry_after, MAX_RETRY_AFTER)
+            self._server_asked_until = max(self._server_asked_until, until)
+        for i in op.ids:
+            rec = self.journal.get(i)
+            if rec is not None:
+                delay = self.retry_delay(rec.tries + 1, retry_after)
+                self.journal.update(
+                    rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
+                )
+
+    def _hold(self, op: Planned, error: str, why: HeldFor) -> None:
+        for i in op.ids:
+            rec = self.journal.get(i)
+            if rec is not None:
+                self.journal.update(
+                    rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
+                )
+
+    async def _conflict(self, op: Planned, current: str | None) -> None:
+        policy = self.config.policy
+        where = op.dst if op.op == "rename" and op.dst else op.path
+        log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
+        if policy == Policy.FAIL:
+            self._hold(op, f"conflict: {where} changed on the remote", "conflict")
+            self.conflicts.append(ConflictNote(where, policy.value, "held"))
+            return
+        if policy == Policy.MINE:
+            for i in op.ids:
+                rec = self.journal.get(i)
+                if rec is not None:
+                    self.journal.update(rec, expect=Expect.ANY, expect_to=Expect.ANY)
+            self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
+            return
+        if op.op == "write" and op.blob is not None:
+            copy_id = None
+            if policy == Policy.KEEP_BOTH:
+                copy = conflict_name(op.path)
+                rec = self.journal.add(
+                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
+                )
+                copy_id = rec.id
+                size, _ = await self.digests.of(op.blob)
+                resolution = f"local version kept as {copy}"
+                self.hooks.conflict_copy(op.path, copy, op.blob, size)
+            else:  # theirs
+                saved = save_copy(
+                    self.config.conflicts_dir, op.path, self.journal.blob_path(op.blob)
+                )
+                resolution = f"local version saved to {saved}"
+            for i in op.ids:
+                self._lost_to_conflict[i] = (
+                    f"{op.path} changed on the remote; {resolution}",
+                    copy_id,
+                )
+            self.journal.complete(op.ids)
+            self.notify()
+        else:
+            # A delete, rename or mkdir of something that changed remotely: theirs wins
+            # (nothing of theirs is deleted; our side lost no content).
+            resolution = "the remote's version was kept"
+            if not (op.op == "delete" and self._old_name_settled(op)):
+                for i in op.ids:
+                    note = f"{where} changed on the remote; {resolution}"
+                    self._lost_to_conflict[i] = (note, None)
+                self.journal.complete(op.ids)
+            # (else: the old name of a moved file; its content goes to the new name)
+        self.conflicts.append(ConflictNote(where, policy.value, resolution))
+        await self.hooks.adopt_remote(op.path, op.blob)
+        if op.dst:
+            await self.hooks.adopt_remote(op.dst)
