@@ -19,12 +19,12 @@ class Health:
         self.on_back: Callable[[], None] | None = None
 
     def ok(self) -> None:
-        if not self.online:
-            log.info("remote reachable again")
-            self.online = True
-            if self.on_back is not None:
-                self.on_back()
+        if self.online:
+            return
+        log.info("remote reachable again")
         self.online = True
+        if self.on_back is not None:
+            self.on_back()
 
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"

@@ -204,12 +204,8 @@ class Journal:
         """Whether `path` exists once the pending records are applied (None: no record
         decides it, the remote's state stands). A pending rename of a directory above
         it carries what was journaled under the directory's old name."""
-        parts = path.split("/")
-        moved_above = any(
-            any(r.op == "rename" and r.dst == a for r in self.naming(a))
-            for a in ("/".join(parts[:k]) for k in range(1, len(parts)))
-        )
-        if not moved_above:  # the common case: only records of this very path count
+        if not self._dir_renamed_above(path, onto=True):  # the common case: only
+            # records of this very path count
             exists: bool | None = None
             for rec in self.naming(path):
                 exists = rec.dst == path if rec.op == "rename" else rec.op != "delete"
@@ -238,13 +234,7 @@ class Journal:
         """The records newer than id `after` that name `path`, each with the name `path`
         has when it applies, and its final name: renames of directories above it move
         the name along. Only walks the whole journal when such a rename is pending."""
-        parts = path.split("/")
-        moved_above = any(
-            rec.id > after and rec.op == "rename" and rec.path == a
-            for a in ("/".join(parts[:k]) for k in range(1, len(parts)))
-            for rec in self.naming(a)
-        )
-        if not moved_above:
+        if not self._dir_renamed_above(path, after=after):
             return path, [(rec, path) for rec in self.naming(path) if rec.id > after]
         p, out = path, []
         for rec in self._records.values():
@@ -255,6 +245,16 @@ class Journal:
             elif p in rec.paths():
                 out.append((rec, p))
         return p, out
+
+    def _dir_renamed_above(self, path: str, *, after: int = 0, onto: bool = False) -> bool:
+        """Whether a pending rename newer than id `after` moves a directory above `path`
+        away from its name (or, with `onto`, onto its name)."""
+        parts = path.split("/")
+        for a in ("/".join(parts[:k]) for k in range(1, len(parts))):
+            for rec in self.naming(a):
+                if rec.id > after and rec.op == "rename" and (rec.dst if onto else rec.path) == a:
+                    return True
+        return False
 
     def retry_now(self, not_before: float = 0.0) -> None:
         """Forget every retry time later than `not_before` (a new mount, or the remote
