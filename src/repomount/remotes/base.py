@@ -11,11 +11,14 @@ a file id); the vfs only compares them for equality and hands them back as `expe
 from __future__ import annotations
 
 import abc
+import collections
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
+
+import trio
 
 # --------------------------------------------------------------------------- capabilities
 
@@ -322,6 +325,49 @@ class Remote(abc.ABC):
         With `version`, raise Conflict if the remote's current version differs."""
 
     @abc.abstractmethod
+    async def read_many(
+        self,
+        paths: Sequence[str],
+        new_file: Callable[[], Path],
+        got: Callable[[str, Fetched, Path], None],
+        *,
+        transfers: int = 4,
+    ) -> None:
+        """Fetch several whole files for the cache ahead of use (a tree walk, a cold
+        `grep -r`). For each file fetched: its content goes into a fresh `new_file()`,
+        then `got(path, fetched, that_file)` is called, which takes the file over.
+        Paths missing on the remote (or not files) are skipped silently. A failure
+        stops the rest and is raised; what was delivered before it stays delivered.
+        This default reads them `transfers` at a time; adapters with a bulk read
+        (native: one tar stream) override it."""
+        queue = collections.deque(paths)
+        failed: list[RemoteError] = []
+
+        async def worker() -> None:
+            while queue and not failed:
+                path = queue.popleft()
+                dest = new_file()
+                try:
+                    with dest.open("wb") as out:
+                        fetched = await self.read(path, out)
+                except NotFound:
+                    dest.unlink(missing_ok=True)
+                    continue
+                except RemoteError as e:
+                    dest.unlink(missing_ok=True)
+                    failed.append(e)
+                    return
+                except BaseException:
+                    dest.unlink(missing_ok=True)
+                    raise
+                got(path, fetched, dest)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(max(1, min(transfers, len(queue)))):
+                nursery.start_soon(worker)
+        if failed:
+            raise failed[0]
+
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         """Send `changes` (in order) and report one outcome per change.
 
