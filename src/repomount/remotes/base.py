@@ -324,7 +324,6 @@ class Remote(abc.ABC):
         """Write the file's content (or the byte range, with `ranged_read`) into `dest`.
         With `version`, raise Conflict if the remote's current version differs."""
 
-    @abc.abstractmethod
     async def read_many(
         self,
         paths: Sequence[str],
@@ -368,6 +367,7 @@ class Remote(abc.ABC):
         if failed:
             raise failed[0]
 
+    @abc.abstractmethod
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         """Send `changes` (in order) and report one outcome per change.
 
