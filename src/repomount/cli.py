@@ -28,6 +28,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="largest accepted request body, e.g. 1G, 200M (default 1G)",
     )
     p.add_argument(
+        "--max-pack-size",
+        type=_size,
+        default=1 << 30,
+        help="largest accepted pack of blobs (POST /blobs), all members together (default 1G)",
+    )
+    p.add_argument(
         "--history",
         type=int,
         default=100_000,
@@ -74,6 +80,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         no_auth=args.no_auth,
         max_file_size=args.max_file_size,
+        max_pack_size=args.max_pack_size,
         history=args.history,
         require_preconditions=args.require_preconditions,
         fault_rate=args.inject_faults,

@@ -19,6 +19,7 @@ T = TypeVar("T")
 class ServerOptions:
     token: str | None = None  # None: no authentication
     max_file_size: int = 1 << 30
+    max_pack_size: int = 1 << 30  # the whole body of a POST /blobs (a pack of blobs)
     require_preconditions: bool = False
     max_wait: float = 60.0  # longest change-feed long-poll, seconds
 

@@ -14,7 +14,7 @@ from repomount.server.store import BlobSpool
 MAX_JSON_BODY = 64 << 20  # JSON bodies are read into memory; big content goes to blobs
 
 
-def _too_large(limit: int) -> ApiError:
+def too_large(limit: int) -> ApiError:
     return ApiError(
         "too_large", f"request body is larger than the limit of {limit} bytes", limit=limit
     )
@@ -30,7 +30,7 @@ def check_declared_length(request: Request, limit: int) -> None:
     except ValueError:
         raise ApiError("invalid_request", f"bad Content-Length {declared!r}") from None
     if size > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
 
 
 async def spool_body(backend: Backend, request: Request) -> BlobSpool:
@@ -46,7 +46,7 @@ async def spool_body(backend: Backend, request: Request) -> BlobSpool:
     try:
         async for chunk in request.stream():
             if spool.size + len(chunk) > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             spool.write(chunk)
     except BaseException:
         backend.store.discard_spool(spool)
@@ -63,7 +63,7 @@ async def read_json(backend: Backend, request: Request) -> dict[str, Any]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         parts.append(chunk)
     try:
         data = json.loads(b"".join(parts))

@@ -23,6 +23,7 @@ STATUS_OF_CODE = {
     "unknown_blob": 422,
     "precondition_required": 428,
     "bad_json": 400,
+    "bad_tar": 400,
     "hash_mismatch": 400,
 }
 

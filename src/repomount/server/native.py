@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.server.backend import Backend
+from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
 from repomount.server.body import read_json, spool_body
 from repomount.server.errors import ApiError
@@ -69,6 +70,7 @@ def native_routes(backend: Backend) -> list[BaseRoute]:
         Route(files, api.put_file, methods=["PUT"]),
         Route(files, api.delete_file, methods=["DELETE"]),
         Route("/repos/{repo}/read", api.read, methods=["POST"]),
+        Route("/repos/{repo}/blobs", api.post_blobs, methods=["POST"]),
         Route("/repos/{repo}/blobs/{sha}", api.put_blob, methods=["PUT"]),
         Route("/repos/{repo}/commits", api.commit, methods=["POST"]),
         Route("/repos/{repo}/changes", api.changes, methods=["GET"]),
@@ -324,6 +326,20 @@ class NativeApi:
             self.store.discard_spool(spool)
             raise
         return json_response({"sha256": sha, "size": spool.size}, 201 if new else 200, head=head)
+
+    @endpoint
+    async def post_blobs(self, request: Request) -> Response:
+        """A pack of blobs: a tar stream of members named by their SHA-256."""
+        head = await self.backend.run(self.store.head, request.path_params["repo"])
+        try:
+            result = await receive_pack(self.backend, request)
+        except StoreError as error:
+            # Refused part way: the rest of the body is never read, so the connection
+            # cannot carry another request (the server closes it; say so).
+            response = await self.error_response(request, error)
+            response.headers["Connection"] = "close"
+            return response
+        return json_response({"stored": result.stored, "present": result.present}, head=head)
 
     @endpoint
     async def commit(self, request: Request) -> Response:

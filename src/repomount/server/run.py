@@ -33,6 +33,7 @@ class ServeConfig:
     token: str | None = None
     no_auth: bool = False
     max_file_size: int = 1 << 30
+    max_pack_size: int = 1 << 30
     history: int = 100_000
     require_preconditions: bool = False
     graceful_timeout: float = 5.0
@@ -95,6 +96,7 @@ def serve(config: ServeConfig) -> int:
     options = ServerOptions(
         token=None if config.no_auth else config.token,
         max_file_size=config.max_file_size,
+        max_pack_size=config.max_pack_size,
         require_preconditions=config.require_preconditions,
     )
     status = 0

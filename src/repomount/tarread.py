@@ -1,0 +1,220 @@
+"""Reading a tar stream member by member as its bytes arrive, never holding it whole.
+
+Shared by the server (POST /blobs reads a pack of blobs) and the native adapter (the
+answer of POST /read). Pure stdlib and no event loop of its own: it pulls chunks from
+any async iterator of bytes. What it understands is what those two need: ustar headers
+(512-byte blocks: name with its prefix, size in octal or base-256, typeflag, link name,
+checksum), pax extended headers ('x', whose `path`, `linkpath` and `size` override the
+next member's fields, the rest kept in `Member.pax`; global 'g' headers are skipped),
+content padded to whole blocks, and two zero blocks at the end. Anything else
+(a bad checksum, a stream cut short, an oversized pax header) is a TarError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+
+BLOCK = 512
+ZERO_BLOCK = b"\0" * BLOCK
+MAX_PAX = 1 << 20  # a pax header is read into memory: refuse bigger ones
+REGULAR = (b"0", b"\0")  # typeflags of a regular file ('\0' is the pre-POSIX spelling)
+SYMLINK = b"2"
+PAX = b"x"
+GLOBAL_PAX = b"g"
+
+
+class TarError(ValueError):
+    """The stream is not a tar this reader understands (or was cut short)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    size: int
+    type: bytes  # the typeflag byte: b"0" regular, b"2" symlink, b"5" directory, ...
+    linkname: str = ""
+    pax: dict[str, str] = field(default_factory=dict)  # the pax records not applied
+
+    @property
+    def is_file(self) -> bool:
+        return self.type in REGULAR
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.type == SYMLINK
+
+
+class TarReader:
+    """`await next()` gives each member's header (None after the end-of-archive
+    blocks); `read()` / `chunks()` then give its content. Content not read is skipped
+    (still consumed from the stream) by the next `next()`."""
+
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._chunks: AsyncIterator[bytes] = stream.__aiter__()
+        self._buf = b""
+        self._pos = 0
+        self._left = 0  # content bytes of the current member not read yet
+        self._pad = 0  # then this many padding bytes
+        self._ended = False
+
+    async def next(self) -> Member | None:
+        """The next member's header, or None at the end of the archive."""
+        if self._ended:
+            return None
+        await self._skip(self._left + self._pad)
+        self._left = self._pad = 0
+        pax: dict[str, str] = {}
+        while True:
+            block = await self._take(BLOCK, "a header")
+            if block == ZERO_BLOCK:
+                if await self._take(BLOCK, "the end of the archive") != ZERO_BLOCK:
+                    raise TarError("a single zero block inside the archive")
+                self._ended = True
+                return None
+            member = parse_header(block)
+            padded = member.size + -member.size % BLOCK
+            if member.type in (PAX, GLOBAL_PAX):
+                if member.size > MAX_PAX:
+                    raise TarError(f"a pax header of {member.size} bytes (at most {MAX_PAX})")
+                records = await self._take(padded, "a pax header")
+                if member.type == PAX:
+                    pax.update(parse_pax(records[: member.size]))
+                continue
+            member = _with_pax(member, pax)
+            self._left, self._pad = member.size, padded - member.size
+            return member
+
+    async def read(self, limit: int = 1 << 18) -> bytes:
+        """Up to `limit` bytes of the current member's content; b"" once it is all read."""
+        if self._left == 0:
+            return b""
+        if self._pos >= len(self._buf):
+            await self._pull("the content of a member")
+        end = min(len(self._buf), self._pos + self._left, self._pos + limit)
+        data = self._buf[self._pos : end]
+        self._pos = end
+        self._left -= len(data)
+        return data
+
+    async def chunks(self, limit: int = 1 << 18) -> AsyncIterator[bytes]:
+        """The rest of the current member's content, chunk by chunk."""
+        while data := await self.read(limit):
+            yield data
+
+    # ------------------------------------------------------------------ the buffer
+
+    async def _pull(self, what: str) -> None:
+        """Replace the (used up) buffer with the stream's next non-empty chunk."""
+        async for chunk in self._chunks:
+            if chunk:
+                self._buf, self._pos = bytes(chunk), 0
+                return
+        raise TarError(f"the stream ends inside {what}")
+
+    async def _take(self, n: int, what: str) -> bytes:
+        """Exactly the next `n` bytes."""
+        available = len(self._buf) - self._pos
+        if available >= n:
+            data = self._buf[self._pos : self._pos + n]
+            self._pos += n
+            return data
+        parts = [self._buf[self._pos :]]
+        self._pos = len(self._buf)
+        while available < n:
+            await self._pull(what)
+            piece = self._buf[: n - available]
+            self._pos = len(piece)
+            parts.append(piece)
+            available += len(piece)
+        return b"".join(parts)
+
+    async def _skip(self, n: int) -> None:
+        while n > 0:
+            if self._pos >= len(self._buf):
+                await self._pull("the content of a member")
+            step = min(n, len(self._buf) - self._pos)
+            self._pos += step
+            n -= step
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def parse_header(block: bytes) -> Member:
+    """The fields of one 512-byte ustar header block (TarError when it is not one)."""
+    if len(block) != BLOCK:
+        raise TarError("a header must be 512 bytes")
+    stored = _octal(block[148:156], "checksum")
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
+    if stored not in (unsigned, signed):
+        raise TarError("a header's checksum does not match (not a tar stream?)")
+    name = _text(block[0:100])
+    if block[257:263] in (b"ustar\0", b"ustar "):
+        prefix = _text(block[345:500])
+        if prefix and block[257:263] == b"ustar\0":
+            name = f"{prefix}/{name}"
+    return Member(
+        name=name,
+        size=_number(block[124:136], "size"),
+        type=block[156:157],
+        linkname=_text(block[157:257]),
+    )
+
+
+def parse_pax(data: bytes) -> dict[str, str]:
+    """The records `LENGTH key=value\\n` of a pax extended header."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        length_text = data[pos:space] if space >= 0 else b""
+        if not length_text.isdigit():
+            raise TarError("a malformed pax record")
+        end = pos + int(length_text)
+        record = data[space + 1 : end]
+        if end > len(data) or not record.endswith(b"\n") or b"=" not in record:
+            raise TarError("a malformed pax record")
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+def _with_pax(member: Member, pax: dict[str, str]) -> Member:
+    if not pax:
+        return member
+    rest = dict(pax)
+    name = rest.pop("path", member.name)
+    linkname = rest.pop("linkpath", member.linkname)
+    size = member.size
+    if "size" in rest:
+        text = rest.pop("size")
+        if not text.isdigit():
+            raise TarError(f"a pax size {text!r}")
+        size = int(text)
+    return Member(name=name, size=size, type=member.type, linkname=linkname, pax=rest)
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _octal(field: bytes, what: str) -> int:
+    text = field.replace(b"\0", b" ").strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise TarError(f"a header's {what} field is not octal: {field!r}") from None
+
+
+def _number(field: bytes, what: str) -> int:
+    """An octal field, or a base-256 one (first byte 0x80) as GNU tar writes big sizes."""
+    if field[0] == 0x80:
+        return int.from_bytes(field[1:], "big")
+    if field[0] == 0xFF:
+        raise TarError(f"a negative {what}")
+    return _octal(field, what)

@@ -1,0 +1,207 @@
+"""POST /v1/repos/{repo}/blobs: a pack of blobs as one streamed tar body."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import tarfile
+from collections.abc import Iterator
+
+import httpx
+
+from support.server import ServerFactory, ServerProc
+from support.util import sha
+
+TAR = {"Content-Type": "application/x-tar"}
+
+
+def pack(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, **pax: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = dict(pax)
+            tar.addfile(info, io.BytesIO(data))
+        end = tar.offset
+    return buf.getvalue()[:end] + b"\0" * 1024  # (tarfile pads to 10 KiB records)
+
+
+def named(*contents: bytes) -> list[tuple[str, bytes]]:
+    return [(sha(c), c) for c in contents]
+
+
+def stored(live: ServerProc, data: bytes) -> bool:
+    return (live.data_dir / "blobs" / sha(data)[:2] / sha(data)).is_file()
+
+
+def test_a_pack_stores_its_blobs_each_once(
+    live: ServerProc, client: httpx.Client, repo: str
+) -> None:
+    a, b, c = b"alpha" * 1000, b"", bytes(range(256)) * 4099
+    url = f"/v1/repos/{repo}/blobs"
+    r = client.post(url, content=pack(named(a, b, a)), headers=TAR)
+    assert (r.status_code, r.json()) == (200, {"stored": 2, "present": 1})
+    assert r.headers["X-Repo-Head"] == "0"
+    assert all(stored(live, d) for d in (a, b))
+    # Members the store has are consumed and skipped; a pax header is accepted.
+    body = pack(named(c, a), tarfile.PAX_FORMAT, comment="ignored")
+    r = client.post(url, content=body, headers=TAR)
+    assert (r.status_code, r.json()) == (200, {"stored": 1, "present": 1})
+    assert (live.data_dir / "blobs" / sha(c)[:2] / sha(c)).read_bytes() == c
+    # A commit may name them now.
+    ops = [{"op": "write", "path": p, "blob": sha(d)} for p, d in (("a", a), ("c", c))]
+    r = client.post(f"/v1/repos/{repo}/commits", json={"operations": ops})
+    assert r.status_code == 201
+    assert client.get(f"/v1/repos/{repo}/files/c").content == c
+    # An empty pack (just the end-of-archive blocks) is fine too.
+    r = client.post(url, content=b"\0" * 1024, headers=TAR)
+    assert (r.status_code, r.json()) == (200, {"stored": 0, "present": 0})
+    assert list((live.data_dir / "tmp").iterdir()) == []
+
+
+def test_a_hash_mismatch_names_the_member(
+    live: ServerProc, client: httpx.Client, repo: str
+) -> None:
+    first, wrong, after = b"first member", b"content", b"never reached"
+    members = [*named(first), (sha(b"other"), wrong), *named(after)]
+    r = client.post(f"/v1/repos/{repo}/blobs", content=pack(members), headers=TAR)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert (error["code"], error["member"], error["expected"], error["actual"]) == (
+        "hash_mismatch",
+        sha(b"other"),
+        sha(b"other"),
+        sha(wrong),
+    )
+    assert stored(live, first)  # stored before the bad one: harmless, content-addressed
+    assert not stored(live, wrong) and not stored(live, b"other") and not stored(live, after)
+    assert list((live.data_dir / "tmp").iterdir()) == []
+
+
+def test_malformed_packs_are_refused(live: ServerProc, client: httpx.Client, repo: str) -> None:
+    url = f"/v1/repos/{repo}/blobs"
+    good = pack(named(b"x" * 2000))
+
+    def post(body: bytes) -> tuple[int, str]:
+        r = client.post(url, content=body, headers=TAR)
+        return r.status_code, r.json()["error"]["code"]
+
+    assert post(b"this is not a tar stream".ljust(2048, b".")) == (400, "bad_tar")
+    assert post(good[:1200]) == (400, "bad_tar")  # cut inside the content
+    assert not stored(live, b"x" * 2000)
+    assert post(good[:-1024]) == (400, "bad_tar")  # no end-of-archive blocks
+    assert stored(live, b"x" * 2000)  # it came whole before the stream broke off
+    assert post(b"") == (400, "bad_tar")
+    assert post(pack([("not-a-hash", b"x")])) == (422, "invalid_request")
+    assert post(pack([(sha(b"x").upper(), b"x")])) == (422, "invalid_request")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(sha(b"x"))
+        info.type = tarfile.SYMTYPE
+        info.linkname = "elsewhere"
+        tar.addfile(info)
+    assert post(buf.getvalue()) == (422, "invalid_request")
+    assert list((live.data_dir / "tmp").iterdir()) == []
+    r = client.post(url, content=good, headers=TAR)  # and the server still takes packs
+    assert r.json() == {"stored": 0, "present": 1}
+
+
+def test_packs_need_the_token_and_a_repo(live: ServerProc, repo: str) -> None:
+    body = pack(named(b"secretless"))
+    r = httpx.post(f"{live.url}/v1/repos/{repo}/blobs", content=body, headers=TAR)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized")
+    assert not stored(live, b"secretless")
+    with live.client() as client:
+        r = client.post("/v1/repos/nope/blobs", content=body, headers=TAR)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    assert "X-Repo-Head" not in r.headers
+    assert not stored(live, b"secretless")
+
+
+class RawPost:
+    """A chunked POST over a raw socket, so the test sees an answer that comes before
+    the body has ended (the server refused without reading it all)."""
+
+    def __init__(self, server: ServerProc, path: str) -> None:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {server.token}\r\n"
+            "Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def status(self) -> int:
+        """The answer's status, read without ending the body."""
+        answer = self.sock.recv(65536)
+        self.sock.close()
+        return int(answer.split(b" ", 2)[1])
+
+
+def test_unknown_repo_is_404_before_the_body(live: ServerProc) -> None:
+    post = RawPost(live, "/v1/repos/nope/blobs")
+    post.send(pack(named(b"half"))[:512])  # a header, and the body never goes on
+    assert post.status() == 404
+
+
+def test_too_large_is_413_without_reading_it_all(server_factory: ServerFactory) -> None:
+    live = server_factory(["--max-pack-size", "1M", "--max-file-size", "300K"])
+    live.create_repo("r")
+    url = "/v1/repos/r/blobs"
+    ok = [os_bytes(i, 200_000) for i in range(4)]  # 800 kB in all: within both limits
+    with live.client() as client:
+        r = client.post(url, content=pack(named(*ok)), headers=TAR)
+        assert r.json() == {"stored": 4, "present": 0}
+        # Refused on Content-Length alone.
+        big = pack(named(*[os_bytes(i, 200_000) for i in range(10, 16)]))
+        r = client.post(url, content=big, headers=TAR)
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+        # One member beyond --max-file-size, named.
+        r = client.post(url, content=pack(named(os_bytes(99, 400_000))), headers=TAR)
+        error = r.json()["error"]
+        assert (r.status_code, error["code"], error["member"]) == (
+            413,
+            "too_large",
+            sha(os_bytes(99, 400_000)),
+        )
+
+    # Streamed without a length: refused once past the limit, the rest never read.
+    post = RawPost(live, url)
+    body = pack(named(*[os_bytes(i, 200_000) for i in range(20, 30)]))  # ~2 MB
+    sent = 0
+    for part in split(body, 64 * 1024):
+        try:
+            post.send(part)
+        except OSError:  # the server answered and closed
+            break
+        sent += len(part)
+        if sent > (1 << 20) + 256 * 1024:
+            break
+    assert post.status() == 413
+    assert sent < len(body)
+    assert list((live.data_dir / "tmp").iterdir()) == []
+
+
+def test_inline_and_packed_blobs_share_the_store(client: httpx.Client, repo: str) -> None:
+    data = b"inline then packed"
+    ops = [{"op": "write", "path": "f", "content_b64": base64.b64encode(data).decode()}]
+    assert client.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).status_code == 201
+    r = client.post(f"/v1/repos/{repo}/blobs", content=pack(named(data)), headers=TAR)
+    assert r.json() == {"stored": 0, "present": 1}
+
+
+def os_bytes(seed: int, size: int) -> bytes:
+    """`size` bytes that differ per seed (and do not compress to nothing)."""
+    block = sha(seed.to_bytes(4, "big")).encode() * 64
+    return (block * (size // len(block) + 1))[:size]
+
+
+def split(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]

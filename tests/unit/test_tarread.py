@@ -1,0 +1,175 @@
+"""The streaming tar reader (repomount/tarread.py) against what Python's tarfile and the
+server's own writer produce, fed in chunks of every awkward size. No I/O."""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+from collections.abc import AsyncIterator
+
+import pytest
+
+from repomount.server import tarstream
+from repomount.tarread import Member, TarError, TarReader, parse_pax
+
+
+async def feed(data: bytes, sizes: list[int] | None = None) -> AsyncIterator[bytes]:
+    """`data` in chunks of these sizes in turn (empty chunks included), or in one."""
+    pos = 0
+    turn = 0
+    while pos < len(data):
+        size = sizes[turn % len(sizes)] if sizes else len(data)
+        turn += 1
+        yield data[pos : pos + size]
+        pos += size
+    yield b""
+
+
+def make_tar(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT, **pax: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = dict(pax)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+async def read_all(
+    stream: AsyncIterator[bytes], *, read_content: bool = True
+) -> list[tuple[Member, bytes]]:
+    reader = TarReader(stream)
+    found = []
+    while (member := await reader.next()) is not None:
+        content = b"".join([c async for c in reader.chunks(1000)]) if read_content else b""
+        found.append((member, content))
+    assert await reader.next() is None  # and it stays ended
+    return found
+
+
+MEMBERS = [
+    ("a.txt", b"A" * 3),
+    ("empty", b""),
+    ("exact", b"x" * 512),
+    ("big.bin", bytes(range(256)) * 41),
+    ("deep/" + "n" * 150 + "/long.txt", b"long name"),
+    ("ünï/cödé.txt", "ü".encode() * 700),
+]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT], ids=["ustar", "pax"])
+@pytest.mark.parametrize("sizes", [None, [1], [7, 512, 0, 1000], [511, 513], [4096]])
+async def test_round_trip_in_any_chunking(fmt: int, sizes: list[int] | None) -> None:
+    members = MEMBERS if fmt == tarfile.PAX_FORMAT else MEMBERS[:4]  # ustar: ASCII, short
+    data = make_tar(members, fmt)
+    found = await read_all(feed(data, sizes))
+    assert [(m.name, c) for m, c in found] == members
+    assert all(m.is_file and m.size == len(c) for m, c in found)
+
+
+async def test_unread_content_is_skipped() -> None:
+    data = make_tar(MEMBERS)
+    found = await read_all(feed(data, [300]), read_content=False)
+    assert [m.name for m, _ in found] == [name for name, _ in MEMBERS]
+
+
+async def test_pax_records_are_kept_and_path_size_applied() -> None:
+    data = make_tar([("f", b"1234")], **{"repomount.version": "abc", "comment": "x y=z"})
+    ((member, content),) = await read_all(feed(data, [100]))
+    assert member.pax == {"repomount.version": "abc", "comment": "x y=z"}
+    assert (member.name, content) == ("f", b"1234")
+
+
+async def test_the_servers_read_stream() -> None:
+    """What POST /read sends: pax members with a version, a symlink, MISSING."""
+    target = "t/" * 80 + "end"
+    parts = [
+        tarstream.member_header("a", 2, mtime=1, mode=0o644, pax={tarstream.VERSION_KEY: "v1"}),
+        b"hi" + tarstream.padding(2),
+        tarstream.symlink_header("l", target, mtime=1, mode=0o777, pax={"repomount.version": "v2"}),
+        tarstream.member_header(tarstream.MISSING_NAME, 2, mtime=0, mode=0o644),
+        b"[]" + tarstream.padding(2),
+        tarstream.END_OF_ARCHIVE,
+    ]
+    found = await read_all(feed(b"".join(parts), [100]))
+    (a, hi), (link, nothing), (missing, listing) = found
+    assert (a.name, a.pax, hi, a.is_file) == ("a", {"repomount.version": "v1"}, b"hi", True)
+    assert (link.is_symlink, link.linkname, link.pax, nothing) == (
+        True,
+        target,
+        {"repomount.version": "v2"},
+        b"",
+    )
+    assert (missing.name, missing.pax, listing) == ("MISSING", {}, b"[]")
+
+
+async def test_global_headers_are_skipped_and_other_types_reported() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.pax_headers = {"comment": "global"}
+        info = tarfile.TarInfo("dir")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        info = tarfile.TarInfo("dir/f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    found = await read_all(feed(buf.getvalue(), [64]))
+    assert [(m.name, m.type, m.pax) for m, _ in found] == [
+        ("dir/", b"5", {}),
+        ("dir/f", b"0", {}),
+    ]
+
+
+async def test_base256_size() -> None:
+    header = bytearray(tarfile.TarInfo("n").tobuf(tarfile.USTAR_FORMAT))
+    header[124:136] = b"\x80" + (3).to_bytes(11, "big")
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header)
+    data = bytes(header) + b"abc" + b"\0" * 509 + b"\0" * 1024
+    ((member, content),) = await read_all(feed(data))
+    assert (member.size, content) == (3, b"abc")
+
+
+@pytest.mark.parametrize("cut", [0, 100, 512, 515, 1024, 1536], ids=lambda n: f"cut-at-{n}")
+async def test_a_stream_cut_short_is_an_error(cut: int) -> None:
+    data = make_tar([("a", b"x" * 600)], tarfile.USTAR_FORMAT)  # header, 2 blocks, end
+    assert len(data) >= 2048
+    if cut == 0:
+        with pytest.raises(TarError, match="ends inside a header"):
+            await read_all(feed(b""))
+        return
+    with pytest.raises(TarError, match="stream ends inside"):
+        await read_all(feed(data[:cut], [100]))
+
+
+async def test_garbage_and_bad_checksums_are_errors() -> None:
+    with pytest.raises(TarError, match="checksum"):
+        await read_all(feed(b"not a tar at all".ljust(1024, b"!")))
+    data = bytearray(make_tar([("a", b"x")], tarfile.USTAR_FORMAT))
+    data[0] = ord("b")  # the name changed, the checksum not
+    with pytest.raises(TarError, match="checksum"):
+        await read_all(feed(bytes(data)))
+    lone = make_tar([("a", b"x")], tarfile.USTAR_FORMAT)[:1024] + b"\0" * 512 + b"junk" * 128
+    with pytest.raises(TarError, match="single zero block"):
+        await read_all(feed(lone))
+
+
+def test_pax_records() -> None:
+    assert parse_pax(b"12 path=a/b\n11 size=42\n") == {"path": "a/b", "size": "42"}
+    for bad in (b"x path=a\n", b"99 path=a\n", b"9 path=a!", b"9 pathxa\n"):
+        with pytest.raises(TarError):
+            parse_pax(bad)
+
+
+async def test_random_members_random_chunks() -> None:
+    rng = random.Random(7)
+    members = [
+        (f"m{i}", rng.randbytes(rng.choice([0, 1, 511, 512, 513, rng.randrange(5000)])))
+        for i in range(40)
+    ]
+    data = make_tar(members)
+    sizes = [rng.randrange(1, 2000) for _ in range(50)]
+    found = await read_all(feed(data, sizes))
+    assert [(m.name, c) for m, c in found] == members
