@@ -5,33 +5,43 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 
 from support.mount import MountProc
 from support.server import ServerProc
 
 
-def test_ls_lR_lists_each_directory_at_most_once(server: ServerProc, mount_factory) -> None:
+def test_find_and_ls_lR_of_10000_files_take_at_most_3_listing_requests(
+    server: ServerProc, mount_factory
+) -> None:
+    """A walk of the whole tree costs one recursive listing (paged), not one request
+    per directory, and nothing per file; the change feed keeps it true past the
+    metadata TTL, so a second walk a while later sends nothing."""
     server.create_repo("tree")
-    dirs = [f"d{a}/e{b}" for a in range(10) for b in range(4)]
+    dirs = [f"d{a}/e{b}" for a in range(25) for b in range(8)]
     with server.client() as c:
-        ops = [
-            {"op": "write", "path": f"{d}/f{i}.txt", "content_b64": "aGk="}
-            for d in dirs
-            for i in range(50)
-        ]
-        assert len(ops) == 2000
-        c.post("/v1/repos/tree/commits", json={"operations": ops}).raise_for_status()
-    m: MountProc = mount_factory("tree", create=False, extra_args=["--metadata-ttl", "60"])
+        for part in range(2):
+            ops = [
+                {"op": "write", "path": f"{d}/f{i}.txt", "content_b64": "aGk="}
+                for d in dirs[part * 100 : (part + 1) * 100]
+                for i in range(50)
+            ]
+            c.post("/v1/repos/tree/commits", json={"operations": ops}).raise_for_status()
+    m: MountProc = mount_factory("tree", create=False)
     mark = server.mark()
+    found = subprocess.run(
+        ["find", str(m.path)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert found.count(".txt") == 10_000
+    time.sleep(6)  # past --metadata-ttl (5 s)
     out = subprocess.run(
         ["ls", "-lR", str(m.path)], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    assert out.count(".txt") == 2000
-    lines = server.requests(since=mark)
+    assert out.count(".txt") == 10_000
+    lines = [r for r in server.requests(since=mark) if not r.path.endswith("/changes")]
     tree_calls = [r for r in lines if r.path.endswith("/tree")]
-    directories = 1 + 10 + len(dirs)  # root, d*, d*/e*
-    assert len(tree_calls) <= directories, [r.path for r in lines]
-    assert all(not r.path.startswith("/v1/repos/tree/files/") for r in lines), "per-file requests"
+    assert 1 <= len(tree_calls) <= 3, [r.path for r in lines]
+    assert len(lines) == len(tree_calls), [f"{r.method} {r.path}" for r in lines]
 
 
 def test_large_file_read_and_write_keep_rss_low(server: ServerProc, mount_factory) -> None:

@@ -93,8 +93,10 @@ class MemRemote(Remote):
         symlinks=True,
     )
 
-    def __init__(self, name: str = "mem") -> None:
+    def __init__(self, name: str = "mem", *, recursive_listing: bool = True) -> None:
         self.name = name
+        if not recursive_listing:
+            self.capabilities = replace(self.capabilities, recursive_listing=False)
         self.items: dict[str, Item] = {}  # path -> item; the root "" is implicit
         self.head_no = 0
         self.requests: Counter[str] = Counter()

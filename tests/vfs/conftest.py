@@ -17,8 +17,11 @@ from support.vfsutil import MakeMount, VfsMount
 
 
 @pytest.fixture
-def mem() -> MemRemote:
-    return MemRemote()
+def mem(request: pytest.FixtureRequest) -> MemRemote:
+    # Races around one directory's listing need directories listed one at a time
+    # (else the first listing of the root brings the whole tree).
+    per_dir = request.node.get_closest_marker("per_directory_listing") is not None
+    return MemRemote(recursive_listing=not per_dir)
 
 
 @pytest.fixture

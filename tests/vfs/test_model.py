@@ -67,7 +67,8 @@ class VfsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="vfs-model-"))
-        self.remote = MemRemote()
+        # Every other example lists one directory at a time (no recursive listing).
+        self.remote = MemRemote(recursive_listing=STATS["examples"] % 2 == 0)
         self.faulty = FaultyRemote(self.remote)
         held = {"flush_delay": 3600.0, "max_flush_window": 3600.0, "metadata_ttl": 3600.0}
         self.mount = VfsMount(self.faulty, self.tmp, held)  # no nursery: no flusher task

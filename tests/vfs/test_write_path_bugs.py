@@ -195,6 +195,7 @@ async def _consistent(m: VfsMount) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.per_directory_listing
 async def test_g_file_renamed_while_a_lagging_listing_drops_it(
     make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
 ) -> None:
@@ -276,6 +277,7 @@ async def test_g_dir_renamed_while_another_client_removed_it(
         assert files == {"b/x": b"x\n"}
 
 
+@pytest.mark.per_directory_listing
 async def test_g_dir_renamed_while_detached_before_its_first_listing(
     make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
 ) -> None:

@@ -1,12 +1,14 @@
 """The adapter for repomount's own server (docs/native-api.md is its contract); the
-wire format is in native_wire.py."""
+wire format is in native_wire.py, the packing of a commit's blobs in native_pack.py."""
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,13 +26,21 @@ from repomount.remotes.base import (
     Listing,
     NotFound,
     ProtocolError,
-    RemoteError,
     RepoInfo,
     Unauthorized,
     Write,
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
-from repomount.remotes.httpremote import HttpRemote, copy_body
+from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
+from repomount.remotes.native_pack import (
+    ALONE_MIN,
+    PACK_MAX,
+    Blob,
+    pack_body,
+    pack_length,
+    plan_uploads,
+    run_limited,
+)
 from repomount.remotes.native_wire import (
     PER_OP_STATUSES,
     TreePage,
@@ -53,10 +63,15 @@ from repomount.remotes.native_wire import (
     tree_page,
     with_target,
 )
+from repomount.tarread import Member, TarError, TarReader
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
-UPLOADS_AT_ONCE = 8  # blob uploads of one commit in flight together
+INLINE_TINY = 4 * 1024  # ... but only this small when a pack of blobs goes anyway
+UPLOADS_AT_ONCE = 8  # blob uploads (packs or single blobs) of one commit in flight together
+PACKS_AT_ONCE = 4  # ... of which packs
+READ_PATHS = 500  # paths per POST /read of a bulk read
+VERSION_KEY = "repomount.version"  # the pax record of a POST /read member holding its version
 
 
 class NativeRemote(HttpRemote):
@@ -72,6 +87,9 @@ class NativeRemote(HttpRemote):
         recursive_listing=True,
         file_modes=True,
         symlinks=True,
+        # A commit of this many operations is a few MB of JSON: one commit for a `cp -r`
+        # of a few thousand files instead of several (the server takes up to 100,000).
+        max_batch_ops=5000,
     )
     scheme = "native"
     label = "{base_url}/{repo}"
@@ -83,9 +101,11 @@ class NativeRemote(HttpRemote):
         repo: str,
         *,
         token: str | None = None,
-        page_size: int = 5000,
+        page_size: int = 10_000,
         inline_max: int = INLINE_MAX,
         inline_budget: int = INLINE_BUDGET,
+        pack_max: int = PACK_MAX,
+        alone_min: int = ALONE_MIN,
         retry: RetryPolicy = DEFAULT_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -93,6 +113,10 @@ class NativeRemote(HttpRemote):
         self.page_size = page_size
         self.inline_max = inline_max
         self.inline_budget = inline_budget
+        self.pack_max = pack_max
+        self.alone_min = alone_min
+        # False once the server answered a pack with 404/405 (it predates POST /blobs)
+        self.packs = True
 
     # ------------------------------------------------------------------ reading
 
@@ -191,24 +215,66 @@ class NativeRemote(HttpRemote):
             )
         return Fetched(version, copied.size, copied.written)
 
+    async def read_many(
+        self,
+        paths: Sequence[str],
+        new_file: Callable[[], Path],
+        got: Callable[[str, Fetched, Path], None],
+        *,
+        transfers: int = 4,
+    ) -> None:
+        """Whole files through POST /read, a tar stream of up to READ_PATHS files per
+        request, `transfers` requests at a time. Each file's content is checked
+        against its version before it is delivered; symlinks and missing paths are
+        skipped."""
+        unique = list(dict.fromkeys(paths))
+        groups = [unique[i : i + READ_PATHS] for i in range(0, len(unique), READ_PATHS)]
+        jobs = [partial(self._read_group, group, new_file, got) for group in groups]
+        if jobs:
+            await run_limited(jobs, transfers)
+
+    async def _read_group(
+        self,
+        paths: list[str],
+        new_file: Callable[[], Path],
+        got: Callable[[str, Fetched, Path], None],
+    ) -> None:
+        url = f"{self._root}/read"
+        wanted = set(paths)
+        # A read changes nothing: safe to send again.
+        async with self._http.stream("POST", url, json={"paths": paths}, idempotent=True) as r:
+            reader = TarReader(r.aiter_bytes(CHUNK))
+            try:
+                while (member := await reader.next()) is not None:
+                    version = member.pax.get(VERSION_KEY)
+                    if not member.is_file or version is None:
+                        continue  # a symlink, or the closing list of MISSING paths
+                    if member.name not in wanted:
+                        raise ProtocolError(f"POST {url}: sent {member.name!r}, not asked for")
+                    dest = new_file()
+                    fetched = await _receive(reader, member, version, dest)
+                    got(member.name, fetched, dest)
+            except TarError as exc:
+                raise ProtocolError(f"POST {url}: {exc}") from exc
+
     # ------------------------------------------------------------------ writing
 
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         if not changes:
             return ApplyResult(head=base, outcomes=[])
-        inline = inline_writes(changes, self.inline_max, self.inline_budget)
+        inline = self._inline(changes)
         # One worker-thread call reads them all (not one per file).
         contents = await trio.to_thread.run_sync(
             lambda: {i: source.read_bytes() for i, source in inline.items()}
         )
-        # The others' blobs first: each distinct content once, several at a time (at WAN
-        # latency one at a time costs a round trip per file).
+        # The others' blobs first: each distinct content once, in packs (big files on
+        # their own), several requests at a time.
         blobs = {
-            c.sha256: c.source
+            c.sha256: Blob(c.sha256, c.source, c.size)
             for i, c in enumerate(changes)
             if isinstance(c, Write) and i not in contents
         }
-        await self._upload_blobs(blobs)
+        await self._upload_blobs(list(blobs.values()))
         ops = [operation(c, inline=contents.get(i)) for i, c in enumerate(changes)]
         key = batch_key(self.repo, changes)
         body = commit_body(ops, author=_author(), base=base, key=key)
@@ -229,38 +295,68 @@ class NativeRemote(HttpRemote):
         outcomes = refused(error, details, count)
         return ApplyResult(head=response.headers.get("X-Repo-Head"), outcomes=outcomes)
 
-    async def _upload_blobs(self, blobs: dict[str, Path]) -> None:
-        """Upload these (sha256 -> file), UPLOADS_AT_ONCE at a time; the first failure
-        stops the rest and is raised as itself (not inside an exception group)."""
-        if len(blobs) <= 1:
-            for sha256, source in blobs.items():
-                await self._upload_blob(source, sha256)
+    def _inline(self, changes: Sequence[Change]) -> dict[int, Path]:
+        """The writes (by index) that travel inside the commit as base64. When other
+        blobs go in a pack anyway, moving a file into that pack costs no request, so
+        only tiny ones (cheaper as base64 than as a tar member) stay inline."""
+        inline = inline_writes(changes, self.inline_max, self.inline_budget)
+        if self.packs and any(
+            isinstance(c, Write) and i not in inline and c.size <= self.alone_min
+            for i, c in enumerate(changes)
+        ):
+            tiny = min(self.inline_max, INLINE_TINY)
+            inline = inline_writes(changes, tiny, self.inline_budget)
+        return inline
+
+    async def _upload_blobs(self, blobs: Sequence[Blob]) -> None:
+        """Upload these: big ones alone, the rest in packs, UPLOADS_AT_ONCE requests
+        (PACKS_AT_ONCE packs) at a time; the first failure stops the rest and is raised
+        as itself (not inside an exception group)."""
+        if not blobs:
             return
-        limit = trio.Semaphore(UPLOADS_AT_ONCE)
-        failed: list[RemoteError] = []
-        async with trio.open_nursery() as nursery:
+        if not self.packs:
+            await self._upload_singly(blobs)
+            return
+        alone, packs = plan_uploads(blobs, pack_max=self.pack_max, alone_min=self.alone_min)
+        pack_slots = trio.Semaphore(PACKS_AT_ONCE)
 
-            async def one(sha256: str, source: Path) -> None:
-                async with limit:
-                    try:
-                        await self._upload_blob(source, sha256)
-                    except RemoteError as e:
-                        failed.append(e)
-                        nursery.cancel_scope.cancel()
+        async def one_pack(pack: list[Blob]) -> None:
+            async with pack_slots:
+                await self._upload_pack(pack)
 
-            for sha256, source in blobs.items():
-                nursery.start_soon(one, sha256, source)
-        if failed:
-            raise failed[0]
+        jobs = [partial(self._upload_blob, b) for b in alone]
+        jobs += [partial(one_pack, p) for p in packs]
+        await run_limited(jobs, UPLOADS_AT_ONCE)
 
-    async def _upload_blob(self, source: Path, sha256: str) -> None:
+    async def _upload_singly(self, blobs: Sequence[Blob]) -> None:
+        await run_limited([partial(self._upload_blob, b) for b in blobs], UPLOADS_AT_ONCE)
+
+    async def _upload_pack(self, pack: list[Blob]) -> None:
+        """One POST /blobs with these blobs as a streamed tar; a retry re-reads the
+        files. A server without the route (404/405), or one whose pack limit is
+        smaller than this pack (413), gets them one by one instead."""
+        response = await self._http.request(
+            "POST",
+            f"{self._root}/blobs",
+            headers={"Content-Type": "application/x-tar", "Content-Length": str(pack_length(pack))},
+            content=pack_body(pack),
+            idempotent=True,  # each member is named by its content: storing twice is harmless
+            ok=(404, 405, 413),
+        )
+        if response.status_code == 200:
+            return
+        await self._upload_singly(pack)  # an unknown repo is 404 here too, and raised
+        if response.status_code != 413:
+            self.packs = False  # the single uploads worked: the server has no packs
+
+    async def _upload_blob(self, blob: Blob) -> None:
         """Stream a large file to the content-addressed blob store; a retry re-reads it."""
-        size = (await trio.Path(source).stat()).st_size
+        size = (await trio.Path(blob.source).stat()).st_size
         await self._http.request(
             "PUT",
-            f"{self._root}/blobs/{sha256}",
+            f"{self._root}/blobs/{blob.sha256}",
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            content=file_chunks(source),
+            content=file_chunks(blob.source),
             idempotent=True,  # the URL names the content: storing it twice is harmless
         )
 
@@ -277,6 +373,26 @@ class NativeRemote(HttpRemote):
 
     def _file_url(self, path: str) -> str:
         return self._path_url("files", path)
+
+
+async def _receive(reader: TarReader, member: Member, version: str, dest: Path) -> Fetched:
+    """The member's content into `dest`, checked against its version; on any failure
+    `dest` is removed and nothing is delivered."""
+    digest = hashlib.sha256()
+    try:
+        with dest.open("wb") as out:
+            async for chunk in reader.chunks(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != version:
+            raise ProtocolError(
+                f"content of {member.name!r} does not match its version: "
+                f"got sha256 {digest.hexdigest()}, the server says {version}"
+            )
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return Fetched(version, member.size, member.size)
 
 
 def _author() -> str:

@@ -42,6 +42,9 @@ class Listings(VfsState):
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
         self.held_back: set[int] = set()  # open files a listing left at their version
         self.adopting: set[int] = set()  # files taking the remote's version (conflict)
+        # The change feed is being followed: it re-lists what changes elsewhere, so a
+        # loaded listing stays true past the metadata TTL (set by the watcher).
+        self.feed_live = False
 
     # ------------------------------------------------------------------ generations
 
@@ -93,7 +96,10 @@ class Listings(VfsState):
 
     def _trusted(self, d: Node) -> bool:
         return d.children is not None and (
-            d.ino in self.fresh or not self.health.online or self.authoritative(d)
+            d.ino in self.fresh
+            or (self.feed_live and self.health.online)
+            or not self.health.online
+            or self.authoritative(d)
         )
 
     async def listed(self, d: Node) -> dict[str, Node]:
@@ -120,10 +126,14 @@ class Listings(VfsState):
             return d.children
         raise NeedListing(d)
 
-    async def refresh(self, d: Node) -> None:
+    async def refresh(self, d: Node, *, recursive: bool = False) -> None:
+        # A directory never listed (or forgotten by the sweep) is listed with all that
+        # is below it where the remote can do that in one paged request: a walk of the
+        # tree (find, ls -lR, an indexer) then costs one listing, not one per directory.
+        recursive = self.remote.capabilities.recursive_listing and (recursive or d.children is None)
         started = self.generation
         try:
-            listing = await self.remote.list_tree(d.path)
+            listing = await self.remote.list_tree(d.path, recursive=recursive)
         except NotFound:
             if d.children is not None:
                 return
@@ -141,10 +151,25 @@ class Listings(VfsState):
             return  # older than what we merged already (a lagging replica)
         self.head = listing.head or self.head
         async with self.ns_lock:
-            if d.attached:
+            if not d.attached:
+                pass
+            elif listing.recursive:
+                self._merge_tree(d, listing.entries, stamp)
+            else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
         self.fresh[d.ino] = True
+
+    async def refresh_tree(self) -> None:
+        """Re-list the whole loaded tree: one recursive listing where the remote can
+        (a poll of a remote without a change feed), else directory by directory."""
+        root = self.inodes.root
+        if not self.remote.capabilities.recursive_listing:
+            await self.refresh_dirs(self.loaded_dirs())
+        elif root.children is not None:
+            self.fresh.pop(root.ino, None)
+            async with self.dir_lock(root.ino):
+                await self.refresh(root, recursive=True)
 
     async def refresh_dirs(self, dir_paths: Sequence[str]) -> None:
         """Re-list these directories now, where loaded (remote changes seen by the
@@ -251,7 +276,59 @@ class Listings(VfsState):
 
     # ------------------------------------------------------------------ merging
 
-    def _merge_listing(self, d: Node, entries: Sequence[Entry], stamp: int) -> None:
+    def _merge_tree(self, top: Node, entries: Sequence[Entry], stamp: int) -> None:
+        """Merge a recursive listing of `top`: each directory's part as its own listing,
+        parents first. Directories not loaded before are loaded where the walk reaches
+        them through a first listing (the whole answer is at hand); a loaded one is
+        refreshed; one forgotten by the sweep stays forgotten (listed when next used)."""
+        prefix = f"{top.path}/" if top.path else ""
+        inside = [e for e in entries if e.path.startswith(prefix) and e.path != top.path]
+        if len(inside) < len(entries):
+            log.warning(
+                "skipped %d remote entries not below %r", len(entries) - len(inside), top.path
+            )
+        below: dict[str, list[Entry]] = {top.path: []}
+        below.update((e.path, []) for e in inside if e.kind == "dir")
+        for e in inside:
+            parent = paths.parent_of(e.path)
+            if parent in below:
+                below[parent].append(e)
+            else:
+                self._imply_dir(below, parent, e)
+        load_all = top.children is None
+        queue = [top]
+        while queue:
+            d = queue.pop()
+            if stamp < self._listed_gen.get(d.ino, -1):
+                continue  # a newer listing of it was merged already
+            if not self._merge_listing(d, below.get(d.path, []), stamp):
+                continue  # our own pending changes decide what it holds
+            self._listed_gen[d.ino] = stamp
+            self.fresh[d.ino] = True
+            assert d.children is not None
+            queue.extend(
+                c
+                for c in d.children.values()
+                if c.is_dir
+                and c.path in below
+                and (load_all or c.children is not None)
+                and not self.busy(c)
+            )
+
+    @staticmethod
+    def _imply_dir(below: dict[str, list[Entry]], path: str, entry: Entry) -> None:
+        """A remote without directory entries implies them by what is below them."""
+        below[path] = [entry]
+        while True:
+            parent = paths.parent_of(path)
+            implied = Entry(path=path, kind="dir")
+            if parent in below:
+                below[parent].append(implied)
+                return
+            below[parent] = [implied]
+            path = parent
+
+    def _merge_listing(self, d: Node, entries: Sequence[Entry], stamp: int) -> bool:
         first_time = d.children is None
         if d.children is None:
             d.children = {}
@@ -259,7 +336,7 @@ class Listings(VfsState):
             # The directory itself moved or changed under this answer, or a pending
             # change of ours (a mkdir, a rename onto or away from its name) decides
             # what it holds: the remote's listing of the name is of another directory.
-            return
+            return False
         seen: set[str] = set()
         for e in entries:
             name = e.name
@@ -316,7 +393,11 @@ class Listings(VfsState):
             self.attrs.lay_over(node)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
-        if first_time and any(c.is_dir for c in d.children.values()):
+        if (
+            first_time
+            and (d.lookups or d.parent is None)
+            and any(c.is_dir for c in d.children.values())
+        ):
             self.invalidator.inode(d.ino, attr_only=True)  # its nlink is known now
         for name, node in list(d.children.items()):
             if name in seen or self.busy(node):
@@ -326,6 +407,7 @@ class Listings(VfsState):
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
+        return True
 
     def busy(self, node: Node) -> bool:
         """Local state the remote has not seen must not be replaced by a listing; nor

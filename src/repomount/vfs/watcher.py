@@ -7,7 +7,7 @@ queues kernel invalidations (never sent from inside a request handler).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 import trio
 
@@ -33,14 +33,18 @@ async def watch(vfs: Vfs, poll_interval: float, *, use_feed: bool = True) -> Non
 async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
     since = vfs.head
     while True:
+        # While a poll from a known position is open, any change after it answers at
+        # once, so loaded listings stay true (until the feed fails or says otherwise).
+        vfs.feed_live = since is not None
         try:
             batch = await vfs.remote.changes(since, wait=FEED_WAIT)
         except Gone:
             log.info("change feed position too old: refreshing every loaded directory")
-            since = None
-            await _refresh(vfs, vfs.loaded_dirs())
+            vfs.feed_live, since = False, None
+            await _guarded(vfs, vfs.refresh_tree())
             continue
         except RemoteError as e:
+            vfs.feed_live = False
             vfs.health.failed(e)
             await trio.sleep(retry_interval)
             continue
@@ -55,18 +59,23 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         # A directory that changed itself (mkdir, rename) is re-listed too.
         dirs |= {c.path for c in news if c.op != "write"}
         if dirs:
+            vfs.feed_live = False  # (until these are re-listed)
             await _refresh(vfs, sorted(dirs))
 
 
 async def _poll(vfs: Vfs, interval: float) -> None:
     while True:
         await trio.sleep(interval)
-        await _refresh(vfs, vfs.loaded_dirs())
+        await _guarded(vfs, vfs.refresh_tree())  # one recursive listing where possible
 
 
 async def _refresh(vfs: Vfs, dirs: Iterable[str]) -> None:
+    await _guarded(vfs, vfs.refresh_dirs(list(dirs)))
+
+
+async def _guarded(vfs: Vfs, refreshing: Awaitable[None]) -> None:
     try:
-        await vfs.refresh_dirs(list(dirs))
+        await refreshing
     except RemoteError as e:
         vfs.health.failed(e)
     except Exception:
