@@ -62,7 +62,9 @@ class VfsMount:
             with trio.CancelScope() as scope:
                 self._scope = scope
                 task_status.started()
-                await self.vfs.flusher.run()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.vfs.prefetch.run)
+                    await self.vfs.flusher.run()
         finally:
             self._stopped.set()
 

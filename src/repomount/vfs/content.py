@@ -52,6 +52,10 @@ class ContentCache:
         self._lru.move_to_end(p)
         return p
 
+    def has(self, path: str, version: str) -> bool:
+        """Whether (path, version) is cached, without counting it as a use."""
+        return self.cached_path(path, version) in self._lru
+
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
 

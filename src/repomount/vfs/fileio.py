@@ -9,6 +9,7 @@ starts from that pending content, exactly as on a local disk.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
@@ -19,7 +20,10 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
 from repomount.vfs.namespace import Namespace
 from repomount.vfs.nodes import Node
+from repomount.vfs.prefetch import SMALL_FILE, WALK_FILES, Candidate
 from repomount.vfs.state import Handle, local_only
+
+log = logging.getLogger(__name__)
 
 
 class FileIO(Namespace):
@@ -40,6 +44,14 @@ class FileIO(Namespace):
         for attempt in range(3):
             where = node.fetch_path or node.path
             if node.version is not None:
+                cached = self.cache.lookup(where, node.version)
+                if cached is not None:
+                    try:
+                        return os.open(cached, os.O_RDONLY)
+                    except FileNotFoundError:
+                        pass  # evicted just now
+            if node.version is not None:
+                await self._read_ahead(node, where, node.version)
                 cached = self.cache.lookup(where, node.version)
                 if cached is not None:
                     try:
@@ -78,6 +90,52 @@ class FileIO(Namespace):
         if node.version is None or self.cache.commit(tmp, where, node.version) is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return fd
+
+    async def _read_ahead(self, node: Node, where: str, version: str) -> None:
+        """A cold open: when it is part of a tree walk, queue the walk's small files
+        for bulk reads (prefetch.py); wait for this file if its bulk read is in flight."""
+        if self.prefetch.cold_open():
+            root = self._walk_root(node)
+            walking = root is not None and self.prefetch.walked_recently(root.ino)
+            if root is not None and not (walking and self.prefetch.busy()):
+                queued = self.prefetch.queue(root.ino, self._walk_files(root))
+                log.debug("reading ahead %d file(s) below %r", queued, root.path)
+        await self.prefetch.wait(where, version)
+
+    def _walk_root(self, node: Node) -> Node | None:
+        """The highest directory of the unbroken chain of just-read directories above
+        `node` (None when its own directory was not just read: not a walk)."""
+        d = node.parent
+        if d is None or not self.prefetch.recently_read(d.ino):
+            return None
+        while d.parent is not None and self.prefetch.recently_read(d.parent.ino):
+            d = d.parent
+        return d
+
+    def _walk_files(self, root: Node) -> list[Candidate]:
+        """Small clean files below `root` not cached yet, in the order a walker meets
+        them (sorted names, depth first), within the read-ahead budget."""
+        out: list[Candidate] = []
+        budget = self.prefetch.walk_budget()
+        stack = [iter(sorted((root.children or {}).items()))]
+        while stack and budget > 0 and len(out) < WALK_FILES:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            n = entry[1]
+            if n.is_dir:
+                stack.append(iter(sorted((n.children or {}).items())))
+            elif (
+                n.kind == "file"
+                and n.version is not None
+                and 0 < n.size <= SMALL_FILE
+                and not self.busy(n)
+                and not self.cache.has(n.fetch_path or n.path, n.version)
+            ):
+                out.append(Candidate(n.fetch_path or n.path, n.version, n.size))
+                budget -= n.size
+        return out
 
     async def content_to_new_blob(self, node: Node) -> str:
         """A new journal blob holding the node's current content (copied from a

@@ -88,6 +88,7 @@ class Namespace(Listings):
     async def opendir(self, ino: int) -> int:
         node = self.node(ino)
         children = await self.listed(node)
+        self.prefetch.dir_read(ino)
         fh = self.new_fh()
         self.dirs[fh] = DirHandle(node, sorted(children))
         return fh
