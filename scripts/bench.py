@@ -1,157 +1,227 @@
-"""repomount benchmark: small-file copy, large-file read/write, listing, memory.
+"""repomount benchmark: the workloads of /work/shared/bench (W1, R1, R2, M1, E1, L1) and a
+scale run, on loopback and behind an emulated round-trip time, with the server's request
+counts per workload and the mount daemon's peak RSS.
 
-Prints one line per figure. Runs a server and mounts in temporary directories on this
-machine (loopback only) and cleans up after itself.
+    scripts/bench                        # loopback, every workload
+    scripts/bench --rtt 0,20             # loopback, then 20 ms RTT
+    scripts/bench --only W1,E1 --rtt 20
+    scripts/bench --scale 100000 --only SCALE
+
+Each network setting gets its own server (`repomount serve`, a fresh store, a random
+token) and prints one table. `--rtt MS` puts scripts/delayproxy.py between the mounts (and
+curl) and the server: a delay line adding MS/2 ms each way (this kernel has no netem).
+Results, logs and the cached data set go under /tmp/bench-repomount (`--out`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
+import platform
+import secrets
+import shutil
+import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.mount import MountProc
-from support.server import ServerProc
+from benchlib import api, data, large, procs, report, small
+from benchlib.context import Ctx, Setting
 
-
-def figure(name: str, value: float, unit: str) -> None:
-    print(f"{name:<44} {value:>10.2f} {unit}", flush=True)
+WORKLOADS = ("W1", "R1", "R2", "M1", "E1", "L1", "SCALE")
 
 
-def bench(work: Path, files: int, big_mb: int) -> None:
-    server = ServerProc(work / "server")
-    server.start()
-    mounts: list[MountProc] = []
+def netem_status() -> str:
+    """Whether tc's netem qdisc works here, tried on the loopback of a throwaway namespace."""
+    ns = f"repomount-bench-probe-{os.getpid()}"
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "no ip/tc"
+    add = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True, check=False)
+    if add.returncode != 0:
+        return f"no network namespace: {add.stderr.strip()}"
     try:
-        server.create_repo("bench")
-
-        def mount(name: str) -> MountProc:
-            m = MountProc(f"{server.url}/bench", work / f"mnt-{name}", work_dir=work / name,
-                          token=server.token, repo="bench")  # fmt: skip
-            m.start()
-            mounts.append(m)
-            return m
-
-        m = mount("a")
-        src = work / "src"
-        for i in range(files):
-            p = src / f"d{i % 20}" / f"f{i}.txt"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(f"file {i}\n".encode() * 20)
-        mark = server.mark()
-        t0 = time.monotonic()
-        subprocess.run(["cp", "-r", str(src), str(m.path / "tree")], check=True)
-        t_cp = time.monotonic() - t0
-        m.sync(timeout=600)
-        t_sync = time.monotonic() - t0
-        writes = [r for r in server.requests(since=mark) if r.method in ("PUT", "POST", "DELETE")]
-        figure(f"cp -r {files} small files (close returns)", t_cp, "s")
-        figure(f"cp -r {files} small files, until on the server", t_sync, "s")
-        figure("  files per second, end to end", files / t_sync, "files/s")
-        figure("  write requests per 100 files", 100 * len(writes) / files, "requests")
-
-        size = big_mb << 20
-        block = hashlib.sha256(b"bench").digest() * (1 << 15)
-        t0 = time.monotonic()
-        with (m.path / "big.bin").open("wb") as f:
-            for _ in range(size // len(block)):
-                f.write(block)
-        t_w = time.monotonic() - t0
-        m.sync(timeout=600)
-        t_ws = time.monotonic() - t0
-        figure(f"write {big_mb} MiB (close returns)", big_mb / t_w, "MiB/s")
-        figure(f"write {big_mb} MiB, until on the server", big_mb / t_ws, "MiB/s")
-
-        m2 = mount("b")  # a cold cache
-        t0 = time.monotonic()
-        subprocess.run(["ls", "-lR", str(m2.path / "tree")], check=True, capture_output=True)
-        figure(f"ls -lR of {files} files, cold", time.monotonic() - t0, "s")
-        for label in ("cold", "warm"):
-            t0 = time.monotonic()
-            with (m2.path / "big.bin").open("rb") as f:
-                while f.read(1 << 20):
-                    pass
-            figure(f"read {big_mb} MiB, {label}", big_mb / (time.monotonic() - t0), "MiB/s")
-        hold = ["--flush-delay", "3600", "--max-flush-window", "3600"]  # until `sync`
-        held = MountProc(f"{server.url}/bench", work / "mnt-held", work_dir=work / "held",
-                         token=server.token, repo="bench", extra_args=hold)  # fmt: skip
-        held.start()
-        mounts.append(held)
-        settle_stat_latency(held, 10_000)
-        fsync_latency(m, 200)
-        for mp, label in ((m, "writer"), (m2, "reader")):
-            figure(f"peak RSS of the mount ({label})", mp.rss_peak_kib() / 1024, "MiB")
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "netem",
+            "delay",
+            "1ms",
+        ]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        return "works" if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
     finally:
-        for mp in mounts:
-            mp.stop()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, Callable[[Ctx], None]]]:
+    only = set(args.only)
+    steps: list[tuple[str, Callable[[Ctx], None]]] = []
+    if "W1" in only:
+        steps.append(("W1", small.w1))
+    if only & {"R1", "R2"}:
+        steps.append(("R1", small.r1_r2))
+    if "M1" in only:
+        steps.append(("M1", small.m1))
+    if "E1" in only:
+        steps.append(("E1", small.e1))
+    if "L1" in only:
+        steps.append(("L1", large.l1))
+    if args.scale and "SCALE" in only:
+        steps.append(("SCALE", lambda ctx: large.scale(ctx, args.scale)))
+    return steps
+
+
+def run_setting(args: argparse.Namespace, rtt: float, run_dir: Path, tree: data.Tree) -> Setting:
+    work = run_dir / f"rtt{rtt:g}"
+    work.mkdir(parents=True)
+    token = secrets.token_hex(16)
+    server = procs.Server(work / "server-data", token)
+    proxy: procs.DelayProxy | None = None
+    setting = Setting(rtt, "loopback")
+    ctx: Ctx | None = None
+    t0 = time.monotonic()
+    try:
+        server.start()
+        link = server.url
+        if rtt > 0:
+            netem = netem_status()
+            proxy = procs.DelayProxy(server.port, rtt, work / "delayproxy.log")
+            proxy.start()
+            link = f"http://127.0.0.1:{proxy.port}"
+            setting.method = "delayproxy"
+            setting.notes.append(
+                f"netem: {netem}; the delay is scripts/delayproxy.py "
+                f"({rtt / 2:g} ms each way, per chunk, in order)"
+            )
+        procs.log(f"setting: {setting.label}; server {server.url}, mounts and curl use {link}")
+        setting.probe = api.probe_rtt(link, token)
+        procs.log(f"RTT probe: {setting.probe}")
+        ctx = Ctx(args, work, Path(args.out) / "data", tree, server, link, setting)
+        printed = 0
+        for name, step in plan(args):
+            procs.log(f"--- {name} ({setting.label})")
+            try:
+                step(ctx)
+            except Exception as e:  # one workload failing must not lose the others' figures
+                ctx.fail(name, f"{type(e).__name__}: {e}")
+                ctx.unmount_all()
+            for r in setting.results[printed:]:
+                print(report.row(r), flush=True)
+            printed = len(setting.results)
+        setting.probe_end = api.probe_rtt(link, token)
+        if proxy is not None and proxy.proc is not None:
+            cpu = procs.cpu_seconds(proxy.proc.pid)
+            setting.notes.append(f"the delay proxy used {cpu:.1f} s of CPU")
+    finally:
+        if ctx is not None:
+            ctx.close()
+        if proxy is not None:
+            proxy.stop()
         server.stop()
+        setting.seconds = time.monotonic() - t0
+        if not args.keep:
+            cleanup(work)
+    return setting
 
 
-def settle_stat_latency(m: MountProc, count: int) -> None:
-    """`count` files written and closed on a mount that holds its changes, then `stat`
-    (of a file, and of the busy directory) timed every 10 ms while `sync` settles them
-    all: the journal, coalescer and flusher must not stall requests."""
-    d = m.path / "settle"
-    d.mkdir()
-    t0 = time.monotonic()
-    for i in range(count):
-        (d / f"s{i}").write_bytes(b"x")
-    figure(f"write+close {count} files (held)", time.monotonic() - t0, "s")
-    probe = m.path / "big.bin"
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for target in (probe, d):
-                t = time.monotonic()
-                os.stat(target)
-                samples.append(time.monotonic() - t)
-            time.sleep(0.01)
-
-    th = threading.Thread(target=sample)
-    th.start()
-    t0 = time.monotonic()
-    m.sync(timeout=900)
-    done.set()
-    th.join()
-    figure(f"  until {count} changes are on the server", time.monotonic() - t0, "s")
-    samples.sort()
-    figure("  stat while they settle, median", 1000 * samples[len(samples) // 2], "ms")
-    figure("  stat while they settle, max", 1000 * samples[-1], "ms")
+def cleanup(work: Path) -> None:
+    """The store and the mounts' caches go; logs stay. Mount points are only rmdir'ed."""
+    for name in ("server-data", "mounts"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    mnt = work / "mnt"
+    if mnt.is_dir():
+        for d in mnt.iterdir():
+            if not procs.is_mounted(d):
+                try:
+                    d.rmdir()
+                except OSError as e:
+                    procs.log(f"left {d}: {e}")
 
 
-def fsync_latency(m: MountProc, rounds: int) -> None:
-    """E1: open, write 1 KiB, fsync (until the server has it), close; one file."""
-    path = m.path / "e1.txt"
-    times = []
-    for i in range(rounds):
-        t = time.monotonic()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, bytes([65 + i % 26]) * 1024)
-        os.fsync(fd)
-        os.close(fd)
-        times.append(time.monotonic() - t)
-    times.sort()
-    figure("write 1 KiB + fsync + close, median", 1000 * times[len(times) // 2], "ms")
+def describe(args: argparse.Namespace, tree: data.Tree) -> dict[str, object]:
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=procs.ROOT, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    return {
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty_files_in_src": len(git("status", "--porcelain", "src").splitlines()),
+        "machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
+        "python": sys.version.split()[0],
+        "data": tree.describe(),
+        "options": {k: v for k, v in vars(args).items()},
+    }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--files", type=int, default=2000)
-    ap.add_argument("--big-mb", type=int, default=200)
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="repomount-bench-") as tmp:
-        bench(Path(tmp), args.files, args.big_mb)
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--files", type=int, default=2000, help="W1 tree: at least this many files")
+    ap.add_argument("--big-mb", type=int, default=256, help="L1 file size, MiB")
+    ap.add_argument("--rtt", default="0", help="round-trip times in ms, e.g. 0,20 (0 = loopback)")
+    ap.add_argument("--only", help="workloads, e.g. W1,E1 (default: all; SCALE with --scale)")
+    ap.add_argument("--scale", type=int, default=0, metavar="N", help="also the N-file scale run")
+    ap.add_argument("--e1-rounds", type=int, default=200)
+    ap.add_argument(
+        "--mount-opt",
+        action="append",
+        metavar="ARG",
+        help="an extra argument for `repomount mount` (repeatable)",
+    )
+    ap.add_argument("--out", default="/tmp/bench-repomount", help="results, logs, data set")
+    ap.add_argument("--keep", action="store_true", help="keep the server stores and caches")
+    args = ap.parse_args(argv)
+    args.rtt = [float(x) for x in args.rtt.split(",") if x.strip()]
+    only = args.only or ",".join(WORKLOADS)
+    args.only = [w.strip().upper() for w in only.split(",") if w.strip()]
+    bad = set(args.only) - set(WORKLOADS)
+    if bad:
+        ap.error(f"unknown workloads {sorted(bad)}; known: {','.join(WORKLOADS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if os.geteuid() != 0:
+        procs.log("not root: caches cannot be dropped, so 'cold' reads may be warm")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    out = Path(args.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = out / f"run-{stamp}"
+    tree = data.w1_tree(out / "data", args.files)
+    procs.log(f"W1 data: {tree.describe()}")
+    settings: list[Setting] = []
+    try:
+        for rtt in args.rtt:
+            settings.append(run_setting(args, rtt, run_dir, tree))
+    finally:
+        procs.stop_all()
+        if settings:
+            paths = report.write(out, stamp, describe(args, tree), settings)
+            print()
+            print((out / f"results-{stamp}.txt").read_text())
+            print("written: " + ", ".join(map(str, paths)) + f"; logs in {run_dir}")
+    return 0 if all(r.value is not None for s in settings for r in s.results) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
