@@ -64,6 +64,7 @@ class VfsMount:
                 task_status.started()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.vfs.prefetch.run)
+                    nursery.start_soon(self.vfs.streams.run)
                     await self.vfs.flusher.run()
         finally:
             self._stopped.set()

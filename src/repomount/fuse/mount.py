@@ -111,6 +111,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
             nursery.start_soon(vfs.flusher.run)
             nursery.start_soon(vfs.sweep_forever)
             nursery.start_soon(vfs.prefetch.run)
+            nursery.start_soon(vfs.streams.run)
             nursery.start_soon(
                 partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
             )

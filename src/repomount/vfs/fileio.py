@@ -20,6 +20,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
 from repomount.vfs.namespace import Namespace
 from repomount.vfs.nodes import Node
+from repomount.vfs.partial import LARGE_FILE
 from repomount.vfs.prefetch import SMALL_FILE, WALK_FILES, Candidate
 from repomount.vfs.state import Handle, local_only
 
@@ -33,6 +34,8 @@ class FileIO(Namespace):
         """A read-only descriptor of the node's current closed content."""
         f = self.files.get(node.ino)
         if f is not None:
+            if f.partial is not None:  # a copy is made of it: all of it, then
+                await f.partial.finished()
             return os.dup(f.fd)
         fd = self.overlay.open_pending(node.ino)
         if fd is not None:
@@ -78,6 +81,9 @@ class FileIO(Namespace):
         self.health.ok()
         # Local content that appeared meanwhile wins over the download.
         f = self.files.get(node.ino)
+        if f is not None and f.partial is not None:
+            await f.partial.finished()
+            f = self.files.get(node.ino)
         newer = os.dup(f.fd) if f is not None else self.overlay.open_pending(node.ino)
         if newer is not None:
             tmp.unlink(missing_ok=True)
@@ -157,16 +163,36 @@ class FileIO(Namespace):
             os.close(fd)
 
     async def _open_file(self, node: Node) -> OpenFile:
-        """The inode's OpenFile, made from its current content if it has none."""
+        """The inode's OpenFile, made from its current content if it has none: a large
+        remote file not cached yet is read while it arrives (partial.py)."""
         f = self.files.get(node.ino)
         if f is None:
-            fd = await self.open_content(node)
+            partial = None
+            where = node.fetch_path or node.path
+            if self._streamable(node, where):
+                assert node.version is not None
+                fd, partial = self.streams.open(where, node.version, node.size)
+            else:
+                fd = await self.open_content(node)
             f = self.files.get(node.ino)
             if f is not None:  # another handle got there first
                 os.close(fd)
+                if partial is not None:
+                    partial.release()
             else:
-                f = self.files.set_content(node.ino, fd)
+                f = self.files.set_content(node.ino, fd, partial)
         return f
+
+    def _streamable(self, node: Node, where: str) -> bool:
+        return (
+            node.size >= LARGE_FILE
+            and node.version is not None
+            and self.remote.capabilities.ranged_read
+            and self.streams.running
+            and self.overlay.pending_blob(node.ino) is None
+            and not (local_only(node) or node.local)
+            and not self.cache.has(where, node.version)
+        )
 
     async def _spool(self, node: Node, *, truncate: bool = False) -> OpenFile:
         """The node's writable working copy; made on first write (or after a close froze
@@ -178,6 +204,8 @@ class FileIO(Namespace):
             return f
         src: int | None = None
         if not truncate:
+            if f is not None and f.partial is not None:
+                await f.partial.finished()  # the copy needs every byte
             src = os.dup(f.fd) if f is not None else await self.open_content(node)
         try:
             path, fd = await trio.to_thread.run_sync(self.files.new_spool_from, src)
@@ -233,6 +261,8 @@ class FileIO(Namespace):
         f = self.files.get(h.node.ino)
         if f is None:  # (cannot happen while the handle is open)
             raise FsError(errno.EBADF)
+        if f.partial is not None and not f.partial.complete:
+            await f.partial.ready(off, size)
         return await _pread(f.fd, size, off)
 
     async def write(self, fh: int, off: int, data: bytes) -> int:

@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from repomount.vfs.partial import Partial
+
 COPY_CHUNK = 1 << 20
 
 
@@ -44,6 +46,9 @@ class OpenFile:
     fd: int  # the current content, for every handle of the inode
     path: Path | None = None  # the spool's file, while it is ours (not frozen)
     dirty: bool = False  # written since the last freeze
+    # Content still arriving (a large file read while it downloads): reads wait for
+    # their bytes, copies for all of them.
+    partial: Partial | None = None
 
     @property
     def writable(self) -> bool:
@@ -72,10 +77,10 @@ class Files:
     def dirty_inos(self) -> list[int]:
         return [ino for ino, f in self._open.items() if f.dirty]
 
-    def set_content(self, ino: int, fd: int) -> OpenFile:
+    def set_content(self, ino: int, fd: int, partial: Partial | None = None) -> OpenFile:
         """Read-only content for an inode opened without writing."""
         assert ino not in self._open
-        f = self._open[ino] = OpenFile(fd)
+        f = self._open[ino] = OpenFile(fd, partial=partial)
         return f
 
     def new_spool_from(self, src_fd: int | None) -> tuple[Path, int]:
@@ -116,6 +121,9 @@ class Files:
             self._drop_file(f)
 
     def _drop_file(self, f: OpenFile) -> None:
+        if f.partial is not None:
+            f.partial.release()
+            f.partial = None
         os.close(f.fd)
         if f.path is not None:
             f.path.unlink(missing_ok=True)

@@ -43,6 +43,7 @@ from repomount.vfs.health import Health
 from repomount.vfs.nodes import InodeTable, Node, child_path
 from repomount.vfs.outcomes import FlushConfig, FlushHooks
 from repomount.vfs.overlay import Overlay
+from repomount.vfs.partial import Streams
 from repomount.vfs.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class VfsState:
             self.health,
         )
         self.prefetch = Prefetcher(remote, self.cache, self.health, config.transfers)
+        self.streams = Streams(remote, self.cache, self.health)
         self.head: str | None = None
         # ino of each directory whose listing is fresh; expiry = --metadata-ttl
         self.fresh: cachetools.TTLCache[int, bool] = cachetools.TTLCache(

@@ -1,0 +1,121 @@
+"""Large files are read while they arrive (vfs/partial.py): the first byte does not
+wait for the whole file, a seek starts a stream where it lands, writing waits for every
+byte, and a complete file becomes a cache entry."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import BinaryIO
+
+import trio
+
+from repomount.remotes.base import Fetched
+from support.memremote import MemRemote
+from support.util import wait_until_async
+from support.vfsutil import MakeMount, close, open_path, read_all
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+def content() -> bytes:
+    block = hashlib.sha256(b"big").digest() * (MiB // 32)
+    return b"".join(bytes([i]) + block[1:] for i in range(SIZE // MiB))
+
+
+class Throttled(MemRemote):
+    """Streams in 1 MiB pieces; a read from offset 0 stops after `before_gate` bytes
+    until `gate` is set, so a test can look while the file is still arriving."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.before_gate = 2 * MiB
+        self.delivered = 0
+        self.offsets: list[int] = []
+
+    async def read(
+        self,
+        path: str,
+        dest: BinaryIO,
+        *,
+        version: str | None = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Fetched:
+        self.offsets.append(offset)
+        data = self.items[path].data
+        end = len(data) if length is None else min(len(data), offset + length)
+        pos = offset
+        while pos < end:
+            if offset == 0 and pos >= self.before_gate:
+                await self.gate.wait()
+            piece = data[pos : min(pos + MiB, end)]
+            dest.write(piece)
+            self.delivered += len(piece)
+            pos += len(piece)
+            await trio.lowlevel.checkpoint()
+        return Fetched(self.items[path].version, len(data), end - offset)
+
+
+async def test_first_byte_before_5_percent_and_seek_while_arriving(
+    make_mount: MakeMount,
+) -> None:
+    remote = Throttled()
+    data = content()
+    remote.put("big.bin", data)
+    m = await make_mount(remote)
+    fh, node = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    assert await m.vfs.read(fh, 0, 4096) == data[:4096]
+    assert remote.delivered <= SIZE // 20  # the rest is still on its way
+    # A seek far ahead does not wait behind the stream from the start.
+    far = 60 * MiB
+    assert await m.vfs.read(fh, far, 4096) == data[far : far + 4096]
+    assert remote.delivered <= SIZE // 5
+    remote.gate.set()
+    assert await read_all(m.vfs, fh) == data
+    await close(m.vfs, fh)
+    # Complete: checked and moved into the cache; the next open reads it there.
+    await wait_until_async(
+        lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry"
+    )
+    reads = len(remote.offsets)
+    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    assert await read_all(m.vfs, fh) == data
+    await close(m.vfs, fh)
+    assert len(remote.offsets) == reads
+
+
+async def test_writing_a_file_still_arriving_starts_from_all_of_it(
+    make_mount: MakeMount,
+) -> None:
+    remote = Throttled()
+    data = content()
+    remote.put("big.bin", data)
+    m = await make_mount(remote)
+    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDWR)
+    assert await m.vfs.read(fh, 0, 10) == data[:10]
+
+    async def open_gate() -> None:
+        await trio.sleep(0.2)
+        remote.gate.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(open_gate)
+        await m.vfs.write(fh, 5, b"HELLO")  # copies the whole content first
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert remote.files()["big.bin"] == data[:5] + b"HELLO" + data[10:]
+
+
+async def test_closing_before_the_end_cancels_and_leaves_nothing(make_mount: MakeMount) -> None:
+    remote = Throttled()
+    remote.put("big.bin", content())
+    m = await make_mount(remote)
+    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    await m.vfs.read(fh, 0, 10)
+    await close(m.vfs, fh)
+    await trio.sleep(0.1)
+    assert list(m.vfs.cache.tmp_dir.iterdir()) == []
+    assert m.vfs.cache.usage() == 0
