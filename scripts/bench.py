@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import api, data, large, procs, report, small
 from benchlib.context import Ctx, Setting
 
-WORKLOADS = ("W1", "R1", "R2", "M1", "E1", "L1", "SCALE")
+WORKLOADS = ("W1", "R1", "R2", "M1", "E1", "S1", "L1", "SCALE")
 
 
 def netem_status() -> str:
@@ -77,6 +77,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Callable[[Ctx], None]]]:
         steps.append(("M1", small.m1))
     if "E1" in only:
         steps.append(("E1", small.e1))
+    if "S1" in only:
+        steps.append(("S1", small.settle))
     if "L1" in only:
         steps.append(("L1", large.l1))
     if args.scale and "SCALE" in only:
@@ -107,6 +109,7 @@ def run_setting(args: argparse.Namespace, rtt: float, run_dir: Path, tree: data.
                 f"({rtt / 2:g} ms each way, per chunk, in order)"
             )
         procs.log(f"setting: {setting.label}; server {server.url}, mounts and curl use {link}")
+        load = Path("/proc/loadavg").read_text().split()[:3]
         setting.probe = api.probe_rtt(link, token)
         procs.log(f"RTT probe: {setting.probe}")
         ctx = Ctx(args, work, Path(args.out) / "data", tree, server, link, setting)
@@ -122,6 +125,10 @@ def run_setting(args: argparse.Namespace, rtt: float, run_dir: Path, tree: data.
                 print(report.row(r), flush=True)
             printed = len(setting.results)
         setting.probe_end = api.probe_rtt(link, token)
+        end = Path("/proc/loadavg").read_text().split()[:3]
+        setting.notes.append(
+            f"load average {' '.join(load)} at the start, {' '.join(end)} at the end"
+        )
         if proxy is not None and proxy.proc is not None:
             cpu = procs.cpu_seconds(proxy.proc.pid)
             setting.notes.append(f"the delay proxy used {cpu:.1f} s of CPU")
@@ -177,6 +184,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", help="workloads, e.g. W1,E1 (default: all; SCALE with --scale)")
     ap.add_argument("--scale", type=int, default=0, metavar="N", help="also the N-file scale run")
     ap.add_argument("--e1-rounds", type=int, default=200)
+    ap.add_argument("--settle-files", type=int, default=10_000, help="S1: held changes")
     ap.add_argument(
         "--mount-opt",
         action="append",

@@ -116,7 +116,7 @@ class Ctx:
         self.api.seed(self.repo("bench"), items)
         self.w1_seeded = True
 
-    def mount(self, repo: str, *, cold: bool) -> Mount:
+    def mount(self, repo: str, *, cold: bool, extra: list[str] | None = None) -> Mount:
         """A new daemon with empty cache and state directories. Cold: every other mount
         is unmounted first and the kernel's caches dropped."""
         if cold:
@@ -129,7 +129,7 @@ class Ctx:
             self.work / "mnt" / f"{repo}-{self.n}",
             self.work / "mounts" / str(self.n),
             self.token,
-            self.mount_opts,
+            self.mount_opts + (extra or []),
         )
         try:
             m.start()

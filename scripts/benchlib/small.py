@@ -1,11 +1,13 @@
 """The small-file workloads: W1 (cp -r until durable), R1/R2 (tar, cold then warm),
-M1 (find and ls -lR of 10,020 files, cold), E1 (write 1 KiB + fsync + close)."""
+M1 (find and ls -lR of 10,020 files, cold), E1 (write 1 KiB + fsync + close), S1 (stat
+latency while 10,000 held changes settle)."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import statistics
+import threading
 import time
 
 from . import procs
@@ -202,3 +204,58 @@ def e1(ctx: Ctx) -> None:
         "ms",
         extra={"client": "httpx, kept-alive connection"},
     )
+
+
+def settle(ctx: Ctx) -> None:
+    """S1 (kept from the earlier bench): `count` files written and closed on a mount that
+    holds its changes, then `stat` (of a file, and of the busy directory) timed every
+    10 ms while `sync` settles them all: the journal, coalescer and flusher must not stall
+    requests meanwhile."""
+    count = ctx.args.settle_files
+    hold = ["--flush-delay", "3600", "--max-flush-window", "3600"]  # until `sync`
+    ctx.ensure_w1()
+    m = ctx.mount("bench", cold=False, extra=hold)
+    try:
+        d = m.path / "settle"
+        d.mkdir()
+        t0 = time.monotonic()
+        for i in range(count):
+            (d / f"s{i}").write_bytes(b"x")
+        t_write = time.monotonic() - t0
+        probe = m.path / "w1" / _e1_target(ctx)
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for target in (probe, d):
+                    t = time.perf_counter()
+                    os.stat(target)
+                    samples.append(time.perf_counter() - t)
+                time.sleep(0.01)
+
+        th = threading.Thread(target=sample)
+        th.start()
+        a = ctx.mark()
+        t0 = time.monotonic()
+        try:
+            m.sync()
+        finally:
+            done.set()
+            th.join()
+        t_sync = time.monotonic() - t0
+        counts = ctx.counts(a)
+        rss = m.peak_rss_mib()
+    finally:
+        ctx.unmount(m)
+    samples.sort()
+    ms = [1000 * x for x in samples]
+    ctx.add("S1", f"write+close {count} files, changes held", t_write, "s", seconds=t_write)
+    ctx.add(
+        "S1", f"  ... sync until the {count} are on the server", t_sync, "s",
+        seconds=t_sync, requests=counts, rss_mib=rss,
+    )  # fmt: skip
+    ctx.add(
+        "S1", "  stat while they settle, median", ms[len(ms) // 2], "ms", extra={"samples": len(ms)}
+    )
+    ctx.add("S1", "  stat while they settle, max", ms[-1], "ms")
