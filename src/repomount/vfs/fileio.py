@@ -18,6 +18,7 @@ import trio
 from repomount.remotes.base import NotFound, RemoteError
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
+from repomount.vfs.journal import Journal
 from repomount.vfs.namespace import Namespace
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
@@ -304,15 +305,17 @@ class FileIO(Namespace):
             async with self.node_lock(node.ino):
                 self.commit_content(node)
         f = self.files.get(node.ino)
-        if f is not None:
-            fd = os.dup(f.fd)  # the frozen spool: the blob, wherever its file is now
-            try:
-                await trio.to_thread.run_sync(os.fsync, fd)
-            finally:
+        fd = os.dup(f.fd) if f is not None else None  # the frozen spool: the blob
+        # The local syncs run while the upload is on its way: one wait, not two.
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, _sync_locally, fd, self.journal)
+                if node.attached and not node.local:
+                    ids = self.flusher.ids_for(node.path)
+                    await self.flusher.wait_for(ids, self.config.fsync_timeout)
+        finally:
+            if fd is not None:
                 os.close(fd)
-        await trio.to_thread.run_sync(self.journal.sync)
-        if node.attached and not node.local:
-            await self.flusher.wait_for(self.flusher.ids_for(node.path), self.config.fsync_timeout)
 
     def commit_content(self, node: Node) -> None:
         """Freeze a dirty spool into the journal as a pending write of the node's path.
@@ -345,6 +348,13 @@ class FileIO(Namespace):
                         if node.parent is not None:
                             self.fresh.pop(node.parent.ino, None)
         self.inodes.released(node)
+
+
+def _sync_locally(fd: int | None, journal: Journal) -> None:
+    """The content's file, then the journal (worker thread)."""
+    if fd is not None:
+        os.fsync(fd)
+    journal.sync()
 
 
 async def _pread(fd: int, size: int, off: int) -> bytes:
