@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -520,7 +521,10 @@ async def test_large_file_goes_through_the_blob_store(
 async def test_inline_content_per_commit_is_bounded(
     repo: ServerProc, write: Callable[..., Write]
 ) -> None:
-    remote = NativeRemote(repo.url, REPO, token=repo.token, inline_max=100, inline_budget=250)
+    tap = Tap()
+    remote = NativeRemote(
+        repo.url, REPO, token=repo.token, inline_max=100, inline_budget=250, transport=tap
+    )
     files = {f"f{i}": bytes([i]) * 100 for i in range(3)} | {"big": b"b" * 101}
     try:
         mark = repo.mark()
@@ -528,29 +532,43 @@ async def test_inline_content_per_commit_is_bounded(
     finally:
         await remote.aclose()
     assert result.outcomes == [Applied(version=sha(d)) for d in files.values()]
-    blob_puts = [r.path.rsplit("/", 1)[1] for r in repo.requests(mark) if "/blobs/" in r.path]
-    assert sorted(blob_puts) == sorted([sha(files["f2"]), sha(files["big"])])  # f0, f1 inline
+    assert [(r.method, r.path) for r in repo.requests(mark)] == [
+        ("POST", f"/v1/repos/{REPO}/blobs"),  # f2 and big, in one pack
+        ("POST", f"/v1/repos/{REPO}/commits"),
+    ]
+    ops = json.loads(tap.to("/commits")[0].content)["operations"]
+    assert ["content_b64" in op for op in ops] == [True, True, False, False]  # f0, f1 inline
     assert repo.tree(REPO) == files
 
 
 async def test_blobs_of_a_commit_go_several_at_a_time_each_content_once(
     repo: ServerProc, write: Callable[..., Write]
 ) -> None:
-    """At WAN latency one upload after another costs a round trip per file: the blobs
-    of one commit are in flight together (UPLOADS_AT_ONCE), and a content that two
-    writes share is uploaded once."""
+    """At WAN latency one upload after another costs a round trip each: the packs of
+    one commit are in flight together (PACKS_AT_ONCE), and a content that two writes
+    share is sent once."""
     in_flight = peak = 0
+    counts: list[dict[str, int]] = []
 
     async def hold(request: httpx.Request) -> None:
         nonlocal in_flight, peak
-        if "/blobs/" in request.url.path:
+        if request.url.path.endswith("/blobs"):
             in_flight += 1
             peak = max(peak, in_flight)
             await trio.sleep(0.05)  # (a slow link: what overlapping is for)
             in_flight -= 1
 
-    tap = Tap(before=hold)
-    remote = NativeRemote(repo.url, REPO, token=repo.token, inline_max=0, transport=tap)
+    async def count(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.endswith("/blobs"):
+            await response.aread()
+            counts.append(response.json())
+        return response
+
+    tap = Tap(before=hold, after=count)
+    # Packs of at most three 10-byte members (header and padding: 1 KiB each).
+    remote = NativeRemote(
+        repo.url, REPO, token=repo.token, inline_max=0, pack_max=4 * 1024, transport=tap
+    )
     files = {f"f{i}": bytes([i]) * 10 for i in range(12)} | {"same": bytes([0]) * 10}
     try:
         mark = repo.mark()
@@ -558,9 +576,10 @@ async def test_blobs_of_a_commit_go_several_at_a_time_each_content_once(
     finally:
         await remote.aclose()
     assert result.outcomes == [Applied(version=sha(d)) for d in files.values()]
-    puts = [r for r in repo.requests(mark) if "/blobs/" in r.path]
-    assert len(puts) == 12  # "same" shares f0's content
-    assert len(repo.requests(mark)) == 13  # and one commit
+    packs = [r for r in repo.requests(mark) if r.path.endswith("/blobs")]
+    assert len(packs) == 4 and len(repo.requests(mark)) == 5  # and one commit
+    # "same" shares f0's content: twelve members in all, each stored once.
+    assert sum(c["stored"] for c in counts) == 12 and sum(c["present"] for c in counts) == 0
     assert peak > 1
     assert repo.tree(REPO) == files
 

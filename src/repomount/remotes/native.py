@@ -243,7 +243,7 @@ class NativeRemote(HttpRemote):
         wanted = set(paths)
         # A read changes nothing: safe to send again.
         async with self._http.stream("POST", url, json={"paths": paths}, idempotent=True) as r:
-            reader = TarReader(r.aiter_bytes(CHUNK))
+            reader = TarReader(r.aiter_bytes())  # as it arrives, not in 256 KiB lumps
             try:
                 while (member := await reader.next()) is not None:
                     version = member.pax.get(VERSION_KEY)

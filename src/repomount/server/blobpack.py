@@ -6,6 +6,11 @@ blob store exactly as a single `PUT /blobs/{sha256}` (Store.add_blob: fsynced, r
 into place). A member already stored is consumed and skipped. The first member whose
 content does not match its name stops the request (400 `hash_mismatch`); members before
 it stay stored, which is harmless: blobs are content-addressed.
+
+Making a blob durable (fsync, rename, fsync of its directory) takes a worker thread a
+few milliseconds: up to STORE_AT_ONCE members are being stored while the next ones
+arrive, so a pack of two thousand small files is not two thousand fsyncs in a row. The
+answer waits for all of them.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
+import trio
 from starlette.requests import Request
 
 from repomount.server.backend import Backend
 from repomount.server.blobs import SHA256_RE
 from repomount.server.body import check_declared_length, too_large
 from repomount.server.errors import ApiError
+from repomount.server.store import BlobSpool
 from repomount.tarread import Member, TarError, TarReader
 
 CHUNK = 1 << 18
+STORE_AT_ONCE = 8  # members being made durable in worker threads at the same time
 
 
 @dataclass
@@ -36,22 +44,66 @@ async def receive_pack(backend: Backend, request: Request) -> PackResult:
     stream passes it) and any member beyond `max_file_size`."""
     limit = backend.options.max_pack_size
     check_declared_length(request, limit)
-    reader = TarReader(_bounded(request.stream(), limit))
-    result = PackResult()
-    try:
-        while (member := await reader.next()) is not None:
-            sha = _check_member(member, backend.options.max_file_size)
-            if await backend.run(backend.store.has_blob, sha):
-                async for _ in reader.chunks(CHUNK):  # consumed, not kept
-                    pass
-                result.present += 1
-            elif await _store_member(backend, reader, sha):
-                result.stored += 1
-            else:  # stored meanwhile by another request
-                result.present += 1
-    except TarError as error:
-        raise ApiError("bad_tar", f"the body is not a valid tar stream: {error}") from None
-    return result
+    pack = _Pack(backend, TarReader(_bounded(request.stream(), limit)))
+    async with trio.open_nursery() as nursery:
+        pack.nursery = nursery
+        try:
+            await pack.receive()
+        except Exception as error:  # refused: the members being stored still finish
+            pack.failed.append(error)
+    if pack.failed:
+        raise pack.failed[0]
+    return pack.result
+
+
+class _Pack:
+    def __init__(self, backend: Backend, reader: TarReader) -> None:
+        self.backend = backend
+        self.reader = reader
+        self.result = PackResult()
+        self.slots = trio.Semaphore(STORE_AT_ONCE)
+        self.failed: list[Exception] = []
+        self.nursery: trio.Nursery | None = None
+
+    async def receive(self) -> None:
+        assert self.nursery is not None
+        store = self.backend.store
+        try:
+            while (member := await self.reader.next()) is not None:
+                sha = _check_member(member, self.backend.options.max_file_size)
+                # A stat of one path, cheap as the spool's mkstemp that runs here too;
+                # a worker-thread hop per member would cost more than the check.
+                if store.has_blob(sha):
+                    async for _ in self.reader.chunks(CHUNK):  # consumed, not kept
+                        pass
+                    self.result.present += 1
+                    continue
+                await self.slots.acquire()  # released once it is stored (or refused)
+                try:
+                    spool = await _spool_member(self.backend, self.reader, sha)
+                except BaseException:
+                    self.slots.release()
+                    raise
+                self.nursery.start_soon(self._store, spool)
+        except TarError as error:
+            raise ApiError("bad_tar", f"the body is not a valid tar stream: {error}") from None
+
+    async def _store(self, spool: BlobSpool) -> None:
+        store = self.backend.store
+        try:
+            new = await self.backend.run(store.add_blob, spool)
+        except Exception as error:
+            store.discard_spool(spool)
+            self.failed.append(error)
+            assert self.nursery is not None
+            self.nursery.cancel_scope.cancel()  # stop reading: the answer is an error
+            return
+        finally:
+            self.slots.release()
+        if new:
+            self.result.stored += 1
+        else:  # stored meanwhile by another request, or twice in this pack
+            self.result.present += 1
 
 
 def _check_member(member: Member, max_size: int) -> str:
@@ -75,11 +127,9 @@ def _check_member(member: Member, max_size: int) -> str:
     return member.name
 
 
-async def _store_member(backend: Backend, reader: TarReader, sha: str) -> bool:
-    """Spool the member's content, check its hash, move it into the store; True when
-    the blob was new."""
-    store = backend.store
-    spool = store.new_spool()
+async def _spool_member(backend: Backend, reader: TarReader, sha: str) -> BlobSpool:
+    """The member's content in a spool file, its hash checked (400 hash_mismatch)."""
+    spool = backend.store.new_spool()
     try:
         async for chunk in reader.chunks(CHUNK):
             spool.write(chunk)
@@ -91,10 +141,10 @@ async def _store_member(backend: Backend, reader: TarReader, sha: str) -> bool:
                 expected=sha,
                 actual=spool.sha256,
             )
-        return await backend.run(store.add_blob, spool)
     except BaseException:
-        store.discard_spool(spool)  # a no-op once add_blob has moved it in
+        backend.store.discard_spool(spool)
         raise
+    return spool
 
 
 async def _bounded(stream: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
