@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = out / f"run-{stamp}"
     tree = data.w1_tree(out / "data", args.files)
     procs.log(f"W1 data: {tree.describe()}")
+    meta = describe(args, tree)  # the commit and working tree the run starts from
     settings: list[Setting] = []
     try:
         for rtt in args.rtt:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
         if settings:
-            paths = report.write(out, stamp, describe(args, tree), settings)
+            paths = report.write(out, stamp, meta, settings)
             print()
             print((out / f"results-{stamp}.txt").read_text())
             print("written: " + ", ".join(map(str, paths)) + f"; logs in {run_dir}")

@@ -13,6 +13,7 @@ KINDS = {
     "PUT files": "write",
     "DELETE files": "write",
     "PUT blobs": "write",
+    "POST blobs": "write",  # a pack of blobs (a tar stream)
     "POST commits": "write",
     "GET tree": "list",
     "GET repo": "list",
