@@ -339,3 +339,21 @@ async def test_old_name_deleted_before_the_moved_content_lands(make_mount: MakeM
     assert await m.drain() == []
     assert remote.files() == {"c": b"new"}
     assert m.vfs.flusher.conflicts == []
+
+
+async def test_fsync_reports_a_conflict_as_estale_itself(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """fsync waits for the upload while it syncs locally, in a nursery: the conflict
+    must leave as FsError(ESTALE), not inside an exception group (which the fuse layer
+    can only call EIO)."""
+    mem.put("doc", b"base\n")
+    m = await make_mount()
+    fh, _ = await open_path(m.vfs, "doc", os.O_RDWR | os.O_TRUNC)
+    await m.vfs.write(fh, 0, b"mine\n")
+    mem.put("doc", b"theirs\n")
+    with trio.fail_after(30):
+        with pytest.raises(FsError) as e:
+            await m.vfs.fsync(fh)
+    assert e.value.errno == errno.ESTALE
+    await close(m.vfs, fh)

@@ -307,15 +307,29 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         fd = os.dup(f.fd) if f is not None else None  # the frozen spool: the blob
         # The local syncs run while the upload is on its way: one wait, not two.
+        failed: OSError | FsError | None = None  # (raised as itself, not in a group)
+
+        async def sync_locally() -> None:
+            nonlocal failed
+            try:
+                await trio.to_thread.run_sync(_sync_locally, fd, self.journal)
+            except OSError as e:
+                failed = e
+
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.to_thread.run_sync, _sync_locally, fd, self.journal)
+                nursery.start_soon(sync_locally)
                 if node.attached and not node.local:
                     ids = self.flusher.ids_for(node.path)
-                    await self.flusher.wait_for(ids, self.config.fsync_timeout)
+                    try:
+                        await self.flusher.wait_for(ids, self.config.fsync_timeout)
+                    except FsError as e:
+                        failed = failed or e
         finally:
             if fd is not None:
                 os.close(fd)
+        if failed is not None:
+            raise failed
 
     def commit_content(self, node: Node) -> None:
         """Freeze a dirty spool into the journal as a pending write of the node's path.
