@@ -19,9 +19,10 @@ from repomount.vfs.nodes import Node
 
 log = logging.getLogger(__name__)
 
-# How long the kernel may trust what we tell it. Short, because the remote changes
-# under us; the vfs's own metadata cache (--metadata-ttl) spares the network.
-KERNEL_TTL = 1.0
+# How long the kernel may trust names and attributes at most: the vfs's own
+# --metadata-ttl. What changes under us meanwhile (a listing's merge, a change feed
+# entry, a conflict resolved) is invalidated in the kernel explicitly.
+KERNEL_TTL_MAX = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,13 +57,14 @@ class Operations(pyfuse3.Operations):
     def __init__(self, vfs: Vfs) -> None:
         super().__init__()
         self.vfs = vfs
+        self.kernel_ttl = min(vfs.config.metadata_ttl, KERNEL_TTL_MAX)
 
     def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.ino
         a.generation = 0
-        a.entry_timeout = KERNEL_TTL
-        a.attr_timeout = KERNEL_TTL
+        a.entry_timeout = self.kernel_ttl
+        a.attr_timeout = self.kernel_ttl
         a.st_mode = node.st_mode
         a.st_nlink = node.nlink
         a.st_uid = node.uid
