@@ -191,7 +191,8 @@ class Vfs(FileIO):
     def applied(self, op: Planned, version: str | None, blob: Path | None) -> None:
         """The remote acknowledged `op` (as `version`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
-        self.touched_by_us(self.flusher.head, *{op.path, path})
+        others = [op.path] if op.path != path else []
+        self.touched_by_us(self.flusher.head, *others, path, version=version)
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
         if op.op == "rename":

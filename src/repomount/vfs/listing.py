@@ -38,6 +38,9 @@ class Listings(VfsState):
         # Both bounded: an answer older than the oldest entry is not expected.
         self._touched_at: OrderedDict[str, int] = OrderedDict()
         self._head_gen: OrderedDict[str, int] = OrderedDict()
+        # (path, version) of our recent writes: the feed brings them back, maybe after
+        # a newer write of ours landed too, and they need no re-listing then.
+        self._ours: OrderedDict[str, int] = OrderedDict()
         self._listed_gen: dict[int, int] = {}  # dir ino -> stamp of its merged listing
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
         self.held_back: set[int] = set()  # open files a listing left at their version
@@ -48,9 +51,12 @@ class Listings(VfsState):
 
     # ------------------------------------------------------------------ generations
 
-    def touched_by_us(self, head: str | None, *changed: str) -> None:
+    def touched_by_us(self, head: str | None, *changed: str, version: str | None = None) -> None:
         """One of our changes landed at these paths, making the repo's head `head`
-        (called by the applier). Every change of one commit shares its generation."""
+        (called by the applier; `version`: what the last of them holds now). Every
+        change of one commit shares its generation."""
+        if version is not None:
+            _bounded_put(self._ours, f"{changed[-1]}\0{version}", 0)
         gen = self._head_gen.get(head) if head is not None else None
         if gen is None:
             self.generation += 1
@@ -192,7 +198,9 @@ class Listings(VfsState):
             return False
         if change.op == "mkdir":
             return node.is_dir
-        return not node.is_dir and change.version is not None and node.version == change.version
+        if node.is_dir or change.version is None:
+            return False
+        return node.version == change.version or f"{change.path}\0{change.version}" in self._ours
 
     def loaded_dirs(self) -> list[str]:
         out = []
