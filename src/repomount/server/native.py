@@ -52,6 +52,7 @@ from repomount.server.native_responses import (
 from repomount.server.store import Conflict, Delete, Idempotency, NotFound, StoreError, Write
 
 CHANGES_PER_ANSWER = 10_000
+INLINE_GROUP = 64  # inline contents stored (and fsynced) together
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 
@@ -359,16 +360,19 @@ class NativeApi:
         return json_response({"head": str(result.head), "results": results}, 201, head=result.head)
 
     def _store_inline(self, contents: Sequence[bytes]) -> None:
-        spools = []
-        try:
-            for content in contents:
-                spools.append(self.store.new_spool())
-                spools[-1].write(content)
-            self.store.add_blobs(spools)
-        except BaseException:
-            for spool in spools:
-                self.store.discard_spool(spool)
-            raise
+        # In groups: each spool holds a descriptor until it is moved in, and a commit
+        # may carry thousands of inline contents (one group each: a descriptor limit).
+        for start in range(0, len(contents), INLINE_GROUP):
+            spools = []
+            try:
+                for content in contents[start : start + INLINE_GROUP]:
+                    spools.append(self.store.new_spool())
+                    spools[-1].write(content)
+                self.store.add_blobs(spools)
+            except BaseException:
+                for spool in spools:
+                    self.store.discard_spool(spool)
+                raise
 
     def _expectation(self, request: Request, *, allow_create_only: bool) -> str | None:
         return write_expectation(
