@@ -1,0 +1,53 @@
+"""Network latency is paid per batch, not per file (issue 12): what a `cp -r` of a real
+sized tree costs in requests on the wire, counted from the server's access log."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from support.mount import MountProc
+from support.server import ServerProc
+
+WRITE_METHODS = {"PUT", "POST", "DELETE"}
+MiB = 1 << 20
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    """2,000 files in 60 directories, about 30 MiB: mostly small sources, some medium
+    files, a few of several MiB (the size mix of a source tree with some assets)."""
+    rng = random.Random(12)
+    sizes = [rng.randrange(0, 12 * 1024) for _ in range(1800)]
+    sizes += [rng.randrange(30 * 1024, 100 * 1024) for _ in range(191)]
+    sizes += [rng.randrange(600 * 1024, 1200 * 1024) for _ in range(6)]
+    sizes += [2 * MiB, 20, 0]
+    rng.shuffle(sizes)
+    files = {}
+    for i, size in enumerate(sizes):
+        rel = f"d{i % 12}/e{i % 5}/f{i}.dat"
+        data = rng.randbytes(size)
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[rel] = data
+    return files
+
+
+def test_cp_r_of_2000_files_and_30_mib_takes_at_most_10_write_requests(
+    server: ServerProc, mnt: MountProc, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    files = make_tree(src)
+    assert len(files) == 2000 and 28 * MiB < sum(map(len, files.values())) < 34 * MiB
+    mark = server.mark()
+    started = time.monotonic()
+    subprocess.run(["cp", "-r", str(src), str(mnt.path / "tree")], check=True, timeout=300)
+    copied = time.monotonic() - started
+    mnt.sync(timeout=300)
+    writes = [r for r in server.requests(mark) if r.method in WRITE_METHODS]
+    assert server.tree(mnt.repo) == {f"tree/{rel}": data for rel, data in files.items()}
+    summary = Counter(f"{r.method} {r.path.rsplit('/', 1)[-1][:12]} {r.status}" for r in writes)
+    assert len(writes) <= 10, f"{len(writes)} writes (cp took {copied:.1f}s): {summary}"
