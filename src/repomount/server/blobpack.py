@@ -64,6 +64,7 @@ class _Pack:
         self.slots = trio.Semaphore(STORE_AT_ONCE)
         self.failed: list[Exception] = []
         self.nursery: trio.Nursery | None = None
+        self.seen: set[str] = set()  # members of this pack so far (some still being stored)
 
     async def receive(self) -> None:
         assert self.nursery is not None
@@ -73,11 +74,12 @@ class _Pack:
                 sha = _check_member(member, self.backend.options.max_file_size)
                 # A stat of one path, cheap as the spool's mkstemp that runs here too;
                 # a worker-thread hop per member would cost more than the check.
-                if store.has_blob(sha):
+                if sha in self.seen or store.has_blob(sha):
                     async for _ in self.reader.chunks(CHUNK):  # consumed, not kept
                         pass
                     self.result.present += 1
                     continue
+                self.seen.add(sha)
                 await self.slots.acquire()  # released once it is stored (or refused)
                 try:
                     spool = await _spool_member(self.backend, self.reader, sha)
@@ -102,7 +104,7 @@ class _Pack:
             self.slots.release()
         if new:
             self.result.stored += 1
-        else:  # stored meanwhile by another request, or twice in this pack
+        else:  # stored meanwhile by another request
             self.result.present += 1
 
 
