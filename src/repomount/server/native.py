@@ -52,7 +52,7 @@ from repomount.server.native_responses import (
 from repomount.server.store import Conflict, Delete, Idempotency, NotFound, StoreError, Write
 
 CHANGES_PER_ANSWER = 10_000
-INLINE_GROUP = 64  # inline contents stored (and fsynced) together
+INLINE_GROUP = 64  # inline contents stored (and made durable) together
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 

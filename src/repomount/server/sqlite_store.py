@@ -12,8 +12,8 @@ kept head can see any more are pruned as commits land (`history` commits are kep
 Concurrency: one connection behind one lock. SQLite has a single writer anyway, every
 transaction here is short (file content never passes through the database), and callers
 run store methods in worker threads, so the lock never blocks the event loop.
-Durability: `synchronous=FULL`, and a blob is fsynced and renamed into place before the
-commit that references it, so a crash leaves either the whole commit or none of it.
+Durability: `synchronous=FULL`, and a blob is made durable and renamed into place before
+the commit that references it, so a crash leaves either the whole commit or none of it.
 """
 
 from __future__ import annotations

@@ -261,6 +261,11 @@ class BlobSpool:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def close(self) -> None:
+        """Flush the content to the file and close it (again: nothing): a closed spool
+        holds no descriptor and no buffer while it waits to be moved in."""
+        self.file.close()
+
 
 class Store(abc.ABC):
     """Repositories of versioned files with atomic multi-operation commits."""
@@ -335,7 +340,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def add_blobs(self, spools: Sequence[BlobSpool]) -> list[bool]:
         """Make each spool's content durable under its hash; True for each new blob.
-        The spools are consumed (moved in or deleted)."""
+        The spools (open, or closed once filled) are consumed (moved in or deleted)."""
 
     def add_blob(self, spool: BlobSpool) -> bool:
         return self.add_blobs([spool])[0]

@@ -1,0 +1,123 @@
+"""BlobDir.add: a group of blobs made durable by two syncfs, or by fsyncs where it cannot."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from repomount.server import blobs
+from repomount.server.blobs import SYNCFS_FROM, BlobDir
+from repomount.server.store import BlobSpool
+from support.util import sha
+
+
+class Syncs:
+    """The syncfs and fsync calls made (each still done for real)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, syncfs_fails: bool) -> None:
+        self.syncfs = 0
+        self.fsync = 0
+        real_fsync, real_syncfs = os.fsync, blobs.SYNCFS
+
+        def fsync(fd: int) -> None:
+            self.fsync += 1
+            real_fsync(fd)
+
+        def syncfs(fd: int) -> None:
+            self.syncfs += 1
+            if syncfs_fails:
+                raise OSError(errno.EIO, "injected")
+            if real_syncfs is None:
+                os.sync()
+            else:
+                real_syncfs(fd)
+
+        monkeypatch.setattr(blobs.os, "fsync", fsync)
+        monkeypatch.setattr(blobs, "SYNCFS", syncfs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BlobDir]:
+    yield BlobDir(tmp_path)
+    assert list((tmp_path / "tmp").iterdir()) == []  # every spool consumed
+
+
+def spools(store: BlobDir, contents: list[bytes], *, closed: bool) -> list[BlobSpool]:
+    made = []
+    for content in contents:
+        spool = store.new_spool()
+        spool.write(content)
+        if closed:
+            spool.close()
+        made.append(spool)
+    return made
+
+
+def contents(n: int) -> list[bytes]:
+    return [f"blob {i}".encode() * (i + 1) for i in range(n)]
+
+
+def assert_stored(store: BlobDir, data: list[bytes]) -> None:
+    for content in data:
+        assert store.path(sha(content)).read_bytes() == content
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_group_costs_two_syncfs_and_no_fsync(
+    store: BlobDir, monkeypatch: pytest.MonkeyPatch, closed: bool
+) -> None:
+    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    data = contents(40)
+    assert store.add(spools(store, data, closed=closed)) == [True] * 40
+    assert_stored(store, data)
+    assert (syncs.syncfs, syncs.fsync) == (2, 0)
+    # Those already stored are dropped; the new ones still count as a group.
+    more = contents(40 + SYNCFS_FROM)
+    assert store.add(spools(store, more, closed=closed)) == [False] * 40 + [True] * SYNCFS_FROM
+    assert_stored(store, more)
+    assert (syncs.syncfs, syncs.fsync) == (4, 0)
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_few_blobs_are_fsynced_one_by_one(
+    store: BlobDir, monkeypatch: pytest.MonkeyPatch, closed: bool
+) -> None:
+    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    data = [b"one", b"two"]
+    assert store.add(spools(store, data, closed=closed)) == [True, True]
+    assert_stored(store, data)
+    directories = len({sha(d)[:2] for d in data}) + 1  # and blobs/, for the new ones
+    assert (syncs.syncfs, syncs.fsync) == (0, len(data) + directories)
+
+
+@pytest.mark.parametrize("unavailable", [True, False], ids=["no-syncfs", "syncfs-fails"])
+def test_without_syncfs_a_group_falls_back_to_fsyncs(
+    store: BlobDir, monkeypatch: pytest.MonkeyPatch, unavailable: bool
+) -> None:
+    syncs = Syncs(monkeypatch, syncfs_fails=True)
+    if unavailable:
+        monkeypatch.setattr(blobs, "SYNCFS", None)
+    data = contents(3 * SYNCFS_FROM)
+    assert store.add(spools(store, data, closed=True)) == [True] * len(data)
+    assert_stored(store, data)
+    directories = len({sha(d)[:2] for d in data}) + 1
+    assert syncs.fsync == len(data) + directories  # each file, each directory touched
+    assert syncs.syncfs == (0 if unavailable else 1)  # (it failed: not tried again)
+
+
+def test_syncfs_is_found_here() -> None:
+    # Linux has it (os.syncfs from Python 3.12 on, else libc's through ctypes).
+    if not hasattr(os, "syncfs") and os.uname().sysname != "Linux":
+        pytest.skip("no syncfs on this system")
+    assert blobs.SYNCFS is not None
+    fd = os.open(Path.cwd(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        blobs.SYNCFS(fd)
+        with pytest.raises(OSError):
+            blobs.SYNCFS(-1)  # EBADF, reported as an OSError
+    finally:
+        os.close(fd)
