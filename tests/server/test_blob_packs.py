@@ -61,6 +61,25 @@ def test_a_pack_stores_its_blobs_each_once(
     assert list((live.data_dir / "tmp").iterdir()) == []
 
 
+def test_a_pack_of_many_groups(live: ServerProc, client: httpx.Client, repo: str) -> None:
+    """More members than one group of the store takes at once (256): each is stored,
+    repeats (also of a member in an earlier group) count as present."""
+    url = f"/v1/repos/{repo}/blobs"
+    data = [f"member {i} ".encode() * (i % 50) + bytes([i % 256]) for i in range(700)]
+    members = named(*data[:400]) + named(*data[::9]) + named(*data[400:])
+    r = client.post(url, content=pack(members), headers=TAR)
+    assert (r.status_code, r.json()) == (200, {"stored": 700, "present": len(data[::9])})
+    assert all(stored(live, d) for d in data)
+    # A bad member late in a pack: those before it are stored, its group too.
+    more = [b"more %d" % i for i in range(600)]
+    bad = [*named(*more[:500]), (sha(b"other"), b"content"), *named(*more[500:])]
+    r = client.post(url, content=pack(bad), headers=TAR)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "hash_mismatch")
+    assert all(stored(live, d) for d in more[:500])
+    assert not any(stored(live, d) for d in more[500:])
+    assert list((live.data_dir / "tmp").iterdir()) == []
+
+
 def test_a_hash_mismatch_names_the_member(
     live: ServerProc, client: httpx.Client, repo: str
 ) -> None:

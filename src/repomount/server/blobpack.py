@@ -1,16 +1,20 @@
 """POST /v1/repos/{repo}/blobs: many blobs in one request, as a tar stream ("a pack").
 
 Each member is named by the SHA-256 of its content. The body is read as it arrives,
-never whole: a member goes into a spool file while its hash is computed, then into the
-blob store exactly as a single `PUT /blobs/{sha256}` (Store.add_blob: fsynced, renamed
-into place). A member already stored is consumed and skipped. The first member whose
-content does not match its name stops the request (400 `hash_mismatch`); members before
-it stay stored, which is harmless: blobs are content-addressed.
+never whole: a member goes into a spool file (closed once filled: no descriptor held)
+while its hash is computed. A member already stored, or repeated in the pack, is
+consumed and skipped. The first member whose content does not match its name stops the
+request (400 `hash_mismatch`); members before it are stored all the same, which is
+harmless: blobs are content-addressed.
 
-Making a blob durable (fsync, rename, fsync of its directory) takes a worker thread a
-few milliseconds: up to STORE_AT_ONCE members are being stored while the next ones
-arrive, so a pack of two thousand small files is not two thousand fsyncs in a row. The
-answer waits for all of them.
+Spooled members are moved into the blob store in groups (GROUP_MEMBERS members or
+GROUP_BYTES bytes, and the rest at the end) by one Store.add_blobs each, in a worker
+thread: a group of new blobs costs two syncfs of the store's filesystem (its files'
+data before they are renamed into place, the renames after), not an fsync or two per
+member, so a blob path never holds less than its whole content, even after a crash or
+power loss. One group is being stored while the next one is read; the answer waits for
+the last. Memory stays bounded (a group is a list of file names), and so does the disk
+the spools take (two groups at most).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from repomount.server.store import BlobSpool
 from repomount.tarread import Member, TarError, TarReader
 
 CHUNK = 1 << 18
-STORE_AT_ONCE = 8  # members being made durable in worker threads at the same time
+GROUP_MEMBERS = 256  # spooled members moved into the store together
+GROUP_BYTES = 32 << 20  # or fewer, once they hold this much content
 
 
 @dataclass
@@ -45,12 +50,16 @@ async def receive_pack(backend: Backend, request: Request) -> PackResult:
     limit = backend.options.max_pack_size
     check_declared_length(request, limit)
     pack = _Pack(backend, TarReader(_bounded(request.stream(), limit)))
-    async with trio.open_nursery() as nursery:
-        pack.nursery = nursery
-        try:
-            await pack.receive()
-        except Exception as error:  # refused: the members being stored still finish
-            pack.failed.append(error)
+    try:
+        async with trio.open_nursery() as nursery:
+            pack.nursery = nursery
+            try:
+                await pack.receive()
+            except Exception as error:  # refused: the members received whole are stored
+                pack.failed.append(error)
+            await pack.send_group()
+    finally:
+        pack.discard_group()  # cancelled (or a group failed) before it was sent
     if pack.failed:
         raise pack.failed[0]
     return pack.result
@@ -61,13 +70,14 @@ class _Pack:
         self.backend = backend
         self.reader = reader
         self.result = PackResult()
-        self.slots = trio.Semaphore(STORE_AT_ONCE)
+        self.storing = trio.Semaphore(1)  # one group in the store's hands at a time
         self.failed: list[Exception] = []
         self.nursery: trio.Nursery | None = None
-        self.seen: set[str] = set()  # members of this pack so far (some still being stored)
+        self.seen: set[str] = set()  # members of this pack so far (some not stored yet)
+        self.group: list[BlobSpool] = []  # spooled, not yet sent to the store
+        self.group_bytes = 0
 
     async def receive(self) -> None:
-        assert self.nursery is not None
         store = self.backend.store
         try:
             while (member := await self.reader.next()) is not None:
@@ -80,32 +90,46 @@ class _Pack:
                     self.result.present += 1
                     continue
                 self.seen.add(sha)
-                await self.slots.acquire()  # released once it is stored (or refused)
-                try:
-                    spool = await _spool_member(self.backend, self.reader, sha)
-                except BaseException:
-                    self.slots.release()
-                    raise
-                self.nursery.start_soon(self._store, spool)
+                spool = await _spool_member(self.backend, self.reader, sha)
+                self.group.append(spool)
+                self.group_bytes += spool.size
+                if len(self.group) >= GROUP_MEMBERS or self.group_bytes >= GROUP_BYTES:
+                    await self.send_group()
         except TarError as error:
             raise ApiError("bad_tar", f"the body is not a valid tar stream: {error}") from None
 
-    async def _store(self, spool: BlobSpool) -> None:
+    async def send_group(self) -> None:
+        """Hand the spooled members to a worker thread, once the previous group is in."""
+        if not self.group:
+            return
+        await self.storing.acquire()  # released once that group is stored (or failed)
+        group, self.group, self.group_bytes = self.group, [], 0
+        assert self.nursery is not None
+        self.nursery.start_soon(self._store, group)
+
+    def discard_group(self) -> None:
+        for spool in self.group:
+            self.backend.store.discard_spool(spool)
+        self.group, self.group_bytes = [], 0
+
+    async def _store(self, group: list[BlobSpool]) -> None:
         store = self.backend.store
         try:
-            new = await self.backend.run(store.add_blob, spool)
-        except Exception as error:
-            store.discard_spool(spool)
-            self.failed.append(error)
-            assert self.nursery is not None
-            self.nursery.cancel_scope.cancel()  # stop reading: the answer is an error
-            return
+            added = await self.backend.run(store.add_blobs, group)
+        except BaseException as error:  # (Cancelled only before the thread started)
+            for spool in group:  # those not moved in yet
+                store.discard_spool(spool)
+            if isinstance(error, Exception):
+                self.failed.append(error)
+                assert self.nursery is not None
+                self.nursery.cancel_scope.cancel()  # stop reading: the answer is an error
+                return
+            raise
         finally:
-            self.slots.release()
-        if new:
-            self.result.stored += 1
-        else:  # stored meanwhile by another request
-            self.result.present += 1
+            self.storing.release()
+        new = sum(added)
+        self.result.stored += new
+        self.result.present += len(added) - new  # stored meanwhile by another request
 
 
 def _check_member(member: Member, max_size: int) -> str:
@@ -130,7 +154,8 @@ def _check_member(member: Member, max_size: int) -> str:
 
 
 async def _spool_member(backend: Backend, reader: TarReader, sha: str) -> BlobSpool:
-    """The member's content in a spool file, its hash checked (400 hash_mismatch)."""
+    """The member's content in a closed spool file, its hash checked (400
+    hash_mismatch)."""
     spool = backend.store.new_spool()
     try:
         async for chunk in reader.chunks(CHUNK):
@@ -143,6 +168,7 @@ async def _spool_member(backend: Backend, reader: TarReader, sha: str) -> BlobSp
                 expected=sha,
                 actual=spool.sha256,
             )
+        spool.close()
     except BaseException:
         backend.store.discard_spool(spool)
         raise
