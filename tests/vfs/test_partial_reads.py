@@ -77,9 +77,7 @@ async def test_first_byte_before_5_percent_and_seek_while_arriving(
     assert await read_all(m.vfs, fh) == data
     await close(m.vfs, fh)
     # Complete: checked and moved into the cache; the next open reads it there.
-    await wait_until_async(
-        lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry"
-    )
+    await wait_until_async(lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry")
     reads = len(remote.offsets)
     fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
     assert await read_all(m.vfs, fh) == data
