@@ -33,10 +33,8 @@ class FileIO(Namespace):
 
     async def open_content(self, node: Node) -> int:
         """A read-only descriptor of the node's current closed content."""
-        f = self.files.get(node.ino)
+        f = await self._settled_file(node)
         if f is not None:
-            if f.partial is not None:  # a copy is made of it: all of it, then
-                await f.partial.finished()
             return os.dup(f.fd)
         fd = self.overlay.open_pending(node.ino)
         if fd is not None:
@@ -81,10 +79,7 @@ class FileIO(Namespace):
                 raise
         self.health.ok()
         # Local content that appeared meanwhile wins over the download.
-        f = self.files.get(node.ino)
-        if f is not None and f.partial is not None:
-            await f.partial.finished()
-            f = self.files.get(node.ino)
+        f = await self._settled_file(node)
         newer = os.dup(f.fd) if f is not None else self.overlay.open_pending(node.ino)
         if newer is not None:
             tmp.unlink(missing_ok=True)
@@ -143,6 +138,23 @@ class FileIO(Namespace):
                 out.append(Candidate(n.fetch_path or n.path, n.version, n.size))
                 budget -= n.size
         return out
+
+    async def _settled_file(self, node: Node) -> OpenFile | None:
+        """The inode's OpenFile with all of its content there (a large file still
+        arriving is waited for, and checked); None when it has none. Looked up again
+        after every wait: the last handle may have closed it meanwhile."""
+        while True:
+            f = self.files.get(node.ino)
+            if f is None or f.partial is None or f.partial.checked:
+                return f
+            partial = f.partial
+            try:
+                await partial.finished()
+            except FsError:
+                if not partial.closed:
+                    raise  # (closed: its last handle went; look again)
+            if self.files.get(node.ino) is f and f.partial is partial and partial.checked:
+                return f
 
     async def content_to_new_blob(self, node: Node) -> str:
         """A new journal blob holding the node's current content (copied from a
@@ -205,8 +217,7 @@ class FileIO(Namespace):
             return f
         src: int | None = None
         if not truncate:
-            if f is not None and f.partial is not None:
-                await f.partial.finished()  # the copy needs every byte
+            f = await self._settled_file(node)  # the copy needs every byte
             src = os.dup(f.fd) if f is not None else await self.open_content(node)
         try:
             path, fd = await trio.to_thread.run_sync(self.files.new_spool_from, src)
@@ -259,12 +270,21 @@ class FileIO(Namespace):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self.handle(fh)
-        f = self.files.get(h.node.ino)
-        if f is None:  # (cannot happen while the handle is open)
-            raise FsError(errno.EBADF)
-        if f.partial is not None and not f.partial.complete:
-            await f.partial.ready(off, size)
-        return await _pread(f.fd, size, off)
+        while True:
+            f = self.files.get(h.node.ino)
+            if f is None:  # (cannot happen while the handle is open)
+                raise FsError(errno.EBADF)
+            partial = f.partial
+            if partial is None:
+                return await _pread(f.fd, size, off)
+            try:
+                await partial.ready(off, size)  # (at once when every byte is there)
+            except FsError:
+                if not partial.closed:
+                    raise
+                continue  # replaced meanwhile (a truncating open): read what is there now
+            if f.partial is partial:
+                return await _pread(f.fd, size, off)
 
     async def write(self, fh: int, off: int, data: bytes) -> int:
         h = self.handle(fh)

@@ -16,6 +16,7 @@ disk, never held: memory stays flat whatever the file's size.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ import trio
 
 from repomount.remotes.base import ProtocolError, Remote, RemoteError
 from repomount.vfs.content import ContentCache
+from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 
 log = logging.getLogger(__name__)
@@ -67,21 +69,25 @@ class Ranges:
 
 
 class _Stream:
-    """One streamed request from `front` (where it writes next) to the end of file."""
+    """One streamed request from `front` (where it writes next) to the end of file,
+    writing through a descriptor of its own (closed when the stream ends, so a stream
+    outliving its Partial can never write into another file)."""
 
     def __init__(self, partial: Partial, offset: int) -> None:
         self.partial = partial
-        self.front = offset
+        self.start = self.front = offset
         self.scope = trio.CancelScope()
+        self.fd = os.dup(partial.wfd)
 
     def write(self, data: bytes) -> int:  # the adapter's `dest`
-        os.pwrite(self.partial.wfd, data, self.front)
+        os.pwrite(self.fd, data, self.front)
         self.front += len(data)
         self.partial.arrived(self.front - len(data), self.front)
         return len(data)
 
 
 MAX_STREAMS = 3  # streams of one file at once (readers at different places)
+YIELD_AFTER = 4 << 20  # a stream delivers this much before another may displace it
 
 
 class Partial:
@@ -91,8 +97,10 @@ class Partial:
         self.wfd = os.open(file, os.O_WRONLY)
         self.have = Ranges()
         self.users = 0
-        self.complete = size == 0
-        self.error: RemoteError | None = None
+        self.complete = size == 0  # every byte is there
+        self.checked = False  # ... and compared with the version (see Streams.completed)
+        self.closed = False  # the last user let go
+        self.error: Exception | None = None  # why bytes cannot come (or came wrong)
         self._progress = trio.Event()
         self._running: list[_Stream] = []
         self.committed = False  # handed to the cache (or found wrong)
@@ -109,53 +117,85 @@ class Partial:
         self._progress.set()
         self._progress = trio.Event()
 
+    def _usable(self) -> None:
+        if self.closed:
+            raise FsError(errno.EIO, f"{self.path}: the download was closed")
+        if self.complete and self.error is not None:  # complete, but found wrong
+            raise FsError(errno.EIO, f"{self.path}: {self.error}")
+
     async def ready(self, offset: int, length: int) -> None:
         """Wait until bytes [offset, offset+length) (clipped to the file) are there;
         raise the remote's error if they cannot come."""
         end = min(offset + length, self.size)
         tried = False
-        while self.error is None or not tried:
+        while True:
+            self._usable()
             gap = None if self.complete else self.have.first_gap(offset, end)
             if gap is None:
                 return
             if not any(st.front <= gap < st.front + NEAR for st in self._running):
                 if tried and self.error is not None:
-                    break
-                self._start(gap)
-                tried = True
+                    raise self._failure()
+                if self._start(gap):
+                    tried = True
             await self._progress.wait()
-        assert self.error is not None
-        raise self.error
+
+    def _failure(self) -> Exception:
+        e = self.error
+        return e if isinstance(e, RemoteError | OSError | FsError) else FsError(errno.EIO, str(e))
 
     async def finished(self) -> None:
-        """Wait until the whole file is there (a copy of it is about to be made)."""
+        """Wait until the whole file is there and checked (a copy of it is about to be
+        made: it must never start from wrong bytes)."""
         await self.ready(0, self.size)
+        while not self.checked:
+            self._usable()
+            if not self._running and not self.committed:
+                await self.streams.completed(self)
+                continue
+            await self._progress.wait()
+        self._usable()
 
-    def _start(self, offset: int) -> None:
+    def _start(self, offset: int) -> bool:
+        """Start a stream at `offset`; False (wait and see) when every slot is taken by
+        a stream that has not yet delivered its share (displacing it would let readers
+        at far-apart places cancel each other forever)."""
         if len(self._running) >= MAX_STREAMS:
-            self._running[0].scope.cancel()  # the oldest gives way
+            oldest = self._running[0]
+            if oldest.front - oldest.start < YIELD_AFTER:
+                return False
+            oldest.scope.cancel()
             del self._running[0]
         st = _Stream(self, offset)
         self._running.append(st)
         self.error = None
         self.streams.spawn(self._run, st)
+        return True
 
     async def _run(self, st: _Stream) -> None:
-        with st.scope:
-            try:
-                dest = cast(BinaryIO, st)
+        try:
+            with st.scope:
                 await self.streams.remote.read(
-                    self.path, dest, version=self.version, offset=st.front
+                    self.path, cast(BinaryIO, st), version=self.version, offset=st.start
                 )
+                if not self.complete and st.front < self.size:
+                    raise ProtocolError(
+                        f"{self.path}: the answer ended at byte {st.front} of {self.size}"
+                    )
                 self.streams.health.ok()
-            except RemoteError as e:
-                self.error = e
-                self.streams.health.failed(e)
-                log.info("reading %r from %d: %s", self.path, st.front, e)
-        if st in self._running:
-            self._running.remove(st)
-        self._wake()  # readers go on, or see the error
-        if self.complete and self.error is None and not self._running:
+        except RemoteError as e:
+            self.error = e
+            self.streams.health.failed(e)
+            log.info("reading %r from %d: %s", self.path, st.start, e)
+        except Exception as e:  # a local disk error: this read fails, not the mount
+            self.error = e
+            log.warning("reading %r from %d: %r", self.path, st.start, e)
+        finally:
+            os.close(st.fd)
+            if st in self._running:
+                self._running.remove(st)
+            self._wake()  # readers go on, or see the error
+        if self.complete and not self._running:
             await self.streams.completed(self)
 
     def release(self) -> None:
@@ -163,10 +203,12 @@ class Partial:
         self.streams.release(self)
 
     def close(self) -> None:
+        self.closed = True
         for st in self._running:
             st.scope.cancel()
         self._running.clear()
         os.close(self.wfd)
+        self._wake()
 
 
 class Streams:
@@ -203,8 +245,9 @@ class Streams:
             with file.open("wb") as f:
                 f.truncate(size)  # sparse: no blocks until written
             partial = self._partials[key] = Partial(self, path, version, size, file)
+        fd = os.open(partial.file, os.O_RDONLY)
         partial.users += 1
-        return os.open(partial.file, os.O_RDONLY), partial
+        return fd, partial
 
     async def completed(self, partial: Partial) -> None:
         """Every byte is there: it becomes a cache entry (descriptors stay valid), once
@@ -215,8 +258,12 @@ class Streams:
         partial.committed = True
         try:
             digest = await trio.to_thread.run_sync(_sha256_of, partial.file)
-        except FileNotFoundError:
+        except OSError as e:
+            partial.error = e
+            partial.file.unlink(missing_ok=True)
             return
+        finally:
+            partial._wake()
         derived = self.remote.version_of(digest)
         if derived is not None and derived != partial.version:
             partial.error = ProtocolError(
@@ -224,8 +271,16 @@ class Streams:
             )
             log.error("%s: not cached", partial.error.message)
             partial.file.unlink(missing_ok=True)
-        elif self.cache.commit(partial.file, partial.path, partial.version) is not None:
-            partial.file = self.cache.cached_path(partial.path, partial.version)
+        else:
+            partial.error = None  # (an earlier stream's failure no longer matters)
+            partial.checked = True
+            try:
+                if self.cache.commit(partial.file, partial.path, partial.version):
+                    partial.file = self.cache.cached_path(partial.path, partial.version)
+            except OSError as e:  # (the cache's disk): the open descriptors still read it
+                log.warning("%s: not cached: %r", partial.path, e)
+                partial.file.unlink(missing_ok=True)
+        partial._wake()
 
     def release(self, partial: Partial) -> None:
         """One user (an open file) let go; the last one ends the download."""
@@ -236,7 +291,7 @@ class Streams:
         if self._partials.get(key) is partial:
             del self._partials[key]
         partial.close()
-        if not partial.complete:  # (a complete one is handed to the cache)
+        if not partial.complete:  # (a complete one is completed()'s: cached or removed)
             partial.file.unlink(missing_ok=True)
 
 

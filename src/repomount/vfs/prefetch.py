@@ -179,6 +179,8 @@ class Prefetcher:
         except RemoteError as e:
             log.debug("read-ahead of %d file(s) failed: %s", len(wanted), e)
             self.health.failed(e)
+        except Exception as e:  # a local disk error (or a group of them): opens fetch
+            log.warning("read-ahead of %d file(s) failed: %r", len(wanted), e)
         finally:
             for c in wanted.values():  # (waiters then fetch on their own)
                 self._done((c.path, c.version))
