@@ -290,7 +290,7 @@ class Vfs(FileIO):
                 node.base = Expect.ANY
         parent = self.node_at(paths.parent_of(path)) if path else None
         if parent is not None and parent.children is not None:
-            self.fresh.pop(parent.ino, None)
+            self.expire(parent.ino)
             if node is not None:
                 self.adopting.add(node.ino)  # (even while open: the name is theirs)
             try:

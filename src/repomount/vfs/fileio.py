@@ -380,7 +380,7 @@ class FileIO(Namespace):
                     if node.ino in self.held_back:  # a listing left it behind: re-list
                         self.held_back.discard(node.ino)
                         if node.parent is not None:
-                            self.fresh.pop(node.parent.ino, None)
+                            self.expire(node.parent.ino)
         self.inodes.released(node)
 
 

@@ -40,7 +40,7 @@ class Listings(VfsState):
         self._head_gen: OrderedDict[str, int] = OrderedDict()
         # (path, version) of our recent writes: the feed brings them back, maybe after
         # a newer write of ours landed too, and they need no re-listing then.
-        self._ours: OrderedDict[str, int] = OrderedDict()
+        self._ours: OrderedDict[str, set[str]] = OrderedDict()  # path -> versions
         self._listed_gen: dict[int, int] = {}  # dir ino -> stamp of its merged listing
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
         self.held_back: set[int] = set()  # open files a listing left at their version
@@ -48,6 +48,11 @@ class Listings(VfsState):
         # The change feed is being followed: it re-lists what changes elsewhere, so a
         # loaded listing stays true past the metadata TTL (set by the watcher).
         self.feed_live = False
+        # Directories to re-list at next use even while the feed is followed: a
+        # re-listing was asked for (a held-back file closed, a conflict adopted) or
+        # failed, or feed news arrived while their listing was in flight.
+        self.relist: set[int] = set()
+        self.feed_news = 0  # batches of feed news seen (the watcher counts them)
 
     # ------------------------------------------------------------------ generations
 
@@ -56,7 +61,11 @@ class Listings(VfsState):
         (called by the applier; `version`: what the last of them holds now). Every
         change of one commit shares its generation."""
         if version is not None:
-            _bounded_put(self._ours, f"{changed[-1]}\0{version}", 0)
+            ours = self._ours.pop(changed[-1], set())
+            ours.add(version)
+            self._ours[changed[-1]] = ours
+            if len(self._ours) > _MEMORY:
+                self._ours.popitem(last=False)
         gen = self._head_gen.get(head) if head is not None else None
         if gen is None:
             self.generation += 1
@@ -103,10 +112,15 @@ class Listings(VfsState):
     def _trusted(self, d: Node) -> bool:
         return d.children is not None and (
             d.ino in self.fresh
-            or (self.feed_live and self.health.online)
+            or (self.feed_live and self.health.online and d.ino not in self.relist)
             or not self.health.online
             or self.authoritative(d)
         )
+
+    def expire(self, ino: int) -> None:
+        """List this directory again at its next use (the feed being followed or not)."""
+        self.fresh.pop(ino, None)
+        self.relist.add(ino)
 
     async def listed(self, d: Node) -> dict[str, Node]:
         """The children of directory `d`, from a listing no older than the metadata TTL
@@ -137,7 +151,7 @@ class Listings(VfsState):
         # is below it where the remote can do that in one paged request: a walk of the
         # tree (find, ls -lR, an indexer) then costs one listing, not one per directory.
         recursive = self.remote.capabilities.recursive_listing and (recursive or d.children is None)
-        started = self.generation
+        started, news = self.generation, self.feed_news
         try:
             listing = await self.remote.list_tree(d.path, recursive=recursive)
         except NotFound:
@@ -147,6 +161,7 @@ class Listings(VfsState):
         except RemoteError as e:
             self.health.failed(e)
             if d.children is not None:
+                self.relist.add(d.ino)  # (tried again at next use)
                 return  # offline: serve what we know
             raise
         self.health.ok()
@@ -157,14 +172,23 @@ class Listings(VfsState):
             return  # older than what we merged already (a lagging replica)
         self.head = listing.head or self.head
         async with self.ns_lock:
+            merged: list[int] = []
             if not d.attached:
                 pass
             elif listing.recursive:
-                self._merge_tree(d, listing.entries, stamp)
+                merged = self._merge_tree(d, listing.entries, stamp)
             else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
+                merged = [d.ino]
         self.fresh[d.ino] = True
+        # Feed news that came while this was in flight may be newer than the answer:
+        # trust it for the TTL only, then list again.
+        stale = self.feed_news != news
+        if stale:
+            self.relist.update(merged)
+        else:
+            self.relist.difference_update(merged)
 
     async def refresh_tree(self) -> None:
         """Re-list the whole loaded tree: one recursive listing where the remote can
@@ -173,7 +197,7 @@ class Listings(VfsState):
         if not self.remote.capabilities.recursive_listing:
             await self.refresh_dirs(self.loaded_dirs())
         elif root.children is not None:
-            self.fresh.pop(root.ino, None)
+            self.expire(root.ino)
             async with self.dir_lock(root.ino):
                 await self.refresh(root, recursive=True)
 
@@ -183,7 +207,7 @@ class Listings(VfsState):
         for p in dir_paths:
             d = self.node_at(p)
             if d is not None and d.is_dir and d.children is not None:
-                self.fresh.pop(d.ino, None)
+                self.expire(d.ino)
                 async with self.dir_lock(d.ino):
                     await self.refresh(d)
 
@@ -200,7 +224,12 @@ class Listings(VfsState):
             return node.is_dir
         if node.is_dir or change.version is None:
             return False
-        return node.version == change.version or f"{change.path}\0{change.version}" in self._ours
+        if node.version == change.version or change.version in self._ours.get(change.path, ()):
+            return True
+        # Someone else wrote it: a later entry with a version we once wrote there is
+        # theirs too (a revert), not ours coming back.
+        self._ours.pop(change.path, None)
+        return False
 
     def loaded_dirs(self) -> list[str]:
         out = []
@@ -276,6 +305,7 @@ class Listings(VfsState):
                         self.node_locks.pop(gone, None)
                         self.dir_locks.pop(gone, None)
                         self._listed_gen.pop(gone, None)
+                        self.relist.discard(gone)
                         self.files.set_kernel_version(gone, None)
                         dropped += 1
             else:
@@ -284,7 +314,7 @@ class Listings(VfsState):
 
     # ------------------------------------------------------------------ merging
 
-    def _merge_tree(self, top: Node, entries: Sequence[Entry], stamp: int) -> None:
+    def _merge_tree(self, top: Node, entries: Sequence[Entry], stamp: int) -> list[int]:
         """Merge a recursive listing of `top`: each directory's part as its own listing,
         parents first. Directories not loaded before are loaded where the walk reaches
         them through a first listing (the whole answer is at hand); a loaded one is
@@ -305,6 +335,7 @@ class Listings(VfsState):
                 self._imply_dir(below, parent, e)
         load_all = top.children is None
         queue = [top]
+        merged: list[int] = []
         while queue:
             d = queue.pop()
             if stamp < self._listed_gen.get(d.ino, -1):
@@ -313,6 +344,7 @@ class Listings(VfsState):
                 continue  # our own pending changes decide what it holds
             self._listed_gen[d.ino] = stamp
             self.fresh[d.ino] = True
+            merged.append(d.ino)
             assert d.children is not None
             queue.extend(
                 c
@@ -322,6 +354,7 @@ class Listings(VfsState):
                 and (load_all or c.children is not None)
                 and not self.busy(c)
             )
+        return merged
 
     @staticmethod
     def _imply_dir(below: dict[str, list[Entry]], path: str, entry: Entry) -> None:

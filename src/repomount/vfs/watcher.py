@@ -41,6 +41,12 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         except Gone:
             log.info("change feed position too old: refreshing every loaded directory")
             vfs.feed_live, since = False, None
+            try:  # the head first: what changes while the tree is re-listed is reported
+                since = (await vfs.remote.changes(None)).head
+            except RemoteError as e:
+                vfs.health.failed(e)
+                await trio.sleep(retry_interval)
+                continue
             await _guarded(vfs, vfs.refresh_tree())
             continue
         except RemoteError as e:
@@ -58,6 +64,8 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         dirs = {paths.parent_of(c.path) for c in news}
         # A directory that changed itself (mkdir, rename) is re-listed too.
         dirs |= {c.path for c in news if c.op != "write"}
+        if news:
+            vfs.feed_news += 1  # (a listing in flight now may be older than this)
         if dirs:
             vfs.feed_live = False  # (until these are re-listed)
             await _refresh(vfs, sorted(dirs))
