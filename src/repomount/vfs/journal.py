@@ -7,7 +7,8 @@ too. Rows are deleted only when the remote acknowledged the change, so the next 
 the same remote replays whatever is left, with the same idempotency keys.
 
 The journal is used from the trio thread only (its statements are short local writes),
-except `sync()`, which checkpoints from a worker thread on a connection of its own.
+except `sync()` (an fsync of the WAL and the blobs' directory) and `checkpoint()`, which run
+in worker threads (checkpoint() on a connection of its own).
 """
 
 from __future__ import annotations
