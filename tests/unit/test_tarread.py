@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from repomount.server import tarstream
+from repomount import tarwrite
 from repomount.tarread import Member, TarError, TarReader, parse_pax
 
 
@@ -86,12 +86,12 @@ async def test_the_servers_read_stream() -> None:
     """What POST /read sends: pax members with a version, a symlink, MISSING."""
     target = "t/" * 80 + "end"
     parts = [
-        tarstream.member_header("a", 2, mtime=1, mode=0o644, pax={tarstream.VERSION_KEY: "v1"}),
-        b"hi" + tarstream.padding(2),
-        tarstream.symlink_header("l", target, mtime=1, mode=0o777, pax={"repomount.version": "v2"}),
-        tarstream.member_header(tarstream.MISSING_NAME, 2, mtime=0, mode=0o644),
-        b"[]" + tarstream.padding(2),
-        tarstream.END_OF_ARCHIVE,
+        tarwrite.member_header("a", 2, mtime=1, mode=0o644, pax={tarwrite.VERSION_KEY: "v1"}),
+        b"hi" + tarwrite.padding(2),
+        tarwrite.symlink_header("l", target, mtime=1, mode=0o777, pax={"repomount.version": "v2"}),
+        tarwrite.member_header(tarwrite.MISSING_NAME, 2, mtime=0, mode=0o644),
+        b"[]" + tarwrite.padding(2),
+        tarwrite.END_OF_ARCHIVE,
     ]
     found = await read_all(feed(b"".join(parts), [100]))
     (a, hi), (link, nothing), (missing, listing) = found

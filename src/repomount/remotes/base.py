@@ -11,9 +11,9 @@ a file id); the vfs only compares them for equality and hands them back as `expe
 from __future__ import annotations
 
 import abc
-import collections
 import enum
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -339,33 +339,21 @@ class Remote(abc.ABC):
         stops the rest and is raised; what was delivered before it stays delivered.
         This default reads them `transfers` at a time; adapters with a bulk read
         (native: one tar stream) override it."""
-        queue = collections.deque(paths)
-        failed: list[RemoteError] = []
 
-        async def worker() -> None:
-            while queue and not failed:
-                path = queue.popleft()
-                dest = new_file()
-                try:
-                    with dest.open("wb") as out:
-                        fetched = await self.read(path, out)
-                except NotFound:
-                    dest.unlink(missing_ok=True)
-                    continue
-                except RemoteError as e:
-                    dest.unlink(missing_ok=True)
-                    failed.append(e)
-                    return
-                except BaseException:
-                    dest.unlink(missing_ok=True)
-                    raise
-                got(path, fetched, dest)
+        async def one(path: str) -> None:
+            dest = new_file()
+            try:
+                with dest.open("wb") as out:
+                    fetched = await self.read(path, out)
+            except NotFound:
+                dest.unlink(missing_ok=True)
+                return
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+            got(path, fetched, dest)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(max(1, min(transfers, len(queue)))):
-                nursery.start_soon(worker)
-        if failed:
-            raise failed[0]
+        await run_limited([functools.partial(one, p) for p in dict.fromkeys(paths)], transfers)
 
     @abc.abstractmethod
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
@@ -388,3 +376,30 @@ class Remote(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def run_limited(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run the jobs, `limit` at a time; the first RemoteError cancels the others and is
+    raised as itself (not inside an exception group)."""
+    if len(jobs) == 1:
+        await jobs[0]()
+        return
+    slots = trio.Semaphore(max(1, limit))
+    failed: list[RemoteError] = []
+    async with trio.open_nursery() as nursery:
+
+        async def one(job: Callable[[], Awaitable[None]]) -> None:
+            async with slots:
+                try:
+                    await job()
+                except RemoteError as e:
+                    failed.append(e)
+                    nursery.cancel_scope.cancel()
+
+        for job in jobs:
+            nursery.start_soon(one, job)
+    if failed:
+        raise failed[0]

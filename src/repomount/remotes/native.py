@@ -29,6 +29,7 @@ from repomount.remotes.base import (
     RepoInfo,
     Unauthorized,
     Write,
+    run_limited,
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
 from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
@@ -39,7 +40,6 @@ from repomount.remotes.native_pack import (
     pack_body,
     pack_length,
     plan_uploads,
-    run_limited,
 )
 from repomount.remotes.native_wire import (
     PER_OP_STATUSES,
@@ -64,6 +64,7 @@ from repomount.remotes.native_wire import (
     with_target,
 )
 from repomount.tarread import Member, TarError, TarReader
+from repomount.tarwrite import VERSION_KEY
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
@@ -71,7 +72,6 @@ INLINE_TINY = 4 * 1024  # ... but only this small when a pack of blobs goes anyw
 UPLOADS_AT_ONCE = 8  # blob uploads (packs or single blobs) of one commit in flight together
 PACKS_AT_ONCE = 4  # ... of which packs
 READ_PATHS = 500  # paths per POST /read of a bulk read
-VERSION_KEY = "repomount.version"  # the pax record of a POST /read member holding its version
 
 
 class NativeRemote(HttpRemote):

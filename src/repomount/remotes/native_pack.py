@@ -9,22 +9,21 @@ attempt, so a retry reads the files again and memory stays bounded by one read.
 
 from __future__ import annotations
 
-import tarfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from repomount.remotes.base import ProtocolError, RemoteError
+from repomount import tarwrite
+from repomount.remotes.base import ProtocolError
+from repomount.tarwrite import BLOCK, END_OF_ARCHIVE
 
 PACK_MAX = 64 << 20  # bytes of tar per pack
 ALONE_MIN = 16 << 20  # a file bigger than this goes in its own PUT: a pack adds nothing
 READ_TOGETHER = 1 << 20  # small files of a pack are read this much per worker-thread call
 SMALL = 256 << 10  # ... files up to this size; bigger ones are streamed in chunks
 CHUNK = 256 << 10
-BLOCK = tarfile.BLOCKSIZE
-END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Blob:
 
 def member_length(size: int) -> int:
     """Bytes a member of `size` bytes of content takes in a pack: header, content, padding."""
-    return BLOCK + size + -size % BLOCK
+    return BLOCK + size + len(tarwrite.padding(size))  # (one header block: a hash fits)
 
 
 def pack_length(blobs: Sequence[Blob]) -> int:
@@ -67,11 +66,7 @@ def plan_uploads(
 
 
 def member_header(blob: Blob) -> bytes:
-    info = tarfile.TarInfo(blob.sha256)
-    info.size = blob.size
-    info.mode = 0o644
-    info.type = tarfile.REGTYPE
-    return info.tobuf(tarfile.USTAR_FORMAT)
+    return tarwrite.member_header(blob.sha256, blob.size)
 
 
 def pack_body(blobs: Sequence[Blob]) -> Callable[[], AsyncIterator[bytes]]:
@@ -110,7 +105,7 @@ async def _streamed(blob: Blob) -> AsyncIterator[bytes]:
                 raise _short(blob)
             left -= len(data)
             yield data
-    yield b"\0" * (-blob.size % BLOCK)
+    yield tarwrite.padding(blob.size)
 
 
 def _read_members(group: Sequence[Blob]) -> bytes:
@@ -121,33 +116,9 @@ def _read_members(group: Sequence[Blob]) -> bytes:
             data = f.read(blob.size)
         if len(data) < blob.size:
             raise _short(blob)
-        parts += [member_header(blob), data, b"\0" * (-blob.size % BLOCK)]
+        parts += [member_header(blob), data, tarwrite.padding(blob.size)]
     return b"".join(parts)
 
 
 def _short(blob: Blob) -> ProtocolError:
     return ProtocolError(f"{blob.source} holds fewer than the {blob.size} bytes of its content")
-
-
-async def run_limited(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
-    """Run the jobs, `limit` at a time; the first RemoteError cancels the others and is
-    raised as itself (not inside an exception group)."""
-    if len(jobs) == 1:
-        await jobs[0]()
-        return
-    slots = trio.Semaphore(max(1, limit))
-    failed: list[RemoteError] = []
-    async with trio.open_nursery() as nursery:
-
-        async def one(job: Callable[[], Awaitable[None]]) -> None:
-            async with slots:
-                try:
-                    await job()
-                except RemoteError as e:
-                    failed.append(e)
-                    nursery.cancel_scope.cancel()
-
-        for job in jobs:
-            nursery.start_soon(one, job)
-    if failed:
-        raise failed[0]

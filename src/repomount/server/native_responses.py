@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import trio
 from starlette.responses import JSONResponse
 
-from repomount.server import tarstream
+from repomount import tarwrite
 from repomount.server.backend import Backend
 from repomount.server.errors import ApiError, status_of
 from repomount.server.store import Conflict, Entry, StoreError
@@ -100,7 +100,7 @@ async def stream_tar(
             blob = await backend.run(backend.store.open_blob, entry.version)
             async for chunk in stream_file(blob, 0, entry.size):
                 yield chunk
-            yield tarstream.padding(entry.size)
+            yield tarwrite.padding(entry.size)
             continue
         group.append(entry)
         grouped += entry.size
@@ -110,19 +110,19 @@ async def stream_tar(
     if group:
         yield await backend.run(_framed, backend, group)
     listing = json.dumps(missing).encode()
-    yield tarstream.member_header(tarstream.MISSING_NAME, len(listing), mtime=0, mode=0o644)
-    yield listing + tarstream.padding(len(listing))
-    yield tarstream.END_OF_ARCHIVE
+    yield tarwrite.member_header(tarwrite.MISSING_NAME, len(listing), mtime=0, mode=0o644)
+    yield listing + tarwrite.padding(len(listing))
+    yield tarwrite.END_OF_ARCHIVE
 
 
 def _header(entry: Entry) -> bytes:
     assert entry.version is not None
-    return tarstream.member_header(
+    return tarwrite.member_header(
         entry.path,
         entry.size,
         mtime=entry.mtime,
         mode=entry.mode,
-        pax={tarstream.VERSION_KEY: entry.version},
+        pax={tarwrite.VERSION_KEY: entry.version},
     )
 
 
@@ -133,12 +133,12 @@ def _framed(backend: Backend, group: Sequence[Entry]) -> bytes:
         assert entry.version is not None
         if entry.target is not None:
             out.append(
-                tarstream.symlink_header(
+                tarwrite.symlink_header(
                     entry.path,
                     entry.target,
                     mtime=entry.mtime,
                     mode=entry.mode,
-                    pax={tarstream.VERSION_KEY: entry.version},
+                    pax={tarwrite.VERSION_KEY: entry.version},
                 )
             )
             continue
@@ -146,5 +146,5 @@ def _framed(backend: Backend, group: Sequence[Entry]) -> bytes:
             data = blob.read(entry.size + 1)
         if len(data) != entry.size:
             raise RuntimeError(f"blob {entry.version} is not {entry.size} bytes as recorded")
-        out += [_header(entry), data, tarstream.padding(entry.size)]
+        out += [_header(entry), data, tarwrite.padding(entry.size)]
     return b"".join(out)

@@ -17,8 +17,8 @@ from typing import IO, BinaryIO
 
 import zstandard
 
+from repomount import tarwrite
 from repomount.paths import InvalidPathError, ancestors_of, validate_path
-from repomount.server import tarstream
 from repomount.server.store import Delete, Entry, Operation, Store, Write
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -67,7 +67,7 @@ def archive_chunks(store: Store, repo: str, head: int) -> Generator[bytes, None,
         if entry.type != "file" or entry.version is None:
             continue
         out = compressor.compress(
-            tarstream.member_header(entry.path, entry.size, mtime=entry.mtime, mode=entry.mode)
+            tarwrite.member_header(entry.path, entry.size, mtime=entry.mtime, mode=entry.mode)
         )
         if out:
             yield out
@@ -80,9 +80,9 @@ def archive_chunks(store: Store, repo: str, head: int) -> Generator[bytes, None,
                 remaining -= len(chunk)
                 if out := compressor.compress(chunk):
                     yield out
-        if out := compressor.compress(tarstream.padding(entry.size)):
+        if out := compressor.compress(tarwrite.padding(entry.size)):
             yield out
-    yield compressor.compress(tarstream.END_OF_ARCHIVE) + compressor.flush()
+    yield compressor.compress(tarwrite.END_OF_ARCHIVE) + compressor.flush()
 
 
 # --- tar.zst in ----------------------------------------------------------------------

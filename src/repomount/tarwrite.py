@@ -1,4 +1,8 @@
-"""Encoding a tar stream member by member, so POST /read can stream without a temp file."""
+"""Encoding a tar stream member by member, so a body streams without a temp file.
+
+Shared by the server (the answer of POST /read, Terminal Use archives) and the native
+adapter (a pack of blobs for POST /blobs); tarread.py is the reading side. The names
+of the native protocol's tar conventions live here too, for both sides."""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import tarfile
 
 BLOCK = tarfile.BLOCKSIZE
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
-VERSION_KEY = "repomount.version"
-MISSING_NAME = "MISSING"
+VERSION_KEY = "repomount.version"  # the pax record of a POST /read member: its version
+MISSING_NAME = "MISSING"  # the last member of a POST /read answer: paths not sent
 
 
 def member_header(
-    name: str, size: int, *, mtime: float, mode: int, pax: dict[str, str] | None = None
+    name: str, size: int, *, mtime: float = 0, mode: int = 0o644, pax: dict[str, str] | None = None
 ) -> bytes:
     """The header blocks of a regular-file member (pax format: long names, UTF-8)."""
     info = tarfile.TarInfo(name)
