@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import BinaryIO
 
 import trio
 
-from repomount.remotes.base import Fetched
-from support.memremote import MemRemote
+from support.streamingremote import Streaming
 from support.util import wait_until_async
 from support.vfsutil import MakeMount, close, open_path, read_all
 
@@ -24,45 +22,10 @@ def content() -> bytes:
     return b"".join(bytes([i]) + block[1:] for i in range(SIZE // MiB))
 
 
-class Throttled(MemRemote):
-    """Streams in 1 MiB pieces; a read from offset 0 stops after `before_gate` bytes
-    until `gate` is set, so a test can look while the file is still arriving."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = trio.Event()
-        self.before_gate = 2 * MiB
-        self.delivered = 0
-        self.offsets: list[int] = []
-
-    async def read(
-        self,
-        path: str,
-        dest: BinaryIO,
-        *,
-        version: str | None = None,
-        offset: int = 0,
-        length: int | None = None,
-    ) -> Fetched:
-        self.offsets.append(offset)
-        data = self.items[path].data
-        end = len(data) if length is None else min(len(data), offset + length)
-        pos = offset
-        while pos < end:
-            if offset == 0 and pos >= self.before_gate:
-                await self.gate.wait()
-            piece = data[pos : min(pos + MiB, end)]
-            dest.write(piece)
-            self.delivered += len(piece)
-            pos += len(piece)
-            await trio.lowlevel.checkpoint()
-        return Fetched(self.items[path].version, len(data), end - offset)
-
-
 async def test_first_byte_before_5_percent_and_seek_while_arriving(
     make_mount: MakeMount,
 ) -> None:
-    remote = Throttled()
+    remote = Streaming()
     data = content()
     remote.put("big.bin", data)
     m = await make_mount(remote)
@@ -88,7 +51,7 @@ async def test_first_byte_before_5_percent_and_seek_while_arriving(
 async def test_writing_a_file_still_arriving_starts_from_all_of_it(
     make_mount: MakeMount,
 ) -> None:
-    remote = Throttled()
+    remote = Streaming()
     data = content()
     remote.put("big.bin", data)
     m = await make_mount(remote)
@@ -108,7 +71,7 @@ async def test_writing_a_file_still_arriving_starts_from_all_of_it(
 
 
 async def test_closing_before_the_end_cancels_and_leaves_nothing(make_mount: MakeMount) -> None:
-    remote = Throttled()
+    remote = Streaming()
     remote.put("big.bin", content())
     m = await make_mount(remote)
     fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)

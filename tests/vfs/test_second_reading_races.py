@@ -17,6 +17,7 @@ from repomount.vfs import watcher
 from repomount.vfs.errors import FsError
 from repomount.vfs.prefetch import Candidate
 from support.memremote import Item, MemRemote
+from support.streamingremote import Streaming
 from support.util import sha, wait_until_async
 from support.vfsutil import MakeMount, close, open_path, read_all, read_file, resolve, write_file
 
@@ -26,50 +27,6 @@ SIZE = 64 * MiB
 
 def content() -> bytes:
     return b"".join(bytes([i]) * MiB for i in range(SIZE // MiB))
-
-
-class Streaming(MemRemote):
-    """Ranged reads in 1 MiB pieces. A read from offset 0 stops after `before_gate`
-    bytes until `gate` is set; every read waits `latency` before its first byte; with
-    `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer)."""
-
-    def __init__(self, *, latency: float = 0.0, corrupt: bool = False) -> None:
-        super().__init__()
-        self.gate = trio.Event()
-        self.before_gate = 2 * MiB
-        self.latency = latency
-        self.corrupt = corrupt
-        self.offsets: list[int] = []
-        self.fail_with: BaseException | None = None
-
-    async def read(
-        self,
-        path: str,
-        dest: BinaryIO,
-        *,
-        version: str | None = None,
-        offset: int = 0,
-        length: int | None = None,
-    ) -> Fetched:
-        self.offsets.append(offset)
-        if self.latency:
-            await trio.sleep(self.latency)
-        if self.fail_with is not None:
-            raise self.fail_with
-        item = self.items[path]
-        data = bytearray(item.data)
-        if self.corrupt:
-            data[3 * MiB] ^= 0xFF
-        end = len(data) if length is None else min(len(data), offset + length)
-        pos = offset
-        while pos < end:
-            if offset == 0 and pos >= self.before_gate:
-                await self.gate.wait()
-            piece = bytes(data[pos : min(pos + MiB, end)])
-            dest.write(piece)
-            pos += len(piece)
-            await trio.lowlevel.checkpoint()
-        return Fetched(item.version, len(data), end - offset)
 
 
 # ---------------------------------------------------------------------- partial.py

@@ -1,0 +1,59 @@
+"""An in-memory remote whose reads stream in 1 MiB pieces and can be held, slowed,
+failed or corrupted: for tests of files read while they arrive (vfs/partial.py)."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import trio
+
+from repomount.remotes.base import Fetched
+from support.memremote import MemRemote
+
+MiB = 1 << 20
+
+
+class Streaming(MemRemote):
+    """Ranged reads in 1 MiB pieces. A read from offset 0 stops after `before_gate`
+    bytes until `gate` is set; every read waits `latency` before its first byte; with
+    `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer)."""
+
+    def __init__(self, *, latency: float = 0.0, corrupt: bool = False) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.before_gate = 2 * MiB
+        self.latency = latency
+        self.corrupt = corrupt
+        self.offsets: list[int] = []
+        self.delivered = 0  # bytes written to destinations
+        self.fail_with: BaseException | None = None
+
+    async def read(
+        self,
+        path: str,
+        dest: BinaryIO,
+        *,
+        version: str | None = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Fetched:
+        self.offsets.append(offset)
+        if self.latency:
+            await trio.sleep(self.latency)
+        if self.fail_with is not None:
+            raise self.fail_with
+        item = self.items[path]
+        data = bytearray(item.data)
+        if self.corrupt:
+            data[3 * MiB] ^= 0xFF
+        end = len(data) if length is None else min(len(data), offset + length)
+        pos = offset
+        while pos < end:
+            if offset == 0 and pos >= self.before_gate:
+                await self.gate.wait()
+            piece = bytes(data[pos : min(pos + MiB, end)])
+            dest.write(piece)
+            self.delivered += len(piece)
+            pos += len(piece)
+            await trio.lowlevel.checkpoint()
+        return Fetched(item.version, len(data), end - offset)
