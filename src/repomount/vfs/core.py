@@ -23,10 +23,10 @@ from pathlib import Path
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Expect, Remote, RemoteError
+from repomount.remotes.base import Expect, Remote
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
-from repomount.vfs.fileio import FileIO
+from repomount.vfs.lost import LostConflicts
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import Node
 from repomount.vfs.scheduling import expected_at
@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Vfs(FileIO):
+class Vfs(LostConflicts):
     def __init__(
         self, remote: Remote, config: VfsConfig, invalidator: Invalidator | None = None
     ) -> None:
@@ -275,44 +275,6 @@ class Vfs(FileIO):
         if node.version is not None and new_version is not None:
             self.cache.rename(src, dst, node.version, new_version)
         node.version, node.fetch_path = new_version, dst
-
-    async def adopt_remote(self, path: str, blob: str | None = None) -> None:
-        """Show the remote's state of `path` again (after a conflict resolved for theirs).
-        `blob`: the content that lost; a newer pending write of the file stays."""
-        node = self.node_at(path)
-        if node is not None:
-            if blob is None or self.overlay.pending_blob(node.ino) == blob:
-                self.overlay.set_pending_blob(node.ino, None)
-            f = self.files.get(node.ino)
-            if f is not None and not f.dirty and node.open_count == 0:
-                self.files.close(node.ino)
-            if local_only(node):  # a create that lost: the remote has the name now
-                node.base = Expect.ANY
-        parent = self.node_at(paths.parent_of(path)) if path else None
-        if parent is not None and parent.children is not None:
-            self.expire(parent.ino)
-            if node is not None:
-                self.adopting.add(node.ino)  # (even while open: the name is theirs)
-            try:
-                async with self.dir_lock(parent.ino):
-                    await self.refresh(parent)
-            except (RemoteError, FsError) as e:
-                log.warning("could not re-list %s: %s", parent.path or "/", e)
-            finally:
-                if node is not None:
-                    self.adopting.discard(node.ino)
-        if node is not None:
-            self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
-
-    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None:
-        """Show the conflict copy the flusher just journaled."""
-        parent = self.node_at(paths.parent_of(copy_path))
-        name = copy_path.rsplit("/", 1)[-1]
-        if parent is None or parent.children is None or name in parent.children:
-            return
-        node = self.inodes.new_node(parent, name, "file", size=size)
-        self._own(node, None)
-        self.overlay.set_pending_blob(node.ino, blob)
 
     # ------------------------------------------------------------------ status
 

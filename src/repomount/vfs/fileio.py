@@ -355,7 +355,13 @@ class FileIO(Namespace):
         """Freeze a dirty spool into the journal as a pending write of the node's path.
         Caller holds the node lock."""
         f = self.files.get(node.ino)
-        if f is None or not f.dirty or not node.attached:
+        if f is None or not f.dirty:
+            return
+        if not node.attached:
+            saved = self.saved_lineage.get(node.ino)
+            if saved is not None:  # its change lost (policy theirs): saved, never sent
+                self.files.freeze(node.ino, saved)
+                log.warning("%s: written on after its change lost; saved to %s", node.name, saved)
             return
         blob = self.journal.new_blob_name()
         self.files.freeze(node.ino, self.journal.blob_path(blob))
@@ -377,6 +383,7 @@ class FileIO(Namespace):
                     # Written but never flushed (the kernel skipped flush): commit now.
                     self.commit_content(node)
                     self.files.close(node.ino)
+                    self.saved_lineage.pop(node.ino, None)
                     if node.ino in self.held_back:  # a listing left it behind: re-list
                         self.held_back.discard(node.ino)
                         if node.parent is not None:

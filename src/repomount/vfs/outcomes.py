@@ -16,6 +16,7 @@ from repomount.remotes.base import (
     Applied,
     Conflicted,
     Expect,
+    ExpectT,
     Failed,
     NotFound,
     Outcome,
@@ -42,7 +43,11 @@ class FlushHooks(Protocol):
 
     async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
 
-    def conflict_copy(self, path: str, copy_path: str, blob: str, size: int) -> None: ...
+    async def keep_as_copy(
+        self, op: Planned, copy: str, olds: set[ExpectT], size: int
+    ) -> int: ...
+
+    async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
 
 
 @dataclass
@@ -220,19 +225,17 @@ class Outcomes:
             return
         if op.op == "write" and op.blob is not None:
             copy_id = None
+            olds = expected_at(op, op.path, self.journal)
             if policy == Policy.KEEP_BOTH:
                 copy = conflict_name(op.path)
-                rec = self.journal.add(
-                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
-                )
-                copy_id = rec.id
                 size, _ = await self.digests.of(op.blob)
+                copy_id = await self.hooks.keep_as_copy(op, copy, olds, size)
                 resolution = f"local version kept as {copy}"
-                self.hooks.conflict_copy(op.path, copy, op.blob, size)
             else:  # theirs
                 saved = save_copy(
                     self.config.conflicts_dir, op.path, self.journal.blob_path(op.blob)
                 )
+                await self.hooks.set_aside_lineage(op, olds, saved)
                 resolution = f"local version saved to {saved}"
             for i in op.ids:
                 self._lost_to_conflict[i] = (

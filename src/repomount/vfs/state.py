@@ -145,6 +145,9 @@ class VfsState:
         self.ns_lock = trio.Lock()
         self.handles: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
+        # Unlinked inodes whose change lost a conflict (policy theirs) while open: where
+        # what their descriptors still write is saved (lost.py sets, fileio.py saves).
+        self.saved_lineage: dict[int, Path] = {}
         self._next_fh = 1
 
     def node(self, ino: int) -> Node:
