@@ -297,6 +297,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if reply.get("ok"):
         print("everything is uploaded")
         return 0
+    for item in reply.get("set_aside") or []:  # type: ignore[attr-defined]
+        print(
+            f"repomount: {item['op']} of {item['path']} set aside: {item['reason']}"
+            " (see set-aside.txt in the state directory)",
+            file=sys.stderr,
+        )
+    if not pending:
+        return 1
     print(
         f"repomount: {len(pending)} change(s) still pending: {reply.get('last_error')}",  # type: ignore[arg-type]
         file=sys.stderr,

@@ -153,12 +153,19 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
             return {"ok": True, **vfs.status()}
         if cmd == "sync":
             timeout = float(req.get("timeout") or opts.drain_timeout)
+            known = len(vfs.journal.set_aside_rows())
             pending = await vfs.drain(timeout)
+            set_aside = vfs.journal.set_aside_rows()[known:]  # during this sync
             if req.get("unmounting"):
                 # `repomount unmount` gave its time already: the drain after the kernel
                 # lets go only sends what is new, it does not wait out the timeout again.
                 opts.drain_timeout = min(opts.drain_timeout, FINAL_DRAIN_AFTER_UNMOUNT)
-            return {"ok": not pending, "pending": pending, "last_error": vfs.health.last_error}
+            return {
+                "ok": not pending and not set_aside,
+                "pending": pending,
+                "set_aside": set_aside,
+                "last_error": vfs.health.last_error,
+            }
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     return handle

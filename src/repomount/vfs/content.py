@@ -78,6 +78,21 @@ class ContentCache:
             self.evict(keep=dest)
         return dest
 
+    def link_in(self, src: Path, path: str, version: str) -> Path | None:
+        """`commit` for a file that stays where it is too (a hard link); None when it
+        cannot be linked (another filesystem, or links refused): the next read fetches."""
+        tmp = self.temp_path()
+        try:
+            os.link(src, tmp)
+        except OSError as e:
+            if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT):
+                return None
+            raise
+        try:
+            return self.commit(tmp, path, version)
+        finally:
+            tmp.unlink(missing_ok=True)  # (when commit left it)
+
     def rename(self, src: str, dst: str, version: str, new_version: str) -> None:
         """A rename landed: the entry of (src, version) is (dst, new_version) now."""
         old = self.cached_path(src, version)

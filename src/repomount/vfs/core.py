@@ -237,7 +237,9 @@ class Vfs(LostConflicts):
         self.files.set_kernel_version(node.ino, version)
         source = self.overlay.take_uploaded(blob, op.ids)
         if source is not None:
-            self.cache.commit(source, op.path, version)
+            # A link, not a move: the blob goes only once the rows that send it are
+            # deleted (a crash in between must not leave a row without its content).
+            self.cache.link_in(source, op.path, version)
 
     def _rename_landed(
         self, src: str, dst: str, version: str | None, moved: set[str] | None = None
@@ -314,6 +316,7 @@ class Vfs(LostConflicts):
             "online": self.health.online,
             "pending": self.pending(),
             "conflicts": [vars(c) for c in self.flusher.conflicts],
+            "set_aside": self.journal.set_aside_rows(),
             "local_only": sorted(n.path for n in self.inodes.nodes() if n.local and n.attached),
             "last_error": self.health.last_error,
             "open_files": len(self.handles),

@@ -11,7 +11,7 @@ shared by its handles, holding one descriptor of the current content:
 - or a read-only descriptor of the file's pending or cached content.
 
 Every copy starts from a descriptor, never from a path: a path may be moved by another
-task (the flusher moves an uploaded blob into the cache) between an await and an open.
+task (an uploaded blob is linked into the cache and deleted) between an await and an open.
 """
 
 from __future__ import annotations

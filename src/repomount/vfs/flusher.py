@@ -67,6 +67,7 @@ class Flusher(Outcomes):
         self.digests = Digests(journal)
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
+        self._set_aside: dict[int, str] = {}  # record id -> why it can never be sent
         self._epoch: float | None = None  # wall clock minus trio's clock
         self._checkpointed = 0  # journal.version at the last checkpoint
         health.on_back = self._back_online
@@ -143,6 +144,7 @@ class Flusher(Outcomes):
         """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
         wanted = set(ids)
         conflict: str | None = None
+        lost: str | None = None  # one of them was set aside: EIO, once the rest went
         with trio.move_on_after(timeout):
             while True:
                 todo = list(wanted)
@@ -151,6 +153,8 @@ class Flusher(Outcomes):
                     rec = self.journal.get(i)
                     if rec is None:
                         wanted.discard(i)
+                        if i in self._set_aside:
+                            lost = self._set_aside[i]
                         if i in self._lost_to_conflict:
                             # Report the conflict once our content is safe remotely too
                             # (the copy may have landed already: look at it now).
@@ -162,6 +166,8 @@ class Flusher(Outcomes):
                         code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
                         raise FsError(code, rec.last_error or "upload failed")
                 if not wanted:
+                    if lost is not None:
+                        raise FsError(errno.EIO, lost)
                     if conflict is not None:
                         raise FsError(errno.ESTALE, conflict)
                     return
@@ -233,8 +239,9 @@ class Flusher(Outcomes):
     def _forget_old(self) -> None:
         """Bound what is kept about settled changes (status shows the newest)."""
         self.digests.forget_unused()
-        while len(self._lost_to_conflict) > KEEP_SETTLED:
-            del self._lost_to_conflict[next(iter(self._lost_to_conflict))]
+        for settled in (self._lost_to_conflict, self._set_aside):
+            while len(settled) > KEEP_SETTLED:
+                del settled[next(iter(settled))]
         del self.conflicts[:-KEEP_SETTLED]
 
     def _signal_progress(self) -> None:
@@ -281,6 +288,10 @@ class Flusher(Outcomes):
             result = await self.remote.apply(changes, base=self.head)
         except RemoteError as e:
             self._request_failed(e, ops)
+            return False
+        except FileNotFoundError:
+            if not await self._set_aside_missing(ops):
+                raise
             return False
         self._online()
         self.head = result.head or self.head
@@ -330,9 +341,34 @@ class Flusher(Outcomes):
         except RemoteError as e:
             self._request_failed(e, [op])
             return False
+        except FileNotFoundError:
+            if not await self._set_aside_missing([op]):
+                raise
+            return False
         self._online()
         self.head = result.head or self.head
         return await self._settle(op, result.outcomes[0])
+
+    async def _set_aside_missing(self, ops: list[Planned]) -> bool:
+        """A content file to send is gone (deleted behind our back): the changes that
+        send it are set aside, so everything else still goes (their fsync gets EIO).
+        False when every content file is there (the error was something else)."""
+        blobs = [op.blob for op in ops if op.op == "write" and op.blob]
+        gone = await trio.to_thread.run_sync(
+            lambda: {b for b in blobs if not self.journal.blob_path(b).exists()}
+        )
+        if not gone:
+            return False
+        self.digests.forget(gone)
+        recs = [r for r in self.journal.records() if r.blob in gone]
+        why = "its content file is missing from the state directory"
+        self.journal.set_aside([r.id for r in recs], why)
+        for r in recs:
+            self._set_aside[r.id] = why
+        self.notify()
+        for r in recs:  # the name shows what the remote has again
+            await self.hooks.adopt_remote(r.path, r.blob)
+        return True
 
     async def _change(self, op: Planned) -> Change:
         if op.op == "write":

@@ -14,6 +14,7 @@ in worker threads (checkpoint() on a connection of its own).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Literal
 
 from repomount.remotes.base import Expect, ExpectT
+
+log = logging.getLogger(__name__)
 
 Op = Literal["write", "delete", "rename", "mkdir", "symlink"]
 State = Literal["pending", "held"]
@@ -49,7 +52,17 @@ CREATE TABLE IF NOT EXISTS changes (
     next_try REAL NOT NULL DEFAULT 0,
     held_for TEXT
 );
+CREATE TABLE IF NOT EXISTS set_aside (
+    id INTEGER PRIMARY KEY,
+    op TEXT NOT NULL,
+    path TEXT NOT NULL,
+    dst TEXT,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+
+SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set aside
 
 
 def encode_expect(e: ExpectT) -> str:
@@ -95,6 +108,7 @@ class Journal:
         # thread. checkpoint() runs them from a worker thread (the flusher, per round).
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._in_transaction = False
+        self._released: list[str] = []  # content files to delete once committed
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
         if "target" not in columns:  # a journal written before symlinks existed
@@ -118,6 +132,12 @@ class Journal:
                 target=row[13], next_try=row[14], held_for=row[15],
             )  # fmt: skip
             self._index(rec)
+        self._state_dir = state_dir
+        missing = [
+            r for r in self._records.values() if r.blob and not self.blob_path(r.blob).exists()
+        ]
+        if missing:
+            self.set_aside([r.id for r in missing], "its content file is missing")
         self._remove_orphan_blobs()
 
     # ------------------------------------------------------------------ reading
@@ -180,11 +200,51 @@ class Journal:
             return
         with self.transaction():
             self._db.executemany("DELETE FROM changes WHERE id = ?", [(i,) for i in ids])
-        for i in ids:
-            rec = self._records.pop(i)
-            self._unindex(rec)
-            if rec.blob and rec.blob not in keep and not self.uses_blob(rec.blob):
-                self.blob_path(rec.blob).unlink(missing_ok=True)
+            for i in ids:
+                rec = self._records.pop(i)
+                self._unindex(rec)
+                if rec.blob and rec.blob not in keep and not self.uses_blob(rec.blob):
+                    self.release_blob(rec.blob)
+
+    def set_aside(self, ids: Iterable[int], reason: str) -> None:
+        """Take changes that can never be sent out of the journal (a crash of an older
+        version, or someone, deleted their content file), so that every other change
+        still goes: each is logged, kept in the `set_aside` table (shown by status)
+        and named in `set-aside.txt` in the state directory."""
+        recs = [self._records[i] for i in ids if i in self._records]
+        if not recs:
+            return
+        now = time.time()
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO set_aside (id, op, path, dst, reason, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.id, r.op, r.path, r.dst, reason, now) for r in recs],
+            )
+        self.complete(r.id for r in recs)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        with (self._state_dir / SET_ASIDE_FILE).open("a", encoding="utf-8") as f:
+            for r in recs:
+                name = f"{r.path} -> {r.dst}" if r.dst else r.path
+                f.write(f"{stamp} {r.op} {name!r}: not sent, {reason}\n")
+                log.error("pending %s of %r set aside: %s", r.op, name, reason)
+
+    def set_aside_rows(self) -> list[dict[str, object]]:
+        """What was set aside, oldest first (for status)."""
+        rows = self._db.execute("SELECT op, path, dst, reason, at FROM set_aside ORDER BY id")
+        return [
+            {"op": op, "path": path, **({"to": dst} if dst else {}), "reason": why, "at": at}
+            for op, path, dst, why, at in rows
+        ]
+
+    def release_blob(self, name: str) -> None:
+        """Delete a content file no row sends any more: once the transaction that
+        deleted its last row is committed, never before (a crash in between would leave
+        a row naming a file that is gone)."""
+        if self._in_transaction:
+            self._released.append(name)
+        else:
+            self.blob_path(name).unlink(missing_ok=True)
 
     def update(self, rec: Record, **changes: object) -> Record:
         new = replace(rec, **changes)  # type: ignore[arg-type]
@@ -312,10 +372,15 @@ class Journal:
             yield
         except BaseException:
             self._in_transaction = False
+            self._released.clear()
             self._db.execute("ROLLBACK")
             raise
         self._in_transaction = False
         self._db.execute("COMMIT")
+        released, self._released = self._released, []
+        for name in released:
+            if not self.uses_blob(name):  # (unless a row took it up again meanwhile)
+                self.blob_path(name).unlink(missing_ok=True)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (worker thread, own connection)."""

@@ -173,7 +173,7 @@ class Outcomes:
         blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
         target = op.dst if op.op == "rename" and op.dst else op.path
         olds = expected_at(op, target, self.journal)  # (before its records go)
-        self.hooks.applied(op, version, blob)  # may move the content into the cache
+        self.hooks.applied(op, version, blob)  # may link the content into the cache
         if not (op.op == "delete" and self._old_name_settled(op)):
             self.journal.complete(op.ids)
         self.digests.forget(op.blobs)

@@ -3,8 +3,8 @@
 It owns the journal (the durable rows of pending changes and their content files, the
 "blobs") and, per inode, the blob holding the file's newest closed content. Nobody else
 names a blob: readers get a descriptor from `open_pending`, taken in the same step that
-found the file, so a blob moved into the content cache once its upload landed (or
-deleted once nothing needs it) never breaks a reader that already has it.
+found the file, so a blob deleted once nothing needs it (linked into the content cache
+when its upload landed) never breaks a reader that already has it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Overlay:
             return None
         try:
             return os.open(self.journal.blob_path(blob), os.O_RDONLY)
-        except FileNotFoundError:  # uploaded and moved into the cache meanwhile
+        except FileNotFoundError:  # uploaded (and deleted, linked into the cache) meanwhile
             return None
 
     def new_blob_from(self, src_fd: int) -> str:
@@ -69,7 +69,7 @@ class Overlay:
 
     def take_uploaded(self, blob: str, ids: Iterable[int]) -> Path | None:
         """The upload of `blob` (rows `ids`) landed: its file, if nothing else pending
-        still needs it under its name, for the caller to move into the cache."""
+        still needs it under its name, for the caller to link into the cache."""
         if self.journal.uses_blob(blob, excluding=set(ids)):
             return None
         path = self.journal.blob_path(blob)
