@@ -225,6 +225,22 @@ def test_idempotent_commit(client: httpx.Client, repo: str) -> None:
     assert r.json()["error"]["code"] == "idempotency_conflict"
 
 
+def test_a_replay_after_a_crash_may_carry_the_same_ops_differently(
+    client: httpx.Client, repo: str
+) -> None:
+    """A mount killed after its commit landed replays it with the same key, but names
+    the head it sees now as base, and may send as a blob what it sent inline: the same
+    commit, so a replay, not 409 "a different request" (which held the changes, found
+    by tests/security/test_crash_recovery.py)."""
+    ops = [{"op": "write", "path": "a", "content_b64": b64(b"1"), "expect": "absent"}]
+    first = commit(client, repo, ops, idempotency_key="c-1")
+    assert first.status_code == 201
+    as_blob = [{**ops[0], "blob": sha(b"1")}]
+    del as_blob[0]["content_b64"]
+    again = commit(client, repo, as_blob, idempotency_key="c-1", base=first.json()["head"])
+    assert (again.status_code, again.json()) == (201, first.json())
+
+
 def test_more_inline_contents_than_the_descriptor_limit(server: ServerProc) -> None:
     """The server held a spool file open for every inline content of a commit at once:
     a commit with more of them than its descriptor limit failed with a 500 (found by

@@ -5,6 +5,7 @@ shapes of answers (JSON, errors, streamed content) in native_responses.py.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
 from functools import wraps
@@ -352,7 +353,10 @@ class NativeApi:
         key = idempotency_key(body)
         if inline:
             await self.backend.run(self._store_inline, inline)
-        idempotency = None if key is None else Idempotency(key, fingerprint(body))
+        # Bound to what the commit does, not to how its body carries it: a replay after
+        # a crash may name another base, or send inline what it first sent as a blob.
+        what = [[type(op).__name__, *dataclasses.astuple(op)] for op in operations]
+        idempotency = None if key is None else Idempotency(key, fingerprint(what))
         result = await self.backend.commit(
             repo, operations, message=message, author=author, idempotency=idempotency
         )
