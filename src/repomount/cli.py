@@ -41,6 +41,26 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="commits of history kept per repo for ?at= and the change feed (default 100000)",
     )
     p.add_argument(
+        "--gc-interval",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds between blob garbage collections, the first at start; 0: off (default 3600)",
+    )
+    p.add_argument(
+        "--gc-grace",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="keep a blob no commit references this long after its upload (default 3600)",
+    )
+    p.add_argument(
+        "--gc-now",
+        action="store_true",
+        help="collect garbage in --data once (the server must not be running), say what "
+        "was freed, and exit",
+    )
+    p.add_argument(
         "--require-preconditions",
         action="store_true",
         help="answer 428 to a PUT or DELETE without If-Match / If-None-Match",
@@ -69,7 +89,7 @@ def _size(text: str) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from repomount.server.run import ServeConfig, serve
+    from repomount.server.run import ServeConfig, collect_now, serve
 
     # An explicit --no-auth wins over a REPOMOUNT_TOKEN left in the environment.
     token = args.token or (None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")) or None
@@ -84,8 +104,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         history=args.history,
         require_preconditions=args.require_preconditions,
         fault_rate=args.inject_faults,
+        gc_interval=args.gc_interval,
+        gc_grace=args.gc_grace,
     )
-    return serve(config)
+    return collect_now(config) if args.gc_now else serve(config)
 
 
 # --------------------------------------------------------------------------- mount & co.

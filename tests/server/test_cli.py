@@ -34,6 +34,9 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
         (("--no-auth", "--host", "0.0.0.0"), None, "only allowed on a loopback host"),
         (("--no-auth", "--token", "t"), None, "not both"),
         (("--history", "0"), "t", "--history"),
+        (("--gc-interval", "-1"), "t", "--gc-interval"),
+        (("--gc-grace", "nan"), "t", "--gc-grace"),
+        (("--gc-now", "--gc-grace", "-5"), None, "--gc-grace"),
     ],
 )
 def test_bad_configurations_exit_2(

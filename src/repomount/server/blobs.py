@@ -13,6 +13,11 @@ file's data) and one after (every rename), however many blobs and directories: a
 fsync costs a journal commit, about as much as a syncfs when little else on the
 filesystem is waiting to be written. Where syncfs is missing, or reports an error, the
 group falls back to the fsyncs.
+
+A blob's mtime is when it was last uploaded: storing one again (or finding it with
+`keep`) refreshes it, so that the garbage collector (server/gc.py), which removes only
+unreferenced blobs older than its grace period, leaves an upload alone while its commit
+is on the way. `_lock` makes "found, refreshed" and "old, removed" exclusive.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +44,7 @@ class BlobDir:
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # a blob's refresh vs its removal by the GC
         # Leftover spools are uploads that never completed: drop them.
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -63,7 +70,7 @@ class BlobDir:
         new: list[tuple[BlobSpool, Path]] = []
         for index, spool in enumerate(spools):
             target = self.path(spool.sha256)
-            if target.exists():
+            if self._refresh(target):
                 spool.close()
                 spool.path.unlink(missing_ok=True)
                 continue
@@ -102,6 +109,49 @@ class BlobDir:
 
     def open(self, sha256: str) -> BinaryIO:
         return self.path(sha256).open("rb")
+
+    def keep(self, sha256: str) -> bool:
+        """Whether the blob is stored; if so its mtime is now, as if uploaded again."""
+        return bool(SHA256_RE.fullmatch(sha256)) and self._refresh(self.path(sha256))
+
+    def _refresh(self, target: Path) -> bool:
+        with self._lock:
+            try:
+                os.utime(target)
+            except FileNotFoundError:
+                return False
+            return True
+
+    def scan(self) -> Iterator[tuple[str, int, float]]:
+        """(SHA-256, size, mtime) of every stored blob; a file not named by a SHA-256
+        in its own shard directory is no blob, never listed (so never collected)."""
+        with os.scandir(self.blobs) as shards:
+            for shard in shards:
+                if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as files:
+                    for file in files:
+                        if not SHA256_RE.fullmatch(file.name) or file.name[:2] != shard.name:
+                            continue
+                        try:
+                            st = file.stat(follow_symlinks=False)
+                        except FileNotFoundError:  # removed meanwhile
+                            continue
+                        yield file.name, st.st_size, st.st_mtime
+
+    def remove_if_older(self, sha256: str, cutoff: float) -> int | None:
+        """Delete the blob if it was last uploaded before `cutoff`; its size then, else
+        None (refreshed meanwhile, or gone already)."""
+        target = self.path(sha256)
+        with self._lock:
+            try:
+                st = os.stat(target)
+                if st.st_mtime >= cutoff:
+                    return None
+                os.unlink(target)
+            except FileNotFoundError:
+                return None
+            return st.st_size
 
 
 def _fsync_spool(spool: BlobSpool) -> None:

@@ -1,9 +1,11 @@
-"""`repomount serve`: open the store, serve the app on Hypercorn's trio worker, stop cleanly."""
+"""`repomount serve`: open the store, serve the app on Hypercorn's trio worker, stop cleanly;
+with it, the periodic blob garbage collection. `--gc-now`: one collection, then exit."""
 
 from __future__ import annotations
 
 import ipaddress
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -14,6 +16,7 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from repomount.server import gc
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
 from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
@@ -38,6 +41,8 @@ class ServeConfig:
     require_preconditions: bool = False
     graceful_timeout: float = 5.0
     fault_rate: float = 0.0  # testing only: see server/faults.py
+    gc_interval: float = gc.DEFAULT_INTERVAL  # seconds between passes; 0: none
+    gc_grace: float = gc.DEFAULT_GRACE  # seconds an unreferenced upload is kept
 
 
 def is_loopback(host: str) -> bool:
@@ -51,6 +56,8 @@ def is_loopback(host: str) -> bool:
 
 def config_problem(config: ServeConfig) -> str | None:
     """Why this configuration must not start, or None."""
+    if problem := store_problem(config):
+        return problem
     if config.token and config.no_auth:
         return "give either --token (or REPOMOUNT_TOKEN) or --no-auth, not both"
     if not config.token and not config.no_auth:
@@ -59,10 +66,19 @@ def config_problem(config: ServeConfig) -> str | None:
         return f"--no-auth is only allowed on a loopback host, not {config.host!r}"
     if not 0 <= config.port <= 65535:
         return f"--port must be 0 to 65535, not {config.port}"
-    if config.history < 1:
-        return "--history must keep at least 1 commit"
     if not 0.0 <= config.fault_rate <= 1.0:
         return f"--inject-faults must be a fraction from 0 to 1, not {config.fault_rate}"
+    if not config.gc_interval >= 0.0:
+        return f"--gc-interval must be 0 (no collection) or more seconds, not {config.gc_interval}"
+    return None
+
+
+def store_problem(config: ServeConfig) -> str | None:
+    """Why the store cannot be opened as configured (for serving or for --gc-now)."""
+    if config.history < 1:
+        return "--history must keep at least 1 commit"
+    if not config.gc_grace >= 0.0:  # (also refuses NaN)
+        return f"--gc-grace must be 0 or more seconds, not {config.gc_grace}"
     return None
 
 
@@ -110,6 +126,33 @@ def serve(config: ServeConfig) -> int:
     return status
 
 
+def collect_now(config: ServeConfig) -> int:
+    """One garbage collection pass over the data directory, saying what it freed; 0
+    done, 1 when the directory is missing or in use (its server collects on its own),
+    2 for a bad configuration."""
+    problem = store_problem(config)
+    if problem is not None:
+        _error(problem)
+        return 2
+    if not (config.data_dir / "meta.sqlite3").is_file():
+        _error(f"{config.data_dir} is not a repomount server's data directory")
+        return 1
+    try:
+        store = SqliteStore(config.data_dir, history=config.history)
+    except (DataDirLocked, OSError) as error:
+        _error(f"{error} (a running server collects garbage itself, see --gc-interval)")
+        return 1
+    try:
+        report = store.collect_garbage(config.gc_grace)
+    except (OSError, sqlite3.Error) as error:
+        _error(f"garbage collection failed: {error}")
+        return 1
+    finally:
+        store.close()
+    print(f"{PREFIX}: gc: {gc.describe(report)}", flush=True)
+    return 0
+
+
 async def _serve(backend: Backend, config: ServeConfig) -> None:
     hconfig = HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
@@ -127,6 +170,17 @@ async def _serve(backend: Backend, config: ServeConfig) -> None:
         )
         # Tests and scripts wait for this line and read the port from it.
         print(f"{PREFIX}: listening on {binds[0]}", file=sys.stderr, flush=True)
+        if config.gc_interval > 0:
+            nursery.start_soon(
+                partial(
+                    gc.collect_periodically,
+                    backend.store,
+                    interval=config.gc_interval,
+                    grace=config.gc_grace,
+                    stop=stop,
+                    prefix=PREFIX,
+                )
+            )
 
 
 async def _wait_for_signal(

@@ -133,7 +133,7 @@ def run_commit(
     )
     floor = max(floor, seq - history)
     db.execute("UPDATE repos SET head = ?, floor = ? WHERE id = ?", (seq, floor, repo_id))
-    _prune(db, repo_id, floor)
+    prune(db, repo_id, floor)
     result = CommitResult(head=seq, results=results)
     if idempotency is not None:
         db.execute(
@@ -162,7 +162,8 @@ def _replay(
     return _load(row[1])
 
 
-def _prune(db: sqlite3.Connection, repo_id: int, floor: int) -> None:
+def prune(db: sqlite3.Connection, repo_id: int, floor: int) -> None:
+    """Drop the rows no head from `floor` on can see (also used by the GC)."""
     db.execute(
         "DELETE FROM entries WHERE repo_id = ? AND commit_to IS NOT NULL AND commit_to <= ?",
         (repo_id, floor),

@@ -8,6 +8,7 @@ History is kept as row versions: an entry row is visible at head H when
 `commit_from <= H < commit_to` (`commit_to` NULL while current), so a listing at any
 kept head is one indexed query, and a commit only inserts and closes rows. Rows that no
 kept head can see any more are pruned as commits land (`history` commits are kept).
+Blobs no kept row references are removed by `collect_garbage` (server/gc.py).
 
 Concurrency: one connection behind one lock. SQLite has a single writer anyway, every
 transaction here is short (file content never passes through the database), and callers
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from repomount.server import gc
 from repomount.server.blobs import BlobDir
 from repomount.server.sqlite_commit import run_commit
 from repomount.server.sqlite_schema import ENTRY_COLS, UPDATED, VISIBLE, entry_of, open_database
@@ -37,6 +39,7 @@ from repomount.server.store import (
     ChangeSet,
     CommitResult,
     Entry,
+    GcReport,
     Gone,
     Idempotency,
     InvalidRequest,
@@ -295,13 +298,19 @@ class SqliteStore(Store):
         return self.blobs.add(spools)
 
     def has_blob(self, sha256: str) -> bool:
-        return self.blobs.size(sha256) is not None
+        return self.blobs.keep(sha256)
 
     def open_blob(self, sha256: str) -> BinaryIO:
         try:
             return self.blobs.open(sha256)
         except (FileNotFoundError, ValueError):
             raise NotFound(f"no blob {sha256}") from None
+
+    def collect_garbage(self, grace: float) -> GcReport:
+        report = gc.collect(self._write, self.blobs, history=self.history, grace=grace)
+        with self._lock:  # the space of the rows pruned above and since, back from the WAL
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
 
     # --- writes -------------------------------------------------------------------------
 

@@ -141,6 +141,16 @@ class CommitResult:
 
 
 @dataclass(frozen=True)
+class GcReport:
+    """What one garbage collection pass did (see server/gc.py)."""
+
+    freed: int = 0  # blobs removed
+    freed_bytes: int = 0
+    kept: int = 0  # blobs left (referenced, or uploaded within the grace period)
+    kept_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class Idempotency:
     key: str
     fingerprint: str  # hash of everything that makes two requests "the same"
@@ -346,7 +356,14 @@ class Store(abc.ABC):
         return self.add_blobs([spool])[0]
 
     @abc.abstractmethod
-    def has_blob(self, sha256: str) -> bool: ...
+    def has_blob(self, sha256: str) -> bool:
+        """Whether the blob is stored; one found counts as uploaded again now (it is kept
+        for the garbage collector's grace period, for the commit that will name it)."""
+
+    @abc.abstractmethod
+    def collect_garbage(self, grace: float) -> GcReport:
+        """Remove the blobs no kept history references that were last uploaded more than
+        `grace` seconds ago (see server/gc.py)."""
 
     @abc.abstractmethod
     def open_blob(self, sha256: str) -> BinaryIO:

@@ -1,0 +1,316 @@
+"""SqliteStore.collect_garbage (server/gc.py), in process: what it frees and what it keeps.
+
+A blob's age is its file's mtime; tests age a blob by setting it back (os.utime) rather
+than by waiting out a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from repomount.server.sqlite_store import SqliteStore
+from repomount.server.store import Delete, Gone, StoreError, UnknownBlob, Write
+from support.util import sha, wait_until
+
+GRACE = 60.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "data", history=1000)
+    s.create_repo("r")
+    yield s
+    s.close()
+
+
+def upload(store: SqliteStore, data: bytes) -> str:
+    spool = store.new_spool()
+    spool.write(data)
+    store.add_blob(spool)
+    return spool.sha256
+
+
+def age(store: SqliteStore, blob: str, seconds: float = 2 * GRACE) -> None:
+    then = time.time() - seconds
+    os.utime(store.blobs.path(blob), (then, then))
+
+
+def age_all(store: SqliteStore) -> None:
+    for blob, _, _ in list(store.blobs.scan()):
+        age(store, blob)
+
+
+def stored(store: SqliteStore) -> set[str]:
+    return {blob for blob, _, _ in store.blobs.scan()}
+
+
+def test_only_old_unreferenced_blobs_go(store: SqliteStore) -> None:
+    current, historic, orphan, young = (upload(store, d) for d in [b"cur", b"old", b"orph", b"yng"])
+    store.commit("r", [Write("a", current), Write("b", historic)])
+    store.commit("r", [Delete("b")])  # b stays readable at head 1
+    for blob in (current, historic, orphan):
+        age(store, blob)
+
+    report = store.collect_garbage(GRACE)
+
+    assert (report.freed, report.freed_bytes) == (1, len(b"orph"))
+    assert (report.kept, report.kept_bytes) == (3, len(b"cur") + len(b"old") + len(b"yng"))
+    assert stored(store) == {current, historic, young}
+    _, entry = store.stat("r", "b", at=1)
+    assert entry is not None
+    with store.open_blob(entry.version or "") as f:
+        assert f.read() == b"old"
+
+
+def test_versions_older_than_the_history_are_freed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data", history=2)
+    try:
+        store.create_repo("r")
+        blobs = [upload(store, f"v{n}".encode()) for n in range(4)]
+        for blob in blobs:
+            store.commit("r", [Write("x", blob)])
+        age_all(store)
+        assert store.collect_garbage(GRACE).freed == 1
+        assert stored(store) == set(blobs[1:])  # heads 2..4 are kept: v1, v2, v3
+        with pytest.raises(Gone):
+            store.stat("r", "x", at=1)
+    finally:
+        store.close()
+
+
+def test_a_lowered_history_is_applied_by_the_gc(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data", history=100)
+    store.create_repo("r")
+    blobs = [upload(store, f"v{n}".encode()) for n in range(4)]
+    for blob in blobs:
+        store.commit("r", [Write("x", blob)])
+    age_all(store)
+    assert store.collect_garbage(GRACE).freed == 0
+    store.close()
+
+    store = SqliteStore(tmp_path / "data", history=1)  # keeps heads 3 and 4
+    try:
+        assert store.collect_garbage(GRACE).freed == 2
+        assert stored(store) == set(blobs[2:])
+        _, entry = store.stat("r", "x", at=3)
+        assert entry is not None and entry.version == blobs[2]
+    finally:
+        store.close()
+
+
+def test_a_deleted_repos_blobs_go_but_shared_ones_stay(store: SqliteStore) -> None:
+    store.create_repo("other")
+    own, shared = upload(store, b"own"), upload(store, b"shared")
+    store.commit("r", [Write("a", own), Write("b", shared)])
+    store.commit("other", [Write("c", shared)])
+    store.delete_repo("r")
+    age_all(store)
+
+    assert store.collect_garbage(GRACE).freed == 1
+    assert stored(store) == {shared}
+    _, entry = store.stat("other", "c")
+    assert entry is not None and entry.version == shared
+
+
+def test_uploading_again_or_finding_a_blob_keeps_it(store: SqliteStore) -> None:
+    again, found, _neither = (upload(store, d) for d in [b"again", b"found", b"neither"])
+    age_all(store)
+    assert upload(store, b"again") == again  # present: not stored anew, but refreshed
+    assert store.has_blob(found)  # as a pack checks its members
+
+    assert store.collect_garbage(GRACE).freed == 1
+    assert stored(store) == {again, found}
+    store.commit("r", [Write("a", again), Write("b", found)])
+
+
+def test_a_commit_naming_a_collected_blob_is_refused_whole(store: SqliteStore) -> None:
+    kept, gone = upload(store, b"kept"), upload(store, b"gone")
+    age(store, gone)
+    store.collect_garbage(GRACE)
+    with pytest.raises(UnknownBlob):
+        store.commit("r", [Write("a", kept), Write("b", gone)])
+    assert store.head("r") == 0
+
+
+def test_a_commit_arriving_mid_sweep_waits_and_is_refused(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sharpest race, made to happen: a commit naming an old orphan arrives just as
+    the GC has decided to remove it. It must wait for the removal and then be refused,
+    not land before the removal (which would leave it naming a missing blob)."""
+    blob = upload(store, b"racing")
+    age(store, blob)
+    outcome: list[BaseException | int] = []
+
+    def commit() -> None:
+        try:
+            outcome.append(store.commit("r", [Write("a", blob)]).head)
+        except StoreError as error:
+            outcome.append(error)
+
+    real_remove = store.blobs.remove_if_older
+
+    def remove_if_older(sha256: str, cutoff: float) -> int | None:
+        racer = threading.Thread(target=commit)
+        racer.start()
+        # Proving a negative needs a time bound: the racer must still be waiting.
+        racer.join(1.0)
+        assert racer.is_alive() and not outcome
+        return real_remove(sha256, cutoff)
+
+    monkeypatch.setattr(store.blobs, "remove_if_older", remove_if_older)
+    assert store.collect_garbage(GRACE).freed == 1
+    wait_until(lambda: outcome, 10, "the racing commit to end")
+    assert isinstance(outcome[0], UnknownBlob)
+    assert store.head("r") == 0
+
+
+def test_files_that_are_not_blobs_are_left_alone(store: SqliteStore) -> None:
+    blob = upload(store, b"misplaced")
+    shard = store.blobs.blobs / blob[:2]
+    stray = [shard / "notes.txt", store.blobs.blobs / "ff" / blob]  # a blob in the wrong shard
+    stray[1].parent.mkdir(exist_ok=True)
+    for path in stray:
+        path.write_bytes(b"x")
+    age_all(store)
+    old = time.time() - 2 * GRACE
+    for path in stray:
+        os.utime(path, (old, old))
+    assert store.collect_garbage(GRACE).freed == 1
+    assert all(path.exists() for path in stray)
+
+
+def kept_heads(store: SqliteStore, repo: str) -> Iterator[int]:
+    head = store.head(repo)
+    for at in range(head, -1, -1):
+        try:
+            store.stat(repo, "", at=at)
+        except Gone:
+            return
+        yield at
+
+
+def referenced(store: SqliteStore) -> set[str]:
+    """Every blob a file visible at some kept head of some repository names."""
+    found = set()
+    for info in store.list_repos():
+        for at in kept_heads(store, info.name):
+            page = store.list_tree(info.name, "", recursive=True, at=at, after=None, limit=10**6)
+            found |= {e.version for e in page.entries if e.type == "file" and e.version}
+    return found
+
+
+def assert_all_readable(store: SqliteStore) -> None:
+    for info in store.list_repos():
+        for at in kept_heads(store, info.name):
+            page = store.list_tree(info.name, "", recursive=True, at=at, after=None, limit=10**6)
+            for entry in page.entries:
+                if entry.type == "file":
+                    with store.open_blob(entry.version or "") as f:
+                        assert sha(f.read()) == entry.version, (info.name, at, entry.path)
+
+
+CONTENTS = [f"content {n}".encode() for n in range(6)]
+action = st.one_of(
+    st.tuples(st.just("write"), st.sampled_from("rs"), st.sampled_from("ab"), st.integers(0, 5)),
+    st.tuples(st.just("delete"), st.sampled_from("rs"), st.sampled_from("ab")),
+    st.tuples(st.just("upload"), st.integers(0, 5)),
+    st.tuples(st.just("recreate"), st.sampled_from("rs")),
+    st.tuples(st.just("time_passes")),
+    st.tuples(st.just("gc")),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action, max_size=30))
+def test_property_a_referenced_blob_is_never_collected(actions: list[tuple]) -> None:
+    """After any sequence of uploads, commits, repo deletions, ageing and collections,
+    every file at every kept head is readable, and every blob left is either named by
+    one of them or younger than the grace period."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "data", history=3)
+        try:
+            for repo in "rs":
+                store.create_repo(repo)
+            for act in actions:
+                try:
+                    run(store, act)
+                except StoreError:
+                    pass  # deleting a missing file: refused, changes nothing
+            report = store.collect_garbage(GRACE)
+            assert_all_readable(store)
+            cutoff = time.time() - GRACE
+            young = {b for b, _, mtime in store.blobs.scan() if mtime >= cutoff}
+            assert stored(store) - young <= referenced(store)
+            assert report.kept == len(stored(store))
+        finally:
+            store.close()
+
+
+def run(store: SqliteStore, act: tuple) -> None:
+    match act:
+        case ("write", repo, path, n):
+            store.commit(repo, [Write(path, upload(store, CONTENTS[n]))])
+        case ("delete", repo, path):
+            store.commit(repo, [Delete(path)])
+        case ("upload", n):
+            upload(store, CONTENTS[n])
+        case ("recreate", repo):
+            store.delete_repo(repo)
+            store.create_repo(repo)
+        case ("time_passes",):
+            age_all(store)
+        case ("gc",):
+            store.collect_garbage(GRACE)
+            assert_all_readable(store)
+
+
+def test_collecting_while_committing_never_leaves_a_dangling_reference(tmp_path: Path) -> None:
+    """Writers upload then commit while the GC runs back to back with no grace at all:
+    each commit lands with its blob or is refused (UnknownBlob), never without it."""
+    store = SqliteStore(tmp_path / "data", history=1)
+    store.create_repo("r")
+    done = threading.Event()
+    freed: list[int] = []
+    refused: list[int] = []
+
+    def collector() -> None:
+        while not done.is_set():
+            freed.append(store.collect_garbage(0.0).freed)
+
+    def writer(who: int) -> None:
+        for n in range(150):
+            blob = upload(store, f"writer {who} round {n}".encode())
+            try:
+                store.commit("r", [Write(f"w{who}/f{n % 5}", blob)])
+            except UnknownBlob:
+                refused.append(n)
+
+    gc_thread = threading.Thread(target=collector)
+    gc_thread.start()
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    try:
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join(120)
+    finally:
+        done.set()
+        gc_thread.join(120)
+    try:
+        assert not any(t.is_alive() for t in [gc_thread, *writers])
+        assert sum(freed) > 0  # the GC did collect meanwhile (overwritten versions)
+        assert_all_readable(store)
+        listing = store.list_tree("r", "", recursive=True, at=None, after=None, limit=1000)
+        assert len([e for e in listing.entries if e.type == "file"]) == 15
+    finally:
+        store.close()
