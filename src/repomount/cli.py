@@ -238,7 +238,8 @@ def _fail(message: str, code: int = 1) -> int:
 
 def _cmd_mount(args: argparse.Namespace) -> int:
     from repomount import daemon
-    from repomount.mounting import MountRequest, run_mount
+    from repomount.mounting import MountRequest, prepare_local_dirs, run_mount
+    from repomount.private import NotPrivateError
     from repomount.remotes.registry import open_remote
 
     mountpoint = args.mountpoint.absolute()
@@ -250,6 +251,10 @@ def _cmd_mount(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e), 2)
     req = MountRequest.from_args(args, mountpoint, identity)
+    try:
+        prepare_local_dirs(req)  # here, before daemonizing: the log goes in the state dir
+    except NotPrivateError as e:
+        return _fail(str(e), 2)
     if args.foreground:
         return run_mount(req, _print_ready(args.src, mountpoint))
     code = daemon.start(lambda ready: run_mount(req, ready), req.state_dir / "mount.log")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control
+from repomount import control, private
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def check_mountpoint(mountpoint: Path) -> str | None:
 
 
 def start(mount_main: MountMain, log_path: Path) -> int:
-    """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code."""
+    """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code.
+    `log_path`'s directory must exist, private (mounting.prepare_local_dirs)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
@@ -74,10 +75,10 @@ def start(mount_main: MountMain, log_path: Path) -> int:
         return 1
     # child
     os.close(read_fd)
+    os.umask(private.PRIVATE_UMASK)  # everything the daemon writes is 0600 / 0700
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
