@@ -289,6 +289,9 @@ def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | No
 
     try:
         return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]
+    except control.UntrustedControl as e:
+        print(f"repomount: {e}", file=sys.stderr)
+        return None
     except OSError:
         print(f"repomount: no repomount mount answers at {mountpoint}", file=sys.stderr)
         return None

@@ -109,7 +109,7 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     for the next mount, and the exit code says so. Returns (exit code, message)."""
     if not is_mounted(mountpoint):
         return 1, f"{mountpoint} is not mounted"
-    reply = _sync_with_progress(mountpoint, timeout)
+    reply, untrusted = _sync_with_progress(mountpoint, timeout)
     result = subprocess.run(
         ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
     )
@@ -119,6 +119,8 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     deadline = time.monotonic() + 10
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if reply is None and untrusted:
+        return 1, f"unmounted {mountpoint} without asking its daemon to upload: {untrusted}"
     if reply is None:
         return 0, f"unmounted {mountpoint} (the mount daemon was not running)"
     if not reply.get("ok"):
@@ -132,8 +134,9 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     return 0, f"unmounted {mountpoint}"
 
 
-def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | None:
-    """Ask the daemon to upload everything; None when no daemon answers."""
+def _sync_with_progress(mountpoint: Path, timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """Ask the daemon to upload everything: its reply, None when no daemon answers
+    (with why, when another user's process would have)."""
     result: dict[str, Any] = {}
 
     def ask() -> None:
@@ -141,6 +144,8 @@ def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | No
             result["reply"] = control.request(
                 mountpoint, "sync", wait=timeout + 5, timeout=timeout, unmounting=True
             )
+        except control.UntrustedControl as e:
+            result["untrusted"] = str(e)
         except OSError:
             result["reply"] = None  # it died: unmount what is left
 
@@ -160,4 +165,4 @@ def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | No
     if show:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
     reply: dict[str, Any] | None = result.get("reply")
-    return reply
+    return reply, result.get("untrusted", "")

@@ -1,15 +1,16 @@
-"""Directories only this user can reach: a mount's state and cache.
+"""Directories only this user can reach: a mount's state, cache and control socket.
 
 Other local users must not read what a mount has not uploaded yet (the journal and its
-pending content), or read its cache. So the mount process runs with a umask of 077
-(every file it makes is 0600, every directory 0700), directories are created with
-explicit modes, and a directory found in place is checked before use: one another user
-owns or can write is refused (they may have put anything in it); one of ours that
-others can only read (made by an older version) is tightened.
+pending content), read its cache, or stand in for its control socket. So the mount
+process runs with a umask of 077 (every file it makes is 0600, every directory 0700),
+directories are created with explicit modes, and a directory found in place is checked
+before use: one another user owns or can write is refused (they may have put anything
+in it); one of ours that others can only read (made by an older version) is tightened.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -40,6 +41,44 @@ def make_private_dir(path: Path, what: str, hint: str) -> None:
     _refuse_foreign(st, f"{what} {path}", hint)
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
+
+
+def make_strict_dir(path: Path, what: str, hint: str) -> None:
+    """Create `path` 0700 in an existing parent, or check the directory found there:
+    ours, not a symbolic link, and no access at all for anyone else (nothing is
+    tightened: a directory others could enter may hold something they put there)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    check_strict_dir(path, what, hint)
+
+
+def check_strict_dir(path: Path, what: str, hint: str) -> None:
+    """The checks of make_strict_dir, creating nothing. FileNotFoundError if absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            kind = "a symbolic link" if os.path.islink(path) else "not a directory"
+            raise NotPrivateError(f"refusing {what} {path}: it is {kind}; {hint}") from None
+        raise
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    _refuse_foreign(st, f"{what} {path}", hint)
+    if st.st_mode & 0o077:
+        raise NotPrivateError(
+            f"refusing {what} {path}: other users have access to it "
+            f"(mode {stat.S_IMODE(st.st_mode):o}, expected 700); {hint}"
+        )
+    parent = os.stat(path.parent)
+    if parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX:
+        raise NotPrivateError(
+            f"refusing {what} {path}: anyone can rename it away "
+            f"({path.parent} is world-writable without the sticky bit); {hint}"
+        )
 
 
 def tighten_tree(root: Path) -> None:
