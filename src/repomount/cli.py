@@ -13,11 +13,24 @@ from repomount.options import DEFAULT_LOCAL_ONLY, Policy
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run repomount's reference server")
+    p = sub.add_parser(
+        "serve",
+        help="run repomount's reference server",
+        description="Run repomount's reference server. Its bearer token comes from "
+        "REPOMOUNT_TOKEN or --token-file, never from the command line, which every "
+        "local user can read (ps, /proc/PID/cmdline).",
+    )
     p.add_argument("--data", required=True, type=Path, help="directory for the store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8750)
-    p.add_argument("--token", default=None, help="bearer token (or REPOMOUNT_TOKEN)")
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None,
+        help="read the bearer token from PATH, '-' for stdin (default: $REPOMOUNT_TOKEN)",
+    )
+    # Refused with a message saying why (a command line is public to local users).
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--no-auth", action="store_true", help="accept requests without a token (loopback only)"
     )
@@ -68,11 +81,28 @@ def _size(text: str) -> int:
     return value
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from repomount.server.run import ServeConfig, serve
+TOKEN_ON_COMMAND_LINE = (
+    "--token is refused: every local user can read a command line (ps); set "
+    "REPOMOUNT_TOKEN, or pass --token-file PATH ('-' reads it from stdin)"
+)
 
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from repomount.server.run import ServeConfig, print_error, serve
+
+    if args.token is not None:
+        print_error(TOKEN_ON_COMMAND_LINE)
+        return 2
+    file_token = None
+    if args.token_file is not None:
+        try:
+            file_token = _read_token_file(args.token_file)
+        except ValueError as e:
+            print_error(str(e))
+            return 2
     # An explicit --no-auth wins over a REPOMOUNT_TOKEN left in the environment.
-    token = args.token or (None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")) or None
+    env_token = None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")
+    token = file_token or env_token or None
     config = ServeConfig(
         data_dir=args.data,
         host=args.host,
@@ -88,11 +118,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _read_token_file(name: str) -> str:
+    """The token in file `name` ('-': stdin), surrounding whitespace stripped. Raises
+    ValueError with a one-line message."""
+    where = "stdin" if name == "-" else f"the token file {name}"
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {where}: {getattr(e, 'strerror', None) or e}") from None
+    token = text.strip()
+    if not token:
+        raise ValueError(f"{where} holds no token")
+    if any(c.isspace() for c in token):
+        raise ValueError(f"{where} holds more than one word; the token is a single line")
+    return token
+
+
 # --------------------------------------------------------------------------- mount & co.
 
 
 def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("mount", help="mount a remote repo on a local directory")
+    p = sub.add_parser(
+        "mount",
+        help="mount a remote repo on a local directory",
+        description="Mount a remote repo on a local directory. Keys come from the "
+        "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
+        "TERMINALUSE_API_KEY; never from the command line, which every local user can "
+        "read. The mount's state, cache and control socket are private to your user.",
+    )
     p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
     _add_mount_options(p)

@@ -61,7 +61,9 @@ def check_mountpoint(mountpoint: Path) -> str | None:
 
 def start(mount_main: MountMain, log_path: Path) -> int:
     """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code.
-    `log_path`'s directory must exist, private (mounting.prepare_local_dirs)."""
+    `log_path`'s directory must exist, private (mounting.prepare_local_dirs). The
+    daemon is a fork, not a new program: its command line is this one's, so it holds
+    no secret (keys come from the environment, readable by this user only)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
