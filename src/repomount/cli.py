@@ -13,11 +13,24 @@ from repomount.options import DEFAULT_LOCAL_ONLY, Policy
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run repomount's reference server")
+    p = sub.add_parser(
+        "serve",
+        help="run repomount's reference server",
+        description="Run repomount's reference server. Its bearer token comes from "
+        "REPOMOUNT_TOKEN or --token-file, never from the command line, which every "
+        "local user can read (ps, /proc/PID/cmdline).",
+    )
     p.add_argument("--data", required=True, type=Path, help="directory for the store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8750)
-    p.add_argument("--token", default=None, help="bearer token (or REPOMOUNT_TOKEN)")
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None,
+        help="read the bearer token from PATH, '-' for stdin (default: $REPOMOUNT_TOKEN)",
+    )
+    # Refused with a message saying why (a command line is public to local users).
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--no-auth", action="store_true", help="accept requests without a token (loopback only)"
     )
@@ -88,11 +101,28 @@ def _size(text: str) -> int:
     return value
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from repomount.server.run import ServeConfig, collect_now, serve
+TOKEN_ON_COMMAND_LINE = (
+    "--token is refused: every local user can read a command line (ps); set "
+    "REPOMOUNT_TOKEN, or pass --token-file PATH ('-' reads it from stdin)"
+)
 
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from repomount.server.run import ServeConfig, collect_now, print_error, serve
+
+    if args.token is not None:
+        print_error(TOKEN_ON_COMMAND_LINE)
+        return 2
+    file_token = None
+    if args.token_file is not None:
+        try:
+            file_token = _read_token_file(args.token_file)
+        except ValueError as e:
+            print_error(str(e))
+            return 2
     # An explicit --no-auth wins over a REPOMOUNT_TOKEN left in the environment.
-    token = args.token or (None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")) or None
+    env_token = None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")
+    token = file_token or env_token or None
     config = ServeConfig(
         data_dir=args.data,
         host=args.host,
@@ -110,11 +140,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return collect_now(config) if args.gc_now else serve(config)
 
 
+def _read_token_file(name: str) -> str:
+    """The token in file `name` ('-': stdin), surrounding whitespace stripped. Raises
+    ValueError with a one-line message."""
+    where = "stdin" if name == "-" else f"the token file {name}"
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {where}: {getattr(e, 'strerror', None) or e}") from None
+    token = text.strip()
+    if not token:
+        raise ValueError(f"{where} holds no token")
+    if any(c.isspace() for c in token):
+        raise ValueError(f"{where} holds more than one word; the token is a single line")
+    return token
+
+
 # --------------------------------------------------------------------------- mount & co.
 
 
 def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("mount", help="mount a remote repo on a local directory")
+    p = sub.add_parser(
+        "mount",
+        help="mount a remote repo on a local directory",
+        description="Mount a remote repo on a local directory. Keys come from the "
+        "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
+        "TERMINALUSE_API_KEY; never from the command line, which every local user can "
+        "read. The mount's state, cache and control socket are private to your user.",
+    )
     p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
     _add_mount_options(p)
@@ -260,7 +317,8 @@ def _fail(message: str, code: int = 1) -> int:
 
 def _cmd_mount(args: argparse.Namespace) -> int:
     from repomount import daemon
-    from repomount.mounting import MountRequest, run_mount
+    from repomount.mounting import MountRequest, prepare_local_dirs, run_mount
+    from repomount.private import NotPrivateError
     from repomount.remotes.registry import open_remote
 
     mountpoint = args.mountpoint.absolute()
@@ -272,6 +330,10 @@ def _cmd_mount(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e), 2)
     req = MountRequest.from_args(args, mountpoint, identity)
+    try:
+        prepare_local_dirs(req)  # here, before daemonizing: the log goes in the state dir
+    except NotPrivateError as e:
+        return _fail(str(e), 2)
     if args.foreground:
         return run_mount(req, _print_ready(args.src, mountpoint))
     code = daemon.start(lambda ready: run_mount(req, ready), req.state_dir / "mount.log")
@@ -306,6 +368,9 @@ def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | No
 
     try:
         return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]
+    except control.UntrustedControl as e:
+        print(f"repomount: {e}", file=sys.stderr)
+        return None
     except OSError:
         print(f"repomount: no repomount mount answers at {mountpoint}", file=sys.stderr)
         return None

@@ -3,6 +3,13 @@
 A Unix socket per mountpoint, private to the user; one JSON request line, one JSON
 answer line. The socket's name is derived from the mountpoint's real path so the CLI can
 find the daemon from MNT alone.
+
+Other local users must neither command a mount nor answer for one. The socket lives in
+$XDG_RUNTIME_DIR/repomount, else $TMPDIR/repomount-UID (/tmp without TMPDIR), a
+directory the mount creates 0700 and both sides check (ours, no access for anyone else,
+not a symbolic link): one another user pre-created is refused. Each side then checks
+the other's uid with SO_PEERCRED: the CLI believes only a mount running as itself; a
+mount obeys only its own user, and root (who can read and signal it anyway).
 """
 
 from __future__ import annotations
@@ -12,22 +19,37 @@ import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from repomount import private
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+_WHAT = "the control directory"
+_HINT = "remove it, or set XDG_RUNTIME_DIR to a directory of your own"
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAX_REQUEST = 1 << 20  # bytes of a request line; a longer one is dropped unanswered
+
+
+class UntrustedControl(ConnectionError):
+    """The control directory or the process answering there is another user's: the
+    CLI sends it nothing and believes nothing from it. One-line message."""
+
+
 def runtime_dir() -> Path:
+    """Where the control sockets live (the directory is made by `prepare_socket`)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    d = Path(base) / "repomount" if base else Path(f"/tmp/repomount-{os.getuid()}")
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return d
+    if base:
+        return Path(base) / "repomount"
+    return Path(os.environ.get("TMPDIR") or "/tmp") / f"repomount-{os.getuid()}"
 
 
 def socket_path(mountpoint: str | Path) -> Path:
@@ -36,9 +58,26 @@ def socket_path(mountpoint: str | Path) -> Path:
     return runtime_dir() / f"{digest}.sock"
 
 
+def prepare_socket(mountpoint: str | Path) -> Path:
+    """For the mount: the socket's path, its directory created 0700 or checked.
+    Raises private.NotPrivateError when another user controls the directory."""
+    private.make_strict_dir(runtime_dir(), _WHAT, _HINT)
+    return socket_path(mountpoint)
+
+
+def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
+    """The uid of the process at the other end of a connected Unix socket (for a
+    listener: its uid when it called listen())."""
+    _pid, uid, _gid = _CRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    )
+    return uid
+
+
 async def serve(
     path: Path, handler: Handler, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
+    """Answer requests at `path`, whose directory prepare_socket() made private."""
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(str(path))
@@ -60,12 +99,16 @@ async def _answer(stream: trio.SocketStream, handler: Handler) -> None:
         buf = b""
         while b"\n" not in buf:
             chunk = await stream.receive_some(65536)
-            if not chunk:
+            if not chunk or len(buf) > MAX_REQUEST:
                 return
             buf += chunk
+        uid = peer_uid(stream.socket)
         try:
-            request = json.loads(buf.split(b"\n", 1)[0])
-            reply = await handler(request)
+            if uid not in (os.getuid(), 0):
+                log.warning("control: refused a command from uid %d (not this mount's user)", uid)
+                reply = {"ok": False, "error": "this mount takes commands from its own user only"}
+            else:
+                reply = await handler(json.loads(buf.split(b"\n", 1)[0]))
         except Exception as e:  # a bad request must not take the mount down
             log.exception("control request failed")
             reply = {"ok": False, "error": str(e)}
@@ -79,11 +122,21 @@ def request(
     mountpoint: str | Path, cmd: str, *, wait: float | None = None, **args: Any
 ) -> dict[str, Any]:
     """Blocking client call, waiting up to `wait` seconds for the answer. Raises OSError
-    when no mount answers there."""
+    when no mount answers there: UntrustedControl when another user's process would."""
     path = socket_path(mountpoint)
+    try:
+        private.check_strict_dir(path.parent, _WHAT, _HINT)
+    except private.NotPrivateError as e:
+        raise UntrustedControl(str(e)) from None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(wait)
         s.connect(str(path))
+        uid = peer_uid(s)  # before sending anything: an impostor learns nothing
+        if uid != os.getuid():
+            raise UntrustedControl(
+                f"refusing the mount's answer at {path}: it comes from uid {uid}, "
+                f"not from us (uid {os.getuid()}); another user may be impersonating it"
+            )
         s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         buf = b""
         while b"\n" not in buf:

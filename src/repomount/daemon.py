@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control
+from repomount import control, private
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ def check_mountpoint(mountpoint: Path) -> str | None:
 
 
 def start(mount_main: MountMain, log_path: Path) -> int:
-    """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code."""
+    """Run `mount_main(ready)` in a daemon; wait until it calls ready(). Exit code.
+    `log_path`'s directory must exist, private (mounting.prepare_local_dirs). The
+    daemon is a fork, not a new program: its command line is this one's, so it holds
+    no secret (keys come from the environment, readable by this user only)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
@@ -74,10 +77,10 @@ def start(mount_main: MountMain, log_path: Path) -> int:
         return 1
     # child
     os.close(read_fd)
+    os.umask(private.PRIVATE_UMASK)  # everything the daemon writes is 0600 / 0700
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -108,7 +111,7 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     for the next mount, and the exit code says so. Returns (exit code, message)."""
     if not is_mounted(mountpoint):
         return 1, f"{mountpoint} is not mounted"
-    reply = _sync_with_progress(mountpoint, timeout)
+    reply, untrusted = _sync_with_progress(mountpoint, timeout)
     result = subprocess.run(
         ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
     )
@@ -118,6 +121,8 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     deadline = time.monotonic() + 10
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if reply is None and untrusted:
+        return 1, f"unmounted {mountpoint} without asking its daemon to upload: {untrusted}"
     if reply is None:
         return 0, f"unmounted {mountpoint} (the mount daemon was not running)"
     if not reply.get("ok"):
@@ -131,8 +136,9 @@ def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
     return 0, f"unmounted {mountpoint}"
 
 
-def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | None:
-    """Ask the daemon to upload everything; None when no daemon answers."""
+def _sync_with_progress(mountpoint: Path, timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """Ask the daemon to upload everything: its reply, None when no daemon answers
+    (with why, when another user's process would have)."""
     result: dict[str, Any] = {}
 
     def ask() -> None:
@@ -140,6 +146,8 @@ def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | No
             result["reply"] = control.request(
                 mountpoint, "sync", wait=timeout + 5, timeout=timeout, unmounting=True
             )
+        except control.UntrustedControl as e:
+            result["untrusted"] = str(e)
         except OSError:
             result["reply"] = None  # it died: unmount what is left
 
@@ -159,4 +167,4 @@ def _sync_with_progress(mountpoint: Path, timeout: float) -> dict[str, Any] | No
     if show:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
     reply: dict[str, Any] | None = result.get("reply")
-    return reply
+    return reply, result.get("untrusted", "")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from repomount import config, log
+from repomount import config, control, log, private
 from repomount.fuse import mount
 from repomount.remotes.registry import open_remote
 from repomount.vfs.conflicts import Policy
@@ -66,10 +66,28 @@ class MountRequest:
         )
 
 
+def prepare_local_dirs(req: MountRequest) -> Path:
+    """Make the mount's state, cache and control directories private to us (or check
+    the ones found there), with the process's umask 077 from now on so everything the
+    mount writes in them is 0600 / 0700; returns the control socket's path. Raises
+    private.NotPrivateError, with a one-line message, for a directory other users
+    own or can write. Idempotent: the CLI calls it before daemonizing, to report
+    there and to have the log's directory ready; run_mount calls it again."""
+    os.umask(private.PRIVATE_UMASK)
+    state, cache = req.state_dir, req.cache_dir
+    private.make_private_dir(state, "the state directory", "choose another with --state-dir")
+    private.tighten_tree(state)  # pending content an older version left 0644
+    private.make_private_dir(cache, "the cache directory", "choose another with --cache-dir")
+    return control.prepare_socket(req.mountpoint)
+
+
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     log.setup(req.log_level)
-    req.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    req.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        control_socket = prepare_local_dirs(req)
+    except private.NotPrivateError as e:
+        ready(str(e))
+        return 2
     lock_fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,6 +115,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         opts = mount.MountOptions(
             req.mountpoint,
+            control_socket,
             fuse_options=req.fuse_options,
             drain_timeout=req.drain_timeout,
             poll_interval=req.poll_interval,

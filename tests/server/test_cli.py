@@ -32,7 +32,9 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
     [
         ((), None, "no token"),
         (("--no-auth", "--host", "0.0.0.0"), None, "only allowed on a loopback host"),
-        (("--no-auth", "--token", "t"), None, "not both"),
+        (("--no-auth", "--token-file", "TOKEN_FILE"), None, "not both"),
+        (("--token-file", "EMPTY_FILE"), None, "holds no token"),
+        (("--token-file", "MISSING_FILE"), None, "cannot read the token file"),
         (("--history", "0"), "t", "--history"),
         (("--gc-interval", "-1"), "t", "--gc-interval"),
         (("--gc-grace", "nan"), "t", "--gc-grace"),
@@ -42,6 +44,10 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
 def test_bad_configurations_exit_2(
     tmp_path: Path, args: tuple[str, ...], token: str | None, says: str
 ) -> None:
+    (tmp_path / "token").write_text("t\n")
+    (tmp_path / "empty").write_text("\n")
+    files = {"TOKEN_FILE": "token", "EMPTY_FILE": "empty", "MISSING_FILE": "missing"}
+    args = tuple(str(tmp_path / files[a]) if a in files else a for a in args)
     done = serve("--data", str(tmp_path / "d"), "--port", "0", *args, token=token)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -56,13 +62,19 @@ def test_no_auth_on_loopback(server_factory: ServerFactory) -> None:
         assert anon.post("/v1/repos", json={"name": "open"}).status_code == 201
 
 
-def test_token_from_argument(tmp_path: Path) -> None:
-    live = ServerProc(tmp_path / "d", token="from-env", extra_args=["--token", "from-arg"])
+def test_token_file_wins_over_the_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    live = ServerProc(
+        tmp_path / "d", token="from-env", extra_args=["--token-file", str(token_file)]
+    )
     live.start()
     try:
         with httpx.Client(base_url=live.url) as c:
-            r = c.get("/v1/repos", headers={"Authorization": "Bearer from-arg"})
+            r = c.get("/v1/repos", headers={"Authorization": "Bearer from-file"})
             assert r.status_code == 200
+            r = c.get("/v1/repos", headers={"Authorization": "Bearer from-env"})
+            assert r.status_code == 401
     finally:
         live.stop()
 

@@ -28,6 +28,7 @@ ReadyCallback = Callable[[str | None], None]  # None: mounted; a string: why not
 @dataclass
 class MountOptions:
     mountpoint: Path
+    control_socket: Path  # in a directory made private (control.prepare_socket)
     fuse_options: list[str] = field(default_factory=list)  # from -o
     drain_timeout: float = 60.0  # on SIGTERM/SIGINT and after unmount
     poll_interval: float = 10.0
@@ -96,7 +97,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     ops = Operations(vfs)
     # Before mounting: once mounted, any stat of the mountpoint from this process waits
     # on a request only this process can answer.
-    sock = control.socket_path(opts.mountpoint)
+    sock = opts.control_socket
     try:
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
     except RuntimeError as e:

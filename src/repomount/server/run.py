@@ -59,9 +59,12 @@ def config_problem(config: ServeConfig) -> str | None:
     if problem := store_problem(config):
         return problem
     if config.token and config.no_auth:
-        return "give either --token (or REPOMOUNT_TOKEN) or --no-auth, not both"
+        return "give either --token-file or --no-auth, not both"
     if not config.token and not config.no_auth:
-        return "no token: pass --token T or set REPOMOUNT_TOKEN (or --no-auth on a loopback host)"
+        return (
+            "no token: set REPOMOUNT_TOKEN or pass --token-file PATH "
+            "(or --no-auth on a loopback host)"
+        )
     if config.no_auth and not is_loopback(config.host):
         return f"--no-auth is only allowed on a loopback host, not {config.host!r}"
     if not 0 <= config.port <= 65535:
@@ -82,7 +85,7 @@ def store_problem(config: ServeConfig) -> str | None:
     return None
 
 
-def _error(message: str) -> None:
+def print_error(message: str) -> None:
     print(f"{PREFIX}: error: {message}", file=sys.stderr, flush=True)
 
 
@@ -90,12 +93,12 @@ def serve(config: ServeConfig) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean stop, 2 for a bad configuration."""
     problem = config_problem(config)
     if problem is not None:
-        _error(problem)
+        print_error(problem)
         return 2
     try:
         pause = pause_marker_for_test()  # TEST ONLY: None unless a test set the variable
     except ValueError as error:
-        _error(str(error))
+        print_error(str(error))
         return 2
     if pause is not None:
         print(
@@ -107,7 +110,7 @@ def serve(config: ServeConfig) -> int:
     try:
         store = SqliteStore(config.data_dir, history=config.history, pause_commit_for_test=pause)
     except (DataDirLocked, OSError) as error:
-        _error(str(error))
+        print_error(str(error))
         return 1
     options = ServerOptions(
         token=None if config.no_auth else config.token,
@@ -119,7 +122,7 @@ def serve(config: ServeConfig) -> int:
     try:
         trio.run(_serve, Backend(store, options), config)
     except* OSError as group:
-        _error(f"cannot listen on {config.host}:{config.port}: {group.exceptions[0]}")
+        print_error(f"cannot listen on {config.host}:{config.port}: {group.exceptions[0]}")
         status = 1
     finally:
         store.close()
@@ -132,20 +135,20 @@ def collect_now(config: ServeConfig) -> int:
     2 for a bad configuration."""
     problem = store_problem(config)
     if problem is not None:
-        _error(problem)
+        print_error(problem)
         return 2
     if not (config.data_dir / "meta.sqlite3").is_file():
-        _error(f"{config.data_dir} is not a repomount server's data directory")
+        print_error(f"{config.data_dir} is not a repomount server's data directory")
         return 1
     try:
         store = SqliteStore(config.data_dir, history=config.history)
     except (DataDirLocked, OSError) as error:
-        _error(f"{error} (a running server collects garbage itself, see --gc-interval)")
+        print_error(f"{error} (a running server collects garbage itself, see --gc-interval)")
         return 1
     try:
         report = store.collect_garbage(config.gc_grace)
     except (OSError, sqlite3.Error) as error:
-        _error(f"garbage collection failed: {error}")
+        print_error(f"garbage collection failed: {error}")
         return 1
     finally:
         store.close()

@@ -29,6 +29,6 @@ def save_copy(conflicts_dir: Path, path: str, blob: Path) -> Path:
     """Keep a local version that lost (policy theirs) under the state directory."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     dest = conflicts_dir / stamp / path
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.copyfile(blob, dest)
     return dest

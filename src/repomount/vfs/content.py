@@ -30,8 +30,8 @@ class ContentCache:
         self.limit = limit
         self.content_dir = root / "content"
         self.tmp_dir = root / "tmp"
-        self.content_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.content_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
         found = []

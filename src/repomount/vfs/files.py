@@ -60,7 +60,7 @@ class Files:
 
     def __init__(self, spool_dir: Path) -> None:
         self.spool_dir = spool_dir
-        spool_dir.mkdir(parents=True, exist_ok=True)
+        spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
             leftover.unlink(missing_ok=True)
         self._open: dict[int, OpenFile] = {}

@@ -99,8 +99,11 @@ class Record:
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.blob_dir = state_dir / "blobs"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.blob_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db_path = state_dir / "journal.db"
+        # Created 0600 here, not by SQLite (0644 less the umask): its -wal and -shm
+        # files take the database's mode. It names every pending path.
+        os.close(os.open(self._db_path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(self._db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against crashes; see sync()
