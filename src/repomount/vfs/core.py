@@ -70,6 +70,7 @@ class Vfs(LostConflicts):
         left = await self.flusher.drain_with_own_loop(replay_timeout)
         if left:
             log.warning("%d change(s) could not be replayed and stay in the journal", len(left))
+            self.leftover = set(left)  # shown in the tree from the journal (leftover.py)
         return left
 
     async def close(self) -> None:

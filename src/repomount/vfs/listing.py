@@ -25,6 +25,7 @@ import trio
 from repomount import paths
 from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, RemoteError
 from repomount.vfs.errors import FsError, not_found
+from repomount.vfs.leftover import lay_leftovers
 from repomount.vfs.nodes import Node, child_path
 from repomount.vfs.state import NeedListing, VfsState, local_only
 
@@ -53,6 +54,8 @@ class Listings(VfsState):
         # failed, or feed news arrived while their listing was in flight.
         self.relist: set[int] = set()
         self.feed_news = 0  # batches of feed news seen (the watcher counts them)
+        # Journal rows an earlier run left that the replay could not send (leftover.py)
+        self.leftover: set[int] = set()
 
     # ------------------------------------------------------------------ generations
 
@@ -377,6 +380,8 @@ class Listings(VfsState):
             # The directory itself moved or changed under this answer, or a pending
             # change of ours (a mkdir, a rename onto or away from its name) decides
             # what it holds: the remote's listing of the name is of another directory.
+            if self.leftover:
+                lay_leftovers(self, d, self.leftover)
             return False
         seen: set[str] = set()
         for e in entries:
@@ -448,6 +453,8 @@ class Listings(VfsState):
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
+        if self.leftover:
+            lay_leftovers(self, d, self.leftover)
         return True
 
     def busy(self, node: Node) -> bool:
