@@ -425,7 +425,7 @@ class Listings(VfsState):
                     gid=self.config.gid,
                 )
                 self.attrs.lay_over(node, owner=not guarded)
-                self.trust.from_remote(node, self.invalidator)
+                self.trust.from_remote(node, e.path, self.invalidator)
                 continue
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
@@ -441,7 +441,7 @@ class Listings(VfsState):
                 node.mode = e.mode
             self.attrs.lay_over(node, owner=not guarded)
             if changed:
-                self.trust.from_remote(node, self.invalidator)
+                self.trust.from_remote(node, e.path, self.invalidator)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
         if (

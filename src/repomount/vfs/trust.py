@@ -35,7 +35,7 @@ GIT_DIR = ".git"
 
 def in_git_dir(path: str) -> bool:
     """Whether `path` is a `.git` (directory or gitdir file) or lies below one."""
-    return GIT_DIR in path.split("/")
+    return GIT_DIR in path and GIT_DIR in path.split("/")  # (the first test is cheap)
 
 
 def leaves_mount(link_path: str, target: str) -> bool:
@@ -91,11 +91,11 @@ class Trust:
         """Whether a link the remote has at `path` is shown as a read-only file."""
         return not self.remote_symlinks and target is not None and leaves_mount(path, target)
 
-    def from_remote(self, node: Node, kernel: _Kernel) -> None:
-        """The remote made or changed `node` (a listing brought it): at or below a
-        `.git`, it and every `.git` above it are nobody's now (and the kernel drops
-        the owner it may have cached)."""
-        if self.remote_code:
+    def from_remote(self, node: Node, path: str, kernel: _Kernel) -> None:
+        """The remote made or changed `node` at `path` (a listing brought it): at or
+        below a `.git`, it and every `.git` above it are nobody's now (and the kernel
+        drops the owner it may have cached)."""
+        if not self.guards_owner(path):
             return
         gits = list(_git_dirs_from(node))
         if not gits:
