@@ -7,10 +7,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 
-from repomount.remotes.base import Symlink
+from repomount.remotes.base import Listing, Symlink
 from repomount.vfs.errors import FsError
 from repomount.vfs.trust import NOBODY
 from support.memremote import MemRemote
@@ -84,6 +85,26 @@ async def test_a_remote_change_to_a_file_in_our_git_dir_makes_it_nobodys(
     await m.vfs.refresh_dirs([".git"])
     assert await owner(m, ".git/config") == (NOBODY, NOBODY)
     assert await owner(m, ".git") == (NOBODY, NOBODY)
+
+
+class DirsWithASize(MemRemote):
+    """A remote whose listings give directories a size (as `ls -l` of a disk would)."""
+
+    def listing(self, path: str, *, recursive: bool = False) -> Listing:
+        got = super().listing(path, recursive=recursive)
+        sized = [replace(e, size=4096) if e.kind == "dir" else e for e in got.entries]
+        return replace(got, entries=sized)
+
+
+async def test_a_listing_of_our_own_git_dir_changes_nothing(make_mount: MakeMount) -> None:
+    """A directory's listed size is no change of what it holds."""
+    m = await make_mount(DirsWithASize())
+    await mkdirs(m.vfs, ".git/refs/heads")
+    await write_file(m.vfs, ".git/refs/heads/main", b"0" * 40 + b"\n")
+    assert await m.drain() == []
+    await m.vfs.refresh_dirs(["", ".git", ".git/refs"])
+    for path in (".git", ".git/refs", ".git/refs/heads"):
+        assert await owner(m, path) == ME, path
 
 
 @pytest.mark.parametrize("trusted", [False, True])

@@ -440,7 +440,7 @@ class Listings(VfsState):
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
             self.attrs.lay_over(node, owner=not guarded)
-            if changed:
+            if changed and not node.is_dir:  # (a directory changes through what it holds)
                 self.trust.from_remote(node, e.path, self.invalidator)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
