@@ -307,6 +307,18 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long SIGTERM/unmount wait for pending uploads (default 60)",
     )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="show git metadata (.git) from the remote as yours, so git honours its "
+        "config and hooks; only for repos whose every writer you trust",
+    )
+    p.add_argument(
+        "--follow-remote-symlinks",
+        action="store_true",
+        help="follow links from the remote that point outside the mount (default: "
+        "shown as read-only files holding the target)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 

@@ -40,6 +40,8 @@ class MountRequest:
     drain_timeout: float = 60.0
     use_change_feed: bool = True
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
+    trust_remote_code: bool = False
+    follow_remote_symlinks: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -63,6 +65,8 @@ class MountRequest:
             drain_timeout=args.drain_timeout,
             use_change_feed=not args.no_change_feed,
             local_only=tuple(g.strip() for g in args.local_only.split(",") if g.strip()),
+            trust_remote_code=args.trust_remote_code,
+            follow_remote_symlinks=args.follow_remote_symlinks,
         )
 
 
@@ -111,6 +115,8 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
                 transfers=req.transfers,
                 on_conflict=req.on_conflict,
                 local_only=req.local_only,
+                trust_remote_code=req.trust_remote_code,
+                follow_remote_symlinks=req.follow_remote_symlinks,
             ),
         )
         opts = mount.MountOptions(

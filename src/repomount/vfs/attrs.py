@@ -64,16 +64,17 @@ class LocalAttrs:
             changes["version"] = node.version
         self._store(path, replace(old, **changes))  # type: ignore[arg-type]
 
-    def lay_over(self, node: Node) -> None:
-        """Show what was kept for `node`'s path (after a listing made or updated it)."""
+    def lay_over(self, node: Node, *, owner: bool = True) -> None:
+        """Show what was kept for `node`'s path (after a listing made or updated it).
+        `owner=False`: not the kept owner (where trust.py decides it)."""
         kept = self._kept.get(node.path)
         if kept is None:
             return
         if kept.mode is not None:
             node.mode = kept.mode
-        if kept.uid is not None:
+        if owner and kept.uid is not None:
             node.uid = kept.uid
-        if kept.gid is not None:
+        if owner and kept.gid is not None:
             node.gid = kept.gid
         if node.is_dir or kept.version == node.version:
             if kept.mtime_ns is not None:

@@ -108,6 +108,9 @@ class Vfs(LostConflicts):
         """chmod, chown, utimensat, truncate. Modes of files go to remotes that keep
         them; everything else is kept for the mount's lifetime (docs/semantics.md)."""
         node = self.node(ino)
+        if node.link_as_file and (size is not None or mode is not None):  # (trust.py)
+            code = errno.EACCES if size is not None else errno.EPERM
+            raise FsError(code, f"{node.path}: a link that leaves the mount, read-only")
         if size is not None:
             if node.is_dir:
                 raise FsError(errno.EISDIR)

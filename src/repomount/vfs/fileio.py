@@ -39,6 +39,8 @@ class FileIO(Namespace):
         fd = self.overlay.open_pending(node.ino)
         if fd is not None:
             return fd
+        if node.kind == "symlink":  # shown as a file (trust.py): its target's text
+            return _text_fd(node.target or "")
         if local_only(node) or node.local:  # nothing remote: it is empty
             return os.open(os.devnull, os.O_RDONLY)
         # No version known yet (a name the remote took over in a conflict, not yet
@@ -242,6 +244,8 @@ class FileIO(Namespace):
         if node.is_dir:
             raise FsError(errno.EISDIR)
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        if writable and node.link_as_file:
+            raise FsError(errno.EACCES, f"{node.path}: a link that leaves the mount, read-only")
         keep_cache = True
         node.open_count += 1  # held from here: no forget or listing drops it
         try:
@@ -396,6 +400,13 @@ def _sync_locally(fd: int | None, journal: Journal) -> None:
     if fd is not None:
         os.fsync(fd)
     journal.sync()
+
+
+def _text_fd(text: str) -> int:
+    """A read-only-by-use descriptor holding `text` (memory, no file)."""
+    fd = os.memfd_create("repomount-link", os.MFD_CLOEXEC)
+    os.write(fd, os.fsencode(text))
+    return fd
 
 
 async def _pread(fd: int, size: int, off: int) -> bytes:

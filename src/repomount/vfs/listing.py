@@ -269,6 +269,7 @@ class Listings(VfsState):
             for ino in [i for i in table if self.inodes.get(i) is None]:
                 del table[ino]  # (nodes a listing removed that the kernel never held)
         in_dirhandle = {dh.node.ino for dh in self.dirs.values()}
+        made_here = self.trust.kept_in_memory(self.inodes.root)  # (a re-listing would differ)
         droppable: dict[int, bool] = {}
         order: list[Node] = []  # parents before children
         stack = [self.inodes.root]
@@ -282,6 +283,7 @@ class Listings(VfsState):
                 n.lookups == 0
                 and n.open_count == 0
                 and n.ino not in in_dirhandle
+                and n.ino not in made_here
                 and not self.busy(n)
                 and not self.journal.touches(n.path)
             )
@@ -402,10 +404,14 @@ class Listings(VfsState):
                 if self.files.get(node.ino) is not None and node.version != e.version:
                     self.held_back.add(node.ino)  # caught up once its last handle goes
                 continue
-            if node is not None and node.kind != e.kind:
+            as_file = e.kind == "symlink" and self.trust.link_as_file(e.path, e.target)
+            if node is not None and (
+                node.kind != e.kind or (node.version != e.version and node.link_as_file != as_file)
+            ):  # (the kernel cannot change an inode's type: a new one)
                 self.inodes.detach(node)
                 self.invalidator.entry(d.ino, name, node.ino)
                 node = None
+            guarded = self.trust.guards_owner(e.path)
             if node is None:
                 node = self.inodes.new_node(
                     d,
@@ -419,10 +425,12 @@ class Listings(VfsState):
                     mtime_ns=int(e.mtime * 1e9) if e.mtime is not None else time.time_ns(),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
                     target=e.target,
+                    link_as_file=as_file,
                     uid=self.config.uid,
                     gid=self.config.gid,
                 )
-                self.attrs.lay_over(node)
+                self.attrs.lay_over(node, owner=not guarded)
+                self.trust.from_remote(node, e.path, self.invalidator)
                 continue
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
@@ -436,7 +444,9 @@ class Listings(VfsState):
                     node.mtime = e.mtime
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
-            self.attrs.lay_over(node)
+            self.attrs.lay_over(node, owner=not guarded)
+            if changed and not node.is_dir:  # (a directory changes through what it holds)
+                self.trust.from_remote(node, e.path, self.invalidator)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
         if (

@@ -162,7 +162,7 @@ class Namespace(Listings):
 
     def readlink(self, ino: int) -> str:
         node = self.node(ino)
-        if node.kind != "symlink" or node.target is None:
+        if node.kind != "symlink" or node.target is None or node.link_as_file:
             raise FsError(errno.EINVAL)
         return node.target
 

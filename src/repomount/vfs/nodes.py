@@ -31,7 +31,8 @@ class Node:
     atime_ns: int = -1  # -1: the same as mtime until set (utimensat)
     ctime_ns: int = -1  # -1: the same as mtime until an attribute or the name changes
     # Owner, for the mount's lifetime (the remotes keep none): the mounting user, or
-    # whoever made the node through an allow_other mount, or chown.
+    # whoever made the node through an allow_other mount, or chown; 'nobody' for git
+    # metadata from the remote (trust.py).
     uid: int = 0
     gid: int = 0
     # The remote version of the node's clean content and where the remote keeps it
@@ -53,6 +54,9 @@ class Node:
     # in a journal blob that no journal row sends anywhere.
     local: bool = False
     target: str | None = None  # a symlink's target
+    # A link from the remote that leaves the mount, shown as a read-only file holding
+    # its target's text (trust.py): the kernel must not follow it.
+    link_as_file: bool = False
 
     @property
     def mtime(self) -> float:
@@ -96,6 +100,8 @@ class Node:
 
     @property
     def st_mode(self) -> int:
+        if self.link_as_file:
+            return stat.S_IFREG | 0o444
         kind_bits = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
         return kind_bits[self.kind] | (self.mode & 0o7777)
 

@@ -45,6 +45,7 @@ from repomount.vfs.outcomes import FlushConfig, FlushHooks
 from repomount.vfs.overlay import Overlay
 from repomount.vfs.partial import Streams
 from repomount.vfs.prefetch import Prefetcher
+from repomount.vfs.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class VfsConfig:
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    # What repo content may do here (trust.py): off, it can run nothing and write
+    # nowhere outside the mount.
+    trust_remote_code: bool = False
+    follow_remote_symlinks: bool = False
 
 
 @dataclass
@@ -119,6 +124,7 @@ class VfsState:
         self.journal = self.overlay.journal
         self.files = Files(config.state_dir / "spool")
         self.attrs = LocalAttrs(self.journal.db)
+        self.trust = Trust(config.trust_remote_code, config.follow_remote_symlinks)
         self.health = Health()
         self.flusher = Flusher(
             remote,
