@@ -23,6 +23,7 @@ from repomount.vfs.namespace import Namespace
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
 from repomount.vfs.prefetch import SMALL_FILE, WALK_FILES, Candidate
+from repomount.vfs.sparse import Sparse
 from repomount.vfs.state import Handle, local_only
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,20 @@ log = logging.getLogger(__name__)
 class FileIO(Namespace):
     # ------------------------------------------------------------------ content
 
-    async def open_content(self, node: Node) -> int:
-        """A read-only descriptor of the node's current closed content."""
+    async def open_content(self, node: Node) -> tuple[int, Sparse | None]:
+        """A read-only descriptor of the node's current closed content, and the edits
+        it holds if it is edits of a content never fetched (sparse.py; its other bytes
+        are not there)."""
         f = await self._settled_file(node)
         if f is not None:
-            return os.dup(f.fd)
-        fd = self.overlay.open_pending(node.ino)
-        if fd is not None:
-            return fd
+            return os.dup(f.fd), f.sparse.copy() if f.sparse else None
+        pending = self._pending_content(node)
+        if pending is not None:
+            return pending
         if node.kind == "symlink":  # shown as a file (trust.py): its target's text
-            return _text_fd(node.target or "")
+            return _text_fd(node.target or ""), None
         if local_only(node) or node.local:  # nothing remote: it is empty
-            return os.open(os.devnull, os.O_RDONLY)
+            return os.open(os.devnull, os.O_RDONLY), None
         # No version known yet (a name the remote took over in a conflict, not yet
         # re-listed): read whatever it holds now and learn its version from the answer.
         for attempt in range(3):
@@ -51,7 +54,7 @@ class FileIO(Namespace):
                 cached = self.cache.lookup(where, node.version)
                 if cached is not None:
                     try:
-                        return os.open(cached, os.O_RDONLY)
+                        return os.open(cached, os.O_RDONLY), None
                     except FileNotFoundError:
                         pass  # evicted just now
             if node.version is not None:
@@ -59,7 +62,7 @@ class FileIO(Namespace):
                 cached = self.cache.lookup(where, node.version)
                 if cached is not None:
                     try:
-                        return os.open(cached, os.O_RDONLY)
+                        return os.open(cached, os.O_RDONLY), None
                     except FileNotFoundError:
                         pass  # evicted just now
             tmp = self.cache.temp_path()
@@ -82,7 +85,10 @@ class FileIO(Namespace):
         self.health.ok()
         # Local content that appeared meanwhile wins over the download.
         f = await self._settled_file(node)
-        newer = os.dup(f.fd) if f is not None else self.overlay.open_pending(node.ino)
+        if f is not None:
+            tmp.unlink(missing_ok=True)
+            return os.dup(f.fd), f.sparse.copy() if f.sparse else None
+        newer = self._pending_content(node)
         if newer is not None:
             tmp.unlink(missing_ok=True)
             return newer
@@ -93,7 +99,18 @@ class FileIO(Namespace):
         node.size = got.size
         if node.version is None or self.cache.commit(tmp, where, node.version) is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
-        return fd
+        return fd, None
+
+    def _pending_content(self, node: Node) -> tuple[int, Sparse | None] | None:
+        """The node's pending content (descriptor, edits if sparse), or None. The edits
+        are looked up before the descriptor is taken: should the blob be laid over its
+        base meanwhile, its whole content is taken for edits, never the other way."""
+        blob = self.overlay.pending_blob(node.ino)
+        edits = self.journal.sparse_of(blob) if blob is not None else None
+        fd = self.overlay.open_pending(node.ino)
+        if fd is None:
+            return None
+        return fd, edits.copy() if edits else None
 
     async def _read_ahead(self, node: Node, where: str, version: str) -> None:
         """A cold open: when it is part of a tree walk, queue the walk's small files
@@ -161,11 +178,14 @@ class FileIO(Namespace):
     async def content_to_new_blob(self, node: Node) -> str:
         """A new journal blob holding the node's current content (copied from a
         descriptor, in a worker thread)."""
-        fd = await self.open_content(node)
+        fd, edits = await self.open_content(node)
         try:
-            return await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
+            blob = await trio.to_thread.run_sync(self.overlay.new_blob_from, fd)
         finally:
             os.close(fd)
+        if edits is not None:  # (marked before any row sends it)
+            self.journal.mark_sparse(blob, edits)
+        return blob
 
     async def _ftruncate(self, f: OpenFile, size: int) -> None:
         """Truncate a spool in a worker thread. It is marked dirty first (nothing may
@@ -182,13 +202,13 @@ class FileIO(Namespace):
         remote file not cached yet is read while it arrives (partial.py)."""
         f = self.files.get(node.ino)
         if f is None:
-            partial = None
+            partial, edits = None, None
             where = node.fetch_path or node.path
             if self._streamable(node, where):
                 assert node.version is not None
                 fd, partial = self.streams.open(where, node.version, node.size)
             else:
-                fd = await self.open_content(node)
+                fd, edits = await self.open_content(node)
             f = self.files.get(node.ino)
             if f is not None:  # another handle got there first
                 os.close(fd)
@@ -196,6 +216,7 @@ class FileIO(Namespace):
                     partial.release()
             else:
                 f = self.files.set_content(node.ino, fd, partial)
+                f.sparse = edits
         return f
 
     def _streamable(self, node: Node, where: str) -> bool:
@@ -209,7 +230,9 @@ class FileIO(Namespace):
             and not self.cache.has(where, node.version)
         )
 
-    async def _spool(self, node: Node, *, truncate: bool = False) -> OpenFile:
+    async def _spool(
+        self, node: Node, *, truncate: bool = False, offline: Sparse | None = None
+    ) -> OpenFile:
         """The node's writable working copy; made on first write (or after a close froze
         the last one) from its current content via a descriptor, or empty."""
         f = self.files.get(node.ino)
@@ -218,15 +241,32 @@ class FileIO(Namespace):
                 await self._ftruncate(f, 0)
             return f
         src: int | None = None
-        if not truncate:
-            f = await self._settled_file(node)  # the copy needs every byte
-            src = os.dup(f.fd) if f is not None else await self.open_content(node)
+        edits: Sparse | None = offline
+        if not truncate and offline is None:
+            try:
+                src, edits = await self.open_content(node)  # (waits for every byte)
+            except RemoteError as e:
+                edits = self._offline_edits(node, e)
         try:
-            path, fd = await trio.to_thread.run_sync(self.files.new_spool_from, src)
+            path, fd = await trio.to_thread.run_sync(
+                self.files.new_spool_from, src, edits.length if edits and src is None else 0
+            )
         finally:
             if src is not None:
                 os.close(src)
-        return self.files.adopt_spool(node.ino, path, fd)
+        f = self.files.adopt_spool(node.ino, path, fd)
+        f.sparse = edits
+        return f
+
+    def _offline_edits(self, node: Node, error: RemoteError) -> Sparse:
+        """The remote cannot give the file's content now (offline): edit it anyway,
+        over its listed version, to be laid over that version once it can be fetched
+        (sparse.py). Anything else raises the error."""
+        if not error.retryable or node.version is None or node.local or local_only(node):
+            raise error
+        log.info("%s: content unreachable, edited over version %s", node.path, node.version)
+        where = node.fetch_path or node.path
+        return Sparse(where, node.version, keep=node.size, length=node.size)
 
     async def truncate_content(self, node: Node) -> None:
         """create() and open(O_TRUNC): the file starts empty."""
@@ -255,7 +295,12 @@ class FileIO(Namespace):
             else:
                 async with self.node_lock(ino):
                     fresh = self.files.get(ino) is None
-                    await self._open_file(node)
+                    try:
+                        await self._open_file(node)
+                    except RemoteError as e:
+                        if not writable:
+                            raise
+                        await self._spool(node, offline=self._offline_edits(node, e))
                 if fresh:
                     seen = self.files.kernel_version(ino)
                     keep_cache = node.version is not None and seen == node.version
@@ -279,6 +324,8 @@ class FileIO(Namespace):
             if f is None:  # (cannot happen while the handle is open)
                 raise FsError(errno.EBADF)
             partial = f.partial
+            if f.sparse is not None and not f.sparse.covers(off, off + size):
+                raise FsError(errno.EIO, f"{h.node.path}: bytes never fetched (edited offline)")
             if partial is None:
                 return await _pread(f.fd, size, off)
             try:
@@ -298,6 +345,8 @@ class FileIO(Namespace):
         async with self.node_lock(node.ino):
             f = await self._spool(node)
             n = os.pwrite(f.fd, data, off)
+            if f.sparse is not None:
+                f.sparse.wrote(off, off + n)
             f.dirty = True
             node.size = max(node.size, off + n)
             node.mtime = node.ctime = time.time()
@@ -308,6 +357,8 @@ class FileIO(Namespace):
         async with self.node_lock(node.ino):
             f = await self._spool(node)
             await self._ftruncate(f, size)
+            if f.sparse is not None:
+                f.sparse.truncated(size)
             node.size = size
             node.mtime = node.ctime = time.time() if mtime is None else mtime
             if node.open_count == 0:  # truncate(2) of a closed file: no close() follows
@@ -372,7 +423,10 @@ class FileIO(Namespace):
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
-            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+            with self.journal.transaction():  # a sparse blob never looks whole
+                if f.sparse is not None:
+                    self.journal.mark_sparse(blob, f.sparse)
+                self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
         self.overlay.set_pending_blob(node.ino, blob)
 
     async def release(self, fh: int) -> None:

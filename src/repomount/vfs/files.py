@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repomount.vfs.partial import Partial
+from repomount.vfs.sparse import Sparse
 
 COPY_CHUNK = 1 << 20
 
@@ -49,6 +50,8 @@ class OpenFile:
     # Content still arriving (a large file read while it downloads): reads wait for
     # their bytes, copies for all of them.
     partial: Partial | None = None
+    # Edits of a content never fetched (sparse.py): only these bytes are there.
+    sparse: Sparse | None = None
 
     @property
     def writable(self) -> bool:
@@ -83,13 +86,16 @@ class Files:
         f = self._open[ino] = OpenFile(fd, partial=partial)
         return f
 
-    def new_spool_from(self, src_fd: int | None) -> tuple[Path, int]:
-        """A fresh spool file holding a copy of `src_fd` (or empty). Worker thread."""
+    def new_spool_from(self, src_fd: int | None, length: int = 0) -> tuple[Path, int]:
+        """A fresh spool file holding a copy of `src_fd` (or `length` bytes of holes).
+        Worker thread."""
         path = self.spool_dir / uuid.uuid4().hex
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             if src_fd is not None:
                 copy_fd(src_fd, fd)
+            elif length:
+                os.ftruncate(fd, length)
         except BaseException:
             os.close(fd)
             path.unlink(missing_ok=True)

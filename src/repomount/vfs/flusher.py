@@ -21,8 +21,10 @@ import trio
 from repomount.remotes.base import (
     Applied,
     Change,
+    Conflict,
     Delete,
     Mkdir,
+    NotFound,
     Remote,
     RemoteError,
     Rename,
@@ -36,6 +38,7 @@ from repomount.vfs.health import Health
 from repomount.vfs.journal import Journal, Record
 from repomount.vfs.outcomes import ConflictNote, FlushConfig, FlushHooks, Outcomes
 from repomount.vfs.scheduling import ready, runs
+from repomount.vfs.sparse import lay_over_base
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +258,9 @@ class Flusher(Outcomes):
         gives each change it hit its own next retry time (stored in its row)."""
         if records is None:
             records = self._ready(self._now())
+        if any(r.blob is not None and self.journal.sparse_of(r.blob) for r in records):
+            await self._lay_edits(records)  # (edits made offline, over a version)
+            records = self._ready(self._now())
         if not records:
             return
         # Pure logic over frozen records: a big plan is made off the trio thread.
@@ -348,6 +354,38 @@ class Flusher(Outcomes):
         self._online()
         self.head = result.head or self.head
         return await self._settle(op, result.outcomes[0])
+
+    async def _lay_edits(self, records: list[Record]) -> None:
+        """Edits made without the file's content (offline): fetch the version they were
+        made over and lay them on it, so the whole content is sent. A fetch that fails
+        backs the rows off like a failed request; a base version that is gone (the
+        file changed or went meanwhile) is a conflict (outcomes.py)."""
+        blobs = dict.fromkeys(r.blob for r in records if r.blob and self.journal.sparse_of(r.blob))
+        for blob in blobs:
+            assert blob is not None
+            edits = self.journal.sparse_of(blob)
+            if edits is None:
+                continue
+            recs = [r for r in self.journal.records() if r.blob == blob]
+            try:
+                whole = await lay_over_base(self.remote, self.journal, blob, edits)
+            except (Conflict, NotFound) as e:
+                await self._edits_lost(recs, blob, edits, e)
+                continue
+            except RemoteError as e:
+                self.health.failed(e)
+                if e.retryable:
+                    for rec in recs:
+                        again = self._now() + self.retry_delay(rec.tries + 1, None)
+                        self.journal.update(
+                            rec, tries=rec.tries + 1, last_error=str(e), next_try=again
+                        )
+                else:
+                    self._hold_records(recs, f"{type(e).__name__}: {e.message}")
+                continue
+            self._online()
+            self.journal.materialized(blob, whole)
+            self.hooks.content_materialized(blob, whole)
 
     async def _set_aside_missing(self, ops: list[Planned]) -> bool:
         """A content file to send is gone (deleted behind our back): the changes that

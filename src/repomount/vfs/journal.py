@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from repomount.remotes.base import Expect, ExpectT
+from repomount.vfs.sparse import Sparse
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS changes (
     target TEXT,
     next_try REAL NOT NULL DEFAULT 0,
     held_for TEXT
+);
+CREATE TABLE IF NOT EXISTS sparse (
+    blob TEXT PRIMARY KEY,
+    edits TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS set_aside (
     id INTEGER PRIMARY KEY,
@@ -135,6 +140,12 @@ class Journal:
                 target=row[13], next_try=row[14], held_for=row[15],
             )  # fmt: skip
             self._index(rec)
+        # blob -> the edits it holds of a content never seen (sparse.py): sent only
+        # once laid over the base version it names
+        self._sparse: dict[str, Sparse] = {
+            blob: Sparse.from_json(edits)
+            for blob, edits in self._db.execute("SELECT blob, edits FROM sparse")
+        }
         self._state_dir = state_dir
         missing = [
             r for r in self._records.values() if r.blob and not self.blob_path(r.blob).exists()
@@ -209,6 +220,31 @@ class Journal:
                 if rec.blob and rec.blob not in keep and not self.uses_blob(rec.blob):
                     self.release_blob(rec.blob)
 
+    def sparse_of(self, blob: str) -> Sparse | None:
+        """The edits `blob` holds, if it is a sparse blob (sparse.py)."""
+        return self._sparse.get(blob)
+
+    def mark_sparse(self, blob: str, edits: Sparse) -> None:
+        """Before the row that sends `blob` is added (in one transaction with it): a
+        crash must never leave a sparse blob looking like whole content."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO sparse (blob, edits) VALUES (?, ?)", (blob, edits.to_json())
+        )
+        self._sparse[blob] = edits.copy()
+
+    def materialized(self, old: str, new: str) -> None:
+        """Sparse blob `old` was laid over its base version as whole content `new`:
+        every row sending `old` sends `new` instead."""
+        with self.transaction():
+            for rec in [r for r in self._records.values() if r.blob == old]:
+                self.update(rec, blob=new)
+            self._forget_sparse(old)
+            self.release_blob(old)
+
+    def _forget_sparse(self, blob: str) -> None:
+        if self._sparse.pop(blob, None) is not None:
+            self._db.execute("DELETE FROM sparse WHERE blob = ?", (blob,))
+
     def set_aside(self, ids: Iterable[int], reason: str) -> None:
         """Take changes that can never be sent out of the journal (a crash of an older
         version, or someone, deleted their content file), so that every other change
@@ -244,6 +280,7 @@ class Journal:
         """Delete a content file no row sends any more: once the transaction that
         deleted its last row is committed, never before (a crash in between would leave
         a row naming a file that is gone)."""
+        self._forget_sparse(name)
         if self._in_transaction:
             self._released.append(name)
         else:
@@ -447,3 +484,5 @@ class Journal:
         for f in self.blob_dir.iterdir():
             if f.name not in used:
                 f.unlink(missing_ok=True)
+        for blob in [b for b in self._sparse if b not in used]:
+            self._forget_sparse(blob)

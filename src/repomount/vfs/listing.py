@@ -56,6 +56,8 @@ class Listings(VfsState):
         self.feed_news = 0  # batches of feed news seen (the watcher counts them)
         # Journal rows an earlier run left that the replay could not send (leftover.py)
         self.leftover: set[int] = set()
+        # Directories first used offline: an empty stand-in for a listing never made
+        self.unlisted: set[int] = set()
 
     # ------------------------------------------------------------------ generations
 
@@ -153,7 +155,8 @@ class Listings(VfsState):
         # A directory never listed (or forgotten by the sweep) is listed with all that
         # is below it where the remote can do that in one paged request: a walk of the
         # tree (find, ls -lR, an indexer) then costs one listing, not one per directory.
-        recursive = self.remote.capabilities.recursive_listing and (recursive or d.children is None)
+        first = d.children is None or d.ino in self.unlisted
+        recursive = self.remote.capabilities.recursive_listing and (recursive or first)
         started, news = self.generation, self.feed_news
         try:
             listing = await self.remote.list_tree(d.path, recursive=recursive)
@@ -166,7 +169,17 @@ class Listings(VfsState):
             if d.children is not None:
                 self.relist.add(d.ino)  # (tried again at next use)
                 return  # offline: serve what we know
-            raise
+            if not e.retryable or not d.attached:
+                raise
+            # Offline, and never listed: nothing is known of what it holds, but names
+            # can still be made in it (a lookup answers ENOENT, a readdir EIO), against
+            # an unknown state: a name the remote has is a conflict when sent.
+            d.children = {}
+            self.unlisted.add(d.ino)
+            self.relist.add(d.ino)
+            if self.leftover:
+                lay_leftovers(self, d, self.leftover)
+            return
         self.health.ok()
         known = self._head_gen.get(listing.head) if listing.head is not None else None
         stamp = started if known is None else known
@@ -179,12 +192,13 @@ class Listings(VfsState):
             if not d.attached:
                 pass
             elif listing.recursive:
-                merged = self._merge_tree(d, listing.entries, stamp)
+                merged = self._merge_tree(d, listing.entries, stamp, load_all=first)
             else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
                 merged = [d.ino]
         self.fresh[d.ino] = True
+        self.unlisted.discard(d.ino)
         # Feed news that came while this was in flight may be newer than the answer:
         # trust it for the TTL only, then list again.
         stale = self.feed_news != news
@@ -319,7 +333,9 @@ class Listings(VfsState):
 
     # ------------------------------------------------------------------ merging
 
-    def _merge_tree(self, top: Node, entries: Sequence[Entry], stamp: int) -> list[int]:
+    def _merge_tree(
+        self, top: Node, entries: Sequence[Entry], stamp: int, *, load_all: bool = False
+    ) -> list[int]:
         """Merge a recursive listing of `top`: each directory's part as its own listing,
         parents first. Directories not loaded before are loaded where the walk reaches
         them through a first listing (the whole answer is at hand); a loaded one is
@@ -338,7 +354,7 @@ class Listings(VfsState):
                 below[parent].append(e)
             else:
                 self._imply_dir(below, parent, e)
-        load_all = top.children is None
+        load_all = load_all or top.children is None
         queue = [top]
         merged: list[int] = []
         while queue:

@@ -118,6 +118,13 @@ class LostConflicts(FileIO):
                     self._touch_dir(parent)
                     self.invalidator.entry(parent.ino, node.name, node.ino)
 
+    def content_materialized(self, old: str, new: str) -> None:
+        """Edits made offline (blob `old`) were laid over their base as `new`: the
+        file they belong to holds `new` as its pending content."""
+        ino = self.overlay.owner_of(old)
+        if ino is not None:
+            self.overlay.set_pending_blob(ino, new)
+
     async def adopt_remote(self, path: str, blob: str | None = None) -> None:
         """Show the remote's state of `path` again (after a conflict resolved for theirs).
         `blob`: the content that lost; a newer pending write of the file stays."""

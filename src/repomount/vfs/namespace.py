@@ -88,6 +88,8 @@ class Namespace(Listings):
     async def opendir(self, ino: int) -> int:
         node = self.node(ino)
         children = await self.listed(node)
+        if ino in self.unlisted:  # (names can be made in it, but its list is unknown)
+            raise FsError(errno.EIO, f"{node.path or '/'}: never listed, and the remote is away")
         self.prefetch.dir_read(ino)
         fh = self.new_fh()
         self.dirs[fh] = DirHandle(node, sorted(children))

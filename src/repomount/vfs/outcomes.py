@@ -28,8 +28,9 @@ from repomount.vfs.coalesce import Planned
 from repomount.vfs.conflicts import Policy, conflict_name, save_copy
 from repomount.vfs.digests import Digests
 from repomount.vfs.health import Health
-from repomount.vfs.journal import HeldFor, Journal
+from repomount.vfs.journal import HeldFor, Journal, Record
 from repomount.vfs.scheduling import expected_at
+from repomount.vfs.sparse import Sparse, save_edits
 
 log = logging.getLogger("repomount.vfs.flusher")  # (one logger for sending and settling)
 
@@ -48,6 +49,8 @@ class FlushHooks(Protocol):
     ) -> int: ...
 
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
+
+    def content_materialized(self, old: str, new: str) -> None: ...
 
 
 @dataclass
@@ -199,6 +202,33 @@ class Outcomes:
                 self.journal.update(
                     rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
                 )
+
+    def _hold_records(self, recs: list[Record], error: str, why: HeldFor = "refused") -> None:
+        for rec in recs:
+            self.journal.update(
+                rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
+            )
+
+    async def _edits_lost(
+        self, recs: list[Record], blob: str, edits: Sparse, error: RemoteError
+    ) -> None:
+        """Edits made offline over a version that is gone now (the file changed or was
+        deleted elsewhere): they cannot be laid over it, and are never laid over
+        another. Under `fail` they are held; else kept in the state directory."""
+        path = recs[-1].path if recs else edits.where
+        log.warning("conflict on %s: edited offline over a version gone since (%s)", path, error)
+        if self.config.policy == Policy.FAIL:
+            self._hold_records(recs, f"conflict: {path} changed on the remote", "conflict")
+            self.conflicts.append(ConflictNote(path, self.config.policy.value, "held"))
+            return
+        saved = save_edits(self.config.conflicts_dir, path, self.journal.blob_path(blob), edits)
+        resolution = f"offline edits saved to {saved}"
+        for rec in recs:
+            self._lost_to_conflict[rec.id] = (f"{path} changed on the remote; {resolution}", None)
+        self.journal.complete(r.id for r in recs)
+        self.conflicts.append(ConflictNote(path, self.config.policy.value, resolution))
+        self.notify()
+        await self.hooks.adopt_remote(path, blob)
 
     def _hold(self, op: Planned, error: str, why: HeldFor) -> None:
         for i in op.ids:
