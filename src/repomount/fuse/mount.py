@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -154,9 +155,9 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
             return {"ok": True, **vfs.status()}
         if cmd == "sync":
             timeout = float(req.get("timeout") or opts.drain_timeout)
-            known = len(vfs.journal.set_aside_rows())
+            started = time.time()
             pending = await vfs.drain(timeout)
-            set_aside = vfs.journal.set_aside_rows()[known:]  # during this sync
+            set_aside = [r for r in vfs.journal.set_aside_rows() if r["at"] >= started]  # type: ignore[operator]
             if req.get("unmounting"):
                 # `repomount unmount` gave its time already: the drain after the kernel
                 # lets go only sends what is new, it does not wait out the timeout again.

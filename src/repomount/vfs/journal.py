@@ -205,10 +205,9 @@ class Journal:
         self._index(rec)
         return rec
 
-    def complete(self, ids: Iterable[int], *, keep_blobs: Iterable[str] = ()) -> None:
-        """The remote has these changes: forget them and their content files (except
-        `keep_blobs`, which the caller moved elsewhere)."""
-        keep = set(keep_blobs)
+    def complete(self, ids: Iterable[int]) -> None:
+        """The remote has these changes (or they are settled otherwise): forget them
+        and the content files nothing else sends."""
         ids = [i for i in ids if i in self._records]
         if not ids:
             return
@@ -217,7 +216,7 @@ class Journal:
             for i in ids:
                 rec = self._records.pop(i)
                 self._unindex(rec)
-                if rec.blob and rec.blob not in keep and not self.uses_blob(rec.blob):
+                if rec.blob and not self.uses_blob(rec.blob):
                     self.release_blob(rec.blob)
 
     def sparse_of(self, blob: str) -> Sparse | None:
@@ -260,7 +259,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(r.id, r.op, r.path, r.dst, reason, now) for r in recs],
             )
-        self.complete(r.id for r in recs)
+            self.complete(r.id for r in recs)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         with (self._state_dir / SET_ASIDE_FILE).open("a", encoding="utf-8") as f:
             for r in recs:
@@ -270,7 +269,7 @@ class Journal:
 
     def set_aside_rows(self) -> list[dict[str, object]]:
         """What was set aside, oldest first (for status)."""
-        rows = self._db.execute("SELECT op, path, dst, reason, at FROM set_aside ORDER BY id")
+        rows = self._db.execute("SELECT op, path, dst, reason, at FROM set_aside ORDER BY at, id")
         return [
             {"op": op, "path": path, **({"to": dst} if dst else {}), "reason": why, "at": at}
             for op, path, dst, why, at in rows

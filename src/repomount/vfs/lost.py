@@ -14,13 +14,16 @@ Then the name shows the remote's state again (`adopt_remote`).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from repomount import paths
 from repomount.remotes.base import Expect, ExpectT, RemoteError
 from repomount.vfs.coalesce import Planned
+from repomount.vfs.conflicts import conflict_name
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
+from repomount.vfs.journal import Record
 from repomount.vfs.nodes import Node
 from repomount.vfs.state import local_only
 
@@ -28,40 +31,18 @@ log = logging.getLogger(__name__)
 
 
 class LostConflicts(FileIO):
-    def _lineage_node(self, op: Planned, olds: set[ExpectT]) -> Node | None:
-        """The file at `op.path` if it still carries the content that lost (its base is
+    def _lineage_node(self, where: str, olds: set[ExpectT]) -> Node | None:
+        """The file at `where` if it still carries the content that lost (its base is
         still what the lost change expected), else None."""
-        node = self.node_at(op.path)
+        node = self.node_at(where)
         if node is None or node.kind != "file" or node.local:
             return None
         return node if node.base in olds or Expect.ANY in olds else None
 
-    def _in_use(self, node: Node, blob: str) -> bool:
-        """Open, being written, or with newer closed content than the change that lost."""
-        return (
-            node.open_count > 0
-            or self.files.get(node.ino) is not None
-            or self.overlay.pending_blob(node.ino) not in (None, blob)
-        )
-
-    async def keep_as_copy(self, op: Planned, copy: str, olds: set[ExpectT], size: int) -> int:
-        """Journal the local lineage of `op` (a write that lost; policy keep-both) under
-        `copy`, and show it there. Returns the id of the copy's newest record."""
-        assert op.blob is not None
-        async with self.ns_lock:
-            node = self._lineage_node(op, olds)
-            if node is None:
-                return self._journal_copy(op, copy, olds, None, size)
-            async with self.node_lock(node.ino):
-                return self._journal_copy(op, copy, olds, node, size)
-
-    def _journal_copy(
-        self, op: Planned, copy: str, olds: set[ExpectT], node: Node | None, size: int
-    ) -> int:
-        assert op.blob is not None
-        # Closes since the change that lost carry the same lineage (and expect what it
-        # expected): they go to the copy, so no second conflict (and copy) follows.
-        later = [
+    def _later_lineage(self, op: Planned, olds: set[ExpectT]) -> list[Record]:
+        """Closes journaled at the same name since the change that lost: they carry
+        its lineage (and expect what it expected)."""
+        return [
             r
             for r in self.journal.naming(op.path)
             if r.id > max(op.ids, default=0)
@@ -70,22 +51,61 @@ class LostConflicts(FileIO):
             and r.state == "pending"
             and r.expect in olds
         ]
-        for r in later:
-            self.journal.update(r, path=copy, expect=Expect.ABSENT)
-        if later:
-            copy_id, newest = later[-1].id, later[-1].blob or op.blob
-        else:
-            copy_id = self.journal.add(
-                "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
-            ).id
-            newest = op.blob
+
+    def _free_copy_name(self, where: str) -> str:
+        """A conflict copy's name nothing has (two conflicts in one second: `-2`...)."""
+        n = 1
+        while True:
+            copy = conflict_name(where, n=n)
+            parent = self.node_at(paths.parent_of(copy))
+            name = copy.rsplit("/", 1)[-1]
+            taken = parent is not None and parent.children is not None and name in parent.children
+            if not taken and not self.journal.touches(copy):
+                return copy
+            n += 1
+
+    async def keep_as_copy(self, op: Planned, olds: set[ExpectT]) -> tuple[str, int]:
+        """Journal the local lineage of `op` (a write that lost; policy keep-both) as a
+        conflict copy next to the file (wherever a pending rename of its directory
+        put it), show it there, and complete the rows that lost, all in one
+        transaction. Returns the copy's path and the id of its newest record."""
+        assert op.blob is not None
+        async with self.ns_lock:
+            where = self.journal.name_after(op.path, max(op.ids, default=0)) or op.path
+            node = self._lineage_node(where, olds)
+            if node is None:
+                return self._journal_copy(op, where, olds, None)
+            async with self.node_lock(node.ino):
+                return self._journal_copy(op, where, olds, node)
+
+    def _journal_copy(
+        self, op: Planned, where: str, olds: set[ExpectT], node: Node | None
+    ) -> tuple[str, int]:
+        assert op.blob is not None
+        copy = self._free_copy_name(where)
+        # Later closes of the lineage go to the copy too, so no second conflict (and
+        # copy) follows. (Not when a rename of the directory came between: their rows
+        # name the old place, and sent before that rename they would land there.)
+        later = self._later_lineage(op, olds) if where == op.path else []
+        with self.journal.transaction():  # (a crash never leaves both, or neither)
+            for r in later:
+                self.journal.update(r, path=copy, expect=Expect.ABSENT)
+            if later:
+                copy_id, newest = later[-1].id, later[-1].blob or op.blob
+            else:
+                copy_id = self.journal.add(
+                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
+                ).id
+                newest = op.blob
+            self.journal.complete(op.ids)
+        self.flusher.notify()
         parent = self.node_at(paths.parent_of(copy))
         name = copy.rsplit("/", 1)[-1]
-        if parent is None or parent.children is None or name in parent.children:
-            return copy_id  # (not loaded here: a listing shows it)
+        if parent is None or parent.children is None:
+            return copy, copy_id  # (not loaded here: a listing shows it)
         if node is not None and node.parent is parent:
             old_name = node.name
-            self.attrs.moved(op.path, copy)
+            self.attrs.moved(where, copy)
             self.inodes.move(node, parent, name)
             node.base, node.version, node.fetch_path = Expect.ABSENT, None, None
             node.on_remote = False
@@ -94,22 +114,30 @@ class LostConflicts(FileIO):
             self._touch_dir(parent)
             self.invalidator.entry(parent.ino, old_name)
             self.invalidator.entry(parent.ino, name)
-            return copy_id
+            return copy, copy_id
+        size = self.journal.blob_path(newest).stat().st_size
         shown = self.inodes.new_node(parent, name, "file", size=size)
         self._own(shown, None)
         self.overlay.set_pending_blob(shown.ino, newest)
-        return copy_id
+        return copy, copy_id
 
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None:
-        """Policy theirs: the local version that lost is saved at `saved`; an inode of
-        its lineage still open is unlinked, and what it holds at its close is saved
-        there too (never sent to the name, which is the remote's)."""
+        """Policy theirs: the local version that lost is saved at `saved`. Closes of its
+        lineage journaled since replace it there (and are done: never sent to the
+        name, which is the remote's); an inode of the lineage still open is unlinked,
+        and what it holds at its close is saved there too."""
         assert op.blob is not None
         async with self.ns_lock:
-            node = self._lineage_node(op, olds)
-            if node is None or not self._in_use(node, op.blob):
+            node = self._lineage_node(op.path, olds)
+            if node is None:
+                self._save_later(op, olds, saved)
                 return
             async with self.node_lock(node.ino):
+                newest = self._save_later(op, olds, saved)
+                if self.overlay.pending_blob(node.ino) in (op.blob, newest):
+                    self.overlay.set_pending_blob(node.ino, None)
+                if node.open_count == 0 and self.files.get(node.ino) is None:
+                    return  # not open: the name shows the remote's version again
                 parent = node.parent
                 self.saved_lineage[node.ino] = saved
                 self.attrs.removed(node.path)
@@ -117,6 +145,14 @@ class LostConflicts(FileIO):
                 if parent is not None:
                     self._touch_dir(parent)
                     self.invalidator.entry(parent.ino, node.name, node.ino)
+
+    def _save_later(self, op: Planned, olds: set[ExpectT], saved: Path) -> str | None:
+        later = self._later_lineage(op, olds)
+        if not later or later[-1].blob is None:
+            return None
+        shutil.copyfile(self.journal.blob_path(later[-1].blob), saved)
+        self.journal.complete(r.id for r in later)
+        return later[-1].blob
 
     def content_materialized(self, old: str, new: str) -> None:
         """Edits made offline (blob `old`) were laid over their base as `new`: the

@@ -25,7 +25,7 @@ from repomount.remotes.base import (
     Unavailable,
 )
 from repomount.vfs.coalesce import Planned
-from repomount.vfs.conflicts import Policy, conflict_name, save_copy
+from repomount.vfs.conflicts import Policy, save_copy
 from repomount.vfs.digests import Digests
 from repomount.vfs.health import Health
 from repomount.vfs.journal import HeldFor, Journal, Record
@@ -44,9 +44,7 @@ class FlushHooks(Protocol):
 
     async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
 
-    async def keep_as_copy(
-        self, op: Planned, copy: str, olds: set[ExpectT], size: int
-    ) -> int: ...
+    async def keep_as_copy(self, op: Planned, olds: set[ExpectT]) -> tuple[str, int]: ...
 
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
 
@@ -122,6 +120,8 @@ class Outcomes:
         if isinstance(outcome, Conflicted):
             if await self._already_there(op, outcome.current):
                 return True
+            if await self._earlier_close_landed(op, outcome.current):
+                return False  # sent again next round, over what landed
             await self._conflict(op, outcome.current)
             return False
         assert isinstance(outcome, Failed)
@@ -146,6 +146,26 @@ class Outcomes:
             _, sha = await self.digests.of(op.blob)
             if self.remote.version_of(sha) == current:
                 self._applied(op, current)
+                return True
+        return False
+
+    async def _earlier_close_landed(self, op: Planned, current: str | None) -> bool:
+        """A replay after a crash: an earlier close of this file (coalesced into `op`
+        since) landed, its answer lost. The remote holds our own content, not someone
+        else's: `op`'s rows expect that version now, and go again."""
+        if op.op != "write" or current is None:
+            return False
+        for blob in op.blobs:
+            if blob == op.blob or not self.journal.uses_blob(blob):
+                continue
+            _, sha = await self.digests.of(blob)
+            if self.remote.version_of(sha) == current:
+                log.info("%s: an earlier change of ours landed; sending the rest over it", op.path)
+                olds = expected_at(op, op.path, self.journal)
+                for i in op.ids:
+                    rec = self.journal.get(i)
+                    if rec is not None and rec.path == op.path and rec.expect in olds:
+                        self.journal.update(rec, expect=current)
                 return True
         return False
 
@@ -257,9 +277,7 @@ class Outcomes:
             copy_id = None
             olds = expected_at(op, op.path, self.journal)
             if policy == Policy.KEEP_BOTH:
-                copy = conflict_name(op.path)
-                size, _ = await self.digests.of(op.blob)
-                copy_id = await self.hooks.keep_as_copy(op, copy, olds, size)
+                copy, copy_id = await self.hooks.keep_as_copy(op, olds)
                 resolution = f"local version kept as {copy}"
             else:  # theirs
                 saved = save_copy(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from repomount.remotes.base import Conflict, Remote
+from repomount.vfs.conflicts import save_copy
 
 if TYPE_CHECKING:
     from repomount.vfs.journal import Journal
@@ -143,10 +142,7 @@ def save_edits(conflicts_dir: Path, path: str, blob: Path, edits: Sparse) -> Pat
     """Keep edits that can no longer be laid over their base (it changed meanwhile):
     the file as written (bytes never fetched are zeros) and, beside it, which byte
     ranges are the edits."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = conflicts_dir / stamp / path
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(blob, dest)
+    dest = save_copy(conflicts_dir, path, blob)
     ranges = "".join(f"{a} {b}\n" for a, b in edits.known)
     dest.with_name(dest.name + ".edited-ranges").write_text(
         f"# byte ranges [start end) written over version {edits.version}; the rest is zeros\n"
