@@ -16,7 +16,7 @@ from typing import TypeVar
 from repomount import paths
 from repomount.remotes.base import Expect
 from repomount.vfs.errors import FsError, exists, not_found
-from repomount.vfs.listing import Listings
+from repomount.vfs.forgetting import Forgetting
 from repomount.vfs.nodes import Node, child_path
 from repomount.vfs.state import DirHandle, Handle, NeedListing, is_ancestor
 
@@ -35,7 +35,7 @@ class _NeedOwnBlob(Exception):
         self.node = node
 
 
-class Namespace(Listings):
+class Namespace(Forgetting):
     async def _decide(self, decide: Callable[[set[int], set[str]], Awaitable[T]]) -> T:
         """Run `decide(just_listed, own_blobs)` under ns_lock; what it needs awaited
         (a listing, a content copy) happens without the lock, then it decides again."""
