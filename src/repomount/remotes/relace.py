@@ -194,10 +194,7 @@ class RelaceRemote(HttpRemote):
     async def _clone(self) -> Snapshot:
         started = trio.current_time()
         data = json_object(await self._http.request("GET", f"{self._root}/clone"))
-        files, unusable = clone_files(data)
-        for path in unusable:
-            log.warning("relace %s: skipping unusable path %r", self.repo, path)
-        return Snapshot(files, taken=started)
+        return Snapshot(clone_files(data), taken=started)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None

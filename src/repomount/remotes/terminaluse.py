@@ -180,10 +180,10 @@ class TerminalUseRemote(HttpRemote):
                     "GET", f"{self._root}/files", params={**params, "offset": offset}
                 )
             )
-            entries, total = page(data)
+            entries, held, total = page(data)
             found += [e for e in entries if below(e.path, path)]  # `directory` may be a prefix
-            offset += len(entries)
-            if not entries or offset >= total:
+            offset += held
+            if not held or offset >= total:
                 return found
 
     async def stat(self, path: str) -> Entry | None:
