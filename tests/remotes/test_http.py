@@ -27,11 +27,9 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import (
+from repomount.remotes.http import HttpClient, RetryPolicy, Secret
+from repomount.remotes.http_errors import (
     ErrorBody,
-    HttpClient,
-    RetryPolicy,
-    Secret,
     map_error,
     parse_error_body,
     parse_retry_after,
