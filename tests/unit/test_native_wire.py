@@ -29,6 +29,7 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
+from repomount.remotes.limits import Timeouts
 from repomount.remotes.native_wire import (
     MAX_WAIT,
     TreePage,
@@ -319,12 +320,11 @@ def test_a_refused_commit_blames_one_operation_or_raises() -> None:
 
 
 def test_feed_request_caps_the_wait_and_lengthens_the_timeout() -> None:
-    params, timeout = feed_request(None, 0)
-    assert params == {}
-    params, timeout = feed_request("h1", 1000)
-    assert params == {"since": "h1", "wait": f"{MAX_WAIT:g}"}
-    assert timeout.read is not None and timeout.read > MAX_WAIT
-    assert feed_request(None, -5)[0] == {}
+    assert feed_request(None, 0) == ({}, 0.0)
+    params, held = feed_request("h1", 1000)
+    assert params == {"since": "h1", "wait": f"{MAX_WAIT:g}"} and held == MAX_WAIT
+    assert Timeouts().holding(held).answer == Timeouts().answer + MAX_WAIT
+    assert feed_request(None, -5) == ({}, 0.0)
 
 
 def test_change_batch_and_its_malformed_answers() -> None:

@@ -24,6 +24,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
+from repomount.remotes.limits import decode_json
 
 TRANSIENT_STATUSES = frozenset({408, 423, 429})  # and every 5xx
 
@@ -49,10 +50,10 @@ def parse_error_body(response: httpx.Response) -> ErrorBody:
     `{"error": "msg"}`, FastAPI/Sentry `{"detail": "msg" | [...]}`, Terminal Use
     `{"code": N, "message": "msg"}`; anything else becomes a short text excerpt."""
     try:
-        data = response.json()
-    except (ValueError, UnicodeDecodeError):
-        text = response.text.strip() if response.content else ""
-        return ErrorBody(message=text[:200] or None)
+        data = decode_json(response.content)
+    except ValueError:
+        text = response.content[:200].decode("utf-8", "replace")
+        return ErrorBody(message=" ".join(text.split())[:200] or None)
     if not isinstance(data, dict):
         return ErrorBody(message=str(data)[:200])
     err = data.get("error")

@@ -39,7 +39,7 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
-from repomount.remotes.http import DEFAULT_TIMEOUT, parses
+from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry, checked
 
 SERVICE = "the server"
@@ -320,24 +320,16 @@ def _blame_conflicts(details: Mapping[str, Any], result: list[Outcome]) -> None:
 # --------------------------------------------------------------------------- change feed
 
 
-def feed_request(since: str | None, wait: float) -> tuple[dict[str, str | int], httpx.Timeout]:
-    """The query of a change-feed request and its timeout (longer by the time the
-    server may hold it)."""
+def feed_request(since: str | None, wait: float) -> tuple[dict[str, str | int], float]:
+    """The query of a change-feed request and how long the server may hold it (the
+    request's answer timeout is longer by that much)."""
     params: dict[str, str | int] = {}
     if since is not None:
         params["since"] = since
     wait = min(max(wait, 0.0), MAX_WAIT)
     if wait > 0:
         params["wait"] = f"{wait:g}"
-    timeout = (
-        DEFAULT_TIMEOUT
-        if wait <= 0
-        else httpx.Timeout(
-            DEFAULT_TIMEOUT.connect or 10.0,
-            read=wait + (DEFAULT_TIMEOUT.read or 60.0),
-        )
-    )
-    return params, timeout
+    return params, wait
 
 
 @answer
