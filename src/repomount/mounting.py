@@ -14,6 +14,7 @@ import trio
 
 from repomount import config, log
 from repomount.fuse import mount
+from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.core import DEFAULT_LOCAL_ONLY, Vfs, VfsConfig
@@ -40,6 +41,7 @@ class MountRequest:
     drain_timeout: float = 60.0
     use_change_feed: bool = True
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -63,6 +65,12 @@ class MountRequest:
             drain_timeout=args.drain_timeout,
             use_change_feed=not args.no_change_feed,
             local_only=tuple(g.strip() for g in args.local_only.split(",") if g.strip()),
+            timeouts=Timeouts(
+                connect=args.connect_timeout,
+                answer=args.answer_timeout,
+                read=args.read_timeout,
+                min_rate=args.min_rate,
+            ),
         )
 
 
@@ -80,7 +88,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         return 1
     try:
-        remote = open_remote(req.src, endpoint=req.endpoint)
+        remote = open_remote(req.src, endpoint=req.endpoint, timeouts=req.timeouts)
         vfs = Vfs(
             remote,
             VfsConfig(
