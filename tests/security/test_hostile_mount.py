@@ -16,13 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from support.hostile import Answer, HostileServer, Silent, deep_json
+from support.hostile import Answer, HostileServer, Silent, StopsAfter, deep_json
 from support.mount import MountProc, force_unmount, is_mounted, repomount
 from support.util import wait_until
 
 pytestmark = pytest.mark.mount
 
-FILES = {"a.txt": b"hello\n", "d/b.txt": b"below\n", "e/c.txt": b"elsewhere\n"}
+LARGE = bytes(range(256)) * (40 << 12)  # 10 MiB: read while it arrives (vfs/partial.py)
+FILES = {
+    "a.txt": b"hello\n",
+    "d/b.txt": b"below\n",
+    "e/c.txt": b"elsewhere\n",
+    "f/small.bin": LARGE[: 1 << 20],
+    "f/large.bin": LARGE,
+}
 ANSWER = 3.0  # --answer-timeout (and --read-timeout) of these mounts, seconds
 SLACK = 5.0  # what a loaded 2-core machine may add to a bound (FUSE, process start)
 OPTIONS = [
@@ -77,7 +84,7 @@ def test_ls_of_a_stalled_listing_fails_within_the_bound_and_the_mount_stays_usab
     assert "no answer in 3 s" in mount.log()
     # The server answers again: so does the mount.
     hostile.behave()
-    wait_until(lambda: ls(mount.path).stdout.split() == ["a.txt", "d", "e"], 30, "the listing")
+    wait_until(lambda: ls(mount.path).stdout.split() == ["a.txt", "d", "e", "f"], 30, "the listing")
 
 
 def test_a_stalled_relisting_serves_what_was_listed_while_other_directories_go_on(
@@ -104,7 +111,7 @@ def test_a_stalled_relisting_serves_what_was_listed_while_other_directories_go_o
         seen = time.monotonic()
         for _ in range(3):  # other directories and files, while d's listing hangs
             began = time.monotonic()
-            assert ls(mount.path).stdout.split() == ["a.txt", "d", "e"]
+            assert ls(mount.path).stdout.split() == ["a.txt", "d", "e", "f"]
             assert ls(mount.path / "e").stdout.split() == ["c.txt"]
             assert (mount.path / "a.txt").read_bytes() == b"hello\n"
             assert time.monotonic() - began < 2.0
@@ -117,6 +124,22 @@ def test_a_stalled_relisting_serves_what_was_listed_while_other_directories_go_o
         for p in tries:
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("name", ["small.bin", "large.bin"])
+def test_a_download_that_stops_fails_the_read_within_the_bound(
+    hostile: HostileServer, mount: MountProc, name: str
+) -> None:
+    """A cache fill (small) and a read while the file arrives (large, ranged streams)."""
+    hostile.misbehave(lambda r: r.route == f"/files/f/{name}", StopsAfter(sent=100_000))
+    began = time.monotonic()
+    r = subprocess.run(["cat", mount.path / "f" / name], capture_output=True, timeout=120)
+    took = time.monotonic() - began
+    assert r.returncode != 0 and b"Input/output error" in r.stderr
+    assert took < ANSWER + SLACK, f"cat took {took:.1f} s"
+    assert (mount.path / "a.txt").read_bytes() == b"hello\n"  # the rest goes on
+    hostile.behave()
+    assert (mount.path / "f" / name).read_bytes() == FILES[f"f/{name}"]
 
 
 def test_a_directory_with_bad_entries_lists_the_rest(
@@ -133,7 +156,8 @@ def test_a_directory_with_bad_entries_lists_the_rest(
     try:
         r = subprocess.run(["ls", "-l", m.path], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert [line.split()[-1] for line in r.stdout.splitlines()[1:]] == ["a.txt", "d", "e"]
+        names = [line.split()[-1] for line in r.stdout.splitlines()[1:]]
+        assert names == ["a.txt", "d", "e", "f"]
         assert (m.path / "d" / "b.txt").read_bytes() == b"below\n"
         log = m.log()
         assert "skipping entry 'pipe': unknown type 'fifo'" in log
