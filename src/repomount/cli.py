@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from repomount import __version__
+from repomount import __version__, options
 from repomount.options import DEFAULT_LOCAL_ONLY, Policy
 
 
@@ -105,6 +105,16 @@ TOKEN_ON_COMMAND_LINE = (
     "--token is refused: every local user can read a command line (ps); set "
     "REPOMOUNT_TOKEN, or pass --token-file PATH ('-' reads it from stdin)"
 )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -319,7 +329,41 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         help="follow links from the remote that point outside the mount (default: "
         "shown as read-only files holding the target)",
     )
+    _add_timeout_options(p)
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _add_timeout_options(p: argparse.ArgumentParser) -> None:
+    """How long the remote may take before a request fails (EIO, or serving offline)."""
+    p.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=options.CONNECT_TIMEOUT,
+        metavar="S",
+        help="to open a connection to the remote (default %(default)g)",
+    )
+    p.add_argument(
+        "--answer-timeout",
+        type=_seconds,
+        default=options.ANSWER_TIMEOUT,
+        metavar="S",
+        help="from a request sent to the first byte of its answer (default %(default)g)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=options.READ_TIMEOUT,
+        metavar="S",
+        help="longest silence in the middle of an answer (default %(default)g)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=_size,
+        default=options.MIN_RATE,
+        metavar="SIZE",
+        help="bytes per second an answer must average: one of N bytes may take "
+        "--read-timeout + N / this (default 32K)",
+    )
 
 
 def _fail(message: str, code: int = 1) -> int:

@@ -14,6 +14,7 @@ import trio
 
 from repomount import config, control, log, private
 from repomount.fuse import mount
+from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.core import DEFAULT_LOCAL_ONLY, Vfs, VfsConfig
@@ -42,6 +43,7 @@ class MountRequest:
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
     trust_remote_code: bool = False
     follow_remote_symlinks: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -67,6 +69,12 @@ class MountRequest:
             local_only=tuple(g.strip() for g in args.local_only.split(",") if g.strip()),
             trust_remote_code=args.trust_remote_code,
             follow_remote_symlinks=args.follow_remote_symlinks,
+            timeouts=Timeouts(
+                connect=args.connect_timeout,
+                answer=args.answer_timeout,
+                read=args.read_timeout,
+                min_rate=args.min_rate,
+            ),
         )
 
 
@@ -102,7 +110,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         return 1
     try:
-        remote = open_remote(req.src, endpoint=req.endpoint)
+        remote = open_remote(req.src, endpoint=req.endpoint, timeouts=req.timeouts)
         vfs = Vfs(
             remote,
             VfsConfig(

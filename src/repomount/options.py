@@ -21,3 +21,10 @@ class Policy(enum.Enum):
 # Names that stay on local disk: vim swap and test files, backups, emacs and
 # LibreOffice lock files.
 DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")
+
+
+# How long a remote may take (docs/semantics.md, "Failures"); `repomount mount` options.
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection
+ANSWER_TIMEOUT = 60.0  # seconds from a request sent to the first byte of its answer
+READ_TIMEOUT = 30.0  # seconds of silence in the middle of an answer (or of a request)
+MIN_RATE = 32 << 10  # bytes/s: an answer of n bytes may take READ_TIMEOUT + n / MIN_RATE

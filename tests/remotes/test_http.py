@@ -27,15 +27,14 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import (
+from repomount.remotes.http import HttpClient, RetryPolicy, Secret
+from repomount.remotes.http_errors import (
     ErrorBody,
-    HttpClient,
-    RetryPolicy,
-    Secret,
     map_error,
     parse_error_body,
     parse_retry_after,
 )
+from repomount.remotes.limits import Stalled
 from support.tap import Tap
 
 TOKEN = "tok-s3cr3t-XYZ"
@@ -185,7 +184,7 @@ async def test_get_retries_transient_failures_then_succeeds(autojump_clock: obje
         err(503),
         httpx.Response(502),
         httpx.ConnectError("refused"),
-        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("slow connect"),
         httpx.RemoteProtocolError("Server disconnected without sending a response"),
         httpx.Response(200, json={"ok": 1}),
     )
@@ -193,6 +192,25 @@ async def test_get_retries_transient_failures_then_succeeds(autojump_clock: obje
         response = await c.request("GET", "/v1/x")
     assert response.json() == {"ok": 1}
     assert len(rec.sent) == 6
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (httpx.ReadTimeout("slow"), "no answer in 60 s"),
+        (httpx.WriteTimeout("slow"), "the remote took none of the request for 30 s"),
+    ],
+)
+async def test_a_server_that_timed_out_is_not_asked_again_at_once(
+    autojump_clock: object, exc: Exception, message: str
+) -> None:
+    """A stalled server would stall the retries too, multiplying the time a program
+    waits (issue 17 #4): the caller goes offline instead, and tries again later."""
+    rec = scripted(exc, httpx.Response(200))
+    async with client(rec) as c:
+        with pytest.raises(Stalled, match=f"test: GET /v1/x: {message}"):
+            await c.request("GET", "/v1/x")
+    assert len(rec.sent) == 1
 
 
 async def test_retries_are_bounded(autojump_clock: object) -> None:
@@ -278,7 +296,7 @@ async def test_post_retries_only_what_never_left(
 ) -> None:
     rec = scripted(exc)
     async with client(rec) as c:
-        with pytest.raises(Unavailable, match=type(exc).__name__):
+        with pytest.raises(Unavailable, match=f"POST /v1/x: ({type(exc).__name__}|no answer)"):
             await c.request("POST", "/v1/x", json={})
     assert len(rec.sent) == attempts
 

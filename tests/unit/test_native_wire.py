@@ -29,6 +29,7 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
+from repomount.remotes.limits import Timeouts
 from repomount.remotes.native_wire import (
     MAX_WAIT,
     TreePage,
@@ -109,16 +110,30 @@ def test_tree_page_entries_of_every_kind() -> None:
     [
         {"entries": []},  # no head
         {"head": "h"},  # no entries
-        {"head": "h", "entries": [{"path": "x", "type": "socket"}]},
-        {"head": "h", "entries": [{"path": "x", "type": "file", "size": "big"}]},
-        {"head": "h", "entries": [{"path": "x", "type": "symlink"}]},
-        {"head": "h", "entries": [{"path": "x", "type": "symlink", "target": ""}]},
-        {"head": "h", "entries": ["x"]},
+        {"head": "h", "entries": {"path": "x"}},  # not a list
+        {"head": {"h": 1}, "entries": []},
+        {"head": "h", "entries": [], "next_cursor": 5},
     ],
 )
 def test_malformed_tree_pages_are_protocol_errors(data: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError, match="unexpected answer from the server"):
         tree_page(data)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"path": "x", "type": "socket"},
+        {"path": "x", "type": "file", "size": "big"},
+        {"path": "x", "type": "symlink"},
+        {"path": "x", "type": "symlink", "target": ""},
+        "x",
+    ],
+)
+def test_malformed_entries_are_skipped_not_the_page(bad: object) -> None:
+    """Issue 17 #5: one entry a filesystem cannot show no longer fails its listing."""
+    page = tree_page({"head": "h", "entries": [bad, {"path": "ok", "type": "file"}]})
+    assert page.entries == [Entry("ok", "file")]
 
 
 def test_pages_join_into_one_listing_only_at_one_head() -> None:
@@ -305,12 +320,11 @@ def test_a_refused_commit_blames_one_operation_or_raises() -> None:
 
 
 def test_feed_request_caps_the_wait_and_lengthens_the_timeout() -> None:
-    params, timeout = feed_request(None, 0)
-    assert params == {}
-    params, timeout = feed_request("h1", 1000)
-    assert params == {"since": "h1", "wait": f"{MAX_WAIT:g}"}
-    assert timeout.read is not None and timeout.read > MAX_WAIT
-    assert feed_request(None, -5)[0] == {}
+    assert feed_request(None, 0) == ({}, 0.0)
+    params, held = feed_request("h1", 1000)
+    assert params == {"since": "h1", "wait": f"{MAX_WAIT:g}"} and held == MAX_WAIT
+    assert Timeouts().holding(held).answer == Timeouts().answer + MAX_WAIT
+    assert feed_request(None, -5) == ({}, 0.0)
 
 
 def test_change_batch_and_its_malformed_answers() -> None:
@@ -325,10 +339,10 @@ def test_change_batch_and_its_malformed_answers() -> None:
         ("a", "write", "1"),
         ("b", "delete", None),
     ]
-    for bad in (
-        {"changes": []},
-        {"head": "h"},
-        {"head": "h", "changes": [{"path": "a", "op": "chmod"}]},
-    ):
+    for bad in ({"changes": []}, {"head": "h"}, {"head": "h", "changes": "a"}):
         with pytest.raises(ProtocolError, match="the server"):
             change_batch(bad)
+    # An entry the mount could not show is skipped; the feed goes on.
+    odd = [{"path": "a", "op": "chmod"}, {"path": "../b", "op": "write"}, {"op": "delete"}]
+    batch = change_batch({"head": "h", "changes": [*odd, {"path": "c", "op": "mkdir"}]})
+    assert [(c.path, c.op) for c in batch.changes] == [("c", "mkdir")]

@@ -41,7 +41,7 @@ def test_repo_head() -> None:
 
 
 def test_clone_files_hash_the_text_and_leave_out_unusable_paths() -> None:
-    files, unusable = clone_files(
+    files = clone_files(
         {
             "files": [
                 {"filename": "a.txt", "content": "héllo"},
@@ -54,16 +54,19 @@ def test_clone_files_hash_the_text_and_leave_out_unusable_paths() -> None:
     assert files["a.txt"] == RemoteFile(len(text), hashlib.sha256(text).hexdigest())
     raw = "\ud800".encode("utf-8", "surrogatepass")
     assert files["lone"] == RemoteFile(len(raw), hashlib.sha256(raw).hexdigest())
-    assert unusable == ["../up.txt"]
+    assert "../up.txt" not in files  # (skipped, logged)
 
 
-@pytest.mark.parametrize(
-    "data",
-    [{}, {"files": None}, {"files": [{"filename": "a"}]}, {"files": [{"content": "x"}]}],
-)
+@pytest.mark.parametrize("data", [{}, {"files": None}, {"files": {"a": "x"}}])
 def test_malformed_clones_are_protocol_errors(data: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError, match="Relace"):
         clone_files(data)
+
+
+def test_malformed_clone_items_are_skipped_not_the_clone() -> None:
+    bad = [{"filename": "a"}, {"content": "x"}, {"filename": 5, "content": "x"}, "f"]
+    files = clone_files({"files": [*bad, {"filename": "ok", "content": ""}]})
+    assert list(files) == ["ok"]
 
 
 def test_update_body() -> None:

@@ -77,12 +77,15 @@ def test_malformed_entries_are_protocol_errors(data: dict[str, Any]) -> None:
 
 
 def test_pages_and_listed_paths() -> None:
-    entries, total = page({"files": [{"path": "/a"}, {"path": "b"}], "total_count": 9})
-    assert [e.path for e in entries] == ["a", "b"] and total == 9
+    entries, held, total = page({"files": [{"path": "/a"}, {"path": "b"}], "total_count": 9})
+    assert [e.path for e in entries] == ["a", "b"] and (held, total) == (2, 9)
     assert listed_paths({"files": [{"path": "/a/b"}]}) == ["a/b"]
-    for bad in ({"files": []}, {"total_count": 1}, {"files": [{}], "total_count": 1}):
+    for bad in ({"files": []}, {"total_count": 1}, {"files": {}, "total_count": 1}):
         with pytest.raises(ProtocolError):
             page(bad)
+    # A malformed entry is skipped, but still counts for the next page's offset.
+    entries, held, total = page({"files": [{}, {"path": "b"}], "total_count": 2})
+    assert [e.path for e in entries] == ["b"] and (held, total) == (2, 2)
     with pytest.raises(ProtocolError):
         listed_paths({"files": None})
 

@@ -3,43 +3,46 @@
 Adapters describe a request (and whether it is safe to send twice); this module sends
 it, retries transient failures with exponential backoff and full jitter (honouring
 Retry-After), and turns any non-success answer into the typed errors of `base.py`.
+Every answer is held to the timeouts and size caps of `limits.py`.
 The token lives only in the Authorization header: every message this module builds
 passes through `redact`, and nothing here has a repr that shows it.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import random
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import trio
 
-from repomount.remotes.base import (
-    Conflict,
-    Gone,
-    InvalidPath,
-    NotFound,
-    PreconditionRequired,
-    ProtocolError,
-    RemoteError,
-    TooLarge,
-    Unauthorized,
-    Unavailable,
+from repomount.remotes.base import ProtocolError, RemoteError, Unavailable
+from repomount.remotes.http_errors import (
+    ErrorBody,
+    ErrorParser,
+    map_error,
+    parse_error_body,
+    parse_retry_after,
+)
+from repomount.remotes.limits import (
+    DEFAULT_TIMEOUTS,
+    MAX_ANSWER,
+    MAX_ERROR_ANSWER,
+    Guarded,
+    Stalled,
+    Timeouts,
+    decode_json,
+    read_body,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
-TRANSIENT_STATUSES = frozenset({408, 423, 429})  # and every 5xx
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # A request body: bytes, or a factory giving a fresh async stream for each attempt
@@ -74,111 +77,11 @@ def bearer_auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-# --------------------------------------------------------------------------- error bodies
-
-
-@dataclass(frozen=True)
-class ErrorBody:
-    """What a service said about a failure, whatever shape its JSON had."""
-
-    code: str | None = None
-    message: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-ErrorParser = Callable[[httpx.Response], ErrorBody]
-
-
-def parse_error_body(response: httpx.Response) -> ErrorBody:
-    """Understand the error shapes of all five services: native and Oxen
-    `{"error": {"code"|"type", "message"|"title"|"detail", ...}}`, Relace gateway
-    `{"error": "msg"}`, FastAPI/Sentry `{"detail": "msg" | [...]}`, Terminal Use
-    `{"code": N, "message": "msg"}`; anything else becomes a short text excerpt."""
-    try:
-        data = response.json()
-    except (ValueError, UnicodeDecodeError):
-        text = response.text.strip() if response.content else ""
-        return ErrorBody(message=text[:200] or None)
-    if not isinstance(data, dict):
-        return ErrorBody(message=str(data)[:200])
-    err = data.get("error")
-    if isinstance(err, dict):
-        code = err.get("code", err.get("type"))
-        message = err.get("message", err.get("title", err.get("detail")))
-        return ErrorBody(_str_or_none(code), _str_or_none(message), err)
-    if isinstance(err, str):
-        return ErrorBody(None, err, data)
-    detail = data.get("detail")
-    if isinstance(detail, list):  # FastAPI validation errors
-        msgs = [str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail]
-        return ErrorBody("validation_error", "; ".join(msgs)[:200], data)
-    message = detail if detail is not None else data.get("message")
-    return ErrorBody(_str_or_none(data.get("code")), _str_or_none(message), data)
-
-
-def _str_or_none(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-# --------------------------------------------------------------------------- mapping
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def map_error(
-    status: int, body: ErrorBody, *, context: str, retry_after: float | None = None
-) -> RemoteError:
-    """The single place where an HTTP status (and the service's error body) becomes a
-    typed error. `context` says what was attempted, e.g. "GET /v1/repos/x"."""
-    what = body.message or body.code or "no details"
-    msg = f"{context}: {status} {what}"
-    code = body.code
-    if status in (401, 403):
-        return Unauthorized(msg, status=status, code=code)
-    if status == 404:
-        return NotFound(msg, status=status, code=code)
-    if status in (409, 412):
-        current = body.details.get("current_version", body.details.get("current"))
-        return Conflict(msg, current=_str_or_none(current), status=status, code=code)
-    if status == 410:
-        return Gone(msg, status=status, code=code)
-    if status == 413:
-        return TooLarge(msg, status=status, code=code)
-    if status == 422:
-        if code == "invalid_path":
-            return InvalidPath(msg, status=status, code=code)
-        return ProtocolError(msg, status=status, code=code)
-    if status == 428:
-        return PreconditionRequired(msg, status=status, code=code)
-    if is_transient_status(status):
-        return Unavailable(msg, status=status, retry_after=retry_after, code=code)
-    return ProtocolError(msg, status=status, code=code)
-
-
-def is_transient_status(status: int) -> bool:
-    return status in TRANSIENT_STATUSES or status >= 500
-
-
 # Never reached the server: safe to send again whatever the method.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Might have reached it: only safe for idempotent requests.
-_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# Might have reached it: only safe for idempotent requests. (A server that timed out
+# is not asked again at once: see limits.Stalled.)
+_TRANSIENT = (httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 # --------------------------------------------------------------------------- retries
@@ -219,13 +122,14 @@ class HttpClient:
         auth: AuthScheme = bearer_auth,
         parse_error: ErrorParser = parse_error_body,
         retry: RetryPolicy = DEFAULT_RETRY,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name or self.base_url
         self.retry = retry
+        self.timeouts = timeouts
         self._token = Secret(token) if token else None
         self._parse_error = parse_error
         all_headers = {"User-Agent": "repomount", **(headers or {})}
@@ -234,7 +138,7 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=all_headers,
-            timeout=timeout,
+            timeout=timeouts.for_httpx(),
             transport=transport,
             follow_redirects=False,
         )
@@ -273,13 +177,15 @@ class HttpClient:
         content: Body | None = None,
         idempotent: bool | None = None,
         ok: Container[int] = (),
-        timeout: httpx.Timeout | None = None,
+        timeouts: Timeouts | None = None,
+        max_body: int = MAX_ANSWER,
     ) -> httpx.Response:
         """Send a request and return its (fully read) response. A status outside 2xx
         and `ok` raises the mapped RemoteError. A body cut off in transit counts as a
-        transient failure, so it is retried like one."""
+        transient failure, so it is retried like one; a body over `max_body` bytes is a
+        ProtocolError."""
         async with self._exchange(
-            method, url, params, headers, json, content, idempotent, ok, timeout, preload=True
+            method, url, params, headers, json, content, idempotent, ok, timeouts, max_body
         ) as response:
             return response
 
@@ -295,13 +201,14 @@ class HttpClient:
         content: Body | None = None,
         idempotent: bool | None = None,
         ok: Container[int] = (),
-        timeout: httpx.Timeout | None = None,
+        timeouts: Timeouts | None = None,
     ) -> AsyncIterator[httpx.Response]:
-        """Like `request`, but yields the response with its body unread, for streaming.
-        Retries happen only before the response is yielded; a transport failure while
-        the caller reads the body becomes Unavailable."""
+        """Like `request`, but yields the response with its body unread, for streaming
+        (held to the timeouts as it arrives, with no size cap). Retries happen only
+        before the response is yielded; a transport failure while the caller reads the
+        body becomes Unavailable."""
         async with self._exchange(
-            method, url, params, headers, json, content, idempotent, ok, timeout, preload=False
+            method, url, params, headers, json, content, idempotent, ok, timeouts, None
         ) as response:
             yield response
 
@@ -316,60 +223,104 @@ class HttpClient:
         content: Body | None,
         idempotent: bool | None,
         ok: Container[int],
-        timeout: httpx.Timeout | None,
-        *,
-        preload: bool,
+        timeouts: Timeouts | None,
+        max_body: int | None,  # read the body (at most this much) before yielding
     ) -> AsyncIterator[httpx.Response]:
         method = method.upper()
         hdrs = dict(headers or {})
         if idempotent is None:
             idempotent = self._is_idempotent(method, hdrs)
+        limits = timeouts if timeouts is not None else self.timeouts
         context = f"{self.name}: {method} {_path_only(url)}"
         retry = 0
         error: RemoteError
         while True:
-            request = self._client.build_request(
-                method,
-                url,
-                params=params,
-                headers=hdrs,
-                json=json,
-                content=content() if callable(content) else content,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            response = await self._send(
+                method, url, params, hdrs, json, content, idempotent, limits, context, retry
             )
-            try:
-                response = await self._client.send(request, stream=True)
-            except httpx.TransportError as exc:
-                error = self._transport_error(exc, context)
-                if (isinstance(exc, _NOT_SENT) or idempotent) and isinstance(
-                    exc, _NOT_SENT + _TRANSIENT
-                ):
-                    retry = await self._pause(retry, None, error)
-                    if retry:
-                        continue
-                raise error from exc
+            if isinstance(response, int):
+                retry = response
+                continue
+            assert isinstance(response.stream, httpx.AsyncByteStream)  # (an async client's)
+            response.stream = Guarded(response.stream, limits, context)
             try:
                 status = response.status_code
                 if 200 <= status < 300 or status in ok:
-                    if preload:
-                        await response.aread()
+                    read = response  # (streamed) or a copy with its body read:
+                    if max_body is not None:
+                        read = await read_body(response, max_body, context)
                     try:
-                        yield response
+                        yield read
                     except httpx.TransportError as exc:
                         raise self._transport_error(exc, context) from exc
                     return
-                await response.aread()
+                body = await read_body(response, MAX_ERROR_ANSWER, context, truncate=True)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                error = self.error_for(response, context=context, retry_after=retry_after)
+                error = self.error_for(body, context=context, retry_after=retry_after)
             except httpx.TransportError as exc:  # the body was cut off
                 error = self._transport_error(exc, context)
             finally:
                 await response.aclose()
-            if idempotent and isinstance(error, Unavailable):
+            if idempotent and isinstance(error, Unavailable) and not isinstance(error, Stalled):
                 retry = await self._pause(retry, error.retry_after, error)
                 if retry:
                     continue
             raise error
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: dict[str, str],
+        json: Any,
+        content: Body | None,
+        idempotent: bool,
+        limits: Timeouts,
+        context: str,
+        retry: int,
+    ) -> httpx.Response | int:
+        """One attempt: the response with its headers (body unread), or the new retry
+        count when the attempt failed in a way worth repeating (after the pause)."""
+        began = trio.current_time()
+        # The answer's headers are due `answer` seconds after the request is sent; a
+        # streamed body moves that deadline as it goes (limits.Timeouts.send_deadline).
+        deadline = trio.CancelScope(deadline=limits.send_deadline(began, 0))
+        body = content() if callable(content) else content
+        if body is not None and not isinstance(body, bytes):
+            body = _extending(body, deadline, limits.min_rate)
+        request = self._client.build_request(
+            method,
+            url,
+            params=params,
+            headers=headers,
+            json=json,
+            content=body,
+            timeout=limits.for_httpx(),
+        )
+        if body is None or isinstance(body, bytes):
+            sent = int(request.headers.get("Content-Length") or 0)
+            deadline.deadline = limits.send_deadline(began, sent)
+        try:
+            with deadline:
+                return await self._client.send(request, stream=True)
+        except httpx.ReadTimeout as exc:  # (httpx's read timeout: see for_httpx)
+            waited = max(limits.answer, limits.read)
+            raise Stalled(f"{context}: no answer in {waited:g} s") from exc
+        except httpx.WriteTimeout as exc:
+            why = f"the remote took none of the request for {limits.read:g} s"
+            raise Stalled(f"{context}: {why}") from exc
+        except httpx.TransportError as exc:
+            error = self._transport_error(exc, context)
+            if (isinstance(exc, _NOT_SENT) or idempotent) and isinstance(
+                exc, _NOT_SENT + _TRANSIENT
+            ):
+                retry = await self._pause(retry, None, error)
+                if retry:
+                    return retry
+            raise error from exc
+        # (the deadline passed: headers trickled, or a request body sent too slowly)
+        raise Stalled(f"{context}: no answer in {trio.current_time() - began:.0f} s")
 
     def error_for(
         self, response: httpx.Response, *, context: str, retry_after: float | None = None
@@ -397,7 +348,8 @@ class HttpClient:
     def _transport_error(self, exc: httpx.TransportError, context: str) -> Unavailable:
         kind = type(exc).__name__
         detail = self.redact(str(exc)) or kind
-        return Unavailable(f"{context}: {kind}: {detail}")
+        stalled = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, _NOT_SENT)
+        return (Stalled if stalled else Unavailable)(f"{context}: {kind}: {detail}")
 
     async def _pause(self, retry: int, retry_after: float | None, error: RemoteError) -> int:
         """Sleep before the next attempt and return the new retry count, or 0 when the
@@ -425,6 +377,16 @@ def _path_only(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+async def _extending(
+    body: AsyncIterable[bytes], deadline: trio.CancelScope, rate: float
+) -> AsyncIterator[bytes]:
+    """A streamed request body that gives its sender `len(chunk) / rate` more seconds
+    for every chunk it hands over."""
+    async for chunk in body:
+        deadline.deadline += len(chunk) / rate
+        yield chunk
+
+
 # --------------------------------------------------------------------------- adapters' helpers
 
 T = TypeVar("T")
@@ -445,12 +407,13 @@ def file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
-    """The response's JSON object, or a ProtocolError saying which request broke it."""
+    """The response's JSON object, or a ProtocolError saying which request broke it
+    (not JSON, or nested deeper than limits.MAX_JSON_DEPTH)."""
     try:
-        data = response.json()
+        data = decode_json(response.content)
     except ValueError as exc:
         raise ProtocolError(
-            f"{response.request.method} {response.request.url.path}: not JSON",
+            f"{response.request.method} {response.request.url.path}: not JSON ({exc})",
             status=response.status_code,
         ) from exc
     if not isinstance(data, dict):

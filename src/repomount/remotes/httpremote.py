@@ -29,6 +29,7 @@ from repomount.remotes.base import (
     Unavailable,
 )
 from repomount.remotes.http import DEFAULT_RETRY, HttpClient, RetryPolicy
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 
 CHUNK = 256 * 1024  # bytes per read of a response body
 
@@ -41,6 +42,7 @@ class HttpOptions(TypedDict, total=False):
     """How an adapter's HTTP client behaves, passed through its constructor."""
 
     retry: RetryPolicy
+    timeouts: Timeouts  # how long the service may take (`repomount mount` options)
     transport: httpx.AsyncBaseTransport | None  # tests give a MockTransport
 
 
@@ -66,6 +68,7 @@ class HttpRemote(Remote):
         *,
         token: str | None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -75,6 +78,7 @@ class HttpRemote(Remote):
             token=token,
             name=self.label.format(base_url=self.base_url, repo=repo),
             retry=retry,
+            timeouts=timeouts,
             transport=transport,
         )
         self._root = self.root.format(base_url=self.base_url, repo=quote(repo, safe=""))

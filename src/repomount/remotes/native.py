@@ -33,6 +33,7 @@ from repomount.remotes.base import (
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
 from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
 from repomount.remotes.native_pack import (
     ALONE_MIN,
     PACK_MAX,
@@ -107,9 +108,12 @@ class NativeRemote(HttpRemote):
         pack_max: int = PACK_MAX,
         alone_min: int = ALONE_MIN,
         retry: RetryPolicy = DEFAULT_RETRY,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, repo, token=token, retry=retry, transport=transport)
+        super().__init__(
+            base_url, repo, token=token, retry=retry, timeouts=timeouts, transport=transport
+        )
         self.page_size = page_size
         self.inline_max = inline_max
         self.inline_budget = inline_budget
@@ -140,12 +144,19 @@ class NativeRemote(HttpRemote):
         if recursive:
             params["recursive"] = 1
         pages: list[TreePage] = []
+        listed, cursors = 0, set()
         while True:
             response = await self._http.request("GET", f"{self._root}/tree", params=params)
             pages.append(tree_page(json_object(response)))
-            if not pages[-1].cursor:
+            listed += len(pages[-1].entries)
+            cursor = pages[-1].cursor
+            if not cursor:
                 break
-            params = {**params, "cursor": pages[-1].cursor}
+            if listed > MAX_LISTING_ENTRIES or cursor in cursors:
+                why = f"over {MAX_LISTING_ENTRIES} entries" if cursor not in cursors else "a loop"
+                raise ProtocolError(f"listing of {path!r}: its pages make {why}")
+            cursors.add(cursor)
+            params = {**params, "cursor": cursor}
         return join_pages(path, pages, recursive=recursive)
 
     async def stat(self, path: str) -> Entry | None:
@@ -363,9 +374,10 @@ class NativeRemote(HttpRemote):
     # ------------------------------------------------------------------ change feed
 
     async def changes(self, since: str | None, *, wait: float = 0.0) -> ChangeBatch:
-        params, timeout = feed_request(since, wait)
+        params, held = feed_request(since, wait)
+        timeouts = self._http.timeouts.holding(held)
         response = await self._http.request(
-            "GET", f"{self._root}/changes", params=params, timeout=timeout
+            "GET", f"{self._root}/changes", params=params, timeouts=timeouts
         )
         return change_batch(json_object(response))
 

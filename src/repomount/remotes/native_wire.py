@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from repomount.remotes import validate
 from repomount.remotes.base import (
     Aborted,
     Applied,
@@ -38,9 +39,11 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
-from repomount.remotes.http import DEFAULT_TIMEOUT, parses
+from repomount.remotes.http import parses
+from repomount.remotes.validate import BadEntry, checked
 
 SERVICE = "the server"
+SOURCE = "native server"  # how log lines name it
 MAX_WAIT = 60.0  # the server holds a change-feed request at most this long
 # Statuses with which a commit may blame single operations (see `refused`).
 PER_OP_STATUSES = (404, 409, 422)
@@ -55,7 +58,8 @@ answer = parses(SERVICE)
 
 
 def head_of(value: object) -> str | None:
-    return None if value is None else str(value)
+    """A repo head as the server sent it (a decimal number, as a string or not)."""
+    return None if value is None else validate.version(value)
 
 
 @answer
@@ -72,9 +76,12 @@ class TreePage:
 
 @answer
 def tree_page(data: dict[str, Any]) -> TreePage:
+    """One page of a listing; an entry no filesystem could show is skipped (logged)."""
     cursor = data.get("next_cursor")
-    entries = [_entry(e) for e in data["entries"]]
-    return TreePage(head_of(data["head"]), entries, None if cursor is None else str(cursor))
+    if cursor is not None and not isinstance(cursor, str):
+        raise ValueError(f"next_cursor {cursor!r:.60} is not a string")
+    entries = validate.entries(data["entries"], _entry, source=SOURCE)
+    return TreePage(head_of(data["head"]), entries, cursor)
 
 
 def join_pages(path: str, pages: Sequence[TreePage], *, recursive: bool) -> Listing:
@@ -88,21 +95,22 @@ def join_pages(path: str, pages: Sequence[TreePage], *, recursive: bool) -> List
 
 
 def _entry(data: dict[str, Any]) -> Entry:
-    kind = _KINDS[data["type"]]
-    mtime, mode, version = data.get("mtime"), data.get("mode"), data.get("version")
-    target = None
-    if kind == "symlink":
-        target = data["target"]
-        if not isinstance(target, str) or not target:
-            raise ValueError(f"symlink {data['path']!r} without a target")
+    """One raw entry of a tree page (checked by `validate.entries`)."""
+    kind = _KINDS.get(data["type"]) if isinstance(data["type"], str) else None
+    if kind is None:
+        raise BadEntry(f"unknown type {data['type']!r:.60}")
+    path, mtime, mode = data["path"], data.get("mtime"), data.get("mode")
+    version = data.get("version")
+    if not isinstance(path, str):
+        raise BadEntry("its path is not a string")
     return Entry(
-        path=str(data["path"]),
+        path=path,
         kind=kind,
-        size=int(data.get("size") or 0),
-        version=None if version is None else str(version),
-        mtime=None if mtime is None else float(mtime),
-        mode=None if mode is None else int(mode),
-        target=target,
+        size=validate.size(data.get("size") or 0),
+        version=None if version is None else validate.version(version),
+        mtime=None if mtime is None else validate.mtime(mtime),
+        mode=None if mode is None else validate.integer(mode, "mode"),
+        target=data.get("target") if kind == "symlink" else None,
     )
 
 
@@ -114,13 +122,16 @@ def file_entry(path: str, response: httpx.Response) -> Entry:
     kind = response.headers.get("X-Repomount-Type", "file")
     if kind not in ("file", "symlink"):
         raise ValueError(f"X-Repomount-Type {kind!r}")
-    return Entry(
-        path=path,
-        kind="symlink" if kind == "symlink" else "file",
-        size=content_length(response),
-        version=etag(response),
-        mtime=email.utils.parsedate_to_datetime(modified).timestamp() if modified else None,
-        mode=int(mode, 8) if mode else None,
+    return checked(
+        target_known=False,
+        entry=Entry(
+            path=path,
+            kind="symlink" if kind == "symlink" else "file",
+            size=content_length(response),
+            version=etag(response),
+            mtime=email.utils.parsedate_to_datetime(modified).timestamp() if modified else None,
+            mode=int(mode, 8) if mode else None,
+        ),
     )
 
 
@@ -129,9 +140,13 @@ def with_target(entry: Entry, content: bytes) -> Entry:
     if hashlib.sha256(content).hexdigest() != entry.version:
         raise ProtocolError(f"target of symlink {entry.path!r} does not match its version")
     try:
-        target = content.decode("utf-8")
+        text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"target of symlink {entry.path!r} is not UTF-8") from exc
+    try:
+        target = validate.target(text)
+    except BadEntry as exc:
+        raise ProtocolError(f"symlink {entry.path!r}: {exc}") from exc
     return replace(entry, target=target)
 
 
@@ -305,34 +320,35 @@ def _blame_conflicts(details: Mapping[str, Any], result: list[Outcome]) -> None:
 # --------------------------------------------------------------------------- change feed
 
 
-def feed_request(since: str | None, wait: float) -> tuple[dict[str, str | int], httpx.Timeout]:
-    """The query of a change-feed request and its timeout (longer by the time the
-    server may hold it)."""
+def feed_request(since: str | None, wait: float) -> tuple[dict[str, str | int], float]:
+    """The query of a change-feed request and how long the server may hold it (the
+    request's answer timeout is longer by that much)."""
     params: dict[str, str | int] = {}
     if since is not None:
         params["since"] = since
     wait = min(max(wait, 0.0), MAX_WAIT)
     if wait > 0:
         params["wait"] = f"{wait:g}"
-    timeout = (
-        DEFAULT_TIMEOUT
-        if wait <= 0
-        else httpx.Timeout(
-            DEFAULT_TIMEOUT.connect or 10.0,
-            read=wait + (DEFAULT_TIMEOUT.read or 60.0),
-        )
-    )
-    return params, timeout
+    return params, wait
 
 
 @answer
 def change_batch(data: dict[str, Any]) -> ChangeBatch:
-    changes = []
-    for c in data["changes"]:
-        if c["op"] not in _OPS:
-            raise ValueError(f"unknown change op {c['op']!r}")
-        version = c.get("version")
-        changes.append(
-            RemoteChange(str(c["path"]), c["op"], None if version is None else str(version))
-        )
+    """A change-feed answer; an entry naming no usable path or no known op is skipped
+    (logged): the mount could not show it anyway, and the feed goes on."""
+    changes = validate.each(data["changes"], _change, source=SOURCE)
     return ChangeBatch(head=head_of(data["head"]), changes=changes)
+
+
+def _change(data: dict[str, Any]) -> RemoteChange:
+    path, op, version = data["path"], data["op"], data.get("version")
+    if not isinstance(path, str):
+        raise BadEntry("its path is not a string")
+    validate.checked(Entry(path, "dir"))  # the path's rules
+    if op not in _OPS:
+        raise BadEntry(f"unknown change op {op!r:.60}")
+    try:  # a version we cannot use is one we do not know: its directory is re-listed
+        version = None if version is None else validate.version(version)
+    except BadEntry:
+        version = None
+    return RemoteChange(path, op, version)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from repomount.remotes.base import Remote
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 from repomount.remotes.native import NativeRemote
 
 TOKEN_ENV = "REPOMOUNT_TOKEN"
@@ -16,10 +17,10 @@ ACCEPTED = (
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-Opener = Callable[[SplitResult, str, str | None], Remote]
+Opener = Callable[[SplitResult, str, str | None, Timeouts], Remote]
 
 
-def _open_native(url: SplitResult, src: str, token: str | None) -> Remote:
+def _open_native(url: SplitResult, src: str, token: str | None, timeouts: Timeouts) -> Remote:
     def bad(why: str) -> ValueError:
         netloc = url.netloc
         shown = (
@@ -46,27 +47,33 @@ def _open_native(url: SplitResult, src: str, token: str | None) -> Remote:
     if port == _DEFAULT_PORTS[url.scheme]:
         port = None  # one remote, one identity
     base = f"{url.scheme}://{host}" + (f":{port}" if port is not None else "")
-    return NativeRemote(base, repo, token=token)
+    return NativeRemote(base, repo, token=token, timeouts=timeouts)
 
 
 _OPENERS: dict[str, Opener] = {"http": _open_native, "https": _open_native}
 
 
-def open_remote(src: str, *, token: str | None = None, endpoint: str | None = None) -> Remote:
+def open_remote(
+    src: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+) -> Remote:
     """The adapter for `src`. For repomount's server the token defaults to
     $REPOMOUNT_TOKEN; the hosted services read their own key variables, and `endpoint`
-    overrides their API's base URL. Raises ValueError with a one-line message when
-    `src` names no supported remote."""
+    overrides their API's base URL; `timeouts` say how long the remote may take.
+    Raises ValueError with a one-line message when `src` names no supported remote."""
     src = src.strip()
     scheme = src.partition(":")[0].lower()
     if scheme == "relace":
         from repomount.remotes.relace import open_relace
 
-        return open_relace(src, endpoint=endpoint, token=token)
+        return open_relace(src, endpoint=endpoint, token=token, timeouts=timeouts)
     if scheme == "terminaluse":
         from repomount.remotes.terminaluse import open_terminaluse
 
-        return open_terminaluse(src, endpoint=endpoint, token=token)
+        return open_terminaluse(src, endpoint=endpoint, token=token, timeouts=timeouts)
     url = urlsplit(src)
     opener = _OPENERS.get(url.scheme.lower())
     if opener is None:
@@ -77,4 +84,4 @@ def open_remote(src: str, *, token: str | None = None, endpoint: str | None = No
         )
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
-    return opener(url, src, token)
+    return opener(url, src, token, timeouts)

@@ -52,6 +52,7 @@ from repomount.remotes.httpremote import (
     HttpRemote,
     copy_body,
 )
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 from repomount.remotes.relace_plan import (
     Snapshot,
     WireDelete,
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://api.relace.run/v1"
 
 SNAPSHOT_TTL = 2.0  # seconds a clone serves listings
+# A clone answer holds every text file's content: read into memory up to this much.
+MAX_CLONE = 512 << 20
 INLINE_MAX = 1 << 20  # a text file up to this size may travel inside an update's JSON
 INLINE_BUDGET = 8 << 20  # ... up to this much per update
 MAX_OPS = 500  # operations per update
@@ -193,11 +196,9 @@ class RelaceRemote(HttpRemote):
 
     async def _clone(self) -> Snapshot:
         started = trio.current_time()
-        data = json_object(await self._http.request("GET", f"{self._root}/clone"))
-        files, unusable = clone_files(data)
-        for path in unusable:
-            log.warning("relace %s: skipping unusable path %r", self.repo, path)
-        return Snapshot(files, taken=started)
+        response = await self._http.request("GET", f"{self._root}/clone", max_body=MAX_CLONE)
+        data = json_object(response)
+        return Snapshot(clone_files(data), taken=started)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None
@@ -351,7 +352,13 @@ SOURCE = HostedSource(
 KEY_ENV = SOURCE.key_env
 
 
-def open_relace(src: str, *, endpoint: str | None = None, token: str | None = None) -> RelaceRemote:
+def open_relace(
+    src: str,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+) -> RelaceRemote:
     """The adapter for `relace:REPO_ID`. The base URL is `endpoint`, else $RELACE_API_URL,
     else the service's; the key is `token`, else $RELACE_API_KEY. Raises ValueError with
     a one-line message when `src` (or the endpoint, or a missing key) is unusable."""
@@ -372,4 +379,4 @@ def open_relace(src: str, *, endpoint: str | None = None, token: str | None = No
     key = token or os.environ.get(KEY_ENV)
     if not key:
         raise ValueError(f"{src} needs a Relace API key: set {KEY_ENV}")
-    return RelaceRemote(repo_id, token=key, endpoint=url)
+    return RelaceRemote(repo_id, token=key, endpoint=url, timeouts=timeouts)

@@ -8,11 +8,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from repomount.paths import InvalidPathError, validate_path
+from repomount.remotes import validate
+from repomount.remotes.base import Entry
 from repomount.remotes.http import parses
 from repomount.remotes.relace_plan import RemoteFile, WireDelete, WireOp, WireWrite
+from repomount.remotes.validate import BadEntry
 
 SERVICE = "Relace"
+SOURCE = "Relace"  # how log lines name it
 
 answer = parses(SERVICE)
 
@@ -31,22 +34,20 @@ def repo_head(data: dict[str, Any]) -> str:
 
 
 @answer
-def clone_files(data: dict[str, Any]) -> tuple[dict[str, RemoteFile], list[str]]:
-    """The files of a clone answer (size and version of each, from its text) and the
-    paths left out because no filesystem could hold them."""
-    files: dict[str, RemoteFile] = {}
-    unusable: list[str] = []
-    for item in data["files"]:
-        path, content = str(item["filename"]), item["content"]
-        try:
-            validate_path(path)
-        except InvalidPathError:
-            unusable.append(path)
-            continue
-        # JSON may carry lone surrogates: encode them rather than fail the clone.
-        raw = str(content).encode("utf-8", "surrogatepass")
-        files[path] = RemoteFile(len(raw), hashlib.sha256(raw).hexdigest())
-    return files, unusable
+def clone_files(data: dict[str, Any]) -> dict[str, RemoteFile]:
+    """The files of a clone answer (size and version of each, from its text). An item
+    no filesystem could hold (a bad path, no content) is skipped, logged."""
+    return dict(validate.each(data["files"], _clone_item, source=SOURCE))
+
+
+def _clone_item(item: dict[str, Any]) -> tuple[str, RemoteFile]:
+    path, content = item["filename"], item["content"]
+    if not isinstance(path, str) or not isinstance(content, str):
+        raise BadEntry("its filename or content is not a string")
+    validate.checked(Entry(path, "file"))  # the path's rules
+    # JSON may carry lone surrogates: encode them rather than fail the clone.
+    raw = content.encode("utf-8", "surrogatepass")
+    return path, RemoteFile(len(raw), hashlib.sha256(raw).hexdigest())
 
 
 def update_body(request: Sequence[WireOp], texts: Mapping[int, str]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from repomount.remotes.httpremote import (
     HttpRemote,
     copy_body,
 )
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
 from repomount.remotes.terminaluse_wire import (
     archive_version,
     below,
@@ -180,11 +181,13 @@ class TerminalUseRemote(HttpRemote):
                     "GET", f"{self._root}/files", params={**params, "offset": offset}
                 )
             )
-            entries, total = page(data)
+            entries, held, total = page(data)
             found += [e for e in entries if below(e.path, path)]  # `directory` may be a prefix
-            offset += len(entries)
-            if not entries or offset >= total:
+            offset += held
+            if not held or offset >= total:
                 return found
+            if offset > MAX_LISTING_ENTRIES:
+                raise ProtocolError(f"listing of {path!r}: over {MAX_LISTING_ENTRIES} entries")
 
     async def stat(self, path: str) -> Entry | None:
         if not path:
@@ -356,7 +359,11 @@ KEY_ENV = SOURCE.key_env
 
 
 def open_terminaluse(
-    src: str, *, endpoint: str | None = None, token: str | None = None
+    src: str,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> TerminalUseRemote:
     """The adapter for `terminaluse:FILESYSTEM_ID`. The API's base URL is `endpoint`,
     else $TERMINALUSE_API_URL, else https://api.terminaluse.com; the key is `token`,
@@ -367,7 +374,7 @@ def open_terminaluse(
         token = os.environ.get(KEY_ENV) or None
     if not token:
         raise ValueError(f"no Terminal Use API key: set {KEY_ENV}")
-    return TerminalUseRemote(fs_id, base_url=base_url, token=token)
+    return TerminalUseRemote(fs_id, base_url=base_url, token=token, timeouts=timeouts)
 
 
 def _base_url(url: str) -> str:

@@ -8,10 +8,13 @@ import base64
 from datetime import datetime
 from typing import Any
 
+from repomount.remotes import validate
 from repomount.remotes.base import Entry, Expect, ExpectT, Write
 from repomount.remotes.http import parses
+from repomount.remotes.validate import BadEntry
 
 SERVICE = "Terminal Use"
+SOURCE = "Terminal Use"  # how log lines name it
 
 answer = parses(SERVICE)
 
@@ -49,33 +52,54 @@ def below(path: str, directory: str) -> bool:
 
 
 def _entry(data: dict[str, Any]) -> Entry:
-    path = str(data["path"]).lstrip("/")
+    path = _path(data["path"])
     modified = data.get("modified_at")
-    mtime = None if not modified else timestamp(str(modified))
+    if modified is not None and not isinstance(modified, str):
+        raise BadEntry(f"modified_at {modified!r:.60} is not a date")
+    mtime = None if not modified else validate.mtime(timestamp(modified))
     if data.get("is_directory"):
         return Entry(path=path, kind="dir", mtime=mtime)
     checksum = data.get("checksum")
+    if checksum is not None and not isinstance(checksum, str):
+        raise BadEntry(f"checksum {checksum!r:.60} is not a string")
     return Entry(
         path=path,
         kind="file",
-        size=int(data.get("size_bytes") or 0),
-        version=None if checksum is None else norm(str(checksum)),
+        size=validate.size(data.get("size_bytes") or 0),
+        version=None if checksum is None else validate.version(norm(checksum)),
         mtime=mtime,
     )
 
 
-file_entry = answer(_entry)  # one manifest entry, as GET .../files/{path} answers it
+def _path(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadEntry("its path is not a string")
+    return value.lstrip("/")
 
 
 @answer
-def page(data: dict[str, Any]) -> tuple[list[Entry], int]:
-    """The entries of one page of `GET .../files` and how many the listing has in all."""
-    return [_entry(f) for f in data["files"]], int(data["total_count"])
+def file_entry(data: dict[str, Any]) -> Entry:
+    """One manifest entry, as GET .../files/{path} answers it."""
+    return validate.checked(_entry(data))
+
+
+@answer
+def page(data: dict[str, Any]) -> tuple[list[Entry], int, int]:
+    """One page of `GET .../files`: its entries (one no filesystem could show is
+    skipped, logged), how many it held (the next page's offset counts them all), and
+    how many the listing has in all. The root's own entry ("/"), which `tree` would
+    skip anyway, is left out quietly."""
+    files = data["files"]
+    if not isinstance(files, list):
+        raise TypeError("files is not a list")
+    listed = [f for f in files if not (isinstance(f, dict) and f.get("path") in ("", "/"))]
+    total = validate.integer(data["total_count"], "total_count")
+    return validate.entries(listed, _entry, source=SOURCE), len(files), total
 
 
 @answer
 def listed_paths(data: dict[str, Any]) -> list[str]:
-    return [str(f["path"]).lstrip("/") for f in data["files"]]
+    return validate.each(data["files"], lambda f: _path(f["path"]), source=SOURCE)
 
 
 def timestamp(value: str) -> float:
