@@ -79,7 +79,7 @@ class Forgetting(Listings):
                         self.dir_locks.pop(gone, None)
                         self._listed_gen.pop(gone, None)
                         self.relist.discard(gone)
-                        self.unlisted.discard(gone)
+                        self.unlisted.pop(gone, None)
                         self.files.set_kernel_version(gone, None)
                         dropped += 1
             else:

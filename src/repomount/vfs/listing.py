@@ -54,8 +54,9 @@ class Listings(VfsState):
         self.feed_news = 0  # batches of feed news seen (the watcher counts them)
         # Journal rows an earlier run left that the replay could not send (leftover.py)
         self.leftover: set[int] = set()
-        # Directories first used offline: an empty stand-in for a listing never made
-        self.unlisted: set[int] = set()
+        # Directories first used offline: an empty stand-in for a listing never made,
+        # and when listing them last failed (tried again after UNLISTED_RETRY seconds)
+        self.unlisted: dict[int, float] = {}
 
     # ------------------------------------------------------------------ generations
 
@@ -113,6 +114,9 @@ class Listings(VfsState):
         return False
 
     def _trusted(self, d: Node) -> bool:
+        failed = self.unlisted.get(d.ino)
+        if failed is not None:  # a stand-in: list it for real as soon as that works
+            return not self.health.online and time.monotonic() - failed < UNLISTED_RETRY
         return d.children is not None and (
             d.ino in self.fresh
             or (self.feed_live and self.health.online and d.ino not in self.relist)
@@ -166,6 +170,8 @@ class Listings(VfsState):
             self.health.failed(e)
             if d.children is not None:
                 self.relist.add(d.ino)  # (tried again at next use)
+                if d.ino in self.unlisted:
+                    self.unlisted[d.ino] = time.monotonic()
                 return  # offline: serve what we know
             if not e.retryable or not d.attached:
                 raise
@@ -173,7 +179,7 @@ class Listings(VfsState):
             # can still be made in it (a lookup answers ENOENT, a readdir EIO), against
             # an unknown state: a name the remote has is a conflict when sent.
             d.children = {}
-            self.unlisted.add(d.ino)
+            self.unlisted[d.ino] = time.monotonic()
             self.relist.add(d.ino)
             if self.leftover:
                 lay_leftovers(self, d, self.leftover)
@@ -196,7 +202,7 @@ class Listings(VfsState):
                 self._listed_gen[d.ino] = stamp
                 merged = [d.ino]
         self.fresh[d.ino] = True
-        self.unlisted.discard(d.ino)
+        self.unlisted.pop(d.ino, None)
         # Feed news that came while this was in flight may be newer than the answer:
         # trust it for the TTL only, then list again.
         stale = self.feed_news != news
@@ -438,6 +444,7 @@ class Listings(VfsState):
         return False
 
 
+UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used offline
 _MEMORY = 1 << 16  # entries kept of each generation map
 
 
