@@ -21,8 +21,28 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "local user can read (ps, /proc/PID/cmdline).",
     )
     p.add_argument("--data", required=True, type=Path, help="directory for the store")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8750)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; --no-auth only on a loopback one (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8750, help="TCP port to listen on; 0 picks one (default 8750)"
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="append the request log (one line per request) to PATH, created 0600, "
+        "instead of writing it to stderr",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no request log on stderr (start, stop and errors are still printed)",
+    )
     p.add_argument(
         "--token-file",
         metavar="PATH",
@@ -136,6 +156,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         fault_rate=args.inject_faults,
         gc_interval=args.gc_interval,
         gc_grace=args.gc_grace,
+        log_file=args.log_file,
+        quiet=args.quiet,
     )
     return collect_now(config) if args.gc_now else serve(config)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,4 +86,33 @@ def test_busy_data_dir_and_port(server: ServerProc, tmp_path: Path) -> None:
     assert "in use by another repomount server" in done.stderr
     done = serve("--data", str(tmp_path / "other"), "--port", str(server.port), token="t")
     assert done.returncode == 1
-    assert "cannot listen" in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    # Issue 16 #7: what went wrong, not "Exceptions from Trio nursery (1 sub-exception)".
+    assert "cannot listen" in line and "address already in use" in line, line
+    assert "Trio" not in line
+
+
+def test_log_file_takes_the_request_log(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """Issue 16 #9: `serve --log-file PATH` writes the request log there, not to stderr."""
+    log_file = tmp_path / "requests.log"
+    live = server_factory(["--log-file", str(log_file)])
+    live.create_repo("logged")
+    [line] = log_file.read_text().splitlines()
+    assert re.fullmatch(r"POST /v1/repos 201 \d+ms", line), line
+    assert oct(log_file.stat().st_mode & 0o777) == oct(0o600)  # it names every path written
+    assert live.requests() == []  # nothing of it on the terminal
+    live.restart()  # appended, never truncated
+    live.create_repo("again")
+    assert len(log_file.read_text().splitlines()) == 2
+
+
+def test_quiet_serves_without_a_request_log(server_factory: ServerFactory) -> None:
+    """Issue 16 #9: `serve --quiet` logs no request; start and stop lines remain."""
+    live = server_factory(["--quiet"])
+    live.create_repo("quiet")
+    with live.client() as c:
+        assert c.get("/v1/repos/quiet").status_code == 200
+        assert c.get("/v1/repos/nope").status_code == 404
+    assert live.requests() == []
+    live.stop()
+    assert "listening on" in live.log_path.read_text()
