@@ -49,10 +49,20 @@ def test_daemon_mount_then_unmount(server: ServerProc, tmp_path: Path) -> None:
         force_unmount(mnt)
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["not_empty", "unreachable", "bad_token", "unknown_repo", "bad_src", "missing_dir"],
-)
+# What each failed mount says (issue 16 #7: a refused token or an unknown repo is not
+# "cannot reach the remote").
+MOUNT_ERRORS = {
+    "not_empty": "is not empty",
+    "unreachable": "cannot reach",
+    "bad_token": "the token was refused by http://127.0.0.1:",
+    "no_token": "requires a token: set REPOMOUNT_TOKEN",
+    "unknown_repo": "no repo 'nope' on http://127.0.0.1:",
+    "bad_src": "unsupported remote",
+    "missing_dir": "does not exist",
+}
+
+
+@pytest.mark.parametrize("case", list(MOUNT_ERRORS))
 def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, case: str) -> None:
     server.create_repo("ok")
     mnt = tmp_path / "mnt"
@@ -64,6 +74,8 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         src = "http://127.0.0.1:9/ok"
     elif case == "bad_token":
         token = "wrong-token"
+    elif case == "no_token":
+        token = None
     elif case == "unknown_repo":
         src = f"{server.url}/nope"
     elif case == "bad_src":
@@ -76,6 +88,9 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith("repomount: ")
+        assert MOUNT_ERRORS[case] in lines[0], lines[0]
+        if case != "unreachable":
+            assert "cannot reach" not in lines[0]
         assert "wrong-token" not in r.stderr and server.token not in r.stderr
         assert not is_mounted(mnt)
     finally:

@@ -16,7 +16,7 @@ import trio
 
 from repomount import control, stalls
 from repomount.fuse.operations import Operations
-from repomount.remotes.base import RemoteError
+from repomount.remotes.base import RemoteError, Unavailable
 from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
 
@@ -89,7 +89,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     try:
         await vfs.start()
     except RemoteError as e:
-        ready(f"cannot reach the remote: {e.message}")
+        ready(why_not_started(e))
         await vfs.close()
         return 1
     invalidator = KernelInvalidator()
@@ -136,6 +136,14 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         )  # fmt: skip
         return 1
     return 0 if clean else 1
+
+
+def why_not_started(e: RemoteError) -> str:
+    """The one line a failed start says: a refused token or an unknown repo as such
+    (the adapter's info() words them), not as an unreachable remote."""
+    if isinstance(e, Unavailable) and not e.message.startswith("cannot reach"):
+        return f"cannot reach the remote: {e.message}"
+    return e.message
 
 
 async def _on_signals(vfs: Vfs, opts: MountOptions) -> None:

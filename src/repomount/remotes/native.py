@@ -124,16 +124,14 @@ class NativeRemote(HttpRemote):
         return repo_info(json_object(await self._http.request("GET", self._root)))
 
     def _info_not_found(self) -> str:
-        return f"repo {self.repo!r} not found on {self.base_url}"
+        return f"no repo {self.repo!r} on {self.base_url}"
 
     def _info_unauthorized(self, exc: Unauthorized) -> str:
         if not self._http.has_token:
-            hint = "it requires a token: set REPOMOUNT_TOKEN"
-        elif exc.status == 403:
-            hint = f"the token may not access repo {self.repo!r}"
-        else:
-            hint = "it rejected the token (check REPOMOUNT_TOKEN)"
-        return f"not authorized by {self.base_url}: {hint}"
+            return f"{self.base_url} requires a token: set REPOMOUNT_TOKEN"
+        if exc.status == 403:
+            return f"the token may not access repo {self.repo!r} on {self.base_url}"
+        return f"the token was refused by {self.base_url} (check REPOMOUNT_TOKEN)"
 
     async def list_tree(self, path: str, *, recursive: bool = False) -> Listing:
         params: dict[str, str | int] = {"path": path, "limit": self.page_size}
