@@ -9,7 +9,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repomount import __version__
-from repomount.options import DEFAULT_LOCAL_ONLY, Policy
+from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
+
+# The environment variables each command reads (tests/mount/test_cli.py checks these
+# names against the code that reads them; importing that code here would load httpx).
+_ENV_TOKEN = "  REPOMOUNT_TOKEN          bearer token for repomount's server (http://, https://)\n"
+_ENV_SERVICES = """\
+  RELACE_API_KEY           API key for relace: remotes
+  RELACE_API_URL           Relace API base URL (default https://api.relace.run/v1;
+                           --endpoint wins)
+  TERMINALUSE_API_KEY      API key for terminaluse: remotes
+  TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
+                           --endpoint wins)
+"""
+_ENV_DIRS = """\
+  XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount
+                           (default ~/.cache/repomount)
+  XDG_STATE_HOME           the default --state-dir is $XDG_STATE_HOME/repomount
+                           (default ~/.local/state/repomount)
+"""
+_ENV_CONTROL = """\
+  XDG_RUNTIME_DIR          control sockets go in $XDG_RUNTIME_DIR/repomount
+                           (default $TMPDIR/repomount-UID, /tmp without TMPDIR)
+"""
+_ENV_DEBUG = """\
+  REPOMOUNT_LOG_STALLS_MS  log every step that holds the mount's event loop longer
+                           than this many milliseconds (debugging)
+"""
+
+
+def _environment(*parts: str) -> str:
+    return "environment:\n" + "".join(parts)
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +49,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run repomount's reference server. Its bearer token comes from "
         "REPOMOUNT_TOKEN or --token-file, never from the command line, which every "
         "local user can read (ps, /proc/PID/cmdline).",
+        epilog=_environment(
+            "  REPOMOUNT_TOKEN          the bearer token clients must send (unless "
+            "--token-file\n                           or --no-auth)\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, help="directory for the store")
     p.add_argument(
@@ -193,32 +228,45 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
         "TERMINALUSE_API_KEY; never from the command line, which every local user can "
         "read. The mount's state, cache and control socket are private to your user.",
+        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
     _add_mount_options(p)
     p.set_defaults(func=_cmd_mount)
 
-    p = sub.add_parser("unmount", help="upload pending changes, then unmount")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p = _control_parser(sub, "unmount", help="upload pending changes, then unmount")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=120.0,
+        default=DEFAULT_DRAIN_TIMEOUT,
         metavar="S",
         help="stop waiting for uploads after this long; pending changes stay in the journal "
-        "for the next mount, and the command exits 1 (default 120)",
+        "for the next mount, and the command exits 1 (default %(default)g)",
     )
     p.set_defaults(func=_cmd_unmount)
 
-    p = sub.add_parser("sync", help="upload pending changes now")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    p = _control_parser(sub, "sync", help="upload pending changes now")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up after this long; what is not uploaded stays pending and the command "
+        "exits 1 (default %(default)g)",
+    )
     p.set_defaults(func=_cmd_sync)
 
-    p = sub.add_parser("status", help="show a mount's pending changes, conflicts, errors")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
-    p.add_argument("--json", action="store_true")
+    p = _control_parser(sub, "status", help="show a mount's pending changes, conflicts, errors")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print everything as one JSON object, every pending change included (for scripts)",
+    )
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("demo", help="serve a sample repo locally and mount it")
@@ -228,9 +276,21 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         type=Path,
         nargs="?",
         default=Path("repomount-demo"),
-        help="default: ./repomount-demo",
+        help="an empty directory to mount the demo repo on (default ./repomount-demo)",
     )
     p.set_defaults(func=_cmd_demo)
+
+
+def _control_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A command that talks to a running mount over its control socket."""
+    return sub.add_parser(
+        name,
+        help=help,
+        epilog=_environment(_ENV_CONTROL),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_mount_options(p: argparse.ArgumentParser) -> None:
@@ -325,9 +385,10 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=60.0,
+        default=DEFAULT_DRAIN_TIMEOUT,
         metavar="S",
-        help="how long SIGTERM/unmount wait for pending uploads (default 60)",
+        help="how long a stopping mount (SIGTERM, unmount) waits for pending uploads; what "
+        "is left stays in the journal for the next mount (default %(default)g)",
     )
     p.add_argument(
         "--trust-remote-code",
@@ -341,7 +402,13 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         help="follow links from the remote that point outside the mount (default: "
         "shown as read-only files holding the target)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much the mount log (STATE_DIR/.../mount.log, or stderr with -f) says "
+        "(default INFO)",
+    )
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -461,7 +528,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="repomount", description="Mount a remote repository as a local folder."
+        prog="repomount",
+        description="Mount a remote repository as a local folder. "
+        "`repomount COMMAND --help` says more about each command.",
+        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"repomount {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +153,64 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "repomount", "--help"], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0 and "mount" in r.stdout
+
+
+# --------------------------------------------------------------------------- help
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
+    """Every (sub)command's parser by its full name: "mount", "repo create"."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(_subcommands(sub, f"{prefix}{name} "))
+    return found
+
+
+def test_every_option_has_help() -> None:
+    """Issue 16 #7: --log-level, sync --timeout, status --json, serve --host/--port and
+    the mountpoints had none. (`serve --token` is hidden on purpose: it is refused.)"""
+    from repomount.cli import build_parser
+
+    missing = []
+    for name, sub in _subcommands(build_parser()).items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            if action.help == argparse.SUPPRESS and (name, action.dest) == ("serve", "token"):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_help_names_every_environment_variable() -> None:
+    """Issue 16 #7: `mount --help` names the token and every service's key and URL
+    variable (the names the code reads), the directories' variables and the debug one."""
+    from repomount import stalls
+    from repomount.remotes import registry, relace, terminaluse
+
+    names = [registry.TOKEN_ENV, stalls.ENV, "XDG_CACHE_HOME", "XDG_STATE_HOME"]
+    names += ["XDG_RUNTIME_DIR", relace.DEFAULT_URL, terminaluse.DEFAULT_URL]
+    for source in (relace.SOURCE, terminaluse.SOURCE):
+        names += [source.key_env, source.url_env]
+    for command in ((), ("mount",)):
+        shown = repomount(*command, "--help").stdout
+        assert [n for n in names if n not in shown] == [], command
+    for command in ("sync", "status", "unmount"):
+        assert "XDG_RUNTIME_DIR" in repomount(command, "--help").stdout
+    assert registry.TOKEN_ENV in repomount("serve", "--help").stdout
+
+
+def test_drain_timeout_defaults_agree_with_the_readme() -> None:
+    """Issue 16 #7: `unmount --drain-timeout` defaulted to 120 s, the README said 60."""
+    from repomount.cli import build_parser
+
+    readme = re.search(r"\| `--drain-timeout S` \| (\d+) \|", (ROOT / "README.md").read_text())
+    assert readme is not None
+    commands = _subcommands(build_parser())
+    for name in ("mount", "unmount"):
+        assert commands[name].get_default("drain_timeout") == float(readme[1]), name
+        assert f"(default {readme[1]})" in " ".join(repomount(name, "--help").stdout.split())
