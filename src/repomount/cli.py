@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from repomount import __version__
+from repomount import __version__, cli_control
 from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
 
 # The environment variables each command reads (tests/mount/test_cli.py checks these
@@ -258,7 +258,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="give up after this long; what is not uploaded stays pending and the command "
         "exits 1 (default %(default)g)",
     )
-    p.set_defaults(func=_cmd_sync)
+    p.set_defaults(func=cli_control.cmd_sync)
 
     p = _control_parser(sub, "status", help="show a mount's pending changes, conflicts, errors")
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
@@ -267,7 +267,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="print everything as one JSON object, every pending change included (for scripts)",
     )
-    p.set_defaults(func=_cmd_status)
+    p.set_defaults(func=cli_control.cmd_status)
 
     p = sub.add_parser("demo", help="serve a sample repo locally and mount it")
     p.add_argument(
@@ -464,62 +464,6 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
     return code
 
 
-def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | None:
-    from repomount import control
-
-    try:
-        return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]
-    except control.UntrustedControl as e:
-        print(f"repomount: {e}", file=sys.stderr)
-        return None
-    except OSError:
-        print(f"repomount: no repomount mount answers at {mountpoint}", file=sys.stderr)
-        return None
-
-
-def _cmd_sync(args: argparse.Namespace) -> int:
-    reply = _control(args.mountpoint, "sync", wait=args.timeout + 5, timeout=args.timeout)
-    if reply is None:
-        return 1
-    pending = reply.get("pending") or []
-    if reply.get("ok"):
-        print("everything is uploaded")
-        return 0
-    for item in reply.get("set_aside") or []:  # type: ignore[attr-defined]
-        print(
-            f"repomount: {item['op']} of {item['path']} set aside: {item['reason']}"
-            " (see set-aside.txt in the state directory)",
-            file=sys.stderr,
-        )
-    if not pending:
-        return 1
-    print(
-        f"repomount: {len(pending)} change(s) still pending: {reply.get('last_error')}",  # type: ignore[arg-type]
-        file=sys.stderr,
-    )
-    return 1
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-
-    reply = _control(args.mountpoint, "status", wait=30)
-    if reply is None:
-        return 1
-    reply.pop("ok", None)
-    if args.json:
-        print(json.dumps(reply, indent=2))
-        return 0
-    for key, value in reply.items():
-        if isinstance(value, list):
-            print(f"{key}: {len(value)}")
-            for item in value:
-                print(f"  {item}")
-        else:
-            print(f"{key}: {value}")
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repomount.demo import run_demo
 
@@ -548,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `repomount status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -159,7 +159,11 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
-            return {"ok": True, **vfs.status()}
+            limit = req.get("limit")
+            return {
+                "ok": True,
+                **(await vfs.status(limit=limit if isinstance(limit, int) else None)),
+            }
         if cmd == "sync":
             timeout = float(req.get("timeout") or opts.drain_timeout)
             known = len(vfs.journal.set_aside_rows())
@@ -173,7 +177,7 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
-                "last_error": vfs.health.last_error,
+                "last_error": vfs.health.last_error or vfs.pending_error(),
             }
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
