@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from repomount import __version__, cli_control
+from repomount import __version__, cli_control, cli_repo
 from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
 
 # The environment variables each command reads (tests/mount/test_cli.py checks these
@@ -482,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_mount_commands(sub)
+    cli_repo.add_repo_commands(sub)
     return parser
 
 

@@ -124,7 +124,9 @@ async def test_info_unknown_repo(server: ServerProc) -> None:
     try:
         with pytest.raises(NotFound) as info:
             await remote.info()
-        assert str(info.value) == f"no repo 'nope' on {server.url}"
+        assert str(info.value) == (
+            f"no repo 'nope' on {server.url} (`repomount repo list {server.url}` lists them)"
+        )
     finally:
         await remote.aclose()
 
