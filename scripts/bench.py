@@ -1,4 +1,4 @@
-"""repomount benchmark: the workloads of /work/shared/bench (W1, R1, R2, M1, E1, L1) and a
+"""repomount benchmark: the workloads W1, R1, R2, M1, E1, L1 (README, "Benchmark") and a
 scale run, on loopback and behind an emulated round-trip time, with the server's request
 counts per workload and the mount daemon's peak RSS.
 

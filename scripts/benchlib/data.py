@@ -1,7 +1,7 @@
 """The data sets, built once and cached under the results directory.
 
 W1: a selection of the Python standard library, chosen by a fixed rule so the same Python
-gives the same tree (the rule of /work/shared/bench): its top-level entries in byte order
+gives the same tree (the rule the workloads are defined by): its top-level entries in byte order
 (with `test/` split into its children), whole entries taken until there are at least
 `files` files; `site-packages`, `lib-dynload`, `config-*`, `ensurepip` at the top,
 `__pycache__`, symlinks and compiled or binary files (.pyc .so .a .whl .exe) anywhere left

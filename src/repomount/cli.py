@@ -8,8 +8,38 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from repomount import __version__, options
-from repomount.options import DEFAULT_LOCAL_ONLY, Policy
+from repomount import __version__, cli_control, cli_repo, options
+from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
+
+# The environment variables each command reads (tests/mount/test_cli.py checks these
+# names against the code that reads them; importing that code here would load httpx).
+_ENV_TOKEN = "  REPOMOUNT_TOKEN          bearer token for repomount's server (http://, https://)\n"
+_ENV_SERVICES = """\
+  RELACE_API_KEY           API key for relace: remotes
+  RELACE_API_URL           Relace API base URL (default https://api.relace.run/v1;
+                           --endpoint wins)
+  TERMINALUSE_API_KEY      API key for terminaluse: remotes
+  TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
+                           --endpoint wins)
+"""
+_ENV_DIRS = """\
+  XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount
+                           (default ~/.cache/repomount)
+  XDG_STATE_HOME           the default --state-dir is $XDG_STATE_HOME/repomount
+                           (default ~/.local/state/repomount)
+"""
+_ENV_CONTROL = """\
+  XDG_RUNTIME_DIR          control sockets go in $XDG_RUNTIME_DIR/repomount
+                           (default $TMPDIR/repomount-UID, /tmp without TMPDIR)
+"""
+_ENV_DEBUG = """\
+  REPOMOUNT_LOG_STALLS_MS  log every step that holds the mount's event loop longer
+                           than this many milliseconds (debugging)
+"""
+
+
+def _environment(*parts: str) -> str:
+    return "environment:\n" + "".join(parts)
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,10 +49,35 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run repomount's reference server. Its bearer token comes from "
         "REPOMOUNT_TOKEN or --token-file, never from the command line, which every "
         "local user can read (ps, /proc/PID/cmdline).",
+        epilog=_environment(
+            "  REPOMOUNT_TOKEN          the bearer token clients must send (unless "
+            "--token-file\n                           or --no-auth)\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, help="directory for the store")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8750)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; --no-auth only on a loopback one (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8750, help="TCP port to listen on; 0 picks one (default 8750)"
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="append the request log (one line per request) to PATH, created 0600, "
+        "instead of writing it to stderr",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no request log on stderr (start, stop and errors are still printed)",
+    )
     p.add_argument(
         "--token-file",
         metavar="PATH",
@@ -146,6 +201,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         fault_rate=args.inject_faults,
         gc_interval=args.gc_interval,
         gc_grace=args.gc_grace,
+        log_file=args.log_file,
+        quiet=args.quiet,
     )
     return collect_now(config) if args.gc_now else serve(config)
 
@@ -181,33 +238,46 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
         "TERMINALUSE_API_KEY; never from the command line, which every local user can "
         "read. The mount's state, cache and control socket are private to your user.",
+        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
     _add_mount_options(p)
     p.set_defaults(func=_cmd_mount)
 
-    p = sub.add_parser("unmount", help="upload pending changes, then unmount")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p = _control_parser(sub, "unmount", help="upload pending changes, then unmount")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=120.0,
+        default=DEFAULT_DRAIN_TIMEOUT,
         metavar="S",
         help="stop waiting for uploads after this long; pending changes stay in the journal "
-        "for the next mount, and the command exits 1 (default 120)",
+        "for the next mount, and the command exits 1 (default %(default)g)",
     )
     p.set_defaults(func=_cmd_unmount)
 
-    p = sub.add_parser("sync", help="upload pending changes now")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S")
-    p.set_defaults(func=_cmd_sync)
+    p = _control_parser(sub, "sync", help="upload pending changes now")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up after this long; what is not uploaded stays pending and the command "
+        "exits 1 (default %(default)g)",
+    )
+    p.set_defaults(func=cli_control.cmd_sync)
 
-    p = sub.add_parser("status", help="show a mount's pending changes, conflicts, errors")
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_status)
+    p = _control_parser(sub, "status", help="show a mount's pending changes, conflicts, errors")
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print everything as one JSON object, every pending change included (for scripts)",
+    )
+    p.set_defaults(func=cli_control.cmd_status)
 
     p = sub.add_parser("demo", help="serve a sample repo locally and mount it")
     p.add_argument(
@@ -216,9 +286,21 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         type=Path,
         nargs="?",
         default=Path("repomount-demo"),
-        help="default: ./repomount-demo",
+        help="an empty directory to mount the demo repo on (default ./repomount-demo)",
     )
     p.set_defaults(func=_cmd_demo)
+
+
+def _control_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A command that talks to a running mount over its control socket."""
+    return sub.add_parser(
+        name,
+        help=help,
+        epilog=_environment(_ENV_CONTROL),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_mount_options(p: argparse.ArgumentParser) -> None:
@@ -313,9 +395,10 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=60.0,
+        default=DEFAULT_DRAIN_TIMEOUT,
         metavar="S",
-        help="how long SIGTERM/unmount wait for pending uploads (default 60)",
+        help="how long a stopping mount (SIGTERM, unmount) waits for pending uploads; what "
+        "is left stays in the journal for the next mount (default %(default)g)",
     )
     p.add_argument(
         "--trust-remote-code",
@@ -330,7 +413,13 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         "shown as read-only files holding the target)",
     )
     _add_timeout_options(p)
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much the mount log (STATE_DIR/.../mount.log, or stderr with -f) says "
+        "(default INFO)",
+    )
 
 
 def _add_timeout_options(p: argparse.ArgumentParser) -> None:
@@ -419,62 +508,6 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
     return code
 
 
-def _control(mountpoint: Path, cmd: str, **kw: object) -> dict[str, object] | None:
-    from repomount import control
-
-    try:
-        return control.request(mountpoint.absolute(), cmd, **kw)  # type: ignore[arg-type]
-    except control.UntrustedControl as e:
-        print(f"repomount: {e}", file=sys.stderr)
-        return None
-    except OSError:
-        print(f"repomount: no repomount mount answers at {mountpoint}", file=sys.stderr)
-        return None
-
-
-def _cmd_sync(args: argparse.Namespace) -> int:
-    reply = _control(args.mountpoint, "sync", wait=args.timeout + 5, timeout=args.timeout)
-    if reply is None:
-        return 1
-    pending = reply.get("pending") or []
-    if reply.get("ok"):
-        print("everything is uploaded")
-        return 0
-    for item in reply.get("set_aside") or []:  # type: ignore[attr-defined]
-        print(
-            f"repomount: {item['op']} of {item['path']} set aside: {item['reason']}"
-            " (see set-aside.txt in the state directory)",
-            file=sys.stderr,
-        )
-    if not pending:
-        return 1
-    print(
-        f"repomount: {len(pending)} change(s) still pending: {reply.get('last_error')}",  # type: ignore[arg-type]
-        file=sys.stderr,
-    )
-    return 1
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-
-    reply = _control(args.mountpoint, "status", wait=30)
-    if reply is None:
-        return 1
-    reply.pop("ok", None)
-    if args.json:
-        print(json.dumps(reply, indent=2))
-        return 0
-    for key, value in reply.items():
-        if isinstance(value, list):
-            print(f"{key}: {len(value)}")
-            for item in value:
-                print(f"  {item}")
-        else:
-            print(f"{key}: {value}")
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repomount.demo import run_demo
 
@@ -483,12 +516,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="repomount", description="Mount a remote repository as a local folder."
+        prog="repomount",
+        description="Mount a remote repository as a local folder. "
+        "`repomount COMMAND --help` says more about each command.",
+        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"repomount {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_mount_commands(sub)
+    cli_repo.add_repo_commands(sub)
     return parser
 
 
@@ -499,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `repomount status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

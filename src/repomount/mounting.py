@@ -14,6 +14,7 @@ import trio
 
 from repomount import config, control, log, private
 from repomount.fuse import mount
+from repomount.options import DEFAULT_DRAIN_TIMEOUT
 from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
 from repomount.vfs.conflicts import Policy
@@ -38,7 +39,7 @@ class MountRequest:
     transfers: int = 4
     on_conflict: Policy = Policy.KEEP_BOTH
     poll_interval: float = 10.0
-    drain_timeout: float = 60.0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     use_change_feed: bool = True
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
     trust_remote_code: bool = False

@@ -18,6 +18,10 @@ class Policy(enum.Enum):
     THEIRS = "theirs"  # take the remote; the local copy is kept in the state dir
 
 
+# How long stopping a mount (SIGTERM, `repomount unmount`) waits for pending uploads;
+# what is left stays in the journal for the next mount.
+DEFAULT_DRAIN_TIMEOUT = 60.0
+
 # Names that stay on local disk: vim swap and test files, backups, emacs and
 # LibreOffice lock files.
 DEFAULT_LOCAL_ONLY = (".*.sw?", "*~", ".#*", "#*#", "4913", ".~lock.*#")

@@ -1,8 +1,8 @@
 """The server's Relace face, driven by the official `relace` SDK (2.1.0).
 
-What is asserted is what ../shared/reference/remote-relace.md says the real service
-does (status codes, bodies, the three-phase diff order); where the reference leaves a
-choice open, the face's documented choice (docs/remotes.md, "Relace").
+What is asserted is what the real service does (status codes, bodies, the three-phase
+diff order), as docs/remotes.md ("Relace") describes it, with the face's documented
+choice where the service leaves one open.
 """
 
 from __future__ import annotations

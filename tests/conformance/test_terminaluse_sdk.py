@@ -1,8 +1,8 @@
 """The server's Terminal Use face, driven by the official `terminaluse` SDK (0.35.0).
 
-What is asserted is what ../shared/reference/remote-terminaluse.md says the real service
-does; where it leaves a choice open, the face's documented choice (docs/remotes.md,
-"Terminal Use"). The SDK is installed by scripts/setup (REST client only, see there).
+What is asserted is what the real service does, as docs/remotes.md ("Terminal Use")
+describes it, with the face's documented choice where the service leaves one open. The
+SDK is installed by scripts/setup (REST client only, see there).
 """
 
 from __future__ import annotations

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from support.mount import force_unmount, is_mounted, repomount
+from support.mount import MountProc, force_unmount, is_mounted, repomount
 from support.server import ServerProc
+from support.util import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +55,20 @@ def test_daemon_mount_then_unmount(server: ServerProc, tmp_path: Path) -> None:
         force_unmount(mnt)
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["not_empty", "unreachable", "bad_token", "unknown_repo", "bad_src", "missing_dir"],
-)
+# What each failed mount says (issue 16 #7: a refused token or an unknown repo is not
+# "cannot reach the remote").
+MOUNT_ERRORS = {
+    "not_empty": "is not empty",
+    "unreachable": "cannot reach",
+    "bad_token": "the token was refused by http://127.0.0.1:",
+    "no_token": "requires a token: set REPOMOUNT_TOKEN",
+    "unknown_repo": "no repo 'nope' on http://127.0.0.1:",
+    "bad_src": "unsupported remote",
+    "missing_dir": "does not exist",
+}
+
+
+@pytest.mark.parametrize("case", list(MOUNT_ERRORS))
 def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, case: str) -> None:
     server.create_repo("ok")
     mnt = tmp_path / "mnt"
@@ -64,6 +80,8 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         src = "http://127.0.0.1:9/ok"
     elif case == "bad_token":
         token = "wrong-token"
+    elif case == "no_token":
+        token = None
     elif case == "unknown_repo":
         src = f"{server.url}/nope"
     elif case == "bad_src":
@@ -76,6 +94,9 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith("repomount: ")
+        assert MOUNT_ERRORS[case] in lines[0], lines[0]
+        if case != "unreachable":
+            assert "cannot reach" not in lines[0]
         assert "wrong-token" not in r.stderr and server.token not in r.stderr
         assert not is_mounted(mnt)
     finally:
@@ -135,3 +156,217 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "repomount", "--help"], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0 and "mount" in r.stdout
+
+
+# --------------------------------------------------------------------------- help
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
+    """Every (sub)command's parser by its full name: "mount", "repo create"."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(_subcommands(sub, f"{prefix}{name} "))
+    return found
+
+
+def test_every_option_has_help() -> None:
+    """Issue 16 #7: --log-level, sync --timeout, status --json, serve --host/--port and
+    the mountpoints had none. (`serve --token` is hidden on purpose: it is refused.)"""
+    from repomount.cli import build_parser
+
+    missing = []
+    for name, sub in _subcommands(build_parser()).items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            if action.help == argparse.SUPPRESS and (name, action.dest) == ("serve", "token"):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_help_names_every_environment_variable() -> None:
+    """Issue 16 #7: `mount --help` names the token and every service's key and URL
+    variable (the names the code reads), the directories' variables and the debug one."""
+    from repomount import stalls
+    from repomount.remotes import registry, relace, terminaluse
+
+    names = [registry.TOKEN_ENV, stalls.ENV, "XDG_CACHE_HOME", "XDG_STATE_HOME"]
+    names += ["XDG_RUNTIME_DIR", relace.DEFAULT_URL, terminaluse.DEFAULT_URL]
+    for source in (relace.SOURCE, terminaluse.SOURCE):
+        names += [source.key_env, source.url_env]
+    for command in ((), ("mount",)):
+        shown = repomount(*command, "--help").stdout
+        assert [n for n in names if n not in shown] == [], command
+    for command in ("sync", "status", "unmount"):
+        assert "XDG_RUNTIME_DIR" in repomount(command, "--help").stdout
+    assert registry.TOKEN_ENV in repomount("serve", "--help").stdout
+
+
+def test_drain_timeout_defaults_agree_with_the_readme() -> None:
+    """Issue 16 #7: `unmount --drain-timeout` defaulted to 120 s, the README said 60."""
+    from repomount.cli import build_parser
+
+    readme = re.search(r"\| `--drain-timeout S` \| (\d+) \|", (ROOT / "README.md").read_text())
+    assert readme is not None
+    commands = _subcommands(build_parser())
+    for name in ("mount", "unmount"):
+        assert commands[name].get_default("drain_timeout") == float(readme[1]), name
+        assert f"(default {readme[1]})" in " ".join(repomount(name, "--help").stdout.split())
+
+
+# --------------------------------------------------------------------------- status, sync
+
+HOLD = ["--flush-delay", "60", "--max-flush-window", "120"]  # changes stay pending
+
+
+def _status(m: MountProc) -> dict[str, Any]:
+    r = repomount("status", str(m.path), "--json", env=m.env)
+    assert r.returncode == 0, r.stderr
+    status: dict[str, Any] = json.loads(r.stdout)
+    return status
+
+
+def _status_text(m: MountProc) -> str:
+    r = repomount("status", str(m.path), env=m.env)
+    assert r.returncode == 0, r.stderr
+    assert "{'" not in r.stdout and "None" not in r.stdout, r.stdout  # no Python reprs
+    return r.stdout
+
+
+def test_status_counts_changes_per_file_and_lists_a_few(mount_factory) -> None:
+    """Issue 16 #5: one `echo` was `pending: 2` (its create and its content), and every
+    journal row was a line of its own: 631 lines after a `cp -r`."""
+    m = mount_factory(extra_args=HOLD)
+    _sh("echo hello > hello.txt", m.path)
+    status = _status(m)
+    assert status["pending_changes"] == 1 and status["pending_bytes"] == 6
+    [entry] = status["pending"]
+    assert entry["op"] == "write" and entry["path"] == "hello.txt" and entry["bytes"] == 6
+    assert status["pending_rows"] == 2  # what was counted: the shell's create, then echo
+    assert "pending:    1 change (1 file written), 6 B to upload" in _status_text(m)
+
+    (m.path / "tree").mkdir()
+    for i in range(30):
+        (m.path / "tree" / f"f{i:02}").write_bytes(b"x" * i)
+    status = _status(m)
+    assert status["pending_changes"] == 32  # hello.txt, the directory, 30 files
+    assert status["pending_by_op"] == {"write": 31, "mkdir": 1}
+    assert status["pending_bytes"] == 6 + sum(range(30))
+    assert len(status["pending"]) == 32  # --json lists every one, oldest first
+    assert [e["path"] for e in status["pending"][:3]] == ["hello.txt", "tree", "tree/f00"]
+    text = _status_text(m)
+    listed = [ln for ln in text.splitlines() if ln.startswith("  write ") or "  mkdir " in ln]
+    assert len(listed) == 10, text
+    assert "  ... and 22 more" in text
+
+
+def test_status_says_online_or_offline_since_when_and_only_a_current_error(
+    server: ServerProc, mount_factory
+) -> None:
+    """Issue 16 #5: `last_error` stayed after the server was back."""
+    m = mount_factory()
+    started = _status(m)
+    assert started["online"] is True and started["online_since"] is not None
+    assert started["last_error"] is None and started["offline_since"] is None
+    assert os.listdir(m.path) == []  # listed while online: a create offline needs that
+    server.stop()
+    (m.path / "offline.txt").write_bytes(b"written offline")
+    offline = wait_until(
+        lambda: (s := _status(m))["online"] is False and s, 30, "the mount to see it offline"
+    )
+    assert offline["last_error"] and offline["last_error_at"] >= offline["offline_since"]
+    assert offline["online_since"] is None and offline["pending_changes"] == 1
+    text = _status_text(m)
+    assert "connection: offline (since " in text and "last error: none" not in text
+    server.start()
+    m.sync()
+    back = _status(m)
+    assert back["online"] is True and back["online_since"] >= offline["offline_since"]
+    assert back["last_error"] is None and back["last_error_at"] is None
+    assert back["pending_changes"] == 0 and back["pending"] == []
+    text = _status_text(m)
+    assert "last error: none" in text and "connection: online (since " in text
+    assert "pending:    none: everything is uploaded" in text
+
+
+def test_status_names_conflict_copies(server: ServerProc, mount_factory) -> None:
+    """Issue 16 #5: a conflict is listed with the name its local version went to."""
+    m = mount_factory(extra_args=HOLD)
+    (m.path / "doc.txt").write_bytes(b"mine")
+    server.put(m.repo, "doc.txt", b"theirs")  # before ours goes out
+    m.sync()
+    [conflict] = _status(m)["conflicts"]
+    assert conflict["path"] == "doc.txt" and conflict["policy"] == "keep-both"
+    assert conflict["copy"].startswith("doc.conflict-") and conflict["copy"].endswith(".txt")
+    assert server.tree(m.repo)[conflict["copy"]] == b"mine"
+    text = _status_text(m)
+    assert "conflicts:  1" in text and f"local version kept as {conflict['copy']}" in text
+
+
+def test_replay_counts_changes_not_journal_rows(mount_factory) -> None:
+    """Issue 16 #5: the log said "replaying 22 change(s)" for 11 files."""
+    m = mount_factory(extra_args=HOLD)
+    _sh("for f in a b c; do echo $f > $f; done", m.path)
+    assert _status(m)["pending_rows"] == 6  # each file: its create, then its content
+    m.kill()  # nothing was sent: the next mount replays the journal
+    m.start()
+    assert "replaying 3 change(s) from an earlier run" in m.log()
+    assert sorted(os.listdir(m.path)) == ["a", "b", "c"]
+
+
+def _sh(script: str, cwd: Path) -> None:
+    """A shell command, as a user types it (a shell's `>` closes a descriptor of the new
+    file before `echo` writes: that is one journal row more)."""
+    subprocess.run(["sh", "-c", script], cwd=cwd, check=True)
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `repomount ARGS` with stdout and stderr on a pseudo-terminal; its exit code
+    and everything it wrote there."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repomount", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(30), out.decode(errors="replace")
+
+
+def test_sync_shows_progress_on_a_terminal_only(server: ServerProc, mount_factory) -> None:
+    """Issue 16 #5: `sync` showed nothing while it waited."""
+    m = mount_factory()
+    assert os.listdir(m.path) == []  # listed while online: a create offline needs that
+    server.stop()
+    (m.path / "waiting.txt").write_bytes(b"12345")
+    args = ["sync", str(m.path), "--timeout", "3"]
+    code, shown = _on_a_terminal(args, m.env)
+    assert code == 1
+    assert "\rrepomount: waiting for the remote (offline since " in shown, shown
+    assert "1 change, 5 B left" in shown
+    assert "not everything is uploaded: 1 change (1 file written), 5 B" in shown
+    assert "  write   waiting.txt  (5 B, " in shown
+    piped = repomount(*args, env=m.env)  # not a terminal: no progress line
+    assert piped.returncode == 1 and "\r" not in piped.stderr and "left" not in piped.stderr
+    assert "not everything is uploaded" in piped.stderr
+    server.start()
+    code, shown = _on_a_terminal(["sync", str(m.path)], m.env)
+    assert code == 0 and "everything is uploaded" in shown
+    assert server.tree(m.repo) == {"waiting.txt": b"12345"}

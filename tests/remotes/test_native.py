@@ -124,7 +124,9 @@ async def test_info_unknown_repo(server: ServerProc) -> None:
     try:
         with pytest.raises(NotFound) as info:
             await remote.info()
-        assert str(info.value) == f"repo 'nope' not found on {server.url}"
+        assert str(info.value) == (
+            f"no repo 'nope' on {server.url} (`repomount repo list {server.url}` lists them)"
+        )
     finally:
         await remote.aclose()
 
@@ -135,7 +137,7 @@ async def test_wrong_or_missing_token_is_unauthorized_and_never_shown(repo: Serv
     anonymous = NativeRemote(repo.url, REPO)
     good = NativeRemote(repo.url, "nope", token=repo.token)
     try:
-        with pytest.raises(Unauthorized, match="rejected the token") as rejected:
+        with pytest.raises(Unauthorized, match="the token was refused") as rejected:
             await bad.info()
         with pytest.raises(Unauthorized) as listing:
             await bad.list_tree("")

@@ -17,7 +17,7 @@ import trio
 
 from repomount import control, stalls
 from repomount.fuse.operations import Operations
-from repomount.remotes.base import RemoteError
+from repomount.remotes.base import RemoteError, Unavailable
 from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
 
@@ -90,7 +90,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     try:
         await vfs.start()
     except RemoteError as e:
-        ready(f"cannot reach the remote: {e.message}")
+        ready(why_not_started(e))
         await vfs.close()
         return 1
     invalidator = KernelInvalidator()
@@ -139,6 +139,14 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     return 0 if clean else 1
 
 
+def why_not_started(e: RemoteError) -> str:
+    """The one line a failed start says: a refused token or an unknown repo as such
+    (the adapter's info() words them), not as an unreachable remote."""
+    if isinstance(e, Unavailable) and not e.message.startswith("cannot reach"):
+        return f"cannot reach the remote: {e.message}"
+    return e.message
+
+
 async def _on_signals(vfs: Vfs, opts: MountOptions) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -152,7 +160,11 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
-            return {"ok": True, **vfs.status()}
+            limit = req.get("limit")
+            return {
+                "ok": True,
+                **(await vfs.status(limit=limit if isinstance(limit, int) else None)),
+            }
         if cmd == "sync":
             timeout = float(req.get("timeout") or opts.drain_timeout)
             started = time.time()
@@ -166,7 +178,7 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
-                "last_error": vfs.health.last_error,
+                "last_error": vfs.health.last_error or vfs.pending_error(),
             }
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -75,6 +75,23 @@ PACKS_AT_ONCE = 4  # ... of which packs
 READ_PATHS = 500  # paths per POST /read of a bulk read
 
 
+def no_repo_message(base_url: str, repo: str) -> str:
+    """What a 404 for repo `repo` means to a user."""
+    return f"no repo {repo!r} on {base_url} (`repomount repo list {base_url}` lists them)"
+
+
+def unauthorized_message(
+    base_url: str, exc: Unauthorized, *, has_token: bool, repo: str | None = None
+) -> str:
+    """What a 401 or 403 from repomount's server means to a user."""
+    if not has_token:
+        return f"{base_url} requires a token: set REPOMOUNT_TOKEN"
+    if exc.status == 403:
+        what = f"repo {repo!r} on {base_url}" if repo else base_url
+        return f"the token may not access {what}"
+    return f"the token was refused by {base_url} (check REPOMOUNT_TOKEN)"
+
+
 class NativeRemote(HttpRemote):
     capabilities = Capabilities(
         conditional_write=True,
@@ -128,16 +145,12 @@ class NativeRemote(HttpRemote):
         return repo_info(json_object(await self._http.request("GET", self._root)))
 
     def _info_not_found(self) -> str:
-        return f"repo {self.repo!r} not found on {self.base_url}"
+        return no_repo_message(self.base_url, self.repo)
 
     def _info_unauthorized(self, exc: Unauthorized) -> str:
-        if not self._http.has_token:
-            hint = "it requires a token: set REPOMOUNT_TOKEN"
-        elif exc.status == 403:
-            hint = f"the token may not access repo {self.repo!r}"
-        else:
-            hint = "it rejected the token (check REPOMOUNT_TOKEN)"
-        return f"not authorized by {self.base_url}: {hint}"
+        return unauthorized_message(
+            self.base_url, exc, has_token=self._http.has_token, repo=self.repo
+        )
 
     async def list_tree(self, path: str, *, recursive: bool = False) -> Listing:
         params: dict[str, str | int] = {"path": path, "limit": self.page_size}

@@ -15,18 +15,41 @@ ACCEPTED = (
     "http://HOST[:PORT]/REPO, https://HOST[:PORT]/REPO, relace:REPO_ID or terminaluse:FILESYSTEM_ID"
 )
 
+ACCEPTED_NATIVE = "http://HOST[:PORT]/REPO or https://HOST[:PORT]/REPO"
+ACCEPTED_SERVER = "http://HOST[:PORT] or https://HOST[:PORT]"
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Opener = Callable[[SplitResult, str, str | None, Timeouts], Remote]
 
 
 def _open_native(url: SplitResult, src: str, token: str | None, timeouts: Timeouts) -> Remote:
+    base, repo = _native_location(url, src, with_repo=True, what="remote", expected=ACCEPTED)
+    return NativeRemote(base, repo, token=token, timeouts=timeouts)
+
+
+def native_location(src: str, *, with_repo: bool = True) -> tuple[str, str]:
+    """(base URL, repo name) of repomount's server named by `src`:
+    `http(s)://HOST[:PORT]/REPO`, or with `with_repo=False` the server alone,
+    `http(s)://HOST[:PORT]` (the name is then ""). Raises ValueError, one line."""
+    src = src.strip()
+    url = urlsplit(src)
+    expected = ACCEPTED_NATIVE if with_repo else ACCEPTED_SERVER
+    if url.scheme.lower() not in _DEFAULT_PORTS:
+        raise ValueError(f"unsupported URL {src!r}: expected {expected}")
+    what = "repo URL" if with_repo else "server URL"
+    return _native_location(url, src, with_repo=with_repo, what=what, expected=expected)
+
+
+def _native_location(
+    url: SplitResult, src: str, *, with_repo: bool, what: str, expected: str
+) -> tuple[str, str]:
     def bad(why: str) -> ValueError:
         netloc = url.netloc
         shown = (
             src if "@" not in netloc else src.replace(netloc, "***@" + netloc.rpartition("@")[2])
         )
-        return ValueError(f"bad remote {shown!r}: {why} (expected {ACCEPTED})")
+        return ValueError(f"bad {what} {shown!r}: {why} (expected {expected})")
 
     if url.username is not None or url.password is not None:
         raise bad(f"put the token in {TOKEN_ENV}, not in the URL")
@@ -39,15 +62,18 @@ def _open_native(url: SplitResult, src: str, token: str | None, timeouts: Timeou
     if url.query or url.fragment:
         raise bad("no query or fragment allowed")
     repo = unquote(url.path.strip("/"))
-    if not repo:
+    if with_repo and not repo:
         raise bad("no repo name after the host")
+    if not with_repo and repo:
+        raise bad("a server's URL has no path")
     if "/" in repo:
         raise bad("the repo name is one path segment")
+    scheme = url.scheme.lower()
     host = url.hostname if ":" not in url.hostname else f"[{url.hostname}]"  # IPv6
-    if port == _DEFAULT_PORTS[url.scheme]:
+    if port == _DEFAULT_PORTS[scheme]:
         port = None  # one remote, one identity
-    base = f"{url.scheme}://{host}" + (f":{port}" if port is not None else "")
-    return NativeRemote(base, repo, token=token, timeouts=timeouts)
+    base = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    return base, repo
 
 
 _OPENERS: dict[str, Opener] = {"http": _open_native, "https": _open_native}

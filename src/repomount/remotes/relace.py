@@ -1,5 +1,5 @@
-"""The adapter for Relace Repos (`relace:REPO_ID`); ../shared/reference/remote-relace.md is
-the wire contract, docs/remotes.md ("Relace") what each operation becomes.
+"""The adapter for Relace Repos (`relace:REPO_ID`); docs/remotes.md ("Relace") says what
+each operation becomes on the wire.
 
 Reads: one `clone` gives every text file of the repo, so it serves all listings (kept a
 few seconds as a snapshot: listing every directory costs one request); `GET /file`

@@ -1,4 +1,4 @@
-"""Relace's wire format (../shared/reference/remote-relace.md): clone and update answers
+"""Relace's wire format (docs/remotes.md, "Relace"): clone and update answers
 parsed, update bodies built. Pure functions, no I/O; a malformed answer raises
 ProtocolError. What a batch becomes (checks, phases, grouping) is relace_plan.py."""
 

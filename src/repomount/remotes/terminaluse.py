@@ -1,7 +1,7 @@
 """The adapter for Terminal Use filesystems (SRC `terminaluse:FILESYSTEM_ID`).
 
-Wire contract: ../shared/reference/remote-terminaluse.md; the semantics chosen here are
-in docs/remotes.md ("Terminal Use"). In short:
+The wire contract and the semantics chosen here are in docs/remotes.md ("Terminal Use").
+In short:
 - listing is `GET /filesystems/{id}/files` (recursive, paged); directories are implicit
   in file paths, and a file's version is its manifest checksum, the SHA-256 of its
   content (kept as bare lowercase hex: uploads answer `file_version` that way, while

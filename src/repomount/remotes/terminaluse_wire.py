@@ -1,4 +1,4 @@
-"""Terminal Use's wire format (../shared/reference/remote-terminaluse.md): manifest
+"""Terminal Use's wire format (docs/remotes.md, "Terminal Use"): manifest
 entries and upload answers parsed, upload queries built, listings assembled. Pure
 functions, no I/O; a malformed answer raises ProtocolError."""
 

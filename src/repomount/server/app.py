@@ -9,6 +9,7 @@ a function returning its routes for the shared Backend.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,8 +47,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    backend: Backend, faces: dict[str, Face] | None = None, *, fault_rate: float = 0.0
+    backend: Backend,
+    faces: dict[str, Face] | None = None,
+    *,
+    fault_rate: float = 0.0,
+    log_requests: bool = True,
+    request_log: TextIO | None = None,
 ) -> ASGIApp:
+    """The app; with `log_requests`, one access line per request goes to `request_log`
+    (None: stderr)."""
     mounts: list[BaseRoute] = [
         Mount(prefix, app=BearerAuth(Router(routes=face(backend)), backend.options.token))
         for prefix, face in (faces or FACES).items()
@@ -55,4 +63,4 @@ def create_app(
     app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
     if fault_rate:
         app = FaultInjector(app, fault_rate)
-    return AccessLog(app)
+    return AccessLog(app, request_log) if log_requests else app

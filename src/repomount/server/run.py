@@ -3,14 +3,16 @@ with it, the periodic blob garbage collection. `--gc-now`: one collection, then 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import signal
 import sqlite3
 import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 import hypercorn.trio
 import trio
@@ -43,6 +45,8 @@ class ServeConfig:
     fault_rate: float = 0.0  # testing only: see server/faults.py
     gc_interval: float = gc.DEFAULT_INTERVAL  # seconds between passes; 0: none
     gc_grace: float = gc.DEFAULT_GRACE  # seconds an unreferenced upload is kept
+    log_file: Path | None = None  # the request log goes here (appended) instead of stderr
+    quiet: bool = False  # no request log on stderr
 
 
 def is_loopback(host: str) -> bool:
@@ -118,15 +122,46 @@ def serve(config: ServeConfig) -> int:
         max_pack_size=config.max_pack_size,
         require_preconditions=config.require_preconditions,
     )
+    try:
+        request_log = open_request_log(config)
+    except OSError as error:
+        store.close()
+        print_error(f"cannot open the log file {config.log_file}: {error.strerror or error}")
+        return 1
     status = 0
     try:
-        trio.run(_serve, Backend(store, options), config)
+        trio.run(_serve, Backend(store, options), config, request_log)
     except* OSError as group:
-        print_error(f"cannot listen on {config.host}:{config.port}: {group.exceptions[0]}")
+        print_error(f"cannot listen on {config.host}:{config.port}: {listen_failure(group)}")
         status = 1
     finally:
         store.close()
+        if request_log is not None:
+            request_log.close()
     return status
+
+
+def open_request_log(config: ServeConfig) -> TextIO | None:
+    """--log-file opened for the request log: appended, created 0600 (it names every
+    path written); None without it (stderr, or no log with --quiet)."""
+    if config.log_file is None:
+        return None
+    fd = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+def listen_failure(group: BaseExceptionGroup[OSError]) -> str:
+    """What the OSError inside trio's (possibly nested) exception group says, in words:
+    "address already in use", not "Exceptions from Trio nursery"."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    code = getattr(error, "errno", None)
+    if code == errno.EADDRINUSE:
+        return "address already in use (another server listens there; choose another --port)"
+    if code is not None:
+        return os.strerror(code).lower()
+    return str(error)
 
 
 def collect_now(config: ServeConfig) -> int:
@@ -156,7 +191,7 @@ def collect_now(config: ServeConfig) -> int:
     return 0
 
 
-async def _serve(backend: Backend, config: ServeConfig) -> None:
+async def _serve(backend: Backend, config: ServeConfig, request_log: TextIO | None) -> None:
     hconfig = HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hconfig.bind = [f"{host}:{config.port}"]
@@ -167,7 +202,15 @@ async def _serve(backend: Backend, config: ServeConfig) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_wait_for_signal, stop, backend)
         # Starlette's loosely typed ASGI callable is a valid hypercorn ASGIFramework.
-        app = cast("ASGIFramework", create_app(backend, fault_rate=config.fault_rate))
+        app = cast(
+            "ASGIFramework",
+            create_app(
+                backend,
+                fault_rate=config.fault_rate,
+                log_requests=request_log is not None or not config.quiet,
+                request_log=request_log,
+            ),
+        )
         binds = await nursery.start(
             partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait)
         )

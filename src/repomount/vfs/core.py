@@ -18,6 +18,7 @@ import errno
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -29,6 +30,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.lost import LostConflicts
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import Node
+from repomount.vfs.pending import PendingSummary, summarize
 from repomount.vfs.scheduling import expected_at
 from repomount.vfs.state import DEFAULT_LOCAL_ONLY, Invalidator, VfsConfig, local_only
 
@@ -65,11 +67,16 @@ class Vfs(LostConflicts):
         self.flusher.head = info.head
         if not len(self.journal):
             return []
-        log.info("replaying %d journaled change(s) from an earlier run", len(self.journal))
+        summary = await self.pending_summary(limit=0)
+        log.info("replaying %d change(s) from an earlier run", summary.count)
         self.journal.retry_now()
         left = await self.flusher.drain_with_own_loop(replay_timeout)
         if left:
-            log.warning("%d change(s) could not be replayed and stay in the journal", len(left))
+            paths = self._paths_of(left)
+            log.warning(
+                "changes to %d path(s) could not be replayed and stay in the journal: %s",
+                len(paths), ", ".join(paths[:20]),
+            )  # fmt: skip
             self.leftover = set(left)  # shown in the tree from the journal (leftover.py)
         return left
 
@@ -284,20 +291,29 @@ class Vfs(LostConflicts):
 
     # ------------------------------------------------------------------ status
 
-    def pending(self) -> list[dict[str, object]]:
-        now = time.time()
-        return [
-            {
-                "op": r.op,
-                "path": r.path,
-                **({"to": r.dst} if r.dst else {}),
-                "age": round(now - r.created, 1),
-                "tries": r.tries,
-                "state": r.state,
-                **({"error": r.last_error} if r.last_error else {}),
-            }
-            for r in self.journal.records()
-        ]
+    async def pending_summary(self, *, limit: int | None = None) -> PendingSummary:
+        """The pending changes, counted per change the remote will see (pending.py);
+        a large journal is summarised in a worker thread."""
+        records = self.journal.records()
+
+        def blob_size(name: str) -> int:
+            try:
+                return self.journal.blob_path(name).stat().st_size
+            except OSError:  # landed meanwhile
+                return 0
+
+        job = partial(summarize, records, blob_size, time.time(), limit=limit)
+        return await trio.to_thread.run_sync(job) if len(records) > 500 else job()
+
+    def pending_error(self) -> str | None:
+        """The newest error a pending change met (why it is still pending), or None."""
+        errors = [r for r in self.journal.records() if r.last_error]
+        return max(errors, key=lambda r: r.id).last_error if errors else None
+
+    def _paths_of(self, ids: Sequence[int]) -> list[str]:
+        """The paths of these journal rows, each once, in journal order."""
+        wanted = set(ids)
+        return list(dict.fromkeys(r.path for r in self.journal.records() if r.id in wanted))
 
     async def drain(self, timeout: float, *, own_loop: bool = False) -> list[str]:
         """Send everything now; what is still pending afterwards. `own_loop` when the
@@ -311,18 +327,24 @@ class Vfs(LostConflicts):
             left = await self.flusher.drain_with_own_loop(timeout)
         else:
             left = await self.flusher.drain(timeout)
-        return [r.path for r in self.journal.records() if r.id in set(left)]
+        return self._paths_of(left)
 
-    def status(self) -> dict[str, object]:
+    async def status(self, *, limit: int | None = None) -> dict[str, object]:
+        """What `repomount status` shows; `limit` bounds the pending changes listed
+        (the counts are always of all of them)."""
+        health = self.health
         return {
             "remote": self.remote.identity,
             "head": self.head,
-            "online": self.health.online,
-            "pending": self.pending(),
+            "online": health.online,
+            "online_since": health.since if health.online else None,
+            "offline_since": None if health.online else health.since,
+            **(await self.pending_summary(limit=limit)).as_status(),
             "conflicts": [vars(c) for c in self.flusher.conflicts],
             "set_aside": self.journal.set_aside_rows(),
             "local_only": sorted(n.path for n in self.inodes.nodes() if n.local and n.attached),
-            "last_error": self.health.last_error,
+            "last_error": health.last_error,
+            "last_error_at": health.last_error_at,
             "open_files": len(self.handles),
             "inodes": len(self.inodes),
             "cache_bytes": self.cache.usage(),

@@ -176,7 +176,8 @@ class Flusher(Outcomes):
                     return
                 self.flush_now()
                 await self._progress.wait()
-        raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {self.health.last_error}")
+        why = self.health.last_error or "no answer in time"
+        raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
 
     async def drain(self, timeout: float) -> list[int]:
         """Try to send everything (held changes too, once); the ids still pending."""

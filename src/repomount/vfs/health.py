@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from repomount.remotes.base import RemoteError, Unavailable
@@ -13,24 +14,32 @@ log = logging.getLogger(__name__)
 class Health:
     def __init__(self) -> None:
         self.online = True
+        self.since = time.time()  # when `online` last changed (or the mount began)
+        # The remote's last failure, only while it is current: the next answer that
+        # succeeds clears it (`status` shows no error from before the remote came back).
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
         # Called when the remote answers again after being unreachable (the flusher
         # then retries at once instead of waiting out each change's backoff).
         self.on_back: Callable[[], None] | None = None
 
     def ok(self) -> None:
+        self.last_error = self.last_error_at = None
         if self.online:
             return
         log.info("remote reachable again")
         self.online = True
+        self.since = time.time()
         if self.on_back is not None:
             self.on_back()
 
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"
+        self.last_error_at = time.time()
         if isinstance(e, Unavailable):
             if self.online:
                 log.warning(
                     "remote unavailable (%s); serving from cache, queueing writes", e.message
                 )
+                self.since = self.last_error_at
             self.online = False

@@ -68,6 +68,7 @@ class ConflictNote:
     policy: str
     resolution: str
     time: float = field(default_factory=time.time)
+    copy: str | None = None  # where the local version went: a path in the mount or the state dir
 
 
 class Outcomes:
@@ -273,6 +274,7 @@ class Outcomes:
                     self.journal.update(rec, expect=Expect.ANY, expect_to=Expect.ANY)
             self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
             return
+        copy: str | None = None
         if op.op == "write" and op.blob is not None:
             copy_id = None
             olds = expected_at(op, op.path, self.journal)
@@ -285,6 +287,7 @@ class Outcomes:
                 )
                 await self.hooks.set_aside_lineage(op, olds, saved)
                 resolution = f"local version saved to {saved}"
+                copy = str(saved)
             for i in op.ids:
                 self._lost_to_conflict[i] = (
                     f"{op.path} changed on the remote; {resolution}",
@@ -302,7 +305,7 @@ class Outcomes:
                     self._lost_to_conflict[i] = (note, None)
                 self.journal.complete(op.ids)
             # (else: the old name of a moved file; its content goes to the new name)
-        self.conflicts.append(ConflictNote(where, policy.value, resolution))
+        self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=copy))
         await self.hooks.adopt_remote(op.path, op.blob)
         if op.dst:
             await self.hooks.adopt_remote(op.dst)

@@ -1,7 +1,7 @@
 """The Relace Repos API (`/repo...` under a base URL ending in /v1) over the shared store.
 
-Faithful to ../shared/reference/remote-relace.md, the wire contract the official `relace`
-SDK speaks: FastAPI-style errors (`{"detail": ...}`), `repo_head` tokens of 40 hex
+Faithful to the wire contract the official `relace` SDK speaks (docs/remotes.md,
+"Relace"): FastAPI-style errors (`{"detail": ...}`), `repo_head` tokens of 40 hex
 digits, updates applied in three phases and atomically, no empty directories, no
 conditional writes, and a per-repo lock that answers 423 instead of waiting.
 

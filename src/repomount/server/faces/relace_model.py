@@ -7,7 +7,7 @@ and the difference between the snapshot and the result becomes store operations,
 guarded by what the snapshot saw: a commit that raced with another writer is refused as
 a whole by the store, and the caller plans again on a fresh snapshot.
 
-Contract: ../shared/reference/remote-relace.md (§3.5, §4.3, §5).
+Contract: docs/remotes.md ("Relace", "The reference server's face").
 """
 
 from __future__ import annotations

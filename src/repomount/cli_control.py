@@ -1,0 +1,117 @@
+"""`repomount status` and `repomount sync`: asking a running mount over its control
+socket (control.py), and saying what it answered (statusview.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from repomount import statusview
+
+PROGRESS_EVERY = 0.5  # seconds between progress lines on a terminal
+
+
+def control(mountpoint: Path, cmd: str, *, quiet: bool = False, **kw: Any) -> dict[str, Any] | None:
+    """The mount's answer to `cmd`, or None (said on stderr unless `quiet`)."""
+    from repomount import control
+
+    try:
+        return control.request(mountpoint.absolute(), cmd, **kw)
+    except control.UntrustedControl as e:
+        why = str(e)
+    except OSError:
+        why = f"no repomount mount answers at {mountpoint}"
+    if not quiet:
+        print(f"repomount: {why}", file=sys.stderr)
+    return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    # A person reads the oldest few pending changes; a script gets all of them.
+    limit = None if args.json else statusview.LISTED
+    reply = control(args.mountpoint, "status", wait=30, limit=limit)
+    if reply is None:
+        return 1
+    if not reply.pop("ok", False):
+        print(f"repomount: {reply.get('error', 'the mount refused')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print("\n".join(statusview.render(reply, time.time())))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    mnt = args.mountpoint
+
+    def ask() -> dict[str, Any] | None:
+        return control(mnt, "sync", wait=args.timeout + 5, timeout=args.timeout)
+
+    reply = with_progress(mnt, ask) if sys.stderr.isatty() else ask()
+    if reply is None:
+        return 1
+    if reply.get("ok"):
+        print("everything is uploaded")
+        return 0
+    for item in reply.get("set_aside") or []:
+        print(
+            f"repomount: {item['op']} of {item['path']} set aside: {item['reason']}"
+            " (see set-aside.txt in the state directory)",
+            file=sys.stderr,
+        )
+    if not reply.get("pending"):
+        if reply.get("error"):
+            print(f"repomount: {reply['error']}", file=sys.stderr)
+        return 1
+    status = control(mnt, "status", quiet=True, wait=30, limit=statusview.LISTED)
+    if status is None or not status.get("ok"):  # (it went away meanwhile)
+        count = statusview.plural(len(reply["pending"]), "path")
+        print(f"repomount: changes to {count} still pending: {reply.get('last_error')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    why = reply.get("last_error")
+    print(
+        f"repomount: not everything is uploaded: {statusview.pending_headline(status)}"
+        + (f"; {why}" if why else ""),
+        file=sys.stderr,
+    )
+    lines = statusview.bounded(
+        status.get("pending") or [],
+        int(status.get("pending_changes") or 0),
+        statusview.pending_line,
+        " (repomount status --json lists all)",
+    )
+    print("\n".join(lines), file=sys.stderr)
+    return 1
+
+
+Reply = dict[str, Any] | None
+
+
+def with_progress(mountpoint: Path, call: Callable[[], Reply]) -> Reply:
+    """Run `call` (which waits on the mount) while a line on stderr says what is left,
+    asked of the mount every PROGRESS_EVERY seconds; the line is erased at the end."""
+    result: list[Reply] = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    shown = False
+    while True:
+        worker.join(PROGRESS_EVERY)
+        if not worker.is_alive():
+            break
+        status = control(mountpoint, "status", quiet=True, wait=5, limit=0)
+        if status is None or not status.get("ok"):
+            continue
+        line = statusview.progress(status, time.time())
+        print(f"\rrepomount: {line}\x1b[K", end="", file=sys.stderr, flush=True)
+        shown = True
+    if shown:
+        print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+    return result[0] if result else None
