@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control, private
+from repomount import control, mounts, private
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +25,7 @@ MountMain = Callable[[Callable[[str | None], None]], int]
 
 
 def is_mounted(mountpoint: str | Path) -> bool:
-    real = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == real:
-                return True
-    return False
-
-
-def _unescape(field: str) -> str:
-    return (
-        field.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-    )
+    return mounts.is_mounted(mountpoint)
 
 
 def check_mountpoint(mountpoint: Path) -> str | None:
