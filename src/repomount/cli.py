@@ -177,15 +177,20 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _add_mount_options(p)
     p.set_defaults(func=_cmd_mount)
 
-    p = sub.add_parser("unmount", help="upload pending changes, then unmount")
+    p = sub.add_parser(
+        "unmount",
+        help="upload pending changes, then unmount",
+        description="Upload pending changes, unmount, and wait for the mount's daemon to "
+        "exit. Only a repomount mount is unmounted: anything else is refused (exit 2).",
+    )
     p.add_argument("mountpoint", metavar="MNT", type=Path)
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=120.0,
+        default=60.0,
         metavar="S",
         help="stop waiting for uploads after this long; pending changes stay in the journal "
-        "for the next mount, and the command exits 1 (default 120)",
+        "for the next mount, and the command exits 1 (default 60)",
     )
     p.set_defaults(func=_cmd_unmount)
 

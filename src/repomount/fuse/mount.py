@@ -1,7 +1,8 @@
 """Mount lifecycle: init, serve requests, answer the control channel, stop cleanly.
 
-Every stop drains once: a signal (SIGTERM, SIGINT, SIGHUP), `repomount unmount`, or
-the kernel ending the session (`fusermount3 -u`, `umount`). See `Stop`.
+Every stop drains once: a signal (SIGTERM, SIGINT, SIGHUP), `repomount unmount`, the
+kernel ending the session (`fusermount3 -u`, `umount`), or the mount leaving this
+namespace while another still holds it. See `Stop`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from repomount import control, stalls
+from repomount import control, mounts, stalls
 from repomount.fuse.operations import Operations
 from repomount.remotes.base import RemoteError
 from repomount.vfs import watcher
@@ -89,6 +91,9 @@ class KernelInvalidator:
 # remote is away: waiting again would only make the stop longer).
 FINAL_DRAIN_AFTER_UNMOUNT = 2.0  # seconds
 UNMOUNT_WINDOW = 30.0  # seconds after that wait in which a stop counts as its unmount
+# How long the kernel gets to end the session itself once the mount left this namespace
+# (it does at once when no other namespace holds a copy).
+KERNEL_GRACE = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PROGRESS_EVERY = 0.5  # seconds between two StopProgress reports
 
@@ -112,6 +117,7 @@ class Stop:
         self.deadline: float | None = None
         self.why = ""
         self.requested = trio.Event()
+        self.gone_here = False  # the mount left this namespace: nothing left to unmount
         self._drains: set[trio.CancelScope] = set()
         self._unmount_budget: tuple[float, float] | None = None  # (until when, budget)
 
@@ -173,6 +179,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     ops = Operations(vfs)
     # Before mounting: once mounted, any stat of the mountpoint from this process waits
     # on a request only this process can answer.
+    real_mountpoint = os.path.realpath(opts.mountpoint)
     try:
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
     except RuntimeError as e:
@@ -180,11 +187,12 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         await vfs.close()
         return 1
     invalidator.enabled = True
+    mine = mounts.mount_at(real_mountpoint)  # our mount, as this namespace has it
     stop = Stop(opts.drain_timeout)
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, signals, stop)
-            clean = await _serve(vfs, opts, ready, stop, invalidator)
+            clean = await _serve(vfs, opts, ready, stop, invalidator, mine)
             if stop.begin("unmounted"):
                 _announce(vfs, stop)
             await _drain(vfs, opts, stop, own_loop=True)
@@ -210,6 +218,7 @@ async def _serve(
     ready: ReadyCallback,
     stop: Stop,
     invalidator: KernelInvalidator,
+    mine: mounts.Mount | None,
 ) -> bool:
     """Answer the kernel until it lets go or a stop ends the session; True when the
     kernel's session ended normally."""
@@ -225,12 +234,18 @@ async def _serve(
             )
             await nursery.start(control.serve, opts.control_socket, _control_handler(vfs, stop))
             nursery.start_soon(_stop_when_asked, vfs, opts, stop)
+            if mine is not None:
+                nursery.start_soon(_stop_when_gone_here, mine, stop)
+            else:
+                log.warning("%s is not in the mount table: cannot watch it", opts.mountpoint)
             ready(None)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         return True
     finally:
-        pyfuse3.close(unmount=True)
+        # A mount that left this namespace is not unmounted again: the path may show
+        # another mount by now (as root, libfuse would detach whatever is there).
+        pyfuse3.close(unmount=not stop.gone_here)
         opts.control_socket.unlink(missing_ok=True)
 
 
@@ -263,8 +278,8 @@ async def _report(vfs: Vfs, stop: Stop, on_stop: Callable[[StopProgress], None])
 
 
 async def _stop_when_asked(vfs: Vfs, opts: MountOptions, stop: Stop) -> None:
-    """A signal asked to stop: send what is pending while still mounted, then end the
-    kernel session."""
+    """A signal (or the mount leaving this namespace) asked to stop: send what is
+    pending while still mounted, then end the kernel session."""
     await stop.requested.wait()
     _announce(vfs, stop)
     await _drain(vfs, opts, stop, own_loop=False)
@@ -278,6 +293,24 @@ async def _on_signals(signals: Any, stop: Stop) -> None:
         if not stop.begin(name):
             log.warning("%s again: stopping now; what is not sent stays in the journal", name)
             stop.cut_short()
+
+
+async def _stop_when_gone_here(mine: mounts.Mount, stop: Stop) -> None:
+    """Stop once the mount left this namespace (`repomount unmount`, `fusermount3 -u`,
+    `umount -l`) even if the kernel goes on holding it, for another mount namespace
+    or for files open after a lazy unmount: then it would never tell us to stop, and
+    this daemon would retry the remote for ever."""
+    while not await trio.to_thread.run_sync(mounts.wait_gone, mine, 60.0, abandon_on_cancel=True):
+        pass
+    await trio.sleep(KERNEL_GRACE)  # the kernel ends the session itself: we are cancelled
+    stop.gone_here = True
+    if stop.begin("unmounted"):
+        log.warning(
+            "%s was unmounted here, but the kernel still holds the mount (another mount "
+            "namespace, or files still open after a lazy unmount); stopping: there it "
+            "now fails with 'Transport endpoint is not connected'",
+            mine.mountpoint,
+        )
 
 
 def _control_handler(vfs: Vfs, stop: Stop) -> control.Handler:
@@ -297,6 +330,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control.Handler:
                 "pending": pending,
                 "set_aside": set_aside,
                 "last_error": vfs.health.last_error,
+                "pid": os.getpid(),  # `repomount unmount` waits for it to exit
             }
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
