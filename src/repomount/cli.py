@@ -213,6 +213,22 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=Path("repomount-demo"),
         help="default: ./repomount-demo",
     )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="keep the demo server's data and the mount's state in D, and reuse them if "
+        "there (default: a temporary directory, removed at the end once everything "
+        "reached the server)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="at Ctrl-C, how long to wait for changes to reach the server (default 60)",
+    )
     p.set_defaults(func=_cmd_demo)
 
 
@@ -439,7 +455,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repomount.demo import run_demo
 
-    return run_demo(args.mountpoint.absolute())
+    return run_demo(
+        args.mountpoint.absolute(),
+        work_dir=args.dir.absolute() if args.dir else None,
+        drain_timeout=args.drain_timeout,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class MountRequest:
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
     trust_remote_code: bool = False
     follow_remote_symlinks: bool = False
+    on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -138,6 +139,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             drain_timeout=req.drain_timeout,
             poll_interval=req.poll_interval,
             use_change_feed=req.use_change_feed,
+            on_stop=req.on_stop,
         )
         code = trio.run(mount.run, vfs, opts, report)
         if mounted:
