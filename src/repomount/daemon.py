@@ -148,9 +148,9 @@ def _held_elsewhere(mine: mounts.Mount) -> str:
     holders = mounts.holders_elsewhere(mine)
     if not holders:
         return ""
-    who = ", ".join(f"{pid} ({mounts.process_name(pid)})" for pid in holders[:5])
+    who = ", ".join(f"{mounts.process_name(pid)} (pid {pid})" for pid in holders[:5])
     return (
-        f"; another mount namespace still has it mounted (process {who}): its daemon "
+        f"; another mount namespace still has it mounted, held by {who}: its daemon "
         "stops, so there it fails with 'Transport endpoint is not connected' until "
         "unmounted there too"
     )
