@@ -246,8 +246,13 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _add_mount_options(p)
     p.set_defaults(func=_cmd_mount)
 
-    p = _control_parser(sub, "unmount", help="upload pending changes, then unmount")
-    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
+    p = sub.add_parser(
+        "unmount",
+        help="upload pending changes, then unmount",
+        description="Upload pending changes, unmount, and wait for the mount's daemon to "
+        "exit. Only a repomount mount is unmounted: anything else is refused (exit 2).",
+    )
+    p.add_argument("mountpoint", metavar="MNT", type=Path)
     p.add_argument(
         "--drain-timeout",
         type=float,
@@ -287,6 +292,22 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         nargs="?",
         default=Path("repomount-demo"),
         help="an empty directory to mount the demo repo on (default ./repomount-demo)",
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="keep the demo server's data and the mount's state in D, and reuse them if "
+        "there (default: a temporary directory, removed at the end once everything "
+        "reached the server)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="at Ctrl-C, how long to wait for changes to reach the server (default 60)",
     )
     p.set_defaults(func=_cmd_demo)
 
@@ -511,7 +532,11 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repomount.demo import run_demo
 
-    return run_demo(args.mountpoint.absolute())
+    return run_demo(
+        args.mountpoint.absolute(),
+        work_dir=args.dir.absolute() if args.dir else None,
+        drain_timeout=args.drain_timeout,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

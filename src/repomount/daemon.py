@@ -2,13 +2,15 @@
 
 `start` forks before anything else runs (no trio, no threads yet); the child mounts and
 reports through a pipe whether the mount is ready, so errors reach the terminal and the
-command's exit code. `unmount` asks the daemon to upload what is pending, then unmounts.
+command's exit code. `unmount` asks the daemon to upload what is pending, unmounts, and
+waits for the daemon to exit.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control, private
+from repomount import control, mounts, private
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +27,7 @@ MountMain = Callable[[Callable[[str | None], None]], int]
 
 
 def is_mounted(mountpoint: str | Path) -> bool:
-    real = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == real:
-                return True
-    return False
-
-
-def _unescape(field: str) -> str:
-    return (
-        field.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-    )
+    return mounts.is_mounted(mountpoint)
 
 
 def check_mountpoint(mountpoint: Path) -> str | None:
@@ -105,35 +92,81 @@ def start(mount_main: MountMain, log_path: Path) -> int:
         os._exit(code)
 
 
-def unmount(mountpoint: Path, *, timeout: float = 120.0) -> tuple[int, str]:
-    """Upload what is pending (showing progress on a terminal), then unmount. If some
-    changes cannot be uploaded in `timeout`, unmount anyway: they stay in the journal
-    for the next mount, and the exit code says so. Returns (exit code, message)."""
-    if not is_mounted(mountpoint):
-        return 1, f"{mountpoint} is not mounted"
+DAEMON_EXIT_WAIT = 15.0  # seconds for the daemon to leave once unmounted
+
+
+def unmount(mountpoint: Path, *, timeout: float = 60.0) -> tuple[int, str]:
+    """Upload what is pending (showing progress on a terminal), then unmount, then wait
+    for the daemon to exit. If some changes cannot be uploaded in `timeout`, unmount
+    anyway: they stay in the journal for the next mount, and the exit code says so.
+    Only a repomount mount is unmounted (exit 2 for anything else). Returns (exit
+    code, message)."""
+    mine = mounts.mount_at(os.path.realpath(mountpoint))
+    if mine is None:
+        return 2, f"{mountpoint} is not mounted"
+    if mine.fstype != mounts.FSTYPE:
+        return 2, (
+            f"{mountpoint} is a {mine.fstype} mount, not a repomount mount; "
+            "not unmounting it (use umount for other file systems)"
+        )
     reply, untrusted = _sync_with_progress(mountpoint, timeout)
     result = subprocess.run(
         ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         return 1, f"not unmounted: {result.stderr.strip() or 'fusermount3 failed'}"
-    sock = control.socket_path(mountpoint)
-    deadline = time.monotonic() + 10
-    while sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    held = _held_elsewhere(mine)
+    daemon_pid = reply.get("pid") if reply else None
+    if isinstance(daemon_pid, int):
+        if not _wait_exit(daemon_pid, DAEMON_EXIT_WAIT):
+            return 1, (
+                f"unmounted {mountpoint}{held}, but its daemon (pid {daemon_pid}) is still "
+                f"running after {DAEMON_EXIT_WAIT:.0f} s; see mount.log in its state directory"
+            )
+    else:
+        sock = control.socket_path(mountpoint)
+        deadline = time.monotonic() + DAEMON_EXIT_WAIT
+        while sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if reply is None and untrusted:
         return 1, f"unmounted {mountpoint} without asking its daemon to upload: {untrusted}"
     if reply is None:
-        return 0, f"unmounted {mountpoint} (the mount daemon was not running)"
+        return 0, f"unmounted {mountpoint}{held} (the mount daemon was not running)"
     if not reply.get("ok"):
         pending = reply.get("pending") or []
         why = reply.get("last_error") or reply.get("error") or "unknown error"
         return 1, (
-            f"unmounted {mountpoint}, but {len(pending)} change(s) could not be uploaded "
-            f"({why}); they are kept in the journal and go out at the next mount of this "
-            f"remote: {', '.join(pending[:10])}"
+            f"unmounted {mountpoint}{held}, but {len(pending)} change(s) could not be "
+            f"uploaded ({why}); they are kept in the journal and go out at the next mount "
+            f"of this remote: {', '.join(pending[:10])}"
         )
-    return 0, f"unmounted {mountpoint}"
+    return 0, f"unmounted {mountpoint}{held}"
+
+
+def _held_elsewhere(mine: mounts.Mount) -> str:
+    """What to tell about other mount namespaces still holding the mount ('' if none)."""
+    holders = mounts.holders_elsewhere(mine)
+    if not holders:
+        return ""
+    who = ", ".join(f"{mounts.process_name(pid)} (pid {pid})" for pid in holders[:5])
+    return (
+        f"; another mount namespace still has it mounted, held by {who}: its daemon "
+        "stops, so there it fails with 'Transport endpoint is not connected' until "
+        "unmounted there too"
+    )
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process `pid` exits within `timeout` seconds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)  # readable once it exited
+        return bool(readable)
+    finally:
+        os.close(fd)
 
 
 def _sync_with_progress(mountpoint: Path, timeout: float) -> tuple[dict[str, Any] | None, str]:

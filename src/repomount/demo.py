@@ -1,10 +1,17 @@
-"""`repomount demo`: an embedded server with a sample repo, mounted in the foreground."""
+"""`repomount demo`: an embedded server with a sample repo, mounted in the foreground.
+
+Ctrl-C stops the mount first (it sends what is pending, showing how that goes), then the
+server, which runs in a session of its own so the terminal's Ctrl-C never reaches it.
+The demo's directory (the server's store, the mount's journal) is removed only once
+everything reached the server; otherwise it is kept, and the demo says how to go on.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from repomount import daemon
+from repomount.fuse.mount import StopProgress
 from repomount.mounting import MountRequest, run_mount
 
 SAMPLE: dict[str, str] = {
@@ -30,11 +38,14 @@ SAMPLE: dict[str, str] = {
 
 def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     # --no-auth: a throwaway server on loopback only, so curl works without a token.
+    # A session of its own: Ctrl-C on the terminal reaches the demo, which stops the
+    # server only once the mount sent what is pending.
     serve = ["serve", "--data", str(data_dir), "--port", "0", "--no-auth"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "repomount", *serve],
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
@@ -47,18 +58,63 @@ def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             # Keep draining the access log so the server never blocks on a full pipe.
             threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, m.group(1).rstrip("/")
-    proc.kill()
+    _stop_server(proc)
     raise RuntimeError("the embedded server did not start")
+
+
+def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _seed(url: str, repo: str) -> None:
     with httpx.Client(base_url=url) as c:
-        c.post("/v1/repos", json={"name": repo}).raise_for_status()
+        created = c.post("/v1/repos", json={"name": repo})
+        if created.status_code == 409:
+            return  # a demo directory kept from before (--dir): its repo as it was left
+        created.raise_for_status()
         for path, text in SAMPLE.items():
             c.put(f"/v1/repos/{repo}/files/{path}", content=text.encode()).raise_for_status()
 
 
-def run_demo(mountpoint: Path) -> int:
+def _say(text: str, *, end: str = "\n") -> None:
+    try:
+        print(text, end=end, file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): the stop goes on without it
+
+
+class _StopView:
+    """Shows the mount's stop on the terminal and remembers how it ended."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.left: int | None = None  # changes not sent, once the stop is over
+        self._live = sys.stderr.isatty()
+
+    def show(self, p: StopProgress) -> None:
+        if p.done:
+            self.left = p.pending
+            if self.started and self._live:
+                _say("")
+            return
+        if not self.started:
+            self.started = True
+            what = f"sending {p.pending} change(s) to the server" if p.pending else "unmounting"
+            _say(f"repomount demo: stopping: {what} (Ctrl-C again: stop waiting)")
+        if self._live and p.pending:
+            _say(
+                f"\rrepomount demo: {p.pending} change(s) left to send, "
+                f"waiting at most {p.seconds_left:.0f} s more   ",
+                end="",
+            )
+
+
+def run_demo(mountpoint: Path, *, work_dir: Path | None = None, drain_timeout: float = 60.0) -> int:
     created = False
     if not mountpoint.exists():
         mountpoint.mkdir(parents=True)
@@ -67,10 +123,15 @@ def run_demo(mountpoint: Path) -> int:
     if why:
         print(f"repomount: {why}", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="repomount-demo-"))
+    work = work_dir or Path(tempfile.mkdtemp(prefix="repomount-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
     os.environ.pop("REPOMOUNT_TOKEN", None)
-    proc, url = _start_server(work / "server")
+    view = _StopView()
+    mounted = False
+    code = 1
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        proc, url = _start_server(work / "server")
         _seed(url, "demo")
         src = f"{url}/demo"
         req = MountRequest(
@@ -81,12 +142,16 @@ def run_demo(mountpoint: Path) -> int:
             state_dir=work / "state",
             metadata_ttl=2.0,
             log_level="WARNING",
+            drain_timeout=drain_timeout,
+            on_stop=view.show,
         )
 
         def ready(error: str | None) -> None:
+            nonlocal mounted
             if error is not None:
                 print(f"repomount: {error}", file=sys.stderr, flush=True)
                 return
+            mounted = True
             print(
                 f"repomount demo: mounted {src} on {mountpoint}\n\n"
                 f"Try, in another terminal:\n"
@@ -95,22 +160,40 @@ def run_demo(mountpoint: Path) -> int:
                 f"  echo 'hello' > {mountpoint}/new.txt\n"
                 f"  vim {mountpoint}/README.md\n"
                 f"  curl '{url}/v1/repos/demo/tree?recursive=1'   # what the server holds\n\n"
-                f"Press Ctrl-C to unmount and stop the server.",
+                f"Press Ctrl-C to stop: pending changes are sent, then the server stops.",
                 flush=True,
             )
 
         code = run_mount(req, ready)
-        print("repomount demo: unmounted, server stopped", flush=True)
-        return code
+    except (RuntimeError, httpx.HTTPError) as e:
+        _say(f"repomount: the demo server failed: {e}")
+    except KeyboardInterrupt:
+        code = 130  # before the mount was up, or after it: the journal is on disk
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a few seconds more, to finish
+        if proc is not None:
+            _stop_server(proc)
         if created:
             try:
                 mountpoint.rmdir()
             except OSError:
                 pass
+    return _leave(work, kept=work_dir is not None, mounted=mounted, left=view.left, code=code)
+
+
+def _leave(work: Path, *, kept: bool, mounted: bool, left: int | None, code: int) -> int:
+    """Remove the demo's directory, or keep it and say why; the exit code."""
+    if mounted and left != 0:
+        what = "some changes" if left is None else f"{left} change(s)"
+        _say(
+            f"repomount demo: {what} did not reach the server; they are kept, with the "
+            f"server's data, in {work}. To send them, run: repomount demo --dir {work}"
+        )
+        return code or 1
+    if mounted:
+        _say("repomount demo: every change reached the server; unmounted, server stopped")
+    if kept:
+        _say(f"repomount demo: the server's data and the mount's state stay in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return code

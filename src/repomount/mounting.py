@@ -45,6 +45,7 @@ class MountRequest:
     trust_remote_code: bool = False
     follow_remote_symlinks: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+    on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -96,16 +97,28 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     log.setup(req.log_level)
+    mounted = False
+
+    def report(error: str | None) -> None:
+        """`ready`, and the mount log says what happened."""
+        nonlocal mounted
+        if error is None:
+            mounted = True
+            logger.info("mounted %s on %s", req.src, req.mountpoint)
+        else:
+            logger.error("not mounted: %s", error)
+        ready(error)
+
     try:
         control_socket = prepare_local_dirs(req)
     except private.NotPrivateError as e:
-        ready(str(e))
+        report(str(e))
         return 2
     lock_fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        ready(
+        report(
             f"{req.src} is already mounted with state dir {req.state_dir}; "
             "give this mount its own --state-dir and --cache-dir"
         )
@@ -135,9 +148,11 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             drain_timeout=req.drain_timeout,
             poll_interval=req.poll_interval,
             use_change_feed=req.use_change_feed,
+            on_stop=req.on_stop,
         )
-        code = trio.run(mount.run, vfs, opts, ready)
-        logger.info("unmounted %s (exit %d)", req.mountpoint, code)
+        code = trio.run(mount.run, vfs, opts, report)
+        if mounted:
+            logger.info("unmounted %s (exit %d)", req.mountpoint, code)
         return code
     finally:
         os.close(lock_fd)

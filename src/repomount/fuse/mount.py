@@ -1,12 +1,19 @@
-"""Mount lifecycle: init, serve requests, answer the control channel, unmount cleanly."""
+"""Mount lifecycle: init, serve requests, answer the control channel, stop cleanly.
+
+Every stop drains once: a signal (SIGTERM, SIGINT, SIGHUP), `repomount unmount`, the
+kernel ending the session (`fusermount3 -u`, `umount`), or the mount leaving this
+namespace while another still holds it. See `Stop`.
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,7 +22,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from repomount import control, stalls
+from repomount import control, mounts, stalls
 from repomount.fuse.operations import Operations
 from repomount.remotes.base import RemoteError, Unavailable
 from repomount.vfs import watcher
@@ -31,9 +38,17 @@ class MountOptions:
     mountpoint: Path
     control_socket: Path  # in a directory made private (control.prepare_socket)
     fuse_options: list[str] = field(default_factory=list)  # from -o
-    drain_timeout: float = 60.0  # on SIGTERM/SIGINT and after unmount
+    drain_timeout: float = 60.0  # how long a stop waits for uploads, once
     poll_interval: float = 10.0
     use_change_feed: bool = True
+    on_stop: Callable[[StopProgress], None] | None = None  # how a stop's drain goes
+
+
+@dataclass(frozen=True)
+class StopProgress:
+    pending: int  # changes not sent yet
+    seconds_left: float  # before the stop gives up waiting for the remote
+    done: bool  # the stop is over: `pending` changes stay in the journal
 
 
 class KernelInvalidator:
@@ -72,7 +87,16 @@ class KernelInvalidator:
                     pass  # the kernel no longer knows it: nothing to drop
 
 
+# After `repomount unmount` waited for the uploads, the stop that follows sends only what
+# came in meanwhile; nothing at all when the unmount's wait left changes unsent (the
+# remote is away: waiting again would only make the stop longer).
 FINAL_DRAIN_AFTER_UNMOUNT = 2.0  # seconds
+UNMOUNT_WINDOW = 30.0  # seconds after that wait in which a stop counts as its unmount
+# How long the kernel gets to end the session itself once the mount left this namespace
+# (it does at once when no other namespace holds a copy).
+KERNEL_GRACE = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PROGRESS_EVERY = 0.5  # seconds between two StopProgress reports
 
 
 def fuse_options(opts: MountOptions) -> set[str]:
@@ -83,9 +107,67 @@ def fuse_options(opts: MountOptions) -> set[str]:
     return options
 
 
+class Stop:
+    """The one stop of a mount, however it starts. The first cause sets its deadline,
+    `budget` seconds later; every drain of the stop (while mounted, then after the kernel
+    let go) ends by then, so a stop takes `--drain-timeout` at most, once. What is still
+    unsent stays in the journal for the next mount."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.deadline: float | None = None
+        self.why = ""
+        self.requested = trio.Event()
+        self.gone_here = False  # the mount left this namespace: nothing left to unmount
+        self._drains: set[trio.CancelScope] = set()
+        self._unmount_budget: tuple[float, float] | None = None  # (until when, budget)
+
+    def begin(self, why: str) -> bool:
+        """Start the stop: True, or False when it had started already."""
+        if self.deadline is not None:
+            return False
+        now = trio.current_time()
+        budget = self.budget
+        if self._unmount_budget is not None and now < self._unmount_budget[0]:
+            budget = min(budget, self._unmount_budget[1])
+        self.deadline = now + budget
+        self.why = why
+        self.requested.set()
+        return True
+
+    def after_unmount_sync(self, left_unsent: bool) -> None:
+        """`repomount unmount` waited for the uploads and unmounts next: the stop that
+        follows (within UNMOUNT_WINDOW) does not wait all over again."""
+        budget = 0.0 if left_unsent else FINAL_DRAIN_AFTER_UNMOUNT
+        self._unmount_budget = (trio.current_time() + UNMOUNT_WINDOW, budget)
+
+    def seconds_left(self) -> float:
+        assert self.deadline is not None
+        return max(0.0, self.deadline - trio.current_time())
+
+    def cut_short(self) -> None:
+        """Stop waiting for uploads now (a second signal)."""
+        self.deadline = trio.current_time()
+        for scope in self._drains:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def draining(self) -> Iterator[None]:
+        with trio.CancelScope() as scope:
+            self._drains.add(scope)
+            try:
+                yield
+            finally:
+                self._drains.discard(scope)
+
+
+def _unsent(vfs: Vfs) -> list[str]:
+    return [r.path for r in vfs.journal.records()]
+
+
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
-    """Mount, serve until unmounted or signalled, then drain and leave. Returns an exit
-    code; `ready` is called exactly once (None on success, else the reason)."""
+    """Mount, serve until unmounted or signalled, then drain once and leave. Returns an
+    exit code; `ready` is called exactly once (None on success, else the reason)."""
     stalls.install_from_env()
     try:
         await vfs.start()
@@ -98,7 +180,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     ops = Operations(vfs)
     # Before mounting: once mounted, any stat of the mountpoint from this process waits
     # on a request only this process can answer.
-    sock = opts.control_socket
+    real_mountpoint = os.path.realpath(opts.mountpoint)
     try:
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
     except RuntimeError as e:
@@ -106,7 +188,41 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
         await vfs.close()
         return 1
     invalidator.enabled = True
-    clean = False
+    mine = mounts.mount_at(real_mountpoint)  # our mount, as this namespace has it
+    stop = Stop(opts.drain_timeout)
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, signals, stop)
+            clean = await _serve(vfs, opts, ready, stop, invalidator, mine)
+            if stop.begin("unmounted"):
+                _announce(vfs, stop)
+            await _drain(vfs, opts, stop, own_loop=True)
+            nursery.cancel_scope.cancel()
+    pending = _unsent(vfs)
+    if opts.on_stop is not None:
+        opts.on_stop(StopProgress(len(pending), 0.0, done=True))
+    await vfs.close()
+    await vfs.remote.aclose()
+    if pending:
+        log.error(
+            "stopped with %d change(s) not sent; they stay in the journal in %s, and the "
+            "next mount with this state directory sends them: %s",
+            len(pending), vfs.config.state_dir, ", ".join(pending[:20]),
+        )  # fmt: skip
+        return 1
+    return 0 if clean else 1
+
+
+async def _serve(
+    vfs: Vfs,
+    opts: MountOptions,
+    ready: ReadyCallback,
+    stop: Stop,
+    invalidator: KernelInvalidator,
+    mine: mounts.Mount | None,
+) -> bool:
+    """Answer the kernel until it lets go or a stop ends the session; True when the
+    kernel's session ended normally."""
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(invalidator.run)
@@ -117,26 +233,21 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
             nursery.start_soon(
                 partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
             )
-            await nursery.start(control.serve, sock, _control_handler(vfs, opts))
-            nursery.start_soon(_on_signals, vfs, opts)
+            await nursery.start(control.serve, opts.control_socket, _control_handler(vfs, stop))
+            nursery.start_soon(_stop_when_asked, vfs, opts, stop)
+            if mine is not None:
+                nursery.start_soon(_stop_when_gone_here, mine, stop)
+            else:
+                log.warning("%s is not in the mount table: cannot watch it", opts.mountpoint)
             ready(None)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
-        clean = True
+        return True
     finally:
-        pyfuse3.close(unmount=True)
-        sock.unlink(missing_ok=True)
-    pending = await vfs.drain(opts.drain_timeout, own_loop=True)
-    await vfs.close()
-    await vfs.remote.aclose()
-    if pending:
-        log.error(
-            "unmounted with %d change(s) not uploaded; they stay in the journal in %s and "
-            "go out at the next mount of this remote: %s",
-            len(pending), vfs.config.state_dir, ", ".join(pending[:20]),
-        )  # fmt: skip
-        return 1
-    return 0 if clean else 1
+        # A mount that left this namespace is not unmounted again: the path may show
+        # another mount by now (as root, libfuse would detach whatever is there).
+        pyfuse3.close(unmount=not stop.gone_here)
+        opts.control_socket.unlink(missing_ok=True)
 
 
 def why_not_started(e: RemoteError) -> str:
@@ -147,16 +258,71 @@ def why_not_started(e: RemoteError) -> str:
     return e.message
 
 
-async def _on_signals(vfs: Vfs, opts: MountOptions) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: uploading pending changes, then unmounting", signal.Signals(signum).name)
-            await vfs.drain(opts.drain_timeout)
-            pyfuse3.terminate()
-            return
+def _announce(vfs: Vfs, stop: Stop) -> None:
+    unsent = len(_unsent(vfs))
+    if not unsent:
+        log.info("%s: stopping: nothing to send", stop.why)
+        return
+    log.info(
+        "%s: stopping: sending %d change(s), for at most %.0f s; what is not sent by "
+        "then stays in the journal",
+        stop.why, unsent, stop.seconds_left(),
+    )  # fmt: skip
 
 
-def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
+async def _drain(vfs: Vfs, opts: MountOptions, stop: Stop, *, own_loop: bool) -> None:
+    """The stop's drain: until everything is sent or the stop's deadline."""
+    async with trio.open_nursery() as nursery:
+        if opts.on_stop is not None:
+            nursery.start_soon(_report, vfs, stop, opts.on_stop)
+        with stop.draining():
+            await vfs.drain(stop.seconds_left(), own_loop=own_loop)
+        nursery.cancel_scope.cancel()
+
+
+async def _report(vfs: Vfs, stop: Stop, on_stop: Callable[[StopProgress], None]) -> None:
+    while True:
+        on_stop(StopProgress(len(_unsent(vfs)), stop.seconds_left(), done=False))
+        await trio.sleep(PROGRESS_EVERY)
+
+
+async def _stop_when_asked(vfs: Vfs, opts: MountOptions, stop: Stop) -> None:
+    """A signal (or the mount leaving this namespace) asked to stop: send what is
+    pending while still mounted, then end the kernel session."""
+    await stop.requested.wait()
+    _announce(vfs, stop)
+    await _drain(vfs, opts, stop, own_loop=False)
+    pyfuse3.terminate()
+
+
+async def _on_signals(signals: Any, stop: Stop) -> None:
+    """The first signal stops the mount; another one stops it waiting for uploads."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not stop.begin(name):
+            log.warning("%s again: stopping now; what is not sent stays in the journal", name)
+            stop.cut_short()
+
+
+async def _stop_when_gone_here(mine: mounts.Mount, stop: Stop) -> None:
+    """Stop once the mount left this namespace (`repomount unmount`, `fusermount3 -u`,
+    `umount -l`) even if the kernel goes on holding it, for another mount namespace
+    or for files open after a lazy unmount: then it would never tell us to stop, and
+    this daemon would retry the remote for ever."""
+    while not await trio.to_thread.run_sync(mounts.wait_gone, mine, 60.0, abandon_on_cancel=True):
+        pass
+    await trio.sleep(KERNEL_GRACE)  # the kernel ends the session itself: we are cancelled
+    stop.gone_here = True
+    if stop.begin("unmounted"):
+        log.warning(
+            "%s was unmounted here, but the kernel still holds the mount (another mount "
+            "namespace, or files still open after a lazy unmount); stopping: there it "
+            "now fails with 'Transport endpoint is not connected'",
+            mine.mountpoint,
+        )
+
+
+def _control_handler(vfs: Vfs, stop: Stop) -> control.Handler:
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
@@ -166,19 +332,18 @@ def _control_handler(vfs: Vfs, opts: MountOptions) -> control.Handler:
                 **(await vfs.status(limit=limit if isinstance(limit, int) else None)),
             }
         if cmd == "sync":
-            timeout = float(req.get("timeout") or opts.drain_timeout)
+            timeout = float(req.get("timeout") or stop.budget)
             started = time.time()
             pending = await vfs.drain(timeout)
             set_aside = [r for r in vfs.journal.set_aside_rows() if r["at"] >= started]  # type: ignore[operator]
             if req.get("unmounting"):
-                # `repomount unmount` gave its time already: the drain after the kernel
-                # lets go only sends what is new, it does not wait out the timeout again.
-                opts.drain_timeout = min(opts.drain_timeout, FINAL_DRAIN_AFTER_UNMOUNT)
+                stop.after_unmount_sync(left_unsent=bool(pending))
             return {
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
                 "last_error": vfs.health.last_error or vfs.pending_error(),
+                "pid": os.getpid(),  # `repomount unmount` waits for it to exit
             }
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
