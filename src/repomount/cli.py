@@ -8,224 +8,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from repomount import __version__, cli_control, cli_repo, options
-from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
-
-# The environment variables each command reads (tests/mount/test_cli.py checks these
-# names against the code that reads them; importing that code here would load httpx).
-_ENV_TOKEN = "  REPOMOUNT_TOKEN          bearer token for repomount's server (http://, https://)\n"
-_ENV_SERVICES = """\
-  RELACE_API_KEY           API key for relace: remotes
-  RELACE_API_URL           Relace API base URL (default https://api.relace.run/v1;
-                           --endpoint wins)
-  TERMINALUSE_API_KEY      API key for terminaluse: remotes
-  TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
-                           --endpoint wins)
-"""
-_ENV_DIRS = """\
-  XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount
-                           (default ~/.cache/repomount)
-  XDG_STATE_HOME           the default --state-dir is $XDG_STATE_HOME/repomount
-                           (default ~/.local/state/repomount)
-"""
-_ENV_CONTROL = """\
-  XDG_RUNTIME_DIR          control sockets go in $XDG_RUNTIME_DIR/repomount
-                           (default $TMPDIR/repomount-UID, /tmp without TMPDIR)
-"""
-_ENV_DEBUG = """\
-  REPOMOUNT_LOG_STALLS_MS  log every step that holds the mount's event loop longer
-                           than this many milliseconds (debugging)
-"""
-
-
-def _environment(*parts: str) -> str:
-    return "environment:\n" + "".join(parts)
-
-
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="run repomount's reference server",
-        description="Run repomount's reference server. Its bearer token comes from "
-        "REPOMOUNT_TOKEN or --token-file, never from the command line, which every "
-        "local user can read (ps, /proc/PID/cmdline).",
-        epilog=_environment(
-            "  REPOMOUNT_TOKEN          the bearer token clients must send (unless "
-            "--token-file\n                           or --no-auth)\n"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", required=True, type=Path, help="directory for the store")
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on; --no-auth only on a loopback one (default 127.0.0.1)",
-    )
-    p.add_argument(
-        "--port", type=int, default=8750, help="TCP port to listen on; 0 picks one (default 8750)"
-    )
-    p.add_argument(
-        "--log-file",
-        metavar="PATH",
-        type=Path,
-        default=None,
-        help="append the request log (one line per request) to PATH, created 0600, "
-        "instead of writing it to stderr",
-    )
-    p.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no request log on stderr (start, stop and errors are still printed)",
-    )
-    p.add_argument(
-        "--token-file",
-        metavar="PATH",
-        default=None,
-        help="read the bearer token from PATH, '-' for stdin (default: $REPOMOUNT_TOKEN)",
-    )
-    # Refused with a message saying why (a command line is public to local users).
-    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--no-auth", action="store_true", help="accept requests without a token (loopback only)"
-    )
-    p.add_argument(
-        "--max-file-size",
-        type=_size,
-        default=1 << 30,
-        help="largest accepted request body, e.g. 1G, 200M (default 1G)",
-    )
-    p.add_argument(
-        "--max-pack-size",
-        type=_size,
-        default=1 << 30,
-        help="largest accepted pack of blobs (POST /blobs), all members together (default 1G)",
-    )
-    p.add_argument(
-        "--history",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="commits of history kept per repo for ?at= and the change feed (default 100000)",
-    )
-    p.add_argument(
-        "--gc-interval",
-        type=float,
-        default=3600.0,
-        metavar="S",
-        help="seconds between blob garbage collections, the first at start; 0: off (default 3600)",
-    )
-    p.add_argument(
-        "--gc-grace",
-        type=float,
-        default=3600.0,
-        metavar="S",
-        help="keep a blob no commit references this long after its upload (default 3600)",
-    )
-    p.add_argument(
-        "--gc-now",
-        action="store_true",
-        help="collect garbage in --data once (the server must not be running), say what "
-        "was freed, and exit",
-    )
-    p.add_argument(
-        "--require-preconditions",
-        action="store_true",
-        help="answer 428 to a PUT or DELETE without If-Match / If-None-Match",
-    )
-    p.add_argument(
-        "--inject-faults",
-        type=float,
-        default=0.0,
-        metavar="RATE",
-        help="testing only: fail this fraction of repo requests (503, lost responses, delays)",
-    )
-    p.set_defaults(func=_cmd_serve)
-
-
-def _size(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
-    try:
-        value = int(float(num) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
-
-
-TOKEN_ON_COMMAND_LINE = (
-    "--token is refused: every local user can read a command line (ps); set "
-    "REPOMOUNT_TOKEN, or pass --token-file PATH ('-' reads it from stdin)"
+from repomount import __version__, cli_control, cli_repo, cli_serve, options
+from repomount.cli_args import (
+    ENV_CONTROL,
+    ENV_DEBUG,
+    ENV_DIRS,
+    ENV_SERVICES,
+    ENV_TOKEN,
+    environment,
+    seconds,
+    size,
 )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from repomount.server.run import ServeConfig, collect_now, print_error, serve
-
-    if args.token is not None:
-        print_error(TOKEN_ON_COMMAND_LINE)
-        return 2
-    file_token = None
-    if args.token_file is not None:
-        try:
-            file_token = _read_token_file(args.token_file)
-        except ValueError as e:
-            print_error(str(e))
-            return 2
-    # An explicit --no-auth wins over a REPOMOUNT_TOKEN left in the environment.
-    env_token = None if args.no_auth else os.environ.get("REPOMOUNT_TOKEN")
-    token = file_token or env_token or None
-    config = ServeConfig(
-        data_dir=args.data,
-        host=args.host,
-        port=args.port,
-        token=token,
-        no_auth=args.no_auth,
-        max_file_size=args.max_file_size,
-        max_pack_size=args.max_pack_size,
-        history=args.history,
-        require_preconditions=args.require_preconditions,
-        fault_rate=args.inject_faults,
-        gc_interval=args.gc_interval,
-        gc_grace=args.gc_grace,
-        log_file=args.log_file,
-        quiet=args.quiet,
-    )
-    return collect_now(config) if args.gc_now else serve(config)
-
-
-def _read_token_file(name: str) -> str:
-    """The token in file `name` ('-': stdin), surrounding whitespace stripped. Raises
-    ValueError with a one-line message."""
-    where = "stdin" if name == "-" else f"the token file {name}"
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {where}: {getattr(e, 'strerror', None) or e}") from None
-    token = text.strip()
-    if not token:
-        raise ValueError(f"{where} holds no token")
-    if any(c.isspace() for c in token):
-        raise ValueError(f"{where} holds more than one word; the token is a single line")
-    return token
-
+from repomount.options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_LOCAL_ONLY, Policy
 
 # --------------------------------------------------------------------------- mount & co.
 
@@ -238,7 +32,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
         "TERMINALUSE_API_KEY; never from the command line, which every local user can "
         "read. The mount's state, cache and control socket are private to your user.",
-        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONTROL, ENV_DEBUG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
@@ -246,13 +40,12 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _add_mount_options(p)
     p.set_defaults(func=_cmd_mount)
 
-    p = sub.add_parser(
-        "unmount",
-        help="upload pending changes, then unmount",
-        description="Upload pending changes, unmount, and wait for the mount's daemon to "
-        "exit. Only a repomount mount is unmounted: anything else is refused (exit 2).",
+    p = _control_parser(sub, "unmount", help="upload pending changes, then unmount")
+    p.description = (
+        "Upload pending changes, unmount, and wait for the mount's daemon to exit. Only "
+        "a repomount mount is unmounted: anything else is refused (exit 2)."
     )
-    p.add_argument("mountpoint", metavar="MNT", type=Path)
+    p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
     p.add_argument(
         "--drain-timeout",
         type=float,
@@ -319,7 +112,7 @@ def _control_parser(
     return sub.add_parser(
         name,
         help=help,
-        epilog=_environment(_ENV_CONTROL),
+        epilog=environment(ENV_CONTROL),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -356,7 +149,7 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cache-size",
-        type=_size,
+        type=size,
         default=10 << 30,
         metavar="SIZE",
         help="fetched content kept on disk, least recently used dropped first (default 10G)",
@@ -447,28 +240,28 @@ def _add_timeout_options(p: argparse.ArgumentParser) -> None:
     """How long the remote may take before a request fails (EIO, or serving offline)."""
     p.add_argument(
         "--connect-timeout",
-        type=_seconds,
+        type=seconds,
         default=options.CONNECT_TIMEOUT,
         metavar="S",
         help="to open a connection to the remote (default %(default)g)",
     )
     p.add_argument(
         "--answer-timeout",
-        type=_seconds,
+        type=seconds,
         default=options.ANSWER_TIMEOUT,
         metavar="S",
         help="from a request sent to the first byte of its answer (default %(default)g)",
     )
     p.add_argument(
         "--read-timeout",
-        type=_seconds,
+        type=seconds,
         default=options.READ_TIMEOUT,
         metavar="S",
         help="longest silence in the middle of an answer (default %(default)g)",
     )
     p.add_argument(
         "--min-rate",
-        type=_size,
+        type=size,
         default=options.MIN_RATE,
         metavar="SIZE",
         help="bytes per second an answer must average: one of N bytes may take "
@@ -544,12 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="repomount",
         description="Mount a remote repository as a local folder. "
         "`repomount COMMAND --help` says more about each command.",
-        epilog=_environment(_ENV_TOKEN, _ENV_SERVICES, _ENV_DIRS, _ENV_CONTROL, _ENV_DEBUG),
+        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONTROL, ENV_DEBUG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"repomount {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_serve(sub)
+    cli_serve.add_serve(sub)
     _add_mount_commands(sub)
     cli_repo.add_repo_commands(sub)
     return parser

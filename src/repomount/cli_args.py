@@ -1,0 +1,58 @@
+"""Pieces every command's parser shares: value types and the environment help."""
+
+from __future__ import annotations
+
+import argparse
+
+# The environment variables each command reads (tests/mount/test_cli.py checks these
+# names against the code that reads them; importing that code here would load httpx).
+ENV_TOKEN = "  REPOMOUNT_TOKEN          bearer token for repomount's server (http://, https://)\n"
+ENV_SERVICES = """\
+  RELACE_API_KEY           API key for relace: remotes
+  RELACE_API_URL           Relace API base URL (default https://api.relace.run/v1;
+                           --endpoint wins)
+  TERMINALUSE_API_KEY      API key for terminaluse: remotes
+  TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
+                           --endpoint wins)
+"""
+ENV_DIRS = """\
+  XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount
+                           (default ~/.cache/repomount)
+  XDG_STATE_HOME           the default --state-dir is $XDG_STATE_HOME/repomount
+                           (default ~/.local/state/repomount)
+"""
+ENV_CONTROL = """\
+  XDG_RUNTIME_DIR          control sockets go in $XDG_RUNTIME_DIR/repomount
+                           (default $TMPDIR/repomount-UID, /tmp without TMPDIR)
+"""
+ENV_DEBUG = """\
+  REPOMOUNT_LOG_STALLS_MS  log every step that holds the mount's event loop longer
+                           than this many milliseconds (debugging)
+"""
+
+
+def environment(*parts: str) -> str:
+    return "environment:\n" + "".join(parts)
+
+
+def size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
