@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from repomount.server.backend import Backend
 from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
-from repomount.server.body import read_json, spool_body
+from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
 from repomount.server.errors import ApiError
 from repomount.server.native_requests import (
     DEFAULT_LIMIT,
@@ -111,7 +111,7 @@ class NativeApi:
 
     @endpoint
     async def create_repo(self, request: Request) -> Response:
-        body = await read_json(self.backend, request)
+        body = await read_json(self.backend, request, SMALL_JSON_BODY)
         name = body.get("name")
         if not isinstance(name, str):
             raise ApiError("invalid_request", "the body needs a string field 'name'")

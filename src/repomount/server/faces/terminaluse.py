@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
-from repomount.server.body import read_json, spool_body
+from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
 from repomount.server.faces import terminaluse_archive as archives
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.faces.terminaluse_sync import ArchiveApi
@@ -94,7 +94,7 @@ class TerminalUseFace:
 
     @wire.endpoint
     async def create_filesystem(self, request: Request) -> Response:
-        body = await read_json(self.backend, request)
+        body = await read_json(self.backend, request, SMALL_JSON_BODY)
         project, name = body.get("project_id"), body.get("name")
         if not isinstance(project, str):
             raise wire.ValidationError("body", "project_id", "a string is required")

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from repomount.server import presign
 from repomount.server.backend import Backend
-from repomount.server.body import read_json, spool_body
+from repomount.server.body import SMALL_JSON_BODY, read_body, read_json, spool_body
 from repomount.server.faces import terminaluse_archive as archives
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.store import Idempotency, IdempotencyConflict, NotFound, StaleBase
@@ -43,8 +43,8 @@ class ArchiveApi:
 
     async def _presigned(self, request: Request, method: str) -> Response:
         fs_id = request.path_params["filesystem_id"]
+        await wire.filesystem_info(self.backend, fs_id)  # 404 before reading the body
         expiry = await self._expiry(request)
-        await wire.filesystem_info(self.backend, fs_id)
         expires = int(time.time()) + expiry
         # The full path as the presigned request will carry it (scope["path"]).
         path = f"{request.scope.get('root_path', '')}/archives/{fs_id}"
@@ -64,12 +64,12 @@ class ArchiveApi:
         return JSONResponse(data)
 
     async def _expiry(self, request: Request) -> int:
-        raw = await request.body()
+        raw = await read_body(request, SMALL_JSON_BODY)  # 413 beyond it, never read whole
         if not raw.strip() or raw.strip() == b"null":
             return DEFAULT_EXPIRY
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise wire.ValidationError("body", "expiration_seconds", "body is not JSON") from None
         value = body.get("expiration_seconds", DEFAULT_EXPIRY) if isinstance(body, dict) else None
         if not isinstance(value, int) or isinstance(value, bool):
