@@ -160,18 +160,24 @@ def bool_param(value: str | None, name: str) -> bool:
     raise ApiError("invalid_request", f"{name!r} must be 1 or 0, not {value!r}")
 
 
+PERMISSION_BITS = 0o777  # what a stored mode keeps: no setuid, setgid or sticky bit
+
+
 def mode_param(value: str | None) -> int | None:
+    """The X-Repomount-Mode header: octal, at most 7777; stored as its permission bits."""
     if value is None:
         return None
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        mode = -1
+    mode = -1
+    if value.isascii() and value.isdigit():
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            pass
     if not 0 <= mode <= 0o7777:
         raise ApiError(
             "invalid_request", f"X-Repomount-Mode must be octal permission bits, not {value!r}"
         )
-    return mode
+    return mode & PERMISSION_BITS
 
 
 def encode_cursor(head: int, last_path: str) -> str:
@@ -257,6 +263,8 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
             not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777
         ):
             raise ApiError("invalid_request", "'mode' must be permission bits (0 to 4095)")
+        if mode is not None:
+            mode &= PERMISSION_BITS
         return Write(path, blob, expect=_op_expect(op, "expect"), mode=mode)
     if kind == "delete":
         return Delete(_op_path(op, "path"), expect=_op_expect(op, "expect"))
