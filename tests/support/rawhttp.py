@@ -28,6 +28,7 @@ class RawRequest:
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.chunked = length is None
+        self.method = method
         if headers is None:
             headers = [("Authorization", f"Bearer {server.token}")]
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
@@ -75,7 +76,7 @@ class RawRequest:
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", -1))
+        length = 0 if self.method == "HEAD" else int(headers.get("content-length", -1))
         while length < 0 or len(body) < length:
             try:
                 more = self.sock.recv(65536)

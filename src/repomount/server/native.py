@@ -38,6 +38,7 @@ from repomount.server.native_requests import (
     read_paths,
     str_field,
     valid_path,
+    writable_path,
     write_expectation,
 )
 from repomount.server.native_responses import (
@@ -263,7 +264,7 @@ class NativeApi:
     @endpoint
     async def put_file(self, request: Request) -> Response:
         repo = request.path_params["repo"]
-        path = valid_path(request.path_params["path"])
+        path = writable_path(request.path_params["path"])
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
         expect = self._expectation(request, allow_create_only=True)
         mode = mode_param(request.headers.get("x-repomount-mode"))

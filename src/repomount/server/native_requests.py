@@ -1,4 +1,5 @@
-"""Reading native requests (docs/native-api.md): paths, query parameters, headers
+"""Reading native requests (docs/native-api.md): paths (those written may hold no
+control character, server/names.py), query parameters, headers
 (preconditions, ranges, modes), listing cursors and commit bodies, each checked and
 refused with the native error it deserves (an ApiError). Pure functions: no store, no
 I/O, so the handlers in native.py only say what they read and what they do with it.
@@ -18,6 +19,7 @@ from starlette.datastructures import Headers
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.blobs import SHA256_RE
 from repomount.server.errors import ApiError
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import (
     ABSENT,
     PRESENT,
@@ -52,6 +54,21 @@ def valid_path(path: str) -> str:
         return validate_path(path)
     except InvalidPathError as error:
         raise ApiError("invalid_path", str(error), path=path) from None
+
+
+def writable_path(path: str) -> str:
+    """A valid path that may also be written: no control characters (server/names.py)."""
+    path = valid_path(path)
+    if problem := control_character_problem(path):
+        raise ApiError("invalid_path", f"invalid path {path!r}: {problem}", path=path)
+    return path
+
+
+def unicode_field(value: str, name: str) -> str:
+    """A stored string: 422 when it holds a lone surrogate (no UTF-8 form)."""
+    if not is_unicode(value):
+        raise ApiError("invalid_request", f"{name!r} is not valid Unicode (a lone surrogate)")
+    return value
 
 
 def etags(header: str) -> list[str]:
@@ -197,7 +214,7 @@ def str_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name, "")
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{name!r} must be a string")
-    return value
+    return unicode_field(value, name)
 
 
 def read_paths(body: dict[str, Any]) -> list[str]:
@@ -217,7 +234,7 @@ def idempotency_key(body: dict[str, Any]) -> str | None:
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise ApiError("invalid_request", "'idempotency_key' must be a non-empty string")
-    return key
+    return None if key is None else unicode_field(key, "idempotency_key")
 
 
 def parse_operations(raw: object) -> tuple[list[Operation], list[bytes]]:
@@ -243,7 +260,7 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
         raise ApiError("invalid_request", "an operation must be a JSON object")
     kind = op.get("op")
     if kind == "write":
-        path = _op_path(op, "path")
+        path = _op_path(op, "path", write=True)
         blob, content = op.get("blob"), op.get("content_b64")
         if (blob is None) == (content is None):
             raise ApiError("invalid_request", "a write needs exactly one of 'blob', 'content_b64'")
@@ -271,14 +288,14 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
     if kind == "rename":
         return Rename(
             _op_path(op, "from"),
-            _op_path(op, "to"),
+            _op_path(op, "to", write=True),
             expect=_op_expect(op, "expect"),
             expect_to=_op_expect(op, "expect_to"),
         )
     if kind == "mkdir":
-        return Mkdir(_op_path(op, "path"))
+        return Mkdir(_op_path(op, "path", write=True))
     if kind == "symlink":
-        path, target = _op_path(op, "path"), op.get("target")
+        path, target = _op_path(op, "path", write=True), op.get("target")
         try:
             check_symlink_target(target)
         except InvalidRequest as error:
@@ -290,11 +307,11 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
     )
 
 
-def _op_path(op: dict[str, Any], field: str) -> str:
+def _op_path(op: dict[str, Any], field: str, *, write: bool = False) -> str:
     value = op.get(field)
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{field!r} must be a path string")
-    return valid_path(value)
+    return writable_path(value) if write else valid_path(value)
 
 
 def _op_expect(op: dict[str, Any], field: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.server.backend import Backend
@@ -44,6 +44,7 @@ from repomount.server.faces.relace_model import (
     plan_diff,
     plan_files,
 )
+from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import (
     ABSENT,
     BlobSpool,
@@ -288,7 +289,7 @@ class RelaceApi:
     @endpoint
     async def upload(self, request: Request) -> Response:
         repo = await self._repo(request)
-        path = normalize_path(request.path_params["file_path"])
+        path = normalize_path(request.path_params["file_path"], write=True)
         # The lock is held from the first byte of the body: a slow upload keeps the repo
         # busy, and other writers get 423 meanwhile.
         async with self._locked(repo):
@@ -457,6 +458,12 @@ class RelaceApi:
                 self.store.discard_spool(spool)
             raise
         return [spool.sha256 for spool in spools]
+
+
+def relace_bad_url(part: str, message: str) -> JSONResponse:
+    """The 422 of a URL the server refuses to decode (server/urlguard.py)."""
+    error = invalid([part], message, "value_error")
+    return JSONResponse({"detail": error.detail}, status_code=error.status)
 
 
 def _load_metadata(attrs: Mapping[str, str]) -> dict[str, str] | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import ABSENT, PRESENT, Delete, Entry, Operation, Write
 
 # --------------------------------------------------------------------------- errors
@@ -40,9 +41,15 @@ def invalid(loc: Sequence[str | int], msg: str, kind: str, value: object = None)
 # --------------------------------------------------------------------------- paths
 
 
-def normalize_path(raw: str) -> str:
+def normalize_path(raw: str, *, write: bool = False) -> str:
     """A file path as the service reads it (pydantic `Path`): `a//b` is `a/b`, `./a` is
-    `a`, a trailing `/` goes. An empty path, a leading `/` or a `..` is a 400."""
+    `a`, a trailing `/` goes. An empty path, a leading `/` or a `..` is a 400. A path
+    that is not valid Unicode, or one to `write` that holds a control character
+    (server/names.py), fails validation: 422."""
+    if not is_unicode(raw):
+        raise invalid(["body", "filename"], "Input is not valid Unicode", "string_unicode")
+    if write and (problem := control_character_problem(raw)):
+        raise invalid(["body", "filename"], f"Invalid path {raw!r}: {problem}", "value_error")
     if raw.startswith("/"):
         raise RelaceError(400, f"Invalid path {raw!r}: must be relative to the repository root")
     parts = [p for p in raw.split("/") if p not in ("", ".")]

@@ -55,7 +55,7 @@ def files(source: dict[str, Any]) -> dict[str, str]:
     files: dict[str, str] = {}
     for i, item in enumerate(raw):
         filename = str_field(item, "filename", [*loc, i])
-        files[normalize_path(filename)] = str_field(item, "content", [*loc, i])
+        files[normalize_path(filename, write=True)] = str_field(item, "content", [*loc, i])
     return files
 
 
@@ -68,13 +68,13 @@ def diff_ops(source: dict[str, Any]) -> list[DiffOp | TextWrite]:
     for i, op in enumerate(raw):
         kind = op.get("type") if isinstance(op, dict) else None
         if kind == "write":
-            path = normalize_path(str_field(op, "filename", [*loc, i]))
+            path = normalize_path(str_field(op, "filename", [*loc, i]), write=True)
             ops.append(TextWrite(path, str_field(op, "content", [*loc, i])))
         elif kind == "delete":
             ops.append(DiffDelete(normalize_path(str_field(op, "filename", [*loc, i]))))
         elif kind == "rename":
             old = normalize_path(str_field(op, "old_filename", [*loc, i]))
-            new = normalize_path(str_field(op, "new_filename", [*loc, i]))
+            new = normalize_path(str_field(op, "new_filename", [*loc, i]), write=True)
             ops.append(DiffRename(old, new))
         else:
             raise RelaceError(

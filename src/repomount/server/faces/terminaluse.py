@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.paths import InvalidPathError, validate_path
@@ -34,6 +34,7 @@ from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
 from repomount.server.faces import terminaluse_archive as archives
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.faces.terminaluse_sync import ArchiveApi
+from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import (
     ABSENT,
     Conflict,
@@ -100,6 +101,9 @@ class TerminalUseFace:
             raise wire.ValidationError("body", "project_id", "a string is required")
         if name is not None and not isinstance(name, str):
             raise wire.ValidationError("body", "name", "must be a string or null")
+        wire.unicode_field(project, "project_id")
+        if name is not None:
+            wire.unicode_field(name, "name")
         fs_id = "fs_" + secrets.token_hex(10)
         await self.backend.run(self.store.create_repo, fs_id)
         attrs = {wire.ATTR_PROJECT: project} | ({wire.ATTR_NAME: name} if name is not None else {})
@@ -223,7 +227,7 @@ class TerminalUseFace:
         # 2. malformed requests: 400
         if "path" not in query:
             raise wire.ValidationError("query", "path", "field required")
-        path = wire.request_path(query["path"], status=400)
+        path = wire.request_path(query["path"], status=400, write=True)
         mode = query.get("writeMode", "overwrite")
         if mode not in ("overwrite", "conditional"):
             raise wire.FaceError(400, f"writeMode must be overwrite or conditional, not {mode!r}")

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Generator
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from repomount.server import presign
 from repomount.server.backend import Backend
 from repomount.server.body import SMALL_JSON_BODY, read_body, read_json, spool_body
 from repomount.server.faces import terminaluse_archive as archives
 from repomount.server.faces import terminaluse_wire as wire
+from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import Idempotency, IdempotencyConflict, NotFound, StaleBase
 
 ATTR_SYNCS = "terminaluse.recent_sync_ids"  # JSON list, newest last
@@ -150,6 +151,8 @@ class ArchiveApi:
             blob.seek(0)
             try:
                 return archives.unpack(self.store, blob, self.backend.options.max_file_size)
+            except archives.UnwritableName as error:
+                raise wire.ValidationError("body", "archive", str(error)) from None
             except archives.BadArchive as error:
                 raise wire.FaceError(400, str(error)) from None
 

@@ -15,11 +15,13 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
 from repomount.server.faces.terminaluse_archive import ArchiveFile
+from repomount.server.jsonresponse import JSONResponse
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import Entry, NotFound, RepoInfo, StoreError
 
 NAMESPACE = "repomount"
@@ -163,8 +165,14 @@ def texty(mime: str) -> bool:
     )
 
 
-def request_path(raw: str, *, status: int) -> str:
-    """A request's file path: leading "/" and "./" are dropped; '..' and friends refused."""
+def request_path(raw: str, *, status: int, write: bool = False) -> str:
+    """A request's file path: leading "/" and "./" are dropped; '..' and friends refused
+    with `status`. One that is not valid Unicode, or one to `write` that holds a control
+    character (server/names.py), fails validation: 422."""
+    if not is_unicode(raw):
+        raise ValidationError("query", "path", "the path is not valid Unicode")
+    if write and (problem := control_character_problem(raw)):
+        raise ValidationError("query", "path", f"invalid path {raw!r}: {problem}")
     path = raw
     while path.startswith(("/", "./")):
         path = path[1:] if path.startswith("/") else path[2:]
@@ -217,6 +225,15 @@ def body_field(body: dict[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if not isinstance(value, kind):
         raise ValidationError("body", name, f"a {kind.__name__} is required")
+    if isinstance(value, str):
+        unicode_field(value, name)
+    return value
+
+
+def unicode_field(value: str, name: str) -> str:
+    """A string to store: 422 when it holds a lone surrogate (no UTF-8 form)."""
+    if not is_unicode(value):
+        raise ValidationError("body", name, "not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -251,6 +268,11 @@ def fingerprint(value: Any) -> str:
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def bad_url(part: str, message: str) -> JSONResponse:
+    """The 422 of a URL the server refuses to decode (server/urlguard.py)."""
+    return JSONResponse(ValidationError(part, "url", message).body, status_code=422)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
