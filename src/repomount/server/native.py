@@ -348,17 +348,22 @@ class NativeApi:
         repo = request.path_params["repo"]
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
         body = await read_json(self.backend, request)
-        operations, inline = parse_operations(body.get("operations"))
         message, author = str_field(body, "message"), str_field(body, "author")
         key = idempotency_key(body)
+        # Up to 100,000 operations: parsing them, hashing the body and writing the
+        # answer each take a while, in a worker thread so that other requests go on.
+        operations, inline = await self.backend.run(parse_operations, body.get("operations"))
         if inline:
             await self.backend.run(self._store_inline, inline)
-        idempotency = None if key is None else Idempotency(key, fingerprint(body))
+        idempotency = None
+        if key is not None:
+            idempotency = Idempotency(key, await self.backend.run(fingerprint, body))
         result = await self.backend.commit(
             repo, operations, message=message, author=author, idempotency=idempotency
         )
         results = [{"path": r.path, "version": r.version} for r in result.results]
-        return json_response({"head": str(result.head), "results": results}, 201, head=result.head)
+        data = {"head": str(result.head), "results": results}
+        return await self.backend.run(json_response, data, 201, head=result.head)
 
     def _store_inline(self, contents: Sequence[bytes]) -> None:
         # In groups: each spool holds a descriptor until it is moved in, and a commit

@@ -132,7 +132,7 @@ class RelaceApi:
             if kind == "git":
                 raise RelaceError(422, "git sources are not supported by this server")
             if kind == "files":
-                files = await self._store_contents(req.files(source))
+                files = await self._store_contents(await self.backend.run(req.files, source))
             else:
                 template = await self._resolve(req.str_field(source, "repo_id", ["body", "source"]))
                 _, entries = await self.backend.run(self._snapshot, template)
@@ -265,9 +265,9 @@ class RelaceApi:
             if kind == "git":
                 raise RelaceError(400, "git sources are not supported by this server")
             if kind == "files":
-                files = req.files(source)
+                files = await self.backend.run(req.files, source)
             else:
-                ops = req.diff_ops(source)
+                ops = await self.backend.run(req.diff_ops, source)
         async with self._locked(repo):
             changed: list[str] = []
             if files is not None:
@@ -317,7 +317,8 @@ class RelaceApi:
         changed the repo in between (through another face) is planned again."""
         for _ in range(RACE_RETRIES):
             head, entries = await self.backend.run(self._snapshot, repo)
-            plan = plan_for(entries)
+            # Planning is proportional to the repo's entries and their depth: a thread.
+            plan = await self.backend.run(plan_for, entries)
             if not plan.operations:
                 return head, plan
             try:

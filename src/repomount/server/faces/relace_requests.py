@@ -1,6 +1,7 @@
 """Reading the Relace face's requests: JSON bodies and query parameters, validated with
 the errors FastAPI (which the real service runs on) gives: 422 with
 `{"detail": [{"type", "loc", "msg", "input"}]}`; a bad path or diff operation is a 400.
+Bodies can be large (up to 100,000 files): callers run these in a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from repomount.server.faces.relace_model import (
 )
 
 # --- bodies -------------------------------------------------------------------------------
+
+MAX_ITEMS = 100_000  # files or diff operations in one request, as native commits
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ def files(source: dict[str, Any]) -> dict[str, str]:
     loc: list[str | int] = ["body", "source", "files"]
     if not isinstance(raw, list):
         raise invalid(loc, "Input should be a valid list", "list_type", raw)
+    _check_count(raw, loc)
     files: dict[str, str] = {}
     for i, item in enumerate(raw):
         filename = str_field(item, "filename", [*loc, i])
@@ -64,6 +68,7 @@ def diff_ops(source: dict[str, Any]) -> list[DiffOp | TextWrite]:
     loc: list[str | int] = ["body", "source", "operations"]
     if not isinstance(raw, list):
         raise invalid(loc, "Input should be a valid list", "list_type", raw)
+    _check_count(raw, loc)
     ops: list[DiffOp | TextWrite] = []
     for i, op in enumerate(raw):
         kind = op.get("type") if isinstance(op, dict) else None
@@ -81,6 +86,13 @@ def diff_ops(source: dict[str, Any]) -> list[DiffOp | TextWrite]:
                 400, f"Invalid diff operation {i}: type must be write, delete or rename"
             )
     return ops
+
+
+def _check_count(items: list[Any], loc: list[str | int]) -> None:
+    if len(items) > MAX_ITEMS:
+        raise invalid(
+            loc, f"List should have at most {MAX_ITEMS} items, not {len(items)}", "too_long"
+        )
 
 
 def str_field(obj: object, name: str, loc: Sequence[str | int]) -> str:

@@ -35,6 +35,13 @@ class UnwritableName(BadArchive):
     """A member whose name is not valid UTF-8 or holds a control character."""
 
 
+class TooManyFiles(BadArchive):
+    """More members than one commit takes (MAX_FILES)."""
+
+
+MAX_FILES = 100_000  # as a native commit's operations
+
+
 @dataclass(frozen=True)
 class ArchiveFile:
     path: str
@@ -126,6 +133,8 @@ def unpack(store: Store, archive: BinaryIO, max_file_size: int) -> list[ArchiveF
                 if member.size > max_file_size:
                     raise BadArchive(f"archive member {member.name!r} is larger than the limit")
                 path = member_path(member.name)
+                if len(files) >= MAX_FILES and path not in files:
+                    raise TooManyFiles(f"the archive holds more than {MAX_FILES} files")
                 content = tar.extractfile(member)
                 assert content is not None  # a regular file always has content
                 sha256, size = _store_blob(store, content)

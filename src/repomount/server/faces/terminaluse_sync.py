@@ -133,7 +133,7 @@ class ArchiveApi:
         sha = wire.norm(checksum)
         size = body.get("archive_size_bytes")
         unpacked = await self.backend.run(self._unpack, sha, size)
-        wire.check_manifest(files, unpacked)
+        await self.backend.run(wire.check_manifest, files, unpacked)
         state = await self.backend.run(self._apply_sync, info.name, sync_id, sha, unpacked)
         return JSONResponse(answer | {"files_count": len(unpacked), "status": state})
 
@@ -151,7 +151,7 @@ class ArchiveApi:
             blob.seek(0)
             try:
                 return archives.unpack(self.store, blob, self.backend.options.max_file_size)
-            except archives.UnwritableName as error:
+            except (archives.UnwritableName, archives.TooManyFiles) as error:
                 raise wire.ValidationError("body", "archive", str(error)) from None
             except archives.BadArchive as error:
                 raise wire.FaceError(400, str(error)) from None
