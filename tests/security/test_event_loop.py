@@ -69,4 +69,3 @@ def test_a_relace_update_beside_a_deep_path_does_not_stall_other_requests(
 
     assert _while_running(server, update) < FAST
     assert set(server.tree("deep")) == {"/".join(["a"] * DEPTH), "c.txt"}
-
