@@ -5,7 +5,7 @@ shapes of answers (JSON, errors, streamed content) in native_responses.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from functools import wraps
 
@@ -19,6 +19,7 @@ from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
 from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
 from repomount.server.errors import ApiError
+from repomount.server.inline import store_contents
 from repomount.server.native_requests import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -53,7 +54,6 @@ from repomount.server.native_responses import (
 from repomount.server.store import Conflict, Delete, Idempotency, NotFound, StoreError, Write
 
 CHANGES_PER_ANSWER = 10_000
-INLINE_GROUP = 64  # inline contents stored (and made durable) together
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 
@@ -354,7 +354,7 @@ class NativeApi:
         # answer each take a while, in a worker thread so that other requests go on.
         operations, inline = await self.backend.run(parse_operations, body.get("operations"))
         if inline:
-            await self.backend.run(self._store_inline, inline)
+            await self.backend.run(store_contents, self.store, inline)
         idempotency = None
         if key is not None:
             idempotency = Idempotency(key, await self.backend.run(fingerprint, body))
@@ -364,21 +364,6 @@ class NativeApi:
         results = [{"path": r.path, "version": r.version} for r in result.results]
         data = {"head": str(result.head), "results": results}
         return await self.backend.run(json_response, data, 201, head=result.head)
-
-    def _store_inline(self, contents: Sequence[bytes]) -> None:
-        # In groups: each spool holds a descriptor until it is moved in, and a commit
-        # may carry thousands of inline contents (one group each: a descriptor limit).
-        for start in range(0, len(contents), INLINE_GROUP):
-            spools = []
-            try:
-                for content in contents[start : start + INLINE_GROUP]:
-                    spools.append(self.store.new_spool())
-                    spools[-1].write(content)
-                self.store.add_blobs(spools)
-            except BaseException:
-                for spool in spools:
-                    self.store.discard_spool(spool)
-                raise
 
     def _expectation(self, request: Request, *, allow_create_only: bool) -> str | None:
         return write_expectation(

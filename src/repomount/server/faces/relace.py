@@ -29,6 +29,7 @@ from repomount.server.backend import Backend
 from repomount.server.body import check_declared_length, read_json
 from repomount.server.errors import ApiError
 from repomount.server.faces import relace_requests as req
+from repomount.server.faces.relace_clone import clone_body, text_files
 from repomount.server.faces.relace_model import (
     DiffDelete,
     DiffOp,
@@ -44,6 +45,7 @@ from repomount.server.faces.relace_model import (
     plan_diff,
     plan_files,
 )
+from repomount.server.inline import store_contents
 from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import (
     ABSENT,
@@ -211,29 +213,20 @@ class RelaceApi:
             at = head_of_token(repo, commit)
             if at is None:
                 raise RelaceError(404, f"Commit not found: {commit}")
-        files = await self.backend.run(self._text_files, repo, at)
-        return JSONResponse({"files": files})
+        files = await self.backend.run(self._files_at, repo, at)
+        return StreamingResponse(clone_body(self.backend, files), media_type="application/json")
 
-    def _text_files(self, repo: str, at: int | None) -> list[dict[str, str]]:
-        """Every readable text file: non-UTF-8 content is left out, as the service does
-        with binary files (the reference leaves the exact rule open)."""
+    def _files_at(self, repo: str, at: int | None) -> list[Entry]:
+        """The repo's files at `at` (the head by default); the stream leaves out those
+        that are not UTF-8 text, as the service does with binary files (the reference
+        leaves the exact rule open)."""
         try:
             _, entries = self._snapshot(repo, at)
         except (Gone, NotFound) as error:
             if at is None:
                 raise
             raise RelaceError(404, f"Commit not found: {error.message}") from None
-        files = []
-        for path, entry in sorted(entries.items()):
-            if entry.type != "file" or entry.version is None:  # dirs, symlinks
-                continue
-            with self.store.open_blob(entry.version) as blob:
-                data = blob.read()
-            try:
-                files.append({"filename": path, "content": data.decode("utf-8")})
-            except UnicodeDecodeError:
-                continue
-        return files
+        return text_files(entries)
 
     @endpoint
     async def download(self, request: Request) -> Response:
@@ -416,6 +409,10 @@ class RelaceApi:
                 raise invalid(["body"], "Input should be a valid dictionary", "dict_type") from None
             raise
 
+    def _add_texts(self, texts: Sequence[str]) -> list[str]:
+        # JSON may carry lone surrogates: kept as the bytes they would encode to.
+        return store_contents(self.store, (t.encode("utf-8", "surrogatepass") for t in texts))
+
     async def _store_contents(self, files: Mapping[str, str]) -> dict[str, FileRef]:
         blobs = await self.backend.run(self._add_texts, list(files.values()))
         return {path: FileRef(blob, None) for path, blob in zip(files, blobs, strict=True)}
@@ -446,19 +443,6 @@ class RelaceApi:
             self.store.discard_spool(spool)
             raise
         return spool
-
-    def _add_texts(self, texts: Sequence[str]) -> list[str]:
-        spools = []
-        try:
-            for text in texts:
-                spools.append(self.store.new_spool())
-                spools[-1].write(text.encode("utf-8", "surrogatepass"))
-            self.store.add_blobs(spools)
-        except BaseException:
-            for spool in spools:
-                self.store.discard_spool(spool)
-            raise
-        return [spool.sha256 for spool in spools]
 
 
 def relace_bad_url(part: str, message: str) -> JSONResponse:
