@@ -1,7 +1,8 @@
 """Server security probe, finding 7: server resources a client could use up.
 
 - Relace `clone` read every file whole into memory (three clones of one 200 MiB file
-  took 1 GiB): it is streamed, one chunk of one file at a time.
+  took 1 GiB): it is streamed, one chunk of one file at a time. So is a Terminal Use
+  listing, which inlines up to 5,000 contents of up to 1 MiB each.
 - An inline batch held one open spool file per file: three concurrent 700-file
   batches ran out of a 1,024-descriptor limit and two got 500. Spools are filled and
   closed one at a time.
@@ -68,6 +69,23 @@ def test_a_clone_is_the_text_files_as_json(server: ServerProc) -> None:
     assert r.status_code == 200
     got = {f["filename"]: f["content"] for f in json.loads(r.content)["files"]}
     assert got == {**files, "long.txt": long_text}
+
+
+def test_a_terminal_use_listing_streams_its_inlined_contents(server: ServerProc) -> None:
+    server.create_repo("fs")
+    text = b"t" * MiB  # inlined whole: 1 MiB is the face's limit per file
+    with server.client() as c:
+        for i in range(64):
+            c.put(f"/v1/repos/fs/files/f{i:02}.txt", content=text).raise_for_status()
+        before = server.rss_peak_kib()
+        with c.stream("GET", "/terminaluse/filesystems/fs/files", params={"limit": 100}) as r:
+            assert r.status_code == 200
+            body = r.read()
+    assert server.rss_peak_kib() - before < PEAK_GROWTH_LIMIT_KIB
+    listing = json.loads(body)
+    assert listing["total_count"] == 64 and listing["filesystem_id"] == "fs"
+    assert [f["path"] for f in listing["files"]] == [f"f{i:02}.txt" for i in range(64)]
+    assert all(f["content"] == text.decode() for f in listing["files"])
 
 
 def _relace_batch(server: ServerProc, repo: str, tag: str, results: list[int]) -> None:

@@ -18,6 +18,7 @@ Mapping onto the store:
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -140,14 +141,27 @@ class TerminalUseFace:
         await wire.filesystem_info(self.backend, fs_id)
         entries = await self.backend.run(self._matching, fs_id, directory, recursive, mime_type)
         page = entries[offset : offset + limit]
-        files = [await self._file_json(fs_id, e, include_content) for e in page]
-        data = {
-            "files": files,
+        rest = {
             "filesystem_id": fs_id,
             "total_count": len(entries),
             "synced_at": wire.iso(time.time()),  # the manifest is the live tree
         }
-        return JSONResponse(data)
+        body = self._files_body(fs_id, page, include_content, rest)
+        return StreamingResponse(body, media_type="application/json")
+
+    async def _files_body(
+        self, fs_id: str, page: list[Entry], include_content: bool, rest: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
+        """`{"files": [...], **rest}`, streamed a file at a time: a page may inline up to
+        5,000 contents of 1 MiB each, far too much to build whole."""
+        yield b'{"files":['
+        for index, entry in enumerate(page):
+            try:
+                item = await self._file_json(fs_id, entry, include_content)
+            except NotFound:  # its content went meanwhile: listed without it
+                item = await self._file_json(fs_id, entry, False)
+            yield (b"," if index else b"") + json.dumps(item, ensure_ascii=False).encode()
+        yield b"]," + json.dumps(rest, ensure_ascii=False).encode()[1:]
 
     def _matching(
         self, fs_id: str, directory: str, recursive: bool, mime_type: str | None
