@@ -241,3 +241,29 @@ def test_terminal_use_refuses_an_archive_member_with_a_control_character(
     r = c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body)
     assert r.status_code == 422, r.text
     assert c.get(f"/v1/repos/{fs_id}").json()["head"] == "0"
+
+
+HUGE_NUMBER = "9" * 5000  # int() refuses more than 4300 digits
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "headers"),
+    [
+        ("/v1/repos/bad/tree", {"limit": HUGE_NUMBER}, {}),
+        ("/v1/repos/bad/tree", {"at": HUGE_NUMBER}, {}),
+        ("/v1/repos/bad/tree", {"at": str(1 << 70)}, {}),
+        ("/v1/repos/bad/changes", {"since": HUGE_NUMBER}, {}),
+        ("/v1/repos/bad/files/src", {"at": HUGE_NUMBER}, {}),
+        ("/v1/repos/bad/files/src", {}, {"Range": f"bytes={HUGE_NUMBER}-"}),
+        ("/v1/repos/bad/files/src", {}, {"Range": f"bytes=0-{HUGE_NUMBER}"}),
+    ],
+)
+def test_huge_numbers_are_a_4xx(
+    live: ServerProc, c: httpx.Client, url: str, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    c.put("/v1/repos/bad/files/src", content=b"s").raise_for_status()
+    r = c.get(url, params=params, headers=headers)
+    assert r.status_code < 500, r.text
+    if not headers:
+        assert r.status_code == 422, r.text
+    no_traceback(live)

@@ -113,7 +113,9 @@ def write_expectation(
     return None
 
 
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+# At most 20 digits each (a larger offset is no range of any file; int() refuses past
+# 4300 digits): longer is malformed, and so ignored.
+_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -139,21 +141,34 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+MAX_HEAD = (1 << 63) - 1  # heads are SQLite integers
+
+
 def head_param(value: object, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_HEAD:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and _decimal(value) is not None and int(value) <= MAX_HEAD:
         return int(value)
-    raise ApiError("invalid_request", f"{name!r} must be a head (a decimal number), not {value!r}")
+    shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "…"
+    raise ApiError("invalid_request", f"{name!r} must be a head (a decimal number), not {shown!r}")
 
 
 def int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    number = _decimal(value)
+    if number is None or not low <= number <= high:
         raise ApiError("invalid_request", f"{name!r} must be a number from {low} to {high}")
+    return number
+
+
+def _decimal(value: str) -> int | None:
+    """ASCII digits as a number; None for anything else, or for more than 20 digits
+    (which no parameter needs, and int() refuses past 4300)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
+        return None
     return int(value)
 
 
@@ -205,8 +220,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         head, last_path = text.split(":", 1)
-        return int(head), last_path
-    except (ValueError, binascii.Error):
+        at = head_param(head, "cursor")
+        if at is None:
+            raise ValueError("no head")
+        return at, valid_path(last_path)
+    except (ValueError, binascii.Error, ApiError):
         raise ApiError("invalid_request", f"{cursor!r} is not a cursor from this server") from None
 
 
