@@ -1,6 +1,6 @@
 """The ASGI application: faces mounted under their prefixes, over one Backend.
 
-Layers, outside in: access log (every request, even refused ones), the shield that
+Layers, outside in: access log (every request, even refused ones), the wrapper that
 lets a streamed answer end cleanly (server/lastsend.py), the URL guard (a
 URL that is not UTF-8 is refused by its face, after its authentication), then per face
 its authentication and routes. The native protocol lives under /v1; other dialects
@@ -28,7 +28,7 @@ from repomount.server.faces.relace import relace_bad_url, relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
 from repomount.server.jsonresponse import JSONResponse
-from repomount.server.lastsend import ShieldLastSend
+from repomount.server.lastsend import FinishLastSend
 from repomount.server.native import native_routes
 from repomount.server.native_responses import native_bad_url
 from repomount.server.urlguard import BadUrl, UrlGuard, refusal
@@ -71,4 +71,4 @@ def create_app(
     if fault_rate:
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}
-    return AccessLog(ShieldLastSend(UrlGuard(app, refusals)))
+    return AccessLog(FinishLastSend(UrlGuard(app, refusals)))

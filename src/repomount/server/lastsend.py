@@ -1,12 +1,12 @@
 """Streamed answers end cleanly, so their connection can go idle and be closed.
 
-Starlette streams a response beside a task that waits for the client to go away; once
-the last chunk is handed to Hypercorn, Hypercorn tells that task the exchange is over,
-and the task cancels the stream's task while it is still inside Hypercorn's send,
-which is where Hypercorn puts the connection back to idle and starts its keep-alive
-timer. Cancelled there, the timer never started and the connection stayed open
-forever. The send of the last message is shielded from that cancellation (Hypercorn
-shields its own socket writes the same way), so it always runs to the end.
+Starlette streams a response beside a task that waits for `http.disconnect`. Hypercorn
+sends that message to the application from inside the send of the response's last
+message, just before it puts the connection back to idle and starts its keep-alive
+timer; the waiting task then cancelled the stream's task right there, the timer never
+started, and the connection stayed open forever. So while the last message is being
+sent, a disconnect is held back until that send has returned. Nothing is shielded: a
+shutdown still cancels everything.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class ShieldLastSend:
+class FinishLastSend:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -23,12 +23,24 @@ class ShieldLastSend:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        sending_last = False
+        last_sent = trio.Event()
 
-        async def send_last_shielded(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                with trio.CancelScope(shield=True):
-                    await send(message)
+        async def send_tracking_the_last(message: Message) -> None:
+            nonlocal sending_last
+            if message["type"] != "http.response.body" or message.get("more_body"):
+                await send(message)
                 return
-            await send(message)
+            sending_last = True
+            try:
+                await send(message)
+            finally:
+                last_sent.set()
 
-        await self.app(scope, receive, send_last_shielded)
+        async def receive_after_the_last() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and sending_last:
+                await last_sent.wait()
+            return message
+
+        await self.app(scope, receive_after_the_last, send_tracking_the_last)
