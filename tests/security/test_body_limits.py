@@ -9,6 +9,7 @@ counted as it arrives and cut off with 413, and routes that take no body never r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ HUGE = 2 << 30  # declared only: more than every limit (--max-file-size is 1 GiB
 MiB = 1 << 20
 CHUNKED_TOTAL = 200 * MiB
 PEAK_GROWTH_LIMIT_KIB = 48 * 1024  # a bounded read keeps far below this
+GRACE_SECONDS = 5.0  # a stopping server's wait for requests in flight (run.py)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,21 @@ def test_a_chunked_body_is_cut_off_with_413(server: ServerProc, kind: str) -> No
     assert status == 413, body
     assert sent < CHUNKED_TOTAL
     assert server.rss_peak_kib() - before < PEAK_GROWTH_LIMIT_KIB
+
+
+def test_a_refused_body_leaves_nothing_behind(server: ServerProc) -> None:
+    """Each request refused part way through its body used to leave its task behind,
+    stuck with the chunks already queued for it: memory grew with every such request,
+    and a stop waited out its whole grace period for them."""
+    with server.client() as c:
+        fs_id = c.post("/terminaluse/filesystems", json={"project_id": "p"}).json()["id"]
+    for _ in range(40):
+        request = RawRequest(server, "POST", f"/terminaluse/filesystems/{fs_id}/upload-url")
+        request.stream(2 * MiB, chunk=64 << 10)
+        assert request.response()[0] == 413
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < GRACE_SECONDS
 
 
 def _body(total: int, chunk: int = MiB) -> Iterator[bytes]:
