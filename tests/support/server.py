@@ -136,6 +136,15 @@ class ServerProc:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def rss_peak_kib(self) -> int:
+        """The server process's peak resident memory so far (VmHWM), in KiB."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()

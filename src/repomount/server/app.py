@@ -1,38 +1,51 @@
 """The ASGI application: faces mounted under their prefixes, over one Backend.
 
-Layers, outside in: access log (every request, even refused ones), then per face its
-authentication and routes. The native protocol lives under /v1; other dialects (Relace,
-Terminal Use, Oxen, Sentry) go in `server/faces/` and are added to `FACES` below, each
-a function returning its routes for the shared Backend.
+Layers, outside in: access log (every request, even refused ones), the wrapper that
+lets a streamed answer end cleanly (server/lastsend.py), the URL guard (a
+URL that is not UTF-8 is refused by its face, after its authentication), then per face
+its authentication and routes. The native protocol lives under /v1; other dialects
+(Relace, Terminal Use, Oxen, Sentry) go in `server/faces/` and are added to `FACES`
+below, each with a function returning its routes for the shared Backend and its 422.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
 from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
-from repomount.server.faces.relace import relace_routes
+from repomount.server.faces import terminaluse_wire as wire
+from repomount.server.faces.relace import relace_bad_url, relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
+from repomount.server.jsonresponse import JSONResponse
+from repomount.server.lastsend import FinishLastSend
 from repomount.server.native import native_routes
+from repomount.server.native_responses import native_bad_url
+from repomount.server.urlguard import BadUrl, UrlGuard, refusal
 
-Face = Callable[[Backend], list[BaseRoute]]
 
-# prefix -> routes of that face
+@dataclass(frozen=True)
+class Face:
+    routes: Callable[[Backend], list[BaseRoute]]
+    bad_url: BadUrl  # its 422 for a URL that is not UTF-8 (server/urlguard.py)
+
+
+# prefix -> the face served under it
 FACES: dict[str, Face] = {
-    "/v1": native_routes,
-    "/relace/v1": relace_routes,
-    "/terminaluse": terminaluse_routes,
+    "/v1": Face(native_routes, native_bad_url),
+    "/relace/v1": Face(relace_routes, relace_bad_url),
+    "/terminaluse": Face(terminaluse_routes, wire.bad_url),
 }
 
 
@@ -56,11 +69,15 @@ def create_app(
 ) -> ASGIApp:
     """The app; with `log_requests`, one access line per request goes to `request_log`
     (None: stderr)."""
+    faces = faces or FACES
+    token = backend.options.token
     mounts: list[BaseRoute] = [
-        Mount(prefix, app=BearerAuth(Router(routes=face(backend)), backend.options.token))
-        for prefix, face in (faces or FACES).items()
+        Mount(prefix, app=BearerAuth(Router(routes=face.routes(backend)), token))
+        for prefix, face in faces.items()
     ]
     app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
     if fault_rate:
         app = FaultInjector(app, fault_rate)
-    return AccessLog(app, request_log) if log_requests else app
+    refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}
+    guarded: ASGIApp = FinishLastSend(UrlGuard(app, refusals))
+    return AccessLog(guarded, request_log) if log_requests else guarded

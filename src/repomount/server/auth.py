@@ -14,7 +14,8 @@ from repomount.server import presign
 
 
 class BearerAuth:
-    """Refuses HTTP requests without `Authorization: Bearer <token>` (401, JSON error)."""
+    """Refuses HTTP requests without exactly one `Authorization: Bearer <token>` header
+    (401, JSON error), unless they carry a valid presigned-URL signature."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
@@ -25,23 +26,32 @@ class BearerAuth:
         if scope["type"] != "http" or self.expected is None:
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected) or presign.verify(
+        given = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
+        # Exactly one header, equal byte for byte: with two, which one counts would be
+        # up to each proxy on the way. (HTTP strips spaces around a header's value.)
+        exact = len(given) == 1 and hmac.compare_digest(given[0], self.expected)
+        if exact or presign.verify(
             self.token, scope["method"], scope["path"], scope.get("query_string", b"")
         ):
             await self.app(scope, receive, send)
             return
-        message = "missing bearer token" if not given else "wrong bearer token"
-        body = json.dumps({"error": {"code": "unauthorized", "message": message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="repomount"'),
-                ],
-            }
+        if not given and presign.carries_signature(scope.get("query_string", b"")):
+            # A presigned URL gone bad (expired, altered, garbled): as an object store.
+            await _refuse(send, 403, "forbidden", "the presigned URL is invalid or has expired")
+            return
+        message = {0: "missing bearer token", 1: "wrong bearer token"}.get(
+            len(given), "more than one Authorization header"
         )
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 401, "unauthorized", message)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="repomount"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

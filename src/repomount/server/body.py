@@ -12,6 +12,7 @@ from repomount.server.errors import ApiError
 from repomount.server.store import BlobSpool
 
 MAX_JSON_BODY = 64 << 20  # JSON bodies are read into memory; big content goes to blobs
+SMALL_JSON_BODY = 64 << 10  # bodies that only carry a few settings (a name, an expiry)
 
 
 def too_large(limit: int) -> ApiError:
@@ -54,9 +55,9 @@ async def spool_body(backend: Backend, request: Request) -> BlobSpool:
     return spool
 
 
-async def read_json(backend: Backend, request: Request) -> dict[str, Any]:
-    """The body as a JSON object: 400 bad_json when unparsable, 422 when not an object."""
-    limit = min(backend.options.max_file_size, MAX_JSON_BODY)
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes: 413 at once when Content-Length is over
+    it, else as soon as the streamed (chunked) body passes it; never read further."""
     check_declared_length(request, limit)
     parts: list[bytes] = []
     size = 0
@@ -65,10 +66,29 @@ async def read_json(backend: Backend, request: Request) -> dict[str, Any]:
         if size > limit:
             raise too_large(limit)
         parts.append(chunk)
-    try:
-        data = json.loads(b"".join(parts))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError("bad_json", f"request body is not valid JSON: {error}") from None
+    return b"".join(parts)
+
+
+async def read_json(
+    backend: Backend, request: Request, limit: int = MAX_JSON_BODY
+) -> dict[str, Any]:
+    """The body as a JSON object: 400 bad_json when unparsable, 422 when not an object.
+    Parsed in a worker thread: a large body takes a while, and the event loop serves
+    everyone else meanwhile."""
+    raw = await read_body(request, min(backend.options.max_file_size, limit))
+    data = await backend.run(parse_json, raw)
     if not isinstance(data, dict):
         raise ApiError("invalid_request", "request body must be a JSON object")
     return data
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON (no NaN or Infinity, which no JSON encoder writes back): 400 bad_json."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ApiError("bad_json", f"request body is not valid JSON: {error}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -6,7 +6,7 @@ shapes of answers (JSON, errors, streamed content) in native_responses.py.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from functools import wraps
 
@@ -18,8 +18,9 @@ from starlette.routing import BaseRoute, Route
 from repomount.server.backend import Backend
 from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
-from repomount.server.body import read_json, spool_body
+from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
 from repomount.server.errors import ApiError
+from repomount.server.inline import store_contents
 from repomount.server.native_requests import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -39,6 +40,7 @@ from repomount.server.native_requests import (
     read_paths,
     str_field,
     valid_path,
+    writable_path,
     write_expectation,
 )
 from repomount.server.native_responses import (
@@ -53,7 +55,6 @@ from repomount.server.native_responses import (
 from repomount.server.store import Conflict, Delete, Idempotency, NotFound, StoreError, Write
 
 CHANGES_PER_ANSWER = 10_000
-INLINE_GROUP = 64  # inline contents stored (and made durable) together
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 
@@ -112,7 +113,7 @@ class NativeApi:
 
     @endpoint
     async def create_repo(self, request: Request) -> Response:
-        body = await read_json(self.backend, request)
+        body = await read_json(self.backend, request, SMALL_JSON_BODY)
         name = body.get("name")
         if not isinstance(name, str):
             raise ApiError("invalid_request", "the body needs a string field 'name'")
@@ -264,7 +265,7 @@ class NativeApi:
     @endpoint
     async def put_file(self, request: Request) -> Response:
         repo = request.path_params["repo"]
-        path = valid_path(request.path_params["path"])
+        path = writable_path(request.path_params["path"])
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
         expect = self._expectation(request, allow_create_only=True)
         mode = mode_param(request.headers.get("x-repomount-mode"))
@@ -348,35 +349,25 @@ class NativeApi:
         repo = request.path_params["repo"]
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
         body = await read_json(self.backend, request)
-        operations, inline = parse_operations(body.get("operations"))
         message, author = str_field(body, "message"), str_field(body, "author")
         key = idempotency_key(body)
+        # Up to 100,000 operations: parsing them, hashing the body and writing the
+        # answer each take a while, in a worker thread so that other requests go on.
+        operations, inline = await self.backend.run(parse_operations, body.get("operations"))
         if inline:
-            await self.backend.run(self._store_inline, inline)
+            await self.backend.run(store_contents, self.store, inline)
         # Bound to what the commit does, not to how its body carries it: a replay after
         # a crash may name another base, or send inline what it first sent as a blob.
-        what = [[type(op).__name__, *dataclasses.astuple(op)] for op in operations]
-        idempotency = None if key is None else Idempotency(key, fingerprint(what))
+        idempotency = None
+        if key is not None:
+            what = [[type(op).__name__, *dataclasses.astuple(op)] for op in operations]
+            idempotency = Idempotency(key, await self.backend.run(fingerprint, what))
         result = await self.backend.commit(
             repo, operations, message=message, author=author, idempotency=idempotency
         )
         results = [{"path": r.path, "version": r.version} for r in result.results]
-        return json_response({"head": str(result.head), "results": results}, 201, head=result.head)
-
-    def _store_inline(self, contents: Sequence[bytes]) -> None:
-        # In groups: each spool holds a descriptor until it is moved in, and a commit
-        # may carry thousands of inline contents (one group each: a descriptor limit).
-        for start in range(0, len(contents), INLINE_GROUP):
-            spools = []
-            try:
-                for content in contents[start : start + INLINE_GROUP]:
-                    spools.append(self.store.new_spool())
-                    spools[-1].write(content)
-                self.store.add_blobs(spools)
-            except BaseException:
-                for spool in spools:
-                    self.store.discard_spool(spool)
-                raise
+        data = {"head": str(result.head), "results": results}
+        return await self.backend.run(json_response, data, 201, head=result.head)
 
     def _expectation(self, request: Request, *, allow_create_only: bool) -> str | None:
         return write_expectation(

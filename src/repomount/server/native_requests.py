@@ -1,4 +1,5 @@
-"""Reading native requests (docs/native-api.md): paths, query parameters, headers
+"""Reading native requests (docs/native-api.md): paths (those written may hold no
+control character, server/names.py), query parameters, headers
 (preconditions, ranges, modes), listing cursors and commit bodies, each checked and
 refused with the native error it deserves (an ApiError). Pure functions: no store, no
 I/O, so the handlers in native.py only say what they read and what they do with it.
@@ -18,6 +19,7 @@ from starlette.datastructures import Headers
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.blobs import SHA256_RE
 from repomount.server.errors import ApiError
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import (
     ABSENT,
     PRESENT,
@@ -52,6 +54,21 @@ def valid_path(path: str) -> str:
         return validate_path(path)
     except InvalidPathError as error:
         raise ApiError("invalid_path", str(error), path=path) from None
+
+
+def writable_path(path: str) -> str:
+    """A valid path that may also be written: no control characters (server/names.py)."""
+    path = valid_path(path)
+    if problem := control_character_problem(path):
+        raise ApiError("invalid_path", f"invalid path {path!r}: {problem}", path=path)
+    return path
+
+
+def unicode_field(value: str, name: str) -> str:
+    """A stored string: 422 when it holds a lone surrogate (no UTF-8 form)."""
+    if not is_unicode(value):
+        raise ApiError("invalid_request", f"{name!r} is not valid Unicode (a lone surrogate)")
+    return value
 
 
 def etags(header: str) -> list[str]:
@@ -96,7 +113,9 @@ def write_expectation(
     return None
 
 
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+# At most 20 digits each (a larger offset is no range of any file; int() refuses past
+# 4300 digits): longer is malformed, and so ignored.
+_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -122,21 +141,34 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+MAX_HEAD = (1 << 63) - 1  # heads are SQLite integers
+
+
 def head_param(value: object, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_HEAD:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and _decimal(value) is not None and int(value) <= MAX_HEAD:
         return int(value)
-    raise ApiError("invalid_request", f"{name!r} must be a head (a decimal number), not {value!r}")
+    shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "…"
+    raise ApiError("invalid_request", f"{name!r} must be a head (a decimal number), not {shown!r}")
 
 
 def int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    number = _decimal(value)
+    if number is None or not low <= number <= high:
         raise ApiError("invalid_request", f"{name!r} must be a number from {low} to {high}")
+    return number
+
+
+def _decimal(value: str) -> int | None:
+    """ASCII digits as a number; None for anything else, or for more than 20 digits
+    (which no parameter needs, and int() refuses past 4300)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
+        return None
     return int(value)
 
 
@@ -160,18 +192,24 @@ def bool_param(value: str | None, name: str) -> bool:
     raise ApiError("invalid_request", f"{name!r} must be 1 or 0, not {value!r}")
 
 
+PERMISSION_BITS = 0o777  # what a stored mode keeps: no setuid, setgid or sticky bit
+
+
 def mode_param(value: str | None) -> int | None:
+    """The X-Repomount-Mode header: octal, at most 7777; stored as its permission bits."""
     if value is None:
         return None
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        mode = -1
+    mode = -1
+    if value.isascii() and value.isdigit():
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            pass
     if not 0 <= mode <= 0o7777:
         raise ApiError(
             "invalid_request", f"X-Repomount-Mode must be octal permission bits, not {value!r}"
         )
-    return mode
+    return mode & PERMISSION_BITS
 
 
 def encode_cursor(head: int, last_path: str) -> str:
@@ -182,8 +220,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         head, last_path = text.split(":", 1)
-        return int(head), last_path
-    except (ValueError, binascii.Error):
+        at = head_param(head, "cursor")
+        if at is None:
+            raise ValueError("no head")
+        return at, valid_path(last_path)
+    except (ValueError, binascii.Error, ApiError):
         raise ApiError("invalid_request", f"{cursor!r} is not a cursor from this server") from None
 
 
@@ -191,7 +232,7 @@ def str_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name, "")
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{name!r} must be a string")
-    return value
+    return unicode_field(value, name)
 
 
 def read_paths(body: dict[str, Any]) -> list[str]:
@@ -211,7 +252,7 @@ def idempotency_key(body: dict[str, Any]) -> str | None:
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise ApiError("invalid_request", "'idempotency_key' must be a non-empty string")
-    return key
+    return None if key is None else unicode_field(key, "idempotency_key")
 
 
 def parse_operations(raw: object) -> tuple[list[Operation], list[bytes]]:
@@ -237,7 +278,7 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
         raise ApiError("invalid_request", "an operation must be a JSON object")
     kind = op.get("op")
     if kind == "write":
-        path = _op_path(op, "path")
+        path = _op_path(op, "path", write=True)
         blob, content = op.get("blob"), op.get("content_b64")
         if (blob is None) == (content is None):
             raise ApiError("invalid_request", "a write needs exactly one of 'blob', 'content_b64'")
@@ -257,20 +298,22 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
             not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777
         ):
             raise ApiError("invalid_request", "'mode' must be permission bits (0 to 4095)")
+        if mode is not None:
+            mode &= PERMISSION_BITS
         return Write(path, blob, expect=_op_expect(op, "expect"), mode=mode)
     if kind == "delete":
         return Delete(_op_path(op, "path"), expect=_op_expect(op, "expect"))
     if kind == "rename":
         return Rename(
             _op_path(op, "from"),
-            _op_path(op, "to"),
+            _op_path(op, "to", write=True),
             expect=_op_expect(op, "expect"),
             expect_to=_op_expect(op, "expect_to"),
         )
     if kind == "mkdir":
-        return Mkdir(_op_path(op, "path"))
+        return Mkdir(_op_path(op, "path", write=True))
     if kind == "symlink":
-        path, target = _op_path(op, "path"), op.get("target")
+        path, target = _op_path(op, "path", write=True), op.get("target")
         try:
             check_symlink_target(target)
         except InvalidRequest as error:
@@ -282,11 +325,11 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
     )
 
 
-def _op_path(op: dict[str, Any], field: str) -> str:
+def _op_path(op: dict[str, Any], field: str, *, write: bool = False) -> str:
     value = op.get(field)
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{field!r} must be a path string")
-    return valid_path(value)
+    return writable_path(value) if write else valid_path(value)
 
 
 def _op_expect(op: dict[str, Any], field: str) -> str | None:

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, BinaryIO
 
 import trio
-from starlette.responses import JSONResponse
 
 from repomount import tarwrite
 from repomount.server.backend import Backend
 from repomount.server.errors import ApiError, status_of
+from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import Conflict, Entry, StoreError
 
 OCTET = "application/octet-stream"
@@ -30,6 +30,11 @@ def json_response(data: Any, status: int = 200, *, head: int | None = None) -> J
 def error_json(error: StoreError, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": error.code, "message": error.message, **error.details}}
     return JSONResponse(body, status_code=status_of(error), headers=headers)
+
+
+def native_bad_url(part: str, message: str) -> JSONResponse:
+    """The 422 of a URL the server refuses to decode (server/urlguard.py)."""
+    return error_json(ApiError("invalid_path" if part == "path" else "invalid_request", message))
 
 
 def precondition_failed(path: str, conflict: Conflict) -> ApiError:

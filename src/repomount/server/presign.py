@@ -34,6 +34,11 @@ def presigned_query(token: str | None, method: str, path: str, expires: int) -> 
     return urlencode({EXPIRES: str(expires), SIGNATURE: sig})
 
 
+def carries_signature(query_string: bytes) -> bool:
+    """Whether a query string holds a signature at all (valid or not)."""
+    return SIGNATURE.encode().lower() in query_string.lower()
+
+
 def verify(
     token: str | None, method: str, path: str, query_string: bytes, *, now: float | None = None
 ) -> bool:
@@ -41,9 +46,13 @@ def verify(
     try:
         query = parse_qs(query_string.decode("latin-1"), strict_parsing=False)
         (expires_text,), (given,) = query[EXPIRES], query[SIGNATURE]
-        expires = int(expires_text)
     except (KeyError, ValueError):
         return False
+    # Only what `presigned_query` writes: ASCII digits and hex. compare_digest raises
+    # on a non-ASCII str, and int() would take other digits, "_" and spaces.
+    if not (expires_text.isascii() and expires_text.isdigit() and given.isascii()):
+        return False
+    expires = int(expires_text)
     if expires < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(given, signature(token, method, path, expires))
+    return hmac.compare_digest(given.encode(), signature(token, method, path, expires).encode())

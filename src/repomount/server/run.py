@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
 
 PREFIX = "repomount serve"
+KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle keep-alive connection stays open
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ async def _serve(backend: Backend, config: ServeConfig, request_log: TextIO | No
     hconfig.loglevel = "WARNING"  # our own access log says what happens; errors still show
     hconfig.accesslog = None
     hconfig.graceful_timeout = config.graceful_timeout
+    hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_wait_for_signal, stop, backend)

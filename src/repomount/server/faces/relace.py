@@ -22,13 +22,14 @@ from typing import Any, BinaryIO
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.server.backend import Backend
 from repomount.server.body import check_declared_length, read_json
 from repomount.server.errors import ApiError
 from repomount.server.faces import relace_requests as req
+from repomount.server.faces.relace_clone import clone_body, text_files
 from repomount.server.faces.relace_model import (
     DiffDelete,
     DiffOp,
@@ -44,6 +45,8 @@ from repomount.server.faces.relace_model import (
     plan_diff,
     plan_files,
 )
+from repomount.server.inline import store_contents
+from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import (
     ABSENT,
     BlobSpool,
@@ -131,7 +134,7 @@ class RelaceApi:
             if kind == "git":
                 raise RelaceError(422, "git sources are not supported by this server")
             if kind == "files":
-                files = await self._store_contents(req.files(source))
+                files = await self._store_contents(await self.backend.run(req.files, source))
             else:
                 template = await self._resolve(req.str_field(source, "repo_id", ["body", "source"]))
                 _, entries = await self.backend.run(self._snapshot, template)
@@ -210,29 +213,20 @@ class RelaceApi:
             at = head_of_token(repo, commit)
             if at is None:
                 raise RelaceError(404, f"Commit not found: {commit}")
-        files = await self.backend.run(self._text_files, repo, at)
-        return JSONResponse({"files": files})
+        files = await self.backend.run(self._files_at, repo, at)
+        return StreamingResponse(clone_body(self.backend, files), media_type="application/json")
 
-    def _text_files(self, repo: str, at: int | None) -> list[dict[str, str]]:
-        """Every readable text file: non-UTF-8 content is left out, as the service does
-        with binary files (the reference leaves the exact rule open)."""
+    def _files_at(self, repo: str, at: int | None) -> list[Entry]:
+        """The repo's files at `at` (the head by default); the stream leaves out those
+        that are not UTF-8 text, as the service does with binary files (the reference
+        leaves the exact rule open)."""
         try:
             _, entries = self._snapshot(repo, at)
         except (Gone, NotFound) as error:
             if at is None:
                 raise
             raise RelaceError(404, f"Commit not found: {error.message}") from None
-        files = []
-        for path, entry in sorted(entries.items()):
-            if entry.type != "file" or entry.version is None:  # dirs, symlinks
-                continue
-            with self.store.open_blob(entry.version) as blob:
-                data = blob.read()
-            try:
-                files.append({"filename": path, "content": data.decode("utf-8")})
-            except UnicodeDecodeError:
-                continue
-        return files
+        return text_files(entries)
 
     @endpoint
     async def download(self, request: Request) -> Response:
@@ -264,9 +258,9 @@ class RelaceApi:
             if kind == "git":
                 raise RelaceError(400, "git sources are not supported by this server")
             if kind == "files":
-                files = req.files(source)
+                files = await self.backend.run(req.files, source)
             else:
-                ops = req.diff_ops(source)
+                ops = await self.backend.run(req.diff_ops, source)
         async with self._locked(repo):
             changed: list[str] = []
             if files is not None:
@@ -288,7 +282,7 @@ class RelaceApi:
     @endpoint
     async def upload(self, request: Request) -> Response:
         repo = await self._repo(request)
-        path = normalize_path(request.path_params["file_path"])
+        path = normalize_path(request.path_params["file_path"], write=True)
         # The lock is held from the first byte of the body: a slow upload keeps the repo
         # busy, and other writers get 423 meanwhile.
         async with self._locked(repo):
@@ -316,7 +310,8 @@ class RelaceApi:
         changed the repo in between (through another face) is planned again."""
         for _ in range(RACE_RETRIES):
             head, entries = await self.backend.run(self._snapshot, repo)
-            plan = plan_for(entries)
+            # Planning is proportional to the repo's entries and their depth: a thread.
+            plan = await self.backend.run(plan_for, entries)
             if not plan.operations:
                 return head, plan
             try:
@@ -414,6 +409,10 @@ class RelaceApi:
                 raise invalid(["body"], "Input should be a valid dictionary", "dict_type") from None
             raise
 
+    def _add_texts(self, texts: Sequence[str]) -> list[str]:
+        # JSON may carry lone surrogates: kept as the bytes they would encode to.
+        return store_contents(self.store, (t.encode("utf-8", "surrogatepass") for t in texts))
+
     async def _store_contents(self, files: Mapping[str, str]) -> dict[str, FileRef]:
         blobs = await self.backend.run(self._add_texts, list(files.values()))
         return {path: FileRef(blob, None) for path, blob in zip(files, blobs, strict=True)}
@@ -445,18 +444,11 @@ class RelaceApi:
             raise
         return spool
 
-    def _add_texts(self, texts: Sequence[str]) -> list[str]:
-        spools = []
-        try:
-            for text in texts:
-                spools.append(self.store.new_spool())
-                spools[-1].write(text.encode("utf-8", "surrogatepass"))
-            self.store.add_blobs(spools)
-        except BaseException:
-            for spool in spools:
-                self.store.discard_spool(spool)
-            raise
-        return [spool.sha256 for spool in spools]
+
+def relace_bad_url(part: str, message: str) -> JSONResponse:
+    """The 422 of a URL the server refuses to decode (server/urlguard.py)."""
+    error = invalid([part], message, "value_error")
+    return JSONResponse({"detail": error.detail}, status_code=error.status)
 
 
 def _load_metadata(attrs: Mapping[str, str]) -> dict[str, str] | None:

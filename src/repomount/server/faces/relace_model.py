@@ -13,11 +13,13 @@ Contract: docs/remotes.md ("Relace", "The reference server's face").
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.paths import InvalidPathError, parent_of, validate_path
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import ABSENT, PRESENT, Delete, Entry, Operation, Write
 
 # --------------------------------------------------------------------------- errors
@@ -40,9 +42,15 @@ def invalid(loc: Sequence[str | int], msg: str, kind: str, value: object = None)
 # --------------------------------------------------------------------------- paths
 
 
-def normalize_path(raw: str) -> str:
+def normalize_path(raw: str, *, write: bool = False) -> str:
     """A file path as the service reads it (pydantic `Path`): `a//b` is `a/b`, `./a` is
-    `a`, a trailing `/` goes. An empty path, a leading `/` or a `..` is a 400."""
+    `a`, a trailing `/` goes. An empty path, a leading `/` or a `..` is a 400. A path
+    that is not valid Unicode, or one to `write` that holds a control character
+    (server/names.py), fails validation: 422."""
+    if not is_unicode(raw):
+        raise invalid(["body", "filename"], "Input is not valid Unicode", "string_unicode")
+    if write and (problem := control_character_problem(raw)):
+        raise invalid(["body", "filename"], f"Invalid path {raw!r}: {problem}", "value_error")
     if raw.startswith("/"):
         raise RelaceError(400, f"Invalid path {raw!r}: must be relative to the repository root")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
@@ -133,57 +141,80 @@ class FileRef:
 
 @dataclass
 class _Tree:
-    """The files of a repo, with a count of files below each directory."""
+    """The files of a repo, with the number of entries directly in each directory.
+
+    Walks up from a path stop at the first directory that already exists (or stays):
+    the work of an add or remove is the directories it makes or empties, not the
+    path's depth, which may reach 2048 levels."""
 
     files: dict[str, FileRef] = field(default_factory=dict)
-    below: dict[str, int] = field(default_factory=dict)
+    children: dict[str, int] = field(default_factory=dict)  # directory -> entries in it
+    _sorted: list[str] | None = None  # the files' paths in order, for files_under
 
     def add(self, path: str, file: FileRef) -> None:
         if path not in self.files:
-            for parent in ancestors_of(path):
-                self.below[parent] = self.below.get(parent, 0) + 1
+            self._sorted = None
+            parent = parent_of(path)
+            while parent:
+                count = self.children.get(parent, 0)
+                self.children[parent] = count + 1
+                if count:  # it existed: its own parents count it already
+                    break
+                parent = parent_of(parent)
         self.files[path] = file
 
     def remove(self, path: str) -> FileRef:
-        for parent in ancestors_of(path):
-            self.below[parent] -= 1
-            if not self.below[parent]:
-                del self.below[parent]
+        parent = parent_of(path)
+        while parent:
+            count = self.children[parent] - 1
+            if count:
+                self.children[parent] = count
+                break
+            del self.children[parent]  # emptied: it goes, and leaves its parent
+            parent = parent_of(parent)
         return self.files.pop(path)
 
     def is_dir(self, path: str) -> bool:
-        return path in self.below
+        return path in self.children
 
     def files_under(self, path: str) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.files)
         prefix = path + "/"
-        return [p for p in self.files if p.startswith(prefix)]
+        found = []
+        for p in self._sorted[bisect_left(self._sorted, prefix) :]:
+            if not p.startswith(prefix):
+                break
+            if p in self.files:  # (removed since the list was sorted)
+                found.append(p)
+        return found
 
     def check_writable(self, path: str, what: str) -> None:
         """A file may go at `path`: it is no directory and has no file for an ancestor."""
         if self.is_dir(path):
             raise RelaceError(400, f"Cannot {what} {path!r}: it is a directory")
-        for parent in ancestors_of(path):
+        parent = parent_of(path)
+        while parent and not self.is_dir(parent):  # above a directory, only directories
             if parent in self.files:
                 raise RelaceError(400, f"Cannot {what} {path!r}: {parent!r} is a file")
+            parent = parent_of(parent)
 
 
 def plan_diff(entries: Mapping[str, Entry], ops: Sequence[DiffOp]) -> Plan:
     """A `source.type=diff` update: deletes, then writes (the last per path wins), then
     renames (the last target per source wins), as the service applies them."""
     tree = _tree(entries)
-    deleted_roots: list[str] = []
+    deleted_roots = list(dict.fromkeys(op.path for op in ops if isinstance(op, DiffDelete)))
     changed: dict[str, None] = {}
-    for op in ops:
-        if isinstance(op, DiffDelete) and op.path not in deleted_roots:
-            deleted_roots.append(op.path)
     for path in deleted_roots:  # all must exist before the phase (one may hold another)
         if path not in tree.files and not tree.is_dir(path):
             raise RelaceError(404, f"File not found: {path}")
     for path in deleted_roots:
         if path in tree.files:
             tree.remove(path)
-        for sub in tree.files_under(path):
-            tree.remove(sub)
+        elif tree.is_dir(path):
+            for sub in tree.files_under(path):
+                tree.remove(sub)
         changed[path] = None
     for op in ops:
         if isinstance(op, DiffWrite):
@@ -247,10 +278,19 @@ def _plan(
     ]
     # Directories left without files vanish, as in git: those above a file that went,
     # those deleted explicitly, and (empty) ones where a file is now written.
-    touched = {a for p in gone for a in ancestors_of(p)}
+    touched: set[str] = set()
+    for p in gone:  # each walk stops at a directory already touched
+        parent = parent_of(p)
+        while parent and parent not in touched:
+            touched.add(parent)
+            parent = parent_of(parent)
     touched.update(p for p in [*deleted_roots, *written] if p in old_dirs)
     touched = {d for d in touched if d in old_dirs and not tree.is_dir(d)}
-    dirs_gone = {d for d in old_dirs if d in touched or any(a in touched for a in ancestors_of(d))}
+    dirs_gone: set[str] = set()
+    if touched:  # a directory goes when it, or one above it, does: parents first
+        for d in sorted(old_dirs, key=lambda d: d.count("/")):
+            if d in touched or parent_of(d) in dirs_gone:
+                dirs_gone.add(d)
     deletes = sorted([*gone, *dirs_gone], key=lambda p: (-p.count("/"), p))  # deepest first
     operations: list[Operation] = [
         Delete(p, expect=old_files[p].version if p in old_files else PRESENT) for p in deletes

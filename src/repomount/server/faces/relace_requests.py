@@ -1,6 +1,7 @@
 """Reading the Relace face's requests: JSON bodies and query parameters, validated with
 the errors FastAPI (which the real service runs on) gives: 422 with
 `{"detail": [{"type", "loc", "msg", "input"}]}`; a bad path or diff operation is a 400.
+Bodies can be large (up to 100,000 files): callers run these in a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from repomount.server.faces.relace_model import (
 )
 
 # --- bodies -------------------------------------------------------------------------------
+
+MAX_ITEMS = 100_000  # files or diff operations in one request, as native commits
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,11 @@ def files(source: dict[str, Any]) -> dict[str, str]:
     loc: list[str | int] = ["body", "source", "files"]
     if not isinstance(raw, list):
         raise invalid(loc, "Input should be a valid list", "list_type", raw)
+    _check_count(raw, loc)
     files: dict[str, str] = {}
     for i, item in enumerate(raw):
         filename = str_field(item, "filename", [*loc, i])
-        files[normalize_path(filename)] = str_field(item, "content", [*loc, i])
+        files[normalize_path(filename, write=True)] = str_field(item, "content", [*loc, i])
     return files
 
 
@@ -64,23 +68,31 @@ def diff_ops(source: dict[str, Any]) -> list[DiffOp | TextWrite]:
     loc: list[str | int] = ["body", "source", "operations"]
     if not isinstance(raw, list):
         raise invalid(loc, "Input should be a valid list", "list_type", raw)
+    _check_count(raw, loc)
     ops: list[DiffOp | TextWrite] = []
     for i, op in enumerate(raw):
         kind = op.get("type") if isinstance(op, dict) else None
         if kind == "write":
-            path = normalize_path(str_field(op, "filename", [*loc, i]))
+            path = normalize_path(str_field(op, "filename", [*loc, i]), write=True)
             ops.append(TextWrite(path, str_field(op, "content", [*loc, i])))
         elif kind == "delete":
             ops.append(DiffDelete(normalize_path(str_field(op, "filename", [*loc, i]))))
         elif kind == "rename":
             old = normalize_path(str_field(op, "old_filename", [*loc, i]))
-            new = normalize_path(str_field(op, "new_filename", [*loc, i]))
+            new = normalize_path(str_field(op, "new_filename", [*loc, i]), write=True)
             ops.append(DiffRename(old, new))
         else:
             raise RelaceError(
                 400, f"Invalid diff operation {i}: type must be write, delete or rename"
             )
     return ops
+
+
+def _check_count(items: list[Any], loc: list[str | int]) -> None:
+    if len(items) > MAX_ITEMS:
+        raise invalid(
+            loc, f"List should have at most {MAX_ITEMS} items, not {len(items)}", "too_long"
+        )
 
 
 def str_field(obj: object, name: str, loc: Sequence[str | int]) -> str:

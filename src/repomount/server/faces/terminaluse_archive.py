@@ -19,6 +19,7 @@ import zstandard
 
 from repomount import tarwrite
 from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import Delete, Entry, Operation, Store, Write
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -28,6 +29,17 @@ PAGE = 5000
 
 class BadArchive(ValueError):
     """An uploaded archive that is not a tar.zst of regular files with valid paths."""
+
+
+class UnwritableName(BadArchive):
+    """A member whose name is not valid UTF-8 or holds a control character."""
+
+
+class TooManyFiles(BadArchive):
+    """More members than one commit takes (MAX_FILES)."""
+
+
+MAX_FILES = 100_000  # as a native commit's operations
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,10 @@ def member_path(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     name = name.lstrip("/")
+    if not is_unicode(name):  # tarfile decodes bytes that are not UTF-8 to surrogates
+        raise UnwritableName(f"archive member {name!r}: the name is not valid UTF-8")
+    if problem := control_character_problem(name):
+        raise UnwritableName(f"archive member {name!r}: the name {problem}")
     try:
         return validate_path(name)
     except InvalidPathError as error:
@@ -117,6 +133,8 @@ def unpack(store: Store, archive: BinaryIO, max_file_size: int) -> list[ArchiveF
                 if member.size > max_file_size:
                     raise BadArchive(f"archive member {member.name!r} is larger than the limit")
                 path = member_path(member.name)
+                if len(files) >= MAX_FILES and path not in files:
+                    raise TooManyFiles(f"the archive holds more than {MAX_FILES} files")
                 content = tar.extractfile(member)
                 assert content is not None  # a regular file always has content
                 sha256, size = _store_blob(store, content)

@@ -9,17 +9,38 @@ import binascii
 import hashlib
 import json
 import mimetypes
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar
 
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
 from repomount.paths import InvalidPathError, validate_path
+from repomount.server.backend import Backend
 from repomount.server.faces.terminaluse_archive import ArchiveFile
-from repomount.server.store import Entry, RepoInfo
+from repomount.server.jsonresponse import JSONResponse
+from repomount.server.names import control_character_problem, is_unicode
+from repomount.server.store import Entry, NotFound, RepoInfo, StoreError
 
 NAMESPACE = "repomount"
 ATTR_NAME, ATTR_PROJECT = "terminaluse.name", "terminaluse.project_id"
+
+# Store error code -> status on this face (the SDK knows 400/404/409/412/422/428).
+STATUS = {
+    "not_found": 404,
+    "idempotency_conflict": 409,
+    "stale_base": 409,
+    "conflict": 412,
+    "too_large": 413,
+    "invalid_path": 400,
+    "invalid_request": 400,
+    "path_conflict": 400,
+    "directory_not_empty": 400,
+    "bad_json": 400,
+    "hash_mismatch": 400,
+}
 
 
 class FaceError(Exception):
@@ -37,6 +58,36 @@ class ValidationError(Exception):
     def __init__(self, where: str, name: str, message: str) -> None:
         super().__init__(message)
         self.body = {"detail": [{"loc": [where, name], "msg": message, "type": "value_error"}]}
+
+
+# --- handlers ------------------------------------------------------------------------
+
+Api = TypeVar("Api")
+Handler = Callable[[Api, Request], Awaitable[Response]]
+
+
+def endpoint(fn: Handler[Api]) -> Handler[Api]:
+    """Every refusal in the face's error shapes."""
+
+    @wraps(fn)
+    async def handler(self: Api, request: Request) -> Response:
+        try:
+            return await fn(self, request)
+        except ValidationError as error:
+            return JSONResponse(error.body, status_code=422)
+        except FaceError as error:
+            return error_response(error.status, error.message)
+        except StoreError as error:
+            return error_response(STATUS.get(error.code, 500), error.message)
+
+    return handler
+
+
+async def filesystem_info(backend: Backend, fs_id: str) -> RepoInfo:
+    try:
+        return await backend.run(backend.store.repo_info, fs_id)
+    except NotFound:
+        raise FaceError(404, f"Filesystem not found: {fs_id}") from None
 
 
 # --- archive versions ----------------------------------------------------------------
@@ -114,8 +165,14 @@ def texty(mime: str) -> bool:
     )
 
 
-def request_path(raw: str, *, status: int) -> str:
-    """A request's file path: leading "/" and "./" are dropped; '..' and friends refused."""
+def request_path(raw: str, *, status: int, write: bool = False) -> str:
+    """A request's file path: leading "/" and "./" are dropped; '..' and friends refused
+    with `status`. One that is not valid Unicode, or one to `write` that holds a control
+    character (server/names.py), fails validation: 422."""
+    if not is_unicode(raw):
+        raise ValidationError("query", "path", "the path is not valid Unicode")
+    if write and (problem := control_character_problem(raw)):
+        raise ValidationError("query", "path", f"invalid path {raw!r}: {problem}")
     path = raw
     while path.startswith(("/", "./")):
         path = path[1:] if path.startswith("/") else path[2:]
@@ -168,6 +225,15 @@ def body_field(body: dict[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if not isinstance(value, kind):
         raise ValidationError("body", name, f"a {kind.__name__} is required")
+    if isinstance(value, str):
+        unicode_field(value, name)
+    return value
+
+
+def unicode_field(value: str, name: str) -> str:
+    """A string to store: 422 when it holds a lone surrogate (no UTF-8 form)."""
+    if not is_unicode(value):
+        raise ValidationError("body", name, "not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -202,6 +268,11 @@ def fingerprint(value: Any) -> str:
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def bad_url(part: str, message: str) -> JSONResponse:
+    """The 422 of a URL the server refuses to decode (server/urlguard.py)."""
+    return JSONResponse(ValidationError(part, "url", message).body, status_code=422)
 
 
 def error_response(status: int, message: str) -> JSONResponse:

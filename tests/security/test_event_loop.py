@@ -1,0 +1,71 @@
+"""Server security probe, finding 2: one request stalled all others.
+
+A Relace `update` in a repository holding a 2,000-component path planned its commit
+on the event loop, with work quadratic in the path's depth: an unrelated GET waited
+8 s and more behind it. Planning now runs in a worker thread and walks each path once
+(as do parsing large bodies and large commits); an unrelated GET stays fast while
+such a request runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from support.server import ServerProc
+from support.util import wait_until
+
+DEPTH = 2000  # "a/a/.../a": 3999 bytes, a valid path (at most 4096)
+FAST = 1.0  # seconds an unrelated GET may take meanwhile (it takes milliseconds)
+
+
+def _while_running(server: ServerProc, request: Callable[[httpx.Client], object]) -> float:
+    """Start `request` in a thread; once the server holds it (or it is done), time an
+    unrelated GET. Waits for `request` and returns the GET's seconds."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with server.client() as c:
+                c.timeout = httpx.Timeout(120)
+                request(c)
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            done.set()
+
+    before = server.connections()
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: done.is_set() or server.holds_a_request(before), 30, "the request")
+    start = time.monotonic()
+    with server.client() as c:
+        c.timeout = httpx.Timeout(FAST * 5)
+        c.get("/v1/repos").raise_for_status()
+    took = time.monotonic() - start
+    thread.join(120)
+    assert not failed, failed
+    return took
+
+
+def test_a_relace_update_beside_a_deep_path_does_not_stall_other_requests(
+    server: ServerProc,
+) -> None:
+    server.create_repo("deep")
+    server.put("deep", "/".join(["a"] * DEPTH), b"deep")
+    server.put("deep", "/".join(["b"] * DEPTH), b"deep too")
+
+    def update(c: httpx.Client) -> None:
+        ops = [{"type": "write", "filename": "c.txt", "content": "x"}]
+        ops.append({"type": "delete", "filename": "/".join(["b"] * DEPTH)})
+        r = c.post(
+            "/relace/v1/repo/deep/update", json={"source": {"type": "diff", "operations": ops}}
+        )
+        assert r.status_code == 200, r.text
+
+    assert _while_running(server, update) < FAST
+    assert set(server.tree("deep")) == {"/".join(["a"] * DEPTH), "c.txt"}
