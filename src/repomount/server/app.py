@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
+from repomount.server.faces.oxen import oxen_routes
 from repomount.server.faces.relace import relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
@@ -32,6 +33,7 @@ FACES: dict[str, Face] = {
     "/v1": native_routes,
     "/relace/v1": relace_routes,
     "/terminaluse": terminaluse_routes,
+    "/api": oxen_routes,  # Oxen's own paths (/api/repos/...): its client takes no prefix
 }
 
 
