@@ -114,6 +114,7 @@ class OxenRemote(HttpRemote):
         self._root = f"{self.base_url}/api/repos/{quote(namespace, safe='')}/{quote(name, safe='')}"
         self.author = author or (f"repomount {socket.gethostname()}", "")
         self._xxh3: OrderedDict[str, str] = OrderedDict()  # sha256 -> xxh3
+        self._no_branch = False  # info() found the repository but not the branch
 
     @property
     def identity(self) -> str:
@@ -141,11 +142,15 @@ class OxenRemote(HttpRemote):
         except NotFound:
             if is_empty(await self._get("")):
                 return None
+            self._no_branch = True
             raise NotFound(f"branch {self.branch!r} not found in {self.repo}") from None
         return commit_of_branch(data)
 
     def _info_not_found(self) -> str:
-        return f"oxen repository {self.repo} (branch {self.branch!r}) not found at {self.base_url}"
+        if self._no_branch:
+            where = f"oxen repository {self.repo} at {self.base_url}"
+            return f"branch {self.branch!r} not found in {where}"
+        return f"oxen repository {self.repo} not found at {self.base_url}"
 
     def _info_unauthorized(self, exc: Unauthorized) -> str:
         hint = "set OXEN_API_KEY" if not self._http.has_token else "check OXEN_API_KEY"
@@ -430,7 +435,7 @@ def open_oxen(src: str, *, endpoint: str | None = None, token: str | None = None
     if any(not p or p.startswith(".") for p in branch.split("/")) or re.search(
         r"[\s~^:?*\[\\]", branch
     ):
-        raise ValueError(f"bad remote {src!r}: {branch!r} is no branch name")
+        raise ValueError(f"bad remote {src!r}: {branch!r} is no branch name (expected {ACCEPTED})")
     base_url = _base_url(endpoint)
     host = urlsplit(base_url).netloc
     key = token or os.environ.get("OXEN_API_KEY") or _config_token(host)
