@@ -25,7 +25,8 @@ from repomount.remotes.base import (
     Write,
 )
 from repomount.remotes.http import RetryPolicy
-from repomount.remotes.oxen import OxenRemote, open_oxen
+from repomount.remotes.oxen import OxenRemote
+from repomount.remotes.oxen_source import open_oxen
 from repomount.remotes.oxen_wire import xxh3_hex
 from support.server import ServerProc
 from support.tap import Tap

@@ -69,7 +69,7 @@ def open_remote(src: str, *, token: str | None = None, endpoint: str | None = No
 
         return open_terminaluse(src, endpoint=endpoint, token=token)
     if scheme == "oxen":
-        from repomount.remotes.oxen import open_oxen
+        from repomount.remotes.oxen_source import open_oxen
 
         return open_oxen(src, endpoint=endpoint, token=token)
     url = urlsplit(src)
