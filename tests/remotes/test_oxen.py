@@ -22,6 +22,7 @@ from repomount.remotes.base import (
     ProtocolError,
     Rename,
     Unauthorized,
+    Unavailable,
     Write,
 )
 from repomount.remotes.http import RetryPolicy
@@ -271,3 +272,29 @@ async def test_a_commit_behind_its_branch_is_decided_again(
     assert raced
     assert result.outcomes == [Conflicted(xxh3_hex(b"theirs"))]
     assert live.tree(repo) == {"hot.txt": b"theirs"}
+
+
+async def test_a_workspace_lost_before_its_commit_is_tried_again(
+    live: ServerProc, repo: str, write: Callable[..., Write]
+) -> None:
+    """The server forgets the workspace (a restart) before the commit: 404 there is no
+    missing repository but a retryable failure; the next try lands the change once."""
+
+    async def forget(request: httpx.Request) -> httpx.Request | None:
+        if "/merge/" in request.url.path and not forgotten:
+            forgotten.append(request)
+            with api(live) as c:
+                c.delete(f"/{repo}/workspaces")
+        return None
+
+    forgotten: list[httpx.Request] = []
+    adapter = opener(live)(repo, transport=Tap(before=forget))
+    change = write("f.txt", b"once")
+    try:
+        with pytest.raises(Unavailable) as lost:
+            await adapter.apply([change])
+        assert lost.value.retryable
+        assert (await adapter.apply([change])).outcomes == [Applied(xxh3_hex(b"once"))]
+    finally:
+        await adapter.aclose()
+    assert live.tree(repo) == {"f.txt": b"once"}

@@ -273,8 +273,11 @@ class OxenRemote(HttpRemote):
             plan = check(changes, await self._tree_at(at, changes), hashes)
             if plan.aborted or plan.empty:
                 return plan.result(at)
-            await self._stage(workspace, at, plan)
-            head = await self._commit(workspace, changes)
+            try:
+                await self._stage(workspace, at, plan)
+                head = await self._commit(workspace, changes)
+            except NotFound as e:  # the workspace went away (a server restart): again later
+                raise Unavailable(f"{self.identity}: workspace lost: {e.message}") from e
         finally:
             with trio.CancelScope(shield=True):
                 await self._drop_workspace(workspace)
