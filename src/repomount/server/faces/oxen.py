@@ -128,8 +128,7 @@ class OxenApi:
         repo = await self.face.repo(request)
         async with self.face.lock(repo):
             await self.face.run(self.repos.delete, repo)
-        for store in [repo]:
-            self.face.backend.hub.notify(store)
+        self.face.backend.hub.notify(repo)
         return wire.ok("resource_deleted")
 
     # --- branches -----------------------------------------------------------------------

@@ -190,17 +190,13 @@ class Repos:
             before = old.get(path)
             if before is not None and (before.type, before.version) == (e.type, e.version):
                 continue
-            if (
-                before is not None
-                and before.type != e.type
-                and path not in {getattr(o, "path", None) for o in ops}
-            ):
-                ops.append(Delete(path))
+            if before is not None and before.type != e.type:
+                ops.append(Delete(path))  # (what was below an old directory went above)
             if e.type == "file" and e.version is not None:
                 ops.append(Write(path, e.version, mode=e.mode))
             elif e.type == "symlink" and e.target is not None:
                 ops.append(Symlink(path, e.target))
-            elif e.type == "dir" and before is None:
+            elif e.type == "dir" and (before is None or before.type != "dir"):
                 ops.append(Mkdir(path))
         return ops
 
