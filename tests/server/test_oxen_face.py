@@ -127,3 +127,17 @@ def test_depth_listings_and_a_removal_behind_its_branch(c: httpx.Client, repo: s
     assert behind.status_code == 409 and behind.json()["error"]["title"] == "Workspace is behind"
     assert commit(c, repo, {}, removes=["d/b.txt"]).status_code == 200
     assert [e["filename"] for e in c.get(f"/{repo}/dir/main/").json()["entries"]] == ["a.txt"]
+
+
+def test_a_moved_branch_turns_a_file_back_into_an_empty_directory(
+    live: ServerProc, c: httpx.Client, repo: str
+) -> None:
+    with live.client() as native:
+        ops = [{"op": "mkdir", "path": "e"}]
+        native.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    start = c.get(f"/{repo}/branches/main").json()["branch"]["commit_id"]
+    c.post(f"/{repo}/branches", json={"new_name": "b", "commit_id": start})
+    assert commit(c, repo, {"e": b"now a file"}, removes=["e"], branch="b").status_code == 200
+    assert c.get(f"/{repo}/meta/b/e").json()["entry"]["is_dir"] is False
+    c.put(f"/{repo}/branches/b", json={"commit_id": start})
+    assert c.get(f"/{repo}/meta/b/e").json()["entry"]["is_dir"] is True

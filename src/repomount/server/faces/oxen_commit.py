@@ -119,16 +119,15 @@ def _key(e: Entry | None) -> tuple[str, str | None] | None:
 def plan(repos: Repos, head: Ref, staged: Staged) -> list[Operation]:
     """The store operations that apply `staged` to the tree at `head`: removals (a
     directory with everything below it), then additions that change something, then
-    the removal of directories left with nothing in them (Oxen keeps none)."""
+    the removal of directories left with nothing in them (Oxen keeps none). A path
+    both removed and added is replaced: a directory there goes first."""
     ops: list[Operation] = []
     removed: set[str] = set()
     tree: dict[str, Entry] | None = None
     for path in sorted(staged.removes):
-        if path in staged.adds:
-            continue
         entry = repos.entry(head, path)
-        if entry is None:
-            continue
+        if entry is None or (path in staged.adds and entry.type == "file"):
+            continue  # gone already, or a file the addition replaces
         if entry.type == "dir":
             below = sorted(repos.tree(head, path), reverse=True)
             removed.update(below)

@@ -189,7 +189,6 @@ class Workspaces:
         blobs = await self.face.add_blobs(contents)
         for path, blob in zip(paths, blobs, strict=True):
             ws.staged.adds[path] = blob
-            ws.staged.removes.discard(path)
         return wire.ok("resource_created", paths=paths)
 
     @endpoint
@@ -206,10 +205,9 @@ class Workspaces:
         present = await self.face.run(exists) if paths else []
         missing = []
         for path, there in zip(paths, present, strict=True):
-            staged = ws.staged.adds.pop(path, None) is not None
-            if there:
+            if there:  # (a file staged there too is written after the removal)
                 ws.staged.removes.add(path)
-            elif not staged:
+            elif ws.staged.adds.pop(path, None) is None:  # only staged: unstaged
                 missing.append(path)
         if missing:
             body = {"status": "error", "status_message": "resource_not_found", "paths": missing}
