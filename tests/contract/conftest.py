@@ -67,7 +67,6 @@ class Face:
     content_versions: bool = True  # a file's version is derived from its content (version_of)
     version: Callable[[bytes], str] = sha  # the version a file with this content has
 
-
     def __str__(self) -> str:
         return self.name
 
