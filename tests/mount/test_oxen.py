@@ -99,7 +99,7 @@ def test_cp_r_of_2000_files_is_a_handful_of_commits(
     mnt.sync(timeout=300)
     commits = head(server, mnt.repo) - before
     requests = Counter(f"{r.method} {route(r.path)}" for r in server.requests(mark))
-    print(f"cp -r of 2,000 files: {commits} commits; write requests {dict(requests)}")
+    print(f"cp -r of 2,000 files: {commits} commits; requests {dict(requests)}")
     assert 1 <= commits <= 5, (commits, requests)
     repo = RemoteRepo(f"repomount/{mnt.repo}", host=client, scheme="http")
     seen = {}
