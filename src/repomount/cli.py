@@ -123,7 +123,7 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         "--endpoint",
         metavar="URL",
         default=None,
-        help="API base URL of a hosted service (relace:, terminaluse:), e.g. a test server",
+        help="API base URL of a hosted service (relace:, terminaluse:, oxen:), e.g. a test server",
     )
     p.add_argument(
         "-o",

@@ -37,7 +37,7 @@ async def test_http_urls_open_the_native_adapter(src: str, identity: str) -> Non
         ("ftp://h/r", "unsupported remote"),
         ("demo", "unsupported remote"),
         ("/srv/repo", "unsupported remote"),
-        ("oxen:abc", "unsupported remote"),
+        ("sentry:abc", "unsupported remote"),
         ("http://h", "no repo name"),
         ("http://h/", "no repo name"),
         ("http://h/a/b", "one path segment"),
@@ -55,7 +55,12 @@ def test_bad_sources_say_what_is_accepted(src: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("src", "why"), [("relace:", "no repo id"), ("terminaluse:", "no filesystem id")]
+    ("src", "why"),
+    [
+        ("relace:", "no repo id"),
+        ("terminaluse:", "no filesystem id"),
+        ("oxen:abc", "a namespace and a repository name"),
+    ],
 )
 def test_bad_hosted_sources_say_why(src: str, why: str) -> None:
     with pytest.raises(ValueError, match=why) as info:

@@ -15,7 +15,7 @@ import pytest
 from support.mount import MountProc
 from support.server import ServerProc
 
-pytestmark = pytest.mark.backends("native", "relace", "terminaluse")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen")
 
 CONFLICT = re.compile(r"^doc\.conflict-\d{8}T\d{6}Z-[^/]+\.txt$")
 
@@ -28,9 +28,7 @@ def _lose_a_conflict(server: ServerProc, m: MountProc, fd: int) -> None:
     assert e.value.errno == errno.ESTALE
 
 
-def test_writes_after_estale_go_to_the_conflict_copy(
-    server: ServerProc, mount_factory
-) -> None:
+def test_writes_after_estale_go_to_the_conflict_copy(server: ServerProc, mount_factory) -> None:
     m: MountProc = mount_factory(extra_args=["--metadata-ttl", "0.2"])
     server.put(m.repo, "doc.txt", b"base\n")
     assert (m.path / "doc.txt").read_bytes() == b"base\n"

@@ -1,4 +1,5 @@
-"""Store extensions the faces need: per-repository attributes and `updated_at`."""
+"""Store extensions the faces need: per-repository attributes, `updated_at` and the
+commit log."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from repomount.server.sqlite_store import SqliteStore
-from repomount.server.store import NotFound, Write
+from repomount.server.store import Gone, NotFound, Write
 
 
 def test_attrs_set_replace_remove_and_go_with_the_repo(tmp_path: Path) -> None:
@@ -46,5 +47,32 @@ def test_updated_at_is_the_head_commit_time(tmp_path: Path) -> None:
             times.append(info.updated_at)
         assert times == sorted(times)
         assert [r.updated_at for r in store.list_repos()] == [times[-1]]
+    finally:
+        store.close()
+
+
+def test_the_commit_log_is_newest_first_and_kept_history_only(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data", history=2)
+    try:
+        store.create_repo("r")
+        assert store.commit_log("r", None, 10) == []
+        spool = store.new_spool()
+        spool.write(b"x")
+        store.add_blob(spool)
+        for n in range(4):
+            store.commit("r", [Write(f"f{n}", spool.sha256)], message=f"m{n}", author=f"a{n}")
+        log = store.commit_log("r", None, 10)
+        # history=2: heads 2..4 are kept (the floor is the oldest answerable head)
+        assert [(c.seq, c.message, c.author) for c in log] == [
+            (4, "m3", "a3"),
+            (3, "m2", "a2"),
+            (2, "m1", "a1"),
+        ]
+        assert log[0].time >= log[1].time
+        assert [c.seq for c in store.commit_log("r", 3, 1)] == [3]
+        with pytest.raises(NotFound):
+            store.commit_log("r", 5, 10)
+        with pytest.raises(Gone):
+            store.commit_log("r", 1, 10)
     finally:
         store.close()

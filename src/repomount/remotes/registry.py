@@ -12,7 +12,8 @@ from repomount.remotes.native import NativeRemote
 
 TOKEN_ENV = "REPOMOUNT_TOKEN"
 ACCEPTED = (
-    "http://HOST[:PORT]/REPO, https://HOST[:PORT]/REPO, relace:REPO_ID or terminaluse:FILESYSTEM_ID"
+    "http://HOST[:PORT]/REPO, https://HOST[:PORT]/REPO, relace:REPO_ID, "
+    "terminaluse:FILESYSTEM_ID or oxen:NAMESPACE/REPO[@BRANCH]"
 )
 
 ACCEPTED_NATIVE = "http://HOST[:PORT]/REPO or https://HOST[:PORT]/REPO"
@@ -100,13 +101,17 @@ def open_remote(
         from repomount.remotes.terminaluse import open_terminaluse
 
         return open_terminaluse(src, endpoint=endpoint, token=token, timeouts=timeouts)
+    if scheme == "oxen":
+        from repomount.remotes.oxen_source import open_oxen
+
+        return open_oxen(src, endpoint=endpoint, token=token, timeouts=timeouts)
     url = urlsplit(src)
     opener = _OPENERS.get(url.scheme.lower())
     if opener is None:
         raise ValueError(f"unsupported remote {src!r}: expected {ACCEPTED}")
     if endpoint is not None:
         raise ValueError(
-            "--endpoint is for relace: and terminaluse: remotes; put the server in the URL"
+            "--endpoint is for relace:, terminaluse: and oxen: remotes; put the server in the URL"
         )
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None

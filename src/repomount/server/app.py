@@ -24,7 +24,9 @@ from starlette.types import ASGIApp
 from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
+from repomount.server.faces import oxen_wire
 from repomount.server.faces import terminaluse_wire as wire
+from repomount.server.faces.oxen import oxen_routes
 from repomount.server.faces.relace import relace_bad_url, relace_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
@@ -46,6 +48,8 @@ FACES: dict[str, Face] = {
     "/v1": Face(native_routes, native_bad_url),
     "/relace/v1": Face(relace_routes, relace_bad_url),
     "/terminaluse": Face(terminaluse_routes, wire.bad_url),
+    # Oxen's own paths (/api/repos/...): its client takes no prefix
+    "/api": Face(oxen_routes, oxen_wire.bad_url),
 }
 
 

@@ -37,6 +37,7 @@ from repomount.server.store import (
     BlobSpool,
     Change,
     ChangeSet,
+    CommitInfo,
     CommitResult,
     Entry,
     GcReport,
@@ -285,6 +286,16 @@ class SqliteStore(Store):
         return ChangeSet(
             head=upto, changes=[Change(head=s, path=p, op=o, version=v) for s, p, o, v in rows]
         )
+
+    def commit_log(self, repo: str, upto: int | None, limit: int) -> list[CommitInfo]:
+        with self._read() as db:
+            repo_id, head = self._at(db, repo, upto)
+            rows = db.execute(
+                "SELECT seq, time, message, author FROM commits "
+                "WHERE repo_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+                (repo_id, head, limit),
+            ).fetchall()
+        return [CommitInfo(seq=s, time=t, message=m, author=a) for s, t, m, a in rows]
 
     # --- blobs --------------------------------------------------------------------------
 

@@ -54,6 +54,16 @@ class RepoInfo:
 
 
 @dataclass(frozen=True)
+class CommitInfo:
+    """What a commit recorded besides its changes."""
+
+    seq: int  # the head it made
+    time: float  # seconds since the epoch
+    message: str
+    author: str
+
+
+@dataclass(frozen=True)
 class Entry:
     path: str
     type: EntryType
@@ -339,6 +349,11 @@ class Store(abc.ABC):
         """Changes of the commits after `since`, oldest first, whole commits only (at
         least one commit even when it alone exceeds `limit`). Gone when `since` is older
         than the kept history or newer than the head."""
+
+    @abc.abstractmethod
+    def commit_log(self, repo: str, upto: int | None, limit: int) -> list[CommitInfo]:
+        """The kept commits up to head `upto` (the current head by default), newest
+        first, at most `limit`. NotFound when `upto` is beyond the head."""
 
     # blobs, shared by all repositories
     @abc.abstractmethod

@@ -1,0 +1,205 @@
+"""What the Oxen face's routes share: the store and the model over it, bodies (JSON,
+multipart), revisions resolved, file downloads, and Oxen's error shape for every refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, BinaryIO
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from repomount.paths import InvalidPathError, validate_path
+from repomount.server.backend import Backend
+from repomount.server.body import check_declared_length
+from repomount.server.errors import ApiError
+from repomount.server.faces import oxen_wire as wire
+from repomount.server.faces.oxen_model import (
+    OxenError,
+    bad_request,
+    file_type,
+    not_found,
+    xxh3_hex,
+)
+from repomount.server.faces.oxen_repos import Ref, Repos
+from repomount.server.multipart import Part, parse_multipart
+from repomount.server.store import InvalidRequest, NotFound, PathConflict, StoreError
+
+MAX_BODY = 256 << 20  # a multipart body is parsed in memory
+CHUNK = 256 << 10
+MAX_PAGE = 10_000
+
+Handler = Callable[[Any, Request], Awaitable[Response]]
+
+
+def endpoint(fn: Handler) -> Handler:
+    """Every refusal in Oxen's error shape, never a 500 for bad input."""
+
+    @wraps(fn)
+    async def handler(self: Any, request: Request) -> Response:
+        try:
+            return await fn(self, request)
+        except OxenError as e:
+            return wire.error(e)
+        except ApiError as e:  # body readers
+            status = 413 if e.code == "too_large" else 400
+            return wire.error(OxenError(status, "bad_request", "Invalid request body", e.message))
+        except InvalidPathError as e:
+            return wire.error(bad_request("Invalid path", str(e)))
+        except ValueError as e:  # multipart, JSON
+            return wire.error(bad_request("Invalid request body", str(e)))
+        except NotFound as e:  # a repository went away meanwhile
+            return wire.error(not_found("Resource not found", e.message))
+        except (InvalidRequest, PathConflict) as e:
+            return wire.error(bad_request("Invalid request", e.message))
+        except StoreError as e:
+            return wire.error(OxenError(400, "bad_request", "Cannot do that", e.message))
+
+    return handler
+
+
+class Face:
+    """What the Oxen routes share: the store, the model over it, write locks."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.store = backend.store
+        self.repos = Repos(backend.store)
+        self._locks: dict[str, trio.Lock] = {}
+
+    def lock(self, repo: str) -> trio.Lock:
+        """Writes to one repository (its branches too) go one at a time."""
+        return self._locks.setdefault(repo, trio.Lock())
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self.backend.run(fn, *args, **kwargs)
+
+    async def repo(self, request: Request) -> str:
+        ns, name = request.path_params["ns"], request.path_params["repo"]
+        found: str = await self.run(self.repos.find, ns, name)
+        return found
+
+    async def json(self, request: Request) -> dict[str, Any]:
+        body = await self.body(request)
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise bad_request("Invalid JSON body", str(e)) from None
+        if not isinstance(data, dict):
+            raise bad_request("Invalid request body", "expected a JSON object")
+        return data
+
+    async def body(self, request: Request) -> bytes:
+        limit = min(MAX_BODY, self.backend.options.max_file_size)
+        check_declared_length(request, limit)
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise OxenError(413, "bad_request", f"Request body is over {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def form(self, request: Request) -> list[Part]:
+        content_type = request.headers.get("content-type", "")
+        body = await self.body(request)
+        if not body and not content_type.startswith("multipart/"):
+            return []
+        return parse_multipart(body, content_type)
+
+    async def add_blobs(self, contents: list[bytes]) -> list[str]:
+        """Store contents as blobs; their SHA-256 (their xxh3 is remembered)."""
+
+        def add() -> list[str]:
+            spools = []
+            try:
+                for data in contents:
+                    spool = self.store.new_spool()
+                    spools.append(spool)
+                    spool.write(data)
+                shas = [s.sha256 for s in spools]
+                self.store.add_blobs(spools)
+            except BaseException:
+                for spool in spools:
+                    self.store.discard_spool(spool)
+                raise
+            for sha, data in zip(shas, contents, strict=True):
+                self.repos.remember(sha, xxh3_hex(data))
+            return shas
+
+        added: list[str] = await self.run(add)
+        return added
+
+    def resolve(self, repo: str, resource: str) -> tuple[Ref, str, str | None]:
+        """`{revision}/{path}` -> (commit, path, branch name if the revision is one).
+        The revision is a commit id, else the longest branch name that is a prefix."""
+        parts = resource.split("/")
+        ref = self.repos.find_commit(repo, parts[0]) if parts[0] else None
+        if ref is not None:
+            return ref, clean_path("/".join(parts[1:])), None
+        branches = self.repos.branches(repo)
+        for i in range(len(parts), 0, -1):
+            name = "/".join(parts[:i])
+            if name in branches:
+                return self.repos.branch(repo, name), clean_path("/".join(parts[i:])), name
+        raise not_found(f"Revision not found: {parts[0]}", f"no commit or branch {resource!r}")
+
+    async def send_file(self, request: Request, repo: str, resource: str) -> Response:
+        """A file's bytes (GET) or headers (HEAD) at `{revision}/{path}`; a workspace id
+        as the revision reads what the workspace has (staged first)."""
+        from repomount.server.faces.oxen_workspace import staged_file
+
+        found = await staged_file(self, repo, resource)
+        if found is None:
+
+            def find() -> tuple[str, str, str]:
+                ref, path, _ = self.resolve(repo, resource)
+                entry = self.repos.entry(ref, path)
+                if entry is None or entry.type != "file" or entry.version is None:
+                    raise not_found("Path does not exist", f"Could not find file: {path}")
+                return entry.version, path, self.repos.commit_id(ref)
+
+            found = await self.run(find)
+        sha, path, revision = found
+        blob = await self.run(self.store.open_blob, sha)
+        size = await self.run(lambda: blob.seek(0, 2))
+        blob.seek(0)
+        headers = {"Content-Length": str(size), "oxen-revision-id": revision}
+        media = file_type(path)[1]
+        if request.method == "HEAD":
+            blob.close()
+            return Response(headers=headers, media_type=media)
+        return StreamingResponse(stream(blob), media_type=media, headers=headers)
+
+    def view(self, ref: Ref, path: str, branch: str | None) -> tuple[wire.Commit, dict[str, Any]]:
+        commit = self.repos.commit(ref)
+        named = None if branch is None else {"name": branch, "commit_id": commit.id}
+        return commit, wire.resource(path, branch or commit.id, commit, named)
+
+
+def clean_path(raw: str) -> str:
+    path = raw.strip("/")
+    return validate_path(path) if path else ""
+
+
+def text_of(parts: list[Part], name: str, default: str) -> str:
+    for part in parts:
+        if part.name == name and part.filename is None:
+            return part.text
+    return default
+
+
+def join_path(directory: str, name: str) -> str:
+    return clean_path(f"{directory}/{name}" if directory else name)
+
+
+async def stream(blob: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await trio.to_thread.run_sync(blob.read, CHUNK):
+            yield chunk
+    finally:
+        blob.close()

@@ -1,0 +1,175 @@
+"""Oxen's wire format and batch planning as pure functions (remotes/oxen_wire.py,
+remotes/oxen_plan.py), and the server's multipart parser reading what the adapter sends."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from repomount.remotes.base import (
+    Aborted,
+    Applied,
+    Conflicted,
+    Delete,
+    Entry,
+    Expect,
+    Failed,
+    InvalidPath,
+    Mkdir,
+    ProtocolError,
+    Rename,
+    Symlink,
+    Unsupported,
+    Write,
+)
+from repomount.remotes.oxen_plan import DIR, Copy, check
+from repomount.remotes.oxen_wire import (
+    Upload,
+    add_files_body,
+    commit_of_branch,
+    dir_page,
+    meta_entry,
+    url_path,
+    xxh3_hex,
+)
+from repomount.server.multipart import parse_multipart
+
+
+def entry(name: str, *, is_dir: bool = False, size: int = 0, hash: str = "", **extra: object):
+    return {"filename": name, "is_dir": is_dir, "size": size, "hash": hash, **extra}
+
+
+def test_xxh3_is_oxens_form() -> None:
+    assert xxh3_hex(b"hello world\n") == "eefac9d87100cd1336b2e733a5484425"
+    assert all(not xxh3_hex(bytes([n])).startswith("0") for n in range(256))  # no padding
+
+
+def test_a_page_with_depth_is_flattened_and_names_its_commit() -> None:
+    data = {
+        "dir": {"resource": {"commit": {"id": "c0ffee"}}},
+        "entries": [
+            entry("a.txt", size=3, hash="ABC"),
+            entry("d", is_dir=True, size=9, children=[entry("b.bin", size=9, hash="0f")]),
+        ],
+        "total_pages": 2,
+    }
+    page = dir_page(data, "top")
+    assert page.head == "c0ffee" and page.total_pages == 2
+    assert page.entries == [
+        Entry("top/a.txt", "file", size=3, version="abc"),
+        Entry("top/d", "dir"),
+        Entry("top/d/b.bin", "file", size=9, version="f"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"entries": [{"filename": "x"}]},
+        {"entries": [entry("../up", size=1, hash="a")]},
+        {"entries": [entry("a/b", size=1, hash="a")]},
+        {"entries": [entry("x", size="big", hash="a")]},
+        {"entries": "nope"},
+    ],
+)
+def test_malformed_pages_are_protocol_errors(data: dict[str, object]) -> None:
+    with pytest.raises(ProtocolError):
+        dir_page(data, "")
+
+
+def test_meta_and_branch_answers() -> None:
+    got = meta_entry({"entry": entry("x.csv", size=4, hash="12")}, "d/x.csv")
+    assert got == Entry("d/x.csv", "file", size=4, version="12")
+    assert meta_entry({"entry": entry("d", is_dir=True)}, "d") == Entry("d", "dir")
+    assert commit_of_branch({"branch": {"name": "main", "commit_id": "abc"}}) == "abc"
+    for bad in ({}, {"entry": None}, {"branch": {"name": "main"}}):
+        with pytest.raises(ProtocolError):
+            meta_entry(bad, "p") if "branch" not in bad else commit_of_branch(bad)
+
+
+def test_url_paths_keep_a_plus_sign() -> None:
+    assert url_path("a b/c+d%.txt") == "a%20b/c%2Bd%25.txt"
+
+
+def test_the_server_reads_the_files_the_adapter_sends() -> None:
+    files = [Upload("dir/ä b.txt", b"one\r\n--x"), Upload("top.bin", bytes(range(256)))]
+    body = add_files_body(files, "bnd")
+    parts = parse_multipart(body, "multipart/form-data; boundary=bnd")
+    assert [(p.name, p.filename, p.content_type) for p in parts] == [
+        ("file[]", "dir/ä b.txt", "application/gzip"),
+        ("file[]", "top.bin", "application/gzip"),
+    ]
+    assert [gzip.decompress(p.data) for p in parts] == [f.data for f in files]
+    for bad in (b"", b"--bnd\r\nno headers", b"--bnd\r\n\r\nx\r\n--bnd--"):
+        with pytest.raises(ValueError):
+            parse_multipart(bad, "multipart/form-data; boundary=bnd")
+    with pytest.raises(ValueError):
+        parse_multipart(body, "application/json")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def w(path: str, expect: object = Expect.ABSENT) -> Write:
+    return Write(path, Path("/nonexistent"), 1, "0" * 64, expect)  # type: ignore[arg-type]
+
+
+TREE = {"a.txt": "1", "d": DIR, "d/x": "2", "d/e": DIR, "d/e/y": "3"}
+
+
+def test_a_batch_that_passes_stages_its_last_state() -> None:
+    changes = [
+        w("new.txt"),
+        w("a.txt", expect="1"),
+        Delete("d/e", expect=Expect.ANY),
+        Rename("d/x", "moved/x", expect="2", expect_to=Expect.ABSENT),
+        Mkdir("empty"),
+    ]
+    plan = check(changes, TREE, {0: "n", 1: "m"})
+    assert plan.outcomes == [None, None, None, None, Applied(None)] and not plan.aborted
+    assert plan.adds == {"new.txt": changes[0], "a.txt": changes[1], "moved/x": Copy("d/x", "2")}
+    # d/e's removal covers d/e/y; the server drops d, left empty (Oxen keeps none)
+    assert plan.removes == {"d/e", "d/x"}
+    result = plan.result("head")
+    assert result.outcomes[:4] == [Applied("n"), Applied("m"), Applied(None), Applied("2")]
+
+
+def test_one_conflict_aborts_the_batch() -> None:
+    plan = check(
+        [w("a.txt", expect="0"), w("b.txt"), Delete("d/x", expect="2")], TREE, {0: "x", 1: "y"}
+    )
+    assert plan.aborted
+    first, second, third = plan.result("h").outcomes
+    assert first == Conflicted("1")
+    for outcome in (second, third):
+        assert isinstance(outcome, Failed) and isinstance(outcome.error, Aborted)
+
+
+def test_writes_below_a_file_or_onto_a_directory_are_refused() -> None:
+    for path in ("a.txt/below", "d"):
+        (outcome, _) = (
+            check([w(path, Expect.ANY), w("ok.txt")], TREE, {0: "x", 1: "y"}).result("h").outcomes
+        )
+        assert isinstance(outcome, Failed) and isinstance(outcome.error, InvalidPath)
+        assert not outcome.retryable
+
+
+def test_later_changes_see_earlier_ones() -> None:
+    changes = [w("a.txt", expect="1"), w("a.txt", expect="m"), Delete("a.txt", expect="m2")]
+    plan = check(changes, TREE, {0: "m", 1: "m2"})
+    assert not plan.aborted and plan.adds == {} and plan.removes == {"a.txt"}
+    plan = check([Delete("d/x"), w("d/x")], TREE, {1: "z"})
+    assert plan.adds == {"d/x": plan.adds["d/x"]} and plan.removes == set()
+
+
+def test_a_directory_rename_moves_every_file_and_symlinks_are_refused() -> None:
+    plan = check([Rename("d", "z")], TREE, {})
+    assert plan.adds == {"z/x": Copy("d/x", "2"), "z/e/y": Copy("d/e/y", "3")}
+    assert plan.removes == {"d"}
+    (outcome,) = check([Symlink("l", "a.txt")], TREE, {}).outcomes
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, Unsupported)
+    (outcome,) = check([Rename("a.txt", "d")], TREE, {}).outcomes
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, InvalidPath)
