@@ -1,6 +1,6 @@
 """The server's Oxen face, driven by the official `oxenai` client (0.65.1).
 
-What is asserted is what ../shared/reference/remote-oxen-and-sentry.md Part 1 says the
+What is asserted is what Oxen's API (docs/remotes.md, "Oxen") says the
 real server does; where it leaves a choice open, the face's documented choice
 (docs/remotes.md, "Oxen"). The client is installed by scripts/setup (without the
 dataframe stack it declares; see there). It keeps its configuration under $HOME: each

@@ -1,5 +1,5 @@
 """The adapter for Oxen repositories (SRC `oxen:NS/REPO[@BRANCH]`, branch `main` by
-default); ../shared/reference/remote-oxen-and-sentry.md Part 1 is the wire contract,
+default); Oxen's API (docs/remotes.md, "Oxen") is the wire contract,
 docs/remotes.md ("Oxen") what each operation becomes.
 
 Reads: `GET /dir/{rev}/{path}` (paged; `depth=-1` lists a whole subtree at once),

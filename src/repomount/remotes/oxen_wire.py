@@ -1,4 +1,4 @@
-"""Oxen's wire format (../shared/reference/remote-oxen-and-sentry.md Part 1): answers
+"""Oxen's wire format (Oxen's API (docs/remotes.md, "Oxen")): answers
 parsed into entries, heads and pages; request bodies built. Pure functions, no I/O; a
 malformed answer raises ProtocolError.
 

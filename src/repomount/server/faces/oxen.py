@@ -1,6 +1,6 @@
 """The Oxen API (`/api/repos/...`, the paths the official client uses) over the store.
 
-Faithful to ../shared/reference/remote-oxen-and-sentry.md Part 1, checked with the
+Faithful to Oxen's API (docs/remotes.md, "Oxen"), checked with the
 official `oxenai` client: the envelope (`status`, `status_message`, `oxen_version`),
 200 for every success (creates too), Oxen's 404/409/422 error shapes, entries the
 client can read with `deny_unknown_fields`, and xxh3-128 content hashes.

@@ -1,6 +1,6 @@
 """The JSON the Oxen face answers: envelopes, errors, commits, entries, pages.
 
-Shapes from ../shared/reference/remote-oxen-and-sentry.md §1.1-1.2. The official client
+Shapes from Oxen's API (docs/remotes.md, "Oxen"). The official client
 reads entries with `deny_unknown_fields`: an entry carries exactly the keys below.
 """
 
