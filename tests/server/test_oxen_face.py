@@ -80,6 +80,9 @@ def test_bad_input_is_a_4xx_in_oxens_shape(live: ServerProc, c: httpx.Client, re
         c.post(f"{ws}/merge/nope", json={"message": "m"}),
         c.patch(f"/{repo}/file/main/a.txt", json={"new_path": "d/b.txt"}),
         c.patch(f"/{repo}/file/main/missing", json={"new_path": "z"}),
+        # names with control characters are never written (as on every face)
+        c.post(f"{ws}/files/", files=[("file[]", ("a\nb.txt", gzip.compress(b"x"), "gz"))]),
+        c.patch(f"/{repo}/file/main/a.txt", json={"new_path": "a\tb.txt"}),
     ]
     for r in cases:
         assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)

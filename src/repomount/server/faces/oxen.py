@@ -26,6 +26,7 @@ from repomount.server.faces.oxen_face import (
     endpoint,
     join_path,
     text_of,
+    written_path,
 )
 from repomount.server.faces.oxen_model import (
     OXEN_VERSION,
@@ -376,7 +377,7 @@ class OxenApi:
         new_path = body.get("new_path")
         if not isinstance(new_path, str) or not path:
             raise bad_request("Invalid request body", "new_path is required")
-        new_path = clean_path(new_path)
+        new_path = written_path(new_path)
         author = body.get("name") or "repomount"
         email = body.get("email") or ""
         message = body.get("message") or f"Moved '{path}' to '{new_path}'"

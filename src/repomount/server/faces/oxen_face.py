@@ -26,7 +26,9 @@ from repomount.server.faces.oxen_model import (
     xxh3_hex,
 )
 from repomount.server.faces.oxen_repos import Ref, Repos
+from repomount.server.inline import store_contents
 from repomount.server.multipart import Part, parse_multipart
+from repomount.server.names import control_character_problem
 from repomount.server.store import InvalidRequest, NotFound, PathConflict, StoreError
 
 MAX_BODY = 256 << 20  # a multipart body is parsed in memory
@@ -115,18 +117,7 @@ class Face:
         """Store contents as blobs; their SHA-256 (their xxh3 is remembered)."""
 
         def add() -> list[str]:
-            spools = []
-            try:
-                for data in contents:
-                    spool = self.store.new_spool()
-                    spools.append(spool)
-                    spool.write(data)
-                shas = [s.sha256 for s in spools]
-                self.store.add_blobs(spools)
-            except BaseException:
-                for spool in spools:
-                    self.store.discard_spool(spool)
-                raise
+            shas = store_contents(self.store, contents)  # (one descriptor at a time)
             for sha, data in zip(shas, contents, strict=True):
                 self.repos.remember(sha, xxh3_hex(data))
             return shas
@@ -193,8 +184,17 @@ def text_of(parts: list[Part], name: str, default: str) -> str:
     return default
 
 
+def written_path(raw: str) -> str:
+    """`clean_path` for a name being written: no control characters (server/names.py)."""
+    path = clean_path(raw)
+    problem = control_character_problem(path)
+    if problem is not None:
+        raise OxenError(422, "bad_request", "Invalid path", f"{path!r} {problem}")
+    return path
+
+
 def join_path(directory: str, name: str) -> str:
-    return clean_path(f"{directory}/{name}" if directory else name)
+    return written_path(f"{directory}/{name}" if directory else name)
 
 
 async def stream(blob: BinaryIO) -> AsyncIterator[bytes]:

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from repomount.paths import ancestors_of
 from repomount.server.faces import oxen_wire as wire
 from repomount.server.faces.oxen_commit import Staged, changed_since, commit_staged
-from repomount.server.faces.oxen_face import Face, clean_path, endpoint, join_path
+from repomount.server.faces.oxen_face import Face, clean_path, endpoint, join_path, written_path
 from repomount.server.faces.oxen_model import DEFAULT_BRANCH, OxenError, bad_request
 from repomount.server.faces.oxen_repos import Ref
 
@@ -259,7 +259,7 @@ class Workspaces:
         new_path = (await self.face.json(request)).get("new_path")
         if not isinstance(new_path, str):
             raise bad_request("Invalid request body", "new_path is required")
-        new_path = clean_path(new_path)
+        new_path = written_path(new_path)
         if path not in ws.staged.adds:
             raise OxenError(404, "resource_not_found", f"{path!r} is not staged")
         if new_path in ws.staged.adds:
