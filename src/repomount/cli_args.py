@@ -14,6 +14,10 @@ ENV_SERVICES = """\
   TERMINALUSE_API_KEY      API key for terminaluse: remotes
   TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
                            --endpoint wins)
+  OXEN_API_KEY             API key for oxen: remotes (else ~/.config/oxen/auth_config.toml)
+  OXEN_API_URL, OXEN_HOST  Oxen server (default https://hub.oxen.ai; --endpoint wins)
+  OXEN_AUTHOR_NAME,        who oxen: commits are signed by (else Oxen's user_config.toml,
+  OXEN_AUTHOR_EMAIL        else "repomount HOSTNAME")
 """
 ENV_DIRS = """\
   XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount

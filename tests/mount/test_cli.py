@@ -199,6 +199,7 @@ def test_help_names_every_environment_variable() -> None:
     names += ["XDG_RUNTIME_DIR", relace.DEFAULT_URL, terminaluse.DEFAULT_URL]
     for source in (relace.SOURCE, terminaluse.SOURCE):
         names += [source.key_env, source.url_env]
+    names += ["OXEN_API_KEY", "OXEN_API_URL", "OXEN_HOST", "OXEN_AUTHOR_NAME", "OXEN_AUTHOR_EMAIL"]
     for command in ((), ("mount",)):
         shown = repomount(*command, "--help").stdout
         assert [n for n in names if n not in shown] == [], command

@@ -93,7 +93,7 @@ def api(live: ServerProc) -> httpx.Client:
 def test_src_strings_endpoints_and_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for var in ("OXEN_API_KEY", "OXEN_API_URL", "OXEN_HOST"):
+    for var in ("OXEN_API_KEY", "OXEN_API_URL", "OXEN_HOST", "OXEN_AUTHOR_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     config = tmp_path / ".config" / "oxen"
@@ -108,6 +108,10 @@ def test_src_strings_endpoints_and_credentials(
     assert remote.identity == "oxen:https://hub.oxen.ai/ox/Cats.Dogs@feature/x"
     assert remote._http.has_token and remote.author == ("Ada", "ada@example.com")
     assert "from-config" not in repr(remote) + remote.identity
+    monkeypatch.setenv("OXEN_AUTHOR_NAME", "Bob")
+    monkeypatch.setenv("OXEN_AUTHOR_EMAIL", "bob@example.com")
+    assert open_oxen("oxen:ox/r").author == ("Bob", "bob@example.com")  # the environment wins
+    monkeypatch.delenv("OXEN_AUTHOR_NAME")
     assert open_oxen("oxen:ox/r").branch == "main"
     other = open_oxen("oxen:ox/r", endpoint="http://127.0.0.1:9")  # no token for that host
     assert other.base_url == "http://127.0.0.1:9" and not other._http.has_token

@@ -103,7 +103,12 @@ def _config_token(host: str) -> str | None:
 
 
 def _config_author() -> tuple[str, str] | None:
-    """(name, email) of Oxen's user config, which its client signs commits with."""
+    """(name, email) commits are signed with: $OXEN_AUTHOR_NAME / $OXEN_AUTHOR_EMAIL,
+    else Oxen's user config (what its own client signs with); None: the default,
+    `repomount <host>`."""
+    env_name = os.environ.get("OXEN_AUTHOR_NAME", "").strip()
+    if env_name:
+        return env_name, os.environ.get("OXEN_AUTHOR_EMAIL", "").strip()
     user = _read_toml(_config_dir() / "user_config.toml")
     name, email = user.get("name"), user.get("email")
     if isinstance(name, str) and name:
