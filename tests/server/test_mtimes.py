@@ -20,9 +20,9 @@ import pytest
 
 from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import Write
+from server.test_commits import b64, commit
 from support.server import file_url
 from support.util import sha
-from server.test_commits import b64, commit
 
 # 2001-09-09T01:46:40.123456789Z: more digits than a double holds as seconds
 MTIME_NS = 1_000_000_000_123_456_789
