@@ -219,9 +219,7 @@ def test_a_write_of_the_content_it_expects_sends_none() -> None:
     """A new mode or mtime of a file whose content the server has: named, not sent."""
     touch = write("t", 5, expect=HASH, mtime_ns=7)
     assert keeps_content(touch) and not keeps_content(write("w", 5, expect="other"))
-    assert inline_writes([touch, write("w", 5)], inline_max=50, budget=100) == {
-        1: Path("/spool/w")
-    }
+    assert inline_writes([touch, write("w", 5)], inline_max=50, budget=100) == {1: Path("/spool/w")}
     assert operation(touch, inline=None) == {
         "op": "write",
         "path": "t",

@@ -197,9 +197,7 @@ def mtime_ns_param(value: str | None) -> int | None:
     text = value.strip()
     digits = text[1:] if text.startswith("-") else text
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
-        raise ApiError(
-            "invalid_request", f"X-Repomount-Mtime-Ns must be an integer, not {value!r}"
-        )
+        raise ApiError("invalid_request", f"X-Repomount-Mtime-Ns must be an integer, not {value!r}")
     return mtime_ns_value(int(text), "X-Repomount-Mtime-Ns")
 
 

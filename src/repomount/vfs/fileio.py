@@ -372,7 +372,7 @@ class FileIO(Namespace):
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
-            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+            self.journal_write(node, blob, node.base)
         self.overlay.set_pending_blob(node.ino, blob)
 
     async def release(self, fh: int) -> None:
