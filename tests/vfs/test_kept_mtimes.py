@@ -12,9 +12,12 @@ deleted state) lists the exact time back from the remote.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
-from repomount.remotes.base import ApplyResult, Change, Unauthorized, Write
+from repomount.remotes.base import ApplyResult, Change, Expect, Unauthorized, Write
+from repomount.vfs.journal import Journal
 from support.memremote import MemRemote
 from support.vfsutil import MakeMount, close, mkdirs, open_path, resolve, write_file
 
@@ -117,3 +120,22 @@ class RefusingRemote(MemRemote):
         if self.refusing:
             raise Unauthorized("token revoked")
         return await super().apply(changes, base=base)
+
+
+def test_a_journal_from_before_times_is_upgraded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    blob = journal.new_blob_name()
+    journal.blob_path(blob).write_bytes(b"old row")
+    journal.add("write", "old.txt", blob=blob, expect=Expect.ABSENT)
+    journal.close()
+    db = sqlite3.connect(tmp_path / "journal.db")
+    db.execute("ALTER TABLE changes DROP COLUMN mtime_ns")
+    db.commit()
+    db.close()
+
+    journal = Journal(tmp_path)
+    (old,) = journal.records()
+    assert (old.path, old.blob, old.mtime_ns) == ("old.txt", blob, None)
+    journal.add("write", "new.txt", blob=blob, expect=Expect.ABSENT, mtime_ns=MTIME_NS)
+    journal.close()
+    assert [r.mtime_ns for r in Journal(tmp_path).records()] == [None, MTIME_NS]
