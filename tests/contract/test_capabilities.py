@@ -10,6 +10,7 @@ are checked in test_changes.py, on every adapter, the same way.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -306,6 +307,26 @@ async def test_file_modes(store: Store, remote: Remote, write: WriteFactory) -> 
         assert listed.mode is not None and listed.mode & 0o777 == 0o755
     else:
         assert (entry.mode, listed.mode) == (None, None)
+
+
+# --------------------------------------------------------------------------- file_mtimes
+
+
+async def test_file_mtimes(store: Store, remote: Remote, write: WriteFactory) -> None:
+    """With file_mtimes a write's mtime is kept to the nanosecond and reported by stat
+    and listings (rsync's quick check compares it). Without it the write lands and the
+    remote keeps a time of its own (documented: the mount keeps ours locally)."""
+    asked = 1_000_000_000_123_456_789  # 2001: no remote's own clock says that
+    change = replace(write("t.txt", b"timed"), mtime_ns=asked)
+    assert (await remote.apply([change])).outcomes == [Applied(version=store.version(b"timed"))]
+    assert store.files() == {"t.txt": b"timed"}
+    entry = await remote.stat("t.txt")
+    (listed,) = (await remote.list_tree("")).entries
+    assert entry is not None
+    if remote.capabilities.file_mtimes:
+        assert (entry.time_ns(), listed.time_ns()) == (asked, asked)
+    else:
+        assert asked not in (entry.time_ns(), listed.time_ns())
 
 
 # --------------------------------------------------------------------------- symlinks

@@ -3,12 +3,13 @@
 The contract (each backend): a mode, an owner and the times set with chmod, chown and
 utimensat are what `stat` shows (1) at once, (2) after the listings were fetched again
 (longer than --metadata-ttl and the kernel's 1 s), and (3) after an unmount and a new
-mount of the same repo with the same state directory. Native keeps modes remotely; the
-others keep what the remote cannot hold in the mount's local attribute store. A file's
-mtime does not move by itself once it was written; a directory's mtime and ctime move
-when an entry is created or removed in it; a name longer than 255 bytes is ENAMETOOLONG;
-a directory's st_nlink is 2 plus its subdirectories; an unlinked, still-open file has
-st_nlink 0 and still reads.
+mount of the same repo with the same state directory. Native keeps files' modes and
+mtimes remotely, so they show (4) in another mount of the repo, with a state directory
+of its own; the others keep what the remote cannot hold in the mount's local attribute
+store. A file's mtime does not move by itself once it was written; a directory's mtime
+and ctime move when an entry is created or removed in it; a name longer than 255 bytes
+is ENAMETOOLONG; a directory's st_nlink is 2 plus its subdirectories; an unlinked,
+still-open file has st_nlink 0 and still reads.
 
 Each table runs once against ext4 in a local temporary directory too
 (`test_*_on_a_local_directory`), which proves the expectations are those of a local
@@ -54,6 +55,10 @@ class Row:
     observe: Callable[[Path], object]
     phases: tuple[str, ...] = ("1-at-once", "2-after-wait", "3-after-remount")
     expected: object = field(default=None, init=False)
+
+
+PHASES = ("1-at-once", "2-after-wait", "3-after-remount")
+ELSEWHERE = "4-other-state-dir"  # a second mount of the repo: what the remote itself keeps
 
 
 def _file(root: Path, rel: str) -> None:
@@ -105,6 +110,25 @@ def _times(root: Path) -> object:
     return {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns}
 
 
+def _utime_dir(root: Path) -> object:
+    os.utime(root / "utime_dir", ns=(ATIME_NS, MTIME_NS))  # rsync -a, at the end
+    return {"atime_ns": ATIME_NS, "mtime_ns": MTIME_NS}
+
+
+def _dir_times_set(root: Path) -> object:
+    st = os.stat(root / "utime_dir")
+    return {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns}
+
+
+def _utime_mtime(root: Path) -> object:
+    os.utime(root / "touched_file", ns=(ATIME_NS, MTIME_NS))  # as `touch -d`, `rsync -t`
+    return MTIME_NS
+
+
+def _mtime_of_touched(root: Path) -> object:
+    return os.stat(root / "touched_file").st_mtime_ns
+
+
 def _write_then_stat(root: Path) -> object:
     (root / "written_file").write_bytes(b"written and closed\n")
     return os.stat(root / "written_file").st_mtime_ns  # right after close
@@ -138,12 +162,15 @@ def _nlink(rel: str) -> Callable[[Path], object]:
 
 def attribute_rows(can: frozenset[str]) -> list[Row]:
     no_prep: Callable[[Path], None] = lambda root: None  # noqa: E731
+    modes_kept = (ELSEWHERE,) if "file_modes" in can else ()
+    mtimes_kept = (ELSEWHERE,) if "file_mtimes" in can else ()
     return [
         Row(
             "chmod 0o751 file",
             lambda r: _file(r, "chmod_file"),
             _chmod("chmod_file", 0o751),
             _mode("chmod_file"),
+            phases=PHASES + modes_kept,
         ),
         Row(
             "chmod 0o700 dir",
@@ -165,12 +192,22 @@ def attribute_rows(can: frozenset[str]) -> list[Row]:
         ),
         Row("utimensat file", lambda r: _file(r, "utime_file"), _utime, _times),
         Row(
+            "utimensat dir", lambda r: _dir_with_a_file(r, "utime_dir"), _utime_dir, _dir_times_set
+        ),
+        Row(
+            "utimensat file: its mtime",
+            lambda r: _file(r, "touched_file"),
+            _utime_mtime,
+            _mtime_of_touched,
+            phases=PHASES + mtimes_kept,
+        ),
+        Row(
             "mtime after write+close is stable",
             no_prep,
             _write_then_stat,
             _mtime_of_written,
             # (1) is the stat right after close; the row is about what comes later
-            phases=("2-after-wait", "3-after-remount"),
+            phases=("2-after-wait", "3-after-remount", *mtimes_kept),
         ),
         Row("nlink dir with 3 subdirs", no_prep, _three_subdirs, _nlink("three_subdirs")),
         Row(
@@ -249,6 +286,9 @@ def test_attributes_at_once_after_listings_expire_and_after_remount(
     m.start()  # same repo, same state directory
     _check(rows, m.path, "3-after-remount", report, bad)
     _check(rows, m.path, "3-after-remount", report, bad, how="ls")
+    other: MountProc = mount_factory(m.repo, create=False)  # a state directory of its own
+    _check(rows, other.path, ELSEWHERE, report, bad)
+    _check(rows, other.path, ELSEWHERE, report, bad, how="ls")
     _verdict(f"attributes on {backend}", report, bad)
 
 
@@ -261,7 +301,7 @@ def test_attributes_on_a_local_directory(tmp_path: Path) -> None:
         row.expected = row.act(tmp_path)
     report: list[str] = []
     bad: list[str] = []
-    for phase in ("1-at-once", "2-after-wait", "3-after-remount"):
+    for phase in (*PHASES, ELSEWHERE):
         _check(rows, tmp_path, phase, report, bad)
         _check(rows, tmp_path, phase, report, bad, how="ls")
     _verdict("attributes on a local directory", report, bad)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -109,6 +110,8 @@ async def test_identity_and_capabilities(repo: ServerProc) -> None:
                 caps.recursive_listing,
                 caps.binary_content,
                 caps.symlinks,
+                caps.file_modes,
+                caps.file_mtimes,
             ]
         )
         info = await remote.info()
@@ -502,6 +505,33 @@ async def test_a_failing_operation_is_blamed_alone(
     (missing,) = result.outcomes
     assert isinstance(missing, Failed) and isinstance(missing.error, NotFound)
     assert head_of(repo) == head
+
+
+async def test_a_write_keeps_its_mtime_and_a_new_one_uploads_nothing(
+    repo: ServerProc, remote: NativeRemote, write: Callable[..., Write]
+) -> None:
+    """Issue 16 #4: the mtime a write carries is listed back to the nanosecond (rsync's
+    quick check compares it), by a listing and by stat; a write of the content the
+    remote has (a new mtime or mode) sends a commit and no content."""
+    data = os.urandom(300_000)  # over the inline limit: it would go as a blob
+    first = replace(write("f.bin", data), mtime_ns=1_000_000_000_123_456_789)
+    assert (await remote.apply([first])).outcomes == [Applied(version=sha(data))]
+    listed = {e.path: e for e in (await remote.list_tree("")).entries}
+    assert listed["f.bin"].time_ns() == 1_000_000_000_123_456_789
+    stat = await remote.stat("f.bin")
+    assert stat is not None and stat.time_ns() == 1_000_000_000_123_456_789
+
+    mark = repo.mark()
+    touch = replace(write("f.bin", data, expect=sha(data)), mtime_ns=-5, mode=0o600)
+    assert (await remote.apply([touch])).outcomes == [Applied(version=sha(data))]
+    sent = [(r.method, r.path) for r in repo.requests(mark) if r.method in ("POST", "PUT")]
+    assert sent == [("POST", f"/v1/repos/{REPO}/commits")]  # (the stat's HEAD may log late)
+    (entry,) = (await remote.list_tree("")).entries
+    assert (entry.version, entry.time_ns(), entry.mode) == (sha(data), -5, 0o600)
+    # The file moved on meanwhile: a conflict, as for any write.
+    repo.put(REPO, "f.bin", b"theirs")
+    late = replace(write("f.bin", data, expect=sha(data)), mtime_ns=7)
+    assert (await remote.apply([late])).outcomes == [Conflicted(current=sha(b"theirs"))]
 
 
 async def test_large_file_goes_through_the_blob_store(

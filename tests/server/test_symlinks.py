@@ -67,6 +67,7 @@ def test_create_list_get_head(live: ServerProc, client: httpx.Client, repo: str)
             "size": len(target.encode()),
             "version": link_version(target),
             "mtime": entry["mtime"],
+            "mtime_ns": entry["mtime_ns"],
             "mode": 0o777,
             "target": target,
         }

@@ -50,8 +50,17 @@ class Backend:
         return self.name
 
 
-# Capabilities (remotes/base.py) whose absence the mount tests assert as a refusal.
-CAPABILITY_OPS = ("delete", "rename", "empty_dirs", "file_modes", "change_feed", "symlinks")
+# Capabilities (remotes/base.py) whose absence the mount tests assert as a refusal, or
+# as the documented local fallback.
+CAPABILITY_OPS = (
+    "delete",
+    "rename",
+    "empty_dirs",
+    "file_modes",
+    "file_mtimes",
+    "change_feed",
+    "symlinks",
+)
 ALL_OPS = {*CAPABILITY_OPS, "dir_rename"}
 
 BACKENDS = {

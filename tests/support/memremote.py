@@ -59,6 +59,7 @@ class Item:
     data: bytes = b""  # a file's content, a symlink's target (UTF-8)
     mode: int = FILE_MODE
     mtime: float = 0.0
+    mtime_ns: int | None = None  # exact, as a write set it (listed back as the server does)
 
     @property
     def version(self) -> str | None:
@@ -90,6 +91,7 @@ class MemRemote(Remote):
         binary_content=True,
         recursive_listing=True,
         file_modes=True,
+        file_mtimes=True,
         symlinks=True,
     )
 
@@ -167,7 +169,9 @@ class MemRemote(Remote):
         item = self.items[path]
         size = 0 if item.kind == "dir" else len(item.data)
         target = item.data.decode() if item.kind == "symlink" else None
-        return Entry(path, item.kind, size, item.version, item.mtime, item.mode, target)
+        return Entry(
+            path, item.kind, size, item.version, item.mtime, item.mode, target, item.mtime_ns
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -232,7 +236,8 @@ class MemRemote(Remote):
                 mode = c.mode
                 if mode is None:  # keep the replaced file's mode, as the server does
                     mode = cur.mode if cur is not None and cur.kind == "file" else FILE_MODE
-                state[c.path] = Item("file", data, mode & 0o7777, now)
+                exact = time.time_ns() if c.mtime_ns is None else c.mtime_ns
+                state[c.path] = Item("file", data, mode & 0o7777, exact / 1e9, exact)
             return state[c.path].version
         if isinstance(c, Delete):
             cur = state.get(c.path)

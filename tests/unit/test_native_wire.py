@@ -44,6 +44,7 @@ from repomount.remotes.native_wire import (
     file_entry,
     inline_writes,
     join_pages,
+    keeps_content,
     operation,
     range_header,
     range_total,
@@ -62,9 +63,13 @@ def answer(status: int = 200, **headers: str) -> httpx.Response:
 
 
 def write(
-    path: str = "a.txt", size: int = 3, expect: ExpectT = Expect.ANY, mode: int | None = None
+    path: str = "a.txt",
+    size: int = 3,
+    expect: ExpectT = Expect.ANY,
+    mode: int | None = None,
+    mtime_ns: int | None = None,
 ) -> Write:
-    return Write(path, Path(f"/spool/{path}"), size, HASH, expect, mode=mode)
+    return Write(path, Path(f"/spool/{path}"), size, HASH, expect, mode=mode, mtime_ns=mtime_ns)
 
 
 # --------------------------------------------------------------------------- reading
@@ -94,13 +99,16 @@ def test_tree_page_entries_of_every_kind() -> None:
                     "mode": 420,
                 },
                 {"path": "d/l", "type": "symlink", "size": 1, "target": "f"},
+                {"path": "d/t", "type": "file", "mtime": 1.0, "mtime_ns": 1_000_000_001},
             ],
         }
     )
     assert (page.head, page.cursor) == ("h1", "c2")
-    d, f, link = page.entries
+    d, f, link, exact = page.entries
     assert d == Entry("d", "dir")
     assert f == Entry("d/f", "file", size=3, version=HASH, mtime=5.0, mode=420)
+    assert (f.time_ns(), d.time_ns()) == (5_000_000_000, None)
+    assert exact.time_ns() == 1_000_000_001  # the exact time, not the rounded seconds
     assert (link.kind, link.target) == ("symlink", "f")
     assert tree_page({"head": None, "entries": []}) == TreePage(None, [], None)
 
@@ -128,6 +136,8 @@ def test_malformed_tree_pages_are_protocol_errors(data: dict[str, Any]) -> None:
         {"path": "x", "type": "symlink"},
         {"path": "x", "type": "symlink", "target": ""},
         "x",
+        {"path": "x", "type": "file", "mtime_ns": 1.5},
+        {"path": "x", "type": "file", "mtime_ns": "1"},
     ],
 )
 def test_malformed_entries_are_skipped_not_the_page(bad: object) -> None:
@@ -155,10 +165,13 @@ def test_file_entry_from_headers() -> None:
                 "ETag": f'W/"{HASH}"',
                 "Last-Modified": "Thu, 01 Jan 1970 00:00:10 GMT",
                 "X-Repomount-Mode": "755",
+                "X-Repomount-Mtime-Ns": "10000000007",
             }
         ),
     )
-    assert entry == Entry("a.txt", "file", size=3, version=HASH, mtime=10.0, mode=0o755)
+    assert entry == Entry(
+        "a.txt", "file", size=3, version=HASH, mtime=10.0, mode=0o755, mtime_ns=10_000_000_007
+    )
     link = file_entry("l", answer(**{"Content-Length": "1", "X-Repomount-Type": "symlink"}))
     assert (link.kind, link.version, link.target) == ("symlink", None, None)
 
@@ -171,6 +184,7 @@ def test_file_entry_from_headers() -> None:
         ({"Content-Length": "1", "X-Repomount-Type": "dir"}, "X-Repomount-Type"),
         ({"Content-Length": "1", "X-Repomount-Mode": "rwx"}, "unexpected answer"),
         ({"Content-Length": "1", "Last-Modified": "yesterday"}, "unexpected answer"),
+        ({"Content-Length": "1", "X-Repomount-Mtime-Ns": "1.5"}, "unexpected answer"),
     ],
 )
 def test_malformed_file_headers_are_protocol_errors(headers: dict[str, str], why: str) -> None:
@@ -216,12 +230,28 @@ def test_small_writes_go_inline_within_the_budget() -> None:
     }
 
 
+def test_a_write_of_the_content_it_expects_sends_none() -> None:
+    """A new mode or mtime of a file whose content the server has: named, not sent."""
+    touch = write("t", 5, expect=HASH, mtime_ns=7)
+    assert keeps_content(touch) and not keeps_content(write("w", 5, expect="other"))
+    assert inline_writes([touch, write("w", 5)], inline_max=50, budget=100) == {1: Path("/spool/w")}
+    assert operation(touch, inline=None) == {
+        "op": "write",
+        "path": "t",
+        "blob": HASH,
+        "expect": HASH,
+        "mtime_ns": 7,
+    }
+
+
 def test_operations_of_every_change() -> None:
-    assert operation(write(mode=0o100755, expect=Expect.ABSENT), inline=b"hi!") == {
+    made = write(mode=0o100755, expect=Expect.ABSENT, mtime_ns=-(10**18) - 1)
+    assert operation(made, inline=b"hi!") == {
         "op": "write",
         "path": "a.txt",
         "content_b64": base64.b64encode(b"hi!").decode(),
         "mode": 0o755,
+        "mtime_ns": -(10**18) - 1,
         "expect": "absent",
     }
     assert operation(write(expect="v1"), inline=None) == {

@@ -35,6 +35,7 @@ class Capabilities:
     binary_content: bool = True  # arbitrary bytes round-trip unchanged
     recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
     file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)
+    file_mtimes: bool = False  # a write's `mtime_ns` is kept, and listed back exactly
     symlinks: bool = False  # Symlink changes, and entries of kind "symlink" with a target
     max_batch_ops: int = 1000  # the most operations worth sending in one apply()
 
@@ -66,10 +67,17 @@ class Entry:
     mtime: float | None = None  # seconds since the epoch
     mode: int | None = None  # permission bits, where the remote keeps them
     target: str | None = None  # for a symlink: where it points
+    mtime_ns: int | None = None  # the exact time, where the remote keeps one (wins over mtime)
 
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    def time_ns(self) -> int | None:
+        """The modification time in nanoseconds, as exact as the remote says it."""
+        if self.mtime_ns is not None:
+            return self.mtime_ns
+        return None if self.mtime is None else round(self.mtime * 1e9)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class Write:
     expect: ExpectT
     key: str = ""  # idempotency key, stable across retries of this change
     mode: int | None = None  # permission bits to record, where the remote keeps them
+    mtime_ns: int | None = None  # the modification time to record, where it keeps them
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from repomount.remotes.native_wire import (
     file_entry,
     inline_writes,
     join_pages,
+    keeps_content,
     operation,
     range_header,
     range_total,
@@ -104,6 +105,7 @@ class NativeRemote(HttpRemote):
         binary_content=True,
         recursive_listing=True,
         file_modes=True,
+        file_mtimes=True,
         symlinks=True,
         # A commit of this many operations is a few MB of JSON: one commit for a `cp -r`
         # of a few thousand files instead of several (the server takes up to 100,000).
@@ -292,11 +294,12 @@ class NativeRemote(HttpRemote):
             lambda: {i: source.read_bytes() for i, source in inline.items()}
         )
         # The others' blobs first: each distinct content once, in packs (big files on
-        # their own), several requests at a time.
+        # their own), several requests at a time. A write of the content the server has
+        # there (a new mode or mtime) uploads nothing.
         blobs = {
             c.sha256: Blob(c.sha256, c.source, c.size)
             for i, c in enumerate(changes)
-            if isinstance(c, Write) and i not in contents
+            if isinstance(c, Write) and i not in contents and not keeps_content(c)
         }
         await self._upload_blobs(list(blobs.values()))
         ops = [operation(c, inline=contents.get(i)) for i, c in enumerate(changes)]
@@ -325,7 +328,10 @@ class NativeRemote(HttpRemote):
         only tiny ones (cheaper as base64 than as a tar member) stay inline."""
         inline = inline_writes(changes, self.inline_max, self.inline_budget)
         if self.packs and any(
-            isinstance(c, Write) and i not in inline and c.size <= self.alone_min
+            isinstance(c, Write)
+            and i not in inline
+            and not keeps_content(c)
+            and c.size <= self.alone_min
             for i, c in enumerate(changes)
         ):
             tiny = min(self.inline_max, INLINE_TINY)

@@ -100,7 +100,7 @@ def _entry(data: dict[str, Any]) -> Entry:
     if kind is None:
         raise BadEntry(f"unknown type {data['type']!r:.60}")
     path, mtime, mode = data["path"], data.get("mtime"), data.get("mode")
-    version = data.get("version")
+    version, mtime_ns = data.get("version"), data.get("mtime_ns")
     if not isinstance(path, str):
         raise BadEntry("its path is not a string")
     return Entry(
@@ -111,7 +111,14 @@ def _entry(data: dict[str, Any]) -> Entry:
         mtime=None if mtime is None else validate.mtime(mtime),
         mode=None if mode is None else validate.integer(mode, "mode"),
         target=data.get("target") if kind == "symlink" else None,
+        mtime_ns=None if mtime_ns is None else validate.mtime_ns(mtime_ns),
     )
+
+
+def _integer(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
 
 
 @answer
@@ -119,6 +126,7 @@ def file_entry(path: str, response: httpx.Response) -> Entry:
     """The entry a HEAD or GET answer describes (a symlink's still without its target)."""
     modified = response.headers.get("Last-Modified")
     mode = response.headers.get("X-Repomount-Mode")
+    mtime_ns = response.headers.get("X-Repomount-Mtime-Ns")
     kind = response.headers.get("X-Repomount-Type", "file")
     if kind not in ("file", "symlink"):
         raise ValueError(f"X-Repomount-Type {kind!r}")
@@ -131,6 +139,7 @@ def file_entry(path: str, response: httpx.Response) -> Entry:
             version=etag(response),
             mtime=email.utils.parsedate_to_datetime(modified).timestamp() if modified else None,
             mode=int(mode, 8) if mode else None,
+            mtime_ns=int(mtime_ns) if mtime_ns else None,
         ),
     )
 
@@ -196,11 +205,19 @@ def range_total(response: httpx.Response) -> int:
 # --------------------------------------------------------------------------- writing
 
 
+def keeps_content(change: Change) -> bool:
+    """Whether `change` writes the very content of the version it expects (a new mode
+    or mtime): the server has that blob, so the write names it and sends nothing."""
+    return isinstance(change, Write) and change.expect == change.sha256
+
+
 def inline_writes(changes: Sequence[Change], inline_max: int, budget: int) -> dict[int, Path]:
     """The writes (by index) small enough to travel inside the commit as base64, within
     `budget` bytes in all: the commit's JSON sits in memory."""
     inline: dict[int, Path] = {}
     for i, change in enumerate(changes):
+        if keeps_content(change):
+            continue
         if isinstance(change, Write) and change.size <= min(inline_max, budget):
             inline[i] = change.source
             budget -= change.size
@@ -219,6 +236,8 @@ def operation(change: Change, *, inline: bytes | None) -> dict[str, Any]:
             op["blob"] = change.sha256
         if change.mode is not None:
             op["mode"] = change.mode & 0o7777
+        if change.mtime_ns is not None:
+            op["mtime_ns"] = change.mtime_ns
     elif isinstance(change, Delete):
         op = {"op": "delete", "path": change.path}
     elif isinstance(change, Rename):

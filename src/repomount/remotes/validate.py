@@ -104,6 +104,16 @@ def mtime(value: object) -> float:
     return float(value)
 
 
+def mtime_ns(value: object) -> int:
+    """A time in whole nanoseconds, in the range `mtime` allows."""
+    if not _is_int(value):
+        raise BadEntry(f"time {_short(value)} is not a whole number of nanoseconds")
+    assert isinstance(value, int)
+    if not MIN_MTIME <= value / 1e9 <= MAX_MTIME:
+        raise BadEntry(f"time {_short(value)} is out of range")
+    return value
+
+
 def version(value: object) -> str:
     """A version token (or a head): a string, or a whole number taken as one."""
     if _is_int(value):

@@ -35,6 +35,7 @@ from repomount.server.native_requests import (
     idempotency_key,
     int_param,
     mode_param,
+    mtime_ns_param,
     parse_operations,
     parse_range,
     read_paths,
@@ -52,7 +53,15 @@ from repomount.server.native_responses import (
     stream_file,
     stream_tar,
 )
-from repomount.server.store import Conflict, Delete, Idempotency, NotFound, StoreError, Write
+from repomount.server.store import (
+    Conflict,
+    Delete,
+    Idempotency,
+    NotFound,
+    Operation,
+    StoreError,
+    Write,
+)
 
 CHANGES_PER_ANSWER = 10_000
 
@@ -186,6 +195,7 @@ class NativeApi:
             "X-Repo-Head": str(head),
             "Last-Modified": formatdate(entry.mtime, usegmt=True),
             "X-Repomount-Mode": f"{entry.mode:o}",
+            "X-Repomount-Mtime-Ns": str(entry.mtime_ns),
             "X-Repomount-Type": entry.type,
             "Accept-Ranges": "bytes",
         }
@@ -269,6 +279,7 @@ class NativeApi:
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
         expect = self._expectation(request, allow_create_only=True)
         mode = mode_param(request.headers.get("x-repomount-mode"))
+        mtime_ns = mtime_ns_param(request.headers.get("x-repomount-mtime-ns"))
         spool = await spool_body(self.backend, request)
         try:
             await self.backend.run(self.store.add_blob, spool)
@@ -278,13 +289,14 @@ class NativeApi:
         idempotency = None
         if key := request.headers.get("idempotency-key"):
             preconditions = (request.headers.get("if-match"), request.headers.get("if-none-match"))
-            idempotency = Idempotency(
-                key, fingerprint(["put", path, spool.sha256, preconditions, mode])
-            )
+            what: list[object] = ["put", path, spool.sha256, preconditions, mode]
+            if mtime_ns is not None:  # (so a key used before exact times still replays)
+                what.append(mtime_ns)
+            idempotency = Idempotency(key, fingerprint(what))
         try:
             result = await self.backend.commit(
                 repo,
-                [Write(path, spool.sha256, expect=expect, mode=mode)],
+                [Write(path, spool.sha256, expect=expect, mode=mode, mtime_ns=mtime_ns)],
                 message=f"PUT {path}",
                 idempotency=idempotency,
             )
@@ -360,7 +372,7 @@ class NativeApi:
         # a crash may name another base, or send inline what it first sent as a blob.
         idempotency = None
         if key is not None:
-            what = [[type(op).__name__, *dataclasses.astuple(op)] for op in operations]
+            what = [_what(op) for op in operations]
             idempotency = Idempotency(key, await self.backend.run(fingerprint, what))
         result = await self.backend.commit(
             repo, operations, message=message, author=author, idempotency=idempotency
@@ -387,3 +399,12 @@ class NativeApi:
             except NotFound:
                 pass
         return error_json(error, headers)
+
+
+def _what(op: Operation) -> list[object]:
+    """What an operation does, for its commit's idempotency fingerprint. A write's
+    `mtime_ns` counts only when set, so a key from before exact times still replays."""
+    what = [type(op).__name__, *dataclasses.astuple(op)]
+    if isinstance(op, Write) and op.mtime_ns is None:
+        what.pop()
+    return what

@@ -212,6 +212,33 @@ def mode_param(value: str | None) -> int | None:
     return mode & PERMISSION_BITS
 
 
+MTIME_NS_MAX = 2**63 - 1  # what SQLite's INTEGER (and a signed 64-bit st_mtime) holds
+
+
+def mtime_ns_value(value: object, what: str) -> int:
+    """A modification time in integer nanoseconds since the epoch (before 1970: negative)."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not -MTIME_NS_MAX <= value <= MTIME_NS_MAX
+    ):
+        raise ApiError(
+            "invalid_request", f"{what} must be an integer of nanoseconds since the epoch"
+        )
+    return value
+
+
+def mtime_ns_param(value: str | None) -> int | None:
+    """The X-Repomount-Mtime-Ns header of a PUT."""
+    if value is None:
+        return None
+    text = value.strip()
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise ApiError("invalid_request", f"X-Repomount-Mtime-Ns must be an integer, not {value!r}")
+    return mtime_ns_value(int(text), "X-Repomount-Mtime-Ns")
+
+
 def encode_cursor(head: int, last_path: str) -> str:
     return base64.urlsafe_b64encode(f"{head}:{last_path}".encode()).decode().rstrip("=")
 
@@ -300,7 +327,10 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
             raise ApiError("invalid_request", "'mode' must be permission bits (0 to 4095)")
         if mode is not None:
             mode &= PERMISSION_BITS
-        return Write(path, blob, expect=_op_expect(op, "expect"), mode=mode)
+        mtime_ns = op.get("mtime_ns")
+        if mtime_ns is not None:
+            mtime_ns = mtime_ns_value(mtime_ns, "'mtime_ns'")
+        return Write(path, blob, expect=_op_expect(op, "expect"), mode=mode, mtime_ns=mtime_ns)
     if kind == "delete":
         return Delete(_op_path(op, "path"), expect=_op_expect(op, "expect"))
     if kind == "rename":

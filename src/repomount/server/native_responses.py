@@ -55,6 +55,7 @@ def entry_json(e: Entry) -> dict[str, Any]:
         "size": e.size,
         "version": e.version,
         "mtime": e.mtime,
+        "mtime_ns": e.mtime_ns,
         "mode": e.mode,
     }
     if e.target is not None:

@@ -110,7 +110,8 @@ def run_commit(
     keep. A replayed idempotent retry answers the first result and writes nothing new.
     `pause_marker` is for tests only (PAUSE_COMMIT_ENV); None in production.
     """
-    now = time.time()
+    now_ns = time.time_ns()
+    now = now_ns / 1e9
     if idempotency is not None:
         replay = _replay(db, repo_id, idempotency, now)
         if replay is not None:
@@ -118,7 +119,7 @@ def run_commit(
     if base is not None and base != head:
         raise StaleBase(f"{repo!r} is at head {head}, not {base}", head=str(head))
     seq = head + 1
-    tx = _Commit(db, repo_id, seq, now, blobs)
+    tx = _Commit(db, repo_id, seq, now_ns, blobs)
     results = tx.apply(operations)
     db.execute(
         "INSERT INTO commits (repo_id, seq, time, message, author) VALUES (?, ?, ?, ?, ?)",
@@ -194,12 +195,12 @@ class _Commit:
     """Applies operations inside an open write transaction, recording changes."""
 
     def __init__(
-        self, db: sqlite3.Connection, repo_id: int, seq: int, now: float, blobs: BlobDir
+        self, db: sqlite3.Connection, repo_id: int, seq: int, now_ns: int, blobs: BlobDir
     ) -> None:
         self.db = db
         self.repo_id = repo_id
         self.seq = seq
-        self.now = now
+        self.now = now_ns  # every entry the commit makes without a time of its own has this
         self.blobs = blobs
         self.changes: dict[str, tuple[ChangeOp, str | None]] = {}
         self.conflicts: list[PreconditionFailure] = []
@@ -233,20 +234,24 @@ class _Commit:
     # --- the operations ---
 
     def _write(self, index: int, op: Write) -> OpResult:
-        size = self.blobs.size(op.blob)
-        if size is None:
-            raise UnknownBlob(f"blob {op.blob} has not been uploaded", blob=op.blob)
         self._make_parents(op.path)
         cur = self._get(op.path)
         if cur is not None and cur.type == "dir":
             raise PathConflict(f"cannot write {op.path!r}: it is a directory", path=op.path)
         self._check(index, op.path, op.expect, cur)
+        # After the precondition: a write naming the blob of the version it expects
+        # (a new mode or mtime, nothing uploaded) whose file moved on is a conflict,
+        # even once that blob is collected.
+        size = self.blobs.size(op.blob)
+        if size is None:
+            raise UnknownBlob(f"blob {op.blob} has not been uploaded", blob=op.blob)
         mode = op.mode
         if mode is None:  # keep the mode of a replaced file (not of a replaced symlink)
             mode = cur.mode if cur is not None and cur.type == "file" else DEFAULT_FILE_MODE
+        mtime_ns = self.now if op.mtime_ns is None else op.mtime_ns
         if cur is not None:
             self._close(op.path)
-        self._insert(Entry(op.path, "file", size, op.blob, self.now, mode))
+        self._insert(Entry(op.path, "file", size, op.blob, mtime_ns, mode))
         self.changes[op.path] = ("write", op.blob)
         return OpResult(op.path, op.blob, created=cur is None)
 
@@ -395,7 +400,7 @@ class _Commit:
     def _insert(self, e: Entry) -> None:
         self.db.execute(
             "INSERT INTO entries (repo_id, path, parent, type, blob, size, mode, mtime, "
-            "commit_from, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "commit_from, target, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.repo_id,
                 e.path,
@@ -407,5 +412,6 @@ class _Commit:
                 e.mtime,
                 self.seq,
                 e.target,
+                e.mtime_ns,
             ),
         )

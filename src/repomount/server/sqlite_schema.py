@@ -1,5 +1,5 @@
 """The SQLite database of SqliteStore: its tables and indexes, the SQL fragments the
-read queries and the commit transaction share, opening it, and its one migration.
+read queries and the commit transaction share, opening it, and its migrations.
 
 Kept apart from the queries so that the layout of the data is read in one place.
 """
@@ -13,7 +13,8 @@ from typing import Any
 from repomount.server.store import Entry
 
 # A symlink's row holds its target, and in `blob` its version (SHA-256 of the target;
-# no blob file backs it: the target is read from the row).
+# no blob file backs it: the target is read from the row). `mtime_ns` is the exact time
+# (a REAL cannot hold nanoseconds); rows from before it have only `mtime`.
 ENTRIES = """
 CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     mtime REAL NOT NULL,
     commit_from INTEGER NOT NULL,
     commit_to INTEGER,
-    target TEXT
+    target TEXT,
+    mtime_ns INTEGER
 );"""
 # Columns an entries table had before symlinks (a data directory from then is migrated).
 OLD_ENTRY_COLUMNS = (
@@ -85,16 +87,18 @@ CREATE TABLE IF NOT EXISTS repo_attrs (
 
 # Visible at head :at (also used with the current head, which is simply a kept head).
 VISIBLE = "commit_from <= :at AND (commit_to IS NULL OR commit_to > :at)"
-ENTRY_COLS = "path, type, size, blob, mtime, mode, target"
+ENTRY_COLS = "path, type, size, blob, mtime, mode, target, mtime_ns"
 # The time of a repository's head commit (always kept: pruning stops at the floor).
 UPDATED = "(SELECT time FROM commits WHERE repo_id = repos.id AND seq = repos.head)"
 
 
 def entry_of(row: sqlite3.Row | tuple[Any, ...]) -> Entry:
     """The Entry of a row selected as ENTRY_COLS."""
-    path, typ, size, blob, mtime, mode, target = row
+    path, typ, size, blob, mtime, mode, target, mtime_ns = row
+    if mtime_ns is None:  # (written before exact times were kept)
+        mtime_ns = round(mtime * 1e9)
     return Entry(
-        path=path, type=typ, size=size, version=blob, mtime=mtime, mode=mode, target=target
+        path=path, type=typ, size=size, version=blob, mtime_ns=mtime_ns, mode=mode, target=target
     )
 
 
@@ -113,9 +117,14 @@ def open_database(path: Path) -> sqlite3.Connection:
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring an entries table from before symlinks up to date: SQLite cannot change
     a CHECK constraint in place, so the table is copied into a new one (one
-    transaction; the indexes are created again by SCHEMA)."""
+    transaction; the indexes are created again by SCHEMA). One from before exact
+    times gains its column."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
-    if not columns or "target" in columns:
+    if not columns:
+        return
+    if "target" in columns:
+        if "mtime_ns" not in columns:
+            db.execute("ALTER TABLE entries ADD COLUMN mtime_ns INTEGER")
         return
     db.execute("BEGIN IMMEDIATE")
     try:

@@ -69,9 +69,14 @@ class Entry:
     type: EntryType
     size: int
     version: str | None  # the blob's SHA-256 for files, None for directories
-    mtime: float
+    mtime_ns: int  # nanoseconds since the epoch: as a write set it, else its commit's time
     mode: int
     target: str | None = None  # symlinks only: where it points (its version hashes this)
+
+    @property
+    def mtime(self) -> float:
+        """Seconds since the epoch (exact only to about a microsecond: see mtime_ns)."""
+        return self.mtime_ns / 1e9
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class Write:
     blob: str
     expect: str | None = None
     mode: int | None = None  # None: keep the mode of a replaced file, else the default
+    mtime_ns: int | None = None  # None: the time of the commit
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Attributes the remote does not keep, kept here: set by chmod, chown and utimensat.
 
-Most remotes keep no owner, no directory modes and no times of our choosing (the server
-stamps its own). So that those operations are never "a silent 0 that is later undone",
-what was set is stored per path in the journal's database (a table of its own) and laid
-over what
+Most remotes keep no owner, no directory modes and no times of our choosing (they stamp
+their own; the native server keeps a file's mode and mtime, sent with its writes). So
+that those operations are never "a silent 0 that is later undone", what was set is
+stored per path in the journal's database (a table of its own) and laid over what
 listings say, across remounts of the same state directory. Times hold only while the
 file is at the version they were set on (a change made elsewhere brings its own time);
 a file we wrote keeps the time of the write with the version our upload made. Modes

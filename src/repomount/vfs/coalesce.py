@@ -28,6 +28,7 @@ class Planned:
     blob: str | None = None
     target: str | None = None  # symlink
     mode: int | None = None
+    mtime_ns: int | None = None  # a write's: the newest record's
     expect: ExpectT = Expect.ANY
     expect_to: ExpectT = Expect.ANY
     key: str = ""  # the idempotency key of the newest record it stands for
@@ -130,19 +131,19 @@ def coalesce(records: list[Record]) -> Plan:
                 if rec.blob:
                     prev.blobs.append(rec.blob)
                 prev.op, prev.blob, prev.target = rec.op, rec.blob, rec.target
-                prev.mode, prev.key = rec.mode, rec.key
+                prev.mode, prev.mtime_ns, prev.key = rec.mode, rec.mtime_ns, rec.key
                 continue
             gone = latest_op(rec.path, "delete")
             if gone is not None and gone.expect != Expect.ANY and gone.rename_record is None:
                 # delete + create of a file (an editor's save): one write over the old one
                 gone.op, gone.blob, gone.target = rec.op, rec.blob, rec.target
-                gone.mode, gone.key = rec.mode, rec.key
+                gone.mode, gone.mtime_ns, gone.key = rec.mode, rec.mtime_ns, rec.key
                 gone.ids.append(rec.id)
                 gone.blobs = [rec.blob] if rec.blob else []
                 continue
             push(
                 Planned(rec.op, rec.path, [rec.id], blob=rec.blob, target=rec.target,
-                        mode=rec.mode, expect=rec.expect, key=rec.key,
+                        mode=rec.mode, mtime_ns=rec.mtime_ns, expect=rec.expect, key=rec.key,
                         blobs=[rec.blob] if rec.blob else []),
                 rec.path,
             )  # fmt: skip
@@ -179,14 +180,15 @@ def coalesce(records: list[Record]) -> Plan:
                 out[i] = None
                 if first:  # the old name never reached the remote
                     push(Planned(prev.op, rec.dst, ids, blob=prev.blob, target=prev.target,
-                                 mode=prev.mode, expect=expect_to, key=rec.key,
-                                 blobs=blobs), rec.dst)  # fmt: skip
+                                 mode=prev.mode, mtime_ns=prev.mtime_ns, expect=expect_to,
+                                 key=rec.key, blobs=blobs), rec.dst)  # fmt: skip
                     continue
                 # The old name exists remotely: write the new one, then delete the old.
                 ids.remove(rec.id)
                 push(Planned(prev.op, rec.dst, ids, blob=prev.blob, target=prev.target,
-                             mode=prev.mode, expect=expect_to, key=rec.key + "-w",
-                             blobs=blobs, then_delete=rec.id), rec.dst)  # fmt: skip
+                             mode=prev.mode, mtime_ns=prev.mtime_ns, expect=expect_to,
+                             key=rec.key + "-w", blobs=blobs, then_delete=rec.id),
+                     rec.dst)  # fmt: skip
                 push(Planned("delete", rec.path, [rec.id], expect=prev.expect, key=rec.key,
                              rename_record=rec.id), rec.path)  # fmt: skip
                 continue

@@ -112,8 +112,8 @@ class Vfs(LostConflicts):
         uid: int | None = None,
         gid: int | None = None,
     ) -> Node:
-        """chmod, chown, utimensat, truncate. Modes of files go to remotes that keep
-        them; everything else is kept for the mount's lifetime (docs/semantics.md)."""
+        """chmod, chown, utimensat, truncate. A file's mode and modification time go
+        to remotes that keep them; everything else is kept locally (docs/semantics.md)."""
         node = self.node(ino)
         if node.link_as_file and (size is not None or mode is not None):  # (trust.py)
             code = errno.EACCES if size is not None else errno.EPERM
@@ -122,19 +122,24 @@ class Vfs(LostConflicts):
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             await self.resize(node, size, None)
+        caps = self.remote.capabilities
+        is_file = node.kind == "file"
+        send = False  # a new mode or time the remote keeps: journaled
         if mode is not None and node.mode != mode & 0o7777:
             node.mode = mode & 0o7777
-            if node.kind == "file" and self.remote.capabilities.file_modes:
-                await self._journal_mode(node)
+            send = is_file and caps.file_modes
         if uid is not None:
             node.uid = uid
         if gid is not None:
             node.gid = gid
         if mtime_ns is not None:
+            send = send or (is_file and caps.file_mtimes and node.mtime_ns != mtime_ns)
             node.mtime_ns = mtime_ns
         if atime_ns is not None:
             node.atime_ns = atime_ns
-        keeps_mode = node.is_dir or not self.remote.capabilities.file_modes
+        if send:
+            await self._journal_attrs(node)
+        keeps_mode = node.is_dir or not caps.file_modes
         self.attrs.remember(
             node,
             mode=node.mode if mode is not None and keeps_mode else None,
@@ -147,19 +152,18 @@ class Vfs(LostConflicts):
             node.ctime_ns = time.time_ns()
         return node
 
-    async def _journal_mode(self, node: Node) -> None:
-        """chmod: the remote keeps modes only with content, so the mode rides on the
-        pending write of the file, or on a new write of the same content."""
+    async def _journal_attrs(self, node: Node) -> None:
+        """chmod, utimensat: the remote keeps a file's mode and mtime only with its
+        content, so they ride on the file's pending write, or on a new write of the same
+        content (which the native remote takes without an upload)."""
         async with self.node_lock(node.ino):
             if node.local or not node.attached or self.files.dirty(node.ino):
-                return  # local only, or its close will carry the mode
+                return  # local only, or its close will carry them
             pending = self.journal.latest(node.path, "write")
             if pending is not None and pending.blob is not None:
                 # A new row with the same content (the one pending may be on the wire
                 # right now; an update to it would go when it lands): coalesced into one.
-                self.journal_add(
-                    "write", node.path, blob=pending.blob, mode=node.mode, expect=pending.expect
-                )
+                self.journal_write(node, pending.blob, pending.expect)
                 return
             if local_only(node):
                 return
@@ -167,7 +171,7 @@ class Vfs(LostConflicts):
             if not node.attached:
                 self.journal.blob_path(blob).unlink(missing_ok=True)
                 return
-            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+            self.journal_write(node, blob, node.base)
             self.overlay.set_pending_blob(node.ino, blob)
 
     def statfs(self) -> dict[str, int]:

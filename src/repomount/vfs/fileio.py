@@ -426,7 +426,7 @@ class FileIO(Namespace):
             with self.journal.transaction():  # a sparse blob never looks whole
                 if f.sparse is not None:
                     self.journal.mark_sparse(blob, f.sparse)
-                self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+                self.journal_write(node, blob, node.base)
         self.overlay.set_pending_blob(node.ino, blob)
 
     async def release(self, fh: int) -> None:

@@ -414,7 +414,10 @@ class Flusher(Outcomes):
             assert op.blob is not None
             size, sha = await self.digests.of(op.blob)
             source = self.journal.blob_path(op.blob)
-            return Write(op.path, source, size, sha, op.sent_expect(), key=op.key, mode=op.mode)
+            return Write(
+                op.path, source, size, sha, op.sent_expect(),
+                key=op.key, mode=op.mode, mtime_ns=op.mtime_ns,
+            )  # fmt: skip
         if op.op == "delete":
             return Delete(op.path, op.sent_expect(), key=op.key)
         if op.op == "symlink":

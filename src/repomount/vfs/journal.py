@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS changes (
     state TEXT NOT NULL DEFAULT 'pending',
     target TEXT,
     next_try REAL NOT NULL DEFAULT 0,
-    held_for TEXT
+    held_for TEXT,
+    mtime_ns INTEGER
 );
 CREATE TABLE IF NOT EXISTS sparse (
     blob TEXT PRIMARY KEY,
@@ -96,6 +97,7 @@ class Record:
     target: str | None = None  # symlink: where it points
     next_try: float = 0.0  # wall-clock time before which a retry is not sent
     held_for: HeldFor | None = None  # why a held change is held
+    mtime_ns: int | None = None  # a write's modification time (sent where the remote keeps it)
 
     def paths(self) -> tuple[str, ...]:
         return (self.path, self.dst) if self.dst is not None else (self.path,)
@@ -125,19 +127,21 @@ class Journal:
             self._db.execute("ALTER TABLE changes ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
         if "held_for" not in columns:
             self._db.execute("ALTER TABLE changes ADD COLUMN held_for TEXT")
+        if "mtime_ns" not in columns:  # ... or before writes carried their time
+            self._db.execute("ALTER TABLE changes ADD COLUMN mtime_ns INTEGER")
         self._records: dict[int, Record] = {}
         self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
         self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
         self.version = 0  # bumped by every change of the records (progress, for waiters)
         for row in self._db.execute(
             "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state, target, next_try, held_for FROM changes ORDER BY id"
+            " last_error, state, target, next_try, held_for, mtime_ns FROM changes ORDER BY id"
         ):
             rec = Record(
                 id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
                 expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
                 created=row[9], tries=row[10], last_error=row[11], state=row[12],
-                target=row[13], next_try=row[14], held_for=row[15],
+                target=row[13], next_try=row[14], held_for=row[15], mtime_ns=row[16],
             )  # fmt: skip
             self._index(rec)
         # blob -> the edits it holds of a content never seen (sparse.py): sent only
@@ -190,18 +194,19 @@ class Journal:
         expect: ExpectT = Expect.ANY,
         expect_to: ExpectT = Expect.ANY,
         target: str | None = None,
+        mtime_ns: int | None = None,
     ) -> Record:
         key = uuid.uuid4().hex
         now = time.time()
         cur = self._db.execute(
             "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key, created,"
-            " target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " target, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key, now,
-             target),
+             target, mtime_ns),
         )  # fmt: skip
         assert cur.lastrowid is not None
         rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now,
-                     target=target)  # fmt: skip
+                     target=target, mtime_ns=mtime_ns)  # fmt: skip
         self._index(rec)
         return rec
 
@@ -289,11 +294,12 @@ class Journal:
         new = replace(rec, **changes)  # type: ignore[arg-type]
         self._db.execute(
             "UPDATE changes SET op=?, path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?,"
-            " tries=?, last_error=?, state=?, target=?, next_try=?, held_for=? WHERE id=?",
+            " tries=?, last_error=?, state=?, target=?, next_try=?, held_for=?, mtime_ns=?"
+            " WHERE id=?",
             (
                 new.op, new.path, new.dst, new.blob, new.mode, encode_expect(new.expect),
                 encode_expect(new.expect_to), new.tries, new.last_error, new.state,
-                new.target, new.next_try, new.held_for, new.id,
+                new.target, new.next_try, new.held_for, new.mtime_ns, new.id,
             ),
         )  # fmt: skip
         self._unindex(rec)

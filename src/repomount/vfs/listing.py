@@ -369,7 +369,7 @@ class Listings(VfsState):
                     fetch_path=e.path,
                     base=e.version if e.version is not None else Expect.ANY,
                     on_remote=True,
-                    mtime_ns=int(e.mtime * 1e9) if e.mtime is not None else time.time_ns(),
+                    mtime_ns=_time_ns(e),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
                     target=e.target,
                     link_as_file=as_file,
@@ -387,8 +387,8 @@ class Listings(VfsState):
             if changed:
                 node.version = e.version
                 node.size = e.size
-                if e.mtime is not None:  # a new version brings its own time
-                    node.mtime = e.mtime
+                if (listed_ns := e.time_ns()) is not None:  # a new version brings its time
+                    node.mtime_ns = listed_ns
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
             self.attrs.lay_over(node, owner=not guarded)
@@ -453,3 +453,9 @@ def _bounded_put(table: OrderedDict[str, int], key: str, gen: int) -> None:
     table.move_to_end(key)
     if len(table) > _MEMORY:
         table.popitem(last=False)
+
+
+def _time_ns(e: Entry) -> int:
+    """The entry's modification time, exactly as listed (now, where the remote has none)."""
+    listed = e.time_ns()
+    return listed if listed is not None else time.time_ns()

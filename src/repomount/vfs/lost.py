@@ -94,8 +94,9 @@ class LostConflicts(FileIO):
                 copy_id, newest = later[-1].id, later[-1].blob or op.blob
             else:
                 copy_id = self.journal.add(
-                    "write", copy, blob=op.blob, mode=op.mode, expect=Expect.ABSENT
-                ).id
+                    "write", copy, blob=op.blob, mode=op.mode, mtime_ns=op.mtime_ns,
+                    expect=Expect.ABSENT,
+                ).id  # fmt: skip
                 newest = op.blob
             self.journal.complete(op.ids)
         self.flusher.notify()

@@ -367,7 +367,7 @@ class Namespace(Forgetting):
             # the content it has now.
             blob = self.overlay.pending_blob(node.ino)
             assert blob is not None  # rename's decide made sure
-            self.journal_add("write", node.path, blob=blob, mode=node.mode, expect=node.base)
+            self.journal_write(node, blob, node.base)
 
     async def _own_blob(self, node: Node) -> str:
         """Give a file that turns local-only (or back) a blob of its own holding its

@@ -32,7 +32,7 @@ import trio
 
 from repomount import paths
 from repomount.options import DEFAULT_LOCAL_ONLY
-from repomount.remotes.base import Expect, Remote
+from repomount.remotes.base import Expect, ExpectT, Remote
 from repomount.vfs.attrs import LocalAttrs
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.content import ContentCache
@@ -191,6 +191,13 @@ class VfsState:
     def journal_add(self, op: str, path: str, **kw: object) -> None:
         self.journal.add(op, path, **kw)  # type: ignore[arg-type]
         self.flusher.notify()
+
+    def journal_write(self, node: Node, blob: str, expect: ExpectT) -> None:
+        """Journal `blob` as the content of `node`, with the mode and modification time
+        it has now (sent where the remote keeps them)."""
+        self.journal_add(
+            "write", node.path, blob=blob, mode=node.mode, mtime_ns=node.mtime_ns, expect=expect
+        )
 
     def require(self, capability: str, path: str) -> None:
         """Refuse, clearly, what the remote cannot do (rather than queue a change that

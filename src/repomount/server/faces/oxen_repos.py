@@ -319,7 +319,7 @@ class Repos:
 
     def entry(self, ref: Ref, path: str) -> Entry | None:
         if not path:
-            return Entry("", "dir", 0, None, 0.0, 0o755)
+            return Entry("", "dir", 0, None, 0, 0o755)
         _, found = self.store.stat(ref.store, path, at=ref.seq)
         return found
 
