@@ -91,7 +91,7 @@ async def test_edits_over_a_version_changed_meanwhile_are_kept_aside(
     ranges = saved.with_name("log.edited-ranges").read_text().splitlines()
     assert ranges[1:] == ["7 14"]
     assert await read_file(m.vfs, "log") == b"someone else's\n"
-    assert m.vfs.status()["conflicts"]
+    assert (await m.vfs.status())["conflicts"]
 
 
 async def test_a_create_in_a_directory_never_listed(
