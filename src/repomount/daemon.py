@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from repomount import control, mounts, private
+from repomount.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def start(mount_main: MountMain, log_path: Path) -> int:
 DAEMON_EXIT_WAIT = 15.0  # seconds for the daemon to leave once unmounted
 
 
-def unmount(mountpoint: Path, *, timeout: float = 60.0) -> tuple[int, str]:
+def unmount(mountpoint: Path, *, timeout: float = DEFAULTS.drain_timeout) -> tuple[int, str]:
     """Upload what is pending (showing progress on a terminal), then unmount, then wait
     for the daemon to exit. If some changes cannot be uploaded in `timeout`, unmount
     anyway: they stay in the journal for the next mount, and the exit code says so.

@@ -24,6 +24,7 @@ import trio
 
 from repomount import control, mounts, stalls
 from repomount.fuse.operations import Operations
+from repomount.options import DEFAULTS
 from repomount.remotes.base import RemoteError, Unavailable
 from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
@@ -38,9 +39,9 @@ class MountOptions:
     mountpoint: Path
     control_socket: Path  # in a directory made private (control.prepare_socket)
     fuse_options: list[str] = field(default_factory=list)  # from -o
-    drain_timeout: float = 60.0  # how long a stop waits for uploads, once
-    poll_interval: float = 10.0
-    use_change_feed: bool = True
+    drain_timeout: float = DEFAULTS.drain_timeout  # how long a stop waits for uploads, once
+    poll_interval: float = DEFAULTS.poll_interval
+    use_change_feed: bool = not DEFAULTS.no_change_feed
     on_stop: Callable[[StopProgress], None] | None = None  # how a stop's drain goes
 
 
