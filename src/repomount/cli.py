@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from repomount import __version__, cli_control, cli_mount, cli_repo, cli_serve
+from repomount import __version__, cli_config, cli_control, cli_mount, cli_repo, cli_serve
 from repomount.cli_args import (
     ENV_CONTROL,
     ENV_DEBUG,
@@ -16,6 +16,7 @@ from repomount.cli_args import (
     ENV_TOKEN,
     environment,
 )
+from repomount.cli_config import ENV_CONFIG
 from repomount.cli_options import add_mount_options
 from repomount.options import DEFAULTS
 
@@ -26,16 +27,31 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p = sub.add_parser(
         "mount",
         help="mount a remote repo on a local directory",
-        description="Mount a remote repo on a local directory. Keys come from the "
-        "environment: REPOMOUNT_TOKEN for repomount's server, RELACE_API_KEY, "
-        "TERMINALUSE_API_KEY; never from the command line, which every local user can "
-        "read. The mount's state, cache and control socket are private to your user.",
-        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONTROL, ENV_DEBUG),
+        description="Mount a remote repo on a local directory. SRC is a remote's "
+        "address, or NAME: for a remote named in the config file (with its token, "
+        "mountpoint and options; options given here win). Keys come from the config "
+        "file or the environment: REPOMOUNT_TOKEN for repomount's server, "
+        "RELACE_API_KEY, TERMINALUSE_API_KEY; never from the command line, which every "
+        "local user can read. The mount's state, cache and control socket are private "
+        "to your user.",
+        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONFIG, ENV_CONTROL, ENV_DEBUG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", metavar="SRC", help="the remote, e.g. http://127.0.0.1:8750/REPO")
-    p.add_argument("mountpoint", metavar="MNT", type=Path, help="an empty directory")
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="the remote, e.g. http://127.0.0.1:8750/REPO, or NAME: (config file)",
+    )
+    p.add_argument(
+        "mountpoint",
+        metavar="MNT",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="an empty directory (default: the named remote's mountpoint)",
+    )
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    cli_config.add_config_option(p)
     add_mount_options(p)
     p.set_defaults(func=cli_mount.cmd_mount)
 
@@ -142,13 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="repomount",
         description="Mount a remote repository as a local folder. "
         "`repomount COMMAND --help` says more about each command.",
-        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONTROL, ENV_DEBUG),
+        epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONFIG, ENV_CONTROL, ENV_DEBUG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"repomount {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_serve.add_serve(sub)
     _add_mount_commands(sub)
+    cli_config.add_config_commands(sub)
     cli_repo.add_repo_commands(sub)
     return parser
 

@@ -3,7 +3,8 @@ command line, MountRequest, VfsConfig, the FUSE layer's MountOptions, `unmount` 
 the demo), free to drift apart.
 
 Now `options.Options` holds every mount option with THE default, `options.SPECS` says
-how each is written; the command line and every layer below read them from there.
+how each is written; the command line, the config file and every layer below read
+them from there, and one value written either way gives the same Options.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from repomount import cli_options, daemon, demo
+from repomount import cli_options, configfile, daemon, demo
 from repomount.cli import build_parser
 from repomount.fuse.mount import MountOptions
 from repomount.options import DEFAULTS, SPECS, Options, Spec
@@ -55,7 +56,12 @@ def _parse_mount(argv: list[str]) -> argparse.Namespace:
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(sub.choices)
+    found = dict(sub.choices)
+    [config_sub] = [
+        a for a in found["config"]._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    found["config check"] = config_sub.choices["check"]
+    return found
 
 
 def test_every_option_has_one_spec() -> None:
@@ -63,7 +69,7 @@ def test_every_option_has_one_spec() -> None:
     assert all(s.field in SAMPLES or s.is_flag for s in SPECS)
 
 
-@pytest.mark.parametrize("command", ["mount"])
+@pytest.mark.parametrize("command", ["mount", "config check"])
 def test_the_command_line_defaults_are_the_options_defaults(command: str) -> None:
     parser = _commands()[command]
     for spec in SPECS:
@@ -98,8 +104,15 @@ def _from_command_line(spec: Spec) -> dict[str, Any]:
     return cli_options.given_options(args)
 
 
+def _from_config(spec: Spec, tmp_path: Path) -> dict[str, Any]:
+    value = "true" if spec.is_flag else f'"{SAMPLES[spec.field]}"'
+    text = f'[remote.w]\nsrc = "relace:x"\n{spec.name} = {value}\n'
+    return configfile.parse(text, tmp_path / "c.toml").remote("w").options
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_one_value_on_the_command_line_is_that_option(spec: Spec) -> None:
+def test_one_value_two_ways_one_options(spec: Spec, tmp_path: Path) -> None:
     cli = _from_command_line(spec)
     assert cli.keys() == {spec.field} and cli[spec.field] != getattr(DEFAULTS, spec.field)
+    assert _from_config(spec, tmp_path) == cli
     assert DEFAULTS.updated(cli) == Options(**cli)
