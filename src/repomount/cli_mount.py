@@ -88,10 +88,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return fail(str(e), 2)
     if args.foreground:
         return run_mount(req, _print_ready(r.src, mountpoint))
-    log_file = req.state_dir / "mount.log"
-    code = daemon.start(lambda ready: run_mount(req, ready), log_file)
+    req.log_file = req.state_dir / "mount.log"
+    code = daemon.start(lambda ready: run_mount(req, ready), req.log_file)
     if code == 0:
-        print(f"mounted {r.src} on {mountpoint} (log: {log_file})")
+        print(f"mounted {r.src} on {mountpoint} (log: {req.log_file})")
     return code
 
 

@@ -32,6 +32,7 @@ class MountRequest:
     state_dir: Path
     options: Options = DEFAULTS
     token: str | None = field(default=None, repr=False)  # None: the environment's
+    log_file: Path | None = None  # a daemon's log (rotated); None: stderr, or the journal
     on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
 
     @classmethod
@@ -99,7 +100,7 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 
 
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
-    log.setup(req.options.log_level)
+    log.setup(req.options.log_level, file=req.log_file)
     mounted = False
 
     def report(error: str | None) -> None:

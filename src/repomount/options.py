@@ -293,7 +293,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("gid", _gid, "the group files show (a gid or a group name)", "GROUP",
          shown="the mounting user's group"),
     Spec("log_level", _log_level, "how much the mount log (STATE_DIR/.../mount.log; "
-         "stderr with -f) says", "{" + ",".join(LOG_LEVELS) + "}"),
+         "stderr with -f; the journal under systemd) says", "{" + ",".join(LOG_LEVELS) + "}"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Spec] = {s.name: s for s in SPECS}
