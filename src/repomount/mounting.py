@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from repomount import config, control, log, private
+from repomount import config, control, log, private, sdnotify
 from repomount.fuse import mount
 from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
@@ -101,17 +101,24 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     log.setup(req.options.log_level, file=req.log_file)
+    systemd = sdnotify.Reporter(req.src, str(req.mountpoint))
     mounted = False
 
     def report(error: str | None) -> None:
-        """`ready`, and the mount log says what happened."""
+        """`ready`, and the mount log and the service manager say what happened."""
         nonlocal mounted
         if error is None:
             mounted = True
             logger.info("mounted %s on %s", req.src, req.mountpoint)
         else:
             logger.error("not mounted: %s", error)
+        systemd.ready(error)
         ready(error)
+
+    def on_stop(progress: mount.StopProgress) -> None:
+        systemd.stopping(progress.pending, progress.seconds_left, progress.done)
+        if req.on_stop is not None:
+            req.on_stop(progress)
 
     try:
         control_socket = prepare_local_dirs(req)
@@ -138,7 +145,8 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             drain_timeout=o.drain_timeout,
             poll_interval=o.poll_interval,
             use_change_feed=not o.no_change_feed,
-            on_stop=req.on_stop,
+            on_stop=on_stop,
+            on_status=systemd.running if sdnotify.listening() else None,
         )
         code = trio.run(mount.run, vfs, opts, report)
         if mounted:
