@@ -3,8 +3,9 @@ command line, MountRequest, VfsConfig, the FUSE layer's MountOptions, `unmount` 
 the demo), free to drift apart.
 
 Now `options.Options` holds every mount option with THE default, `options.SPECS` says
-how each is written; the command line, the config file and every layer below read
-them from there, and one value written either way gives the same Options.
+how each is written; the command line, the config file, the mount helper's `-o` and
+every layer below read them from there, and one value written each of the three ways
+gives the same Options.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from repomount import cli_options, configfile, daemon, demo
 from repomount.cli import build_parser
 from repomount.fuse.mount import MountOptions
+from repomount.mounthelper import translate
 from repomount.options import DEFAULTS, SPECS, Options, Spec
 from repomount.remotes.limits import Timeouts
 from repomount.vfs.state import VfsConfig
@@ -110,9 +112,17 @@ def _from_config(spec: Spec, tmp_path: Path) -> dict[str, Any]:
     return configfile.parse(text, tmp_path / "c.toml").remote("w").options
 
 
+def _from_mount_helper(spec: Spec) -> dict[str, Any]:
+    option = spec.field if spec.is_flag else f"{spec.field}={SAMPLES[spec.field]}"
+    if spec.field == "fuse_options":
+        option = SAMPLES[spec.field]  # a FUSE option is written as itself
+    return cli_options.given_options(_parse_mount(translate("relace:x", "/m", [option])))
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_one_value_two_ways_one_options(spec: Spec, tmp_path: Path) -> None:
+def test_one_value_three_ways_one_options(spec: Spec, tmp_path: Path) -> None:
     cli = _from_command_line(spec)
     assert cli.keys() == {spec.field} and cli[spec.field] != getattr(DEFAULTS, spec.field)
     assert _from_config(spec, tmp_path) == cli
+    assert _from_mount_helper(spec) == cli
     assert DEFAULTS.updated(cli) == Options(**cli)
