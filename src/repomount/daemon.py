@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from repomount import control, mounts, private
+from repomount.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,12 @@ def check_mountpoint(mountpoint: Path) -> str | None:
         return f"mountpoint {mountpoint} does not exist"
     if not mountpoint.is_dir():
         return f"mountpoint {mountpoint} is not a directory"
-    if is_mounted(mountpoint):
+    top = mounts.mount_at(os.path.realpath(mountpoint))
+    if top is not None and top.fstype == "autofs":
+        # An automount point (fstab's x-systemd.automount) waiting for this mount:
+        # mounted over, never listed (a listing would wait for this very mount).
+        return None
+    if top is not None:
         return f"{mountpoint} is already a mountpoint"
     try:
         if any(mountpoint.iterdir()):
@@ -95,12 +101,14 @@ def start(mount_main: MountMain, log_path: Path) -> int:
 DAEMON_EXIT_WAIT = 15.0  # seconds for the daemon to leave once unmounted
 
 
-def unmount(mountpoint: Path, *, timeout: float = 60.0) -> tuple[int, str]:
-    """Upload what is pending (showing progress on a terminal), then unmount, then wait
-    for the daemon to exit. If some changes cannot be uploaded in `timeout`, unmount
-    anyway: they stay in the journal for the next mount, and the exit code says so.
-    Only a repomount mount is unmounted (exit 2 for anything else). Returns (exit
-    code, message)."""
+def unmount(
+    mountpoint: Path, *, timeout: float = DEFAULTS.drain_timeout, lazy: bool = False
+) -> tuple[int, str]:
+    """Upload what is pending (showing progress on a terminal), then unmount (`lazy`:
+    detach it now, the kernel lets go once nothing uses it), then wait for the daemon
+    to exit. If some changes cannot be uploaded in `timeout`, unmount anyway: they stay
+    in the journal for the next mount, and the exit code says so. Only a repomount
+    mount is unmounted (exit 2 for anything else). Returns (exit code, message)."""
     mine = mounts.mount_at(os.path.realpath(mountpoint))
     if mine is None:
         return 2, f"{mountpoint} is not mounted"
@@ -111,7 +119,10 @@ def unmount(mountpoint: Path, *, timeout: float = 60.0) -> tuple[int, str]:
         )
     reply, untrusted = _sync_with_progress(mountpoint, timeout)
     result = subprocess.run(
-        ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
+        ["fusermount3", "-uz" if lazy else "-u", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         return 1, f"not unmounted: {result.stderr.strip() or 'fusermount3 failed'}"

@@ -24,6 +24,7 @@ import httpx
 from repomount import daemon
 from repomount.fuse.mount import StopProgress
 from repomount.mounting import MountRequest, run_mount
+from repomount.options import DEFAULTS
 
 SAMPLE: dict[str, str] = {
     "README.md": "# demo\n\nA sample repo served by `repomount serve` and mounted with repomount.\n"
@@ -114,7 +115,9 @@ class _StopView:
             )
 
 
-def run_demo(mountpoint: Path, *, work_dir: Path | None = None, drain_timeout: float = 60.0) -> int:
+def run_demo(
+    mountpoint: Path, *, work_dir: Path | None = None, drain_timeout: float = DEFAULTS.drain_timeout
+) -> int:
     created = False
     if not mountpoint.exists():
         mountpoint.mkdir(parents=True)
@@ -137,12 +140,11 @@ def run_demo(mountpoint: Path, *, work_dir: Path | None = None, drain_timeout: f
         req = MountRequest(
             src=src,
             mountpoint=mountpoint,
-            endpoint=None,
             cache_dir=work / "cache",
             state_dir=work / "state",
-            metadata_ttl=2.0,
-            log_level="WARNING",
-            drain_timeout=drain_timeout,
+            options=DEFAULTS.updated(
+                {"metadata_ttl": 2.0, "log_level": "WARNING", "drain_timeout": drain_timeout}
+            ),
             on_stop=view.show,
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
@@ -12,71 +11,76 @@ from pathlib import Path
 
 import trio
 
-from repomount import config, control, log, private
+from repomount import config, control, log, private, sdnotify
 from repomount.fuse import mount
-from repomount.options import DEFAULT_DRAIN_TIMEOUT
+from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
-from repomount.vfs.conflicts import Policy
-from repomount.vfs.core import DEFAULT_LOCAL_ONLY, Vfs, VfsConfig
+from repomount.vfs.core import Vfs, VfsConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class MountRequest:
+    """One mount: where from, where to, and its options (options.Options: the
+    defaults, a config file's values, the command line's, merged by the caller)."""
+
     src: str
     mountpoint: Path
-    endpoint: str | None
-    cache_dir: Path
+    cache_dir: Path  # this remote's own: the root from the options, plus a slug
     state_dir: Path
-    metadata_ttl: float = 5.0
-    cache_size: int = 10 << 30
-    fuse_options: list[str] = field(default_factory=list)
-    log_level: str = "INFO"
-    flush_delay: float = 0.5
-    max_flush_window: float = 5.0
-    transfers: int = 4
-    on_conflict: Policy = Policy.KEEP_BOTH
-    poll_interval: float = 10.0
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
-    use_change_feed: bool = True
-    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
-    trust_remote_code: bool = False
-    follow_remote_symlinks: bool = False
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    options: Options = DEFAULTS
+    token: str | None = field(default=None, repr=False)  # None: the environment's
+    log_file: Path | None = None  # a daemon's log (rotated); None: stderr, or the journal
     on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
+    def create(
+        cls,
+        src: str,
+        mountpoint: Path,
+        identity: str,
+        options: Options = DEFAULTS,
+        *,
+        token: str | None = None,
+    ) -> MountRequest:
+        """A request with this remote's cache and state directories (one per remote)."""
         slug = config.mount_slug(identity)
-        options = [o.strip() for group in args.options for o in group.split(",") if o.strip()]
         return cls(
-            src=args.src,
+            src=src,
             mountpoint=mountpoint,
-            endpoint=args.endpoint,
-            cache_dir=(args.cache_dir or config.default_cache_root()) / slug,
-            state_dir=(args.state_dir or config.default_state_root()) / slug,
-            metadata_ttl=args.metadata_ttl,
-            cache_size=args.cache_size,
-            fuse_options=options,
-            log_level=args.log_level,
-            flush_delay=args.flush_delay,
-            max_flush_window=args.max_flush_window,
-            transfers=args.transfers,
-            on_conflict=Policy(args.on_conflict),
-            poll_interval=args.poll_interval,
-            drain_timeout=args.drain_timeout,
-            use_change_feed=not args.no_change_feed,
-            local_only=tuple(g.strip() for g in args.local_only.split(",") if g.strip()),
-            trust_remote_code=args.trust_remote_code,
-            follow_remote_symlinks=args.follow_remote_symlinks,
-            timeouts=Timeouts(
-                connect=args.connect_timeout,
-                answer=args.answer_timeout,
-                read=args.read_timeout,
-                min_rate=args.min_rate,
-            ),
+            cache_dir=(options.cache_dir or config.default_cache_root()) / slug,
+            state_dir=(options.state_dir or config.default_state_root()) / slug,
+            options=options,
+            token=token,
+        )
+
+    def timeouts(self) -> Timeouts:
+        o = self.options
+        return Timeouts(
+            connect=o.connect_timeout, answer=o.answer_timeout, read=o.read_timeout,
+            min_rate=o.min_rate,
+        )  # fmt: skip
+
+    def vfs_config(self) -> VfsConfig:
+        o = self.options
+        owner = {"uid": o.uid} if o.uid is not None else {}
+        if o.gid is not None:
+            owner["gid"] = o.gid
+        return VfsConfig(
+            cache_dir=self.cache_dir,
+            state_dir=self.state_dir,
+            metadata_ttl=o.metadata_ttl,
+            cache_size=o.cache_size,
+            flush_delay=o.flush_delay,
+            max_flush_window=o.max_flush_window,
+            transfers=o.transfers,
+            on_conflict=o.on_conflict,
+            local_only=o.local_only,
+            trust_remote_code=o.trust_remote_code,
+            follow_remote_symlinks=o.follow_remote_symlinks,
+            **owner,
         )
 
 
@@ -96,18 +100,25 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 
 
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
-    log.setup(req.log_level)
+    log.setup(req.options.log_level, file=req.log_file)
+    systemd = sdnotify.Reporter(req.src, str(req.mountpoint))
     mounted = False
 
     def report(error: str | None) -> None:
-        """`ready`, and the mount log says what happened."""
+        """`ready`, and the mount log and the service manager say what happened."""
         nonlocal mounted
         if error is None:
             mounted = True
             logger.info("mounted %s on %s", req.src, req.mountpoint)
         else:
             logger.error("not mounted: %s", error)
+        systemd.ready(error)
         ready(error)
+
+    def on_stop(progress: mount.StopProgress) -> None:
+        systemd.stopping(progress.pending, progress.seconds_left, progress.done)
+        if req.on_stop is not None:
+            req.on_stop(progress)
 
     try:
         control_socket = prepare_local_dirs(req)
@@ -124,31 +135,18 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         return 1
     try:
-        remote = open_remote(req.src, endpoint=req.endpoint, timeouts=req.timeouts)
-        vfs = Vfs(
-            remote,
-            VfsConfig(
-                cache_dir=req.cache_dir,
-                state_dir=req.state_dir,
-                metadata_ttl=req.metadata_ttl,
-                cache_size=req.cache_size,
-                flush_delay=req.flush_delay,
-                max_flush_window=req.max_flush_window,
-                transfers=req.transfers,
-                on_conflict=req.on_conflict,
-                local_only=req.local_only,
-                trust_remote_code=req.trust_remote_code,
-                follow_remote_symlinks=req.follow_remote_symlinks,
-            ),
-        )
+        o = req.options
+        remote = open_remote(req.src, token=req.token, endpoint=o.endpoint, timeouts=req.timeouts())
+        vfs = Vfs(remote, req.vfs_config())
         opts = mount.MountOptions(
             req.mountpoint,
             control_socket,
-            fuse_options=req.fuse_options,
-            drain_timeout=req.drain_timeout,
-            poll_interval=req.poll_interval,
-            use_change_feed=req.use_change_feed,
-            on_stop=req.on_stop,
+            fuse_options=list(o.fuse_options),
+            drain_timeout=o.drain_timeout,
+            poll_interval=o.poll_interval,
+            use_change_feed=not o.no_change_feed,
+            on_stop=on_stop,
+            on_status=systemd.running if sdnotify.listening() else None,
         )
         code = trio.run(mount.run, vfs, opts, report)
         if mounted:

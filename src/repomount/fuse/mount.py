@@ -24,6 +24,7 @@ import trio
 
 from repomount import control, mounts, stalls
 from repomount.fuse.operations import Operations
+from repomount.options import DEFAULTS
 from repomount.remotes.base import RemoteError, Unavailable
 from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
@@ -31,6 +32,8 @@ from repomount.vfs.core import Vfs
 log = logging.getLogger(__name__)
 
 ReadyCallback = Callable[[str | None], None]  # None: mounted; a string: why not
+# (changes pending, online, the current error): what a service manager shows
+StatusCallback = Callable[[int, bool, str | None], None]
 
 
 @dataclass
@@ -38,10 +41,11 @@ class MountOptions:
     mountpoint: Path
     control_socket: Path  # in a directory made private (control.prepare_socket)
     fuse_options: list[str] = field(default_factory=list)  # from -o
-    drain_timeout: float = 60.0  # how long a stop waits for uploads, once
-    poll_interval: float = 10.0
-    use_change_feed: bool = True
+    drain_timeout: float = DEFAULTS.drain_timeout  # how long a stop waits for uploads, once
+    poll_interval: float = DEFAULTS.poll_interval
+    use_change_feed: bool = not DEFAULTS.no_change_feed
     on_stop: Callable[[StopProgress], None] | None = None  # how a stop's drain goes
+    on_status: StatusCallback | None = None  # called as the pending changes change
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ UNMOUNT_WINDOW = 30.0  # seconds after that wait in which a stop counts as its u
 KERNEL_GRACE = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PROGRESS_EVERY = 0.5  # seconds between two StopProgress reports
+STATUS_EVERY = 1.0  # seconds between two looks at what on_status reports
 
 
 def fuse_options(opts: MountOptions) -> set[str]:
@@ -190,10 +195,19 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     invalidator.enabled = True
     mine = mounts.mount_at(real_mountpoint)  # our mount, as this namespace has it
     stop = Stop(opts.drain_timeout)
+    told = False
+
+    def ready_once(error: str | None) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            ready(error)
+
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, signals, stop)
-            clean = await _serve(vfs, opts, ready, stop, invalidator, mine)
+            clean = await _serve(vfs, opts, ready_once, stop, invalidator, mine)
+            ready_once(f"{opts.mountpoint} was unmounted before it answered")
             if stop.begin("unmounted"):
                 _announce(vfs, stop)
             await _drain(vfs, opts, stop, own_loop=True)
@@ -239,7 +253,10 @@ async def _serve(
                 nursery.start_soon(_stop_when_gone_here, mine, stop)
             else:
                 log.warning("%s is not in the mount table: cannot watch it", opts.mountpoint)
-            ready(None)
+            answering = trio.Event()
+            if opts.on_status is not None:
+                nursery.start_soon(_report_status, vfs, opts.on_status, answering)
+            nursery.start_soon(_ready_once_answering, opts.mountpoint, ready, stop, answering)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         return True
@@ -248,6 +265,36 @@ async def _serve(
         # another mount by now (as root, libfuse would detach whatever is there).
         pyfuse3.close(unmount=not stop.gone_here)
         opts.control_socket.unlink(missing_ok=True)
+
+
+async def _ready_once_answering(
+    mountpoint: Path, ready: ReadyCallback, stop: Stop, answering: trio.Event
+) -> None:
+    """Say the mount is ready once it answers: a `stat` of the mountpoint, from a
+    thread (the kernel asks this process, whose loop must be free to answer)."""
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    except OSError as e:
+        ready(f"{mountpoint} was mounted but does not answer: {e.strerror}")
+        stop.begin("not answering")
+        return
+    ready(None)
+    answering.set()
+
+
+async def _report_status(vfs: Vfs, on_status: StatusCallback, answering: trio.Event) -> None:
+    """Once the mount answers, on_status with the pending changes (counted as
+    `repomount status` does), each time they or the remote's health changed."""
+    await answering.wait()
+    seen: tuple[object, ...] = ()
+    while True:
+        health = vfs.health
+        now = (vfs.journal.version, health.online, health.last_error)
+        if now != seen:
+            seen = now
+            summary = await vfs.pending_summary(limit=0)
+            on_status(summary.count, health.online, health.last_error)
+        await trio.sleep(STATUS_EVERY)
 
 
 def why_not_started(e: RemoteError) -> str:

@@ -32,10 +32,9 @@ from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import Node
 from repomount.vfs.pending import PendingSummary, summarize
 from repomount.vfs.scheduling import expected_at
-from repomount.vfs.state import DEFAULT_LOCAL_ONLY, Invalidator, VfsConfig, local_only
+from repomount.vfs.state import Invalidator, VfsConfig, local_only
 
 __all__ = [
-    "DEFAULT_LOCAL_ONLY",
     "RENAME_EXCHANGE",
     "RENAME_NOREPLACE",
     "Invalidator",

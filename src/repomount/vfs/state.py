@@ -31,7 +31,7 @@ import cachetools
 import trio
 
 from repomount import paths
-from repomount.options import DEFAULT_LOCAL_ONLY
+from repomount.options import DEFAULTS
 from repomount.remotes.base import Expect, ExpectT, Remote
 from repomount.vfs.attrs import LocalAttrs
 from repomount.vfs.conflicts import Policy
@@ -70,20 +70,21 @@ class _NoInvalidation:
 class VfsConfig:
     cache_dir: Path  # this mount's own cache directory
     state_dir: Path  # this mount's own state directory (journal, spools, conflict copies)
-    metadata_ttl: float = 5.0
-    cache_size: int = 10 << 30  # bytes of fetched content kept on disk
-    flush_delay: float = 0.5
-    max_flush_window: float = 5.0
-    transfers: int = 4
-    on_conflict: Policy = Policy.KEEP_BOTH
-    fsync_timeout: float = 60.0
-    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
-    uid: int = field(default_factory=os.getuid)
+    # The mount options' defaults are options.DEFAULTS's (one place for all of them).
+    metadata_ttl: float = DEFAULTS.metadata_ttl
+    cache_size: int = DEFAULTS.cache_size  # bytes of fetched content kept on disk
+    flush_delay: float = DEFAULTS.flush_delay
+    max_flush_window: float = DEFAULTS.max_flush_window
+    transfers: int = DEFAULTS.transfers
+    on_conflict: Policy = DEFAULTS.on_conflict
+    fsync_timeout: float = 60.0  # not an option: how long fsync waits for the remote
+    local_only: tuple[str, ...] = DEFAULTS.local_only
+    uid: int = field(default_factory=os.getuid)  # the owner files show (--uid)
     gid: int = field(default_factory=os.getgid)
     # What repo content may do here (trust.py): off, it can run nothing and write
     # nowhere outside the mount.
-    trust_remote_code: bool = False
-    follow_remote_symlinks: bool = False
+    trust_remote_code: bool = DEFAULTS.trust_remote_code
+    follow_remote_symlinks: bool = DEFAULTS.follow_remote_symlinks
 
 
 @dataclass
