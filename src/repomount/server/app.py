@@ -22,6 +22,7 @@ from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
 from repomount.server.faces.relace import relace_routes
+from repomount.server.faces.sentry import sentry_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
 from repomount.server.native import native_routes
@@ -33,6 +34,7 @@ FACES: dict[str, Face] = {
     "/v1": native_routes,
     "/relace/v1": relace_routes,
     "/terminaluse": terminaluse_routes,
+    "/api/0": sentry_routes,  # Sentry's own paths: sentry-cli takes no prefix
 }
 
 
@@ -56,9 +58,11 @@ def create_app(
 ) -> ASGIApp:
     """The app; with `log_requests`, one access line per request goes to `request_log`
     (None: stderr)."""
+    # Longest prefix first: a face at /api/0 must not be shadowed by one at /api.
+    chosen = sorted((faces or FACES).items(), key=lambda item: -len(item[0]))
     mounts: list[BaseRoute] = [
         Mount(prefix, app=BearerAuth(Router(routes=face(backend)), backend.options.token))
-        for prefix, face in (faces or FACES).items()
+        for prefix, face in chosen
     ]
     app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
     if fault_rate:
