@@ -123,7 +123,13 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         "--endpoint",
         metavar="URL",
         default=None,
-        help="API base URL of a hosted service (relace:, terminaluse:), e.g. a test server",
+        help="API base URL of a hosted service (relace:, terminaluse:, sentry:), e.g. a test one",
+    )
+    p.add_argument(
+        "--dist",
+        metavar="NAME",
+        default=None,
+        help="sentry: the files of this dist of the release (default: those without one)",
     )
     p.add_argument(
         "-o",
@@ -285,7 +291,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
     if why:
         return _fail(why, 2)
     try:
-        identity = open_remote(args.src, endpoint=args.endpoint).identity
+        identity = open_remote(args.src, endpoint=args.endpoint, dist=args.dist).identity
     except ValueError as e:
         return _fail(str(e), 2)
     req = MountRequest.from_args(args, mountpoint, identity)

@@ -14,6 +14,8 @@ ENV_SERVICES = """\
   TERMINALUSE_API_KEY      API key for terminaluse: remotes
   TERMINALUSE_API_URL      Terminal Use API base URL (default https://api.terminaluse.com;
                            --endpoint wins)
+  SENTRY_AUTH_TOKEN        auth token for sentry: remotes
+  SENTRY_URL               Sentry server URL (default https://sentry.io; --endpoint wins)
 """
 ENV_DIRS = """\
   XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount

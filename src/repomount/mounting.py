@@ -46,6 +46,7 @@ class MountRequest:
     follow_remote_symlinks: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
+    dist: str | None = None  # sentry: the files of one dist of the release
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, mountpoint: Path, identity: str) -> MountRequest:
@@ -55,6 +56,7 @@ class MountRequest:
             src=args.src,
             mountpoint=mountpoint,
             endpoint=args.endpoint,
+            dist=args.dist,
             cache_dir=(args.cache_dir or config.default_cache_root()) / slug,
             state_dir=(args.state_dir or config.default_state_root()) / slug,
             metadata_ttl=args.metadata_ttl,
@@ -124,7 +126,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         )
         return 1
     try:
-        remote = open_remote(req.src, endpoint=req.endpoint, timeouts=req.timeouts)
+        remote = open_remote(req.src, endpoint=req.endpoint, timeouts=req.timeouts, dist=req.dist)
         vfs = Vfs(
             remote,
             VfsConfig(
