@@ -12,6 +12,7 @@ server's store, so what an adapter says it did must be what the store holds.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from repomount.remotes.base import (
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.relace import RelaceRemote
+from repomount.remotes.sentry import SentryRemote
 from repomount.remotes.terminaluse import TerminalUseRemote
 from support.server import ServerProc
 from support.util import sha
@@ -63,6 +65,10 @@ class Face:
     local_mkdir: bool = False  # without empty_dirs, Mkdir is accepted and sends nothing
     clean_read_conflict: bool = True  # a read at a moved version writes nothing to dest
     content_versions: bool = True  # a file's version is derived from its content (version_of)
+    version: Callable[[bytes], str] = sha  # the version a file with this content has
+    # Without conditional_write: a file replaced between the adapter's check and its
+    # write is still noticed (the write names the file by an id a replace changes).
+    sees_replace: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -111,10 +117,36 @@ def _terminaluse(
     )
 
 
+def _sentry(
+    server: ServerProc,
+    repo: str,
+    *,
+    token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Remote:
+    """Every store repository is a release (of every organization and project)."""
+    return SentryRemote(
+        "repomount",
+        "p",
+        repo,
+        base_url=server.url,
+        token=server.token if token is None else token,
+        retry=FAST,
+        transport=transport,
+    )
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
 FACES: dict[str, Face] = {
     "native": Face("native", _native, keys=True),
     "relace": Face("relace", _relace, keys=False, local_mkdir=True),
     "terminaluse": Face("terminaluse", _terminaluse, keys=True, clean_read_conflict=False),
+    "sentry": Face(
+        "sentry", _sentry, keys=False, local_mkdir=True, version=sha1, sees_replace=True
+    ),
 }
 
 
@@ -124,9 +156,12 @@ FACES: dict[str, Face] = {
 class Store:
     """One fresh repository of the server, seen through the native API (the truth)."""
 
-    def __init__(self, server: ServerProc, name: str) -> None:
+    def __init__(
+        self, server: ServerProc, name: str, version: Callable[[bytes], str] = sha
+    ) -> None:
         self.server = server
         self.name = name
+        self.version = version  # the version the face under test gives this content
 
     def seed(self, files: dict[str, bytes]) -> None:
         """These files, written in one commit (not through the adapter under test)."""
@@ -139,8 +174,9 @@ class Store:
             client.post(url, json={"operations": ops}).raise_for_status()
 
     def put(self, path: str, data: bytes) -> str:
-        """Someone else writes `path`; its new version."""
-        return self.server.put(self.name, path, data)
+        """Someone else writes `path`; its new version, as the face under test says it."""
+        self.server.put(self.name, path, data)
+        return self.version(data)
 
     def files(self) -> dict[str, bytes]:
         return self.server.tree(self.name)
@@ -187,10 +223,10 @@ def face(request: pytest.FixtureRequest) -> Face:
 
 
 @pytest.fixture
-def store(contract_server: ServerProc) -> Store:
+def store(contract_server: ServerProc, face: Face) -> Store:
     name = f"c{next(_repo_names)}"
     contract_server.create_repo(name)
-    return Store(contract_server, name)
+    return Store(contract_server, name, face.version)
 
 
 @pytest.fixture

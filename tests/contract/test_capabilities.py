@@ -31,7 +31,6 @@ from repomount.remotes.base import (
     Unsupported,
 )
 from support.tap import Tap
-from support.util import sha
 
 
 async def walk(remote: Remote, path: str) -> list[Entry]:
@@ -53,9 +52,11 @@ async def test_conditional_write_holds_between_check_and_write(
     """Someone else writes the file just before our write goes out. With
     conditional_write the remote checks the precondition itself: Conflicted with their
     version, and their content stays. Without it the precondition was checked by the
-    adapter before, and the documented race window applies: ours lands over theirs."""
+    adapter before, and the documented race window applies: ours lands over theirs;
+    except where the adapter documents that the write itself notices a replaced file
+    (`sees_replace`: Sentry's delete by id finds the id gone)."""
     base = store.put("f.txt", b"base")
-    theirs_version = sha(b"theirs")
+    theirs_version = store.version(b"theirs")
     raced: list[httpx.Request] = []
 
     async def someone_else_first(request: httpx.Request) -> None:
@@ -70,11 +71,11 @@ async def test_conditional_write_holds_between_check_and_write(
     finally:
         await remote.aclose()
     assert raced
-    if conditional:
+    if conditional or face.sees_replace:
         assert result.outcomes == [Conflicted(current=theirs_version)]
         assert store.files() == {"f.txt": b"theirs"}
     else:
-        assert result.outcomes == [Applied(version=sha(b"mine"))]
+        assert result.outcomes == [Applied(version=store.version(b"mine"))]
         assert store.files() == {"f.txt": b"mine"}
 
 
@@ -104,7 +105,10 @@ async def test_a_conflict_in_a_batch(store: Store, remote: Remote, write: WriteF
         assert store.head() == head
         assert store.files() == {"hot.txt": b"new"}
     else:
-        assert (first, last) == (Applied(version=sha(b"fresh")), Applied(version=sha(b"other")))
+        assert (first, last) == (
+            Applied(version=store.version(b"fresh")),
+            Applied(version=store.version(b"other")),
+        )
         assert store.files() == {"hot.txt": b"new", "fresh.txt": b"fresh", "other.txt": b"other"}
 
 
@@ -132,7 +136,7 @@ async def test_a_failing_change_in_a_batch(
         expected = {"f": b"a file"}
         for path, data, outcome in (("a.txt", b"a", first), ("z.txt", b"z", last)):
             if isinstance(outcome, Applied):
-                assert outcome.version == sha(data)
+                assert outcome.version == store.version(data)
                 expected[path] = data
             else:
                 assert isinstance(outcome, Failed)
@@ -215,7 +219,7 @@ async def test_change_feed(store: Store, remote: Remote, write: WriteFactory) ->
     assert start.changes == []
     result = await remote.apply([write("fed.txt", b"fed")])
     batch = await remote.changes(start.head)
-    assert batch.changes == [RemoteChange("fed.txt", "write", sha(b"fed"))]
+    assert batch.changes == [RemoteChange("fed.txt", "write", store.version(b"fed"))]
     assert batch.head == result.head != start.head
     assert (await remote.changes(batch.head)).changes == []
 
@@ -231,7 +235,7 @@ async def test_change_feed(store: Store, remote: Remote, write: WriteFactory) ->
             assert not got  # still waiting: nothing happened yet
             await trio.to_thread.run_sync(store.put, "late.txt", b"late")
     (woken,) = got
-    assert woken.changes == [RemoteChange("late.txt", "write", sha(b"late"))]
+    assert woken.changes == [RemoteChange("late.txt", "write", store.version(b"late"))]
 
 
 # --------------------------------------------------------------------------- binary_content
@@ -247,12 +251,12 @@ async def test_binary_content_round_trips(
     if not remote.capabilities.binary_content:
         await assert_refused(remote, store, [change])
         return
-    assert (await remote.apply([change])).outcomes == [Applied(version=sha(data))]
+    assert (await remote.apply([change])).outcomes == [Applied(version=store.version(data))]
     assert store.files() == {"bin/blob.dat": data}
     entry = await remote.stat("bin/blob.dat")
-    assert entry is not None and (entry.size, entry.version) == (len(data), sha(data))
+    assert entry is not None and (entry.size, entry.version) == (len(data), store.version(data))
     dest = io.BytesIO()
-    assert (await remote.read("bin/blob.dat", dest)).version == sha(data)
+    assert (await remote.read("bin/blob.dat", dest)).version == store.version(data)
     assert dest.getvalue() == data
 
 
@@ -294,7 +298,7 @@ async def test_file_modes(store: Store, remote: Remote, write: WriteFactory) -> 
     reported by stat and listings. Without it the write lands and no entry claims a
     mode (documented: the remote keeps none)."""
     result = await remote.apply([write("run.sh", b"#!/bin/sh\n", mode=0o755)])
-    assert result.outcomes == [Applied(version=sha(b"#!/bin/sh\n"))]
+    assert result.outcomes == [Applied(version=store.version(b"#!/bin/sh\n"))]
     assert store.files() == {"run.sh": b"#!/bin/sh\n"}
     entry = await remote.stat("run.sh")
     (listed,) = (await remote.list_tree("")).entries
@@ -317,9 +321,9 @@ async def test_symlinks(face: Face, store: Store, remote: Remote, write: WriteFa
         # (Terminal Use raised TypeError here until the contract suite caught it.)
         await assert_refused(remote, store, [Symlink("d/l", "../t.txt")])
         return
-    version = sha(b"../t.txt")
+    version = store.version(b"../t.txt")
     result = await remote.apply([write("t.txt", b"text"), Symlink("d/l", "../t.txt")])
-    assert result.outcomes == [Applied(version=sha(b"text")), Applied(version=version)]
+    assert result.outcomes == [Applied(version=store.version(b"text")), Applied(version=version)]
     assert store.kinds() == {"t.txt": "file", "d": "dir", "d/l": "symlink"}
     (listed,) = (await remote.list_tree("d")).entries
     assert (listed.path, listed.kind, listed.target, listed.version) == (
@@ -340,4 +344,4 @@ async def test_symlinks(face: Face, store: Store, remote: Remote, write: WriteFa
     result = await remote.apply([Symlink("d/l", "elsewhere")])
     assert result.outcomes == [Conflicted(current=version)]
     result = await remote.apply([Symlink("d/l", "elsewhere", expect=version)])
-    assert result.outcomes == [Applied(version=sha(b"elsewhere"))]
+    assert result.outcomes == [Applied(version=store.version(b"elsewhere"))]

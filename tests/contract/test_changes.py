@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from contract.conftest import Store, WriteFactory, assert_refused
 from repomount.remotes.base import Applied, Conflicted, Delete, Expect, Remote, Rename
-from support.util import sha
 
 
 async def test_create_when_absent_and_conflicted_when_present(
@@ -19,13 +18,13 @@ async def test_create_when_absent_and_conflicted_when_present(
     """A create (expect ABSENT) lands where nothing is; where a file is, it is
     Conflicted with that file's version and the file is left alone."""
     result = await remote.apply([write("new/file.txt", b"v1")])
-    assert result.outcomes == [Applied(version=sha(b"v1"))]
+    assert result.outcomes == [Applied(version=store.version(b"v1"))]
     assert store.files() == {"new/file.txt": b"v1"}
     theirs = store.put("taken.txt", b"theirs")
     result = await remote.apply([write("taken.txt", b"mine")])
     assert result.outcomes == [Conflicted(current=theirs)]
     result = await remote.apply([write("new/file.txt", b"mine")])
-    assert result.outcomes == [Conflicted(current=sha(b"v1"))]
+    assert result.outcomes == [Conflicted(current=store.version(b"v1"))]
     assert store.files() == {"new/file.txt": b"v1", "taken.txt": b"theirs"}
 
 
@@ -36,9 +35,9 @@ async def test_replace_expecting_the_current_version(
     expect the version the first one reported."""
     v1 = store.put("f.txt", b"one")
     first = await remote.apply([write("f.txt", b"two", expect=v1)])
-    assert first.outcomes == [Applied(version=sha(b"two"))]
-    second = await remote.apply([write("f.txt", b"three", expect=sha(b"two"))])
-    assert second.outcomes == [Applied(version=sha(b"three"))]
+    assert first.outcomes == [Applied(version=store.version(b"two"))]
+    second = await remote.apply([write("f.txt", b"three", expect=store.version(b"two"))])
+    assert second.outcomes == [Applied(version=store.version(b"three"))]
     assert store.files() == {"f.txt": b"three"}
 
 
@@ -68,7 +67,10 @@ async def test_expect_any_overwrites_whatever_is_there(
     result = await remote.apply(
         [write("f.txt", b"mine", expect=Expect.ANY), write("g.txt", b"g", expect=Expect.ANY)]
     )
-    assert result.outcomes == [Applied(version=sha(b"mine")), Applied(version=sha(b"g"))]
+    assert result.outcomes == [
+        Applied(version=store.version(b"mine")),
+        Applied(version=store.version(b"g")),
+    ]
     assert store.files() == {"f.txt": b"mine", "g.txt": b"g"}
 
 

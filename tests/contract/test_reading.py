@@ -56,7 +56,7 @@ async def test_identity_info_and_heads(
     if listing.head is not None:
         assert listing.head == (await remote.info()).head
     result = await remote.apply([write("new.txt", b"new")])
-    assert result.outcomes == [Applied(version=sha(b"new"))]
+    assert result.outcomes == [Applied(version=store.version(b"new"))]
     now = await remote.info()
     if now.head is not None:
         assert result.head == now.head != after.head
@@ -69,18 +69,20 @@ async def test_list_tree_gives_the_direct_children(store: Store, remote: Remote)
     root = await remote.list_tree("")
     assert (root.path, root.recursive) == ("", False)
     assert summary(root.entries) == [
-        ("README.md", "file", 9, sha(FILES["README.md"])),
+        ("README.md", "file", 9, store.version(FILES["README.md"])),
         ("docs", "dir", 0, None),
         ("src", "dir", 0, None),
     ]
     src = await remote.list_tree("src")
     assert src.path == "src"
     assert summary(src.entries) == [
-        ("src/a.py", "file", 6, sha(FILES["src/a.py"])),
+        ("src/a.py", "file", 6, store.version(FILES["src/a.py"])),
         ("src/pkg", "dir", 0, None),
     ]
     deep = await remote.list_tree("docs/x/y")
-    assert summary(deep.entries) == [("docs/x/y/z.md", "file", 2, sha(FILES["docs/x/y/z.md"]))]
+    assert summary(deep.entries) == [
+        ("docs/x/y/z.md", "file", 2, store.version(FILES["docs/x/y/z.md"]))
+    ]
 
 
 async def test_listing_or_reading_a_missing_path_is_not_found(store: Store, remote: Remote) -> None:
@@ -107,7 +109,7 @@ async def test_stat_files_directories_and_absence(store: Store, remote: Remote) 
         "src/pkg/b.py",
         "file",
         18,
-        sha(FILES["src/pkg/b.py"]),
+        store.version(FILES["src/pkg/b.py"]),
     )
     for directory in ("", "src", "src/pkg", "docs/x"):
         found = await remote.stat(directory)
@@ -125,14 +127,18 @@ async def test_read_whole_file(store: Store, remote: Remote) -> None:
     dest = io.BytesIO()
     fetched = await remote.read("big.bin", dest)
     assert dest.getvalue() == data
-    assert (fetched.version, fetched.size, fetched.written) == (sha(data), len(data), len(data))
+    assert (fetched.version, fetched.size, fetched.written) == (
+        store.version(data),
+        len(data),
+        len(data),
+    )
     dest = io.BytesIO()
-    fetched = await remote.read("big.bin", dest, version=sha(data))
-    assert dest.getvalue() == data and fetched.version == sha(data)
+    fetched = await remote.read("big.bin", dest, version=store.version(data))
+    assert dest.getvalue() == data and fetched.version == store.version(data)
     dest = io.BytesIO()
     fetched = await remote.read("empty", dest)
     assert dest.getvalue() == b""
-    assert (fetched.version, fetched.size, fetched.written) == (sha(b""), 0, 0)
+    assert (fetched.version, fetched.size, fetched.written) == (store.version(b""), 0, 0)
 
 
 async def test_read_of_a_moved_version_is_a_conflict_naming_the_current(
@@ -165,13 +171,13 @@ async def test_offset_and_length_deliver_that_slice(store: Store, remote: Remote
         end = None if length is None else offset + length
         assert dest.getvalue() == data[offset:end], (offset, length)
         assert (fetched.version, fetched.size, fetched.written) == (
-            sha(data),
+            store.version(data),
             size,
             len(data[offset:end]),
         )
     dest = io.BytesIO()
-    fetched = await remote.read("blob.bin", dest, offset=5, length=3, version=sha(data))
-    assert dest.getvalue() == data[5:8] and fetched.version == sha(data)
+    fetched = await remote.read("blob.bin", dest, offset=5, length=3, version=store.version(data))
+    assert dest.getvalue() == data[5:8] and fetched.version == store.version(data)
 
 
 async def test_a_written_version_is_the_one_everything_reports(
