@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from repomount.remotes.base import Remote
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.relace import RelaceRemote
+from repomount.remotes.sentry import SentryRemote
 from repomount.remotes.terminaluse import TerminalUseRemote
 from support.server import ServerProc
 
@@ -24,6 +25,7 @@ class Backend:
     face: str  # the server's path prefix of this dialect
     key_env: str
     adapter: type[Remote]  # what it can do comes from the adapter's own declaration
+    namespace: str = ""  # put before the repo's name in SRC ("repomount/" for Oxen)
 
     @property
     def can(self) -> frozenset[str]:
@@ -34,7 +36,9 @@ class Backend:
         return frozenset(can)
 
     def src(self, server: ServerProc, repo: str) -> str:
-        return f"{server.url}/{repo}" if not self.scheme else f"{self.scheme}:{repo}"
+        if not self.scheme:
+            return f"{server.url}/{repo}"
+        return f"{self.scheme}:{self.namespace}{repo}"
 
     def extra_args(self, server: ServerProc) -> list[str]:
         return [] if not self.scheme else ["--endpoint", f"{server.url}{self.face}"]
@@ -55,5 +59,9 @@ BACKENDS = {
     "relace": Backend("relace", "relace", "/relace/v1", "RELACE_API_KEY", RelaceRemote),
     "terminaluse": Backend(
         "terminaluse", "terminaluse", "/terminaluse", "TERMINALUSE_API_KEY", TerminalUseRemote
+    ),
+    # Every store repository is a release of every organization and project (face at /api/0).
+    "sentry": Backend(
+        "sentry", "sentry", "", "SENTRY_AUTH_TOKEN", SentryRemote, namespace="acme/web/"
     ),
 }
