@@ -106,6 +106,19 @@ def test_the_tree_of_a_release() -> None:
     assert [a.id for a in tree.under("~")] == ["2", "1"]
 
 
+def test_a_name_that_is_also_a_directory_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    """Sentry's names are flat: `~/a.js` and `~/a.js/x` may both exist. A path cannot be
+    a file and a directory: the directory is shown, the file left out (logged)."""
+    with caplog.at_level(logging.WARNING):
+        tree = ReleaseTree(
+            [Artifact("1", "~/a.js", None, SHA1, 1), Artifact("2", "~/a.js/x", None, SHA1, 1)]
+        )
+    assert tree.listing("~", recursive=False) == [Entry("~/a.js", "dir")]
+    assert tree.entry("~/a.js") == Entry("~/a.js", "dir")
+    assert "~/a.js" not in tree.files
+    assert any("~/a.js" in r.message for r in caplog.records)
+
+
 def test_upload_form_round_trips_through_the_face(tmp_path: Any) -> None:
     form = upload_form(
         "~/s/app.js",

@@ -11,6 +11,7 @@ the mount shows it as a path split on `/`, with the `//` after a URL's scheme as
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import posixpath
 import re
@@ -20,11 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from repomount.paths import InvalidPathError, validate_path
+from repomount.paths import InvalidPathError, ancestors_of, validate_path
 from repomount.remotes import validate
 from repomount.remotes.base import Entry
 from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry
+
+log = logging.getLogger(__name__)
 
 SERVICE = "Sentry"
 SOURCE = "Sentry"  # how log lines name it
@@ -171,6 +174,13 @@ class ReleaseTree:
     def __init__(self, files: Iterable[Artifact], taken: float = 0.0) -> None:
         self.files = {a.path: a for a in files}
         self.taken = taken  # trio clock
+        # Names are flat: "a.js" and "a.js/x" may both exist. A path is one or the other:
+        # the directory is shown (it holds files), the file left out.
+        dirs = {p.rsplit("/", 1)[0] for p in self.files if "/" in p}
+        dirs |= {a for d in dirs for a in ancestors_of(d)}
+        for path in sorted(dirs & self.files.keys()):
+            log.warning("%s: skipping %r: it is also a directory of other names", SOURCE, path)
+            del self.files[path]
         self.children: dict[str, list[str]] = {"": []}
         for path in sorted(self.files):
             parent = ""
