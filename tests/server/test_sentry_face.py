@@ -108,6 +108,10 @@ def test_not_found_and_unauthorized_shapes(c: httpx.Client, live: ServerProc, re
         r = c.get(url)
         assert (r.status_code, r.json()) == (404, NOT_FOUND), url
     assert c.delete(files_url(release) + "999/").status_code == 404
+    for response in (c.post("/no/such/route/"), c.delete("/no/such/route/")):
+        assert (response.status_code, response.json()) == (404, NOT_FOUND)
+    wrong = c.patch(files_url(release))
+    assert (wrong.status_code, wrong.json()) == (405, {"detail": 'Method "PATCH" not allowed.'})
     assert c.get(files_url(release, project=None)).status_code == 200  # the organization's
     anonymous = httpx.get(f"{live.url}/api/0{files_url(release)}")
     assert anonymous.status_code == 401

@@ -146,7 +146,14 @@ def test_the_face_reads_cursors_as_sentry() -> None:
     assert face.page_of({}) == (0, 0, 100)
     assert face.page_of({"cursor": "100:3:0"}) == (300, 3, 100)
     assert face.page_of({"cursor": "2:1:0", "per_page": "2"}) == (2, 1, 2)
-    for query in ({"cursor": "1:2"}, {"cursor": "a:b:c"}, {"per_page": "0"}, {"cursor": "1:-1:1"}):
+    for query in (
+        {"cursor": "1:2"},
+        {"cursor": "a:b:c"},
+        {"per_page": "0"},
+        {"cursor": "1:-1:1"},
+        {"cursor": "1e999:1:0"},  # was a 500 (OverflowError)
+        {"cursor": "nan:1:0"},
+    ):
         with pytest.raises(face.SentryError) as refused:
             face.page_of(query)
         assert refused.value.status == 400

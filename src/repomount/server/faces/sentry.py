@@ -16,9 +16,11 @@ from functools import wraps
 from urllib.parse import urlencode
 
 import trio
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from repomount.server.backend import Backend
 from repomount.server.body import read_json, spool_body
@@ -55,8 +57,25 @@ def sentry_routes(backend: Backend) -> list[BaseRoute]:
             Route(release + "files/{file_id}/", face.rename, methods=["PUT"]),
             Route(release + "files/{file_id}/", face.delete, methods=["DELETE"]),
         ]
-    routes.append(Route("/{rest:path}", face.unknown))
-    return routes
+    return [Mount("", app=_SentryErrors(Router(routes=routes)))]
+
+
+class _SentryErrors:
+    """Unknown paths (404) and methods a route does not have (405) in Sentry's words."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except HTTPException as error:
+            if error.status_code == 405:
+                body = {"detail": f'Method "{scope.get("method")}" not allowed.'}
+            else:
+                body = {"detail": wire.NOT_FOUND if error.status_code == 404 else error.detail}
+            response = JSONResponse(body, status_code=error.status_code, headers=error.headers)
+            await response(scope, receive, send)
 
 
 def endpoint(fn: Handler) -> Handler:
@@ -83,7 +102,7 @@ class SentryFace:
         self.backend = backend
         self.store = backend.store
 
-    # --- the API's root, and what is not here ---------------------------------------------
+    # --- the API's root, and chunked uploads (not here) ---------------------------------------
 
     @endpoint
     async def auth_info(self, request: Request) -> Response:
@@ -93,10 +112,6 @@ class SentryFace:
     @endpoint
     async def no_chunk_upload(self, request: Request) -> Response:
         raise not_found()  # sentry-cli 2.x then uploads release files one by one
-
-    @endpoint
-    async def unknown(self, request: Request) -> Response:
-        raise not_found()
 
     # --- releases ----------------------------------------------------------------------
 

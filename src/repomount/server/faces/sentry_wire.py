@@ -273,7 +273,7 @@ def page_of(query: Mapping[str, str]) -> tuple[int, int, int]:
             raise ValueError(cursor)
         value, page = int(float(bits[0])), int(bits[1])
         int(bits[2])
-    except ValueError:
+    except (ValueError, OverflowError):  # (OverflowError: "1e999")
         raise SentryError(400, "Invalid cursor parameter.") from None
     start = page * value
     if start >= MAX_OFFSET:
