@@ -24,6 +24,7 @@ from repomount.remotes.base import (
     Expect,
     ExpectT,
     Failed,
+    ProtocolError,
     Rename,
     Write,
 )
@@ -165,6 +166,37 @@ async def test_requests_are_paced_and_429_waits_for_retry_after(autojump_clock: 
     assert gaps[0] >= 0.25 and gaps[1] >= 0.25  # 4 a second
     assert gaps[2] >= 7.0  # the 429's Retry-After
     assert len(times) == 5
+
+
+@pytest.mark.parametrize("kind", ["empty pages", "a repeated cursor"])
+async def test_a_list_that_never_ends_is_an_error(kind: str) -> None:
+    """A server whose pages say `results="true"` forever fails the listing (one line),
+    never loops: an empty page ends it, a cursor seen before is an error."""
+    pages = itertools.count()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        n = next(pages)
+        cursor = f"100:{n + 1}:0" if kind == "empty pages" else "100:1:0"
+        link = f'<http://h/x/?&cursor={cursor}>; rel="next"; results="true"; cursor="{cursor}"'
+        if kind == "empty pages" and n:
+            return httpx.Response(200, json=[], headers={"Link": link})
+        item = {"id": str(n), "name": f"f{n}", "sha1": "a" * 40, "size": 1}
+        return httpx.Response(200, json=[item], headers={"Link": link})
+
+    remote = SentryRemote(
+        "acme", "web", "1", base_url="http://h", token="t", rate=1e6,
+        transport=httpx.MockTransport(answer),
+    )  # fmt: skip
+    try:
+        if kind == "empty pages":
+            listed = await remote.list_tree("")
+            assert [e.path for e in listed.entries] == ["f0"]
+        else:
+            with pytest.raises(ProtocolError, match="repeat"):
+                await remote.list_tree("")
+    finally:
+        await remote.aclose()
+    assert next(pages) < 5
 
 
 # --------------------------------------------------------------------------- writing

@@ -251,6 +251,7 @@ class SentryRemote(HttpRemote):
         """Every file of our dist, all pages (with `queries`: those whose name holds one)."""
         found: list[Artifact] = []
         cursor = ""
+        seen = {cursor}
         while True:
             params: list[tuple[str, str | int]] = [("per_page", PER_PAGE), ("cursor", cursor)]
             params += [("query", q) for q in queries]
@@ -272,9 +273,12 @@ class SentryRemote(HttpRemote):
                 ) from None
             found += [a for a in artifacts(page) if a.dist == self.dist]
             cursor = next_cursor(response.headers.get("link")) or ""
-            if not cursor:
+            if not cursor or not page:  # (an empty page has nothing after it either)
                 return found
-            if len(found) > MAX_LISTING_ENTRIES:
+            if cursor in seen:
+                raise ProtocolError(f"{self.identity}: the file list's pages repeat ({cursor})")
+            seen.add(cursor)
+            if len(seen) * PER_PAGE > MAX_LISTING_ENTRIES:
                 raise ProtocolError(f"{self.identity}: over {MAX_LISTING_ENTRIES} files")
 
     def _forget_tree(self) -> None:
