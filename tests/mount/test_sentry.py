@@ -1,7 +1,7 @@
 """Issue 14 on real `sentry:` mounts, checked with the official `sentry-cli`: a file
 replaced through the CLI while it is edited in the mount ends with both contents kept;
-`cp` of 100 files into a mount is one upload each and a listing, which the CLI then
-lists back with their checksums."""
+`cp` of 100 files into a mount is one upload each, which the CLI then lists back with
+their checksums; `--dist` mounts the files of one dist."""
 
 from __future__ import annotations
 
@@ -88,3 +88,21 @@ def test_cp_of_100_files_is_one_upload_each(
         f"~/static/{n}": hashlib.sha1(d).hexdigest() for n, d in files.items()
     }
     assert len(listed(cli, mnt.repo)) == 100
+
+
+def test_a_mount_of_one_dist(server: ServerProc, mount_factory, tmp_path: Path) -> None:
+    """`--dist d1`: the mount shows and writes the files of that dist only."""
+    cli = SentryCli(server, tmp_path / "home")
+    (tmp_path / "app.js").write_text("no dist\n")
+    cli.run("releases", "--org", "acme", "--project", "web", "new", "2.0")
+    cli.files("2.0", "upload", str(tmp_path / "app.js"), "~/app.js")
+    m: MountProc = mount_factory("2.0", create=False, extra_args=["--dist", "d1"])
+    assert os.listdir(m.path) == []
+    (m.path / "~").mkdir()
+    (m.path / "~" / "app.js").write_text("d1's\n")
+    m.sync()
+    out = cli.files("2.0", "list").stdout
+    assert re.search(r"\|\s*~/app\.js\s*\|\s*\|", out) and re.search(
+        r"\|\s*~/app\.js\s*\|\s*d1\s*\|", out
+    )
+    assert server.tree("2.0") == {"~/app.js": b"no dist\n"}  # d1's files live apart
