@@ -18,6 +18,8 @@ ENV_SERVICES = """\
   OXEN_API_URL, OXEN_HOST  Oxen server (default https://hub.oxen.ai; --endpoint wins)
   OXEN_AUTHOR_NAME,        who oxen: commits are signed by (else Oxen's user_config.toml,
   OXEN_AUTHOR_EMAIL        else "repomount HOSTNAME")
+  SENTRY_AUTH_TOKEN        auth token for sentry: remotes
+  SENTRY_URL               Sentry server URL (default https://sentry.io; --endpoint wins)
 """
 ENV_DIRS = """\
   XDG_CACHE_HOME           the default --cache-dir is $XDG_CACHE_HOME/repomount

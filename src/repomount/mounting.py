@@ -34,6 +34,7 @@ class MountRequest:
     token: str | None = field(default=None, repr=False)  # None: the environment's
     log_file: Path | None = None  # a daemon's log (rotated); None: stderr, or the journal
     on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
+    dist: str | None = None  # sentry: the files of one dist of the release
 
     @classmethod
     def create(
@@ -136,7 +137,9 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         return 1
     try:
         o = req.options
-        remote = open_remote(req.src, token=req.token, endpoint=o.endpoint, timeouts=req.timeouts())
+        remote = open_remote(
+            req.src, token=req.token, endpoint=o.endpoint, timeouts=req.timeouts(), dist=o.dist
+        )
         vfs = Vfs(remote, req.vfs_config())
         opts = mount.MountOptions(
             req.mountpoint,

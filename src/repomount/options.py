@@ -52,6 +52,7 @@ class Options:
     """A mount's options. Each field is one option of `SPECS`, named like its flag."""
 
     endpoint: str | None = None  # a hosted service's API base URL
+    dist: str | None = None  # sentry: the files of this dist of the release
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/repomount
     cache_size: int = 10 << 30
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/repomount
@@ -140,6 +141,13 @@ def _path(text: str) -> Path:
     if not text.strip():
         raise ValueError("an empty path")
     return Path(text).expanduser()
+
+
+def _text(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
 
 
 def _url(text: str) -> str:
@@ -254,7 +262,9 @@ def _show_size(n: int) -> str:
 
 SPECS: tuple[Spec, ...] = (
     Spec("endpoint", _url, "API base URL of a hosted service (relace:, terminaluse:, "
-         "oxen:), e.g. a test server", "URL", shown="the service's"),
+         "oxen:, sentry:), e.g. a test server", "URL", shown="the service's"),
+    Spec("dist", _text, "sentry: the files of this dist of the release", "NAME",
+         shown="those without one"),
     Spec("fuse_options", _words, "FUSE mount options, e.g. allow_other", "OPT[,OPT...]",
          short="-o", listed=True, shown="none"),
     Spec("metadata_ttl", parse_seconds, "how long a directory listing is trusted", "S"),

@@ -12,6 +12,7 @@ server's store, so what an adapter says it did must be what the store holds.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from repomount.remotes.native import NativeRemote
 from repomount.remotes.oxen import OxenRemote
 from repomount.remotes.oxen_wire import xxh3_hex
 from repomount.remotes.relace import RelaceRemote
+from repomount.remotes.sentry import SentryRemote
 from repomount.remotes.terminaluse import TerminalUseRemote
 from support.server import ServerProc
 from support.util import sha
@@ -66,6 +68,9 @@ class Face:
     clean_read_conflict: bool = True  # a read at a moved version writes nothing to dest
     content_versions: bool = True  # a file's version is derived from its content (version_of)
     version: Callable[[bytes], str] = sha  # the version a file with this content has
+    # Without conditional_write: a file replaced between the adapter's check and its
+    # write is still noticed (the write names the file by an id a replace changes).
+    sees_replace: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -132,11 +137,37 @@ def _oxen(
     )
 
 
+def _sentry(
+    server: ServerProc,
+    repo: str,
+    *,
+    token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Remote:
+    """Every store repository is a release (of every organization and project)."""
+    return SentryRemote(
+        "repomount",
+        "p",
+        repo,
+        base_url=server.url,
+        token=server.token if token is None else token,
+        retry=FAST,
+        transport=transport,
+    )
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
 FACES: dict[str, Face] = {
     "native": Face("native", _native, keys=True),
     "relace": Face("relace", _relace, keys=False, local_mkdir=True),
     "terminaluse": Face("terminaluse", _terminaluse, keys=True, clean_read_conflict=False),
     "oxen": Face("oxen", _oxen, keys=False, local_mkdir=True, version=xxh3_hex),
+    "sentry": Face(
+        "sentry", _sentry, keys=False, local_mkdir=True, version=sha1, sees_replace=True
+    ),
 }
 
 

@@ -193,10 +193,11 @@ def test_help_names_every_environment_variable() -> None:
     """Issue 16 #7: `mount --help` names the token and every service's key and URL
     variable (the names the code reads), the directories' variables and the debug one."""
     from repomount import stalls
-    from repomount.remotes import registry, relace, terminaluse
+    from repomount.remotes import registry, relace, sentry, sentry_source, terminaluse
 
     names = [registry.TOKEN_ENV, stalls.ENV, "XDG_CACHE_HOME", "XDG_STATE_HOME"]
     names += ["XDG_RUNTIME_DIR", relace.DEFAULT_URL, terminaluse.DEFAULT_URL]
+    names += [sentry.TOKEN_ENV, sentry_source.URL_ENV, sentry.DEFAULT_URL]
     for source in (relace.SOURCE, terminaluse.SOURCE):
         names += [source.key_env, source.url_env]
     names += ["OXEN_API_KEY", "OXEN_API_URL", "OXEN_HOST", "OXEN_AUTHOR_NAME", "OXEN_AUTHOR_EMAIL"]

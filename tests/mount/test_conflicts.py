@@ -12,7 +12,7 @@ import pytest
 from support.mount import MountProc, repomount
 from support.server import ServerProc
 
-pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
 CONFLICT = re.compile(r"^doc\.conflict-\d{8}T\d{6}Z-[^/]+\.txt$")
 

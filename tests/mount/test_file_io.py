@@ -12,7 +12,7 @@ from support.mount import MountProc
 from support.server import ServerProc
 from support.util import sha, wait_until
 
-pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
 
 def remote_version(server: ServerProc, repo: str, path: str) -> str | None:

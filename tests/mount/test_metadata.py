@@ -32,7 +32,7 @@ from support.backends import ALL_OPS, Backend
 from support.mount import MountProc
 from support.server import ServerProc
 
-pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
 SETTLE_S = 10  # > --metadata-ttl 5 and the kernel's 1 s: every listing is fetched again
 ATIME_NS = 1_000_000_123

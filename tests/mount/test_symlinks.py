@@ -13,7 +13,7 @@ from support.backends import Backend
 from support.mount import MountProc
 from support.server import ServerProc
 
-pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen")
+pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
 
 def _remote_entries(server: ServerProc, repo: str) -> dict[str, dict]:

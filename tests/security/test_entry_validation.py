@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repomount.paths import validate_path
-from repomount.remotes import native_wire, relace_wire, terminaluse_wire, validate
+from repomount.remotes import native_wire, relace_wire, sentry_wire, terminaluse_wire, validate
 from repomount.remotes.base import Entry
 from repomount.remotes.validate import MAX_SIZE, BadEntry
 
@@ -110,12 +110,14 @@ _json = st.recursive(
     max_leaves=6,
 )
 _KEYS = ["path", "type", "size", "version", "mtime", "mode", "target", "filename", "content",
-         "size_bytes", "checksum", "modified_at", "is_directory"]  # fmt: skip
+         "size_bytes", "checksum", "modified_at", "is_directory",
+         "id", "name", "dist", "sha1", "headers", "dateCreated"]  # fmt: skip
 _raw_entries = st.one_of(_json, st.dictionaries(st.sampled_from(_KEYS), _json, max_size=8))
 
 _PARSERS = {
     "native": native_wire._entry,
     "terminaluse": terminaluse_wire._entry,
+    "sentry": lambda item: sentry_wire._artifact(item).entry(),
 }
 
 

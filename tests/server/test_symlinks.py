@@ -407,3 +407,13 @@ def test_the_relace_and_terminaluse_faces_leave_symlinks_out(
     assert [f["path"] for f in listed.json()["files"]] == ["f.txt"]
     assert client.get(f"{fs}/file-download", params={"path": "l"}).status_code == 404
     assert client.get(f"{fs}/file-download", params={"path": "f.txt"}).content == b"text"
+
+
+def test_the_sentry_face_leaves_symlinks_out(
+    live: ServerProc, client: httpx.Client, repo: str
+) -> None:
+    live.put(repo, "f.js", b"text")
+    commit(client, repo, [symlink("l.js", "f.js")]).raise_for_status()
+    listed = client.get(f"/api/0/organizations/acme/releases/{repo}/files/")
+    assert listed.status_code == 200, listed.text
+    assert [f["name"] for f in listed.json()] == ["f.js"]

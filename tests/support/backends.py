@@ -14,6 +14,7 @@ from repomount.remotes.base import Remote
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.oxen import OxenRemote
 from repomount.remotes.relace import RelaceRemote
+from repomount.remotes.sentry import SentryRemote
 from repomount.remotes.terminaluse import TerminalUseRemote
 from support.server import ServerProc
 
@@ -71,4 +72,8 @@ BACKENDS = {
     ),
     # Every store repository is the Oxen repository repomount/NAME (face at the root).
     "oxen": Backend("oxen", "oxen", "", "OXEN_API_KEY", OxenRemote, namespace="repomount/"),
+    # Every store repository is a release of every organization and project (face at /api/0).
+    "sentry": Backend(
+        "sentry", "sentry", "", "SENTRY_AUTH_TOKEN", SentryRemote, namespace="acme/web/"
+    ),
 }

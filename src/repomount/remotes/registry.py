@@ -13,7 +13,7 @@ from repomount.remotes.native import NativeRemote
 TOKEN_ENV = "REPOMOUNT_TOKEN"
 ACCEPTED = (
     "http://HOST[:PORT]/REPO, https://HOST[:PORT]/REPO, relace:REPO_ID, "
-    "terminaluse:FILESYSTEM_ID or oxen:NAMESPACE/REPO[@BRANCH]"
+    "terminaluse:FILESYSTEM_ID, oxen:NAMESPACE/REPO[@BRANCH] or sentry:ORG/PROJECT/RELEASE"
 )
 
 ACCEPTED_NATIVE = "http://HOST[:PORT]/REPO or https://HOST[:PORT]/REPO"
@@ -86,13 +86,21 @@ def open_remote(
     token: str | None = None,
     endpoint: str | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    dist: str | None = None,
 ) -> Remote:
     """The adapter for `src`. For repomount's server the token defaults to
     $REPOMOUNT_TOKEN; the hosted services read their own key variables, and `endpoint`
-    overrides their API's base URL; `timeouts` say how long the remote may take.
+    overrides their API's base URL; `timeouts` say how long the remote may take; `dist`
+    chooses the files of one dist of a Sentry release.
     Raises ValueError with a one-line message when `src` names no supported remote."""
     src = src.strip()
     scheme = src.partition(":")[0].lower()
+    if scheme == "sentry":
+        from repomount.remotes.sentry_source import open_sentry
+
+        return open_sentry(src, endpoint=endpoint, token=token, dist=dist, timeouts=timeouts)
+    if dist is not None:
+        raise ValueError("--dist is for sentry: remotes (the files of one dist of a release)")
     if scheme == "relace":
         from repomount.remotes.relace import open_relace
 
@@ -111,7 +119,8 @@ def open_remote(
         raise ValueError(f"unsupported remote {src!r}: expected {ACCEPTED}")
     if endpoint is not None:
         raise ValueError(
-            "--endpoint is for relace:, terminaluse: and oxen: remotes; put the server in the URL"
+            "--endpoint is for relace:, terminaluse:, oxen: and sentry: remotes; "
+            "put the server in the URL"
         )
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None

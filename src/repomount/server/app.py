@@ -28,6 +28,7 @@ from repomount.server.faces import oxen_wire
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.faces.oxen import oxen_routes
 from repomount.server.faces.relace import relace_bad_url, relace_routes
+from repomount.server.faces.sentry import sentry_bad_url, sentry_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
 from repomount.server.jsonresponse import JSONResponse
@@ -50,6 +51,7 @@ FACES: dict[str, Face] = {
     "/terminaluse": Face(terminaluse_routes, wire.bad_url),
     # Oxen's own paths (/api/repos/...): its client takes no prefix
     "/api": Face(oxen_routes, oxen_wire.bad_url),
+    "/api/0": Face(sentry_routes, sentry_bad_url),  # Sentry's own paths: sentry-cli takes no prefix
 }
 
 
@@ -75,9 +77,11 @@ def create_app(
     (None: stderr)."""
     faces = faces or FACES
     token = backend.options.token
+    # Longest prefix first: a face at /api/0 must not be shadowed by one at /api.
+    chosen = sorted(faces.items(), key=lambda item: -len(item[0]))
     mounts: list[BaseRoute] = [
         Mount(prefix, app=BearerAuth(Router(routes=face.routes(backend)), token))
-        for prefix, face in faces.items()
+        for prefix, face in chosen
     ]
     app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
     if fault_rate:
