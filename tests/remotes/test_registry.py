@@ -37,7 +37,7 @@ async def test_http_urls_open_the_native_adapter(src: str, identity: str) -> Non
         ("ftp://h/r", "unsupported remote"),
         ("demo", "unsupported remote"),
         ("/srv/repo", "unsupported remote"),
-        ("sentry:abc", "unsupported remote"),
+        ("s3:bucket", "unsupported remote"),
         ("http://h", "no repo name"),
         ("http://h/", "no repo name"),
         ("http://h/a/b", "one path segment"),
