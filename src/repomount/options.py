@@ -110,6 +110,17 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_delay(text: str) -> float:
+    """Seconds where 0 means "at once" (a flush delay, a listing TTL, a drain)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"must be 0 or a positive number of seconds: {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -267,14 +278,14 @@ SPECS: tuple[Spec, ...] = (
          shown="those without one"),
     Spec("fuse_options", _words, "FUSE mount options, e.g. allow_other", "OPT[,OPT...]",
          short="-o", listed=True, shown="none"),
-    Spec("metadata_ttl", parse_seconds, "how long a directory listing is trusted", "S"),
+    Spec("metadata_ttl", parse_delay, "how long a directory listing is trusted", "S"),
     Spec("cache_dir", _path, "content cache", "D", shown="$XDG_CACHE_HOME/repomount"),
     Spec("cache_size", parse_size, "fetched content kept on disk, least recently used "
          "dropped first", "SIZE"),
     Spec("state_dir", _path, "state: the journal of pending changes, conflict copies, "
          "logs", "D", shown="$XDG_STATE_HOME/repomount"),
-    Spec("flush_delay", parse_seconds, "send changes after this much quiet, batched", "S"),
-    Spec("max_flush_window", parse_seconds, "...but at most this long after the first "
+    Spec("flush_delay", parse_delay, "send changes after this much quiet, batched", "S"),
+    Spec("max_flush_window", parse_delay, "...but at most this long after the first "
          "pending change", "S"),
     Spec("transfers", _count, "parallel uploads where the remote has no batch commit", "N"),
     Spec("on_conflict", _policy, "when the remote changed under a local change",
@@ -285,7 +296,7 @@ SPECS: tuple[Spec, ...] = (
          "behind a proxy)"),
     Spec("local_only", _words, "names that stay on local disk, never uploaded", "GLOB,...",
          listed=True),
-    Spec("drain_timeout", parse_seconds, "how long a stopping mount (SIGTERM, unmount) "
+    Spec("drain_timeout", parse_delay, "how long a stopping mount (SIGTERM, unmount) "
          "waits for pending uploads; what is left stays in the journal for the next mount",
          "S"),
     Spec("trust_remote_code", _flag, "show git metadata (.git) from the remote as yours, "

@@ -29,6 +29,7 @@ from repomount.vfs.state import VfsConfig
 # A value other than the default for each option, as a user writes it.
 SAMPLES = {
     "endpoint": "https://api.example",
+    "dist": "d1",
     "fuse_options": "allow_other",
     "metadata_ttl": "7",
     "cache_dir": "/var/tmp/c",
@@ -126,3 +127,14 @@ def test_one_value_three_ways_one_options(spec: Spec, tmp_path: Path) -> None:
     assert _from_config(spec, tmp_path) == cli
     assert _from_mount_helper(spec) == cli
     assert DEFAULTS.updated(cli) == Options(**cli)
+
+
+def test_zero_means_at_once_where_it_can() -> None:
+    """`--flush-delay 0` (send at once), a 0 TTL, a 0 drain are values users and the
+    suite's own mounts use; a negative or infinite one is refused in one line."""
+    ns = _parse_mount(["mount", "http://h/r", "/mnt", "--flush-delay", "0", "--metadata-ttl",
+                       "0", "--max-flush-window", "0", "--drain-timeout", "0"])  # fmt: skip
+    assert (ns.flush_delay, ns.metadata_ttl, ns.max_flush_window, ns.drain_timeout) == (0,) * 4
+    for bad in ("-1", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            _parse_mount(["mount", "http://h/r", "/mnt", "--flush-delay", bad])
