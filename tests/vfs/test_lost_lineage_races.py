@@ -124,7 +124,7 @@ async def test_a_crash_between_the_copy_row_and_completing_the_lost_write(
 
 
 async def test_the_copy_follows_a_rename_of_its_directory(make_mount: MakeMount) -> None:
-    """"mine" (d/log) is on the wire; mv d e meanwhile; the write loses. The copy is
+    """ "mine" (d/log) is on the wire; mv d e meanwhile; the write loses. The copy is
     journaled at conflict_name(op.path), under d/, after the rename of d: the remote
     gets a directory d again holding only the copy, and the inode that lost (now
     e/log) is not moved (node_at(d/log) is None)."""
@@ -161,7 +161,7 @@ class DiesAfterApply(GatedRemote):
 async def test_a_close_journaled_while_a_landed_write_was_in_flight_then_a_crash(
     make_mount: MakeMount,
 ) -> None:
-    """"one" lands, the mount dies before applying the answer; "two" was closed while
+    """ "one" lands, the mount dies before applying the answer; "two" was closed while
     "one" was on the wire. The replay coalesces both into one write of "two" with a new
     key (no idempotent replay) expecting the old base: a conflict with our own landed
     write, and "two", the newest content, becomes a conflict copy."""
@@ -245,4 +245,3 @@ async def test_the_shown_copy_has_the_size_of_its_content(make_mount: MakeMount)
     content = await read_file(m.vfs, copy)
     assert content == b"mine 1\nmine 2\n"
     assert node.size == len(content)  # fails: 7 (the size of "mine 1\n")
-

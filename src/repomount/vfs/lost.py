@@ -189,4 +189,3 @@ class LostConflicts(FileIO):
                     self.adopting.discard(node.ino)
         if node is not None:
             self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
-
