@@ -52,13 +52,3 @@ def size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value

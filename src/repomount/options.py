@@ -100,25 +100,25 @@ def parse_size(text: str) -> int:
     return value
 
 
-def parse_seconds(text: str) -> float:
+def _seconds(text: str, *, zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"must be a positive number of seconds: {text!r}")
+    low_ok = value >= 0 if zero else value > 0
+    if not low_ok or value == float("inf"):
+        what = "0 or a positive" if zero else "a positive"
+        raise ValueError(f"must be {what} number of seconds: {text!r}")
     return value
+
+
+def parse_seconds(text: str) -> float:
+    return _seconds(text, zero=False)
 
 
 def parse_delay(text: str) -> float:
     """Seconds where 0 means "at once" (a flush delay, a listing TTL, a drain)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"must be 0 or a positive number of seconds: {text!r}")
-    return value
+    return _seconds(text, zero=True)
 
 
 def _count(text: str) -> int:
