@@ -19,6 +19,7 @@ import pytest
 
 from support.backends import Backend
 from support.mount import MountProc, repomount
+from support.mountfixtures import MountFactory
 from support.server import ServerProc
 from support.util import wait_until
 
@@ -74,11 +75,19 @@ def check_remote(server: ServerProc, m: MountProc, local: Path) -> None:
     assert tree(m.path, skip_local_only=True) == expected
 
 
+# A user's editor or tool writes a temporary name and renames it within a moment; the
+# quiet window (`--flush-delay`, 0.5 s by default) is what keeps that name off the
+# remote. These tests pin *what* reaches the remote, so they widen the window: on a
+# loaded 2-core CI machine 0.5 s between a close and the rename is not guaranteed, and
+# every check ends with `repomount sync`, which sends at once.
+QUIET_WINDOW = ["--flush-delay", "30", "--max-flush-window", "60"]
+
+
 @pytest.fixture
-def both(mnt: MountProc, tmp_path: Path) -> tuple[MountProc, Path]:
+def both(mount_factory: MountFactory, tmp_path: Path) -> tuple[MountProc, Path]:
     local = tmp_path / "local"
     local.mkdir()
-    return mnt, local
+    return mount_factory(extra_args=QUIET_WINDOW), local
 
 
 def on_both(both: tuple[MountProc, Path], action: Callable[[Path], None]) -> None:
