@@ -10,6 +10,8 @@ directory the mount creates 0700 and both sides check (ours, no access for anyon
 not a symbolic link): one another user pre-created is refused. Each side then checks
 the other's uid with SO_PEERCRED: the CLI believes only a mount running as itself; a
 mount obeys only its own user, and root (who can read and signal it anyway).
+A socket path too long for a socket address is reached through its directory
+(unixaddr.py), so a long XDG_RUNTIME_DIR or TMPDIR works too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import trio
 
-from repomount import private
+from repomount import private, unixaddr
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ async def serve(
     """Answer requests at `path`, whose directory prepare_socket() made private."""
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(str(path))
+    with unixaddr.address(path) as addr:
+        await sock.bind(addr)
     os.chmod(path, 0o600)
     sock.listen(16)
     listener = trio.SocketListener(sock)
@@ -130,7 +133,8 @@ def request(
         raise UntrustedControl(str(e)) from None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(wait)
-        s.connect(str(path))
+        with unixaddr.address(path) as addr:
+            s.connect(addr)
         uid = peer_uid(s)  # before sending anything: an impostor learns nothing
         if uid != os.getuid():
             raise UntrustedControl(

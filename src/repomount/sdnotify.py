@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 
+from repomount import unixaddr
+
 log = logging.getLogger(__name__)
 
 ENV = "NOTIFY_SOCKET"
@@ -31,8 +33,11 @@ def notify(*assignments: str) -> bool:
         return False  # none, or a kind of address this does not speak (vsock)
     message = "\n".join(assignments).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.sendto(message, address)
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s,
+            unixaddr.address(address) as reachable,
+        ):
+            s.sendto(message, reachable)
     except OSError as e:
         log.warning("cannot notify the service manager at %s: %s", os.environ.get(ENV), e)
         return False
