@@ -29,7 +29,8 @@ from support.util import wait_until
 IMPOSTOR = """
 path, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(path)
+os.chdir(os.path.dirname(path))  # named relative: its full path may be too long for bind
+s.bind(os.path.basename(path))
 os.chmod(path, 0o666)
 become_other()
 s.listen(8)  # the credentials a client sees are the listener's at listen()

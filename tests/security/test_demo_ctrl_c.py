@@ -64,7 +64,10 @@ class DemoTerminal:
         return b"".join(self._chunks).decode(errors="replace")
 
     def wait_for(self, text: str, timeout: float = 60) -> None:
-        wait_until(lambda: text in self.output(), timeout, repr(text) + " on the terminal")
+        try:
+            wait_until(lambda: text in self.output(), timeout, repr(text) + " on the terminal")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the terminal shows:\n{self.output()}") from None
 
     def ctrl_c(self) -> None:
         os.write(self.fd, CTRL_C)

@@ -12,6 +12,7 @@ systemd would run it, with NOTIFY_SOCKET bound by the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,12 +82,14 @@ def test_the_system_unit_verifies(tmp_path: Path) -> None:
 
 
 def test_the_user_unit_verifies(tmp_path: Path) -> None:
-    home, runtime = tmp_path / "home", tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    [exec_start] = _service(USER_UNIT)["ExecStart"]
-    _stub(Path(shlex.split(exec_start)[0].replace("%h", str(home))))
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    r = _verify(["--user", "verify", "--man=no", str(USER_UNIT)], env)
+    home = tmp_path / "home"
+    # verify also loads the machine's user units; their sockets under %t must fit a
+    # socket address, so the runtime directory is a short one (pytest's can be long).
+    with tempfile.TemporaryDirectory(prefix="rm-run-") as runtime:
+        [exec_start] = _service(USER_UNIT)["ExecStart"]
+        _stub(Path(shlex.split(exec_start)[0].replace("%h", str(home))))
+        env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": runtime}
+        r = _verify(["--user", "verify", "--man=no", str(USER_UNIT)], env)
     assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
@@ -109,7 +113,8 @@ class Notifications:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
+        with contextlib.chdir(path.parent):  # relative: the full path may be too long
+            self.sock.bind(path.name)
         self.seen: list[str] = []
 
     def wait_for(self, what: str, timeout: float) -> str:
