@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from support.mount import MountProc, force_unmount, is_mounted, repomount
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 from support.util import wait_until
 
@@ -32,13 +33,14 @@ def _env(token: str | None, tmp: Path) -> dict[str, str]:
 
 
 def test_daemon_mount_then_unmount(server: ServerProc, tmp_path: Path) -> None:
-    server.create_repo("d")
-    server.put("d", "a.txt", b"A")
+    repo = fresh_repo_name("d")
+    server.create_repo(repo)
+    server.put(repo, "a.txt", b"A")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     env = _env(server.token, tmp_path)
     try:
-        r = repomount("mount", f"{server.url}/d", str(mnt), env=env, timeout=30)
+        r = repomount("mount", f"{server.url}/{repo}", str(mnt), env=env, timeout=30)
         assert r.returncode == 0, r.stderr
         assert is_mounted(mnt)
         assert (mnt / "a.txt").read_bytes() == b"A"
@@ -50,7 +52,7 @@ def test_daemon_mount_then_unmount(server: ServerProc, tmp_path: Path) -> None:
         u = repomount("unmount", str(mnt), env=env)
         assert u.returncode == 0, u.stderr
         assert not is_mounted(mnt)
-        assert server.tree("d") == {"a.txt": b"A", "b.txt": b"B"}
+        assert server.tree(repo) == {"a.txt": b"A", "b.txt": b"B"}
     finally:
         force_unmount(mnt)
 
@@ -70,10 +72,11 @@ MOUNT_ERRORS = {
 
 @pytest.mark.parametrize("case", list(MOUNT_ERRORS))
 def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, case: str) -> None:
-    server.create_repo("ok")
+    repo = fresh_repo_name("ok")
+    server.create_repo(repo)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    src, token = f"{server.url}/ok", server.token
+    src, token = f"{server.url}/{repo}", server.token
     if case == "not_empty":
         (mnt / "file").write_text("x")
     elif case == "unreachable":

@@ -9,6 +9,7 @@ import pytest
 
 from support.backends import Backend
 from support.mount import MountProc
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 from support.util import sha, wait_until
 
@@ -71,14 +72,15 @@ def test_overwrite_append_random_write_truncate(server: ServerProc, mnt: MountPr
 
 
 def test_existing_remote_file_is_read_and_edited(server: ServerProc, mount_factory) -> None:
-    server.create_repo("pre")
-    server.put("pre", "dir/a.txt", b"line1\nline2\n")
-    m = mount_factory("pre", create=False)
+    repo = fresh_repo_name("pre")
+    server.create_repo(repo)
+    server.put(repo, "dir/a.txt", b"line1\nline2\n")
+    m = mount_factory(repo, create=False)
     assert (m.path / "dir" / "a.txt").read_text() == "line1\nline2\n"
     with (m.path / "dir" / "a.txt").open("a") as fh:
         fh.write("line3\n")
     m.sync()
-    assert server.get("pre", "dir/a.txt") == b"line1\nline2\nline3\n"
+    assert server.get(repo, "dir/a.txt") == b"line1\nline2\nline3\n"
 
 
 def test_rename_and_rename_over(server: ServerProc, mnt: MountProc, backend: Backend) -> None:
@@ -177,13 +179,14 @@ def test_unlink_while_open_keeps_the_open_file_readable(
 
 
 def test_listdir_of_1000_entries(server: ServerProc, mount_factory) -> None:
-    server.create_repo("big")
+    repo = fresh_repo_name("big")
+    server.create_repo(repo)
     with server.client() as c:
         ops = [
             {"op": "write", "path": f"many/f{i:04}.txt", "content_b64": "eA=="} for i in range(1000)
         ]
-        c.post("/v1/repos/big/commits", json={"operations": ops}).raise_for_status()
-    m = mount_factory("big", create=False)
+        c.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    m = mount_factory(repo, create=False)
     names = os.listdir(m.path / "many")
     assert sorted(names) == [f"f{i:04}.txt" for i in range(1000)]
     assert (m.path / "many" / "f0999.txt").read_bytes() == b"x"

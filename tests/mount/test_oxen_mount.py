@@ -20,6 +20,7 @@ from oxen.auth import config_auth
 from oxen.user import config_user
 
 from support.mount import MountProc
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 
 pytestmark = pytest.mark.backends("oxen")
@@ -57,10 +58,11 @@ def head(server: ServerProc, repo: str) -> int:
 def test_a_client_commit_during_an_edit_keeps_both(
     server: ServerProc, mount_factory, client: str
 ) -> None:
-    server.create_repo("notes")
-    server.put("notes", "notes.md", b"v1\n")
-    m: MountProc = mount_factory("notes", create=False)
-    repo = RemoteRepo("repomount/notes", host=client, scheme="http")
+    name = fresh_repo_name("notes")
+    server.create_repo(name)
+    server.put(name, "notes.md", b"v1\n")
+    m: MountProc = mount_factory(name, create=False)
+    repo = RemoteRepo(f"repomount/{name}", host=client, scheme="http")
     assert (m.path / "notes.md").read_text() == "v1\n"
     fd = os.open(m.path / "notes.md", os.O_WRONLY | os.O_TRUNC)
     try:

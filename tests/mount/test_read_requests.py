@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 from support.mount import MountProc
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 
 
@@ -37,8 +38,9 @@ def test_tar_of_2000_small_files_takes_at_most_40_read_requests(
     server: ServerProc, mount_factory, tmp_path: Path
 ) -> None:
     files = _tree(2000)
-    _seed(server, "walk", files)
-    m: MountProc = mount_factory("walk", create=False)
+    name = fresh_repo_name("walk")
+    _seed(server, name, files)
+    m: MountProc = mount_factory(name, create=False)
     mark = server.mark()
     archive = tmp_path / "out.tar"
     subprocess.run(["tar", "cf", str(archive), "-C", str(m.path), "."], check=True, timeout=300)
@@ -56,8 +58,9 @@ def test_tar_of_2000_small_files_takes_at_most_40_read_requests(
 
 def test_a_single_cat_reads_only_its_file(server: ServerProc, mount_factory) -> None:
     files = _tree(300)
-    _seed(server, "one", files)
-    m: MountProc = mount_factory("one", create=False)
+    name = fresh_repo_name("one")
+    _seed(server, name, files)
+    m: MountProc = mount_factory(name, create=False)
     subprocess.run(["ls", "-R", str(m.path)], check=True, capture_output=True, timeout=60)
     mark = server.mark()
     assert (m.path / "pkg3/sub3/m3.py").read_bytes() == files["pkg3/sub3/m3.py"]

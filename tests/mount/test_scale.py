@@ -8,6 +8,7 @@ import subprocess
 import time
 
 from support.mount import MountProc
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 
 
@@ -17,7 +18,8 @@ def test_find_and_ls_lR_of_10000_files_take_at_most_3_listing_requests(
     """A walk of the whole tree costs one recursive listing (paged), not one request
     per directory, and nothing per file; the change feed keeps it true past the
     metadata TTL, so a second walk a while later sends nothing."""
-    server.create_repo("tree")
+    repo = fresh_repo_name("tree")
+    server.create_repo(repo)
     dirs = [f"d{a}/e{b}" for a in range(25) for b in range(8)]
     with server.client() as c:
         for part in range(2):
@@ -26,8 +28,8 @@ def test_find_and_ls_lR_of_10000_files_take_at_most_3_listing_requests(
                 for d in dirs[part * 100 : (part + 1) * 100]
                 for i in range(50)
             ]
-            c.post("/v1/repos/tree/commits", json={"operations": ops}).raise_for_status()
-    m: MountProc = mount_factory("tree", create=False)
+            c.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    m: MountProc = mount_factory(repo, create=False)
     mark = server.mark()
     found = subprocess.run(
         ["find", str(m.path)], capture_output=True, text=True, check=True, timeout=120

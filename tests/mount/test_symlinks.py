@@ -11,6 +11,7 @@ import pytest
 
 from support.backends import Backend
 from support.mount import MountProc
+from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
@@ -51,14 +52,15 @@ WITH_SYMLINKS = pytest.mark.backends("native")
 
 @WITH_SYMLINKS
 def test_symlink_made_elsewhere_shows_in_the_mount(server: ServerProc, mount_factory) -> None:
-    server.create_repo("links")
+    repo = fresh_repo_name("links")
+    server.create_repo(repo)
     with server.client() as c:
         ops = [
             {"op": "write", "path": "real/file.txt", "content_b64": "aGk="},
             {"op": "symlink", "path": "alias", "target": "real/file.txt"},
         ]
-        c.post("/v1/repos/links/commits", json={"operations": ops}).raise_for_status()
-    m: MountProc = mount_factory("links", create=False)
+        c.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    m: MountProc = mount_factory(repo, create=False)
     assert os.path.islink(m.path / "alias")
     assert os.readlink(m.path / "alias") == "real/file.txt"
     assert (m.path / "alias").read_bytes() == b"hi"

@@ -22,6 +22,12 @@ if not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"):
 
 _repo_names = itertools.count()
 
+
+def fresh_repo_name(stem: str = "repo") -> str:
+    """A repo name no other test of this process uses (the mount tests share a server)."""
+    return f"{stem}{next(_repo_names)}"
+
+
 MountFactory = Callable[..., MountProc]
 
 
@@ -43,7 +49,7 @@ def mount_factory(server: ServerProc, tmp_path: Path, backend: Backend) -> Itera
     def make(
         repo: str | None = None, *, extra_args: Sequence[str] = (), create: bool = True
     ) -> MountProc:
-        name = repo or f"repo{next(_repo_names)}"
+        name = repo or fresh_repo_name()
         if create:
             server.create_repo(name)
         n = len(mounts)
