@@ -34,7 +34,7 @@ from support.server import ServerProc
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
-SETTLE_S = 10  # > --metadata-ttl 5 and the kernel's 1 s: every listing is fetched again
+SETTLE_S = 4  # > --metadata-ttl 2 and the kernel's 1 s: every listing is fetched again
 ATIME_NS = 1_000_000_123
 MTIME_NS = 2_000_000_456
 LONG_NAME = "x" * 256
@@ -257,7 +257,7 @@ def _verdict(title: str, report: list[str], bad: list[str]) -> None:
 def test_attributes_at_once_after_listings_expire_and_after_remount(
     server: ServerProc, mount_factory, backend: Backend
 ) -> None:
-    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "5"])
+    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "2"])
     rows = attribute_rows(backend.can)
     for row in rows:
         row.prepare(m.path)

@@ -42,7 +42,7 @@ from support.server import ServerProc
 pytestmark = pytest.mark.mount
 
 RUNS = 2  # the parametrizations of test_random_ops below
-TOTAL_OPS = int(os.environ.get("REPOMOUNT_LONG_OPS", "20000"))
+TOTAL_OPS = int(os.environ.get("REPOMOUNT_LONG_OPS", "8000"))  # CI; raise it for long runs
 OPS_PER_RUN = max(1, TOTAL_OPS // RUNS)
 SEED = os.environ.get("REPOMOUNT_OPS_SEED")
 

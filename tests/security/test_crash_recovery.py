@@ -21,7 +21,7 @@ from support.mount import MountProc, force_unmount, is_mounted, repomount
 from support.server import ServerProc
 from support.util import wait_until
 
-TRIALS = int(os.environ.get("REPOMOUNT_CRASH_TRIALS", "50"))
+TRIALS = int(os.environ.get("REPOMOUNT_CRASH_TRIALS", "20"))
 
 
 def _head(server: ServerProc, repo: str) -> str:
