@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from support.server import ServerFactory, ServerProc
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `wide_matrix` repeat, with another program or variant, what other
+    tests already prove on every backend; by default they run on native alone, and
+    REPOMOUNT_ALL_BACKENDS=1 runs them on every backend (the suite's full matrix)."""
+    if os.environ.get("REPOMOUNT_ALL_BACKENDS") == "1":
+        return
+    keep, narrowed = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        wide = item.get_closest_marker("wide_matrix") is not None
+        if wide and backend is not None and backend.name != "native":
+            narrowed.append(item)
+        else:
+            keep.append(item)
+    if narrowed:
+        config.hook.pytest_deselected(items=narrowed)
+        items[:] = keep
 
 
 @pytest.fixture

@@ -117,15 +117,22 @@ def _writes(server: ServerProc, repo: str, since: int) -> list[str]:
     ]
 
 
+# Every backend runs vim's default save, Python's atomic write, rsync's temp files, cp -r
+# and git; the other variants and programs take the same paths through the vfs, so they
+# run on native, and on every backend with REPOMOUNT_ALL_BACKENDS=1.
+WIDE = pytest.mark.wide_matrix
+
+
 @pytest.mark.parametrize(
     "settings",
     [
-        [],
-        ["set backupcopy=no", "set writebackup"],
-        ["set backupcopy=yes"],
-        ["set backup"],
+        pytest.param([], id="default"),
+        pytest.param(
+            ["set backupcopy=no", "set writebackup"], id="backupcopy=no+writebackup", marks=WIDE
+        ),
+        pytest.param(["set backupcopy=yes"], id="backupcopy=yes", marks=WIDE),
+        pytest.param(["set backup"], id="backup", marks=WIDE),
     ],
-    ids=["default", "backupcopy=no+writebackup", "backupcopy=yes", "backup"],
 )
 def test_vim(server: ServerProc, both, settings: list[str], backend: Backend) -> None:
     m, local = both
@@ -154,6 +161,7 @@ def test_vim(server: ServerProc, both, settings: list[str], backend: Backend) ->
     assert _paths_written_since(server, m.repo, head) == {"a.txt"}
 
 
+@WIDE
 def test_nano_through_tmux(server: ServerProc, both) -> None:
     m, local = both
     on_both(both, _seed)
@@ -201,6 +209,7 @@ def _tmux_has(session: str) -> bool:
     )
 
 
+@WIDE
 def test_sed_in_place(server: ServerProc, both) -> None:
     m, local = both
     on_both(both, _seed)
@@ -260,7 +269,10 @@ def test_python_atomic_write(server: ServerProc, both, fsync: bool, backend: Bac
         assert "a.txt" in written
 
 
-@pytest.mark.parametrize("mode", [[], ["--inplace"]], ids=["temp-files", "inplace"])
+@pytest.mark.parametrize(
+    "mode",
+    [pytest.param([], id="temp-files"), pytest.param(["--inplace"], id="inplace", marks=WIDE)],
+)
 def test_rsync_in_and_out(server: ServerProc, both, tmp_path: Path, mode: list[str]) -> None:
     m, local = both
     src = tmp_path / "src"
@@ -284,6 +296,7 @@ def test_rsync_in_and_out(server: ServerProc, both, tmp_path: Path, mode: list[s
     assert tree(out) == tree(src)
 
 
+@WIDE
 def test_tar_x_and_c(server: ServerProc, both, tmp_path: Path) -> None:
     m, local = both
     src = tmp_path / "src"
@@ -350,6 +363,7 @@ def test_git_inside_the_mount(server: ServerProc, both) -> None:
     assert not [k for k in remote if k.endswith(".lock")]
 
 
+@WIDE
 @WITH_DELETE_AND_RENAME
 def test_git_clone_into_the_mount(server: ServerProc, both, tmp_path: Path) -> None:
     m, local = both
