@@ -88,7 +88,7 @@ class Files:
 
     def new_spool_from(self, src_fd: int | None, length: int = 0) -> tuple[Path, int]:
         """A fresh spool file holding a copy of `src_fd` (or `length` bytes of holes).
-        Worker thread."""
+        Worker thread, except for an empty one (no copy, no truncate: one open)."""
         path = self.spool_dir / uuid.uuid4().hex
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
