@@ -1,15 +1,34 @@
-"""`multipart/form-data` bodies, parsed from bytes (the server has no multipart library).
+"""`multipart/form-data` bodies (the server has no multipart library).
 
 Only what form uploads use: parts separated by the boundary of the Content-Type, each
 with a `Content-Disposition: form-data; name=...; filename=...` and an optional
 Content-Type. A malformed body is a ValueError with a one-line message.
+
+`split_parts` locates the parts in any buffer (bytes, or an mmap of a body spooled to
+disk, so a large upload is never held in memory); `parse_multipart` is the in-memory
+form, for small bodies.
 """
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import unquote
+
+Buffer = bytes | mmap.mmap
+
+
+@dataclass(frozen=True)
+class Span:
+    """One part, located in the body: its bytes are body[start:end]."""
+
+    name: str
+    filename: str | None
+    content_type: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -36,46 +55,53 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode("latin-1")
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[Part]:
-    """The parts of `body`, in order."""
+def split_parts(data: Buffer, content_type: str) -> Iterator[Span]:
+    """The parts of the body in `data`, in order."""
     delimiter = b"--" + boundary_of(content_type)
-    start = body.find(delimiter)
-    if start < 0:
+    pos = data.find(delimiter)
+    if pos < 0:
         raise ValueError("multipart body without its boundary")
-    parts: list[Part] = []
-    pos = start + len(delimiter)
+    pos += len(delimiter)
     while True:
-        if body[pos : pos + 2] == b"--":
-            return parts  # the closing delimiter
-        if body[pos : pos + 2] != b"\r\n":
+        if data[pos : pos + 2] == b"--":
+            return  # the closing delimiter
+        if data[pos : pos + 2] != b"\r\n":
             raise ValueError("malformed multipart delimiter line")
         pos += 2
-        end = body.find(b"\r\n" + delimiter, pos)
+        end = data.find(b"\r\n" + delimiter, pos)
         if end < 0:
             raise ValueError("multipart body ends inside a part")
-        parts.append(_part(body[pos:end]))
+        yield _span(data, pos, end)
         pos = end + 2 + len(delimiter)
 
 
-def _part(raw: bytes) -> Part:
-    head, sep, data = raw.partition(b"\r\n\r\n")
-    if not sep:
-        if raw.startswith(b"\r\n"):  # no headers at all
-            head, data = b"", raw[2:]
-        else:
-            raise ValueError("multipart part without a blank line after its headers")
+def _span(data: Buffer, start: int, end: int) -> Span:
+    split = data.find(b"\r\n\r\n", start, end)
+    if split >= 0:
+        head, body_start = data[start:split], split + 4
+    elif data[start : start + 2] == b"\r\n":  # no headers at all
+        head, body_start = b"", start + 2
+    else:
+        raise ValueError("multipart part without a blank line after its headers")
     headers = Message()
     for line in head.decode("utf-8", "replace").split("\r\n"):
         key, colon, value = line.partition(":")
         if colon:
             headers[key.strip()] = value.strip()
-    disposition = headers.get("content-disposition")
-    if disposition is None:
+    if headers.get("content-disposition") is None:
         raise ValueError("multipart part without Content-Disposition")
     name = headers.get_param("name", header="content-disposition")
     if not isinstance(name, str):
         raise ValueError("multipart part without a name")
-    filename = headers.get_filename()
-    if filename is not None and "%" in filename:
-        filename = unquote(filename)
-    return Part(name, filename, headers.get_content_type(), data)
+    return Span(name, headers.get_filename(), headers.get_content_type(), body_start, end)
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[Part]:
+    """The parts of `body`, in order, with their bytes (a %-quoted filename unquoted)."""
+    parts = []
+    for span in split_parts(body, content_type):
+        filename = span.filename
+        if filename is not None and "%" in filename:
+            filename = unquote(filename)
+        parts.append(Part(span.name, filename, span.content_type, body[span.start : span.end]))
+    return parts
