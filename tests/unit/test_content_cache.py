@@ -44,3 +44,41 @@ def test_size_is_counted_across_restarts(tmp_path: Path) -> None:
     cache = ContentCache(tmp_path, limit=2500)
     _put(cache, "b", 1000, 200)
     assert cache.lookup("a", "v1") is None and cache.lookup("b", "v1") is not None
+
+
+def test_a_landed_blob_is_linked_in_and_outlives_the_blob(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"uploaded")
+    entry = cache.link_in(blob, "dir/f.txt", "v1")
+    assert entry is not None and cache.lookup("dir/f.txt", "v1") == entry
+    assert os.stat(entry).st_ino == os.stat(blob).st_ino  # a link, not a copy
+    blob.unlink()  # the journal lets its blob go once the rows are done
+    assert entry.read_bytes() == b"uploaded"
+    assert cache.usage() == len(b"uploaded")
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_linking_over_an_entry_replaces_it_and_counts_it_once(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    first, second = tmp_path / "b1", tmp_path / "b2"
+    first.write_bytes(b"one")
+    second.write_bytes(b"second")
+    cache.link_in(first, "f", "v1")
+    entry = cache.link_in(second, "f", "v1")
+    assert entry is not None and entry.read_bytes() == b"second"
+    assert cache.usage() == len(b"second")
+    # and a file the index does not know (left by hand) is replaced too
+    stray = cache.cached_path("g", "v1")
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"stray")
+    assert cache.link_in(first, "g", "v1") == stray
+    assert stray.read_bytes() == b"one"
+    assert cache.usage() == len(b"second") + len(b"one")
+    assert ContentCache(tmp_path / "cache").usage() == cache.usage()  # as the disk says
+
+
+def test_a_link_refused_leaves_the_cache_as_it_was(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    assert cache.link_in(tmp_path / "gone", "f", "v1") is None  # ENOENT: read later
+    assert cache.lookup("f", "v1") is None and cache.usage() == 0

@@ -13,6 +13,9 @@ import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+# Why a hard link into the cache may fail where a later read can fetch instead.
+LINK_REFUSED = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT)
+
 
 def content_key(path: str, version: str) -> str:
     return hashlib.sha256(f"{path}\0{version}".encode()).hexdigest()
@@ -40,6 +43,7 @@ class ContentCache:
             found.append((st.st_mtime, f, st.st_size))
         self._lru: OrderedDict[Path, int] = OrderedDict((f, size) for _, f, size in sorted(found))
         self._size = sum(self._lru.values())
+        self._dirs: set[Path] = {f.parent for f in self._lru}  # made already
 
     def cached_path(self, path: str, version: str) -> Path:
         key = content_key(path, version)
@@ -80,12 +84,36 @@ class ContentCache:
 
     def link_in(self, src: Path, path: str, version: str) -> Path | None:
         """`commit` for a file that stays where it is too (a hard link); None when it
-        cannot be linked (another filesystem, or links refused): the next read fetches."""
+        cannot be linked (another filesystem, or links refused): the next read fetches.
+        A complete file linked straight into place is as atomic as a rename: two
+        syscalls per file, where a flush lands thousands at once."""
+        dest = self.cached_path(path, version)
+        if dest in self._lru:  # (an entry there already: replaced, as commit does)
+            return self._link_via_temp(src, path, version)
+        if dest.parent not in self._dirs:
+            dest.parent.mkdir(exist_ok=True)
+            self._dirs.add(dest.parent)
+        try:
+            os.link(src, dest)
+        except FileExistsError:  # (a file the index does not know: replaced)
+            return self._link_via_temp(src, path, version)
+        except OSError as e:
+            if e.errno in LINK_REFUSED:
+                return None
+            raise
+        size = os.stat(dest).st_size
+        self._size += size
+        self._lru[dest] = size
+        if self._size > self.limit:
+            self.evict(keep=dest)
+        return dest
+
+    def _link_via_temp(self, src: Path, path: str, version: str) -> Path | None:
         tmp = self.temp_path()
         try:
             os.link(src, tmp)
         except OSError as e:
-            if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT):
+            if e.errno in LINK_REFUSED:
                 return None
             raise
         try:
