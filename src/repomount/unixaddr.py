@@ -9,6 +9,7 @@ kernel resolves it to the very same directory entry (Linux; FUSE needs Linux any
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,11 @@ def address(path: str | Path) -> Iterator[str]:
     if len(raw) < SUN_PATH or raw.startswith(b"\0"):
         yield os.fspath(path)
         return
+    if not os.path.isdir("/proc/self/fd"):
+        raise OSError(
+            errno.ENAMETOOLONG,
+            f"{os.fspath(path)}: too long for a socket address, and /proc is not mounted",
+        )
     where = Path(path)
     fd = os.open(where.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -82,3 +82,20 @@ def test_a_link_refused_leaves_the_cache_as_it_was(tmp_path: Path) -> None:
     cache = ContentCache(tmp_path / "cache", limit=10_000)
     assert cache.link_in(tmp_path / "gone", "f", "v1") is None  # ENOENT: read later
     assert cache.lookup("f", "v1") is None and cache.usage() == 0
+
+
+def test_a_cache_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x")
+    first = cache.link_in(blob, "f", "v0")
+    assert first is not None
+    # another version whose entry lives in the same directory
+    other = next(
+        f"v{i}" for i in range(1, 10_000) if cache.cached_path("f", f"v{i}").parent == first.parent
+    )
+    first.unlink()
+    first.parent.rmdir()
+    again = cache.link_in(blob, "f", other)
+    assert again is not None and again.parent == first.parent
+    assert again.read_bytes() == b"x" and cache.lookup("f", other) == again

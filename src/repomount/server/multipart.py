@@ -56,8 +56,12 @@ def boundary_of(content_type: str) -> bytes:
 
 
 def split_parts(data: Buffer, content_type: str) -> Iterator[Span]:
-    """The parts of the body in `data`, in order."""
-    delimiter = b"--" + boundary_of(content_type)
+    """The parts of the body in `data`, in order. A wrong Content-Type is a ValueError
+    at once, not at the first part."""
+    return _split(data, b"--" + boundary_of(content_type))
+
+
+def _split(data: Buffer, delimiter: bytes) -> Iterator[Span]:
     pos = data.find(delimiter)
     if pos < 0:
         raise ValueError("multipart body without its boundary")

@@ -97,6 +97,11 @@ class ContentCache:
             os.link(src, dest)
         except FileExistsError:  # (a file the index does not know: replaced)
             return self._link_via_temp(src, path, version)
+        except FileNotFoundError:
+            if not src.exists():
+                return None
+            self._dirs.discard(dest.parent)  # (removed by hand meanwhile: made again)
+            return self._link_via_temp(src, path, version)
         except OSError as e:
             if e.errno in LINK_REFUSED:
                 return None

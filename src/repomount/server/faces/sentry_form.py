@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repomount.server.multipart import split_parts
+from repomount.server.multipart import boundary_of, split_parts
 
 MAX_FIELD = 64 << 10  # bytes of one text field
 CHUNK = 1 << 20
@@ -40,6 +40,7 @@ def parse_form(body: Path, content_type: str) -> Form:
     """The parts of the body spooled at `body`: text fields (a part without a filename)
     and files (the first part of each name with a filename)."""
     form = Form()
+    boundary_of(content_type)  # (a wrong Content-Type is told first, even with no body)
     if body.stat().st_size == 0:
         raise ValueError("empty multipart body")
     with body.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
