@@ -21,6 +21,11 @@ FEED_WAIT = 25.0  # seconds one long-poll may wait on the server
 # How long a feed answer may wait for our own requests in flight to be applied, so
 # that our own commits coming back through the feed are recognised as ours.
 OWN_OUTCOMES_WAIT = 10.0
+# After an answer that held only our own commits, the next long-poll waits this long:
+# a burst of saves (each fsync a commit) then costs one feed round trip per pause, not
+# one per commit competing with the saves. Others' changes in the pause are not missed
+# (the poll resumes from the same head), only seen up to this much later.
+OWN_ECHO_PAUSE = 0.1
 
 
 async def watch(vfs: Vfs, poll_interval: float, *, use_feed: bool = True) -> None:
@@ -69,6 +74,8 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         if dirs:
             vfs.feed_live = False  # (until these are re-listed)
             await _refresh(vfs, sorted(dirs))
+        elif batch.changes and not news:
+            await trio.sleep(OWN_ECHO_PAUSE)
 
 
 async def _poll(vfs: Vfs, interval: float) -> None:
