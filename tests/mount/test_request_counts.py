@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from repomount.vfs.watcher import OWN_ECHO_PAUSE
 from support.mount import MountProc
 from support.server import ServerProc
 from support.util import wait_until
@@ -66,6 +67,7 @@ def test_a_burst_of_fsyncs_does_not_poll_the_feed_once_per_save(
     (mnt.path / "warm").write_bytes(b"x")
     mnt.sync()
     mark = server.mark()
+    began = time.monotonic()
     for i in range(40):
         fd = os.open(mnt.path / f"e{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -76,10 +78,15 @@ def test_a_burst_of_fsyncs_does_not_poll_the_feed_once_per_save(
         if i == 20:
             server.put(mnt.repo, "elsewhere.txt", b"from another client")
             made = time.monotonic()
+    burst = time.monotonic() - began
     wait_until(lambda: (mnt.path / "elsewhere.txt").exists(), 10, "the other client's file")
     assert time.monotonic() - made < 5.0
     lines = server.requests(since=mark)
     commits = [r for r in lines if r.method == "POST" and r.path.endswith("/commits")]
     polls = [r for r in lines if r.path.endswith("/changes")]
     assert len(commits) >= 40, Counter(f"{r.method} {r.path}" for r in lines)
-    assert len(polls) <= 12, f"{len(polls)} feed polls for 40 saves"
+    # One poll per pause at most (plus the first, the other client's change, the sync
+    # and the last); before, one per save: 41. (On a loaded machine the saves are
+    # slower and the bound grows with them.)
+    most = int(burst / OWN_ECHO_PAUSE) + 4
+    assert len(polls) <= most, f"{len(polls)} feed polls for 40 saves in {burst:.2f} s"
