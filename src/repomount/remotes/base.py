@@ -53,6 +53,16 @@ class Expect(enum.Enum):
 ExpectT = str | Expect
 
 
+def expect_met(expect: ExpectT, version: str | None) -> bool:
+    """Whether a path whose current version is `version` (None: absent) meets `expect`:
+    the check an adapter makes itself where the service has no precondition."""
+    if expect is Expect.ANY:
+        return True
+    if expect is Expect.ABSENT:
+        return version is None
+    return version == expect
+
+
 # --------------------------------------------------------------------------- listings
 
 EntryKind = Literal["file", "dir", "symlink"]

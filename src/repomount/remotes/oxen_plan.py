@@ -25,8 +25,6 @@ from repomount.remotes.base import (
     Change,
     Conflicted,
     Delete,
-    Expect,
-    ExpectT,
     Failed,
     InvalidPath,
     Mkdir,
@@ -34,6 +32,7 @@ from repomount.remotes.base import (
     Rename,
     Unsupported,
     Write,
+    expect_met,
 )
 
 DIR = "/"  # the "version" of a directory in a Tree
@@ -136,7 +135,7 @@ def _blocked(state: Mapping[str, str], path: str) -> str | None:
 
 def _write(i: int, change: Write, version: str, state: dict[str, str], plan: Plan) -> None:
     now = _file(state, change.path)
-    if state.get(change.path) != DIR and not matches(change.expect, now):
+    if state.get(change.path) != DIR and not expect_met(change.expect, now):
         plan.outcomes[i] = Conflicted(now)
         return
     blocked = _blocked(state, change.path)
@@ -175,7 +174,7 @@ def _delete(i: int, change: Delete, state: dict[str, str], plan: Plan) -> None:
         # Gone already (or an empty directory only the mount knew).
         plan.outcomes[i] = Applied(None) if not isinstance(change.expect, str) else Conflicted(None)
         return
-    if now != DIR and not matches(change.expect, now):
+    if now != DIR and not expect_met(change.expect, now):
         plan.outcomes[i] = Conflicted(now)
         return
     _remove(state, plan, change.path)
@@ -188,14 +187,14 @@ def _rename(i: int, change: Rename, state: dict[str, str], plan: Plan) -> None:
     if now is None:
         plan.outcomes[i] = Applied(None) if not isinstance(change.expect, str) else Conflicted(None)
         return
-    if now != DIR and not matches(change.expect, now):
+    if now != DIR and not expect_met(change.expect, now):
         plan.outcomes[i] = Conflicted(now)
         return
     there = state.get(dst)
     if there == DIR and src != dst:  # (Oxen has no empty directories to replace)
         plan.outcomes[i] = Failed(InvalidPath(f"cannot rename onto the directory {dst!r}"))
         return
-    if there != DIR and not matches(change.expect_to, there):
+    if there != DIR and not expect_met(change.expect_to, there):
         plan.outcomes[i] = Conflicted(there)
         return
     if src == dst:
@@ -217,11 +216,3 @@ def _rename(i: int, change: Rename, state: dict[str, str], plan: Plan) -> None:
         content = contents[p]
         _add(state, plan, target, content if content is not None else Copy(p, version), version)
     plan.versions[i] = None if now == DIR else now
-
-
-def matches(expect: ExpectT, version: str | None) -> bool:
-    if expect is Expect.ANY:
-        return True
-    if expect is Expect.ABSENT:
-        return version is None
-    return version is not None and version == expect

@@ -24,13 +24,13 @@ from repomount.remotes.base import (
     Delete,
     Entry,
     Expect,
-    ExpectT,
     Failed,
     Mkdir,
     Outcome,
     Rename,
     Unsupported,
     Write,
+    expect_met,
 )
 
 # --------------------------------------------------------------------------- the tree
@@ -173,7 +173,7 @@ def check(
             result.outcomes[i] = Applied(None)  # directories exist only through files
         elif isinstance(change, Write):
             now = state.get(change.path)
-            if change.path in state and not _matches(change.expect, now):
+            if change.path in state and not expect_met(change.expect, now):
                 result.outcomes[i] = Conflicted(now)
                 continue
             result.ops.append(WireWrite(i, change))
@@ -183,7 +183,7 @@ def check(
             if now is None:  # already gone (or an empty directory, unknown to Relace)
                 absent_ok = not isinstance(change.expect, str)
                 result.outcomes[i] = Applied(None) if absent_ok else Conflicted(None)
-            elif not _matches(change.expect, now):
+            elif not expect_met(change.expect, now):
                 result.outcomes[i] = Conflicted(now)
             else:
                 result.ops.append(WireDelete(i, change.path))
@@ -221,10 +221,10 @@ def _check_rename(
             state[target], state[path] = state.get(path), None
         result.versions[i] = None
         return
-    if not _matches(change.expect, now):
+    if not expect_met(change.expect, now):
         result.outcomes[i] = Conflicted(now)
         return
-    if dst in state and not _matches(change.expect_to, state[dst]):
+    if dst in state and not expect_met(change.expect_to, state[dst]):
         result.outcomes[i] = Conflicted(state[dst])
         return
     if src != dst:
@@ -244,14 +244,6 @@ def _files_under(path: str, state: Mapping[str, str | None], tree: Snapshot | No
             else:
                 found.add(p)
     return sorted(found)
-
-
-def _matches(expect: ExpectT, version: str | None) -> bool:
-    if expect is Expect.ANY:
-        return True
-    if expect is Expect.ABSENT:
-        return version is None
-    return version == expect
 
 
 # --------------------------------------------------------------------------- grouping

@@ -32,7 +32,6 @@ from repomount.remotes.base import (
     Conflicted,
     Delete,
     Expect,
-    ExpectT,
     Failed,
     Mkdir,
     NotFound,
@@ -41,6 +40,7 @@ from repomount.remotes.base import (
     Rename,
     Unsupported,
     Write,
+    expect_met,
 )
 from repomount.remotes.http import BODY_CHUNK, json_object
 from repomount.remotes.sentry_wire import (
@@ -154,7 +154,7 @@ class ChangeSender:
         now = (await self._files(change.path))[change.path]
         if now is None:  # already gone (or a directory only the mount has)
             return Conflicted(None) if isinstance(change.expect, str) else Applied(None)
-        if not _matches(change.expect, now.sha1):
+        if not expect_met(change.expect, now.sha1):
             return Conflicted(now.sha1)
         if not await self._delete_file(now):
             again = (await self._files(change.path))[change.path]
@@ -168,12 +168,12 @@ class ChangeSender:
         source, target = now[src], now[dst]
         if source is None:
             return await self._rename_dir(change)
-        if not _matches(change.expect, source.sha1):
+        if not expect_met(change.expect, source.sha1):
             return Conflicted(source.sha1)
         if src == dst:
             return Applied(source.sha1)
         if target is not None or change.expect_to not in (Expect.ANY, Expect.ABSENT):
-            if not _matches(change.expect_to, None if target is None else target.sha1):
+            if not expect_met(change.expect_to, None if target is None else target.sha1):
                 return Conflicted(None if target is None else target.sha1)
             if target is not None and not await self._delete_file(target):
                 again = (await self._files(dst))[dst]
@@ -237,20 +237,9 @@ async def _after_a_change(outcome: Awaitable[Outcome]) -> Outcome:
         return Failed(error)
 
 
-def _matches(expect: ExpectT, version: str | None) -> bool:
-    if expect is Expect.ANY:
-        return True
-    if expect is Expect.ABSENT:
-        return version is None
-    return version == expect
-
-
 def _sha1_file(path: Path) -> str:
-    digest = hashlib.sha1()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def _body(head: bytes, source: Path, tail: bytes) -> Callable[[], AsyncIterator[bytes]]:

@@ -296,8 +296,5 @@ class Streams:
 
 
 def _sha256_of(file: Path) -> str:
-    digest = hashlib.sha256()
     with file.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
