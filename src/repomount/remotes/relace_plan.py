@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from repomount.paths import ancestors_of
 from repomount.remotes.base import (
     Applied,
     ApplyResult,
@@ -32,6 +31,7 @@ from repomount.remotes.base import (
     Write,
     expect_met,
 )
+from repomount.remotes.filetree import FileTree
 
 # --------------------------------------------------------------------------- the tree
 
@@ -42,45 +42,17 @@ class RemoteFile:
     version: str  # SHA-256 hex of the bytes
 
 
-class Snapshot:
+class Snapshot(FileTree):
     """A repo's files as one `clone` returned them, and the directories they imply."""
 
     def __init__(self, files: Mapping[str, RemoteFile], taken: float) -> None:
         self.files = dict(files)
         self.taken = taken  # trio clock
-        self.children: dict[str, list[str]] = {"": []}
-        for path in sorted(self.files):
-            parent = ""
-            for d in [*ancestors_of(path), path]:
-                if d not in self.children:
-                    self.children[parent].append(d)
-                    if d != path:
-                        self.children[d] = []
-                parent = d
+        super().__init__(self.files)
 
-    def is_dir(self, path: str) -> bool:
-        return path in self.children
-
-    def entry(self, path: str) -> Entry | None:
+    def file_entry(self, path: str) -> Entry | None:
         file = self.files.get(path)
-        if file is not None:
-            return Entry(path, "file", size=file.size, version=file.version)
-        return Entry(path, "dir") if self.is_dir(path) else None
-
-    def listing(self, path: str, *, recursive: bool) -> list[Entry] | None:
-        """Entries below directory `path`, or None when it is not one."""
-        if not self.is_dir(path):
-            return None
-        found: list[Entry] = []
-        pending = [path]
-        while pending:
-            for child in self.children[pending.pop()]:
-                entry = self.entry(child)
-                assert entry is not None
-                found.append(entry)
-                if recursive and entry.kind == "dir":
-                    pending.append(child)
-        return sorted(found, key=lambda e: e.path)
+        return None if file is None else Entry(path, "file", size=file.size, version=file.version)
 
     def files_under(self, path: str) -> list[str]:
         prefix = path + "/"

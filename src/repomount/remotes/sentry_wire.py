@@ -24,6 +24,7 @@ from typing import Any
 from repomount.paths import InvalidPathError, ancestors_of, validate_path
 from repomount.remotes import validate
 from repomount.remotes.base import Entry
+from repomount.remotes.filetree import FileTree
 from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry
 
@@ -168,7 +169,7 @@ def next_cursor(link: str | None) -> str | None:
 # --------------------------------------------------------------------------- the tree
 
 
-class ReleaseTree:
+class ReleaseTree(FileTree):
     """The files of one dist of a release, and the directories their paths imply."""
 
     def __init__(self, files: Iterable[Artifact], taken: float = 0.0) -> None:
@@ -181,36 +182,11 @@ class ReleaseTree:
         for path in sorted(dirs & self.files.keys()):
             log.warning("%s: skipping %r: it is also a directory of other names", SOURCE, path)
             del self.files[path]
-        self.children: dict[str, list[str]] = {"": []}
-        for path in sorted(self.files):
-            parent = ""
-            for part in path.split("/")[:-1]:
-                d = f"{parent}/{part}" if parent else part
-                if d not in self.children:
-                    self.children[parent].append(d)
-                    self.children[d] = []
-                parent = d
-            self.children[parent].append(path)
+        super().__init__(self.files)
 
-    def entry(self, path: str) -> Entry | None:
-        if path in self.files:
-            return self.files[path].entry()
-        return Entry(path, "dir") if path in self.children else None
-
-    def listing(self, path: str, *, recursive: bool) -> list[Entry] | None:
-        """Entries below directory `path`, or None when it is not one."""
-        if path not in self.children:
-            return None
-        found: list[Entry] = []
-        pending = [path]
-        while pending:
-            for child in self.children[pending.pop()]:
-                entry = self.entry(child)
-                assert entry is not None
-                found.append(entry)
-                if recursive and entry.kind == "dir":
-                    pending.append(child)
-        return sorted(found, key=lambda e: e.path)
+    def file_entry(self, path: str) -> Entry | None:
+        artifact = self.files.get(path)
+        return None if artifact is None else artifact.entry()
 
     def under(self, path: str) -> list[Artifact]:
         prefix = path + "/"
