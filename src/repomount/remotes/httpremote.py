@@ -14,6 +14,7 @@ import abc
 import hashlib
 import os
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, BinaryIO, ClassVar, TypedDict
 from urllib.parse import quote
@@ -21,9 +22,14 @@ from urllib.parse import quote
 import httpx
 
 from repomount.remotes.base import (
+    Aborted,
+    Change,
+    Failed,
     Fetched,
     NotFound,
+    Outcome,
     Remote,
+    RemoteError,
     RepoInfo,
     Unauthorized,
     Unavailable,
@@ -36,6 +42,28 @@ CHUNK = 256 * 1024  # bytes per read of a response body
 # Errors that say nothing about single changes (unreachable, refused key, no repo): the
 # next change of a batch would fail the same way, so it is not sent.
 WHOLE_REQUEST_ERRORS = (Unauthorized, Unavailable, NotFound)
+
+
+async def apply_each(
+    changes: Sequence[Change], apply_one: Callable[[Change], Awaitable[Outcome]]
+) -> list[Outcome]:
+    """The outcomes of sending `changes` one by one (a service with no batch). An error
+    of the request as a whole (WHOLE_REQUEST_ERRORS) raises when nothing was sent yet;
+    after that, the rest are not sent and fail as aborted."""
+    outcomes: list[Outcome] = []
+    for index, change in enumerate(changes):
+        try:
+            outcomes.append(await apply_one(change))
+        except WHOLE_REQUEST_ERRORS as error:
+            if not outcomes:
+                raise  # nothing was applied: the request as a whole failed
+            rest = len(changes) - index - 1
+            outcomes.append(Failed(error))
+            outcomes += [Failed(Aborted(f"not sent after: {error.message}"))] * rest
+            break
+        except RemoteError as error:
+            outcomes.append(Failed(error))
+    return outcomes
 
 
 class HttpOptions(TypedDict, total=False):

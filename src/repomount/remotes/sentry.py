@@ -28,24 +28,20 @@ import httpx
 import trio
 
 from repomount.remotes.base import (
-    Aborted,
     ApplyResult,
     Capabilities,
     Change,
     Conflict,
     Entry,
-    Failed,
     Fetched,
     Listing,
     NotFound,
-    Outcome,
     ProtocolError,
-    RemoteError,
     RepoInfo,
     Unauthorized,
 )
 from repomount.remotes.http import json_object
-from repomount.remotes.httpremote import CHUNK, WHOLE_REQUEST_ERRORS, HttpOptions, HttpRemote
+from repomount.remotes.httpremote import CHUNK, HttpOptions, HttpRemote, apply_each
 from repomount.remotes.limits import MAX_LISTING_ENTRIES, decode_json
 from repomount.remotes.sentry_changes import ChangeSender
 from repomount.remotes.sentry_wire import (
@@ -288,20 +284,8 @@ class SentryRemote(HttpRemote):
     # ------------------------------------------------------------------ writing
 
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
-        outcomes: list[Outcome] = []
         try:
-            for index, change in enumerate(changes):
-                try:
-                    outcomes.append(await self._changes.apply_one(change))
-                except WHOLE_REQUEST_ERRORS as error:
-                    if not outcomes:
-                        raise  # nothing was applied: the request as a whole failed
-                    rest = len(changes) - index - 1
-                    outcomes.append(Failed(error))
-                    outcomes += [Failed(Aborted(f"not sent after: {error.message}"))] * rest
-                    break
-                except RemoteError as error:
-                    outcomes.append(Failed(error))
+            outcomes = await apply_each(changes, self._changes.apply_one)
         finally:
             self._forget_tree()
         return ApplyResult(head=None, outcomes=outcomes)

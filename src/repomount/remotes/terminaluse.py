@@ -33,7 +33,6 @@ import httpx
 import trio
 
 from repomount.remotes.base import (
-    Aborted,
     Applied,
     ApplyResult,
     Capabilities,
@@ -51,7 +50,6 @@ from repomount.remotes.base import (
     Outcome,
     PreconditionRequired,
     ProtocolError,
-    RemoteError,
     Rename,
     RepoInfo,
     Symlink,
@@ -62,10 +60,10 @@ from repomount.remotes.base import (
 )
 from repomount.remotes.http import file_chunks, json_object
 from repomount.remotes.httpremote import (
-    WHOLE_REQUEST_ERRORS,
     HostedSource,
     HttpOptions,
     HttpRemote,
+    apply_each,
     copy_body,
 )
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
@@ -234,19 +232,7 @@ class TerminalUseRemote(HttpRemote):
     async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
         if self._base is None and base is not None:
             self._base = base
-        outcomes: list[Outcome] = []
-        for index, change in enumerate(changes):
-            try:
-                outcomes.append(await self._apply_one(change))
-            except WHOLE_REQUEST_ERRORS as error:
-                if not outcomes:
-                    raise  # nothing was applied: the request as a whole failed
-                rest = len(changes) - index - 1
-                outcomes.append(Failed(error))
-                outcomes += [Failed(Aborted(f"not sent after: {error.message}"))] * rest
-                break
-            except RemoteError as error:
-                outcomes.append(Failed(error))
+        outcomes = await apply_each(changes, self._apply_one)
         return ApplyResult(head=norm(self._base or "") or None, outcomes=outcomes)
 
     async def _apply_one(self, change: Change) -> Outcome:
