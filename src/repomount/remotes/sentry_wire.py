@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.paths import ancestors_of
 from repomount.remotes import validate
 from repomount.remotes.base import Entry
 from repomount.remotes.filetree import FileTree
 from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry
+from repomount.sentrynames import name_of_path, path_of_name
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ SOURCE = "Sentry"  # how log lines name it
 
 answer = parses(SERVICE)
 
-_SCHEME = re.compile(r"([^/]*:)//(.+)")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 _LINK = re.compile(r"<[^>]*>((?:\s*;\s*[A-Za-z]+\s*=\s*\"[^\"]*\")*)")
 _PARAM = re.compile(r"([A-Za-z]+)\s*=\s*\"([^\"]*)\"")
@@ -55,25 +55,6 @@ _WEB_TYPES = {
 
 
 # --------------------------------------------------------------------------- names
-
-
-def path_of_name(name: str) -> str | None:
-    """The path a file name is shown at, or None when no path can show it."""
-    url = _SCHEME.fullmatch(name)
-    path = f"{url[1]}/{url[2]}" if url else name
-    first, slash, _ = path.partition("/")
-    if not url and slash and first.endswith(":"):
-        return None
-    try:
-        return validate_path(path)
-    except InvalidPathError:
-        return None
-
-
-def name_of_path(path: str) -> str:
-    """The file name a path stands for (the inverse of `path_of_name`)."""
-    first, slash, rest = path.partition("/")
-    return f"{first}//{rest}" if slash and first.endswith(":") else path
 
 
 # --------------------------------------------------------------------------- answers

@@ -6,7 +6,7 @@ these in worker threads, one at a time per face).
   every organization and project, unless the face created it for some projects).
 - The files of a release without a dist are that repository's files; those of a dist
   live in a repository of their own (`sentry-<hash>`), named in the release's
-  attributes. A file's name is its path (sentry_wire.path_of_name).
+  attributes. A file's name is its path (sentrynames.path_of_name).
 - What Sentry knows of a file and the store does not (its id, SHA-1, headers, upload
   time) is kept in the attributes of the repository holding it, per path, with the
   SHA-256 it describes: content changed through another face makes a new file (a new

@@ -19,7 +19,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from repomount.paths import InvalidPathError, validate_path
+from repomount.sentrynames import name_of_path
+from repomount.sentrynames import path_of_name as shared_path_of_name
 from repomount.server.names import control_character_problem
 
 NOT_FOUND = "The requested resource does not exist"
@@ -32,7 +33,6 @@ MAX_DIST = 64
 
 _SPECIAL = re.compile(r"[\n\t\r\f\v\\]")  # Sentry's _filename_re
 _BAD_VERSION_CHARS = "\r\n\f\x0c\t/\\"  # Release.is_valid_version
-_SCHEME = re.compile(r"([^/]*:)//(.+)")
 
 
 class SentryError(Exception):
@@ -61,23 +61,9 @@ def field_error(name: str, message: str) -> SentryError:
 
 def path_of_name(name: str) -> str | None:
     """The store path a file name is kept at, or None when it cannot be one."""
-    url = _SCHEME.fullmatch(name)
-    path = f"{url[1]}/{url[2]}" if url else name
-    first, slash, _ = path.partition("/")
-    if not url and slash and first.endswith(":"):
-        return None  # "x:/y" would read back as "x://y"
-    if control_character_problem(path) is not None:
+    if control_character_problem(name) is not None:
         return None  # never written, on any face (server/names.py)
-    try:
-        return validate_path(path)
-    except InvalidPathError:
-        return None
-
-
-def name_of_path(path: str) -> str:
-    """The file name kept at a store path (the inverse of `path_of_name`)."""
-    first, slash, rest = path.partition("/")
-    return f"{first}//{rest}" if slash and first.endswith(":") else path
+    return shared_path_of_name(name)
 
 
 def check_upload_name(name: str) -> str:
