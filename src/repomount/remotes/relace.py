@@ -20,7 +20,6 @@ import re
 import tempfile
 from collections.abc import Sequence
 from typing import IO, Any, BinaryIO, Unpack
-from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -43,6 +42,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
+from repomount.remotes.endpoint import checked_url
 from repomount.remotes.http import file_chunks, json_object
 from repomount.remotes.httpremote import (
     CHUNK,
@@ -369,13 +369,9 @@ def open_relace(
         )
     repo_id = SOURCE.parse_id(src)
     url = SOURCE.url(endpoint).strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"bad Relace endpoint {url!r}: expected http(s)://HOST[:PORT]/PATH")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"bad Relace endpoint: put the key in {KEY_ENV}, not in the URL")
-    if parts.query or parts.fragment:
-        raise ValueError(f"bad Relace endpoint {url!r}: no query or fragment allowed")
+    checked_url(
+        url, what="Relace endpoint", secret_env=KEY_ENV, expected="http(s)://HOST[:PORT]/PATH"
+    )
     key = token or os.environ.get(KEY_ENV)
     if not key:
         raise ValueError(f"{src} needs a Relace API key: set {KEY_ENV}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit
 
+from repomount.remotes.endpoint import checked_url
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 from repomount.remotes.sentry import DEFAULT_URL, TOKEN_ENV, SentryRemote
 
@@ -61,23 +61,14 @@ def check_dist(dist: str) -> str:
 
 def base_url(url: str) -> str:
     """The server's root URL, checked: Sentry's API is at /api/0 on its root."""
-    url = url.strip()
-    parts = urlsplit(url)
-    shown = url if "@" not in parts.netloc else "the URL given"
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"bad Sentry URL {shown!r}: {why}")
-
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad("expected http(s)://HOST[:PORT]")
-    if parts.username is not None or parts.password is not None:
-        raise bad(f"put the token in {TOKEN_ENV}, not in the URL")
-    if parts.query or parts.fragment or parts.path.strip("/"):
-        raise bad("Sentry's API is on the server's root: no path, query or fragment")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise bad("the port is not a number from 0 to 65535") from None
+    parts = checked_url(
+        url,
+        what="Sentry URL",
+        secret_env=TOKEN_ENV,
+        secret="token",
+        expected="http(s)://HOST[:PORT]",
+        root_only="Sentry's API is on the server's root: no path, query or fragment",
+    )
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -27,7 +27,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import BinaryIO, Unpack
-from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -58,6 +57,7 @@ from repomount.remotes.base import (
     Unsupported,
     Write,
 )
+from repomount.remotes.endpoint import checked_url
 from repomount.remotes.http import file_chunks, json_object
 from repomount.remotes.httpremote import (
     HostedSource,
@@ -364,20 +364,5 @@ def open_terminaluse(
 
 
 def _base_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    shown = url if "@" not in parts.netloc else "the URL given"  # may hold a secret
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"bad Terminal Use API URL {shown!r}: {why}")
-
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad("expected http(s)://HOST[:PORT][/PATH]")
-    if parts.username is not None or parts.password is not None:
-        raise bad(f"put the key in {KEY_ENV}, not in the URL")
-    if parts.query or parts.fragment:
-        raise bad("no query or fragment allowed")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise bad("the port is not a number from 0 to 65535") from None
+    checked_url(url, what="Terminal Use API URL", secret_env=KEY_ENV)
     return url.strip().rstrip("/")
