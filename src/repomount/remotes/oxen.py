@@ -22,11 +22,11 @@ import logging
 import os
 import socket
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import IO, Any, BinaryIO, Unpack
 from urllib.parse import quote
 
+import cachetools
 import trio
 
 from repomount.remotes.base import (
@@ -110,7 +110,9 @@ class OxenRemote(HttpRemote):
         self.namespace, self.name, self.branch = namespace, name, branch
         self._root = f"{self.base_url}/api/repos/{quote(namespace, safe='')}/{quote(name, safe='')}"
         self.author = author or (f"repomount {socket.gethostname()}", "")
-        self._xxh3: OrderedDict[str, str] = OrderedDict()  # sha256 -> xxh3
+        self._xxh3: cachetools.LRUCache[str, str] = cachetools.LRUCache(
+            HASHES_KEPT
+        )  # sha256 -> xxh3
         self._no_branch = False  # info() found the repository but not the branch
 
     @property
@@ -123,9 +125,6 @@ class OxenRemote(HttpRemote):
 
     def _remember(self, sha256: str, xxh3: str) -> None:
         self._xxh3[sha256] = xxh3
-        self._xxh3.move_to_end(sha256)
-        while len(self._xxh3) > HASHES_KEPT:
-            self._xxh3.popitem(last=False)
 
     # ------------------------------------------------------------------ reading
 

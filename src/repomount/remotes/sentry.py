@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import IO, Any, BinaryIO, Unpack
 from urllib.parse import quote
 
+import cachetools
 import httpx
 import trio
 
@@ -108,7 +108,9 @@ class SentryRemote(HttpRemote):
         self._writes = 0  # bumped by every write: a listing begun before one is not kept
         self._interval = 1.0 / rate
         self._next_request = 0.0
-        self._sha1: OrderedDict[str, str] = OrderedDict()  # sha256 -> sha1
+        self._sha1: cachetools.LRUCache[str, str] = cachetools.LRUCache(
+            HASHES_KEPT
+        )  # sha256 -> sha1
         self._changes = ChangeSender(self)
 
     @property
@@ -126,9 +128,6 @@ class SentryRemote(HttpRemote):
 
     def remember(self, sha256: str, sha1: str) -> None:
         self._sha1[sha256] = sha1
-        self._sha1.move_to_end(sha256)
-        while len(self._sha1) > HASHES_KEPT:
-            self._sha1.popitem(last=False)
 
     # ------------------------------------------------------------------ requests
 
