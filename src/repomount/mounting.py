@@ -147,6 +147,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             fuse_options=list(o.fuse_options),
             drain_timeout=o.drain_timeout,
             poll_interval=o.poll_interval,
+            read_ahead=o.read_ahead,
             use_change_feed=not o.no_change_feed,
             on_stop=on_stop,
             on_status=systemd.running if sdnotify.listening() else None,

@@ -60,6 +60,7 @@ class Options:
     flush_delay: float = 0.5
     max_flush_window: float = 5.0
     transfers: int = 4
+    read_ahead: int = 1 << 20  # the kernel's read-ahead on this mount; 0: its default
     on_conflict: Policy = Policy.KEEP_BOTH
     poll_interval: float = 10.0
     no_change_feed: bool = False
@@ -119,6 +120,11 @@ def parse_seconds(text: str) -> float:
 def parse_delay(text: str) -> float:
     """Seconds where 0 means "at once" (a flush delay, a listing TTL, a drain)."""
     return _seconds(text, zero=True)
+
+
+def _size_or_zero(text: str) -> int:
+    """A size (`parse_size`), or 0 for "the kernel's default"."""
+    return 0 if text.strip() == "0" else parse_size(text)
 
 
 def _count(text: str) -> int:
@@ -234,7 +240,7 @@ class Spec:
             return f"{value:g}"
         if value is None:
             return ""
-        if self.parse is parse_size:
+        if self.parse in (parse_size, _size_or_zero):
             return _show_size(value)
         return str(value)
 
@@ -288,6 +294,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_flush_window", parse_delay, "...but at most this long after the first "
          "pending change", "S"),
     Spec("transfers", _count, "parallel uploads where the remote has no batch commit", "N"),
+    Spec("read_ahead", _size_or_zero, "how far ahead the kernel reads a file being read "
+         "in order (set when mounting as root; 0: the kernel's default, 128K)", "SIZE"),
     Spec("on_conflict", _policy, "when the remote changed under a local change",
          "{" + ",".join(p.value for p in Policy) + "}"),
     Spec("poll_interval", parse_seconds, "how often to look for remote changes without a "

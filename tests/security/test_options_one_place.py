@@ -38,6 +38,7 @@ SAMPLES = {
     "flush_delay": "0.2",
     "max_flush_window": "9",
     "transfers": "3",
+    "read_ahead": "4M",
     "on_conflict": "fail",
     "poll_interval": "11",
     "local_only": "*.tmp",

@@ -23,6 +23,7 @@ import pyfuse3
 import trio
 
 from repomount import control, mounts, stalls
+from repomount.fuse import readahead
 from repomount.fuse.operations import Operations
 from repomount.options import DEFAULTS
 from repomount.remotes.base import RemoteError, Unavailable
@@ -43,6 +44,7 @@ class MountOptions:
     fuse_options: list[str] = field(default_factory=list)  # from -o
     drain_timeout: float = DEFAULTS.drain_timeout  # how long a stop waits for uploads, once
     poll_interval: float = DEFAULTS.poll_interval
+    read_ahead: int = DEFAULTS.read_ahead  # bytes; 0: the kernel's default
     use_change_feed: bool = not DEFAULTS.no_change_feed
     on_stop: Callable[[StopProgress], None] | None = None  # how a stop's drain goes
     on_status: StatusCallback | None = None  # called as the pending changes change
@@ -256,7 +258,11 @@ async def _serve(
             answering = trio.Event()
             if opts.on_status is not None:
                 nursery.start_soon(_report_status, vfs, opts.on_status, answering)
-            nursery.start_soon(_ready_once_answering, opts.mountpoint, ready, stop, answering)
+            # (Once the kernel's INIT is answered: the answer would reset the read-ahead.)
+            tune = None
+            if mine is not None and opts.read_ahead:
+                tune = partial(readahead.set_read_ahead, mine.device, opts.read_ahead)
+            nursery.start_soon(_ready_once_answering, opts.mountpoint, ready, stop, answering, tune)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         return True
@@ -268,16 +274,23 @@ async def _serve(
 
 
 async def _ready_once_answering(
-    mountpoint: Path, ready: ReadyCallback, stop: Stop, answering: trio.Event
+    mountpoint: Path,
+    ready: ReadyCallback,
+    stop: Stop,
+    answering: trio.Event,
+    tune: Callable[[], object] | None = None,
 ) -> None:
     """Say the mount is ready once it answers: a `stat` of the mountpoint, from a
-    thread (the kernel asks this process, whose loop must be free to answer)."""
+    thread (the kernel asks this process, whose loop must be free to answer). `tune`
+    runs just before, the kernel's session set up."""
     try:
         await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError as e:
         ready(f"{mountpoint} was mounted but does not answer: {e.strerror}")
         stop.begin("not answering")
         return
+    if tune is not None:
+        tune()
     ready(None)
     answering.set()
 
