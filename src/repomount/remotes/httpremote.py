@@ -198,12 +198,12 @@ async def copy_body(
     (none with no `dest`). A service that has no ranged read still sends everything."""
     digest = hashlib.sha256()
     pos = written = 0
-    async for chunk in response.aiter_bytes(CHUNK):
+    async for chunk in response.aiter_bytes():  # as they come (up to http.SOCKET_READ)
         digest.update(chunk)
         lo = max(start - pos, 0)
         hi = len(chunk) if end is None else min(end - pos, len(chunk))
         if dest is not None and lo < hi:
-            dest.write(chunk[lo:hi])
+            dest.write(chunk if hi - lo == len(chunk) else chunk[lo:hi])
             written += hi - lo
         pos += len(chunk)
     return Copied(digest.hexdigest(), pos, written)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
 import hypercorn.trio
+import hypercorn.trio.tcp_server
 import trio
 from hypercorn.config import Config as HypercornConfig
 
@@ -23,6 +24,15 @@ from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
 from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
 from repomount.server.sqlite_store import DataDirLocked, SqliteStore
+
+# Hypercorn reads a connection 64 KiB at a time, and each read is a round of Python in
+# hypercorn and h11 (a cancel scope, a parse, a channel send to the app): in a large
+# upload that work, not the link, was the limit. A read returns what has arrived, so
+# small requests are unaffected. (A module constant of hypercorn's trio server, read at
+# each receive.)
+SOCKET_READ = 1 << 20
+if hasattr(hypercorn.trio.tcp_server, "MAX_RECV"):
+    hypercorn.trio.tcp_server.MAX_RECV = SOCKET_READ
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
