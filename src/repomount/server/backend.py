@@ -44,8 +44,9 @@ class Backend:
         idempotency: Idempotency | None = None,
         base: int | None = None,
     ) -> CommitResult:
-        try:
-            return await self.run(
+        return await self.committing(
+            repo,
+            partial(
                 self.store.commit,
                 repo,
                 operations,
@@ -53,7 +54,14 @@ class Backend:
                 author=author,
                 idempotency=idempotency,
                 base=base,
-            )
+            ),
+        )
+
+    async def committing(self, repo: str, fn: Callable[[], T]) -> T:
+        """Run `fn`, which may commit to `repo`, in a worker thread; then wake the
+        repo's change-feed waiters."""
+        try:
+            return await self.run(fn)
         finally:
             # Also on cancellation: the thread may have committed. A spurious wakeup is
             # harmless, waiters re-read the head.

@@ -76,7 +76,12 @@ async def read_json(
     Parsed in a worker thread: a large body takes a while, and the event loop serves
     everyone else meanwhile."""
     raw = await read_body(request, min(backend.options.max_file_size, limit))
-    data = await backend.run(parse_json, raw)
+    return await backend.run(parse_json_object, raw)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """`parse_json`, and the body must be an object (422 otherwise)."""
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise ApiError("invalid_request", "request body must be a JSON object")
     return data

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from functools import wraps
+from functools import partial, wraps
 
 import trio
 from starlette.requests import Request
@@ -18,7 +18,14 @@ from starlette.routing import BaseRoute, Route
 from repomount.server.backend import Backend
 from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
-from repomount.server.body import SMALL_JSON_BODY, read_json, spool_body
+from repomount.server.body import (
+    MAX_JSON_BODY,
+    SMALL_JSON_BODY,
+    parse_json_object,
+    read_body,
+    read_json,
+    spool_body,
+)
 from repomount.server.errors import ApiError
 from repomount.server.inline import store_contents
 from repomount.server.native_requests import (
@@ -59,6 +66,7 @@ from repomount.server.store import (
     Idempotency,
     NotFound,
     Operation,
+    Store,
     StoreError,
     Write,
 )
@@ -360,26 +368,11 @@ class NativeApi:
     async def commit(self, request: Request) -> Response:
         repo = request.path_params["repo"]
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
-        body = await read_json(self.backend, request)
-        message, author = str_field(body, "message"), str_field(body, "author")
-        key = idempotency_key(body)
-        # Up to 100,000 operations: parsing them, hashing the body and writing the
-        # answer each take a while, in a worker thread so that other requests go on.
-        operations, inline = await self.backend.run(parse_operations, body.get("operations"))
-        if inline:
-            await self.backend.run(store_contents, self.store, inline)
-        # Bound to what the commit does, not to how its body carries it: a replay after
-        # a crash may name another base, or send inline what it first sent as a blob.
-        idempotency = None
-        if key is not None:
-            what = [_what(op) for op in operations]
-            idempotency = Idempotency(key, await self.backend.run(fingerprint, what))
-        result = await self.backend.commit(
-            repo, operations, message=message, author=author, idempotency=idempotency
-        )
-        results = [{"path": r.path, "version": r.version} for r in result.results]
-        data = {"head": str(result.head), "results": results}
-        return await self.backend.run(json_response, data, 201, head=result.head)
+        raw = await read_body(request, min(self.backend.options.max_file_size, MAX_JSON_BODY))
+        # Parsing up to 100,000 operations, storing inline contents, hashing, the commit
+        # and writing the answer: all in one worker thread, so that other requests go on,
+        # and a small commit (a saved file) pays one thread hop instead of one per step.
+        return await self.backend.committing(repo, partial(_commit, self.store, repo, raw))
 
     def _expectation(self, request: Request, *, allow_create_only: bool) -> str | None:
         return write_expectation(
@@ -399,6 +392,25 @@ class NativeApi:
             except NotFound:
                 pass
         return error_json(error, headers)
+
+
+def _commit(store: Store, repo: str, raw: bytes) -> Response:
+    """A commit request's body parsed, carried out and answered (a worker thread)."""
+    body = parse_json_object(raw)
+    message, author = str_field(body, "message"), str_field(body, "author")
+    key = idempotency_key(body)
+    operations, inline = parse_operations(body.get("operations"))
+    if inline:
+        store_contents(store, inline)
+    # Bound to what the commit does, not to how its body carries it: a replay after a
+    # crash may name another base, or send inline what it first sent as a blob.
+    idempotency = None
+    if key is not None:
+        idempotency = Idempotency(key, fingerprint([_what(op) for op in operations]))
+    result = store.commit(repo, operations, message=message, author=author, idempotency=idempotency)
+    results = [{"path": r.path, "version": r.version} for r in result.results]
+    data = {"head": str(result.head), "results": results}
+    return json_response(data, 201, head=result.head)
 
 
 def _what(op: Operation) -> list[object]:
