@@ -8,6 +8,8 @@ exist in a repository can exist in a mount. Pure stdlib on purpose: the server i
 
 from __future__ import annotations
 
+import re
+
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -26,6 +28,13 @@ def validate_path(path: str) -> str:
     """Return `path` unchanged if it is a valid repository path, else raise InvalidPathError."""
     if not isinstance(path, str):
         raise InvalidPathError(repr(path), "a path must be a string")
+    if _plainly_valid(path):  # (the usual case: a listing checks thousands)
+        return path
+    return _check_rules(path)
+
+
+def _check_rules(path: str) -> str:
+    """Every rule, in full, saying which one `path` breaks."""
     if path == "":
         raise InvalidPathError(path, "the path is empty")
     if "\x00" in path:
@@ -53,6 +62,18 @@ def validate_path(path: str) -> str:
                 too_long=True,
             )
     return path
+
+
+# A name of 1 to 255 characters, no "/" or NUL, not "." or "..": for an ASCII path,
+# whose characters are its bytes, the whole rule set in one C-speed match.
+_NAME = r"(?!\.\.?(?:/|\Z))[^/\x00]{1,255}"
+_PLAIN_PATH = re.compile(rf"{_NAME}(?:/{_NAME})*")
+
+
+def _plainly_valid(path: str) -> bool:
+    """True for an ASCII path that keeps every rule; False means "look closer", not
+    "invalid"."""
+    return path.isascii() and len(path) <= MAX_PATH_BYTES and bool(_PLAIN_PATH.fullmatch(path))
 
 
 def parent_of(path: str) -> str:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from repomount.paths import InvalidPathError, ancestors_of, parent_of, validate_path
+from hypothesis import given
+from hypothesis import strategies as st
+
+from repomount.paths import (
+    InvalidPathError,
+    _check_rules,
+    _plainly_valid,
+    ancestors_of,
+    parent_of,
+    validate_path,
+)
 
 VALID = [
     "a",
@@ -88,3 +98,26 @@ def test_commit_refuses_invalid_paths_with_422(
     assert error["code"] == "invalid_path"
     assert error["index"] == 1
     assert client.get(f"/v1/repos/{repo}").json()["head"] == "0"
+
+
+# Paths made of the parts the rules are about: names, dots, slashes, NUL, non-ASCII,
+# and long names near the limits.
+_PATHISH = st.lists(
+    st.sampled_from(["a", "é", "/", ".", "..", "\x00", " ", "x" * 200, "y" * 255, "z" * 256])
+).map("".join)
+
+
+@given(st.one_of(_PATHISH, st.text(max_size=300)))
+def test_the_quick_check_never_lets_through_what_the_rules_refuse(path: str) -> None:
+    """validate_path's ASCII shortcut answers only "valid", and only when the full rules
+    agree: whatever the shortcut passes, _check_rules passes too."""
+    if _plainly_valid(path):
+        assert _check_rules(path) == path
+    try:
+        full: str | None = _check_rules(path)
+    except InvalidPathError:
+        full = None
+    try:
+        assert validate_path(path) == full
+    except InvalidPathError:
+        assert full is None
