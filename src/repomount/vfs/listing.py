@@ -24,7 +24,7 @@ from repomount import paths
 from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, RemoteError
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.leftover import lay_leftovers
-from repomount.vfs.nodes import Node, child_path
+from repomount.vfs.nodes import Node
 from repomount.vfs.state import NeedListing, VfsState, local_only
 
 log = logging.getLogger(__name__)
@@ -333,6 +333,7 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return False
         seen: set[str] = set()
+        base = d.path  # (computed from the parents: once, not per entry)
         for e in entries:
             name = e.name
             try:
@@ -340,7 +341,7 @@ class Listings(VfsState):
             except paths.InvalidPathError as err:
                 log.warning("skipping remote entry %r: %s", e.path, err)
                 continue
-            if child_path(d, name) != e.path:
+            if (f"{base}/{name}" if base else name) != e.path:
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
             seen.add(name)

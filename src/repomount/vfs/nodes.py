@@ -102,8 +102,10 @@ class Node:
     def st_mode(self) -> int:
         if self.link_as_file:
             return stat.S_IFREG | 0o444
-        kind_bits = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
-        return kind_bits[self.kind] | (self.mode & 0o7777)
+        return _KIND_BITS[self.kind] | (self.mode & 0o7777)
+
+
+_KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
 
 
 def child_path(parent: Node, name: str) -> str:
