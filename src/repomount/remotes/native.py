@@ -3,6 +3,7 @@ wire format is in native_wire.py, the packing of a commit's blobs in native_pack
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import os
@@ -426,7 +427,9 @@ async def _receive(reader: TarReader, member: Member, version: str, dest: Path) 
     return Fetched(version, member.size, member.size)
 
 
+@functools.cache
 def _author() -> str:
+    """Who commits: once per process (a lookup in the user database, for every save)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
