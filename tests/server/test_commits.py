@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import subprocess
 from typing import Any
 
 import httpx
+import pytest
 
+from repomount.server.native import _what
+from repomount.server.store import Delete, Mkdir, Operation, Rename, Symlink, Write
 from support.server import ServerProc, file_url
 from support.util import sha
 
@@ -257,3 +261,23 @@ def test_more_inline_contents_than_the_descriptor_limit(server: ServerProc) -> N
         assert r.status_code == 201, r.text
     tree = server.tree("many")
     assert len(tree) == 600 and tree["d/f599"] == b"599"
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        Write("a.txt", "0" * 64, expect="absent", mode=0o644, mtime_ns=1),
+        Write("a.txt", "0" * 64),
+        Delete("a.txt", expect="v"),
+        Rename("a", "b", expect="v", expect_to="absent"),
+        Mkdir("d"),
+        Symlink("l", "a.txt", expect="absent"),
+    ],
+)
+def test_an_idempotency_fingerprint_is_what_it_always_was(op: Operation) -> None:
+    """A key stored by an older server must still match a replay: what an operation
+    does is fingerprinted exactly as dataclasses.astuple saw it."""
+    old = [type(op).__name__, *dataclasses.astuple(op)]
+    if isinstance(op, Write) and op.mtime_ns is None:
+        old.pop()
+    assert _what(op) == old

@@ -204,6 +204,10 @@ class _Commit:
         self.blobs = blobs
         self.changes: dict[str, tuple[ChangeOp, str | None]] = {}
         self.conflicts: list[PreconditionFailure] = []
+        # Directories this commit found or made, so that a batch of files in a few
+        # directories looks each one up once, not once per file. A delete or a rename
+        # (the only operations that can take a directory away) forgets them all.
+        self._dirs: set[str] = set()
 
     def apply(self, operations: Sequence[Operation]) -> list[OpResult]:
         results = []
@@ -272,6 +276,7 @@ class _Commit:
         return OpResult(op.path, version, created=cur is None)
 
     def _delete(self, index: int, op: Delete) -> OpResult:
+        self._dirs.clear()
         cur = self._get(op.path)
         if cur is None and op.expect is None:
             raise NotFound(f"cannot delete {op.path!r}: it does not exist", path=op.path)
@@ -288,6 +293,7 @@ class _Commit:
 
     def _rename(self, index: int, op: Rename) -> OpResult:
         src, dst = op.src, op.dst
+        self._dirs.clear()
         if dst.startswith(src + "/"):
             raise InvalidRequest(f"cannot move {src!r} into itself ({dst!r})", path=dst)
         cur = self._get(src)
@@ -353,6 +359,8 @@ class _Commit:
 
     def _make_parents(self, path: str) -> None:
         for parent in ancestors_of(path):
+            if parent in self._dirs:
+                continue
             cur = self._get(parent)
             if cur is None:
                 self._insert(Entry(parent, "dir", 0, None, self.now, DEFAULT_DIR_MODE))
@@ -361,6 +369,7 @@ class _Commit:
                 raise PathConflict(
                     f"cannot create {path!r}: {parent!r} is a {cur.type}", path=path, file=parent
                 )
+            self._dirs.add(parent)
 
     def _get(self, path: str) -> Entry | None:
         row = self.db.execute(
