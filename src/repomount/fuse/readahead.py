@@ -13,6 +13,7 @@ which only root may write. Without that right the mount keeps the kernel's defau
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from pathlib import Path
@@ -32,8 +33,13 @@ def set_read_ahead(device: str, size: int, bdi: Path = BDI) -> bool:
     kib = max(1, -(-size // 1024))
     try:
         (bdi / device / "read_ahead_kb").write_text(f"{kib}\n")
-    except OSError as e:  # not root, or no sysfs: the kernel's default stays
-        log.info("read-ahead left at the kernel's default: %s", e.strerror or e)
+    except OSError as e:  # not root (expected: said quietly), or no sysfs
+        quiet = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "read-ahead left at the kernel's default: %s",
+            e.strerror or e,
+        )
         return False
     log.debug("read-ahead of %s set to %d KiB", device, kib)
     return True
