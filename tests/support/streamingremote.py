@@ -8,6 +8,7 @@ from typing import BinaryIO
 import trio
 
 from repomount.remotes.base import Fetched
+from repomount.remotes.limits import Stalled
 from support.memremote import MemRemote
 
 MiB = 1 << 20
@@ -16,7 +17,8 @@ MiB = 1 << 20
 class Streaming(MemRemote):
     """Ranged reads in 1 MiB pieces. A read from offset 0 stops after `before_gate`
     bytes until `gate` is set; every read waits `latency` before its first byte; with
-    `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer)."""
+    `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer); with
+    `stop_after`, every read fails (stalled) after that many bytes."""
 
     def __init__(self, *, latency: float = 0.0, corrupt: bool = False) -> None:
         super().__init__()
@@ -27,6 +29,7 @@ class Streaming(MemRemote):
         self.offsets: list[int] = []
         self.delivered = 0  # bytes written to destinations
         self.fail_with: BaseException | None = None
+        self.stop_after: int | None = None
 
     async def read(
         self,
@@ -51,7 +54,10 @@ class Streaming(MemRemote):
         while pos < end:
             if offset == 0 and pos >= self.before_gate:
                 await self.gate.wait()
-            piece = bytes(data[pos : min(pos + MiB, end)])
+            if self.stop_after is not None and pos - offset >= self.stop_after:
+                raise Stalled(f"{path}: the answer stopped after {self.stop_after} bytes")
+            limit = end if self.stop_after is None else min(end, offset + self.stop_after)
+            piece = bytes(data[pos : min(pos + MiB, limit)])
             dest.write(piece)
             self.delivered += len(piece)
             pos += len(piece)

@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
 import trio
 
+from repomount.remotes.limits import Stalled
+from repomount.vfs import partial
 from support.streamingremote import Streaming
 from support.util import wait_until_async
 from support.vfsutil import MakeMount, close, open_path, read_all
@@ -80,3 +83,31 @@ async def test_closing_before_the_end_cancels_and_leaves_nothing(make_mount: Mak
     await trio.sleep(0.1)
     assert list(m.vfs.cache.tmp_dir.iterdir()) == []
     assert m.vfs.cache.usage() == 0
+
+
+async def test_a_server_that_stops_every_answer_fails_reads_instead_of_crawling(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer stops after 100,000 bytes. The kernel retries a failed read-ahead
+    page by page, so if each read could start a stream of its own, `cat` would crawl on,
+    100,000 bytes per timeout, forever. A read fails instead, and for RETRY_AFTER no read
+    starts another stream; after that one may (the server may be well again)."""
+    monkeypatch.setattr(partial, "RETRY_AFTER", 0.3)
+    remote = Streaming()
+    data = content()
+    remote.put("big.bin", data)
+    remote.stop_after = 100_000
+    m = await make_mount(remote)
+    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    with pytest.raises(Stalled):  # (EIO, through the FUSE layer)
+        await m.vfs.read(fh, 0, MiB)  # its stream brought 100,000 bytes, then failed
+    assert await m.vfs.read(fh, 0, 4096) == data[:4096]  # what came is served
+    streams = len(remote.offsets)
+    with pytest.raises(Stalled):
+        await m.vfs.read(fh, 96 * 1024, 8192)  # past what came: no new stream
+    assert len(remote.offsets) == streams
+    remote.stop_after = None
+    await trio.sleep(0.4)
+    assert await m.vfs.read(fh, 96 * 1024, 8192) == data[96 * 1024 : 104 * 1024]
+    assert len(remote.offsets) == streams + 1
+    await close(m.vfs, fh)

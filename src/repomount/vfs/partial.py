@@ -88,6 +88,7 @@ class _Stream:
 
 MAX_STREAMS = 3  # streams of one file at once (readers at different places)
 YIELD_AFTER = 4 << 20  # a stream delivers this much before another may displace it
+RETRY_AFTER = 2.0  # seconds after a stream failed before a read may start another
 
 
 class Partial:
@@ -101,6 +102,8 @@ class Partial:
         self.checked = False  # ... and compared with the version (see Streams.completed)
         self.closed = False  # the last user let go
         self.error: Exception | None = None  # why bytes cannot come (or came wrong)
+        self.failures = 0  # streams that ended in an error
+        self.failed_at = -RETRY_AFTER  # (trio clock) when the last one did
         self._progress = trio.Event()
         self._running: list[_Stream] = []
         self.committed = False  # handed to the cache (or found wrong)
@@ -125,16 +128,28 @@ class Partial:
 
     async def ready(self, offset: int, length: int) -> None:
         """Wait until bytes [offset, offset+length) (clipped to the file) are there;
-        raise the remote's error if they cannot come."""
+        raise the remote's error if they cannot come.
+
+        A read fails, rather than start another stream, once a stream failed while it
+        waited (its own, or one it was waiting on), and for RETRY_AFTER after any
+        stream failed: the kernel retries a failed read-ahead page by page, and each of
+        those reads would otherwise start a stream of its own, so a server that stops
+        after n bytes of every answer would keep `cat` going forever, n bytes and one
+        timeout at a time (tests/security/test_hostile_mount.py)."""
         end = min(offset + length, self.size)
         tried = False
+        failures = self.failures
         while True:
             self._usable()
             gap = None if self.complete else self.have.first_gap(offset, end)
             if gap is None:
                 return
             if not any(st.front <= gap < st.front + NEAR for st in self._running):
-                if tried and self.error is not None:
+                if self.error is not None and (
+                    tried
+                    or self.failures != failures
+                    or trio.current_time() - self.failed_at < RETRY_AFTER
+                ):
                     raise self._failure()
                 if self._start(gap):
                     tried = True
@@ -185,10 +200,14 @@ class Partial:
                 self.streams.health.ok()
         except RemoteError as e:
             self.error = e
+            self.failures += 1
+            self.failed_at = trio.current_time()
             self.streams.health.failed(e)
             log.info("reading %r from %d: %s", self.path, st.start, e)
         except Exception as e:  # a local disk error: this read fails, not the mount
             self.error = e
+            self.failures += 1
+            self.failed_at = trio.current_time()
             log.warning("reading %r from %d: %r", self.path, st.start, e)
         finally:
             os.close(st.fd)
