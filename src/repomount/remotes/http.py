@@ -50,8 +50,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # httpcore, h11, httpx and our own guard (limits.Guarded), each with a cancel scope: in a
 # large download that per-read work, not the link, was the limit. With 1 MiB reads httpx
 # alone streamed 256 MiB on loopback at 575 instead of 387 MiB/s. A read returns what has
-# arrived, so small answers are unaffected. (The size is a class attribute of httpcore's
-# HTTP/1.1 connection, the one place it is set.)
+# arrived, so small answers are unaffected. This sets a class attribute of httpcore's
+# HTTP/1.1 connection, for every client in the process: a patch of its internals, checked
+# by tests/unit/test_socket_reads.py. (A compressed answer is decoded a read at a time,
+# so this also raises how much one read may decode to; zstd could already go far past
+# that with 64 KiB reads: bounding decoded sizes is limits.py's job, still open.)
 SOCKET_READ = 1 << 20
 if hasattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES"):
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ
@@ -403,7 +406,10 @@ async def _extending(
 T = TypeVar("T")
 P = ParamSpec("P")
 
-BODY_CHUNK = 1 << 20  # a read of a file being sent (one thread hop each); see SOCKET_READ
+# A piece of a file being sent. httpcore writes each piece under one write timeout
+# (--read-timeout), so a piece must be small enough to go at --min-rate within it:
+# 256 KiB takes 8 s at 32 KiB/s. (1 MiB pieces would need 34 KiB/s with the defaults.)
+BODY_CHUNK = 256 * 1024
 
 
 def file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:

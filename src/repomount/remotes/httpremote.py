@@ -37,7 +37,7 @@ from repomount.remotes.base import (
 from repomount.remotes.http import DEFAULT_RETRY, HttpClient, RetryPolicy
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 
-CHUNK = 256 * 1024  # bytes per read of a response body
+CHUNK = 256 * 1024  # a piece of a body an adapter reads or sends in pieces
 
 # Errors that say nothing about single changes (unreachable, refused key, no repo): the
 # next change of a batch would fail the same way, so it is not sent.

@@ -27,10 +27,14 @@ from repomount.server.sqlite_store import DataDirLocked, SqliteStore
 
 # Hypercorn reads a connection 64 KiB at a time, and each read is a round of Python in
 # hypercorn and h11 (a cancel scope, a parse, a channel send to the app): in a large
-# upload that work, not the link, was the limit. A read returns what has arrived, so
-# small requests are unaffected. (A module constant of hypercorn's trio server, read at
-# each receive.)
+# upload that work, not the link, was the limit (server CPU for a 256 MiB PUT 1.2 -> 0.7
+# s; 256 KiB reads kept most of the cost). A read returns what has arrived, so small
+# requests are unaffected. The cost: a connection whose app is not reading its body holds
+# up to APP_QUEUE reads queued, so that queue is shorter than hypercorn's 10. (MAX_RECV
+# is a module constant of hypercorn's trio server, read at each receive: a patch of its
+# internals, checked by tests/unit/test_socket_reads.py.)
 SOCKET_READ = 1 << 20
+APP_QUEUE = 2  # body events queued per connection (hypercorn's max_app_queue_size)
 if hasattr(hypercorn.trio.tcp_server, "MAX_RECV"):
     hypercorn.trio.tcp_server.MAX_RECV = SOCKET_READ
 
@@ -210,6 +214,7 @@ async def _serve(backend: Backend, config: ServeConfig, request_log: TextIO | No
     hconfig.accesslog = None
     hconfig.graceful_timeout = config.graceful_timeout
     hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    hconfig.max_app_queue_size = APP_QUEUE
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_wait_for_signal, stop, backend)
