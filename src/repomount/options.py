@@ -89,16 +89,20 @@ DEFAULTS = Options()
 
 def parse_size(text: str) -> int:
     """`10G`, `512M`, `32K`, `1024`: a positive number of bytes."""
+    value = _size(text)
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
     try:
-        value = int(float(num) * units[unit])
+        return int(float(num) * units[unit])
     except (ValueError, OverflowError):
         raise ValueError(f"not a size: {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return value
 
 
 def _seconds(text: str, *, zero: bool) -> float:
@@ -122,9 +126,14 @@ def parse_delay(text: str) -> float:
     return _seconds(text, zero=True)
 
 
-def _size_or_zero(text: str) -> int:
-    """A size (`parse_size`), or 0 for "the kernel's default"."""
-    return 0 if text.strip() == "0" else parse_size(text)
+def _read_ahead(text: str) -> int:
+    """A read-ahead window: 0 (the kernel's default), or 4K (a page) to 1G."""
+    value = _size(text)
+    if value == 0:
+        return 0
+    if not 4 << 10 <= value <= 1 << 30:
+        raise ValueError(f"must be 0 (the kernel's default) or from 4K to 1G: {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -240,7 +249,7 @@ class Spec:
             return f"{value:g}"
         if value is None:
             return ""
-        if self.parse in (parse_size, _size_or_zero):
+        if self.parse in (parse_size, _read_ahead):
             return _show_size(value)
         return str(value)
 
@@ -294,8 +303,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_flush_window", parse_delay, "...but at most this long after the first "
          "pending change", "S"),
     Spec("transfers", _count, "parallel uploads where the remote has no batch commit", "N"),
-    Spec("read_ahead", _size_or_zero, "how far ahead the kernel reads a file being read "
-         "in order (set when mounting as root; 0: the kernel's default, 128K)", "SIZE"),
+    Spec("read_ahead", _read_ahead, "how far ahead the kernel reads a file being read "
+         "in order (set where the mount may write sysfs, i.e. as root; 0: the kernel's "
+         "default, 128K)", "SIZE"),
     Spec("on_conflict", _policy, "when the remote changed under a local change",
          "{" + ",".join(p.value for p in Policy) + "}"),
     Spec("poll_interval", parse_seconds, "how often to look for remote changes without a "

@@ -259,9 +259,7 @@ async def _serve(
             if opts.on_status is not None:
                 nursery.start_soon(_report_status, vfs, opts.on_status, answering)
             # (Once the kernel's INIT is answered: the answer would reset the read-ahead.)
-            tune = None
-            if mine is not None and opts.read_ahead:
-                tune = partial(readahead.set_read_ahead, mine.device, opts.read_ahead)
+            tune = partial(readahead.tune, opts.read_ahead, opts.fuse_options, mine)
             nursery.start_soon(_ready_once_answering, opts.mountpoint, ready, stop, answering, tune)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
@@ -278,19 +276,19 @@ async def _ready_once_answering(
     ready: ReadyCallback,
     stop: Stop,
     answering: trio.Event,
-    tune: Callable[[], object] | None = None,
+    tune: Callable[[os.stat_result], object] | None = None,
 ) -> None:
     """Say the mount is ready once it answers: a `stat` of the mountpoint, from a
     thread (the kernel asks this process, whose loop must be free to answer). `tune`
-    runs just before, the kernel's session set up."""
+    runs just before, with that stat (the kernel's session is set up by then)."""
     try:
-        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError as e:
         ready(f"{mountpoint} was mounted but does not answer: {e.strerror}")
         stop.begin("not answering")
         return
     if tune is not None:
-        tune()
+        tune(st)
     ready(None)
     answering.set()
 

@@ -8,20 +8,49 @@ from about 160 to about 215 MiB/s with 1 MiB (`scripts/bench --only L1`). gcsfus
 documents the same setting for the same reason.
 
 FUSE_INIT can only lower the window, so it is set where the kernel keeps it, in sysfs,
-which only root may write. Without that right the mount keeps the kernel's default.
+which only root may write (and not where /sys is read-only, as in many containers).
+Without that right the mount keeps the kernel's default.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
+
+from repomount import mounts
 
 log = logging.getLogger(__name__)
 
 BDI = Path("/sys/class/bdi")
-_DEVICE = re.compile(r"\d+:\d+")
+_DEVICE = re.compile(r"[0-9]+:[0-9]+")
+
+
+def tune(
+    size: int,
+    fuse_options: Sequence[str],
+    mine: mounts.Mount | None,
+    st: os.stat_result,
+    bdi: Path = BDI,
+) -> bool:
+    """Set the mount's read-ahead to `size` bytes (0: leave it), `st` being a stat of
+    its root once it answers. A user's own `-o max_readahead=` wins; a device that is
+    not the one the mount table gave for this mount (something else mounted on top
+    meanwhile) is left alone. True if it was set."""
+    if not size:
+        return False
+    if any(o.startswith("max_readahead=") for o in fuse_options):
+        log.info("read-ahead: -o max_readahead given, --read-ahead not applied")
+        return False
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    if mine is not None and mine.device != device:
+        log.warning("read-ahead not set: %s is device %s, not ours (%s)", mine.mountpoint,
+                    device, mine.device)  # fmt: skip
+        return False
+    return set_read_ahead(device, size, bdi)
 
 
 def set_read_ahead(device: str, size: int, bdi: Path = BDI) -> bool:
