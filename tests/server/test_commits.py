@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from repomount.server.native import _what
+from repomount.server.native_requests import fingerprint
 from repomount.server.store import Delete, Mkdir, Operation, Rename, Symlink, Write
 from support.server import ServerProc, file_url
 from support.util import sha
@@ -281,3 +282,66 @@ def test_an_idempotency_fingerprint_is_what_it_always_was(op: Operation) -> None
     if isinstance(op, Write) and op.mtime_ns is None:
         old.pop()
     assert _what(op) == old
+
+
+def test_the_fingerprint_of_a_commit_is_pinned() -> None:
+    """The SHA-256 an idempotency key is bound to, as servers have stored it: a change
+    to an operation's fields (added, renamed, reordered) that would stop a stored key
+    from replaying fails here."""
+    ops: list[Operation] = [
+        Write("a.txt", "0" * 64, expect="absent", mode=0o644, mtime_ns=1),
+        Write("a.txt", "0" * 64),
+        Delete("a.txt", expect="v"),
+        Rename("a", "b", expect="v", expect_to="absent"),
+        Mkdir("d"),
+        Symlink("l", "a.txt", expect="absent"),
+    ]
+    assert (
+        fingerprint([_what(op) for op in ops])
+        == "e707d3730080b350df1bc115ccb6f0af72a8a57ab10da483f41780e91fd9f8f8"
+    )
+
+
+def _tree(client: httpx.Client, repo: str) -> dict[str, str]:
+    r = client.get(f"/v1/repos/{repo}/tree", params={"recursive": "true"})
+    assert r.status_code == 200, r.text
+    return {e["path"]: e["type"] for e in r.json()["entries"]}
+
+
+def test_a_directory_deleted_in_a_commit_is_made_again_by_a_later_write(
+    client: httpx.Client, repo: str
+) -> None:
+    """A commit remembers the directories it found or made; a delete must make it look
+    again (the directory is gone, and a write below it makes it anew)."""
+    ops = [
+        {"op": "write", "path": "d/f", "content_b64": b64(b"1")},
+        {"op": "delete", "path": "d/f"},
+        {"op": "delete", "path": "d"},
+        {"op": "write", "path": "d/g", "content_b64": b64(b"2")},
+    ]
+    assert commit(client, repo, ops).status_code == 201
+    assert _tree(client, repo) == {"d": "dir", "d/g": "file"}
+
+
+def test_a_directory_renamed_away_in_a_commit_is_made_again_by_a_later_write(
+    client: httpx.Client, repo: str
+) -> None:
+    ops = [
+        {"op": "write", "path": "a/x", "content_b64": b64(b"1")},
+        {"op": "rename", "from": "a", "to": "b"},
+        {"op": "write", "path": "a/y", "content_b64": b64(b"2")},
+    ]
+    assert commit(client, repo, ops).status_code == 201
+    assert _tree(client, repo) == {"a": "dir", "a/y": "file", "b": "dir", "b/x": "file"}
+
+
+def test_a_file_where_a_remembered_directory_was_is_still_refused(
+    client: httpx.Client, repo: str
+) -> None:
+    ops = [
+        {"op": "write", "path": "a/x", "content_b64": b64(b"1")},
+        {"op": "write", "path": "a", "content_b64": b64(b"2")},
+    ]
+    r = commit(client, repo, ops)
+    assert r.status_code == 409, r.text
+    assert _tree(client, repo) == {}
