@@ -429,7 +429,8 @@ async def _receive(reader: TarReader, member: Member, version: str, dest: Path) 
 
 @functools.cache
 def _author() -> str:
-    """Who commits: once per process (a lookup in the user database, for every save)."""
+    """Who commits (user@host), looked up once per process rather than for every save
+    (without $USER or $LOGNAME that is a read of the user database)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
