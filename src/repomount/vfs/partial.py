@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -102,8 +103,7 @@ class Partial:
         self.checked = False  # ... and compared with the version (see Streams.completed)
         self.closed = False  # the last user let go
         self.error: Exception | None = None  # why bytes cannot come (or came wrong)
-        self.failures = 0  # streams that ended in an error
-        self.failed_at = -RETRY_AFTER  # (trio clock) when the last one did
+        self.failed_at = -math.inf  # (trio clock) when a stream last ended in an error
         self._progress = trio.Event()
         self._running: list[_Stream] = []
         self.committed = False  # handed to the cache (or found wrong)
@@ -138,7 +138,7 @@ class Partial:
         timeout at a time (tests/security/test_hostile_mount.py)."""
         end = min(offset + length, self.size)
         tried = False
-        failures = self.failures
+        began = trio.current_time()
         while True:
             self._usable()
             gap = None if self.complete else self.have.first_gap(offset, end)
@@ -147,7 +147,7 @@ class Partial:
             if not any(st.front <= gap < st.front + NEAR for st in self._running):
                 if self.error is not None and (
                     tried
-                    or self.failures != failures
+                    or self.failed_at >= began
                     or trio.current_time() - self.failed_at < RETRY_AFTER
                 ):
                     raise self._failure()
@@ -199,15 +199,11 @@ class Partial:
                     )
                 self.streams.health.ok()
         except RemoteError as e:
-            self.error = e
-            self.failures += 1
-            self.failed_at = trio.current_time()
+            self._failed(e)
             self.streams.health.failed(e)
             log.info("reading %r from %d: %s", self.path, st.start, e)
         except Exception as e:  # a local disk error: this read fails, not the mount
-            self.error = e
-            self.failures += 1
-            self.failed_at = trio.current_time()
+            self._failed(e)
             log.warning("reading %r from %d: %r", self.path, st.start, e)
         finally:
             os.close(st.fd)
@@ -216,6 +212,10 @@ class Partial:
             self._wake()  # readers go on, or see the error
         if self.complete and not self._running:
             await self.streams.completed(self)
+
+    def _failed(self, e: Exception) -> None:
+        self.error = e
+        self.failed_at = trio.current_time()
 
     def release(self) -> None:
         """An open file of it let go (see Streams.release)."""
