@@ -81,7 +81,5 @@ def _pieces(d: zlib._Decompress, data: bytes) -> Iterator[bytes]:
         if out:
             yield out
         data = d.unconsumed_tail
-        if not data and not out:
-            return
-        if not data and len(out) < PIECE:
+        if not data and len(out) < PIECE:  # (a full piece may leave output pending)
             return

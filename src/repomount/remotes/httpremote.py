@@ -203,7 +203,7 @@ async def copy_body(
         lo = max(start - pos, 0)
         hi = len(chunk) if end is None else min(end - pos, len(chunk))
         if dest is not None and lo < hi:
-            dest.write(chunk if hi - lo == len(chunk) else chunk[lo:hi])
+            dest.write(chunk[lo:hi])  # (a whole chunk's slice is the chunk: no copy)
             written += hi - lo
         pos += len(chunk)
     return Copied(digest.hexdigest(), pos, written)
