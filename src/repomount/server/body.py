@@ -75,8 +75,13 @@ async def read_json(
     """The body as a JSON object: 400 bad_json when unparsable, 422 when not an object.
     Parsed in a worker thread: a large body takes a while, and the event loop serves
     everyone else meanwhile."""
-    raw = await read_body(request, min(backend.options.max_file_size, limit))
-    return await backend.run(parse_json_object, raw)
+    return await backend.run(parse_json_object, await json_body(backend, request, limit))
+
+
+async def json_body(backend: Backend, request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The raw bytes of a JSON body (at most `limit`, nor the server's file size limit),
+    for a caller that parses it in a worker thread of its own (`parse_json_object`)."""
+    return await read_body(request, min(backend.options.max_file_size, limit))
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

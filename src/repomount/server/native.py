@@ -19,10 +19,9 @@ from repomount.server.backend import Backend
 from repomount.server.blobpack import receive_pack
 from repomount.server.blobs import SHA256_RE
 from repomount.server.body import (
-    MAX_JSON_BODY,
     SMALL_JSON_BODY,
+    json_body,
     parse_json_object,
-    read_body,
     read_json,
     spool_body,
 )
@@ -368,7 +367,7 @@ class NativeApi:
     async def commit(self, request: Request) -> Response:
         repo = request.path_params["repo"]
         await self.backend.run(self.store.head, repo)  # 404 before reading the body
-        raw = await read_body(request, min(self.backend.options.max_file_size, MAX_JSON_BODY))
+        raw = await json_body(self.backend, request)
         # Parsing up to 100,000 operations, storing inline contents, hashing, the commit
         # and writing the answer: all in one worker thread, so that other requests go on,
         # and a small commit (a saved file) pays one thread hop instead of one per step.
