@@ -76,6 +76,11 @@ def _plainly_valid(path: str) -> bool:
     return path.isascii() and len(path) <= MAX_PATH_BYTES and bool(_PLAIN_PATH.fullmatch(path))
 
 
+def joined(directory: str, name: str) -> str:
+    """The path of `name` in `directory` (the root is `""`)."""
+    return f"{directory}/{name}" if directory else name
+
+
 def parent_of(path: str) -> str:
     """The parent directory of a valid path; the root is `""`."""
     head, _, _ = path.rpartition("/")

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import xxhash
 
+from repomount.paths import joined
 from repomount.remotes.base import Entry
 from repomount.remotes.http import parses
 
@@ -108,7 +109,7 @@ def _entry(item: dict[str, Any], parent: str) -> Entry:
     name = str(item["filename"])
     if not name or "/" in name or name in (".", ".."):
         raise ValueError(f"bad file name {name!r}")
-    path = f"{parent}/{name}" if parent else name
+    path = joined(parent, name)
     if item["is_dir"]:
         return Entry(path=path, kind="dir")
     return Entry(path=path, kind="file", size=int(item["size"]), version=norm(str(item["hash"])))

@@ -341,7 +341,7 @@ class Listings(VfsState):
             except paths.InvalidPathError as err:
                 log.warning("skipping remote entry %r: %s", e.path, err)
                 continue
-            if (f"{base}/{name}" if base else name) != e.path:
+            if paths.joined(base, name) != e.path:
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
             seen.add(name)

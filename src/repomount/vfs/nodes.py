@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from repomount import paths
 from repomount.remotes.base import Expect, ExpectT
 
 ROOT_INO = 1
@@ -109,8 +110,7 @@ _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK
 
 
 def child_path(parent: Node, name: str) -> str:
-    base = parent.path
-    return f"{base}/{name}" if base else name
+    return paths.joined(parent.path, name)
 
 
 class InodeTable:
