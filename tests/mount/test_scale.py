@@ -8,17 +8,21 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from support.mount import MountProc
 from support.mountfixtures import fresh_repo_name
 from support.server import ServerProc
 
 
+@pytest.mark.parametrize("first", ["find", "stat, then find"])
 def test_find_and_ls_lR_of_10000_files_take_at_most_3_listing_requests(
-    server: ServerProc, mount_factory
+    server: ServerProc, mount_factory, first: str
 ) -> None:
     """A walk of the whole tree costs one recursive listing (paged), not one request
     per directory, and nothing per file; the change feed keeps it true past the
-    metadata TTL, so a second walk a while later sends nothing."""
+    metadata TTL, so a second walk a while later sends nothing. A stat first lists the
+    root alone and has the tree loaded behind it, which the walk then uses."""
     repo = fresh_repo_name("tree")
     server.create_repo(repo)
     dirs = [f"d{a}/e{b}" for a in range(25) for b in range(8)]
@@ -32,6 +36,8 @@ def test_find_and_ls_lR_of_10000_files_take_at_most_3_listing_requests(
             c.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
     m: MountProc = mount_factory(repo, create=False)
     mark = server.mark()
+    if first.startswith("stat"):
+        assert (m.path / "d7").is_dir()
     found = subprocess.run(
         ["find", str(m.path)], capture_output=True, text=True, check=True, timeout=120
     ).stdout

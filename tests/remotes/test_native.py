@@ -108,6 +108,7 @@ async def test_identity_and_capabilities(repo: ServerProc) -> None:
                 caps.ranged_read,
                 caps.change_feed,
                 caps.recursive_listing,
+                caps.directory_listing,
                 caps.binary_content,
                 caps.symlinks,
                 caps.file_modes,

@@ -90,6 +90,7 @@ class MemRemote(Remote):
         change_feed=False,
         binary_content=True,
         recursive_listing=True,
+        directory_listing=True,
         file_modes=True,
         file_mtimes=True,
         symlinks=True,

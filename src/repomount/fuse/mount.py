@@ -244,6 +244,7 @@ async def _serve(
             nursery.start_soon(invalidator.run)
             nursery.start_soon(vfs.flusher.run)
             nursery.start_soon(vfs.sweep_forever)
+            nursery.start_soon(vfs.load_tree_forever)
             nursery.start_soon(vfs.prefetch.run)
             nursery.start_soon(vfs.streams.run)
             nursery.start_soon(

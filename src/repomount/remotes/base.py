@@ -34,6 +34,8 @@ class Capabilities:
     change_feed: bool = False  # `changes(since, wait)` long-polls instead of re-listing
     binary_content: bool = True  # arbitrary bytes round-trip unchanged
     recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
+    # A listing of one directory costs that directory, not the whole tree filtered
+    directory_listing: bool = False
     file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)
     file_mtimes: bool = False  # a write's `mtime_ns` is kept, and listed back exactly
     symlinks: bool = False  # Symlink changes, and entries of kind "symlink" with a target

@@ -105,6 +105,7 @@ class NativeRemote(HttpRemote):
         change_feed=True,
         binary_content=True,
         recursive_listing=True,
+        directory_listing=True,
         file_modes=True,
         file_mtimes=True,
         symlinks=True,

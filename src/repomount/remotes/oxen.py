@@ -87,6 +87,7 @@ class OxenRemote(HttpRemote):
         change_feed=False,
         binary_content=True,
         recursive_listing=True,  # /dir with depth=-1
+        directory_listing=True,  # /dir of one directory, paged
         file_modes=False,
         symlinks=False,
         max_batch_ops=1000,

@@ -26,6 +26,7 @@ from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.leftover import lay_leftovers
 from repomount.vfs.nodes import Node
 from repomount.vfs.state import NeedListing, VfsState, local_only
+from repomount.vfs.treeload import TreeLoad
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Listings(VfsState):
         # Directories first used offline: an empty stand-in for a listing never made,
         # and when listing them last failed (tried again after UNLISTED_RETRY seconds)
         self.unlisted: dict[int, float] = {}
+        self.tree = TreeLoad()  # the whole tree's first listing (treeload.py)
 
     # ------------------------------------------------------------------ generations
 
@@ -129,17 +131,21 @@ class Listings(VfsState):
         self.fresh.pop(ino, None)
         self.relist.add(ino)
 
-    async def listed(self, d: Node) -> dict[str, Node]:
+    async def listed(self, d: Node, *, walk: bool = True) -> dict[str, Node]:
         """The children of directory `d`, from a listing no older than the metadata TTL
-        (or older, while the remote is unreachable)."""
+        (or older, while the remote is unreachable). `walk` False: only a name in it
+        is wanted (a lookup), not the directory's whole list (treeload.py)."""
         if not d.is_dir:
             raise FsError(errno.ENOTDIR)
         if self._trusted(d):
             assert d.children is not None
             return d.children
+        if d.children is None and await self.tree.wait(walk) and self._trusted(d):
+            assert d.children is not None
+            return d.children
         async with self.dir_lock(d.ino):
             if not (d.children is not None and d.ino in self.fresh):
-                await self.refresh(d)
+                await self.refresh(d, walk=walk)
         if d.children is None:  # removed while its first listing was in flight
             raise not_found(d.path)
         return d.children
@@ -153,12 +159,25 @@ class Listings(VfsState):
             return d.children
         raise NeedListing(d)
 
-    async def refresh(self, d: Node, *, recursive: bool = False) -> None:
+    async def refresh(
+        self, d: Node, *, recursive: bool = False, walk: bool = True, load_all: bool = False
+    ) -> None:
         # A directory never listed (or forgotten by the sweep) is listed with all that
         # is below it where the remote can do that in one paged request: a walk of the
         # tree (find, ls -lR, an indexer) then costs one listing, not one per directory.
+        # Before the tree is loaded, a lookup lists its directory alone and has the
+        # tree loaded behind it (treeload.py). `load_all`: load every directory the
+        # recursive listing holds, not only those loaded before.
         first = d.children is None or d.ino in self.unlisted
         recursive = self.remote.capabilities.recursive_listing and (recursive or first)
+        alone = (
+            recursive
+            and not load_all
+            and first
+            and self.remote.capabilities.directory_listing
+            and self.tree.lists_alone(walk)
+        )
+        recursive = recursive and not alone
         started, news = self.generation, self.feed_news
         try:
             listing = await self.remote.list_tree(d.path, recursive=recursive)
@@ -185,6 +204,8 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return
         self.health.ok()
+        if alone:
+            self.tree.want()
         known = self._head_gen.get(listing.head) if listing.head is not None else None
         stamp = started if known is None else known
         self.observe_head(listing.head)
@@ -196,7 +217,8 @@ class Listings(VfsState):
             if not d.attached:
                 pass
             elif listing.recursive:
-                merged = self._merge_tree(d, listing.entries, stamp, load_all=first)
+                merged = self._merge_tree(d, listing.entries, stamp, load_all=first or load_all)
+                self.tree.loaded = self.tree.loaded or d.parent is None
             else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
@@ -210,6 +232,18 @@ class Listings(VfsState):
             self.relist.update(merged)
         else:
             self.relist.difference_update(merged)
+
+    async def load_tree_forever(self) -> None:
+        """Background task: the whole tree's first listing, when a lookup asks for it."""
+        await self.tree.run(self._load_whole_tree)
+
+    async def _load_whole_tree(self) -> None:
+        root = self.inodes.root
+        try:
+            async with self.dir_lock(root.ino):
+                await self.refresh(root, recursive=True, load_all=True)
+        except (FsError, RemoteError) as e:  # (each use lists on its own meanwhile)
+            log.info("loading the whole tree failed: %s", e)
 
     async def refresh_tree(self) -> None:
         """Re-list the whole loaded tree: one recursive listing where the remote can

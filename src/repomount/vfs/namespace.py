@@ -73,7 +73,7 @@ class Namespace(Forgetting):
         if len(os.fsencode(name)) > paths.MAX_NAME_BYTES:
             raise FsError(errno.ENAMETOOLONG)
         parent = self.node(parent_ino)
-        node = (await self.listed(parent)).get(name)
+        node = (await self.listed(parent, walk=False)).get(name)
         if node is None:
             raise not_found(child_path(parent, name))
         node.lookups += 1
