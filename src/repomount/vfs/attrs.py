@@ -40,6 +40,10 @@ class Kept:
 
 
 _COLUMNS = [f.name for f in fields(Kept)]
+_STORE = (
+    f"INSERT OR REPLACE INTO attrs (path, {', '.join(_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' * len(_COLUMNS))})"
+)
 
 
 class LocalAttrs:
@@ -107,8 +111,4 @@ class LocalAttrs:
     def _store(self, path: str, kept: Kept) -> None:
         self._kept[path] = kept
         values = [getattr(kept, c) for c in _COLUMNS]
-        self._db.execute(
-            f"INSERT OR REPLACE INTO attrs (path, {', '.join(_COLUMNS)})"
-            f" VALUES (?, {', '.join('?' * len(_COLUMNS))})",
-            [path, *values],
-        )
+        self._db.execute(_STORE, [path, *values])

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import trio
 
@@ -202,7 +201,7 @@ class Vfs(LostConflicts):
 
     # ------------------------------------------------------------------ flusher hooks
 
-    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None:
+    def applied(self, op: Planned, version: str | None) -> None:
         """The remote acknowledged `op` (as `version`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
         others = [op.path] if op.path != path else []

@@ -40,7 +40,7 @@ MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 class FlushHooks(Protocol):
     """What the flusher tells the rest of the vfs."""
 
-    def applied(self, op: Planned, version: str | None, blob: Path | None) -> None: ...
+    def applied(self, op: Planned, version: str | None) -> None: ...
 
     async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
 
@@ -194,10 +194,9 @@ class Outcomes:
         return True
 
     def _applied(self, op: Planned, version: str | None) -> None:
-        blob = self.journal.blob_path(op.blob) if op.op == "write" and op.blob else None
         target = op.dst if op.op == "rename" and op.dst else op.path
         olds = expected_at(op, target, self.journal)  # (before its records go)
-        self.hooks.applied(op, version, blob)  # may link the content into the cache
+        self.hooks.applied(op, version)  # may link the content into the cache
         if not (op.op == "delete" and self._old_name_settled(op)):
             self.journal.complete(op.ids)
         self.digests.forget(op.blobs)

@@ -69,11 +69,11 @@ class Overlay:
 
     def take_uploaded(self, blob: str, ids: Iterable[int]) -> Path | None:
         """The upload of `blob` (rows `ids`) landed: its file, if nothing else pending
-        still needs it under its name, for the caller to link into the cache."""
+        still needs it under its name, for the caller to link into the cache (which
+        copes with a file gone meanwhile)."""
         if self.journal.uses_blob(blob, excluding=set(ids)):
             return None
-        path = self.journal.blob_path(blob)
-        return path if path.exists() else None
+        return self.journal.blob_path(blob)  # (gone meanwhile: link_in says so)
 
     def close(self) -> None:
         self.journal.close()
