@@ -173,3 +173,13 @@ def test_a_directory_rename_moves_every_file_and_symlinks_are_refused() -> None:
     assert isinstance(outcome, Failed) and isinstance(outcome.error, Unsupported)
     (outcome,) = check([Rename("a.txt", "d")], TREE, {}).outcomes
     assert isinstance(outcome, Failed) and isinstance(outcome.error, InvalidPath)
+
+
+def test_an_entry_a_filesystem_cannot_show_is_skipped_not_the_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    long = "n" * 300  # (a name is at most 255 bytes)
+    data = {"entries": [entry(long, size=1, hash="a"), entry("ok.txt", size=2, hash="b")]}
+    page = dir_page(data, "")
+    assert page.entries == [Entry("ok.txt", "file", size=2, version="b")]
+    assert "skipping entry" in caplog.text

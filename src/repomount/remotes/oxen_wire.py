@@ -18,6 +18,7 @@ from urllib.parse import quote
 import xxhash
 
 from repomount.paths import joined
+from repomount.remotes import validate
 from repomount.remotes.base import Entry
 from repomount.remotes.http import parses
 
@@ -85,10 +86,12 @@ class DirPage:
 @answer
 def dir_page(data: dict[str, Any], path: str) -> DirPage:
     """One page of `GET /dir/{rev}/{path}`: its entries (with every child listed below
-    them, for a listing with depth), flattened."""
-    entries: list[Entry] = []
+    them, for a listing with depth), flattened; one a filesystem cannot show (a name
+    too long, ...) is skipped with a warning, as every adapter's listing does."""
+    flat: list[Entry] = []
     for item in data["entries"]:
-        _flatten(item, path, entries)
+        _flatten(item, path, flat)
+    entries = validate.each(flat, validate.checked, source=SERVICE)
     head = None
     here = data.get("dir")
     if isinstance(here, dict) and isinstance(here.get("resource"), dict):

@@ -368,13 +368,8 @@ class Listings(VfsState):
             return False
         seen: set[str] = set()
         base = d.path  # (computed from the parents: once, not per entry)
-        for e in entries:
+        for e in entries:  # (each one checked by its adapter: remotes/validate.py)
             name = e.name
-            try:
-                paths.validate_path(e.path)
-            except paths.InvalidPathError as err:
-                log.warning("skipping remote entry %r: %s", e.path, err)
-                continue
             if paths.joined(base, name) != e.path:
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
