@@ -60,7 +60,7 @@ class Vfs(LostConflicts):
         anything is served (so the tree we show is the remote's). Returns the ids still
         pending after that."""
         info = await self.remote.info()
-        self.observe_head(info.head)
+        self.gens.observe_head(info.head)
         self.head = info.head
         self.flusher.head = info.head
         if not len(self.journal):
@@ -205,7 +205,7 @@ class Vfs(LostConflicts):
         """The remote acknowledged `op` (as `version`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
         others = [op.path] if op.path != path else []
-        self.touched_by_us(self.flusher.head, *others, path, version=version)
+        self.gens.touched_by_us(self.flusher.head, *others, path, version=version)
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
         if op.op == "rename":

@@ -17,12 +17,12 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from repomount import paths
 from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, RemoteError
 from repomount.vfs.errors import FsError, not_found
+from repomount.vfs.generations import Generations
 from repomount.vfs.leftover import lay_leftovers
 from repomount.vfs.nodes import Node
 from repomount.vfs.state import NeedListing, VfsState, local_only
@@ -33,14 +33,7 @@ log = logging.getLogger(__name__)
 
 class Listings(VfsState):
     def init_listings(self) -> None:
-        self.generation = 0
-        # path -> generation of our last change there; head -> generation first seen.
-        # Both bounded: an answer older than the oldest entry is not expected.
-        self._touched_at: OrderedDict[str, int] = OrderedDict()
-        self._head_gen: OrderedDict[str, int] = OrderedDict()
-        # (path, version) of our recent writes: the feed brings them back, maybe after
-        # a newer write of ours landed too, and they need no re-listing then.
-        self._ours: OrderedDict[str, set[str]] = OrderedDict()  # path -> versions
+        self.gens = Generations()  # what changed of ours since a listing's request
         self._listed_gen: dict[int, int] = {}  # dir ino -> stamp of its merged listing
         self.sweep_wanted = False  # the kernel forgot something: sweep soon
         self.held_back: set[int] = set()  # open files a listing left at their version
@@ -58,48 +51,10 @@ class Listings(VfsState):
         # Directories first used offline: an empty stand-in for a listing never made,
         # and when listing them last failed (tried again after UNLISTED_RETRY seconds)
         self.unlisted: dict[int, float] = {}
-        self.tree = TreeLoad()  # the whole tree's first listing (treeload.py)
-
-    # ------------------------------------------------------------------ generations
-
-    def touched_by_us(self, head: str | None, *changed: str, version: str | None = None) -> None:
-        """One of our changes landed at these paths, making the repo's head `head`
-        (called by the applier; `version`: what the last of them holds now). Every
-        change of one commit shares its generation."""
-        if version is not None:
-            ours = self._ours.pop(changed[-1], set())
-            ours.add(version)
-            self._ours[changed[-1]] = ours
-            if len(self._ours) > _MEMORY:
-                self._ours.popitem(last=False)
-        gen = self._head_gen.get(head) if head is not None else None
-        if gen is None:
-            self.generation += 1
-            gen = self.generation
-            self._see_head(head, gen)
-        for p in changed:
-            _bounded_put(self._touched_at, p, gen)
-
-    def observe_head(self, head: str | None) -> None:
-        """A head the remote reported (info, a listing): later than all we knew."""
-        if head is not None and head not in self._head_gen:
-            self.generation += 1
-            self._see_head(head, self.generation)
-
-    def _see_head(self, head: str | None, gen: int) -> None:
-        if head is not None:
-            _bounded_put(self._head_gen, head, gen)
-
-    def _stale_for(self, path: str, stamp: int) -> bool:
-        """Whether a change of ours at `path` or above it landed after `stamp`."""
-        if not self._touched_at:
-            return False
-        p: str | None = path
-        while p is not None:
-            if self._touched_at.get(p, -1) > stamp:
-                return True
-            p = paths.parent_of(p) if p else None
-        return False
+        self.tree = TreeLoad()  # the whole tree's load behind lookups (treeload.py)
+        # Directories a lookup listed without what is below them: a read of one lists
+        # its subtree (treeload.py)
+        self.alone: set[int] = set()
 
     # ------------------------------------------------------------------ listing
 
@@ -131,24 +86,39 @@ class Listings(VfsState):
         self.fresh.pop(ino, None)
         self.relist.add(ino)
 
-    async def listed(self, d: Node, *, walk: bool = True) -> dict[str, Node]:
+    async def listed(self, d: Node, *, walk: bool = False) -> dict[str, Node]:
         """The children of directory `d`, from a listing no older than the metadata TTL
-        (or older, while the remote is unreachable). `walk` False: only a name in it
-        is wanted (a lookup), not the directory's whole list (treeload.py)."""
+        (or older, while the remote is unreachable). `walk`: a directory read, which
+        a walk below it may follow (treeload.py)."""
         if not d.is_dir:
             raise FsError(errno.ENOTDIR)
-        if self._trusted(d):
+        if self._trusted(d) and not self._walks_below(d, walk):
             assert d.children is not None
             return d.children
-        if d.children is None and await self.tree.wait(walk) and self._trusted(d):
-            assert d.children is not None
-            return d.children
+        if d.children is None or self._walks_below(d, walk):
+            if not walk and self.tree.spent():
+                self.tree.want()
+            if await self.tree.wait() and self._trusted(d) and not self._walks_below(d, walk):
+                assert d.children is not None
+                return d.children
         async with self.dir_lock(d.ino):
-            if not (d.children is not None and d.ino in self.fresh):
+            if not (
+                d.children is not None and d.ino in self.fresh and not self._walks_below(d, walk)
+            ):
                 await self.refresh(d, walk=walk)
         if d.children is None:  # removed while its first listing was in flight
             raise not_found(d.path)
         return d.children
+
+    def _walks_below(self, d: Node, walk: bool) -> bool:
+        """A read of a directory a lookup listed alone: list its subtree now (unless
+        the remote is away: what is known is served)."""
+        return (
+            walk
+            and d.ino in self.alone
+            and self.health.online
+            and self.remote.capabilities.recursive_listing
+        )
 
     def listed_locked(self, d: Node, just_listed: set[int]) -> dict[str, Node]:
         """`listed` for callers holding `ns_lock`: NeedListing instead of awaiting."""
@@ -160,25 +130,27 @@ class Listings(VfsState):
         raise NeedListing(d)
 
     async def refresh(
-        self, d: Node, *, recursive: bool = False, walk: bool = True, load_all: bool = False
+        self, d: Node, *, recursive: bool = False, walk: bool = False, load_all: bool = False
     ) -> None:
         # A directory never listed (or forgotten by the sweep) is listed with all that
         # is below it where the remote can do that in one paged request: a walk of the
         # tree (find, ls -lR, an indexer) then costs one listing, not one per directory.
-        # Before the tree is loaded, a lookup lists its directory alone and has the
-        # tree loaded behind it (treeload.py). `load_all`: load every directory the
-        # recursive listing holds, not only those loaded before.
+        # A lookup lists its directory alone where that costs less, and a read of such
+        # a directory lists its subtree (treeload.py). `load_all`: load every directory
+        # the recursive listing holds, not only those loaded before.
         first = d.children is None or d.ino in self.unlisted
-        recursive = self.remote.capabilities.recursive_listing and (recursive or first)
+        below = self._walks_below(d, walk)
+        recursive = self.remote.capabilities.recursive_listing and (recursive or first or below)
+        load_all = load_all or below
         alone = (
             recursive
-            and not load_all
             and first
+            and not (walk or load_all)
             and self.remote.capabilities.directory_listing
-            and self.tree.lists_alone(walk)
+            and self.tree.lists_alone()
         )
         recursive = recursive and not alone
-        started, news = self.generation, self.feed_news
+        started, news = self.gens.generation, self.feed_news
         try:
             listing = await self.remote.list_tree(d.path, recursive=recursive)
         except NotFound:
@@ -204,11 +176,8 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return
         self.health.ok()
-        if alone:
-            self.tree.want()
-        known = self._head_gen.get(listing.head) if listing.head is not None else None
-        stamp = started if known is None else known
-        self.observe_head(listing.head)
+        stamp = self.gens.stamp(listing.head, started)
+        self.gens.observe_head(listing.head)
         if stamp < self._listed_gen.get(d.ino, -1):
             return  # older than what we merged already (a lagging replica)
         self.head = listing.head or self.head
@@ -219,10 +188,13 @@ class Listings(VfsState):
             elif listing.recursive:
                 merged = self._merge_tree(d, listing.entries, stamp, load_all=first or load_all)
                 self.tree.loaded = self.tree.loaded or d.parent is None
+                self.alone.difference_update(merged)
             else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
                 merged = [d.ino]
+                if alone:
+                    self.alone.add(d.ino)
         self.fresh[d.ino] = True
         self.unlisted.pop(d.ino, None)
         # Feed news that came while this was in flight may be newer than the answer:
@@ -234,7 +206,7 @@ class Listings(VfsState):
             self.relist.difference_update(merged)
 
     async def load_tree_forever(self) -> None:
-        """Background task: the whole tree's first listing, when a lookup asks for it."""
+        """Background task: the whole tree's load, once lookups ask for it."""
         await self.tree.run(self._load_whole_tree)
 
     async def _load_whole_tree(self) -> None:
@@ -279,11 +251,11 @@ class Listings(VfsState):
             return node.is_dir
         if node.is_dir or change.version is None:
             return False
-        if node.version == change.version or change.version in self._ours.get(change.path, ()):
+        if node.version == change.version or self.gens.ours(change.path, change.version):
             return True
         # Someone else wrote it: a later entry with a version we once wrote there is
         # theirs too (a revert), not ours coming back.
-        self._ours.pop(change.path, None)
+        self.gens.not_ours(change.path)
         return False
 
     def loaded_dirs(self) -> list[str]:
@@ -359,7 +331,7 @@ class Listings(VfsState):
         first_time = d.children is None
         if d.children is None:
             d.children = {}
-        if self._stale_for(d.path, stamp) or self.authoritative(d):
+        if self.gens.stale_for(d.path, stamp) or self.authoritative(d):
             # The directory itself moved or changed under this answer, or a pending
             # change of ours (a mkdir, a rename onto or away from its name) decides
             # what it holds: the remote's listing of the name is of another directory.
@@ -374,7 +346,7 @@ class Listings(VfsState):
                 log.warning("skipping remote entry %r: not in directory %r", e.path, d.path)
                 continue
             seen.add(name)
-            if self.journal.touches(e.path) or self._stale_for(e.path, stamp):
+            if self.journal.touches(e.path) or self.gens.stale_for(e.path, stamp):
                 continue  # our own change decides what is there
             node = d.children.get(name)
             if node is not None and self.busy(node):
@@ -435,7 +407,7 @@ class Listings(VfsState):
         for name, node in list(d.children.items()):
             if name in seen or self.busy(node):
                 continue
-            if self.journal.touches(node.path) or self._stale_for(node.path, stamp):
+            if self.journal.touches(node.path) or self.gens.stale_for(node.path, stamp):
                 continue
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
@@ -475,14 +447,6 @@ class Listings(VfsState):
 
 
 UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used offline
-_MEMORY = 1 << 16  # entries kept of each generation map
-
-
-def _bounded_put(table: OrderedDict[str, int], key: str, gen: int) -> None:
-    table[key] = gen
-    table.move_to_end(key)
-    if len(table) > _MEMORY:
-        table.popitem(last=False)
 
 
 def _time_ns(e: Entry) -> int:

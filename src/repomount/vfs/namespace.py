@@ -73,7 +73,7 @@ class Namespace(Forgetting):
         if len(os.fsencode(name)) > paths.MAX_NAME_BYTES:
             raise FsError(errno.ENAMETOOLONG)
         parent = self.node(parent_ino)
-        node = (await self.listed(parent, walk=False)).get(name)
+        node = (await self.listed(parent)).get(name)
         if node is None:
             raise not_found(child_path(parent, name))
         node.lookups += 1
@@ -87,7 +87,7 @@ class Namespace(Forgetting):
 
     async def opendir(self, ino: int) -> int:
         node = self.node(ino)
-        children = await self.listed(node)
+        children = await self.listed(node, walk=True)
         if ino in self.unlisted:  # (names can be made in it, but its list is unknown)
             raise FsError(errno.EIO, f"{node.path or '/'}: never listed, and the remote is away")
         self.prefetch.dir_read(ino)

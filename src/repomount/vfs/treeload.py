@@ -1,31 +1,32 @@
-"""The whole tree's first listing, loaded behind a lookup instead of in front of it.
+"""Which first listings take a whole subtree, and the whole tree's load behind lookups.
 
-Where the remote lists recursively, a directory's first listing takes everything below
-it, so a walk (find, ls -lR, an indexer) costs one paged listing. The first listing of
-all is the root's, and a large repo's whole tree takes a while (12,000 files: about a
-second at 20 ms RTT). A program that only opens one file after mounting (`cat`, `dd`,
-an editor) should not wait for that. So a lookup in a directory never listed, before
-the tree is loaded, lists that directory alone and asks for the whole tree in the
-background; a directory read (a walk) waits for the tree in flight instead of listing
-on its own, and so do lookups once OWN_LISTINGS of them have listed alone (a program
-stat-ing files all over the tree, as `git status` does, then costs the tree, not one
-request per directory).
+Where the remote lists recursively, a directory read (opendir) of a directory never
+listed lists everything below it in one paged request: the walk that follows (find,
+ls -lR, tar, an indexer) costs one listing, not one per directory. A lookup only needs
+one name, though, and a large repo's whole tree takes a while (12,000 files: about a
+second at 20 ms RTT): a program that opens one file after mounting (`cat`, `dd`, an
+editor) should not wait for that. So, where a directory's listing costs less than the
+tree's (`directory_listing`), a lookup in a directory never listed lists that
+directory alone (`Listings.alone` remembers it), and a later read of it lists its
+subtree then.
 
-Only where a directory's listing costs less than the tree's (`directory_listing`: not
-where the adapter cuts it from a listing of everything). Where nothing hosts the
-background load (no task runs `run`), every first listing is recursive, as before.
+A program that stats files all over the tree without reading directories (`git
+status` checks every tracked file first) would list directory after directory that
+way. So after OWN_LISTINGS lookups have listed alone, the whole tree is loaded in the
+background, and every first listing waits for that load while it is in flight.
+Where nothing hosts the load (no task runs `run`), or it failed less than RETRY_AFTER
+seconds ago, they list on their own.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
 
-log = logging.getLogger(__name__)
-
-OWN_LISTINGS = 64  # lookups that list their directory alone before the tree is loaded
+OWN_LISTINGS = 64  # lookups that list their directory alone before the tree loads
+RETRY_AFTER = 5.0  # seconds after a failed load before it is asked for again
 
 
 class TreeLoad:
@@ -35,28 +36,33 @@ class TreeLoad:
         self._wanted = trio.Event()
         self._hosted = False  # `run` is running: a load can be asked for
         self._own_left = OWN_LISTINGS
+        self._failed_at = -RETRY_AFTER  # when a load last failed
 
-    def lists_alone(self, walk: bool) -> bool:
-        """Whether a directory's first listing, made for a lookup (`walk` False) or a
-        directory read, lists that directory alone (the caller then asks for the
-        tree with `want`, once the listing succeeded)."""
-        if walk or self.loaded or not self._hosted or self._own_left <= 0:
+    def lists_alone(self) -> bool:
+        """Whether a lookup's first listing of a directory lists that directory alone
+        (counted)."""
+        if self.loaded or self._own_left <= 0:
             return False
         self._own_left -= 1
         return True
 
+    def spent(self) -> bool:
+        """Whether lookups list with the tree now, not alone."""
+        return self._own_left <= 0 and not self.loaded
+
     def want(self) -> None:
         """Load the whole tree in the background, unless loaded or loading. It counts
         as in flight from now: a use that would wait for it does."""
-        if not self.loaded and self.loading is None and self._hosted:
+        if self.loaded or self.loading is not None or not self._hosted:
+            return
+        if time.monotonic() - self._failed_at >= RETRY_AFTER:
             self.loading = trio.Event()
             self._wanted.set()
 
-    async def wait(self, walk: bool) -> bool:
-        """Wait for the load in flight where this use of a directory never listed
-        would not list it alone; whether there was one to wait for."""
+    async def wait(self) -> bool:
+        """Wait for the load in flight, if there is one; whether there was."""
         loading = self.loading
-        if loading is None or (not walk and self._own_left > 0):
+        if loading is None:
             return False
         await loading.wait()
         return True
@@ -72,6 +78,8 @@ class TreeLoad:
                     if not self.loaded:
                         await load()
                 finally:
+                    if not self.loaded:  # (meanwhile each use lists on its own)
+                        self._failed_at = time.monotonic()
                     self._landed()
         finally:
             self._hosted = False
