@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,33 @@ def test_syncfs_is_found_here() -> None:
             blobs.SYNCFS(-1)  # EBADF, reported as an OSError
     finally:
         os.close(fd)
+
+
+def test_a_spool_buffers_no_more_than_its_known_size(store: BlobDir) -> None:
+    """A pack member's spool is given a buffer of its size, not 1 MiB each (a buffered
+    writer's size counts its buffer); a spool of unknown size keeps 1 MiB."""
+    small, unknown, large, empty = (store.new_spool(s) for s in (15_000, None, 50 << 20, 0))
+    assert sys.getsizeof(small.file) < 15_000 + 1024
+    assert blobs.SPOOL_BUFFER <= sys.getsizeof(unknown.file) < blobs.SPOOL_BUFFER + 1024
+    assert blobs.SPOOL_BUFFER <= sys.getsizeof(large.file) < blobs.SPOOL_BUFFER + 1024
+    for spool, content in ((small, b"s" * 15_000), (unknown, b"u" * 3), (empty, b"")):
+        spool.write(content[:7])
+        spool.write(content[7:])
+        spool.close()
+    assert store.add([small, unknown, empty]) == [True] * 3
+    assert_stored(store, [b"s" * 15_000, b"u" * 3, b""])
+    store.discard(large)
+
+
+def test_a_spool_never_takes_a_file_already_in_tmp(store: BlobDir) -> None:
+    """Spools are named by a counter; a name already taken is skipped, not reused."""
+    first = store.new_spool()
+    assert Path(first.name) == store.tmp / "upload-0"
+    taken = store.tmp / "upload-1"
+    taken.write_bytes(b"not a spool")
+    second = store.new_spool()
+    assert second.name not in (first.name, str(taken))
+    assert taken.read_bytes() == b"not a spool"
+    taken.unlink()
+    for spool in (first, second):
+        store.discard(spool)

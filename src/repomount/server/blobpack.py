@@ -82,7 +82,7 @@ class _Pack:
         try:
             while (member := await self.reader.next()) is not None:
                 sha = _check_member(member, self.backend.options.max_file_size)
-                # A stat of one path, cheap as the spool's mkstemp that runs here too;
+                # A utime of one path, cheap as the spool's open that runs here too;
                 # a worker-thread hop per member would cost more than the check.
                 if sha in self.seen or store.has_blob(sha):
                     async for _ in self.reader.chunks(CHUNK):  # consumed, not kept
@@ -90,7 +90,7 @@ class _Pack:
                     self.result.present += 1
                     continue
                 self.seen.add(sha)
-                spool = await _spool_member(self.backend, self.reader, sha)
+                spool = await _spool_member(self.backend, self.reader, member)
                 self.group.append(spool)
                 self.group_bytes += spool.size
                 if len(self.group) >= GROUP_MEMBERS or self.group_bytes >= GROUP_BYTES:
@@ -153,10 +153,11 @@ def _check_member(member: Member, max_size: int) -> str:
     return member.name
 
 
-async def _spool_member(backend: Backend, reader: TarReader, sha: str) -> BlobSpool:
+async def _spool_member(backend: Backend, reader: TarReader, member: Member) -> BlobSpool:
     """The member's content in a closed spool file, its hash checked (400
     hash_mismatch)."""
-    spool = backend.store.new_spool()
+    sha = member.name
+    spool = backend.store.new_spool(member.size)
     try:
         async for chunk in reader.chunks(CHUNK):
             spool.write(chunk)
