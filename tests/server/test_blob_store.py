@@ -1,4 +1,5 @@
-"""BlobDir.add: a group of blobs made durable by two syncfs, or by fsyncs where it cannot."""
+"""BlobDir.add: a group of blobs made durable by two syncfs, or by fsyncs where it cannot;
+its spools; the groups a request's inline contents are stored in."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from repomount.server import blobs
+from repomount.server import blobs, inline
 from repomount.server.blobs import SYNCFS_FROM, BlobDir
+from repomount.server.inline import store_contents
+from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import BlobSpool
 from support.util import sha
 
@@ -151,3 +154,29 @@ def test_a_spool_never_takes_a_file_already_in_tmp(store: BlobDir) -> None:
     taken.unlink()
     for spool in (first, second):
         store.discard(spool)
+
+
+def test_inline_contents_are_stored_in_few_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's inline contents go into the store GROUP_MEMBERS (or GROUP_BYTES) at a
+    time, two syncfs per group: 300 small ones cost two, not ten."""
+    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    store = SqliteStore(tmp_path / "data")
+    try:
+        data = contents(300)
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert (syncs.syncfs, syncs.fsync) == (2, 0)
+        monkeypatch.setattr(inline, "GROUP_MEMBERS", 100)
+        data = [b"member %d" % i for i in range(250)]
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert syncs.syncfs == 2 + 3 * 2  # 100 + 100 + 50
+        monkeypatch.setattr(inline, "GROUP_BYTES", 1500)
+        data = [bytes([i]) * 400 for i in range(12)]
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert syncs.syncfs == 8 + 3 * 2  # 4 + 4 + 4: a group ends once past 1500 bytes
+        for content in data:
+            assert store.blobs.path(sha(content)).read_bytes() == content
+        assert list((tmp_path / "data" / "tmp").iterdir()) == []
+    finally:
+        store.close()
