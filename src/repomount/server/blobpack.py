@@ -1,11 +1,12 @@
 """POST /v1/repos/{repo}/blobs: many blobs in one request, as a tar stream ("a pack").
 
 Each member is named by the SHA-256 of its content. The body is read as it arrives,
-never whole: a member goes into a spool file (closed once filled: no descriptor held)
-while its hash is computed. A member already stored, or repeated in the pack, is
-consumed and skipped. The first member whose content does not match its name stops the
-request (400 `hash_mismatch`); members before it are stored all the same, which is
-harmless: blobs are content-addressed.
+never whole: a member goes into a spool file (buffered up to its size, so a small one
+costs one write; closed once filled: no descriptor held) while its hash is computed. A
+member already stored, or repeated in the pack, is consumed and skipped. The first
+member whose content does not match its name stops the request (400 `hash_mismatch`);
+members before it are stored all the same, which is harmless: blobs are
+content-addressed.
 
 Spooled members are moved into the blob store in groups (GROUP_MEMBERS members or
 GROUP_BYTES bytes, and the rest at the end) by one Store.add_blobs each, in a worker
