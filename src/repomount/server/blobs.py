@@ -133,8 +133,8 @@ class BlobDir:
         """The blob's size, None when it is not stored."""
         if not SHA256_RE.fullmatch(sha256):
             return None
-        try:
-            return os.stat(os.path.join(self.blobs, sha256[:2], sha256)).st_size
+        try:  # (once per write of a commit)
+            return os.stat(f"{self._blobs}/{sha256[:2]}/{sha256}").st_size
         except FileNotFoundError:
             return None
 
