@@ -1,16 +1,20 @@
-"""BlobDir.add: a group of blobs made durable by two syncfs, or by fsyncs where it cannot."""
+"""BlobDir.add: a group of blobs made durable by two syncfs, or by fsyncs where it cannot;
+its spools; the groups a request's inline contents are stored in."""
 
 from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from repomount.server import blobs
+from repomount.server import blobs, inline
 from repomount.server.blobs import SYNCFS_FROM, BlobDir
+from repomount.server.inline import store_contents
+from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import BlobSpool
 from support.util import sha
 
@@ -120,3 +124,59 @@ def test_syncfs_is_found_here() -> None:
             blobs.SYNCFS(-1)  # EBADF, reported as an OSError
     finally:
         os.close(fd)
+
+
+def test_a_spool_buffers_no_more_than_its_known_size(store: BlobDir) -> None:
+    """A pack member's spool is given a buffer of its size, not 1 MiB each (a buffered
+    writer's size counts its buffer); a spool of unknown size keeps 1 MiB."""
+    small, unknown, large, empty = (store.new_spool(s) for s in (15_000, None, 50 << 20, 0))
+    assert sys.getsizeof(small.file) < 15_000 + 1024
+    assert blobs.SPOOL_BUFFER <= sys.getsizeof(unknown.file) < blobs.SPOOL_BUFFER + 1024
+    assert blobs.SPOOL_BUFFER <= sys.getsizeof(large.file) < blobs.SPOOL_BUFFER + 1024
+    for spool, content in ((small, b"s" * 15_000), (unknown, b"u" * 3), (empty, b"")):
+        spool.write(content[:7])
+        spool.write(content[7:])
+        spool.close()
+    assert store.add([small, unknown, empty]) == [True] * 3
+    assert_stored(store, [b"s" * 15_000, b"u" * 3, b""])
+    store.discard(large)
+
+
+def test_a_spool_never_takes_a_file_already_in_tmp(store: BlobDir) -> None:
+    """Spools are named by a counter; a name already taken is skipped, not reused."""
+    first = store.new_spool()
+    assert Path(first.name) == store.tmp / "upload-0"
+    taken = store.tmp / "upload-1"
+    taken.write_bytes(b"not a spool")
+    second = store.new_spool()
+    assert second.name not in (first.name, str(taken))
+    assert taken.read_bytes() == b"not a spool"
+    taken.unlink()
+    for spool in (first, second):
+        store.discard(spool)
+
+
+def test_inline_contents_are_stored_in_few_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's inline contents go into the store GROUP_MEMBERS (or GROUP_BYTES) at a
+    time, two syncfs per group: 300 small ones cost two, not ten."""
+    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    store = SqliteStore(tmp_path / "data")
+    try:
+        data = contents(300)
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert (syncs.syncfs, syncs.fsync) == (2, 0)
+        monkeypatch.setattr(inline, "GROUP_MEMBERS", 100)
+        data = [b"member %d" % i for i in range(250)]
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert syncs.syncfs == 2 + 3 * 2  # 100 + 100 + 50
+        monkeypatch.setattr(inline, "GROUP_BYTES", 1500)
+        data = [bytes([i]) * 400 for i in range(12)]
+        assert store_contents(store, data) == [sha(d) for d in data]
+        assert syncs.syncfs == 8 + 3 * 2  # 4 + 4 + 4: a group ends once past 1500 bytes
+        for content in data:
+            assert store.blobs.path(sha(content)).read_bytes() == content
+        assert list((tmp_path / "data" / "tmp").iterdir()) == []
+    finally:
+        store.close()

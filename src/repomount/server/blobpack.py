@@ -1,11 +1,12 @@
 """POST /v1/repos/{repo}/blobs: many blobs in one request, as a tar stream ("a pack").
 
 Each member is named by the SHA-256 of its content. The body is read as it arrives,
-never whole: a member goes into a spool file (closed once filled: no descriptor held)
-while its hash is computed. A member already stored, or repeated in the pack, is
-consumed and skipped. The first member whose content does not match its name stops the
-request (400 `hash_mismatch`); members before it are stored all the same, which is
-harmless: blobs are content-addressed.
+never whole: a member goes into a spool file (buffered up to its size, so a small one
+costs one write; closed once filled: no descriptor held) while its hash is computed. A
+member already stored, or repeated in the pack, is consumed and skipped. The first
+member whose content does not match its name stops the request (400 `hash_mismatch`);
+members before it are stored all the same, which is harmless: blobs are
+content-addressed.
 
 Spooled members are moved into the blob store in groups (GROUP_MEMBERS members or
 GROUP_BYTES bytes, and the rest at the end) by one Store.add_blobs each, in a worker
@@ -82,7 +83,7 @@ class _Pack:
         try:
             while (member := await self.reader.next()) is not None:
                 sha = _check_member(member, self.backend.options.max_file_size)
-                # A stat of one path, cheap as the spool's mkstemp that runs here too;
+                # A utime of one path, cheap as the spool's open that runs here too;
                 # a worker-thread hop per member would cost more than the check.
                 if sha in self.seen or store.has_blob(sha):
                     async for _ in self.reader.chunks(CHUNK):  # consumed, not kept
@@ -90,7 +91,7 @@ class _Pack:
                     self.result.present += 1
                     continue
                 self.seen.add(sha)
-                spool = await _spool_member(self.backend, self.reader, sha)
+                spool = await _spool_member(self.backend, self.reader, member)
                 self.group.append(spool)
                 self.group_bytes += spool.size
                 if len(self.group) >= GROUP_MEMBERS or self.group_bytes >= GROUP_BYTES:
@@ -153,10 +154,11 @@ def _check_member(member: Member, max_size: int) -> str:
     return member.name
 
 
-async def _spool_member(backend: Backend, reader: TarReader, sha: str) -> BlobSpool:
+async def _spool_member(backend: Backend, reader: TarReader, member: Member) -> BlobSpool:
     """The member's content in a closed spool file, its hash checked (400
     hash_mismatch)."""
-    spool = backend.store.new_spool()
+    sha = member.name
+    spool = backend.store.new_spool(member.size)
     try:
         async for chunk in reader.chunks(CHUNK):
             spool.write(chunk)

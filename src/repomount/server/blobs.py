@@ -23,10 +23,11 @@ is on the way. `_lock` makes "found, refreshed" and "old, removed" exclusive.
 from __future__ import annotations
 
 import ctypes
+import io
+import itertools
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ from repomount.server.store import BlobSpool
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SYNCFS_FROM = 4  # new blobs in one `add` from which two syncfs replace the fsyncs
+SPOOL_BUFFER = 1 << 20  # a spool's write buffer, unless its content is known to be smaller
+SPOOL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 class BlobDir:
@@ -48,31 +51,52 @@ class BlobDir:
         # Leftover spools are uploads that never completed: drop them.
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        # Per-blob paths are strings joined by hand: building Paths cost more than the
+        # system calls on them for a pack of small blobs.
+        self._blobs = os.fspath(self.blobs)
+        self._tmp = os.fspath(self.tmp)
+        self._spool_numbers = itertools.count()  # (its next() is atomic: any thread)
 
     def path(self, sha256: str) -> Path:
+        return Path(self._file(sha256))
+
+    def _file(self, sha256: str) -> str:
         if not SHA256_RE.fullmatch(sha256):
             raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-        return self.blobs / sha256[:2] / sha256
+        return f"{self._blobs}/{sha256[:2]}/{sha256}"
 
-    def new_spool(self) -> BlobSpool:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-        # A large buffer keeps the per-chunk write cheap when called from the event loop.
-        return BlobSpool(Path(name), os.fdopen(fd, "wb", buffering=1 << 20))
+    def new_spool(self, size: int | None = None) -> BlobSpool:
+        """An empty spool file in tmp/, named by a counter (tmp/ is this store's alone,
+        emptied when it opens). Its buffer keeps each write cheap when it is called from
+        the event loop with small network chunks: 1 MiB, or the content's `size` when
+        that is smaller (a small pack member then costs one write(2) and no 1 MiB
+        allocation)."""
+        while True:
+            name = f"{self._tmp}/upload-{next(self._spool_numbers)}"
+            try:
+                fd = os.open(name, SPOOL_FLAGS, 0o600)
+                break
+            except FileExistsError:  # (not left by this store: take the next number)
+                continue
+        buffering = SPOOL_BUFFER if size is None else max(1, min(size, SPOOL_BUFFER))
+        return BlobSpool(name, io.BufferedWriter(io.FileIO(fd, "wb"), buffering))
 
     def discard(self, spool: BlobSpool) -> None:
         spool.file.close()
-        spool.path.unlink(missing_ok=True)
+        try:
+            os.unlink(spool.name)
+        except FileNotFoundError:
+            pass
 
     def add(self, spools: Sequence[BlobSpool]) -> list[bool]:
         """Move finished spools (open, or closed once filled) into place; True for each
         blob that was new. Durable when it returns (see the module docstring)."""
         added = [False] * len(spools)
-        new: list[tuple[BlobSpool, Path]] = []
+        new: list[tuple[BlobSpool, str]] = []
         for index, spool in enumerate(spools):
-            target = self.path(spool.sha256)
+            target = self._file(spool.sha256)
             if self._refresh(target):
-                spool.close()
-                spool.path.unlink(missing_ok=True)
+                self.discard(spool)
                 continue
             new.append((spool, target))
             added[index] = True
@@ -86,15 +110,22 @@ class BlobDir:
         if not grouped:
             for spool, _ in new:
                 _fsync_spool(spool)
-        touched: set[Path] = set()
+        touched: set[str] = set()  # shard directories, then blobs/ when one is new
         for spool, target in new:
-            if not target.parent.is_dir():
-                target.parent.mkdir(exist_ok=True)
-                touched.add(self.blobs)
-            os.replace(spool.path, target)
-            touched.add(target.parent)
+            shard = target[: -len(spool.sha256) - 1]
+            try:
+                os.replace(spool.name, target)
+            except FileNotFoundError:  # its shard directory is not made yet
+                try:
+                    os.mkdir(shard)
+                except FileExistsError:  # (made meanwhile, by another upload)
+                    pass
+                touched.add(self._blobs)
+                os.replace(spool.name, target)
+            touched.add(shard)
         if not (grouped and _syncfs(self.root)):
-            for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
+            shards = touched - {self._blobs}
+            for directory in [*shards, *(touched - shards)]:  # (blobs/ last)
                 _fsync_dir(directory)
         return added
 
@@ -102,19 +133,19 @@ class BlobDir:
         """The blob's size, None when it is not stored."""
         if not SHA256_RE.fullmatch(sha256):
             return None
-        try:
-            return os.stat(os.path.join(self.blobs, sha256[:2], sha256)).st_size
+        try:  # (once per write of a commit)
+            return os.stat(f"{self._blobs}/{sha256[:2]}/{sha256}").st_size
         except FileNotFoundError:
             return None
 
     def open(self, sha256: str) -> BinaryIO:
-        return self.path(sha256).open("rb")
+        return open(self._file(sha256), "rb")
 
     def keep(self, sha256: str) -> bool:
         """Whether the blob is stored; if so its mtime is now, as if uploaded again."""
-        return bool(SHA256_RE.fullmatch(sha256)) and self._refresh(self.path(sha256))
+        return bool(SHA256_RE.fullmatch(sha256)) and self._refresh(self._file(sha256))
 
-    def _refresh(self, target: Path) -> bool:
+    def _refresh(self, target: str) -> bool:
         with self._lock:
             try:
                 os.utime(target)
@@ -142,7 +173,7 @@ class BlobDir:
     def remove_if_older(self, sha256: str, cutoff: float) -> int | None:
         """Delete the blob if it was last uploaded before `cutoff`; its size then, else
         None (refreshed meanwhile, or gone already)."""
-        target = self.path(sha256)
+        target = self._file(sha256)
         with self._lock:
             try:
                 st = os.stat(target)
@@ -157,7 +188,7 @@ class BlobDir:
 def _fsync_spool(spool: BlobSpool) -> None:
     """Flush, fsync and close a spool's file (reopened when it was closed already)."""
     if spool.file.closed:
-        fd = os.open(spool.path, os.O_RDONLY)
+        fd = os.open(spool.name, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -210,7 +241,7 @@ def _syncfs(path: Path) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

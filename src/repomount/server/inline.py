@@ -1,10 +1,14 @@
-"""Contents that came inside a request (native inline writes, Relace file texts) stored
-as blobs, from a worker thread.
+"""Contents that came inside a request (native inline writes, Relace file texts, Oxen
+uploads) stored as blobs, from a worker thread.
 
 Each content is written to its own spool file, which is closed once filled: a batch of
-thousands holds one descriptor (and one write buffer) at a time, not one per content,
-so concurrent batches cannot run the server out of descriptors. The closed spools are
-moved into the blob store GROUP at a time, each group made durable together.
+thousands holds one descriptor (and one write buffer, of the content's size) at a time,
+not one per content, so concurrent batches cannot run the server out of descriptors.
+The closed spools are moved into the blob store in groups of up to GROUP_MEMBERS
+contents or GROUP_BYTES bytes, each made durable together (two syncfs, see blobs.py):
+nothing overlaps here with storing a group, so larger groups than a pack's cost no
+wait and fewer syncfs, while the spools on disk stay bounded (and the contents are in
+memory already).
 """
 
 from __future__ import annotations
@@ -13,23 +17,26 @@ from collections.abc import Iterable
 
 from repomount.server.store import BlobSpool, Store
 
-GROUP = 64
+GROUP_MEMBERS = 1024
+GROUP_BYTES = 32 << 20
 
 
 def store_contents(store: Store, contents: Iterable[bytes]) -> list[str]:
     """Store each content as a blob; their SHA-256s, in order."""
     shas: list[str] = []
     group: list[BlobSpool] = []
+    group_bytes = 0
     try:
         for content in contents:
-            spool = store.new_spool()
+            spool = store.new_spool(len(content))
             group.append(spool)
             spool.write(content)
             spool.close()
             shas.append(spool.sha256)
-            if len(group) >= GROUP:
+            group_bytes += len(content)
+            if len(group) >= GROUP_MEMBERS or group_bytes >= GROUP_BYTES:
                 store.add_blobs(group)
-                group = []
+                group, group_bytes = [], 0
         if group:
             store.add_blobs(group)
             group = []

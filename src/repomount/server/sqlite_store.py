@@ -299,8 +299,8 @@ class SqliteStore(Store):
 
     # --- blobs --------------------------------------------------------------------------
 
-    def new_spool(self) -> BlobSpool:
-        return self.blobs.new_spool()
+    def new_spool(self, size: int | None = None) -> BlobSpool:
+        return self.blobs.new_spool(size)
 
     def discard_spool(self, spool: BlobSpool) -> None:
         self.blobs.discard(spool)

@@ -273,10 +273,14 @@ class Conflict(StoreError):
 class BlobSpool:
     """A temporary file being filled with an upload; `Store.add_blob` moves it in."""
 
-    path: Path
+    name: str  # the file's path (a string: a Path costs more to build than the blob)
     file: BinaryIO
     size: int = 0
     _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
 
     def write(self, chunk: bytes) -> None:
         self.file.write(chunk)
@@ -363,7 +367,9 @@ class Store(abc.ABC):
 
     # blobs, shared by all repositories
     @abc.abstractmethod
-    def new_spool(self) -> BlobSpool: ...
+    def new_spool(self, size: int | None = None) -> BlobSpool:
+        """An empty spool; `size`, when the content's length is known, lets it buffer
+        no more than that."""
 
     @abc.abstractmethod
     def discard_spool(self, spool: BlobSpool) -> None: ...
