@@ -147,8 +147,8 @@ def parse_header(block: bytes) -> Member:
         raise TarError("a header must be 512 bytes")
     stored = _octal(block[148:156], "checksum")
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
-    if stored not in (unsigned, signed):
+    # (the signed sum, of old writers, only when needed: a per-byte loop in Python)
+    if stored != unsigned and stored != _signed_sum(block, unsigned):
         raise TarError("a header's checksum does not match (not a tar stream?)")
     name = _text(block[0:100])
     if block[257:263] in (b"ustar\0", b"ustar "):
@@ -218,3 +218,8 @@ def _number(field: bytes, what: str) -> int:
     if field[0] == 0xFF:
         raise TarError(f"a negative {what}")
     return _octal(field, what)
+
+
+def _signed_sum(block: bytes, unsigned: int) -> int:
+    """A header's checksum with its bytes taken as signed chars."""
+    return unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)

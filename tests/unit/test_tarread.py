@@ -156,6 +156,20 @@ async def test_garbage_and_bad_checksums_are_errors() -> None:
         await read_all(feed(lone))
 
 
+async def test_a_header_summed_as_signed_bytes_is_accepted() -> None:
+    """Old writers summed a header's bytes as signed chars; a name with bytes above 127
+    then has a checksum 256 less per such byte."""
+    name = "caf\u00e9.txt"  # (UTF-8: two bytes above 127)
+    data = bytearray(make_tar([(name, b"x")], tarfile.GNU_FORMAT))
+    header = bytes(data[:512])
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    signed = unsigned - 256 * sum(1 for b in header if b > 127)
+    assert signed != unsigned
+    data[148:156] = b"%06o\0 " % signed
+    [(member, content)] = await read_all(feed(bytes(data)))
+    assert member.name == name and content == b"x"
+
+
 def test_pax_records() -> None:
     assert parse_pax(b"12 path=a/b\n11 size=42\n") == {"path": "a/b", "size": "42"}
     for bad in (b"x path=a\n", b"99 path=a\n", b"9 path=a!", b"9 pathxa\n"):
