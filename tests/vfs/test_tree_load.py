@@ -12,7 +12,7 @@ import trio
 
 from repomount.remotes.base import Listing, Unavailable
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, listdir, read_file, resolve
+from support.vfsutil import ROOT, MakeMount, listdir, read_file, resolve
 
 
 class HeldTree(MemRemote):
@@ -142,3 +142,26 @@ async def test_offline_a_read_of_a_directory_listed_alone_serves_what_is_known(
     m.vfs.health.failed(Unavailable("injected: away", status=503))
     assert await listdir(m.vfs, "a") == ["b"]
     assert held.calls == [("", False), ("a", False)]
+
+
+async def test_a_directory_renamed_here_is_not_listed_below_until_the_rename_lands(
+    make_mount: MakeMount, held: HeldTree
+) -> None:
+    m = await make_mount(held, flusher=False)  # (the rename stays pending)
+    await resolve(m.vfs, "a/b")  # "" and "a" listed alone
+    await m.vfs.rename(ROOT, "a", ROOT, "a2", 0)  # (lists what it moves, each alone)
+    sent = len(held.calls)
+    assert await listdir(m.vfs, "a2") == ["b"]  # the journal decides what it holds
+    assert await listdir(m.vfs, "a2/b") == ["c", "side"]
+    assert len(held.calls) == sent and not any(recursive for _, recursive in held.calls)
+
+
+async def test_a_directory_gone_from_the_remote_is_tried_below_once(
+    make_mount: MakeMount, held: HeldTree
+) -> None:
+    m = await make_mount(held)
+    await resolve(m.vfs, "x/y")  # "" and "x" listed alone
+    held.remove("x")
+    assert await listdir(m.vfs, "x") == ["y"]  # (what is known, until it is re-listed)
+    assert await listdir(m.vfs, "x") == ["y"]
+    assert held.calls == [("", False), ("x", False), ("x", True)]

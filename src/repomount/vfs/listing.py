@@ -112,12 +112,14 @@ class Listings(VfsState):
 
     def _walks_below(self, d: Node, walk: bool) -> bool:
         """A read of a directory a lookup listed alone: list its subtree now (unless
-        the remote is away: what is known is served)."""
+        the remote is away, or our pending changes decide what it holds: what is known
+        is served)."""
         return (
             walk
             and d.ino in self.alone
             and self.health.online
             and self.remote.capabilities.recursive_listing
+            and not self.authoritative(d)
         )
 
     def listed_locked(self, d: Node, just_listed: set[int]) -> dict[str, Node]:
@@ -154,6 +156,7 @@ class Listings(VfsState):
         try:
             listing = await self.remote.list_tree(d.path, recursive=recursive)
         except NotFound:
+            self.alone.discard(d.ino)  # (tried: not listed below again)
             if d.children is not None:
                 return
             raise not_found(d.path) from None
@@ -176,6 +179,8 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return
         self.health.ok()
+        if below:  # (tried, whatever its merge keeps: not listed below again)
+            self.alone.discard(d.ino)
         stamp = self.gens.stamp(listing.head, started)
         self.gens.observe_head(listing.head)
         if stamp < self._listed_gen.get(d.ino, -1):
