@@ -66,3 +66,20 @@ def test_a_single_cat_reads_only_its_file(server: ServerProc, mount_factory) -> 
     assert (m.path / "pkg3/sub3/m3.py").read_bytes() == files["pkg3/sub3/m3.py"]
     lines = [r for r in server.requests(since=mark) if not r.path.endswith("/changes")]
     assert [r.path.rsplit("/", 1)[-1] for r in lines] == ["m3.py"], lines
+
+
+def test_files_opened_by_name_in_path_order_are_read_ahead_in_bulk(
+    server: ServerProc, mount_factory
+) -> None:
+    """`git status` opens every file of its index by name, sorted by path, and reads no
+    directory: those files come in bulk reads too, not one request each."""
+    files = _tree(2000)
+    name = fresh_repo_name("byname")
+    _seed(server, name, files)
+    m: MountProc = mount_factory(name, create=False)
+    mark = server.mark()
+    for path in sorted(files):
+        assert (m.path / path).read_bytes() == files[path], path
+    lines = [r for r in server.requests(since=mark) if not r.path.endswith("/changes")]
+    reads = [r for r in lines if r.path.endswith("/read") or "/files/" in r.path]
+    assert len(reads) <= 40, sorted({f"{r.method} {r.path.rsplit('/', 1)[-1]}" for r in reads})

@@ -8,6 +8,7 @@ starts from that pending content, exactly as on a local disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -115,10 +116,19 @@ class FileIO(Namespace):
     async def _read_ahead(self, node: Node, where: str, version: str) -> None:
         """A cold open: when it is part of a tree walk, queue the walk's small files
         for bulk reads (prefetch.py); wait for this file if its bulk read is in flight."""
-        if self.prefetch.cold_open():
-            root = self._walk_root(node)
-            walking = root is not None and self.prefetch.walked_recently(root.ino)
-            if root is not None and not (walking and self.prefetch.busy()):
+        walk = self.prefetch.cold_open()
+        root = self._walk_root(node)
+        if root is None:  # (no directory read above it: opened by name, as git does)
+            met = self.prefetch.opened_by_name(node.path)
+            root = self.node_at(met) if met is not None else None
+        elif not walk:
+            root = None
+        if root is not None and root.is_dir:
+            walking = self.prefetch.walked_recently(root.ino)
+            if not (walking and self.prefetch.busy()):
+                if root.ino in self.alone:  # (what is below it is not listed yet)
+                    with contextlib.suppress(FsError):  # (gone: what is known is read)
+                        await self.listed(root, walk=True)
                 queued = self.prefetch.queue(root.ino, self._walk_files(root))
                 log.debug("reading ahead %d file(s) below %r", queued, root.path)
         await self.prefetch.wait(where, version)

@@ -4,7 +4,11 @@ per file.
 
 A walk shows itself by cold opens (cache misses) following one another closely inside
 directories that were just read (readdir). Its root is the highest directory of an
-unbroken chain of such directories above the file. The small files below that root
+unbroken chain of such directories above the file. A program can also open files by
+name without reading a directory, in order (`git status` checks its index's files,
+sorted by path): IN_ORDER cold opens in a row, in increasing path order within
+COLD_WINDOW, walk the deepest directory they all lie in (so such a walk widens as it
+goes: a directory, its parent, then the tree). The small files below that root
 that are not cached yet are queued, in the order a walker meets them (sorted names,
 depth first), and fetched in batches through `Remote.read_many`, a few at a time, into
 the content cache. A single `cat` (one cold open) never triggers it. An open of a file
@@ -40,6 +44,7 @@ BATCH_BYTES = 16 << 20  # ... and bytes per bulk read
 WALK_BYTES = 256 << 20  # at most this much queued per walk (and a quarter of the cache)
 WALK_FILES = 20_000
 COLD_OPENS = 2  # cold opens within COLD_WINDOW seconds make a walk
+IN_ORDER = 4  # ... or this many, in path order, with no directory read above them
 COLD_WINDOW = 2.0
 DIR_WINDOW = 30.0  # a directory read this recently is part of a walk
 WALKED_AGAIN = 60.0  # a walk root is not queued twice within this many seconds
@@ -62,6 +67,7 @@ class Prefetcher:
         self.transfers = max(1, transfers)
         self._dirs_read: OrderedDict[int, float] = OrderedDict()  # dir ino -> when
         self._cold: deque[float] = deque(maxlen=COLD_OPENS)
+        self._by_name: deque[tuple[float, str]] = deque(maxlen=IN_ORDER)  # (when, path)
         self._walked: OrderedDict[int, float] = OrderedDict()  # walk root ino -> when
         self._queued: set[Key] = set()
         self._in_flight: dict[Key, trio.Event] = {}
@@ -86,6 +92,18 @@ class Prefetcher:
         now = time.monotonic()
         self._cold.append(now)
         return len(self._cold) == COLD_OPENS and now - self._cold[0] < COLD_WINDOW
+
+    def opened_by_name(self, path: str) -> str | None:
+        """A cold open of `path` with no directory read above it: the directory the
+        last IN_ORDER such opens all lie in, when they came in path order within
+        COLD_WINDOW seconds (a walk of it), else None."""
+        now = time.monotonic()
+        if self._by_name and path <= self._by_name[-1][1]:
+            self._by_name.clear()  # (out of order: not a walk by name)
+        self._by_name.append((now, path))
+        if len(self._by_name) < IN_ORDER or now - self._by_name[0][0] >= COLD_WINDOW:
+            return None
+        return _common_dir([p for _, p in self._by_name])
 
     def walked_recently(self, root_ino: int) -> bool:
         when = self._walked.get(root_ino)
@@ -189,3 +207,14 @@ class Prefetcher:
         event = self._in_flight.pop(key, None)
         if event is not None:
             event.set()
+
+
+def _common_dir(file_paths: Sequence[str]) -> str:
+    """The deepest directory holding all these files ("" for the root)."""
+    parts = [p.split("/")[:-1] for p in file_paths]
+    common: list[str] = []
+    for names in zip(*parts, strict=False):
+        if any(n != names[0] for n in names):
+            break
+        common.append(names[0])
+    return "/".join(common)
