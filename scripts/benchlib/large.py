@@ -3,9 +3,12 @@ the scale run (a repo of N files: find, du, ls -lR, and the daemon's peak RSS)."
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,9 +123,9 @@ def l1(ctx: Ctx) -> None:
 
     m = ctx.mount(repo, cold=True)
     try:
-        # Looked up first, as E1 does: in a repo of many files the first lookup loads
-        # the whole tree (M1's figure), which is not this transfer's throughput (nor
-        # are its requests counted here).
+        # Looked up first, as E1 does: the first lookup lists the file's directory
+        # (reported as lookup_s), which is not this transfer's throughput (nor are its
+        # requests counted here).
         t0 = time.monotonic()
         os.stat(m.path / "l1.bin")
         lookup = time.monotonic() - t0
@@ -159,14 +162,40 @@ def _scale_path(i: int) -> str:
     return f"d{i // 1000:04}/e{i // 100 % 10}/f{i:07}.txt"
 
 
+def _git_metadata(ctx: Ctx, n: int) -> list[Item]:
+    """A git repository of the scale tree, made on local disk (init, add, commit, gc):
+    its `.git` files, to seed beside the tree so that `git status` runs on the mount.
+    Objects are packed, refs left loose: only files are seeded, and git wants `refs/`."""
+    top = ctx.work / f"scale-git-{n}"
+    done = top / "made"  # (outside .git: not seeded)
+    if not done.exists():
+        shutil.rmtree(top, ignore_errors=True)
+        for item in _scale_items(n):
+            dest = top / item.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(item.content())
+        ident = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        for args in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "scale"]):
+            subprocess.run(["git", *args], cwd=top, check=True)
+        subprocess.run(["git", "repack", "-a", "-d", "-q"], cwd=top, check=True)
+        subprocess.run(["git", "prune"], cwd=top, check=True)
+        done.touch()
+    return [
+        Item(str(f.relative_to(top)), local=f)
+        for f in sorted((top / ".git").rglob("*"))
+        if f.is_file()
+    ]
+
+
 def scale(ctx: Ctx, n: int) -> None:
     repo = ctx.repo("scale")
     t = time.monotonic()
-    commits = ctx.api.seed(repo, _scale_items(n))
-    procs.log(f"seeded scale: {n} files in {commits} commits, {time.monotonic() - t:.1f}s")
-    dirs = {str(Path(_scale_path(i)).parent) for i in range(n)}
-    dirs |= {d.split("/")[0] for d in dirs}
-    want_find = n + len(dirs) + 1
+    git_items = _git_metadata(ctx, n)
+    commits = ctx.api.seed(repo, itertools.chain(_scale_items(n), git_items))
+    procs.log(f"seeded scale: {n} files and .git in {commits} commits, {time.monotonic() - t:.1f}s")
+    files = [_scale_path(i) for i in range(n)] + [i.path for i in git_items]
+    dirs = {str(parent) for f in files for parent in Path(f).parents} - {"."}
+    want_find = len(files) + len(dirs) + 1  # (and the mount point itself)
     m = ctx.mount(repo, cold=True)
     rss = 0.0
     try:
@@ -174,6 +203,16 @@ def scale(ctx: Ctx, n: int) -> None:
             ("find | wc -l, cold", f"find {_q(m.path)} | wc -l"),
             ("du -s, right after", f"du -s {_q(m.path)}"),
             ("ls -lR > /dev/null, right after", f"ls -lR {_q(m.path)} > /dev/null"),
+            # (Every file's stat differs from the index made elsewhere: git reads them
+            # all, by name in path order, and writes the index back.)
+            (
+                "git status, right after (reads every file)",
+                f"git -c safe.directory='*' -C {_q(m.path)} status --porcelain | wc -l",
+            ),
+            (
+                "git status again",
+                f"git -c safe.directory='*' -C {_q(m.path)} status --porcelain | wc -l",
+            ),
         )
         for fig, cmd in steps:
             a = ctx.mark()
@@ -182,6 +221,8 @@ def scale(ctx: Ctx, n: int) -> None:
             extra: dict[str, object] = {}
             if fig.startswith("find") and int(out.split()[0]) != want_find:
                 extra["check"] = f"find printed {out.strip()} names, expected {want_find}"
+            if fig.startswith("git") and out.strip() != "0":
+                extra["check"] = f"git status printed {out.strip()} changed paths, expected 0"
             ctx.add(
                 "SCALE",
                 f"{n} files: {fig}",
