@@ -23,6 +23,8 @@ import fnmatch
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -163,11 +165,11 @@ class VfsState:
             raise not_found(f"inode {ino}")
         return node
 
-    def node_lock(self, ino: int) -> trio.Lock:
-        return _lock_in(self.node_locks, ino)
+    def node_lock(self, ino: int) -> AbstractAsyncContextManager[None]:
+        return _held(self.node_locks, ino)
 
-    def dir_lock(self, ino: int) -> trio.Lock:
-        return _lock_in(self.dir_locks, ino)
+    def dir_lock(self, ino: int) -> AbstractAsyncContextManager[None]:
+        return _held(self.dir_locks, ino)
 
     def new_fh(self) -> int:
         fh = self._next_fh
@@ -218,11 +220,21 @@ class VfsState:
             raise FsError(code, str(e)) from e
 
 
-def _lock_in(table: dict[int, trio.Lock], ino: int) -> trio.Lock:
+@asynccontextmanager
+async def _held(table: dict[int, trio.Lock], ino: int) -> AsyncIterator[None]:
+    """The inode's lock in `table`, held; the table keeps it only while it is held or
+    waited for (a lock per inode ever used would cost a tree walk's worth of memory).
+    (Taking the lock does not yield before it is held when it is free, and a waiter is
+    counted, so no two tasks can hold two locks of one inode.)"""
     lock = table.get(ino)
     if lock is None:
         lock = table[ino] = trio.Lock()
-    return lock
+    try:
+        async with lock:
+            yield
+    finally:
+        if table.get(ino) is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+            del table[ino]
 
 
 def local_only(node: Node) -> bool:
