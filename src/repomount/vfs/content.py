@@ -6,6 +6,7 @@ renamed into place, so a crash never leaves a torn entry.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -26,7 +27,9 @@ class ContentCache:
     open elsewhere stays readable through its descriptor after it is dropped).
 
     An in-memory index (entry -> size, in least-recently-used order) answers lookups and
-    eviction; the disk is walked once, at start, to rebuild it (by modification time)."""
+    eviction; the disk is walked once, at start, to rebuild it (by modification time).
+    It is keyed by the entries' names, not Paths: a Path costs three times the memory,
+    and a walk of a large repo caches a hundred thousand entries."""
 
     def __init__(self, root: Path, limit: int = 10 << 30) -> None:
         self.root = root
@@ -37,28 +40,38 @@ class ContentCache:
         self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
+        self._content = os.fspath(self.content_dir)
         found = []
         for f in self.content_dir.glob("*/*"):
             st = f.stat()
-            found.append((st.st_mtime, f, st.st_size))
-        self._lru: OrderedDict[Path, int] = OrderedDict((f, size) for _, f, size in sorted(found))
+            if f.name[:2] == f.parent.name:  # (anything else is not an entry)
+                found.append((st.st_mtime, f.name, st.st_size))
+        self._lru: OrderedDict[str, int] = OrderedDict((k, size) for _, k, size in sorted(found))
         self._size = sum(self._lru.values())
-        self._dirs: set[Path] = {f.parent for f in self._lru}  # made already
+        self._dirs: set[str] = {k[:2] for k in self._lru}  # shard directories made already
+
+    def _file(self, key: str) -> str:
+        return f"{self._content}/{key[:2]}/{key}"
 
     def cached_path(self, path: str, version: str) -> Path:
-        key = content_key(path, version)
-        return self.content_dir / key[:2] / key
+        return Path(self._file(content_key(path, version)))
 
     def lookup(self, path: str, version: str) -> Path | None:
-        p = self.cached_path(path, version)
-        if p not in self._lru:
+        key = content_key(path, version)
+        if key not in self._lru:
             return None
-        self._lru.move_to_end(p)
-        return p
+        self._lru.move_to_end(key)
+        return Path(self._file(key))
 
     def has(self, path: str, version: str) -> bool:
         """Whether (path, version) is cached, without counting it as a use."""
-        return self.cached_path(path, version) in self._lru
+        return content_key(path, version) in self._lru
+
+    def _shard(self, key: str) -> None:
+        """Make the entry's shard directory, unless made already."""
+        if key[:2] not in self._dirs:
+            os.makedirs(f"{self._content}/{key[:2]}", exist_ok=True)
+            self._dirs.add(key[:2])
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
@@ -67,32 +80,38 @@ class ContentCache:
         """Move a complete file into the cache as (path, version). None (and `tmp` left
         where it is) when it lives on another filesystem: a copy is not worth a stall;
         the next read fetches it."""
-        dest = self.cached_path(path, version)
-        dest.parent.mkdir(exist_ok=True)
+        key = content_key(path, version)
+        dest = self._file(key)
+        self._shard(key)
         try:
+            os.replace(tmp, dest)
+        except FileNotFoundError:
+            if not os.path.exists(tmp):
+                raise
+            self._dirs.discard(key[:2])  # (removed by hand meanwhile: made again)
+            self._shard(key)
             os.replace(tmp, dest)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 return None
             raise
-        size = dest.stat().st_size
-        self._size += size - self._lru.pop(dest, 0)
-        self._lru[dest] = size
+        size = os.stat(dest).st_size
+        self._size += size - self._lru.pop(key, 0)
+        self._lru[key] = size
         if self._size > self.limit:
-            self.evict(keep=dest)
-        return dest
+            self.evict(keep=key)
+        return Path(dest)
 
     def link_in(self, src: Path, path: str, version: str) -> Path | None:
         """`commit` for a file that stays where it is too (a hard link); None when it
         cannot be linked (another filesystem, or links refused): the next read fetches.
         A complete file linked straight into place is as atomic as a rename: two
         syscalls per file, where a flush lands thousands at once."""
-        dest = self.cached_path(path, version)
-        if dest in self._lru:  # (an entry there already: replaced, as commit does)
+        key = content_key(path, version)
+        if key in self._lru:  # (an entry there already: replaced, as commit does)
             return self._link_via_temp(src, path, version)
-        if dest.parent not in self._dirs:
-            dest.parent.mkdir(exist_ok=True)
-            self._dirs.add(dest.parent)
+        dest = self._file(key)
+        self._shard(key)
         try:
             os.link(src, dest)
         except FileExistsError:  # (a file the index does not know: replaced)
@@ -100,7 +119,7 @@ class ContentCache:
         except FileNotFoundError:
             if not src.exists():
                 return None
-            self._dirs.discard(dest.parent)  # (removed by hand meanwhile: made again)
+            self._dirs.discard(key[:2])  # (removed by hand meanwhile: made again)
             return self._link_via_temp(src, path, version)
         except OSError as e:
             if e.errno in LINK_REFUSED:
@@ -108,10 +127,10 @@ class ContentCache:
             raise
         size = os.stat(dest).st_size
         self._size += size
-        self._lru[dest] = size
+        self._lru[key] = size
         if self._size > self.limit:
-            self.evict(keep=dest)
-        return dest
+            self.evict(keep=key)
+        return Path(dest)
 
     def _link_via_temp(self, src: Path, path: str, version: str) -> Path | None:
         tmp = self.temp_path()
@@ -128,28 +147,30 @@ class ContentCache:
 
     def rename(self, src: str, dst: str, version: str, new_version: str) -> None:
         """A rename landed: the entry of (src, version) is (dst, new_version) now."""
-        old = self.cached_path(src, version)
+        old = content_key(src, version)
         if old not in self._lru:
             return
-        new = self.cached_path(dst, new_version)
-        new.parent.mkdir(exist_ok=True)
+        new = content_key(dst, new_version)
+        self._shard(new)
         try:
-            os.replace(old, new)
+            os.replace(self._file(old), self._file(new))
         except FileNotFoundError:
             self._size -= self._lru.pop(old)
             return
         self._size -= self._lru.pop(new, 0)
         self._lru[new] = self._lru.pop(old)
 
-    def evict(self, keep: Path | None = None) -> None:
-        """Drop least recently used entries until the cache is within 90% of its limit."""
-        for f in list(self._lru):
+    def evict(self, keep: str | None = None) -> None:
+        """Drop least recently used entries until the cache is within 90% of its limit
+        (`keep`: the name of one to leave, just added)."""
+        for key in list(self._lru):
             if self._size <= self.limit * 0.9:
                 break
-            if f == keep:
+            if key == keep:
                 continue
-            self._size -= self._lru.pop(f)
-            f.unlink(missing_ok=True)
+            self._size -= self._lru.pop(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._file(key))
 
     def usage(self) -> int:
         """Bytes of content kept (tracked, not walked: status asks often)."""
