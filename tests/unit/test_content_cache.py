@@ -99,3 +99,31 @@ def test_a_cache_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None
     again = cache.link_in(blob, "f", other)
     assert again is not None and again.parent == first.parent
     assert again.read_bytes() == b"x" and cache.lookup("f", other) == again
+
+
+def test_a_shard_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    from repomount.vfs.content import content_key
+
+    cache = ContentCache(tmp_path)
+    first = _put(cache, "a", 10, 100)
+    shard = content_key("a", "v1")[:2]
+    other = next(f"b{i}" for i in range(10_000) if content_key(f"b{i}", "v1")[:2] == shard)
+    shutil.rmtree(first.parent)
+    again = _put(cache, other, 10, 200)  # (commit)
+    assert again.parent == first.parent and again.read_bytes() == b"x" * 10
+    shutil.rmtree(first.parent)
+    src = tmp_path / "src"
+    src.write_bytes(b"linked")
+    third = next(f"c{i}" for i in range(10_000) if content_key(f"c{i}", "v2")[:2] == shard)
+    linked = cache.link_in(src, third, "v2")  # (link_in)
+    assert linked is not None and linked.read_bytes() == b"linked"
+    assert cache.lookup(third, "v2") == linked
+
+
+def test_the_index_is_rebuilt_from_disk(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, limit=10_000)
+    kept = _put(cache, "kept", 100, 100)
+    again = ContentCache(tmp_path, limit=10_000)
+    assert again.lookup("kept", "v1") == kept and again.usage() == 100
