@@ -10,16 +10,24 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 # Why a hard link into the cache may fail where a later read can fetch instead.
 LINK_REFUSED = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT)
+_ENTRY = re.compile(r"[0-9a-f]{64}")
 
 
 def content_key(path: str, version: str) -> str:
-    return hashlib.sha256(f"{path}\0{version}".encode()).hexdigest()
+    """The entry's file name."""
+    return _digest(path, version).hex()
+
+
+def _digest(path: str, version: str) -> bytes:
+    """The entry's key in the index (its name's 32 bytes: half a hex string's memory)."""
+    return hashlib.sha256(f"{path}\0{version}".encode()).digest()
 
 
 class ContentCache:
@@ -28,8 +36,8 @@ class ContentCache:
 
     An in-memory index (entry -> size, in least-recently-used order) answers lookups and
     eviction; the disk is walked once, at start, to rebuild it (by modification time).
-    It is keyed by the entries' names, not Paths: a Path costs three times the memory,
-    and a walk of a large repo caches a hundred thousand entries."""
+    It is keyed by the entries' digests, not Paths (a Path costs five times the memory,
+    and a walk of a large repo caches a hundred thousand entries)."""
 
     def __init__(self, root: Path, limit: int = 10 << 30) -> None:
         self.root = root
@@ -44,20 +52,21 @@ class ContentCache:
         found = []
         for f in self.content_dir.glob("*/*"):
             st = f.stat()
-            if f.name[:2] == f.parent.name:  # (anything else is not an entry)
-                found.append((st.st_mtime, f.name, st.st_size))
-        self._lru: OrderedDict[str, int] = OrderedDict((k, size) for _, k, size in sorted(found))
+            if _ENTRY.fullmatch(f.name) and f.name[:2] == f.parent.name:  # (else: no entry)
+                found.append((st.st_mtime, bytes.fromhex(f.name), st.st_size))
+        self._lru: OrderedDict[bytes, int] = OrderedDict((k, size) for _, k, size in sorted(found))
         self._size = sum(self._lru.values())
-        self._dirs: set[str] = {k[:2] for k in self._lru}  # shard directories made already
+        self._dirs: set[str] = {k[:1].hex() for k in self._lru}  # shard directories made
 
-    def _file(self, key: str) -> str:
-        return f"{self._content}/{key[:2]}/{key}"
+    def _file(self, key: bytes) -> str:
+        name = key.hex()
+        return f"{self._content}/{name[:2]}/{name}"
 
     def cached_path(self, path: str, version: str) -> Path:
-        return Path(self._file(content_key(path, version)))
+        return Path(self._file(_digest(path, version)))
 
     def lookup(self, path: str, version: str) -> Path | None:
-        key = content_key(path, version)
+        key = _digest(path, version)
         if key not in self._lru:
             return None
         self._lru.move_to_end(key)
@@ -65,13 +74,14 @@ class ContentCache:
 
     def has(self, path: str, version: str) -> bool:
         """Whether (path, version) is cached, without counting it as a use."""
-        return content_key(path, version) in self._lru
+        return _digest(path, version) in self._lru
 
-    def _shard(self, key: str) -> None:
+    def _shard(self, key: bytes) -> None:
         """Make the entry's shard directory, unless made already."""
-        if key[:2] not in self._dirs:
-            os.makedirs(f"{self._content}/{key[:2]}", exist_ok=True)
-            self._dirs.add(key[:2])
+        shard = key[:1].hex()
+        if shard not in self._dirs:
+            os.makedirs(f"{self._content}/{shard}", exist_ok=True)
+            self._dirs.add(shard)
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
@@ -80,7 +90,7 @@ class ContentCache:
         """Move a complete file into the cache as (path, version). None (and `tmp` left
         where it is) when it lives on another filesystem: a copy is not worth a stall;
         the next read fetches it."""
-        key = content_key(path, version)
+        key = _digest(path, version)
         dest = self._file(key)
         self._shard(key)
         try:
@@ -88,7 +98,7 @@ class ContentCache:
         except FileNotFoundError:
             if not os.path.exists(tmp):
                 raise
-            self._dirs.discard(key[:2])  # (removed by hand meanwhile: made again)
+            self._dirs.discard(key[:1].hex())  # (removed by hand meanwhile: made again)
             self._shard(key)
             os.replace(tmp, dest)
         except OSError as e:
@@ -107,7 +117,7 @@ class ContentCache:
         cannot be linked (another filesystem, or links refused): the next read fetches.
         A complete file linked straight into place is as atomic as a rename: two
         syscalls per file, where a flush lands thousands at once."""
-        key = content_key(path, version)
+        key = _digest(path, version)
         if key in self._lru:  # (an entry there already: replaced, as commit does)
             return self._link_via_temp(src, path, version)
         dest = self._file(key)
@@ -119,7 +129,7 @@ class ContentCache:
         except FileNotFoundError:
             if not src.exists():
                 return None
-            self._dirs.discard(key[:2])  # (removed by hand meanwhile: made again)
+            self._dirs.discard(key[:1].hex())  # (removed by hand meanwhile: made again)
             return self._link_via_temp(src, path, version)
         except OSError as e:
             if e.errno in LINK_REFUSED:
@@ -147,10 +157,10 @@ class ContentCache:
 
     def rename(self, src: str, dst: str, version: str, new_version: str) -> None:
         """A rename landed: the entry of (src, version) is (dst, new_version) now."""
-        old = content_key(src, version)
+        old = _digest(src, version)
         if old not in self._lru:
             return
-        new = content_key(dst, new_version)
+        new = _digest(dst, new_version)
         self._shard(new)
         try:
             os.replace(self._file(old), self._file(new))
@@ -160,9 +170,9 @@ class ContentCache:
         self._size -= self._lru.pop(new, 0)
         self._lru[new] = self._lru.pop(old)
 
-    def evict(self, keep: str | None = None) -> None:
+    def evict(self, keep: bytes | None = None) -> None:
         """Drop least recently used entries until the cache is within 90% of its limit
-        (`keep`: the name of one to leave, just added)."""
+        (`keep`: the key of one to leave, just added)."""
         for key in list(self._lru):
             if self._size <= self.limit * 0.9:
                 break

@@ -173,6 +173,8 @@ class Prefetcher:
                 if self.cache.lookup(c.path, c.version) is None:
                     wanted[c.path] = c
                     self._in_flight[key] = trio.Event()
+            if not self._queued:
+                self._queued = set()  # (a set never shrinks: a walk's table would stay)
             if wanted:
                 await self._read(wanted)
         finally:
