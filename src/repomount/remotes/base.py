@@ -70,7 +70,7 @@ def expect_met(expect: ExpectT, version: str | None) -> bool:
 EntryKind = Literal["file", "dir", "symlink"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a listing of a large repo holds 100,000
 class Entry:
     path: str  # repo-relative, "/"-separated, no leading slash; "" is the root
     kind: EntryKind
