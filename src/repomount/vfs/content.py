@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 
 # Why a hard link into the cache may fail where a later read can fetch instead.
@@ -54,7 +53,8 @@ class ContentCache:
             st = f.stat()
             if _ENTRY.fullmatch(f.name) and f.name[:2] == f.parent.name:  # (else: no entry)
                 found.append((st.st_mtime, bytes.fromhex(f.name), st.st_size))
-        self._lru: OrderedDict[bytes, int] = OrderedDict((k, size) for _, k, size in sorted(found))
+        # (a plain dict in insertion order: an OrderedDict's links cost 50 bytes an entry)
+        self._lru: dict[bytes, int] = {k: size for _, k, size in sorted(found)}
         self._size = sum(self._lru.values())
         self._dirs: set[str] = {k[:1].hex() for k in self._lru}  # shard directories made
 
@@ -69,7 +69,7 @@ class ContentCache:
         key = _digest(path, version)
         if key not in self._lru:
             return None
-        self._lru.move_to_end(key)
+        self._lru[key] = self._lru.pop(key)  # (now the most recently used)
         return Path(self._file(key))
 
     def has(self, path: str, version: str) -> bool:
