@@ -52,7 +52,7 @@ WALKED_AGAIN = 60.0  # a walk root is not queued twice within this many seconds
 Key = tuple[str, str]  # (path, version)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a walk queues up to WALK_FILES of these
 class Candidate:
     path: str
     version: str
