@@ -174,17 +174,26 @@ def _git_metadata(ctx: Ctx, n: int) -> list[Item]:
             dest = top / item.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(item.content())
-        ident = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-        for args in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "scale"]):
-            subprocess.run(["git", *args], cwd=top, check=True)
+        conf = ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "gc.auto=0"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "scale"]):
+            subprocess.run(["git", *conf, *args], cwd=top, check=True)
         subprocess.run(["git", "repack", "-a", "-d", "-q"], cwd=top, check=True)
-        subprocess.run(["git", "prune"], cwd=top, check=True)
+        # The branch as a loose ref too: an empty refs/ would not be seeded.
+        branch = _git(top, "symbolic-ref", "HEAD")
+        (top / ".git" / branch).parent.mkdir(parents=True, exist_ok=True)
+        (top / ".git" / branch).write_text(_git(top, "rev-parse", "HEAD") + "\n")
         done.touch()
     return [
         Item(str(f.relative_to(top)), local=f)
         for f in sorted((top / ".git").rglob("*"))
         if f.is_file()
     ]
+
+
+def _git(top: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=top, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def scale(ctx: Ctx, n: int) -> None:
