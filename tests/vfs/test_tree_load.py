@@ -165,3 +165,36 @@ async def test_a_directory_gone_from_the_remote_is_tried_below_once(
     assert await listdir(m.vfs, "x") == ["y"]  # (what is known, until it is re-listed)
     assert await listdir(m.vfs, "x") == ["y"]
     assert held.calls == [("", False), ("x", False), ("x", True)]
+
+
+async def test_an_unexpected_failure_of_the_trees_load_leaves_the_mount_serving(
+    make_mount: MakeMount, held: HeldTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("repomount.vfs.treeload.OWN_LISTINGS", 1)
+
+    async def broken(path: str, *, recursive: bool = False) -> Listing:
+        held.calls.append((path, recursive))
+        if recursive and path == "":
+            raise RuntimeError("a bug in the listing's merge, say")
+        return await MemRemote.list_tree(held, path, recursive=recursive)
+
+    monkeypatch.setattr(held, "list_tree", broken)
+    m = await make_mount(held)
+    await resolve(m.vfs, "top.txt")
+    with trio.fail_after(5):
+        assert await read_file(m.vfs, "x/y/z") == b"z"  # (the load failed: listed alone)
+    assert ("", True) in held.calls and not m.vfs.tree.loaded
+    assert await read_file(m.vfs, "top.txt") == b"top"
+
+
+async def test_a_poll_of_the_tree_does_not_count_as_its_load(
+    make_mount: MakeMount, held: HeldTree
+) -> None:
+    held.release.set()
+    m = await make_mount(held)
+    await resolve(m.vfs, "a/b")  # "" and "a" listed alone
+    await m.vfs.refresh_tree()  # (a remote without a change feed is polled so)
+    assert not m.vfs.tree.loaded
+    sent = len(held.calls)
+    assert await listdir(m.vfs, "a") == ["b"]
+    assert held.calls[sent:] == [("a", True)]  # still listed below when read

@@ -96,7 +96,7 @@ class Listings(VfsState):
             assert d.children is not None
             return d.children
         if d.children is None or self._walks_below(d, walk):
-            if not walk and self.tree.spent():
+            if not walk and self.tree.spent() and self.health.online:
                 self.tree.want()
             if await self.tree.wait() and self._trusted(d) and not self._walks_below(d, walk):
                 assert d.children is not None
@@ -191,14 +191,16 @@ class Listings(VfsState):
             if not d.attached:
                 pass
             elif listing.recursive:
-                merged = self._merge_tree(d, listing.entries, stamp, load_all=first or load_all)
-                self.tree.loaded = self.tree.loaded or d.parent is None
-                self.alone.difference_update(merged)
+                load_all = load_all or first
+                merged = self._merge_tree(d, listing.entries, stamp, load_all=load_all)
+                if load_all:  # (a poll re-lists what is loaded: it loads nothing below)
+                    self.tree.loaded = self.tree.loaded or d.parent is None
+                    self.alone.difference_update(merged)
             else:
                 self._merge_listing(d, listing.entries, stamp)
                 self._listed_gen[d.ino] = stamp
                 merged = [d.ino]
-                if alone:
+                if alone and not self.tree.loaded:  # (else the tree's load has what is below)
                     self.alone.add(d.ino)
         self.fresh[d.ino] = True
         self.unlisted.pop(d.ino, None)
@@ -218,9 +220,12 @@ class Listings(VfsState):
         root = self.inodes.root
         try:
             async with self.dir_lock(root.ino):
-                await self.refresh(root, recursive=True, load_all=True)
+                if not self.tree.loaded:  # (a read of the root may have loaded it meanwhile)
+                    await self.refresh(root, recursive=True, load_all=True)
         except (FsError, RemoteError) as e:  # (each use lists on its own meanwhile)
             log.info("loading the whole tree failed: %s", e)
+        except Exception:  # (a background task: its failure must not end the mount)
+            log.exception("loading the whole tree failed")
 
     async def refresh_tree(self) -> None:
         """Re-list the whole loaded tree: one recursive listing where the remote can
