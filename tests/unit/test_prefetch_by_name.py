@@ -36,3 +36,9 @@ def test_opens_spread_over_more_than_the_window_are_no_walk(
     for i in range(4):
         assert p.opened_by_name(f"a/f{i}") is None
         now[0] += prefetch.COLD_WINDOW / 2
+
+
+def test_a_few_opens_across_the_top_do_not_walk_the_tree() -> None:
+    p = fresh()
+    for path in ("a/x", "b/y", "c/z", "d/w"):
+        assert p.opened_by_name(path) is None

@@ -8,7 +8,8 @@ unbroken chain of such directories above the file. A program can also open files
 name without reading a directory, in order (`git status` checks its index's files,
 sorted by path): IN_ORDER cold opens in a row, in increasing path order within
 COLD_WINDOW, walk the deepest directory they all lie in (so such a walk widens as it
-goes: a directory, its parent, then the tree). The small files below that root
+goes: a directory, its parent, then the tree; the tree only after a walk by name below
+it). The small files below that root
 that are not cached yet are queued, in the order a walker meets them (sorted names,
 depth first), and fetched in batches through `Remote.read_many`, a few at a time, into
 the content cache. A single `cat` (one cold open) never triggers it. An open of a file
@@ -68,6 +69,7 @@ class Prefetcher:
         self._dirs_read: OrderedDict[int, float] = OrderedDict()  # dir ino -> when
         self._cold: deque[float] = deque(maxlen=COLD_OPENS)
         self._by_name: deque[tuple[float, str]] = deque(maxlen=IN_ORDER)  # (when, path)
+        self._by_name_walked = -WALKED_AGAIN  # when opens by name last made a walk
         self._walked: OrderedDict[int, float] = OrderedDict()  # walk root ino -> when
         self._queued: set[Key] = set()
         self._in_flight: dict[Key, trio.Event] = {}
@@ -103,7 +105,13 @@ class Prefetcher:
         self._by_name.append((now, path))
         if len(self._by_name) < IN_ORDER or now - self._by_name[0][0] >= COLD_WINDOW:
             return None
-        return _common_dir([p for _, p in self._by_name])
+        common = _common_dir([p for _, p in self._by_name])
+        if not common and now - self._by_name_walked >= WALKED_AGAIN:
+            # The whole tree only when it widens from a walk by name below it (`git
+            # status`), not for a few opens across the top (`cat a/x b/y c/z d/w`).
+            return None
+        self._by_name_walked = now
+        return common
 
     def walked_recently(self, root_ino: int) -> bool:
         when = self._walked.get(root_ino)
