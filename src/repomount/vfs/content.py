@@ -165,8 +165,12 @@ class ContentCache:
         try:
             os.replace(self._file(old), self._file(new))
         except FileNotFoundError:
-            self._size -= self._lru.pop(old)
-            return
+            if not os.path.exists(self._file(old)):
+                self._size -= self._lru.pop(old)  # (gone: removed by hand)
+                return
+            self._dirs.discard(new[:1].hex())  # (its shard removed by hand: made again)
+            self._shard(new)
+            os.replace(self._file(old), self._file(new))
         self._size -= self._lru.pop(new, 0)
         self._lru[new] = self._lru.pop(old)
 
