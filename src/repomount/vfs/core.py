@@ -90,8 +90,6 @@ class Vfs(LostConflicts):
         for ino, count in items:
             self.inodes.forget(ino, count)
             if self.inodes.get(ino) is None:  # gone for good: so is its per-inode state
-                self.node_locks.pop(ino, None)
-                self.dir_locks.pop(ino, None)
                 self._listed_gen.pop(ino, None)
                 self.files.set_kernel_version(ino, None)
 

@@ -33,9 +33,10 @@ class Forgetting(Listings):
         directory handles, pending changes or local-only files): memory is bounded by
         what is in use, not by what was ever listed. The directory is listed again when
         next needed. Returns how many nodes went."""
-        for table in (self.node_locks, self.dir_locks, self._listed_gen):
-            for ino in [i for i in table if self.inodes.get(i) is None]:
-                del table[ino]  # (nodes a listing removed that the kernel never held)
+        # (nodes a listing removed that the kernel never held; a lock table holds only
+        # locks in use, which go when released: state.py)
+        for ino in [i for i in self._listed_gen if self.inodes.get(i) is None]:
+            del self._listed_gen[ino]
         in_dirhandle = {dh.node.ino for dh in self.dirs.values()}
         made_here = self.trust.kept_in_memory(self.inodes.root)  # (a re-listing would differ)
         droppable: dict[int, bool] = {}
@@ -75,8 +76,6 @@ class Forgetting(Listings):
                 d.children, d.subdirs = None, 0
                 for c in children:
                     for gone in self.inodes.drop_subtree(c):
-                        self.node_locks.pop(gone, None)
-                        self.dir_locks.pop(gone, None)
                         self._listed_gen.pop(gone, None)
                         self.relist.discard(gone)
                         self.unlisted.pop(gone, None)

@@ -23,8 +23,6 @@ import fnmatch
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -165,11 +163,11 @@ class VfsState:
             raise not_found(f"inode {ino}")
         return node
 
-    def node_lock(self, ino: int) -> AbstractAsyncContextManager[None]:
-        return _held(self.node_locks, ino)
+    def node_lock(self, ino: int) -> _Held:
+        return _Held(self.node_locks, ino)
 
-    def dir_lock(self, ino: int) -> AbstractAsyncContextManager[None]:
-        return _held(self.dir_locks, ino)
+    def dir_lock(self, ino: int) -> _Held:
+        return _Held(self.dir_locks, ino)
 
     def new_fh(self) -> int:
         fh = self._next_fh
@@ -220,21 +218,37 @@ class VfsState:
             raise FsError(code, str(e)) from e
 
 
-@asynccontextmanager
-async def _held(table: dict[int, trio.Lock], ino: int) -> AsyncIterator[None]:
-    """The inode's lock in `table`, held; the table keeps it only while it is held or
-    waited for (a lock per inode ever used would cost a tree walk's worth of memory).
-    (Taking the lock does not yield before it is held when it is free, and a waiter is
-    counted, so no two tasks can hold two locks of one inode.)"""
-    lock = table.get(ino)
-    if lock is None:
-        lock = table[ino] = trio.Lock()
-    try:
-        async with lock:
-            yield
-    finally:
-        if table.get(ino) is lock and not lock.locked() and not lock.statistics().tasks_waiting:
-            del table[ino]
+class _Held:
+    """`async with`: the inode's lock in `table`, held. The table keeps a lock only while
+    it is held or waited for (a lock per inode ever used would cost a tree walk's worth
+    of memory), so nothing else may remove one: a task would then make a second lock of
+    the inode. Taking a free lock does not yield before it is held, and a release with
+    waiters hands the lock on (it stays locked), so an unlocked lock has no waiter.
+    (A class, not a generator: every read and write request takes one.)"""
+
+    __slots__ = ("_ino", "_lock", "_table")
+
+    def __init__(self, table: dict[int, trio.Lock], ino: int) -> None:
+        self._table, self._ino = table, ino
+
+    async def __aenter__(self) -> None:
+        lock = self._table.get(self._ino)
+        if lock is None:
+            lock = self._table[self._ino] = trio.Lock()
+        self._lock = lock
+        try:
+            await lock.acquire()
+        except BaseException:  # (cancelled before it was held)
+            self._drop_if_unused()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._drop_if_unused()
+
+    def _drop_if_unused(self) -> None:
+        if not self._lock.locked() and self._table.get(self._ino) is self._lock:
+            del self._table[self._ino]
 
 
 def local_only(node: Node) -> bool:
