@@ -76,12 +76,26 @@ class ContentCache:
         """Whether (path, version) is cached, without counting it as a use."""
         return _digest(path, version) in self._lru
 
-    def _shard(self, key: bytes) -> None:
-        """Make the entry's shard directory, unless made already."""
+    def _shard(self, key: bytes, *, again: bool = False) -> None:
+        """Make the entry's shard directory, unless made already (`again`: it was,
+        and has been removed by hand since)."""
         shard = key[:1].hex()
+        if again:
+            self._dirs.discard(shard)
         if shard not in self._dirs:
             os.makedirs(f"{self._content}/{shard}", exist_ok=True)
             self._dirs.add(shard)
+
+    def _move_in(self, src: str | Path, key: bytes) -> None:
+        """Rename `src` to the entry's file (FileNotFoundError when `src` is gone)."""
+        self._shard(key)
+        try:
+            os.replace(src, self._file(key))
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                raise
+            self._shard(key, again=True)
+            os.replace(src, self._file(key))
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
@@ -92,15 +106,8 @@ class ContentCache:
         the next read fetches it."""
         key = _digest(path, version)
         dest = self._file(key)
-        self._shard(key)
         try:
-            os.replace(tmp, dest)
-        except FileNotFoundError:
-            if not os.path.exists(tmp):
-                raise
-            self._dirs.discard(key[:1].hex())  # (removed by hand meanwhile: made again)
-            self._shard(key)
-            os.replace(tmp, dest)
+            self._move_in(tmp, key)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 return None
@@ -129,7 +136,7 @@ class ContentCache:
         except FileNotFoundError:
             if not src.exists():
                 return None
-            self._dirs.discard(key[:1].hex())  # (removed by hand meanwhile: made again)
+            self._shard(key, again=True)  # (its shard, removed by hand meanwhile)
             return self._link_via_temp(src, path, version)
         except OSError as e:
             if e.errno in LINK_REFUSED:
@@ -161,16 +168,11 @@ class ContentCache:
         if old not in self._lru:
             return
         new = _digest(dst, new_version)
-        self._shard(new)
         try:
-            os.replace(self._file(old), self._file(new))
-        except FileNotFoundError:
-            if not os.path.exists(self._file(old)):
-                self._size -= self._lru.pop(old)  # (gone: removed by hand)
-                return
-            self._dirs.discard(new[:1].hex())  # (its shard removed by hand: made again)
-            self._shard(new)
-            os.replace(self._file(old), self._file(new))
+            self._move_in(self._file(old), new)
+        except FileNotFoundError:  # (gone: removed by hand)
+            self._size -= self._lru.pop(old)
+            return
         self._size -= self._lru.pop(new, 0)
         self._lru[new] = self._lru.pop(old)
 
