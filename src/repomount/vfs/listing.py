@@ -92,19 +92,18 @@ class Listings(VfsState):
         a walk below it may follow (treeload.py)."""
         if not d.is_dir:
             raise FsError(errno.ENOTDIR)
-        if self._trusted(d) and not self._walks_below(d, walk):
+        below = self._walks_below(d, walk)  # (asked again after each wait)
+        if self._trusted(d) and not below:
             assert d.children is not None
             return d.children
-        if d.children is None or self._walks_below(d, walk):
+        if d.children is None or below:
             if not walk and self.tree.spent() and self.health.online:
                 self.tree.want()
             if await self.tree.wait() and self._trusted(d) and not self._walks_below(d, walk):
                 assert d.children is not None
                 return d.children
         async with self.dir_lock(d.ino):
-            if not (
-                d.children is not None and d.ino in self.fresh and not self._walks_below(d, walk)
-            ):
+            if d.children is None or d.ino not in self.fresh or self._walks_below(d, walk):
                 await self.refresh(d, walk=walk)
         if d.children is None:  # removed while its first listing was in flight
             raise not_found(d.path)
@@ -194,7 +193,7 @@ class Listings(VfsState):
                 load_all = load_all or first
                 merged = self._merge_tree(d, listing.entries, stamp, load_all=load_all)
                 if load_all:  # (a poll re-lists what is loaded: it loads nothing below)
-                    self.tree.loaded = self.tree.loaded or d.parent is None
+                    self.tree.loaded |= d.parent is None
                     self.alone.difference_update(merged)
             else:
                 self._merge_listing(d, listing.entries, stamp)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import posixpath
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -105,7 +106,7 @@ class Prefetcher:
         self._by_name.append((now, path))
         if len(self._by_name) < IN_ORDER or now - self._by_name[0][0] >= COLD_WINDOW:
             return None
-        common = _common_dir([p for _, p in self._by_name])
+        common = posixpath.commonpath([p for _, p in self._by_name])  # (all distinct files)
         if not common and now - self._by_name_walked >= WALKED_AGAIN:
             # The whole tree only when it widens from a walk by name below it (`git
             # status`), not for a few opens across the top (`cat a/x b/y c/z d/w`).
@@ -217,14 +218,3 @@ class Prefetcher:
         event = self._in_flight.pop(key, None)
         if event is not None:
             event.set()
-
-
-def _common_dir(file_paths: Sequence[str]) -> str:
-    """The deepest directory holding all these files ("" for the root)."""
-    parts = [p.split("/")[:-1] for p in file_paths]
-    common: list[str] = []
-    for names in zip(*parts, strict=False):
-        if any(n != names[0] for n in names):
-            break
-        common.append(names[0])
-    return "/".join(common)

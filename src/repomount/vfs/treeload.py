@@ -75,8 +75,7 @@ class TreeLoad:
                 await self._wanted.wait()
                 self._wanted = trio.Event()
                 try:
-                    if not self.loaded:
-                        await load()
+                    await load()  # (which sees whether a root read loaded it meanwhile)
                 finally:
                     if not self.loaded:  # (meanwhile each use lists on its own)
                         self._failed_at = time.monotonic()
