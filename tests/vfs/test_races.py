@@ -282,7 +282,7 @@ async def test_rename_chain_over_an_existing_file(make_mount: MakeMount, mem: Me
     await m.vfs.rename(ROOT, "c", ROOT, "d", 0)
     assert await m.drain() == []
     assert mem.files() == {"d": b"AAAA"}
-    assert (await resolve(m.vfs, "d")).fetch_path == "d"  # was: "b" (reads: NotFound)
+    assert (await resolve(m.vfs, "d")).source == "d"  # was: "b" (reads: NotFound)
     assert await read_file(m.vfs, "d") == b"AAAA"
 
 

@@ -91,7 +91,6 @@ class Vfs(LostConflicts):
             self.inodes.forget(ino, count)
             if self.inodes.get(ino) is None:  # gone for good: so is its per-inode state
                 self._listed_gen.pop(ino, None)
-                self.files.set_kernel_version(ino, None)
 
     def getattr(self, ino: int) -> Node:
         return self.node(ino)
@@ -231,7 +230,8 @@ class Vfs(LostConflicts):
             node.base = version
         if op.op == "symlink" and version is not None and node.kind == "symlink":
             # (not a file renamed onto the link's name since: it keeps its own version)
-            node.version, node.fetch_path = version, path
+            node.version = version
+            node.read_from(path)
 
     def _content_landed(self, op: Planned, blob: str, version: str) -> None:
         """The file whose pending content `blob` is (wherever it is named now) is on the
@@ -243,9 +243,10 @@ class Vfs(LostConflicts):
             return
         if node.path == op.path:
             self.attrs.uploaded(node, node.version, version)
-        node.version, node.fetch_path = version, op.path
+        node.version = version
+        node.read_from(op.path)
         self.overlay.set_pending_blob(node.ino, None)
-        self.files.set_kernel_version(node.ino, version)
+        node.paged = version
         source = self.overlay.take_uploaded(blob, op.ids)
         if source is not None:
             # A link, not a move: the blob goes only once the rows that send it are
@@ -263,7 +264,7 @@ class Vfs(LostConflicts):
             # below src follows, wherever its directory is named now.
             for n in self.inodes.nodes():
                 if n.fetch_path is not None and n.fetch_path.startswith(src + "/"):
-                    n.fetch_path = dst + n.fetch_path[len(src) :]
+                    n.read_from(dst + n.fetch_path[len(src) :])
             if node is not None:
                 return
         if node is None or node.fetch_path != src:
@@ -287,7 +288,8 @@ class Vfs(LostConflicts):
         new_version = version if version is not None else node.version
         if node.version is not None and new_version is not None:
             self.cache.rename(src, dst, node.version, new_version)
-        node.version, node.fetch_path = new_version, dst
+        node.version = new_version
+        node.read_from(dst)
 
     # ------------------------------------------------------------------ status
 

@@ -50,7 +50,7 @@ class FileIO(Namespace):
         # No version known yet (a name the remote took over in a conflict, not yet
         # re-listed): read whatever it holds now and learn its version from the answer.
         for attempt in range(3):
-            where = node.fetch_path or node.path
+            where = node.source
             if node.version is not None:
                 cached = self.cache.lookup(where, node.version)
                 if cached is not None:
@@ -73,7 +73,7 @@ class FileIO(Namespace):
                 break
             except NotFound:
                 tmp.unlink(missing_ok=True)
-                if (node.fetch_path or node.path) == where or attempt == 2:
+                if node.source == where or attempt == 2:
                     raise
                 # A rename of ours landed meanwhile: the remote keeps it elsewhere now.
             except RemoteError as e:
@@ -96,7 +96,7 @@ class FileIO(Namespace):
         fd = os.open(tmp, os.O_RDONLY)
         if got.version is not None and got.version != node.version:
             node.version = got.version
-            node.fetch_path = where
+            node.read_from(where)
         node.size = got.size
         if node.version is None or self.cache.commit(tmp, where, node.version) is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
@@ -162,9 +162,9 @@ class FileIO(Namespace):
                 and n.version is not None
                 and 0 < n.size <= SMALL_FILE
                 and not self.busy(n)
-                and not self.cache.has(n.fetch_path or n.path, n.version)
+                and not self.cache.has(n.source, n.version)
             ):
-                out.append(Candidate(n.fetch_path or n.path, n.version, n.size))
+                out.append(Candidate(n.source, n.version, n.size))
                 budget -= n.size
         return out
 
@@ -213,7 +213,7 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         if f is None:
             partial, edits = None, None
-            where = node.fetch_path or node.path
+            where = node.source
             if self._streamable(node, where):
                 assert node.version is not None
                 fd, partial = self.streams.open(where, node.version, node.size)
@@ -279,7 +279,7 @@ class FileIO(Namespace):
         if not error.retryable or node.version is None or node.local or local_only(node):
             raise error
         log.info("%s: content unreachable, edited over version %s", node.path, node.version)
-        where = node.fetch_path or node.path
+        where = node.source
         return Sparse(where, node.version, keep=node.size, length=node.size)
 
     async def truncate_content(self, node: Node) -> None:
@@ -316,10 +316,10 @@ class FileIO(Namespace):
                             raise
                         await self._spool(node, offline=self._offline_edits(node, e))
                 if fresh:
-                    seen = self.files.kernel_version(ino)
+                    seen = node.paged
                     keep_cache = node.version is not None and seen == node.version
                     if self.overlay.pending_blob(ino) is None:
-                        self.files.set_kernel_version(ino, node.version)
+                        node.paged = node.version
                     else:
                         keep_cache = False
         except BaseException:

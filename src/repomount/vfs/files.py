@@ -67,8 +67,6 @@ class Files:
         for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
             leftover.unlink(missing_ok=True)
         self._open: dict[int, OpenFile] = {}
-        # The version whose pages the kernel holds for an inode, to decide keep_cache.
-        self._kernel_versions: dict[int, str | None] = {}
 
     def get(self, ino: int) -> OpenFile | None:
         return self._open.get(ino)
@@ -133,15 +131,6 @@ class Files:
         os.close(f.fd)
         if f.path is not None:
             f.path.unlink(missing_ok=True)
-
-    def kernel_version(self, ino: int) -> str | None:
-        return self._kernel_versions.get(ino)
-
-    def set_kernel_version(self, ino: int, version: str | None) -> None:
-        if version is None:
-            self._kernel_versions.pop(ino, None)
-        else:
-            self._kernel_versions[ino] = version
 
     def close_all(self) -> None:
         for ino in list(self._open):

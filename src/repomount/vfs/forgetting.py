@@ -79,7 +79,6 @@ class Forgetting(Listings):
                         self._listed_gen.pop(gone, None)
                         self.relist.discard(gone)
                         self.unlisted.pop(gone, None)
-                        self.files.set_kernel_version(gone, None)
                         dropped += 1
             else:
                 stack.extend(c for c in d.children.values() if c.is_dir)

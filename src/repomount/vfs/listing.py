@@ -24,7 +24,7 @@ from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, Remote
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.generations import Generations
 from repomount.vfs.leftover import lay_leftovers
-from repomount.vfs.nodes import Node
+from repomount.vfs.nodes import HERE, Node
 from repomount.vfs.state import NeedListing, VfsState, local_only
 from repomount.vfs.treeload import TreeLoad
 
@@ -377,7 +377,7 @@ class Listings(VfsState):
                     e.kind,
                     size=e.size,
                     version=e.version,
-                    fetch_path=e.path,
+                    fetch_path=HERE,  # (e.path: checked above)
                     base=e.version if e.version is not None else Expect.ANY,
                     on_remote=True,
                     mtime_ns=_time_ns(e),
@@ -393,7 +393,7 @@ class Listings(VfsState):
             changed = node.version != e.version or node.size != e.size
             node.on_remote = True
             node.target = e.target
-            node.fetch_path = e.path
+            node.fetch_path = HERE
             node.base = e.version if e.version is not None else Expect.ANY
             if changed:
                 node.version = e.version

@@ -1,0 +1,45 @@
+"""Where a file's clean content is read from while the names above it change here: a
+listed file reads from its own path (kept as HERE, not a second copy of the path) until
+a rename here moves it, and from then on from where the remote still keeps it."""
+
+from __future__ import annotations
+
+from repomount.vfs.nodes import HERE
+from support.memremote import MemRemote
+from support.vfsutil import ROOT, MakeMount, read_file, resolve
+
+HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+
+
+async def test_a_file_below_a_directory_renamed_here_reads_from_the_old_name(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    mem.put("d/sub/x", b"remote x\n")
+    m = await make_mount(**HELD)
+    node = await resolve(m.vfs, "d/sub/x")
+    assert node.fetch_path == HERE and node.source == "d/sub/x"
+    await m.vfs.rename(ROOT, "d", ROOT, "e", 0)
+    # Not fetched yet, and the remote has no e/ until the rename lands.
+    assert node.source == "d/sub/x"
+    assert await read_file(m.vfs, "e/sub/x") == b"remote x\n"
+    assert await m.drain() == []
+    assert mem.files() == {"e/sub/x": b"remote x\n"}
+    assert node.source == "e/sub/x" and node.fetch_path == HERE
+
+
+async def test_a_file_kept_without_its_name_does_not_follow_its_old_directory(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """An unlinked file the kernel still holds (looked up, or open) reads the version it
+    had from where it was, even when the directory it was in is renamed afterwards."""
+    mem.put("d/x", b"x\n")
+    mem.put("d/y", b"y\n")
+    m = await make_mount(**HELD)
+    node = await resolve(m.vfs, "d/x")
+    d = await resolve(m.vfs, "d")
+    await m.vfs.unlink(d.ino, "x")
+    assert not node.attached and m.vfs.inodes.get(node.ino) is node  # (its lookup)
+    await m.vfs.rename(ROOT, "d", ROOT, "e", 0)
+    assert node.path == "e/x"  # (its parent's name)
+    assert node.source == "d/x"
+    assert (await resolve(m.vfs, "e/y")).source == "d/y"
