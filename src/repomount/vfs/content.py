@@ -9,34 +9,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import re
+import threading
+import time
 import uuid
 from pathlib import Path
 
 # Why a hard link into the cache may fail where a later read can fetch instead.
 LINK_REFUSED = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT)
 _ENTRY = re.compile(r"[0-9a-f]{64}")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+
+log = logging.getLogger(__name__)
 
 
 def content_key(path: str, version: str) -> str:
     """The entry's file name."""
-    return _digest(path, version).hex()
-
-
-def _digest(path: str, version: str) -> bytes:
-    """The entry's key in the index (its name's 32 bytes: half a hex string's memory)."""
-    return hashlib.sha256(f"{path}\0{version}".encode()).digest()
+    return hashlib.sha256(f"{path}\0{version}".encode()).hexdigest()
 
 
 class ContentCache:
     """`limit` bounds the bytes kept; the least recently used entries go first (an entry
     open elsewhere stays readable through its descriptor after it is dropped).
 
-    An in-memory index (entry -> size, in least-recently-used order) answers lookups and
-    eviction; the disk is walked once, at start, to rebuild it (by modification time).
-    It is keyed by the entries' digests, not Paths (a Path costs five times the memory,
-    and a walk of a large repo caches a hundred thousand entries)."""
+    The disk is the index: an entry is its file, and its inode's change time is when it
+    was last used (a lookup touches it). Nothing per entry is kept in memory (an index
+    of a walk that read 100,000 files cost 11 MiB); the bytes kept are counted as entries
+    come and go, and made exact again by the walk of the disk that eviction makes: at
+    start, and each time the cache passes its limit (in a thread; it then drops to 90%
+    of the limit)."""
 
     def __init__(self, root: Path, limit: int = 10 << 30) -> None:
         self.root = root
@@ -48,54 +51,56 @@ class ContentCache:
         for leftover in self.tmp_dir.iterdir():  # torn downloads of an earlier run
             leftover.unlink(missing_ok=True)
         self._content = os.fspath(self.content_dir)
-        found = []
-        for f in self.content_dir.glob("*/*"):
-            st = f.stat()
-            if _ENTRY.fullmatch(f.name) and f.name[:2] == f.parent.name:  # (else: no entry)
-                found.append((st.st_mtime, bytes.fromhex(f.name), st.st_size))
-        # (a plain dict in insertion order: an OrderedDict's links cost 50 bytes an entry)
-        self._lru: dict[bytes, int] = {k: size for _, k, size in sorted(found)}
-        self._size = sum(self._lru.values())
-        self._dirs: set[str] = {k[:1].hex() for k in self._lru}  # shard directories made
+        self._dirs: set[str] = set()  # shard directories made
+        self._size = 0  # (updated from the event loop and the eviction thread)
+        self._counting = threading.Lock()
+        self._evicting = threading.Lock()  # held by the one eviction walk at a time
+        self._walker: threading.Thread | None = None
+        self.evict()  # (counts what an earlier run left, and keeps it within the limit)
 
-    def _file(self, key: bytes) -> str:
-        name = key.hex()
+    def _file(self, name: str) -> str:
         return f"{self._content}/{name[:2]}/{name}"
 
     def cached_path(self, path: str, version: str) -> Path:
-        return Path(self._file(_digest(path, version)))
+        return Path(self._file(content_key(path, version)))
 
     def lookup(self, path: str, version: str) -> Path | None:
-        key = _digest(path, version)
-        if key not in self._lru:
+        """The entry's file, now the most recently used; None when not cached."""
+        file = self._file(content_key(path, version))
+        try:
+            os.utime(file)
+        except FileNotFoundError:
             return None
-        self._lru[key] = self._lru.pop(key)  # (now the most recently used)
-        return Path(self._file(key))
+        return Path(file)
 
     def has(self, path: str, version: str) -> bool:
         """Whether (path, version) is cached, without counting it as a use."""
-        return _digest(path, version) in self._lru
+        return os.path.exists(self._file(content_key(path, version)))
 
-    def _shard(self, key: bytes, *, again: bool = False) -> None:
+    def _shard(self, name: str, *, again: bool = False) -> None:
         """Make the entry's shard directory, unless made already (`again`: it was,
         and has been removed by hand since)."""
-        shard = key[:1].hex()
+        shard = name[:2]
         if again:
             self._dirs.discard(shard)
         if shard not in self._dirs:
             os.makedirs(f"{self._content}/{shard}", exist_ok=True)
             self._dirs.add(shard)
 
-    def _move_in(self, src: str | Path, key: bytes) -> None:
-        """Rename `src` to the entry's file (FileNotFoundError when `src` is gone)."""
-        self._shard(key)
+    def _move_in(self, src: str | Path, name: str) -> int:
+        """Rename `src` to the entry's file (FileNotFoundError when `src` is gone); the
+        size of the entry it replaced (0: none)."""
+        dest = self._file(name)
+        self._shard(name)
+        replaced = _size_of(dest)
         try:
-            os.replace(src, self._file(key))
+            os.replace(src, dest)
         except FileNotFoundError:
             if not os.path.exists(src):
                 raise
-            self._shard(key, again=True)
-            os.replace(src, self._file(key))
+            self._shard(name, again=True)
+            os.replace(src, dest)
+        return replaced
 
     def temp_path(self) -> Path:
         return self.tmp_dir / uuid.uuid4().hex
@@ -104,49 +109,39 @@ class ContentCache:
         """Move a complete file into the cache as (path, version). None (and `tmp` left
         where it is) when it lives on another filesystem: a copy is not worth a stall;
         the next read fetches it."""
-        key = _digest(path, version)
-        dest = self._file(key)
+        name = content_key(path, version)
+        size = os.stat(tmp).st_size
         try:
-            self._move_in(tmp, key)
+            replaced = self._move_in(tmp, name)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 return None
             raise
-        size = os.stat(dest).st_size
-        self._size += size - self._lru.pop(key, 0)
-        self._lru[key] = size
-        if self._size > self.limit:
-            self.evict(keep=key)
-        return Path(dest)
+        self._added(size - replaced, keep=name)
+        return Path(self._file(name))
 
     def link_in(self, src: Path, path: str, version: str) -> Path | None:
         """`commit` for a file that stays where it is too (a hard link); None when it
         cannot be linked (another filesystem, or links refused): the next read fetches.
         A complete file linked straight into place is as atomic as a rename: two
         syscalls per file, where a flush lands thousands at once."""
-        key = _digest(path, version)
-        if key in self._lru:  # (an entry there already: replaced, as commit does)
-            return self._link_via_temp(src, path, version)
-        dest = self._file(key)
-        self._shard(key)
+        name = content_key(path, version)
+        dest = self._file(name)
+        self._shard(name)
         try:
             os.link(src, dest)
-        except FileExistsError:  # (a file the index does not know: replaced)
+        except FileExistsError:  # (an entry there already: replaced, as commit does)
             return self._link_via_temp(src, path, version)
         except FileNotFoundError:
             if not src.exists():
                 return None
-            self._shard(key, again=True)  # (its shard, removed by hand meanwhile)
+            self._shard(name, again=True)  # (its shard, removed by hand meanwhile)
             return self._link_via_temp(src, path, version)
         except OSError as e:
             if e.errno in LINK_REFUSED:
                 return None
             raise
-        size = os.stat(dest).st_size
-        self._size += size
-        self._lru[key] = size
-        if self._size > self.limit:
-            self.evict(keep=key)
+        self._added(os.stat(dest).st_size, keep=name)
         return Path(dest)
 
     def _link_via_temp(self, src: Path, path: str, version: str) -> Path | None:
@@ -164,30 +159,87 @@ class ContentCache:
 
     def rename(self, src: str, dst: str, version: str, new_version: str) -> None:
         """A rename landed: the entry of (src, version) is (dst, new_version) now."""
-        old = _digest(src, version)
-        if old not in self._lru:
-            return
-        new = _digest(dst, new_version)
+        old = self._file(content_key(src, version))
         try:
-            self._move_in(self._file(old), new)
-        except FileNotFoundError:  # (gone: removed by hand)
-            self._size -= self._lru.pop(old)
+            replaced = self._move_in(old, content_key(dst, new_version))
+        except FileNotFoundError:  # (not cached, or removed by hand)
             return
-        self._size -= self._lru.pop(new, 0)
-        self._lru[new] = self._lru.pop(old)
+        with self._counting:
+            self._size -= replaced
 
-    def evict(self, keep: bytes | None = None) -> None:
-        """Drop least recently used entries until the cache is within 90% of its limit
-        (`keep`: the key of one to leave, just added)."""
-        for key in list(self._lru):
-            if self._size <= self.limit * 0.9:
-                break
-            if key == keep:
+    def _added(self, size: int, keep: str) -> None:
+        with self._counting:
+            self._size += size
+        if self._size > self.limit and self._evicting.acquire(blocking=False):
+            # A walk of every entry: in a thread of its own, off the event loop.
+            self._walker = threading.Thread(
+                target=self._evict_then_release, args=(keep,), name="cache-evict", daemon=True
+            )
+            self._walker.start()
+
+    def _evict_then_release(self, keep: str) -> None:
+        try:
+            self._walk(keep)
+        except OSError as e:  # (the cache's disk): the next entry added tries again
+            log.warning("content cache: eviction failed: %r", e)
+        finally:
+            self._evicting.release()
+
+    def evict(self) -> None:
+        """Count the entries' bytes and drop the least recently used until the cache is
+        within 90% of its limit (after any walk already under way)."""
+        with self._evicting:
+            self._walk(None)
+
+    def wait_evicted(self, timeout: float | None = None) -> None:
+        """Until the eviction walk under way (if any) is done."""
+        walker = self._walker
+        if walker is not None:
+            walker.join(timeout)
+
+    def _walk(self, keep: str | None) -> None:
+        """The eviction walk (`keep`: the name of an entry just added, left). An entry's
+        last use is its inode's change time: a rename into the cache, a link and a
+        lookup's touch all set it (ties, in the kernel's coarse clock, go by the
+        modification time); one used after the walk began is left too."""
+        began = time.time_ns()
+        found = []
+        total = 0
+        for shard in os.scandir(self._content):
+            if not (shard.is_dir(follow_symlinks=False) and _SHARD.fullmatch(shard.name)):
                 continue
-            self._size -= self._lru.pop(key)
+            self._dirs.add(shard.name)
+            for f in os.scandir(shard.path):
+                if not (_ENTRY.fullmatch(f.name) and f.name[:2] == shard.name):
+                    continue  # (not an entry)
+                try:
+                    st = f.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                total += st.st_size
+                if st.st_ctime_ns < began and f.name != keep:
+                    found.append((st.st_ctime_ns, st.st_mtime_ns, f.name, st.st_size))
+        with self._counting:
+            self._size = total  # (exact again, give or take what came during the walk)
+        if total <= self.limit:
+            return
+        found.sort()
+        for _, _, name, size in found:
+            if total <= self.limit * 0.9:
+                break
+            total -= size
+            with self._counting:
+                self._size -= size
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._file(key))
+                os.unlink(self._file(name))
 
     def usage(self) -> int:
-        """Bytes of content kept (tracked, not walked: status asks often)."""
+        """Bytes of content kept (counted, not walked: status asks often)."""
         return self._size
+
+
+def _size_of(file: str) -> int:
+    try:
+        return os.stat(file).st_size
+    except FileNotFoundError:
+        return 0
