@@ -108,7 +108,9 @@ def _entry(data: dict[str, Any]) -> Entry:
         kind=kind,
         size=validate.size(data.get("size") or 0),
         version=None if version is None else validate.version(version),
-        mtime=None if mtime is None else validate.mtime(mtime),
+        # (the float only where the exact time is missing: a listing of 100,000 holds
+        # 100,000 of them while it is merged)
+        mtime=None if mtime is None or mtime_ns is not None else validate.mtime(mtime),
         mode=None if mode is None else validate.integer(mode, "mode"),
         target=data.get("target") if kind == "symlink" else None,
         mtime_ns=None if mtime_ns is None else validate.mtime_ns(mtime_ns),

@@ -301,13 +301,14 @@ class Listings(VfsState):
             else:
                 self._imply_dir(below, parent, e)
         load_all = load_all or top.children is None
+        times: dict[int, int] = {}
         queue = [top]
         merged: list[int] = []
         while queue:
             d = queue.pop()
             if stamp < self._listed_gen.get(d.ino, -1):
                 continue  # a newer listing of it was merged already
-            if not self._merge_listing(d, below.get(d.path, []), stamp):
+            if not self._merge_listing(d, below.get(d.path, []), stamp, times):
                 continue  # our own pending changes decide what it holds
             self._listed_gen[d.ino] = stamp
             self.fresh[d.ino] = True
@@ -336,7 +337,11 @@ class Listings(VfsState):
             below[parent] = [implied]
             path = parent
 
-    def _merge_listing(self, d: Node, entries: Sequence[Entry], stamp: int) -> bool:
+    def _merge_listing(
+        self, d: Node, entries: Sequence[Entry], stamp: int, times: dict[int, int] | None = None
+    ) -> bool:
+        """(`times`: the modification times met so far in this listing, shared.)"""
+        times = {} if times is None else times
         first_time = d.children is None
         if d.children is None:
             d.children = {}
@@ -380,7 +385,7 @@ class Listings(VfsState):
                     fetch_path=HERE,  # (e.path: checked above)
                     base=e.version if e.version is not None else Expect.ANY,
                     on_remote=True,
-                    mtime_ns=_time_ns(e),
+                    mtime_ns=_time_ns(e, times),
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
                     target=e.target,
                     link_as_file=as_file,
@@ -398,8 +403,8 @@ class Listings(VfsState):
             if changed:
                 node.version = e.version
                 node.size = e.size
-                if (listed_ns := e.time_ns()) is not None:  # a new version brings its time
-                    node.mtime_ns = listed_ns
+                if e.time_ns() is not None:  # a new version brings its time
+                    node.mtime_ns = _time_ns(e, times)
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
             self.attrs.lay_over(node, owner=not guarded)
@@ -458,7 +463,19 @@ class Listings(VfsState):
 UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used offline
 
 
-def _time_ns(e: Entry) -> int:
-    """The entry's modification time, exactly as listed (now, where the remote has none)."""
+def _time_ns(e: Entry, times: dict[int, int]) -> int:
+    """The entry's modification time, exactly as listed (now, where the remote has none).
+    Files written by one commit share their time: one int for them all (of the first
+    SHARED_TIMES_MAX times of a listing), where each was 36 bytes of its own."""
     listed = e.time_ns()
-    return listed if listed is not None else time.time_ns()
+    if listed is None:
+        return time.time_ns()
+    shared = times.get(listed)
+    if shared is not None:
+        return shared
+    if len(times) < SHARED_TIMES_MAX:
+        times[listed] = listed
+    return listed
+
+
+SHARED_TIMES_MAX = 4096
