@@ -17,7 +17,7 @@ from . import data, procs
 from .api import Item
 from .context import Ctx
 
-RSS_TARGET_MIB = 150
+RSS_TARGET_MIB = round(150e6 / 2**20, 1)  # the 150 MB: 143.1 MiB
 
 
 def _q(path: object) -> str:
