@@ -20,7 +20,7 @@ def _put(cache: ContentCache, name: str, size: int, when: float) -> Path:
 
 
 def test_eviction_drops_least_recently_used(tmp_path: Path) -> None:
-    cache = ContentCache(tmp_path, limit=3000)
+    cache = ContentCache(tmp_path, limit=3000, touch_after=0)
     _put(cache, "old", 1000, 100)
     _put(cache, "used", 1000, 200)
     _put(cache, "mid", 1000, 300)
@@ -54,7 +54,7 @@ def test_a_landed_blob_is_linked_in_and_outlives_the_blob(tmp_path: Path) -> Non
     blob = tmp_path / "blob"
     blob.write_bytes(b"uploaded")
     entry = cache.link_in(blob, "dir/f.txt", "v1")
-    assert entry is not None and cache.lookup("dir/f.txt", "v1") == entry
+    assert entry is not None and cache.lookup("dir/f.txt", "v1") == str(entry)
     assert os.stat(entry).st_ino == os.stat(blob).st_ino  # a link, not a copy
     blob.unlink()  # the journal lets its blob go once the rows are done
     assert entry.read_bytes() == b"uploaded"
@@ -103,7 +103,7 @@ def test_a_cache_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None
     first.parent.rmdir()
     again = cache.link_in(blob, "f", other)
     assert again is not None and again.parent == first.parent
-    assert again.read_bytes() == b"x" and cache.lookup("f", other) == again
+    assert again.read_bytes() == b"x" and cache.lookup("f", other) == str(again)
 
 
 def test_a_shard_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None:
@@ -124,14 +124,14 @@ def test_a_shard_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None
     third = next(f"c{i}" for i in range(10_000) if content_key(f"c{i}", "v2")[:2] == shard)
     linked = cache.link_in(src, third, "v2")  # (link_in)
     assert linked is not None and linked.read_bytes() == b"linked"
-    assert cache.lookup(third, "v2") == linked
+    assert cache.lookup(third, "v2") == str(linked)
 
 
 def test_the_index_is_rebuilt_from_disk(tmp_path: Path) -> None:
     cache = ContentCache(tmp_path, limit=10_000)
     kept = _put(cache, "kept", 100, 100)
     again = ContentCache(tmp_path, limit=10_000)
-    assert again.lookup("kept", "v1") == kept and again.usage() == 100
+    assert again.lookup("kept", "v1") == str(kept) and again.usage() == 100
 
 
 def test_the_disk_is_the_index(tmp_path: Path) -> None:
@@ -146,7 +146,13 @@ def test_the_disk_is_the_index(tmp_path: Path) -> None:
 
 
 def test_a_lookup_counts_as_a_use(tmp_path: Path) -> None:
-    cache = ContentCache(tmp_path, limit=10_000)
+    cache = ContentCache(tmp_path, limit=10_000, touch_after=0)
     p = _put(cache, "a", 10, 100)
     assert cache.has("a", "v1") and p.stat().st_mtime == 100  # (has: not a use)
-    assert cache.lookup("a", "v1") == p and p.stat().st_mtime > 100
+    assert cache.lookup("a", "v1") == str(p) and p.stat().st_mtime > 100
+
+
+def test_a_use_is_written_once_a_minute(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, limit=10_000)
+    p = _put(cache, "a", 10, 100)  # (its change time: now)
+    assert cache.lookup("a", "v1") == str(p) and p.stat().st_mtime == 100

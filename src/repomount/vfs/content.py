@@ -35,15 +35,16 @@ class ContentCache:
     open elsewhere stays readable through its descriptor after it is dropped).
 
     The disk is the index: an entry is its file, and its inode's change time is when it
-    was last used (a lookup touches it). Nothing per entry is kept in memory (an index
-    of a walk that read 100,000 files cost 11 MiB); the bytes kept are counted as entries
-    come and go, and made exact again by the walk of the disk that eviction makes: at
-    start, and each time the cache passes its limit (in a thread; it then drops to 90%
-    of the limit)."""
+    was last used (a lookup touches it, to the minute). Nothing per entry is kept in
+    memory (an index of a walk that read 100,000 files cost 11 MiB); the bytes kept are
+    counted as entries come and go, and made exact again by the walk of the disk that
+    eviction makes: at start, and each time the cache passes its limit (in a thread; it
+    then drops to 90% of the limit)."""
 
-    def __init__(self, root: Path, limit: int = 10 << 30) -> None:
+    def __init__(self, root: Path, limit: int = 10 << 30, touch_after: float = 60.0) -> None:
         self.root = root
         self.limit = limit
+        self._touch_after_ns = int(touch_after * 1e9)
         self.content_dir = root / "content"
         self.tmp_dir = root / "tmp"
         self.content_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -64,14 +65,18 @@ class ContentCache:
     def cached_path(self, path: str, version: str) -> Path:
         return Path(self._file(content_key(path, version)))
 
-    def lookup(self, path: str, version: str) -> Path | None:
-        """The entry's file, now the most recently used; None when not cached."""
+    def lookup(self, path: str, version: str) -> str | None:
+        """The entry's file, now the most recently used; None when not cached. (A use
+        is written to the disk only when the last was `touch_after` seconds ago: a
+        touch costs an inode update, a stat does not, and each open asks.)"""
         file = self._file(content_key(path, version))
         try:
-            os.utime(file)
+            st = os.stat(file)
+            if time.time_ns() - st.st_ctime_ns > self._touch_after_ns:
+                os.utime(file)
         except FileNotFoundError:
             return None
-        return Path(file)
+        return file
 
     def has(self, path: str, version: str) -> bool:
         """Whether (path, version) is cached, without counting it as a use."""
