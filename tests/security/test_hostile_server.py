@@ -127,7 +127,7 @@ async def test_a_slow_but_steady_download_longer_than_every_timeout_still_arrive
     began = trio.current_time()
     fetched = await remote.read("big.bin", out)
     assert trio.current_time() - began > TIMEOUTS.answer + TIMEOUTS.read
-    assert out.getvalue() == BIG and fetched == Fetched(sha(BIG), len(BIG), len(BIG))
+    assert out.getvalue() == BIG and fetched == Fetched(sha(BIG), len(BIG), len(BIG), checked=True)
 
 
 @pytest.mark.parametrize("offset", [0, 100_000], ids=["whole", "ranged"])

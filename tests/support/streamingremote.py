@@ -3,11 +3,12 @@ failed or corrupted: for tests of files read while they arrive (vfs/partial.py).
 
 from __future__ import annotations
 
+import hashlib
 from typing import BinaryIO
 
 import trio
 
-from repomount.remotes.base import Fetched
+from repomount.remotes.base import Fetched, ProtocolError
 from repomount.remotes.limits import Stalled
 from support.memremote import MemRemote
 
@@ -18,10 +19,14 @@ class Streaming(MemRemote):
     """Ranged reads in 1 MiB pieces. A read from offset 0 stops after `before_gate`
     bytes until `gate` is set; every read waits `latency` before its first byte; with
     `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer); with
-    `stop_after`, every read fails (stalled) after that many bytes."""
+    `stop_after`, every read fails (stalled) after that many bytes; with `checks`, a
+    whole read hashes what it streams and says so, as the native remote does."""
 
-    def __init__(self, *, latency: float = 0.0, corrupt: bool = False) -> None:
+    def __init__(
+        self, *, latency: float = 0.0, corrupt: bool = False, checks: bool = False
+    ) -> None:
         super().__init__()
+        self.checks = checks
         self.gate = trio.Event()
         self.before_gate = 2 * MiB
         self.latency = latency
@@ -62,4 +67,7 @@ class Streaming(MemRemote):
             self.delivered += len(piece)
             pos += len(piece)
             await trio.lowlevel.checkpoint()
-        return Fetched(item.version, len(data), end - offset)
+        whole = offset == 0 and end == len(data)
+        if self.checks and whole and hashlib.sha256(data).hexdigest() != item.version:
+            raise ProtocolError(f"content of {path!r} does not match its version")
+        return Fetched(item.version, len(data), end - offset, self.checks and whole)

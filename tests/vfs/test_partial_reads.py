@@ -111,3 +111,27 @@ async def test_a_server_that_stops_every_answer_fails_reads_instead_of_crawling(
     assert await m.vfs.read(fh, 96 * 1024, 8192) == data[96 * 1024 : 104 * 1024]
     assert len(remote.offsets) == streams + 1
     await close(m.vfs, fh)
+
+
+@pytest.mark.parametrize("seek", [False, True], ids=["one stream", "a seek: two streams"])
+async def test_a_file_checked_as_it_came_is_not_read_again_to_check_it(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch, seek: bool
+) -> None:
+    """The native remote hashes a whole answer as it streams it: a file one stream
+    wrote whole is cached without a second reading. A file two streams wrote is read
+    once more (each checked only its own part, or nothing)."""
+    reread: list[object] = []
+    sha256_of = partial._sha256_of
+    monkeypatch.setattr(partial, "_sha256_of", lambda f: reread.append(f) or sha256_of(f))
+    remote = Streaming(checks=True)
+    data = content()
+    remote.put("big.bin", data)
+    m = await make_mount(remote)
+    fh, node = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    if seek:
+        assert await m.vfs.read(fh, 60 * MiB, 4096) == data[60 * MiB : 60 * MiB + 4096]
+    remote.gate.set()
+    assert await read_all(m.vfs, fh) == data
+    await close(m.vfs, fh)
+    await wait_until_async(lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry")
+    assert len(reread) == (1 if seek else 0)

@@ -130,6 +130,9 @@ class Fetched:
     version: str | None
     size: int  # the whole file's size
     written: int
+    # The whole file was written, and its bytes were found to be `version`'s (where
+    # versions are content hashes): no second reading needed to check them.
+    checked: bool = False
 
 
 # --------------------------------------------------------------------------- changes

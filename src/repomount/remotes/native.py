@@ -241,7 +241,8 @@ class NativeRemote(HttpRemote):
                 f"content of {path!r} does not match its version: "
                 f"got sha256 {copied.sha256}, ETag says {version}"
             )
-        return Fetched(version, copied.size, copied.written)
+        whole = start == 0 and copied.written == copied.size
+        return Fetched(version, copied.size, copied.written, version is not None and whole)
 
     async def read_many(
         self,
