@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import httpx
 import trio
@@ -72,6 +72,7 @@ from repomount.tarwrite import VERSION_KEY
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
 INLINE_TINY = 4 * 1024  # ... but only this small when a pack of blobs goes anyway
+READ_HERE_MAX = 16 * 1024  # inline contents up to this much in all are read on the loop
 UPLOADS_AT_ONCE = 8  # blob uploads (packs or single blobs) of one commit in flight together
 PACKS_AT_ONCE = 4  # ... of which packs
 READ_PATHS = 500  # paths per POST /read of a bulk read
@@ -292,10 +293,16 @@ class NativeRemote(HttpRemote):
         if not changes:
             return ApplyResult(head=base, outcomes=[])
         inline = self._inline(changes)
-        # One worker-thread call reads them all (not one per file).
-        contents = await trio.to_thread.run_sync(
-            lambda: {i: source.read_bytes() for i, source in inline.items()}
-        )
+
+        def read_inline() -> dict[int, bytes]:
+            return {i: source.read_bytes() for i, source in inline.items()}
+
+        # One worker-thread call reads them all (not one per file); a few KiB are read
+        # here, for less than the hop to a thread and back (an fsync waits for it).
+        if sum(cast(Write, changes[i]).size for i in inline) <= READ_HERE_MAX:
+            contents = read_inline()
+        else:
+            contents = await trio.to_thread.run_sync(read_inline)
         # The others' blobs first: each distinct content once, in packs (big files on
         # their own), several requests at a time. A write of the content the server has
         # there (a new mode or mtime) uploads nothing.

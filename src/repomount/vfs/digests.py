@@ -4,6 +4,7 @@ on the trio thread), once per blob, and kept while the journal still sends the b
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,9 +27,16 @@ class Digests:
 
     async def prepare(self, blobs: Iterable[str]) -> None:
         """Hash every one not hashed yet, in one worker-thread call (a batch of a
-        thousand small files is not a thousand thread round trips)."""
+        thousand small files is not a thousand thread round trips); a few small ones
+        here, for less than the hop to a thread and back (an fsync waits for it)."""
         todo = {b: self.journal.blob_path(b) for b in blobs if b not in self._known}
-        if todo:
+        if not todo:
+            return
+        if len(todo) <= HASH_HERE_FILES and all(
+            _size(p) <= HASH_HERE_MAX // HASH_HERE_FILES for p in todo.values()
+        ):
+            self._known.update({b: hash_file(p) for b, p in todo.items()})
+        else:
             got = await trio.to_thread.run_sync(lambda: {b: hash_file(p) for b, p in todo.items()})
             self._known.update(got)
 
@@ -39,6 +47,17 @@ class Digests:
     def forget_unused(self) -> None:
         for b in [b for b in self._known if not self.journal.uses_blob(b)]:
             del self._known[b]
+
+
+HASH_HERE_FILES = 4  # up to this many blobs ...
+HASH_HERE_MAX = 16 * 1024  # ... of this much in all are hashed on the loop
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0  # (hash_file raises it, as the worker thread would)
 
 
 def hash_file(path: Path) -> tuple[int, str]:
