@@ -81,9 +81,15 @@ class _Stream:
         self.fd = os.dup(partial.wfd)
 
     def write(self, data: bytes) -> int:  # the adapter's `dest`
-        os.pwrite(self.fd, data, self.front)
-        self.front += len(data)
-        self.partial.arrived(self.front - len(data), self.front)
+        start = self.front
+        view = memoryview(data)
+        while view:  # (a short write, say the disk filling up, must not leave a hole)
+            done = os.pwrite(self.fd, view, self.front)
+            if done == 0:
+                raise OSError(errno.ENOSPC, f"{self.partial.file}: nothing written")
+            self.front += done
+            view = view[done:]
+        self.partial.arrived(start, self.front)
         return len(data)
 
 
@@ -202,17 +208,19 @@ class Partial:
                 if (
                     got.checked
                     and st.start == 0
+                    and st.front == self.size
                     and self.started == 1
                     and got.version == self.version
                 ):
-                    self.checked_as_it_came = True
+                    self.checked_as_it_came = True  # (completed() asks `started` again)
                 if not self.complete and st.front < self.size:
                     raise ProtocolError(
                         f"{self.path}: the answer ended at byte {st.front} of {self.size}"
                     )
                 self.streams.health.ok()
         except RemoteError as e:
-            self._failed(e)
+            if not self.complete:  # (complete: the bytes are all here; completed() checks them)
+                self._failed(e)
             self.streams.health.failed(e)
             log.info("reading %r from %d: %s", self.path, st.start, e)
         except Exception as e:  # a local disk error: this read fails, not the mount
@@ -289,7 +297,7 @@ class Streams:
             return
         partial.committed = True
         derived = None
-        if not partial.checked_as_it_came:
+        if not (partial.checked_as_it_came and partial.started == 1):
             try:
                 digest = await trio.to_thread.run_sync(_sha256_of, partial.file)
             except OSError as e:
