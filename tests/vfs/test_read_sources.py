@@ -4,9 +4,11 @@ a rename here moves it, and from then on from where the remote still keeps it.""
 
 from __future__ import annotations
 
+import os
+
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
-from support.vfsutil import ROOT, MakeMount, read_file, resolve
+from support.vfsutil import ROOT, MakeMount, close, open_path, read_file, resolve
 
 HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 
@@ -43,3 +45,21 @@ async def test_a_file_kept_without_its_name_does_not_follow_its_old_directory(
     assert node.path == "e/x"  # (its parent's name)
     assert node.source == "d/x"
     assert (await resolve(m.vfs, "e/y")).source == "d/y"
+
+
+async def test_a_landed_rename_does_not_make_a_nameless_file_follow_its_old_directory(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """d/f open; mv d e; rm e/f; both land; mv e g: the open file's source stays where
+    the remote kept it, not its old parent's new name (a second reading found it
+    switched back to "its own path", which then followed g)."""
+    mem.put("d/f", b"f\n")
+    m = await make_mount(**HELD)
+    fh, node = await open_path(m.vfs, "d/f", os.O_RDONLY)
+    await m.vfs.rename(ROOT, "d", ROOT, "e", 0)
+    await m.vfs.unlink((await resolve(m.vfs, "e")).ino, "f")
+    assert await m.drain() == []
+    assert not node.attached and node.source == "e/f"
+    await m.vfs.rename(ROOT, "e", ROOT, "g", 0)
+    assert node.path == "g/f" and node.source == "e/f"
+    await close(m.vfs, fh)

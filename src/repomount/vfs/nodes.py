@@ -113,8 +113,10 @@ class Node:
         return self.fetch_path or self.path
 
     def read_from(self, where: str) -> None:
-        """The remote keeps this node's clean content at `where` (from now on)."""
-        self.fetch_path = HERE if where == self.path else where
+        """The remote keeps this node's clean content at `where` (from now on). HERE
+        only while the node has its name: a node kept without one must not follow a
+        later rename of its old parent."""
+        self.fetch_path = HERE if self.attached and where == self.path else where
 
     @property
     def st_mode(self) -> int:
