@@ -6,7 +6,6 @@ renamed into place, so a crash never leaves a torn entry.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -39,7 +38,9 @@ class ContentCache:
     memory (an index of a walk that read 100,000 files cost 11 MiB); the bytes kept are
     counted as entries come and go, and made exact again by the walk of the disk that
     eviction makes: at start, and each time the cache passes its limit (in a thread; it
-    then drops to 90% of the limit)."""
+    then drops to 90% of the limit, and what arrives while it walks may take the cache
+    past the limit until the next walk). An entry used or replaced after the walk saw
+    it is kept."""
 
     def __init__(self, root: Path, limit: int = 10 << 30, touch_after: float = 60.0) -> None:
         self.root = root
@@ -54,6 +55,7 @@ class ContentCache:
         self._content = os.fspath(self.content_dir)
         self._dirs: set[str] = set()  # shard directories made
         self._size = 0  # (updated from the event loop and the eviction thread)
+        self._added_in_walk = 0  # bytes added since the eviction walk under way began
         self._counting = threading.Lock()
         self._evicting = threading.Lock()  # held by the one eviction walk at a time
         self._walker: threading.Thread | None = None
@@ -175,12 +177,17 @@ class ContentCache:
     def _added(self, size: int, keep: str) -> None:
         with self._counting:
             self._size += size
+            self._added_in_walk += max(size, 0)  # (what a replaced entry frees: not here)
         if self._size > self.limit and self._evicting.acquire(blocking=False):
             # A walk of every entry: in a thread of its own, off the event loop.
             self._walker = threading.Thread(
                 target=self._evict_then_release, args=(keep,), name="cache-evict", daemon=True
             )
-            self._walker.start()
+            try:
+                self._walker.start()
+            except RuntimeError as e:  # (no thread to be had: the next entry tries again)
+                self._evicting.release()
+                log.warning("content cache: eviction not started: %r", e)
 
     def _evict_then_release(self, keep: str) -> None:
         try:
@@ -208,6 +215,8 @@ class ContentCache:
         lookup's touch all set it (ties, in the kernel's coarse clock, go by the
         modification time); one used after the walk began is left too."""
         began = time.time_ns()
+        with self._counting:
+            self._added_in_walk = 0
         found = []
         total = 0
         for shard in os.scandir(self._content):
@@ -223,20 +232,28 @@ class ContentCache:
                     continue
                 total += st.st_size
                 if st.st_ctime_ns < began and f.name != keep:
-                    found.append((st.st_ctime_ns, st.st_mtime_ns, f.name, st.st_size))
+                    found.append((st.st_ctime_ns, st.st_mtime_ns, f.name, st.st_size, st.st_ino))
         with self._counting:
-            self._size = total  # (exact again, give or take what came during the walk)
+            # Exact again, but for what came while it walked: counted twice where the
+            # walk saw it too (too much, never too little: the next walk is only sooner).
+            self._size = total + self._added_in_walk
         if total <= self.limit:
             return
         found.sort()
-        for _, _, name, size in found:
+        for ctime, _, name, size, ino in found:
             if total <= self.limit * 0.9:
                 break
+            file = self._file(name)
+            try:
+                st = os.stat(file)
+                if st.st_ino != ino or st.st_ctime_ns != ctime:
+                    continue  # used or replaced since the walk saw it: kept
+                os.unlink(file)
+            except FileNotFoundError:
+                pass  # (gone meanwhile: no longer kept either)
             total -= size
             with self._counting:
                 self._size -= size
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._file(name))
 
     def usage(self) -> int:
         """Bytes of content kept (counted, not walked: status asks often)."""
