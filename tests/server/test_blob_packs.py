@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 
+from support.blobkinds import blob_file, blob_row, stored_content
 from support.server import ServerFactory, ServerProc
 from support.util import sha
 
@@ -33,7 +34,8 @@ def named(*contents: bytes) -> list[tuple[str, bytes]]:
 
 
 def stored(live: ServerProc, data: bytes) -> bool:
-    return (live.data_dir / "blobs" / sha(data)[:2] / sha(data)).is_file()
+    """Stored whole: small contents as rows of the database, large ones as files."""
+    return stored_content(live.data_dir, sha(data)) == data
 
 
 def test_a_pack_stores_its_blobs_each_once(
@@ -44,7 +46,8 @@ def test_a_pack_stores_its_blobs_each_once(
     r = client.post(url, content=pack(named(a, b, a)), headers=TAR)
     assert (r.status_code, r.json()) == (200, {"stored": 2, "present": 1})
     assert r.headers["X-Repo-Head"] == "0"
-    assert all(stored(live, d) for d in (a, b))
+    assert all(blob_row(live.data_dir, sha(d)) == d for d in (a, b))  # small: rows, no files
+    assert not any(blob_file(live.data_dir, sha(d)).exists() for d in (a, b))
     # Members the store has are consumed and skipped; a pax header is accepted.
     body = pack(named(c, a), tarfile.PAX_FORMAT, comment="ignored")
     r = client.post(url, content=body, headers=TAR)

@@ -16,6 +16,7 @@ from repomount.server.blobs import SYNCFS_FROM, BlobDir
 from repomount.server.inline import store_contents
 from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import BlobSpool
+from support.blobkinds import files_only
 from support.util import sha
 
 
@@ -160,7 +161,9 @@ def test_inline_contents_are_stored_in_few_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A request's inline contents go into the store GROUP_MEMBERS (or GROUP_BYTES) at a
-    time, two syncfs per group: 300 small ones cost two, not ten."""
+    time, two syncfs per group when they are files: 300 cost two, not ten. (Small ones
+    are rows now, test_small_blobs.py: files here, as large contents are.)"""
+    files_only(monkeypatch)
     syncs = Syncs(monkeypatch, syncfs_fails=False)
     store = SqliteStore(tmp_path / "data")
     try:

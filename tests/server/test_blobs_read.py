@@ -8,6 +8,7 @@ import tarfile
 
 import httpx
 
+from support.blobkinds import stored_content
 from support.server import ServerProc
 from support.util import sha
 
@@ -33,9 +34,8 @@ def test_blob_upload(live: ServerProc, client: httpx.Client, repo: str) -> None:
     assert client.put(f"/v1/repos/{repo}/blobs/{'A' * 64}", content=b"").status_code == 422
     # Nothing half-written is left behind, and a mismatched body is not stored.
     assert list((live.data_dir / "tmp").iterdir()) == []
-    assert not (live.data_dir / "blobs" / sha(b"other")[:2] / sha(b"other")).exists()
-    stored = live.data_dir / "blobs" / sha(data)[:2] / sha(data)
-    assert stored.read_bytes() == data
+    assert stored_content(live.data_dir, sha(b"other")) is None
+    assert stored_content(live.data_dir, sha(data)) == data
 
 
 def untar(data: bytes) -> list[tuple[str, bytes, dict[str, str]]]:

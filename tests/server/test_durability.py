@@ -13,17 +13,19 @@ import httpx
 import pytest
 
 from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
+from support.blobkinds import all_blobs, stored_content
 from support.server import ServerProc, file_url
 from support.util import sha, wait_until
 
 
 def blobs_are_whole(data_dir: Path) -> int:
-    """Every blob file holds exactly the content its name promises; returns how many."""
-    count = 0
-    for blob in (data_dir / "blobs").glob("*/*"):
-        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
-        count += 1
-    return count
+    """Every blob, file or row, holds exactly the content its name promises; returns how
+    many."""
+    blobs = all_blobs(data_dir)
+    for name in blobs:
+        content = stored_content(data_dir, name)
+        assert content is not None and hashlib.sha256(content).hexdigest() == name
+    return len(blobs)
 
 
 def test_restart_keeps_content_and_history(server: ServerProc) -> None:

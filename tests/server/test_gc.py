@@ -1,12 +1,14 @@
 """SqliteStore.collect_garbage (server/gc.py), in process: what it frees and what it keeps.
 
-A blob's age is its file's mtime; tests age a blob by setting it back (os.utime) rather
-than by waiting out a grace period.
+A blob's age is its file's mtime or its row's `mtime`; tests age a blob by setting it
+back rather than by waiting out a grace period. Every test runs with small blobs as
+rows (as stored now) and as files (as stored before rows existed, or when large).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import threading
 import time
@@ -19,9 +21,17 @@ from hypothesis import strategies as st
 
 from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import Delete, Gone, StoreError, UnknownBlob, Write
+from support.blobkinds import all_blobs, blob_row, files_only, set_upload_time
 from support.util import sha, wait_until
 
 GRACE = 60.0
+
+
+@pytest.fixture(autouse=True, params=["rows", "files"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "files":
+        files_only(monkeypatch)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -40,17 +50,22 @@ def upload(store: SqliteStore, data: bytes) -> str:
 
 
 def age(store: SqliteStore, blob: str, seconds: float = 2 * GRACE) -> None:
-    then = time.time() - seconds
-    os.utime(store.blobs.path(blob), (then, then))
+    set_upload_time(store.blobs.root, blob, time.time() - seconds)
 
 
 def age_all(store: SqliteStore) -> None:
-    for blob, _, _ in list(store.blobs.scan()):
+    for blob in all_blobs(store.blobs.root):
         age(store, blob)
 
 
 def stored(store: SqliteStore) -> set[str]:
-    return {blob for blob, _, _ in store.blobs.scan()}
+    return set(all_blobs(store.blobs.root))
+
+
+def test_each_kind_is_what_the_test_says(store: SqliteStore, kind: str) -> None:
+    blob = upload(store, b"small")
+    assert (blob_row(store.blobs.root, blob) is not None) == (kind == "rows")
+    assert store.blobs.path(blob).exists() == (kind == "files")
 
 
 def test_only_old_unreferenced_blobs_go(store: SqliteStore) -> None:
@@ -157,24 +172,34 @@ def test_a_commit_arriving_mid_sweep_waits_and_is_refused(
         except StoreError as error:
             outcome.append(error)
 
-    real_remove = store.blobs.remove_if_older
-
-    def remove_if_older(sha256: str, cutoff: float) -> int | None:
+    def race() -> None:
         racer = threading.Thread(target=commit)
         racer.start()
         # Proving a negative needs a time bound: the racer must still be waiting.
         racer.join(1.0)
         assert racer.is_alive() and not outcome
+
+    real_remove, real_remove_row = store.blobs.remove_if_older, store.small.remove_if_older
+
+    def remove_if_older(sha256: str, cutoff: float) -> int | None:
+        race()
         return real_remove(sha256, cutoff)
 
+    def remove_row_if_older(db: sqlite3.Connection, sha256: str, cutoff: float) -> int | None:
+        race()
+        return real_remove_row(db, sha256, cutoff)
+
     monkeypatch.setattr(store.blobs, "remove_if_older", remove_if_older)
+    monkeypatch.setattr(store.small, "remove_if_older", remove_row_if_older)
     assert store.collect_garbage(GRACE).freed == 1
     wait_until(lambda: outcome, 10, "the racing commit to end")
     assert isinstance(outcome[0], UnknownBlob)
     assert store.head("r") == 0
 
 
-def test_files_that_are_not_blobs_are_left_alone(store: SqliteStore) -> None:
+def test_files_that_are_not_blobs_are_left_alone(store: SqliteStore, kind: str) -> None:
+    if kind == "rows":
+        pytest.skip("about files")
     blob = upload(store, b"misplaced")
     shard = store.blobs.blobs / blob[:2]
     stray = [shard / "notes.txt", store.blobs.blobs / "ff" / blob]  # a blob in the wrong shard
@@ -230,7 +255,11 @@ action = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(action, max_size=30))
 def test_property_a_referenced_blob_is_never_collected(actions: list[tuple]) -> None:
     """After any sequence of uploads, commits, repo deletions, ageing and collections,
@@ -249,7 +278,7 @@ def test_property_a_referenced_blob_is_never_collected(actions: list[tuple]) -> 
             report = store.collect_garbage(GRACE)
             assert_all_readable(store)
             cutoff = time.time() - GRACE
-            young = {b for b, _, mtime in store.blobs.scan() if mtime >= cutoff}
+            young = {b for b, mtime in all_blobs(store.blobs.root).items() if mtime >= cutoff}
             assert stored(store) - young <= referenced(store)
             assert report.kept == len(stored(store))
         finally:

@@ -34,16 +34,20 @@ def check_declared_length(request: Request, limit: int) -> None:
         raise too_large(limit)
 
 
-async def spool_body(backend: Backend, request: Request) -> BlobSpool:
+async def spool_body(backend: Backend, request: Request, *, blob: bool = False) -> BlobSpool:
     """Stream the body to a spool file while hashing it, never holding it all in memory.
 
     Chunks are written from the event loop: the spool's 1 MiB buffer turns them into a
     few page-cache writes, far cheaper than a thread hop per chunk; the fsync, the slow
-    part, happens later in a worker thread (Store.add_blob).
+    part, happens later in a worker thread (Store.add_blob). A `blob` body (one only
+    ever given to Store.add_blob, never read back through its path) is sized by its
+    Content-Length: a small one is then spooled in memory (smallblobs.py; the HTTP
+    server refuses a body longer than it declared).
     """
     limit = backend.options.max_file_size
     check_declared_length(request, limit)
-    spool = backend.store.new_spool()
+    declared = request.headers.get("content-length") if blob else None
+    spool = backend.store.new_spool(None if declared is None else int(declared))
     try:
         async for chunk in request.stream():
             if spool.size + len(chunk) > limit:

@@ -6,17 +6,18 @@ tree of every repository, and every older version still readable with `at=` (the
 the GC for a repository that has not committed since `--history` was lowered). Only
 entry rows make content readable (there is no read by hash), so the change feed and
 idempotency records, which name versions, keep nothing. A blob no kept row names goes
-once it was last uploaded (its file's mtime) more than the grace period ago: deleted
-files past the history, uploads never committed, Terminal Use archives once unpacked,
-the blobs of deleted repositories.
+once it was last uploaded (its file's mtime, its row's `mtime`) more than the grace
+period ago: deleted files past the history, uploads never committed, Terminal Use
+archives once unpacked, the blobs of deleted repositories.
 
 Racing a commit. A commit checks, inside its write transaction, that each blob it
 names exists. The GC decides and removes under that same store lock (one write
 transaction per batch of candidates), so a commit lands either before (its references
 are seen: the blob stays) or after (the blob is gone: 422 `unknown_blob`, which clients
 answer by uploading again); no commit ever names a removed blob. An upload of a blob
-already stored, or a pack finding it present, refreshes its mtime (BlobDir), so a blob
-a client was just told is stored outlives its commit by the grace period.
+already stored, or a pack finding it present, refreshes its mtime (BlobDir; SmallBlobs
+for a small blob, whose lookups wait while a batch of rows is being removed), so a
+blob a client was just told is stored outlives its commit by the grace period.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import trio
 
 from repomount.server.blobs import BlobDir
+from repomount.server.smallblobs import SmallBlobs
 from repomount.server.sqlite_commit import prune
 from repomount.server.store import GcReport, Store
 
@@ -40,31 +42,41 @@ BATCH = 10_000  # candidates decided per hold of the store's lock (commits wait 
 Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
-def collect(write: Transaction, blobs: BlobDir, *, history: int, grace: float) -> GcReport:
-    """One pass over a SqliteStore's blobs. `write` opens its write transaction (under
-    its lock), `history` is how many commits each repository keeps."""
+def collect(
+    write: Transaction, blobs: BlobDir, small: SmallBlobs, *, history: int, grace: float
+) -> GcReport:
+    """One pass over a SqliteStore's blobs, files and rows. `write` opens its write
+    transaction (under its lock), `history` is how many commits each repository keeps."""
     cutoff = time.time() - grace
-    with write() as db:
+    with small.refresh_lock, write() as db:
         _prune_to_history(db, history)
-    candidates: list[str] = []
-    total = total_bytes = 0
+        small.fold_refreshes(db)
+    files: list[str] = []
+    total, total_bytes = small.totals()
     for sha, length, mtime in blobs.scan():  # outside the lock: commits go on meanwhile
         total += 1
         total_bytes += length
         if mtime < cutoff:
-            candidates.append(sha)
+            files.append(sha)
+    rows = [sha for sha, _ in small.older_than(cutoff)]
     freed = freed_bytes = 0
-    for start in range(0, len(candidates), BATCH):
-        batch = candidates[start : start + BATCH]
-        with write() as db:
-            named = _referenced(db, batch)
-            for sha in batch:
-                if sha in named:
-                    continue
-                removed = blobs.remove_if_older(sha, cutoff)  # None: uploaded again since
-                if removed is not None:
-                    freed += 1
-                    freed_bytes += removed
+    for candidates, is_row in ((files, False), (rows, True)):
+        for start in range(0, len(candidates), BATCH):
+            batch = candidates[start : start + BATCH]
+            # Rows: refresh_lock until the batch commits, so that a lookup never finds
+            # a row whose removal is decided but not yet seen by its connection.
+            with small.refresh_lock if is_row else nullcontext(), write() as db:
+                named = _referenced(db, batch)
+                for sha in batch:
+                    if sha in named:
+                        continue
+                    if is_row:
+                        removed = small.remove_if_older(db, sha, cutoff)
+                    else:  # None: uploaded again since
+                        removed = blobs.remove_if_older(sha, cutoff)
+                    if removed is not None:
+                        freed += 1
+                        freed_bytes += removed
     return GcReport(freed, freed_bytes, total - freed, total_bytes - freed_bytes)
 
 

@@ -1,14 +1,16 @@
 """Contents that came inside a request (native inline writes, Relace file texts, Oxen
 uploads) stored as blobs, from a worker thread.
 
-Each content is written to its own spool file, which is closed once filled: a batch of
-thousands holds one descriptor (and one write buffer, of the content's size) at a time,
-not one per content, so concurrent batches cannot run the server out of descriptors.
-The closed spools are moved into the blob store in groups of up to GROUP_MEMBERS
-contents or GROUP_BYTES bytes, each made durable together (two syncfs, see blobs.py):
-nothing overlaps here with storing a group, so larger groups than a pack's cost no
-wait and fewer syncfs, while the spools on disk stay bounded (and the contents are in
-memory already).
+A small content (up to SMALL_BLOB_MAX) is spooled in memory and stored as a row of the
+database (server/smallblobs.py: one transaction per group, no file). A larger one is
+written to its own spool file, which is closed once filled: a batch of thousands holds
+one descriptor (and one write buffer, of the content's size) at a time, not one per
+content, so concurrent batches cannot run the server out of descriptors. The spools
+are moved into the store in groups of up to GROUP_MEMBERS contents or GROUP_BYTES
+bytes, each made durable together (two syncfs for files, see blobs.py): nothing
+overlaps here with storing a group, so larger groups than a pack's cost no wait and
+fewer syncs, while the spools on disk stay bounded (and the contents are in memory
+already).
 """
 
 from __future__ import annotations

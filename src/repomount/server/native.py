@@ -287,7 +287,7 @@ class NativeApi:
         expect = self._expectation(request, allow_create_only=True)
         mode = mode_param(request.headers.get("x-repomount-mode"))
         mtime_ns = mtime_ns_param(request.headers.get("x-repomount-mtime-ns"))
-        spool = await spool_body(self.backend, request)
+        spool = await spool_body(self.backend, request, blob=True)
         try:
             await self.backend.run(self.store.add_blob, spool)
         except BaseException:
@@ -333,7 +333,7 @@ class NativeApi:
         if not SHA256_RE.fullmatch(sha):
             raise ApiError("invalid_request", f"{sha!r} is not a lowercase hex SHA-256")
         head = await self.backend.run(self.store.head, repo)
-        spool = await spool_body(self.backend, request)
+        spool = await spool_body(self.backend, request, blob=True)
         if spool.sha256 != sha:
             self.store.discard_spool(spool)
             raise ApiError(

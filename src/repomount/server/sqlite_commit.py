@@ -16,11 +16,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from repomount.paths import ancestors_of, parent_of
-from repomount.server.blobs import BlobDir
 from repomount.server.sqlite_schema import ENTRY_COLS, entry_of
 from repomount.server.store import (
     ABSENT,
@@ -54,6 +53,8 @@ from repomount.server.store import (
 )
 
 IDEMPOTENCY_TTL = 24 * 3600.0
+# A blob's size, None when it is not stored (looked up inside the commit's transaction).
+BlobSize = Callable[[str], int | None]
 
 # TEST ONLY. `repomount serve` started with REPOMOUNT_TEST_PAUSE_COMMIT=<absolute path>
 # makes every commit, once all its rows are written and before its transaction commits,
@@ -90,7 +91,7 @@ def _pause_for_test(marker: Path) -> None:
 
 def run_commit(
     db: sqlite3.Connection,
-    blobs: BlobDir,
+    blob_size: BlobSize,
     repo: str,
     repo_id: int,
     head: int,
@@ -119,7 +120,7 @@ def run_commit(
     if base is not None and base != head:
         raise StaleBase(f"{repo!r} is at head {head}, not {base}", head=str(head))
     seq = head + 1
-    tx = _Commit(db, repo_id, seq, now_ns, blobs)
+    tx = _Commit(db, repo_id, seq, now_ns, blob_size)
     results = tx.apply(operations)
     db.execute(
         "INSERT INTO commits (repo_id, seq, time, message, author) VALUES (?, ?, ?, ?, ?)",
@@ -195,13 +196,13 @@ class _Commit:
     """Applies operations inside an open write transaction, recording changes."""
 
     def __init__(
-        self, db: sqlite3.Connection, repo_id: int, seq: int, now_ns: int, blobs: BlobDir
+        self, db: sqlite3.Connection, repo_id: int, seq: int, now_ns: int, blob_size: BlobSize
     ) -> None:
         self.db = db
         self.repo_id = repo_id
         self.seq = seq
         self.now = now_ns  # every entry the commit makes without a time of its own has this
-        self.blobs = blobs
+        self.blob_size = blob_size
         self.changes: dict[str, tuple[ChangeOp, str | None]] = {}
         self.conflicts: list[PreconditionFailure] = []
         # Directories this commit found or made, so that a batch of files in a few
@@ -246,7 +247,7 @@ class _Commit:
         # After the precondition: a write naming the blob of the version it expects
         # (a new mode or mtime, nothing uploaded) whose file moved on is a conflict,
         # even once that blob is collected.
-        size = self.blobs.size(op.blob)
+        size = self.blob_size(op.blob)
         if size is None:
             raise UnknownBlob(f"blob {op.blob} has not been uploaded", blob=op.blob)
         mode = op.mode

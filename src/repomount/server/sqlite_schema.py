@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from repomount.server.smallblobs import SCHEMA as SMALL_BLOBS
 from repomount.server.store import Entry
 
 # A symlink's row holds its target, and in `blob` its version (SHA-256 of the target;
@@ -83,7 +84,10 @@ CREATE TABLE IF NOT EXISTS repo_attrs (
     value TEXT NOT NULL,
     PRIMARY KEY (repo_id, key)
 );
-""".replace("{ENTRIES}", ENTRIES.format(name="entries"))
+{SMALL_BLOBS}
+""".replace("{ENTRIES}", ENTRIES.format(name="entries")).replace("{SMALL_BLOBS}", SMALL_BLOBS)
+
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for "incremental"
 
 # Visible at head :at (also used with the current head, which is simply a kept head).
 VISIBLE = "commit_from <= :at AND (commit_to IS NULL OR commit_to > :at)"
@@ -109,9 +113,27 @@ def open_database(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
+    _reclaim_freed_pages(db)
     _migrate(db)
-    db.executescript(SCHEMA)
+    db.executescript(SCHEMA)  # (also what a database from before small blobs lacks)
     return db
+
+
+def _reclaim_freed_pages(db: sqlite3.Connection) -> None:
+    """Let the GC give freed pages back to the filesystem (`PRAGMA incremental_vacuum`):
+    small blobs are rows, and the disk of collected ones must be freed as a file's is.
+    The mode takes effect by a VACUUM (the WAL mode set before has already written the
+    header of a new file): instant for a new database; one from before small blobs is
+    rewritten once, as it is upgraded."""
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+        db.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
+        db.execute("VACUUM")
+
+
+def reclaim(db: sqlite3.Connection) -> None:
+    """Give the database's free pages back to the filesystem (outside a transaction).
+    (executescript steps the pragma to its end: execute() would free one page.)"""
+    db.executescript("PRAGMA incremental_vacuum;")
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -1,4 +1,5 @@
-"""The Store on one machine: SQLite (WAL) for metadata, content-addressed blob files.
+"""The Store on one machine: SQLite (WAL) for metadata and small blobs (smallblobs.py),
+content-addressed blob files for the others.
 
 This module holds the store itself: the data directory and its lock, the connection and
 its transactions, repositories, read queries and blobs. The schema is in
@@ -11,10 +12,13 @@ kept head can see any more are pruned as commits land (`history` commits are kep
 Blobs no kept row references are removed by `collect_garbage` (server/gc.py).
 
 Concurrency: one connection behind one lock. SQLite has a single writer anyway, every
-transaction here is short (file content never passes through the database), and callers
-run store methods in worker threads, so the lock never blocks the event loop.
-Durability: `synchronous=FULL`, and a blob is made durable and renamed into place before
-the commit that references it, so a crash leaves either the whole commit or none of it.
+transaction here is short (no content over SMALL_BLOB_MAX passes through the database,
+and a group of rows holds at most a pack's or a request's group of bytes), and callers
+run store methods in worker threads, so the lock never blocks the event loop. (Small
+blob lookups use a read-only connection of their own, see smallblobs.py.)
+Durability: `synchronous=FULL`, and a blob is made durable (its row committed, or its file
+renamed into place) before the commit that references it, so a crash leaves either the
+whole commit or none of it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,22 @@ from typing import Any, BinaryIO
 
 from repomount.server import gc
 from repomount.server.blobs import BlobDir
+from repomount.server.smallblobs import (
+    SMALL_BLOB_MAX,
+    MemorySpool,
+    SmallBlobs,
+    new_memory_spool,
+    split,
+)
 from repomount.server.sqlite_commit import run_commit
-from repomount.server.sqlite_schema import ENTRY_COLS, UPDATED, VISIBLE, entry_of, open_database
+from repomount.server.sqlite_schema import (
+    ENTRY_COLS,
+    UPDATED,
+    VISIBLE,
+    entry_of,
+    open_database,
+    reclaim,
+)
 from repomount.server.store import (
     BlobSpool,
     Change,
@@ -83,10 +101,14 @@ class SqliteStore(Store):
         self.blobs = BlobDir(root)
         self._lock = threading.Lock()
         self._db = open_database(root / "meta.sqlite3")
+        self.small = SmallBlobs(root / "meta.sqlite3")
 
     def close(self) -> None:
+        with self._write_and_refresh():  # (what lookups found, kept across the restart)
+            pass
         with self._lock:
             self._db.close()
+        self.small.close()
         self._lockfile.close()
 
     # --- plumbing ---------------------------------------------------------------------
@@ -110,6 +132,16 @@ class SqliteStore(Store):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _write_and_refresh(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that also writes the small blobs' pending refresh times
+        (taken before the store's lock: the GC takes its refresh lock first)."""
+        refreshes = self.small.pending_refreshes()
+        with self._write() as db:
+            self.small.write_refreshes(db, refreshes)
+            yield db
+        self.small.forget_refreshes(refreshes)
 
     def _repo(self, db: sqlite3.Connection, name: str) -> tuple[int, int, int]:
         """(id, head, floor) of a repository; the floor honours the current --history."""
@@ -300,26 +332,48 @@ class SqliteStore(Store):
     # --- blobs --------------------------------------------------------------------------
 
     def new_spool(self, size: int | None = None) -> BlobSpool:
+        if size is not None and size <= SMALL_BLOB_MAX:
+            return new_memory_spool()
         return self.blobs.new_spool(size)
 
     def discard_spool(self, spool: BlobSpool) -> None:
-        self.blobs.discard(spool)
+        if isinstance(spool, MemorySpool):
+            spool.close()
+        else:
+            self.blobs.discard(spool)
 
     def add_blobs(self, spools: Sequence[BlobSpool]) -> list[bool]:
-        return self.blobs.add(spools)
+        added = [False] * len(spools)
+        small, large = split(spools, self.blobs)
+        # A small blob stored as a file before rows existed stays that file (refreshed).
+        rows = [(i, sha, data) for i, sha, data in small if not self.blobs.keep(sha)]
+        if rows:
+            with self._write_and_refresh() as db:
+                new = self.small.add(db, [(sha, data) for _, sha, data in rows])
+            for (index, _, _), is_new in zip(rows, new, strict=True):
+                added[index] = is_new
+        if large:
+            new = self.blobs.add([spool for _, spool in large])
+            for (index, _), is_new in zip(large, new, strict=True):
+                added[index] = is_new
+        return added
 
     def has_blob(self, sha256: str) -> bool:
-        return self.blobs.keep(sha256)
+        return self.small.keep(sha256) or self.blobs.keep(sha256)
 
     def open_blob(self, sha256: str) -> BinaryIO:
+        found = self.small.open(sha256)
+        if found is not None:
+            return found
         try:
             return self.blobs.open(sha256)
         except (FileNotFoundError, ValueError):
             raise NotFound(f"no blob {sha256}") from None
 
     def collect_garbage(self, grace: float) -> GcReport:
-        report = gc.collect(self._write, self.blobs, history=self.history, grace=grace)
-        with self._lock:  # the space of the rows pruned above and since, back from the WAL
+        report = gc.collect(self._write, self.blobs, self.small, history=self.history, grace=grace)
+        with self._lock:  # the space of the rows freed above and since, back to the disk
+            reclaim(self._db)
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
 
@@ -337,11 +391,11 @@ class SqliteStore(Store):
     ) -> CommitResult:
         if not operations:
             raise InvalidRequest("a commit needs at least one operation")
-        with self._write() as db:
+        with self._write_and_refresh() as db:
             repo_id, head, floor = self._repo(db, repo)
             return run_commit(
                 db,
-                self.blobs,
+                lambda sha: _blob_size(db, self.blobs, sha),
                 repo,
                 repo_id,
                 head,
@@ -354,3 +408,10 @@ class SqliteStore(Store):
                 base=base,
                 pause_marker=self._pause_commit_for_test,
             )
+
+
+def _blob_size(db: sqlite3.Connection, blobs: BlobDir, sha256: str) -> int | None:
+    """A blob's size, looked up inside the write transaction `db` (so that the GC, which
+    removes rows under the same lock, cannot take it away before the commit lands)."""
+    size = SmallBlobs.size_in(db, sha256)
+    return blobs.size(sha256) if size is None else size

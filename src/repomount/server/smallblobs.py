@@ -1,0 +1,206 @@
+"""Small blobs (at most SMALL_BLOB_MAX bytes) kept as rows of the store's SQLite database.
+
+A blob file costs a create, an fsync of its data and one of its directory (see
+blobs.py); a row costs nothing more than the transaction that adds it, and one
+transaction (one WAL sync, `synchronous=FULL`) adds a whole group. So small contents,
+most of a mount's saves, are stored here; larger ones stay files. Identity, dedup, GC
+and durability are the same for both kinds: the row is named by the content's SHA-256,
+committed before `Store.add_blobs` returns (so before any commit naming it is
+acknowledged), and carries the time it was last uploaded for the GC's grace period.
+Blobs stored as files before this table existed stay files and are served as before.
+
+Lookups that run outside a write transaction (has_blob, sizes, reads) use a read-only
+connection of their own: in WAL mode a reader never waits for the writer, so a pack's
+per-member check from the event loop never waits behind a commit holding the store's
+lock. A lookup that finds a blob records "uploaded again now" in memory (a write per
+check would cost a transaction, and the event loop would wait for the store's lock);
+the next upload or commit writes those times into the rows (in its transaction, so
+after a restart they hold as a file's mtime does), and the GC folds in the rest before
+it decides, then consults them for each candidate under `refresh_lock`, which it holds
+until its batch of deletions is committed, so a blob a check just found is never
+removed after the check answered.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from repomount.server.blobs import BlobDir
+from repomount.server.store import BlobSpool
+
+SMALL_BLOB_MAX = 64 << 10  # contents up to this size are rows, larger ones files
+
+# `mtime`: when the blob was last uploaded (or found by a lookup and folded in by the GC).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS small_blobs (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    data BLOB NOT NULL
+);"""
+
+
+@dataclass
+class MemorySpool(BlobSpool):
+    """A spool for a content known to be small: filled in memory, never a file."""
+
+    data: bytes = b""
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.data = self.file.getvalue()  # type: ignore[attr-defined]
+            self.file.close()
+
+    def content(self) -> bytes:
+        self.close()
+        return self.data
+
+
+def new_memory_spool() -> MemorySpool:
+    return MemorySpool(name="", file=io.BytesIO())
+
+
+class SmallBlobs:
+    def __init__(self, database: Path) -> None:
+        # The table exists already (sqlite_schema.open_database made it).
+        self._reader = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA query_only=ON")
+        self._read_lock = threading.Lock()
+        self.refresh_lock = threading.Lock()  # a lookup's refresh vs the GC's removal
+        self._refreshed: dict[str, float] = {}
+
+    def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
+
+    # --- inside the store's write transaction --------------------------------------------
+
+    @staticmethod
+    def add(db: sqlite3.Connection, contents: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """Insert each (SHA-256, content) not stored yet, refresh the others; True for
+        each new one. Durable once the caller's transaction commits."""
+        now = time.time()
+        added = []
+        for sha, data in contents:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO small_blobs (sha256, size, mtime, data) VALUES (?, ?, ?, ?)",
+                (sha, len(data), now, data),
+            )
+            if cursor.rowcount == 1:
+                added.append(True)
+                continue
+            db.execute("UPDATE small_blobs SET mtime = ? WHERE sha256 = ?", (now, sha))
+            added.append(False)
+        return added
+
+    @staticmethod
+    def size_in(db: sqlite3.Connection, sha256: str) -> int | None:
+        row = db.execute("SELECT size FROM small_blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def pending_refreshes(self) -> dict[str, float]:
+        """The lookups' refresh times not written yet (a copy: they stay counted by
+        the GC until `forget_refreshes` after they are committed)."""
+        with self.refresh_lock:
+            return dict(self._refreshed)
+
+    @staticmethod
+    def write_refreshes(db: sqlite3.Connection, refreshes: dict[str, float]) -> None:
+        db.executemany(
+            "UPDATE small_blobs SET mtime = max(mtime, ?) WHERE sha256 = ?",
+            [(t, sha) for sha, t in refreshes.items()],
+        )
+
+    def forget_refreshes(self, written: dict[str, float]) -> None:
+        """Drop the refreshes committed to the rows (not those found again since)."""
+        with self.refresh_lock:
+            for sha, t in written.items():
+                if self._refreshed.get(sha) == t:
+                    del self._refreshed[sha]
+
+    def fold_refreshes(self, db: sqlite3.Connection) -> None:
+        """Write every refresh into the rows (the GC, holding refresh_lock)."""
+        self.write_refreshes(db, self._refreshed)
+        self._refreshed.clear()
+
+    def remove_if_older(self, db: sqlite3.Connection, sha256: str, cutoff: float) -> int | None:
+        """Delete the row if it was last uploaded (or found) before `cutoff`; its size
+        then, else None. The caller holds refresh_lock until `db` commits."""
+        if self._refreshed.get(sha256, 0.0) >= cutoff:
+            return None
+        row = db.execute(
+            "DELETE FROM small_blobs WHERE sha256 = ? AND mtime < ? RETURNING size",
+            (sha256, cutoff),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    # --- lookups (the read-only connection) ----------------------------------------------
+
+    def keep(self, sha256: str) -> bool:
+        """Whether the blob is a row; if so it counts as uploaded again now."""
+        with self.refresh_lock:
+            if self.size(sha256) is None:
+                return False
+            self._refreshed[sha256] = time.time()
+            return True
+
+    def size(self, sha256: str) -> int | None:
+        with self._read_lock:
+            return self.size_in(self._reader, sha256)
+
+    def open(self, sha256: str) -> BinaryIO | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT data FROM small_blobs WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        return None if row is None else io.BytesIO(row[0])
+
+    def totals(self) -> tuple[int, int]:
+        """(count, bytes) of the rows."""
+        with self._read_lock:
+            count, total = self._reader.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM small_blobs"
+            ).fetchone()
+        return int(count), int(total)
+
+    def older_than(self, cutoff: float) -> list[tuple[str, int]]:
+        """(SHA-256, size) of the rows last uploaded before `cutoff`."""
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT sha256, size FROM small_blobs WHERE mtime < ?", (cutoff,)
+            ).fetchall()
+        return [(sha, int(size)) for sha, size in rows]
+
+
+def split(
+    spools: Sequence[BlobSpool], blobs: BlobDir
+) -> tuple[list[tuple[int, str, bytes]], list[tuple[int, BlobSpool]]]:
+    """The spools of `Store.add_blobs` by kind: (index, SHA-256, content) of the small
+    ones (a small spool file is read back and removed: no sync), (index, spool file) of
+    the others (a memory spool that outgrew its declared size becomes a file)."""
+    small: list[tuple[int, str, bytes]] = []
+    large: list[tuple[int, BlobSpool]] = []
+    for index, spool in enumerate(spools):
+        if isinstance(spool, MemorySpool):
+            if spool.size <= SMALL_BLOB_MAX:
+                small.append((index, spool.sha256, spool.content()))
+                continue
+            file_spool = blobs.new_spool(spool.size)
+            file_spool.write(spool.content())
+            file_spool.close()
+            large.append((index, file_spool))
+        elif spool.size <= SMALL_BLOB_MAX:
+            spool.close()
+            with open(spool.name, "rb") as f:
+                small.append((index, spool.sha256, f.read()))
+            blobs.discard(spool)
+        else:
+            large.append((index, spool))
+    return small, large
