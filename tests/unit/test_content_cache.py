@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from repomount.vfs.content import ContentCache
 
 
@@ -156,3 +158,16 @@ def test_a_use_is_written_once_a_minute(tmp_path: Path) -> None:
     cache = ContentCache(tmp_path, limit=10_000)
     p = _put(cache, "a", 10, 100)  # (its change time: now)
     assert cache.lookup("a", "v1") == str(p) and p.stat().st_mtime == 100
+
+
+def test_a_use_that_cannot_be_written_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ContentCache(tmp_path, limit=10_000, touch_after=0)
+    p = _put(cache, "a", 10, 100)
+
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "read-only")
+
+    monkeypatch.setattr(os, "utime", refused)
+    assert cache.lookup("a", "v1") == str(p)

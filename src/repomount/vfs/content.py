@@ -74,10 +74,13 @@ class ContentCache:
         file = self._file(content_key(path, version))
         try:
             st = os.stat(file)
-            if time.time_ns() - st.st_ctime_ns > self._touch_after_ns:
-                os.utime(file)
         except FileNotFoundError:
             return None
+        if time.time_ns() - st.st_ctime_ns > self._touch_after_ns:
+            try:
+                os.utime(file)
+            except OSError as e:  # (a use not recorded must not fail the read)
+                log.debug("content cache: %s not touched: %r", file, e)
         return file
 
     def has(self, path: str, version: str) -> bool:
