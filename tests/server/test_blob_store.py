@@ -3,7 +3,6 @@ its spools; the groups a request's inline contents are stored in."""
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -17,32 +16,8 @@ from repomount.server.inline import store_contents
 from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import BlobSpool
 from support.blobkinds import files_only
+from support.blobsyncs import BlobSyncs
 from support.util import sha
-
-
-class Syncs:
-    """The syncfs and fsync calls made (each still done for real)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, syncfs_fails: bool) -> None:
-        self.syncfs = 0
-        self.fsync = 0
-        real_fsync, real_syncfs = os.fsync, blobs.SYNCFS
-
-        def fsync(fd: int) -> None:
-            self.fsync += 1
-            real_fsync(fd)
-
-        def syncfs(fd: int) -> None:
-            self.syncfs += 1
-            if syncfs_fails:
-                raise OSError(errno.EIO, "injected")
-            if real_syncfs is None:
-                os.sync()
-            else:
-                real_syncfs(fd)
-
-        monkeypatch.setattr(blobs.os, "fsync", fsync)
-        monkeypatch.setattr(blobs, "SYNCFS", syncfs)
 
 
 @pytest.fixture
@@ -75,7 +50,7 @@ def assert_stored(store: BlobDir, data: list[bytes]) -> None:
 def test_a_group_costs_two_syncfs_and_no_fsync(
     store: BlobDir, monkeypatch: pytest.MonkeyPatch, closed: bool
 ) -> None:
-    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    syncs = BlobSyncs(monkeypatch, syncfs_fails=False)
     data = contents(40)
     assert store.add(spools(store, data, closed=closed)) == [True] * 40
     assert_stored(store, data)
@@ -91,7 +66,7 @@ def test_a_group_costs_two_syncfs_and_no_fsync(
 def test_a_few_blobs_are_fsynced_one_by_one(
     store: BlobDir, monkeypatch: pytest.MonkeyPatch, closed: bool
 ) -> None:
-    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    syncs = BlobSyncs(monkeypatch, syncfs_fails=False)
     data = [b"one", b"two"]
     assert store.add(spools(store, data, closed=closed)) == [True, True]
     assert_stored(store, data)
@@ -103,7 +78,7 @@ def test_a_few_blobs_are_fsynced_one_by_one(
 def test_without_syncfs_a_group_falls_back_to_fsyncs(
     store: BlobDir, monkeypatch: pytest.MonkeyPatch, unavailable: bool
 ) -> None:
-    syncs = Syncs(monkeypatch, syncfs_fails=True)
+    syncs = BlobSyncs(monkeypatch, syncfs_fails=True)
     if unavailable:
         monkeypatch.setattr(blobs, "SYNCFS", None)
     data = contents(3 * SYNCFS_FROM)
@@ -164,7 +139,7 @@ def test_inline_contents_are_stored_in_few_groups(
     time, two syncfs per group when they are files: 300 cost two, not ten. (Small ones
     are rows now, test_small_blobs.py: files here, as large contents are.)"""
     files_only(monkeypatch)
-    syncs = Syncs(monkeypatch, syncfs_fails=False)
+    syncs = BlobSyncs(monkeypatch, syncfs_fails=False)
     store = SqliteStore(tmp_path / "data")
     try:
         data = contents(300)

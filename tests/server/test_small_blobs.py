@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import sqlite3
 import tarfile
 from collections.abc import Iterator
@@ -15,37 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from repomount.server import blobs
 from repomount.server.inline import store_contents
 from repomount.server.smallblobs import SMALL_BLOB_MAX, MemorySpool
 from repomount.server.sqlite_store import SqliteStore
 from repomount.server.store import Write
 from support.blobkinds import blob_file, blob_row, files_only
+from support.blobsyncs import BlobSyncs
 from support.server import ServerProc, file_url
 from support.util import sha
 
 SMALL = b"small content\n" * 73  # about 1 KiB
 LARGE = bytes(range(256)) * (SMALL_BLOB_MAX // 256 + 1)  # just over the limit
-
-
-class Syncs:
-    """The blob store's fsync and syncfs calls (each still done)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        real_fsync, real_syncfs = os.fsync, blobs.SYNCFS
-
-        def fsync(fd: int) -> None:
-            self.count += 1
-            real_fsync(fd)
-
-        def syncfs(fd: int) -> None:
-            self.count += 1
-            if real_syncfs is not None:
-                real_syncfs(fd)
-
-        monkeypatch.setattr(blobs.os, "fsync", fsync)
-        monkeypatch.setattr(blobs, "SYNCFS", syncfs)
 
 
 class Transactions:
@@ -78,7 +57,7 @@ def files_in(store: SqliteStore) -> list[Path]:
 def test_small_contents_are_rows_costing_one_transaction_and_no_sync(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs, transactions = Syncs(monkeypatch), Transactions(store, monkeypatch)
+    syncs, transactions = BlobSyncs(monkeypatch), Transactions(store, monkeypatch)
     data = [b"content %d" % i for i in range(300)] + [b"", b"x" * SMALL_BLOB_MAX]
     assert store_contents(store, data) == [sha(d) for d in data]
     assert (syncs.count, transactions.count) == (0, 1)
@@ -101,7 +80,7 @@ def test_a_small_save_costs_no_blob_sync_where_a_file_cost_two(
         with monkeypatch.context() as m:
             if kind == "files":
                 files_only(m)
-            syncs = Syncs(m)
+            syncs = BlobSyncs(m)
             store = SqliteStore(tmp_path / kind)
             try:
                 store.create_repo("r")
