@@ -17,7 +17,7 @@ import pytest
 from repomount.server.inline import store_contents
 from repomount.server.smallblobs import SMALL_BLOB_MAX, MemorySpool
 from repomount.server.sqlite_store import SqliteStore
-from repomount.server.store import Write
+from repomount.server.store import ABSENT, Conflict, Write
 from support.blobkinds import blob_file, blob_row, files_only
 from support.blobsyncs import BlobSyncs
 from support.server import ServerProc, file_url
@@ -74,9 +74,10 @@ def test_small_contents_are_rows_costing_one_transaction_and_no_sync(
 def test_a_small_save_costs_no_blob_sync_where_a_file_cost_two(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sync count of one 1 KiB save (upload, then commit), each kind."""
+    """The sync count of one 1 KiB save, each kind: uploaded, then committed; or sent
+    with the commit (a native commit's inline content)."""
     counts = {}
-    for kind in ("rows", "files"):
+    for kind in ("rows", "files", "with the commit"):
         with monkeypatch.context() as m:
             if kind == "files":
                 files_only(m)
@@ -85,11 +86,16 @@ def test_a_small_save_costs_no_blob_sync_where_a_file_cost_two(
             try:
                 store.create_repo("r")
                 transactions = Transactions(store, m)
-                (blob,) = store_contents(store, [SMALL])
-                store.commit("r", [Write("e1.txt", blob)])
+                if kind == "with the commit":
+                    store.commit("r", [Write("e1.txt", sha(SMALL))], contents=[SMALL])
+                else:
+                    (blob,) = store_contents(store, [SMALL])
+                    store.commit("r", [Write("e1.txt", blob)])
                 counts[kind] = (syncs.count, transactions.count)
+                assert store.open_blob(sha(SMALL)).read() == SMALL
             finally:
                 store.close()
+    assert counts["with the commit"] == (0, 1)  # the content's row in the commit's
     assert counts["rows"] == (0, 2)  # the blob's transaction, the commit's
     # an fsync of the file, of its shard directory (and of blobs/ for a new shard)
     assert counts["files"][0] >= 2 and counts["files"][1] == 1
@@ -202,3 +208,12 @@ def test_every_reader_gets_small_contents_byte_exact(
         headers={"Authorization": f"Bearer {live.token}"},
     )
     assert (oxen.status_code, oxen.content) == (200, SMALL)
+
+
+def test_contents_of_a_refused_commit_are_not_kept(store: SqliteStore) -> None:
+    """They go with the commit's transaction: nothing names them, nothing stays."""
+    store.commit("r", [Write("f", sha(b"first"))], contents=[b"first"])
+    with pytest.raises(Conflict):
+        store.commit("r", [Write("f", sha(b"second"), expect=ABSENT)], contents=[b"second"])
+    assert blob_row(store.blobs.root, sha(b"second")) is None
+    assert blob_row(store.blobs.root, sha(b"first")) == b"first"

@@ -26,7 +26,6 @@ from repomount.server.body import (
     spool_body,
 )
 from repomount.server.errors import ApiError
-from repomount.server.inline import store_contents
 from repomount.server.native_requests import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -399,14 +398,14 @@ def _commit(store: Store, repo: str, raw: bytes) -> Response:
     message, author = str_field(body, "message"), str_field(body, "author")
     key = idempotency_key(body)
     operations, inline = parse_operations(body.get("operations"))
-    if inline:
-        store_contents(store, inline)
     # Bound to what the commit does, not to how its body carries it: a replay after a
     # crash may name another base, or send inline what it first sent as a blob.
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, fingerprint([_what(op) for op in operations]))
-    result = store.commit(repo, operations, message=message, author=author, idempotency=idempotency)
+    result = store.commit(
+        repo, operations, message=message, author=author, idempotency=idempotency, contents=inline
+    )
     results = [{"path": r.path, "version": r.version} for r in result.results]
     data = {"head": str(result.head), "results": results}
     return json_response(data, 201, head=result.head)

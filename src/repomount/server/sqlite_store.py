@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 from repomount.server import gc
 from repomount.server.blobs import BlobDir
+from repomount.server.inline import store_contents
 from repomount.server.smallblobs import (
     SMALL_BLOB_MAX,
     MemorySpool,
@@ -68,6 +69,7 @@ from repomount.server.store import (
     RepoExists,
     RepoInfo,
     Store,
+    sha256_hex,
 )
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -388,10 +390,19 @@ class SqliteStore(Store):
         author: str = "",
         idempotency: Idempotency | None = None,
         base: int | None = None,
+        contents: Sequence[bytes] = (),
     ) -> CommitResult:
         if not operations:
             raise InvalidRequest("a commit needs at least one operation")
+        # Small contents become rows in the commit's own transaction: one sync for a
+        # small save, not one for its content and one for the commit. (A small content
+        # kept as a file from before rows existed stays that file.)
+        store_contents(self, [c for c in contents if len(c) > SMALL_BLOB_MAX])
+        rows = [(sha256_hex(c), c) for c in contents if len(c) <= SMALL_BLOB_MAX]
+        rows = [(sha, c) for sha, c in rows if not self.blobs.keep(sha)]
         with self._write_and_refresh() as db:
+            if rows:
+                self.small.add(db, rows)
             repo_id, head, floor = self._repo(db, repo)
             return run_commit(
                 db,
