@@ -30,7 +30,7 @@ from repomount.remotes.http import RetryPolicy
 from repomount.remotes.native import NativeRemote
 from support.server import ServerFactory, ServerProc
 from support.tap import Tap, once, path_ends
-from support.util import sha
+from support.util import sha, wait_until_async
 
 REPO = "bulk"
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
@@ -270,6 +270,10 @@ async def test_read_many_of_nothing_sends_nothing(
     mark = repo.mark()
     await remote.read_many([], sink.new_file, sink.deliver)
     await remote.read_many(["missing"], sink.new_file, sink.deliver)
+    # (the server logs a request once it has answered it: the line may come a moment
+    # after the answer)
+    await wait_until_async(lambda: repo.requests(mark), 10, "the request's log line")
+    await trio.sleep(0.2)
     assert sink.got == {} and len(repo.requests(mark)) == 1
 
 
