@@ -112,6 +112,12 @@ class Node:
         """Where the remote keeps this node's clean content (`version`)."""
         return self.fetch_path or self.path
 
+    def pin_source(self) -> None:
+        """Spell out where the remote keeps the content (HERE: this node's path), before
+        the path changes or stops being this node's."""
+        if self.fetch_path == HERE:
+            self.fetch_path = self.path
+
     def read_from(self, where: str) -> None:
         """The remote keeps this node's clean content at `where` (from now on). HERE
         only while the node has its name: a node kept without one must not follow a
@@ -129,13 +135,11 @@ _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK
 
 
 def _pin_sources(top: Node) -> None:
-    """Spell out where the remote keeps the content of `top` and each node below it
-    (HERE: their own paths), before their paths change."""
+    """`pin_source` for `top` and each node below it, before their paths change."""
     stack = [top]
     while stack:
         n = stack.pop()
-        if n.fetch_path == HERE:
-            n.fetch_path = n.path
+        n.pin_source()
         if n.children:
             stack.extend(n.children.values())
 
@@ -232,7 +236,7 @@ class InodeTable:
     def _maybe_drop(self, node: Node) -> None:
         if not node.attached and node.lookups == 0 and node.open_count == 0:
             self._nodes.pop(node.ino, None)
-        elif not node.attached and node.fetch_path == HERE:
+        elif not node.attached:
             # Kept without a name (open, or looked up): where it reads from must not
             # follow a later rename of its old parent.
-            node.fetch_path = node.path
+            node.pin_source()
