@@ -114,8 +114,9 @@ class Partial:
         self._running: list[_Stream] = []
         self.committed = False  # handed to the cache (or found wrong)
         self.started = 0  # streams started
-        # One stream wrote the whole file, and the remote checked its bytes against the
-        # version as they came: no second reading of the file to check them.
+        # A stream wrote the whole file from its start, and the remote checked its bytes
+        # against the version as they came: with no other stream (`started`), no second
+        # reading of the file to check them.
         self.checked_as_it_came = False
 
     def arrived(self, start: int, end: int) -> None:
@@ -205,14 +206,9 @@ class Partial:
                 got = await self.streams.remote.read(
                     self.path, cast(BinaryIO, st), version=self.version, offset=st.start
                 )
-                if (
-                    got.checked
-                    and st.start == 0
-                    and st.front == self.size
-                    and self.started == 1
-                    and got.version == self.version
-                ):
-                    self.checked_as_it_came = True  # (completed() asks `started` again)
+                whole = st.start == 0 and st.front == self.size
+                if got.checked and whole and got.version == self.version:
+                    self.checked_as_it_came = True  # (vouches alone: see completed())
                 if not self.complete and st.front < self.size:
                     raise ProtocolError(
                         f"{self.path}: the answer ended at byte {st.front} of {self.size}"
