@@ -196,7 +196,7 @@ class Listings(VfsState):
                     self.tree.loaded |= d.parent is None
                     self.alone.difference_update(merged)
             else:
-                self._merge_listing(d, listing.entries, stamp)
+                self._merge_listing(d, listing.entries, stamp, {})
                 self._listed_gen[d.ino] = stamp
                 merged = [d.ino]
                 if alone and not self.tree.loaded:  # (else the tree's load has what is below)
@@ -338,10 +338,9 @@ class Listings(VfsState):
             path = parent
 
     def _merge_listing(
-        self, d: Node, entries: Sequence[Entry], stamp: int, times: dict[int, int] | None = None
+        self, d: Node, entries: Sequence[Entry], stamp: int, times: dict[int, int]
     ) -> bool:
         """(`times`: the modification times met so far in this listing, shared.)"""
-        times = {} if times is None else times
         first_time = d.children is None
         if d.children is None:
             d.children = {}
