@@ -87,7 +87,7 @@ def test_a_small_save_costs_no_blob_sync_where_a_file_cost_two(
                 store.create_repo("r")
                 transactions = Transactions(store, m)
                 if kind == "with the commit":
-                    store.commit("r", [Write("e1.txt", sha(SMALL))], contents=[SMALL])
+                    store.commit("r", [Write("e1.txt", sha(SMALL))], contents={sha(SMALL): SMALL})
                 else:
                     (blob,) = store_contents(store, [SMALL])
                     store.commit("r", [Write("e1.txt", blob)])
@@ -212,8 +212,10 @@ def test_every_reader_gets_small_contents_byte_exact(
 
 def test_contents_of_a_refused_commit_are_not_kept(store: SqliteStore) -> None:
     """They go with the commit's transaction: nothing names them, nothing stays."""
-    store.commit("r", [Write("f", sha(b"first"))], contents=[b"first"])
+    store.commit("r", [Write("f", sha(b"first"))], contents={sha(b"first"): b"first"})
     with pytest.raises(Conflict):
-        store.commit("r", [Write("f", sha(b"second"), expect=ABSENT)], contents=[b"second"])
+        store.commit(
+            "r", [Write("f", sha(b"second"), expect=ABSENT)], contents={sha(b"second"): b"second"}
+        )
     assert blob_row(store.blobs.root, sha(b"second")) is None
     assert blob_row(store.blobs.root, sha(b"first")) == b"first"

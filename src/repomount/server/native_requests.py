@@ -282,14 +282,15 @@ def idempotency_key(body: dict[str, Any]) -> str | None:
     return None if key is None else unicode_field(key, "idempotency_key")
 
 
-def parse_operations(raw: object) -> tuple[list[Operation], list[bytes]]:
-    """Operations of a commit body, and the inline contents to store as blobs first."""
+def parse_operations(raw: object) -> tuple[list[Operation], dict[str, bytes]]:
+    """Operations of a commit body, and the inline contents to store as blobs first (by
+    their SHA-256, which the operations name)."""
     if not isinstance(raw, list) or not raw:
         raise ApiError("invalid_request", "'operations' must be a non-empty list")
     if len(raw) > MAX_OPERATIONS:
         raise ApiError("invalid_request", f"at most {MAX_OPERATIONS} operations per commit")
     operations: list[Operation] = []
-    inline: list[bytes] = []
+    inline: dict[str, bytes] = {}
     for index, op in enumerate(raw):
         try:
             operations.append(_parse_operation(op, inline))
@@ -300,7 +301,7 @@ def parse_operations(raw: object) -> tuple[list[Operation], list[bytes]]:
     return operations, inline
 
 
-def _parse_operation(op: object, inline: list[bytes]) -> Operation:
+def _parse_operation(op: object, inline: dict[str, bytes]) -> Operation:
     if not isinstance(op, dict):
         raise ApiError("invalid_request", "an operation must be a JSON object")
     kind = op.get("op")
@@ -316,8 +317,8 @@ def _parse_operation(op: object, inline: list[bytes]) -> Operation:
                 data = base64.b64decode(content, validate=True)
             except binascii.Error:
                 raise ApiError("invalid_request", "'content_b64' is not valid base64") from None
-            inline.append(data)
             blob = sha256_hex(data)
+            inline[blob] = data
         elif not isinstance(blob, str) or not SHA256_RE.fullmatch(blob):
             raise ApiError("invalid_request", "'blob' must be a lowercase hex SHA-256")
         mode = op.get("mode")

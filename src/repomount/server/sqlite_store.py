@@ -69,7 +69,6 @@ from repomount.server.store import (
     RepoExists,
     RepoInfo,
     Store,
-    sha256_hex,
 )
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -390,16 +389,20 @@ class SqliteStore(Store):
         author: str = "",
         idempotency: Idempotency | None = None,
         base: int | None = None,
-        contents: Sequence[bytes] = (),
+        contents: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         if not operations:
             raise InvalidRequest("a commit needs at least one operation")
         # Small contents become rows in the commit's own transaction: one sync for a
         # small save, not one for its content and one for the commit. (A small content
         # kept as a file from before rows existed stays that file.)
-        store_contents(self, [c for c in contents if len(c) > SMALL_BLOB_MAX])
-        rows = [(sha256_hex(c), c) for c in contents if len(c) <= SMALL_BLOB_MAX]
-        rows = [(sha, c) for sha, c in rows if not self.blobs.keep(sha)]
+        contents = contents or {}
+        store_contents(self, [c for c in contents.values() if len(c) > SMALL_BLOB_MAX])
+        rows = [
+            (sha, c)
+            for sha, c in contents.items()
+            if len(c) <= SMALL_BLOB_MAX and not self.blobs.keep(sha)
+        ]
         with self._write_and_refresh() as db:
             if rows:
                 self.small.add(db, rows)

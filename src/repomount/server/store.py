@@ -407,12 +407,13 @@ class Store(abc.ABC):
         author: str = "",
         idempotency: Idempotency | None = None,
         base: int | None = None,
-        contents: Sequence[bytes] = (),
+        contents: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         """Apply the operations in order, all or none. With `base`, the head must still
         be `base` (checked after an idempotent replay, before the preconditions).
-        `contents`: blobs the operations name (by SHA-256) that came with the request,
-        stored first (where the store can, in the commit's own transaction). Raises
+        `contents`: blobs the operations name that came with the request, by their
+        SHA-256, stored first (where the store can, in the commit's own transaction).
+        Raises
         Conflict (every failed precondition), PathConflict, DirectoryNotEmpty, NotFound,
         UnknownBlob, InvalidRequest (also a bad symlink target), IdempotencyConflict,
         StaleBase.
