@@ -19,7 +19,11 @@ from repomount.server.jsonresponse import JSONResponse
 from repomount.server.store import Conflict, Entry, StoreError
 
 OCTET = "application/octet-stream"
-CHUNK = 256 << 10
+CHUNK = 256 << 10  # a bulk read's members up to this are framed in groups
+# A file is sent in pieces of this size, each read in a worker thread: with 256 KiB the
+# thread hops (one per piece) held httpx's download of 256 MiB to 0.35-0.51 s on
+# loopback, with 1 MiB 0.29-0.32 s. One piece is held per answer being sent.
+STREAM_CHUNK = 1 << 20
 
 
 def json_response(data: Any, status: int = 200, *, head: int | None = None) -> JSONResponse:
@@ -70,7 +74,7 @@ async def stream_file(file: BinaryIO, start: int, end: int) -> AsyncIterator[byt
             await trio.to_thread.run_sync(file.seek, start)
         remaining = end - start
         while remaining > 0:
-            chunk = await trio.to_thread.run_sync(file.read, min(CHUNK, remaining))
+            chunk = await trio.to_thread.run_sync(file.read, min(STREAM_CHUNK, remaining))
             if not chunk:
                 raise RuntimeError(f"blob {file.name} is shorter than recorded")
             remaining -= len(chunk)
