@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO
 
 import httpx
@@ -114,6 +115,21 @@ async def test_copy_body_hashes_everything_and_writes_a_slice() -> None:
     assert dest.getvalue() == body[10:300_000]
     hashed = await copy_body(httpx.Response(200, content=body), None)
     assert (hashed.size, hashed.written) == (len(body), 0)
+
+
+async def test_copy_body_of_a_large_body_hashes_it_in_a_thread_as_it_comes() -> None:
+    pieces = [os.urandom(1 << 20) for _ in range(12)]  # past sidehash.BATCH
+
+    async def stream() -> AsyncIterator[bytes]:
+        for p in pieces:
+            yield p
+
+    dest = io.BytesIO()
+    copied = await copy_body(httpx.Response(200, content=stream()), dest, start=5)
+    body = b"".join(pieces)
+    assert copied.sha256 == hashlib.sha256(body).hexdigest()
+    assert (copied.size, copied.written) == (len(body), len(body) - 5)
+    assert dest.getvalue() == body[5:]
 
 
 SOURCE = HostedSource(
