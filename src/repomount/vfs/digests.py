@@ -1,28 +1,53 @@
-"""Size and SHA-256 of the journal's content files: computed in worker threads (never
-on the trio thread), once per blob, and kept while the journal still sends the blob."""
+"""Size and SHA-256 of the journal's content files: computed in worker threads (a few
+small ones on the trio thread), once per blob, and kept while the journal still sends
+the blob. A long file written in order was hashed as it was written (sidehash.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import trio
 
+from repomount.sidehash import SideHash
 from repomount.vfs.journal import Journal
+
+log = logging.getLogger(__name__)
 
 
 class Digests:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._known: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
+        self._coming: dict[str, SideHash] = {}  # blob -> its hash, still being made
+
+    def expect(self, blob: str, appended: SideHash) -> None:
+        """The blob's digest is being made as it was written (sidehash.py): taken from
+        there, not from reading the blob again."""
+        self._coming[blob] = appended
 
     async def of(self, blob: str) -> tuple[int, str]:
         got = self._known.get(blob)
         if got is None:
+            got = await self._from_writing(blob)
+        if got is None:
             got = await trio.to_thread.run_sync(hash_file, self.journal.blob_path(blob))
             self._known[blob] = got
+        return got
+
+    async def _from_writing(self, blob: str) -> tuple[int, str] | None:
+        appended = self._coming.pop(blob, None)
+        if appended is None:
+            return None
+        try:
+            got = (appended.size, await appended.hexdigest())
+        except Exception:  # (say no memory for the thread): read the blob again
+            log.exception("hashing %s as it was written failed", blob)
+            return None
+        self._known[blob] = got
         return got
 
     async def prepare(self, blobs: Iterable[str]) -> None:
@@ -30,6 +55,9 @@ class Digests:
         thousand small files is not a thousand thread round trips); a few small ones
         here, for less than the hop to a thread and back (an fsync waits for it)."""
         todo = {b: self.journal.blob_path(b) for b in blobs if b not in self._known}
+        for b in [b for b in todo if b in self._coming]:
+            await self._from_writing(b)
+            del todo[b]
         if not todo:
             return
         if len(todo) <= HASH_HERE_FILES and all(
@@ -43,10 +71,18 @@ class Digests:
     def forget(self, blobs: Iterable[str]) -> None:
         for b in blobs:
             self._known.pop(b, None)
+            self._drop_coming(b)
 
     def forget_unused(self) -> None:
         for b in [b for b in self._known if not self.journal.uses_blob(b)]:
             del self._known[b]
+        for b in [b for b in self._coming if not self.journal.uses_blob(b)]:
+            self._drop_coming(b)
+
+    def _drop_coming(self, blob: str) -> None:
+        appended = self._coming.pop(blob, None)
+        if appended is not None:
+            appended.drop()
 
 
 HASH_HERE_FILES = 4  # up to this many blobs ...

@@ -17,6 +17,7 @@ import time
 import trio
 
 from repomount.remotes.base import NotFound, RemoteError
+from repomount.sidehash import SideHash
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
 from repomount.vfs.journal import Journal
@@ -201,6 +202,7 @@ class FileIO(Namespace):
         """Truncate a spool in a worker thread. It is marked dirty first (nothing may
         take it for clean meanwhile), and the thread uses its own duplicate fd."""
         f.dirty = True
+        f.stop_hashing()  # (no longer written from empty in order)
         fd = os.dup(f.fd)
         try:
             await trio.to_thread.run_sync(os.ftruncate, fd, size)
@@ -249,6 +251,7 @@ class FileIO(Namespace):
         if f is not None and f.writable:
             if truncate:
                 await self._ftruncate(f, 0)
+                f.appended = SideHash()  # (empty again)
             return f
         src: int | None = None
         edits: Sparse | None = offline
@@ -270,6 +273,8 @@ class FileIO(Namespace):
                 os.close(src)
         f = self.files.adopt_spool(node.ino, path, fd)
         f.sparse = edits
+        if src is None and length == 0 and edits is None:
+            f.appended = SideHash()  # an empty spool: hashed while written in order
         return f
 
     def _offline_edits(self, node: Node, error: RemoteError) -> Sparse:
@@ -359,6 +364,11 @@ class FileIO(Namespace):
         async with self.node_lock(node.ino):
             f = await self._spool(node)
             n = os.pwrite(f.fd, data, off)
+            if f.appended is not None:
+                if off == f.appended.size and f.sparse is None:
+                    await f.appended.feed(data if n == len(data) else data[:n])
+                else:
+                    f.stop_hashing()
             if f.sparse is not None:
                 f.sparse.wrote(off, off + n)
             f.dirty = True
@@ -426,14 +436,24 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         if f is None or not f.dirty:
             return
+        appended, f.appended = f.appended, None
         if not node.attached:
             saved = self.saved_lineage.get(node.ino)
             if saved is not None:  # its change lost (policy theirs): saved, never sent
                 self.files.freeze(node.ino, saved)
                 log.warning("%s: written on after its change lost; saved to %s", node.name, saved)
+            if appended is not None:
+                appended.drop()
             return
         blob = self.journal.new_blob_name()
         self.files.freeze(node.ino, self.journal.blob_path(blob))
+        if appended is not None:
+            # A long file written in order: its digest is (nearly) done already.
+            if appended.started and appended.size == os.fstat(f.fd).st_size:
+                appended.finish_soon()
+                self.flusher.digests.expect(blob, appended)
+            else:
+                appended.drop()  # (a short one is hashed with the batch it goes in)
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from repomount.sidehash import SideHash
 from repomount.vfs.partial import Partial
 from repomount.vfs.sparse import Sparse
 
@@ -52,6 +53,15 @@ class OpenFile:
     partial: Partial | None = None
     # Edits of a content never fetched (sparse.py): only these bytes are there.
     sparse: Sparse | None = None
+    # The SHA-256 of a spool written from empty in order (appends only), hashed in a
+    # thread as the writes come: its close needs no second reading of it. None once it
+    # is written any other way.
+    appended: SideHash | None = None
+
+    def stop_hashing(self) -> None:
+        if self.appended is not None:
+            self.appended.drop()
+            self.appended = None
 
     @property
     def writable(self) -> bool:
@@ -125,6 +135,7 @@ class Files:
             self._drop_file(f)
 
     def _drop_file(self, f: OpenFile) -> None:
+        f.stop_hashing()
         if f.partial is not None:
             f.partial.release()
             f.partial = None

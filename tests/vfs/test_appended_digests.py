@@ -1,0 +1,128 @@
+"""A file written from empty in order is hashed as it is written (sidehash.py), so its
+upload does not read it again; written any other way, it is hashed from its blob as
+before. Either way the digest sent is the content's (the in-memory remote refuses a
+write whose digest does not match its content)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from repomount import sidehash
+from repomount.vfs import digests
+from repomount.vfs.core import Vfs
+from support.memremote import MemRemote
+from support.vfsutil import MakeMount, close, open_path, resolve
+
+HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+PIECE = 64 << 10
+
+
+@pytest.fixture
+def hashed_again(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Small batches (so a test's MiB goes to the thread), and every blob the digests
+    read again to hash."""
+    monkeypatch.setattr(sidehash, "BATCH", 128 << 10)
+    monkeypatch.setattr(sidehash, "HERE_MAX", 4 << 10)
+    read: list[Path] = []
+    real = digests.hash_file
+
+    def recording(path: Path) -> tuple[int, str]:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(digests, "hash_file", recording)
+    return read
+
+
+async def _write_in_pieces(vfs: Vfs, fh: int, data: bytes, start: int = 0) -> None:
+    for off in range(0, len(data), PIECE):
+        piece = data[off : off + PIECE]
+        assert await vfs.write(fh, start + off, piece) == len(piece)
+
+
+async def test_a_file_written_in_order_is_not_read_again(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    m = await make_mount(**HELD)
+    data = os.urandom(1 << 20)
+    fh, _ = await open_path(m.vfs, "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, data)
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert mem.files() == {"big": data}
+    assert hashed_again == []
+
+
+async def test_a_rewrite_inside_it_hashes_the_blob_instead(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    m = await make_mount(**HELD)
+    data = bytearray(os.urandom(1 << 20))
+    fh, _ = await open_path(m.vfs, "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, bytes(data))
+    await m.vfs.write(fh, 1000, b"XYZ")
+    data[1000:1003] = b"XYZ"
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert mem.files() == {"big": bytes(data)}
+    assert len(hashed_again) == 1
+
+
+async def test_a_hole_or_a_truncate_hashes_the_blob_instead(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    m = await make_mount(**HELD)
+    data = os.urandom(1 << 20)
+    fh, node = await open_path(m.vfs, "holes", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, data[:PIECE])
+    await _write_in_pieces(m.vfs, fh, data[2 * PIECE :], start=2 * PIECE)  # (a hole)
+    await close(m.vfs, fh)
+    fh, node = await open_path(m.vfs, "cut", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, data)
+    await m.vfs.resize(node, 5000, None)
+    await m.vfs.write(fh, 5000, b"tail")
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    holed = data[:PIECE] + bytes(PIECE) + data[2 * PIECE :]
+    assert mem.files() == {"holes": holed, "cut": data[:5000] + b"tail"}
+    assert len(hashed_again) == 2
+
+
+async def test_a_truncating_open_starts_the_hash_again(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """A second open with O_TRUNC while the first is still writing: the spool is emptied
+    and the hash starts over with it."""
+    m = await make_mount(**HELD)
+    first, second = os.urandom(1 << 20), os.urandom(600 << 10)
+    fh1, _ = await open_path(m.vfs, "f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh1, first)
+    fh2, _ = await open_path(m.vfs, "f", os.O_WRONLY | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh2, second)
+    await close(m.vfs, fh2)
+    await close(m.vfs, fh1)
+    assert await m.drain() == []
+    assert mem.files() == {"f": second}
+    assert hashed_again == []
+
+
+async def test_an_append_after_close_reads_the_new_blob_to_hash_it(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """`>>` to a closed file copies its content into a new spool: that spool was not
+    written from empty, so it is hashed from its blob (and the first close's is not)."""
+    m = await make_mount(**HELD)
+    data = os.urandom(1 << 20)
+    fh, _ = await open_path(m.vfs, "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, data)
+    await close(m.vfs, fh)
+    fh, _ = await open_path(m.vfs, "log", os.O_WRONLY | os.O_APPEND)
+    await m.vfs.write(fh, len(data), b"more")
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert mem.files() == {"log": data + b"more"}
+    assert (await resolve(m.vfs, "log")).size == len(data) + 4
+    assert len(hashed_again) == 1
