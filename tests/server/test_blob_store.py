@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from repomount.server import blobs, inline
+from repomount.server import blobs, inline, writeout
 from repomount.server.blobs import SYNCFS_FROM, BlobDir
 from repomount.server.inline import store_contents
 from repomount.server.sqlite_store import SqliteStore
-from repomount.server.store import BlobSpool
+from repomount.server.store import WRITE_OUT_EVERY, BlobSpool
 from support.blobkinds import files_only
 from support.blobsyncs import BlobSyncs
 from support.util import sha
@@ -158,3 +158,39 @@ def test_inline_contents_are_stored_in_few_groups(
         assert list((tmp_path / "data" / "tmp").iterdir()) == []
     finally:
         store.close()
+
+
+def test_a_large_spool_has_the_disk_start_writing_it_as_it_comes(
+    store: BlobDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every WRITE_OUT_EVERY bytes the spool's file is asked to start going to the disk
+    (writeout.py), from where the last request ended; the content is unchanged."""
+    asked: list[tuple[int, int]] = []
+    real = writeout.start_write_out
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        assert os.fstat(fd).st_size >= offset + length  # (flushed to the file first)
+        asked.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(writeout, "start_write_out", recording)
+    spool = store.new_spool()
+    assert spool.write_out is recording  # (a spool on disk is given it)
+    content = os.urandom(3 * WRITE_OUT_EVERY + 12345)
+    for at in range(0, len(content), 1 << 20):
+        spool.write(content[at : at + (1 << 20)])
+    assert asked == [(i * WRITE_OUT_EVERY, WRITE_OUT_EVERY) for i in range(3)]
+    assert store.add([spool]) == [True]
+    assert store.path(sha(content)).read_bytes() == content
+
+
+def test_starting_the_write_out_works_here(tmp_path: Path) -> None:
+    """sync_file_range(2) is found and accepted on this machine (Linux), through a
+    descriptor of the call's own: the caller's may close at once."""
+    assert writeout._SYNC_FILE_RANGE is not None
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    assert writeout._SYNC_FILE_RANGE(fd, 0, 1 << 20) == 0
+    writeout.start_write_out(fd, 0, 1 << 20)
+    os.close(fd)

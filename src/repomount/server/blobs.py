@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from repomount.server import writeout
 from repomount.server.store import BlobSpool
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -79,7 +80,8 @@ class BlobDir:
             except FileExistsError:  # (not left by this store: take the next number)
                 continue
         buffering = SPOOL_BUFFER if size is None else max(1, min(size, SPOOL_BUFFER))
-        return BlobSpool(name, io.BufferedWriter(io.FileIO(fd, "wb"), buffering))
+        file = io.BufferedWriter(io.FileIO(fd, "wb"), buffering)
+        return BlobSpool(name, file, write_out=writeout.start_write_out)
 
     def discard(self, spool: BlobSpool) -> None:
         spool.file.close()

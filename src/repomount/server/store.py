@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -29,6 +29,7 @@ DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
 SYMLINK_MODE = 0o777
 MAX_SYMLINK_TARGET = 4096  # bytes of UTF-8, as PATH_MAX
+WRITE_OUT_EVERY = 8 << 20  # bytes of a spool on disk between two starts of its writing
 
 
 def sha256_hex(data: bytes) -> str:
@@ -277,6 +278,10 @@ class BlobSpool:
     file: BinaryIO
     size: int = 0
     _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+    # A spool on disk has the disk start writing its bytes as they come (fd, offset,
+    # length; writeout.py), so the fsync that makes it durable finds little left.
+    write_out: Callable[[int, int, int], None] | None = None
+    _written_out: int = 0
 
     @property
     def path(self) -> Path:
@@ -286,6 +291,10 @@ class BlobSpool:
         self.file.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
+        if self.write_out is not None and self.size - self._written_out >= WRITE_OUT_EVERY:
+            self.file.flush()
+            self.write_out(self.file.fileno(), self._written_out, self.size - self._written_out)
+            self._written_out = self.size
 
     @property
     def sha256(self) -> str:
