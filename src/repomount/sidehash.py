@@ -15,8 +15,8 @@ import hashlib
 import outcome
 import trio
 
-BATCH = 4 << 20  # queued bytes that make a batch for the thread
-LAG = 32 << 20  # queued and in-thread bytes at most; past that the feeder waits
+BATCH = 2 << 20  # queued bytes that make a batch for the thread
+LAG = 16 << 20  # queued and in-thread bytes at most; past that the feeder waits
 HERE_MAX = 1 << 20  # a remainder up to this is hashed on the loop (less than a hop)
 
 
@@ -53,10 +53,10 @@ class SideHash:
             self._start()
 
     def finish_soon(self) -> None:
-        """No more bytes come: what is queued goes to the thread now, not when the digest
-        is asked for (so a closed file's bytes are not held until its upload)."""
+        """No more bytes come: all that is queued goes to the thread now, not when the
+        digest is asked for (a closed file's bytes are not held until its upload)."""
         self._finishing = True
-        if self._batch is None and self._queued_bytes > HERE_MAX:
+        if self._batch is None and self._queued_bytes:
             self._start()
 
     def drop(self) -> None:
@@ -101,7 +101,7 @@ class SideHash:
         done.set()
         if self._dropped or self._failed is not None:
             return
-        if self._queued_bytes >= BATCH or (self._finishing and self._queued_bytes > HERE_MAX):
+        if self._queued_bytes >= BATCH or (self._finishing and self._queued_bytes):
             self._start()
 
 

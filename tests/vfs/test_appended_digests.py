@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from repomount import sidehash
 from repomount.vfs import digests
@@ -126,3 +127,23 @@ async def test_an_append_after_close_reads_the_new_blob_to_hash_it(
     assert mem.files() == {"log": data + b"more"}
     assert (await resolve(m.vfs, "log")).size == len(data) + 4
     assert len(hashed_again) == 1
+
+
+async def test_a_closed_file_holds_none_of_its_bytes(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """Its close sends the rest to the thread at once: nothing waits in memory for the
+    upload (which may be seconds away)."""
+    m = await make_mount(**HELD)
+    data = os.urandom((1 << 20) + 100)
+    fh, _ = await open_path(m.vfs, "f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh, data)
+    await close(m.vfs, fh)
+    coming = list(m.vfs.flusher.digests._coming.values())
+    assert len(coming) == 1
+    with trio.fail_after(5):
+        while coming[0]._queued_bytes or coming[0]._batch is not None:
+            await trio.sleep(0.001)
+    assert await m.drain() == []
+    assert mem.files() == {"f": data}
+    assert hashed_again == []

@@ -448,12 +448,13 @@ class FileIO(Namespace):
         blob = self.journal.new_blob_name()
         self.files.freeze(node.ino, self.journal.blob_path(blob))
         if appended is not None:
-            # A long file written in order: its digest is (nearly) done already.
-            if appended.started and appended.size == os.fstat(f.fd).st_size:
+            # A long file written in order: its digest is (nearly) done already. (A
+            # short one is hashed with the batch it goes in; a local one never is.)
+            if appended.started and not node.local and appended.size == _size(f.fd):
                 appended.finish_soon()
                 self.flusher.digests.expect(blob, appended)
             else:
-                appended.drop()  # (a short one is hashed with the batch it goes in)
+                appended.drop()
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
@@ -488,6 +489,10 @@ def _sync_locally(fd: int | None, journal: Journal) -> None:
     if fd is not None:
         os.fsync(fd)
     journal.sync()
+
+
+def _size(fd: int) -> int:
+    return os.fstat(fd).st_size
 
 
 def _text_fd(text: str) -> int:
