@@ -117,8 +117,8 @@ async def test_copy_body_hashes_everything_and_writes_a_slice() -> None:
     assert (hashed.size, hashed.written) == (len(body), 0)
 
 
-async def test_copy_body_of_a_large_body_hashes_it_in_a_thread_as_it_comes() -> None:
-    pieces = [os.urandom(1 << 20) for _ in range(12)]  # past sidehash.BATCH
+async def test_copy_body_of_a_streamed_body_hashes_all_of_it() -> None:
+    pieces = [os.urandom(1 << 20) for _ in range(12)]
 
     async def stream() -> AsyncIterator[bytes]:
         for p in pieces:

@@ -11,6 +11,7 @@ the `SCHEME:ID` SRC strings of the hosted services.
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +36,6 @@ from repomount.remotes.base import (
 )
 from repomount.remotes.http import DEFAULT_RETRY, HttpClient, RetryPolicy
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
-from repomount.sidehash import SideHash
 
 CHUNK = 256 * 1024  # a piece of a body an adapter reads or sends in pieces
 
@@ -196,17 +196,20 @@ async def copy_body(
 ) -> Copied:
     """Stream the body: hash all of it and write bytes [start, end) of it to `dest`
     (none with no `dest`). A service that has no ranged read still sends everything."""
-    digest = SideHash()  # (a large body's bytes are hashed in a thread as they come)
+    # Hashed here, not in a thread as it comes (sidehash.py): with the server on the
+    # same two cores a thread found no idle core, and cost 20 % more CPU for no less
+    # time (256 MiB: 0.36 s of CPU against 0.30, 0.49 s against 0.46 wall, median of 4).
+    digest = hashlib.sha256()
     pos = written = 0
     async for chunk in response.aiter_bytes():  # as they come (up to http.SOCKET_READ)
-        await digest.feed(chunk)
+        digest.update(chunk)
         lo = max(start - pos, 0)
         hi = len(chunk) if end is None else min(end - pos, len(chunk))
         if dest is not None and lo < hi:
             dest.write(chunk[lo:hi])  # (a whole chunk's slice is the chunk: no copy)
             written += hi - lo
         pos += len(chunk)
-    return Copied(await digest.hexdigest(), pos, written)
+    return Copied(digest.hexdigest(), pos, written)
 
 
 # --------------------------------------------------------------------------- hosted services
