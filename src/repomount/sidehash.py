@@ -1,10 +1,11 @@
 """A SHA-256 computed in a worker thread while its bytes are still coming.
 
-A file written from empty in order (vfs/fileio.py) hands its bytes over as they pass. Once `BATCH` bytes are queued a worker thread hashes them (hashlib lets go of the
-GIL), so the event loop only queues, and the digest is ready about when the last byte
-is. One batch is hashed at a time, in order. The feeder waits only when the thread falls
-`LAG` bytes behind, which bounds the bytes held. A short stream never leaves the loop:
-its few bytes are hashed there when the digest is asked for.
+A file written from empty in order (vfs/fileio.py) hands its bytes over as they pass.
+Once `BATCH` bytes are queued a worker thread hashes them (hashlib lets go of the GIL),
+so the event loop only queues, and the digest is ready about when the last byte is. One
+batch is hashed at a time, in order. The feeder waits only when the thread falls `LAG`
+bytes behind, which bounds the bytes held. A short stream never leaves the loop: its few
+bytes are hashed there when the digest is asked for.
 """
 
 from __future__ import annotations
