@@ -42,7 +42,10 @@ def start_write_out(fd: int, offset: int, length: int) -> None:
     own (the spool may be closed meanwhile). Advisory: a failure changes nothing."""
     if _SYNC_FILE_RANGE is None:
         return
-    own = os.dup(fd)
+    try:
+        own = os.dup(fd)
+    except OSError:  # (out of descriptors, say: the fsync will do it all)
+        return
     sync_range = _SYNC_FILE_RANGE
 
     def write_out() -> None:
