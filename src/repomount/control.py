@@ -12,33 +12,30 @@ the other's uid with SO_PEERCRED: the CLI believes only a mount running as itsel
 mount obeys only its own user, and root (who can read and signal it anyway).
 A socket path too long for a socket address is reached through its directory
 (unixaddr.py), so a long XDG_RUNTIME_DIR or TMPDIR works too.
+
+This module is the CLI's side (and what both sides share); the mount's answering side,
+on trio, is control_server.py: `repomount sync` loads no trio (0.06 s of its 0.13).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from repomount import private, unixaddr
 
-log = logging.getLogger(__name__)
-
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+if TYPE_CHECKING:
+    import trio
 
 
 _WHAT = "the control directory"
 _HINT = "remove it, or set XDG_RUNTIME_DIR to a directory of your own"
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-MAX_REQUEST = 1 << 20  # bytes of a request line; a longer one is dropped unanswered
 
 
 class UntrustedControl(ConnectionError):
@@ -74,51 +71,6 @@ def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
     )
     return uid
-
-
-async def serve(
-    path: Path, handler: Handler, *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Answer requests at `path`, whose directory prepare_socket() made private."""
-    path.unlink(missing_ok=True)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with unixaddr.address(path) as addr:
-        await sock.bind(addr)
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    listener = trio.SocketListener(sock)
-    task_status.started()
-    try:
-        async with trio.open_nursery() as nursery:
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(_answer, stream, handler)
-    finally:
-        path.unlink(missing_ok=True)
-
-
-async def _answer(stream: trio.SocketStream, handler: Handler) -> None:
-    async with stream:
-        buf = b""
-        while b"\n" not in buf:
-            chunk = await stream.receive_some(65536)
-            if not chunk or len(buf) > MAX_REQUEST:
-                return
-            buf += chunk
-        uid = peer_uid(stream.socket)
-        try:
-            if uid not in (os.getuid(), 0):
-                log.warning("control: refused a command from uid %d (not this mount's user)", uid)
-                reply = {"ok": False, "error": "this mount takes commands from its own user only"}
-            else:
-                reply = await handler(json.loads(buf.split(b"\n", 1)[0]))
-        except Exception as e:  # a bad request must not take the mount down
-            log.exception("control request failed")
-            reply = {"ok": False, "error": str(e)}
-        try:
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
-        except trio.BrokenResourceError:
-            pass
 
 
 def request(

@@ -32,3 +32,10 @@ def test_the_cli_and_the_server_load_no_client_code(statement: str) -> None:
 def test_the_vfs_loads_neither_fuse_nor_http() -> None:
     loaded = _loaded_after("import repomount.vfs.core")
     assert not [m for m in loaded if m in ("pyfuse3", "httpx") or m.startswith("repomount.fuse")]
+
+
+def test_the_cli_side_of_the_control_channel_loads_no_trio() -> None:
+    """`repomount sync`, `status` and `unmount` talk to the mount with a blocking socket:
+    importing trio would double their time (0.06 s of 0.13)."""
+    loaded = _loaded_after("import repomount.cli, repomount.cli_control, repomount.control")
+    assert [m for m in loaded if m.split(".")[0] in ("trio", "httpx", "pyfuse3")] == []

@@ -22,7 +22,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from repomount import control, mounts, stalls
+from repomount import control_server, mounts, stalls
 from repomount.fuse import readahead
 from repomount.fuse.operations import Operations
 from repomount.options import DEFAULTS
@@ -250,7 +250,8 @@ async def _serve(
             nursery.start_soon(
                 partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
             )
-            await nursery.start(control.serve, opts.control_socket, _control_handler(vfs, stop))
+            handler = _control_handler(vfs, stop)
+            await nursery.start(control_server.serve, opts.control_socket, handler)
             nursery.start_soon(_stop_when_asked, vfs, opts, stop)
             if mine is not None:
                 nursery.start_soon(_stop_when_gone_here, mine, stop)
@@ -381,7 +382,7 @@ async def _stop_when_gone_here(mine: mounts.Mount, stop: Stop) -> None:
         )
 
 
-def _control_handler(vfs: Vfs, stop: Stop) -> control.Handler:
+def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
