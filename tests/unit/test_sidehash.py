@@ -1,11 +1,12 @@
-"""SideHash: a SHA-256 hashed in a worker thread while the bytes still come, in order,
-with the bytes it holds bounded, equal to hashlib's over the same bytes."""
+"""SideHash: the SHA-256 of a file being written in order, read back and hashed in a
+worker thread as it grows, equal to hashlib's over the same bytes, holding none of them."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,94 +15,80 @@ from repomount import sidehash
 from repomount.sidehash import SideHash
 
 
-def _chunks(total: int, size: int) -> list[bytes]:
-    data = os.urandom(total)
-    return [data[i : i + size] for i in range(0, total, size)]
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path / "spool", os.O_RDWR | os.O_CREAT, 0o600)
+    yield fd
+    os.close(fd)
 
 
-async def test_a_short_stream_is_hashed_on_the_loop() -> None:
-    side = SideHash()
-    chunks = _chunks(100_000, 7_000)
-    for c in chunks:
-        await side.feed(c)
-    assert not side.started  # (too short for a batch: no thread)
-    assert await side.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
-    assert side.size == 100_000
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("chunk", [1, 4096, 1 << 20, 3 << 20])
-async def test_a_long_stream_goes_to_the_thread_in_order(
-    monkeypatch: pytest.MonkeyPatch, chunk: int
+async def _write(side: SideHash, fd: int, data: bytes, piece: int) -> None:
+    for at in range(0, len(data), piece):
+        os.pwrite(fd, data[at : at + piece], at)
+        side.wrote(min(at + piece, len(data)))
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("piece", [4096, 1 << 20, 3 << 20])
+async def test_it_is_the_digest_of_what_was_written(
+    monkeypatch: pytest.MonkeyPatch, spool: int, piece: int
 ) -> None:
     monkeypatch.setattr(sidehash, "BATCH", 64 << 10)
-    monkeypatch.setattr(sidehash, "HERE_MAX", 16 << 10)
-    total = 10 << 20 if chunk > 1 else 300_000
-    chunks = _chunks(total, chunk)
-    side = SideHash()
-    for c in chunks:
-        await side.feed(c)
-    assert side.started
-    assert await side.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    data = os.urandom((3 << 20) + 123)
+    side = SideHash(spool)
+    await _write(side, spool, data, piece)
+    assert side.size == len(data)
+    assert await side.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-async def test_the_feeder_waits_once_the_thread_is_lag_behind(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_batches_go_to_the_thread_while_it_is_written(
+    monkeypatch: pytest.MonkeyPatch, spool: int
 ) -> None:
-    monkeypatch.setattr(sidehash, "BATCH", 1000)
-    monkeypatch.setattr(sidehash, "LAG", 5000)
-    gate = threading.Event()
-    real = sidehash._update
-
-    def held(digest: hashlib._Hash, chunks: list[bytes]) -> None:
-        gate.wait(10)
-        real(digest, chunks)
-
-    monkeypatch.setattr(sidehash, "_update", held)
-    side = SideHash()
-    fed: list[bytes] = []
-    with trio.move_on_after(0.5) as waited:
-        for _ in range(100):
-            chunk = os.urandom(1000)
-            fed.append(chunk)
-            await side.feed(chunk)
-    assert waited.cancelled_caught  # the thread is held: the feeder had to stop
-    assert side.size <= 5000 + 1000  # ... within LAG (plus the chunk it was feeding)
-    gate.set()
-    monkeypatch.setattr(sidehash, "_update", real)
-    assert await side.hexdigest() == hashlib.sha256(b"".join(fed)).hexdigest()
-
-
-async def test_finish_soon_sends_the_rest_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sidehash, "BATCH", 64 << 10)
-    monkeypatch.setattr(sidehash, "HERE_MAX", 1 << 10)
-    side = SideHash()
-    chunks = _chunks(200 << 10, 30 << 10)
-    for c in chunks:
-        await side.feed(c)
+    side = SideHash(spool)
+    await _write(side, spool, os.urandom(1 << 20), 16 << 10)
+    with trio.fail_after(5):
+        while side._batch is not None:
+            await trio.sleep(0.001)
+    assert side._hashed >= (1 << 20) - (64 << 10)  # (all but the last batch's worth)
+
+
+async def test_finish_soon_hashes_the_rest_and_lets_go_of_the_descriptor(
+    spool: int,
+) -> None:
+    before = _open_fds()
+    side = SideHash(spool)
+    assert _open_fds() == before + 1  # (its own: the spool's may close meanwhile)
+    data = os.urandom(300_000)
+    await _write(side, spool, data, 100_000)
     side.finish_soon()
     with trio.fail_after(5):
-        while side._queued_bytes or side._batch is not None:  # the thread drains it all
+        while side._batch is not None or side._fd is not None:
             await trio.sleep(0.001)
-    assert await side.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert _open_fds() == before
+    assert await side.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-async def test_drop_lets_go_of_what_is_queued() -> None:
-    side = SideHash()
-    await side.feed(b"x" * 1000)
+async def test_drop_lets_go_of_the_descriptor(spool: int) -> None:
+    before = _open_fds()
+    side = SideHash(spool)
+    os.pwrite(spool, b"x" * 1000, 0)
+    side.wrote(1000)
     side.drop()
-    assert side._queued == [] and side._queued_bytes == 0
+    assert _open_fds() == before
 
 
-async def test_a_failure_in_the_thread_is_raised_by_hexdigest(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_file_shorter_than_written_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, spool: int
 ) -> None:
-    monkeypatch.setattr(sidehash, "BATCH", 1000)
-
-    def broken(digest: hashlib._Hash, chunks: list[bytes]) -> None:
-        raise MemoryError("no room")
-
-    monkeypatch.setattr(sidehash, "_update", broken)
-    side = SideHash()
-    await side.feed(b"y" * 2000)
-    with pytest.raises(MemoryError):
+    """(The caller drops the hash on a truncate; were it not to, the digest fails
+    rather than naming bytes that are not there.)"""
+    side = SideHash(spool)
+    os.pwrite(spool, b"y" * 2000, 0)
+    side.wrote(5000)
+    with pytest.raises(OSError, match="ended at byte 2000"):
         await side.hexdigest()

@@ -26,7 +26,6 @@ def hashed_again(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Small batches (so a test's MiB goes to the thread), and every blob the digests
     read again to hash."""
     monkeypatch.setattr(sidehash, "BATCH", 128 << 10)
-    monkeypatch.setattr(sidehash, "HERE_MAX", 4 << 10)
     read: list[Path] = []
     real = digests.hash_file
 
@@ -44,14 +43,19 @@ async def _write_in_pieces(vfs: Vfs, fh: int, data: bytes, start: int = 0) -> No
         assert await vfs.write(fh, start + off, piece) == len(piece)
 
 
+async def _write_new(vfs: Vfs, path: str, data: bytes) -> None:
+    """Create (or truncate) `path`, write `data` in order in pieces, close it."""
+    fh, _ = await open_path(vfs, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await _write_in_pieces(vfs, fh, data)
+    await close(vfs, fh)
+
+
 async def test_a_file_written_in_order_is_not_read_again(
     make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
 ) -> None:
     m = await make_mount(**HELD)
     data = os.urandom(1 << 20)
-    fh, _ = await open_path(m.vfs, "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    await _write_in_pieces(m.vfs, fh, data)
-    await close(m.vfs, fh)
+    await _write_new(m.vfs, "big", data)
     assert await m.drain() == []
     assert mem.files() == {"big": data}
     assert hashed_again == []
@@ -117,9 +121,7 @@ async def test_an_append_after_close_reads_the_new_blob_to_hash_it(
     written from empty, so it is hashed from its blob (and the first close's is not)."""
     m = await make_mount(**HELD)
     data = os.urandom(1 << 20)
-    fh, _ = await open_path(m.vfs, "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    await _write_in_pieces(m.vfs, fh, data)
-    await close(m.vfs, fh)
+    await _write_new(m.vfs, "log", data)
     fh, _ = await open_path(m.vfs, "log", os.O_WRONLY | os.O_APPEND)
     await m.vfs.write(fh, len(data), b"more")
     await close(m.vfs, fh)
@@ -129,20 +131,18 @@ async def test_an_append_after_close_reads_the_new_blob_to_hash_it(
     assert len(hashed_again) == 1
 
 
-async def test_a_closed_file_holds_none_of_its_bytes(
+async def test_a_closed_file_is_hashed_at_once_and_lets_go_of_it(
     make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
 ) -> None:
-    """Its close sends the rest to the thread at once: nothing waits in memory for the
-    upload (which may be seconds away)."""
+    """Its close sends the rest to the thread at once, not when the upload asks (which
+    may be seconds away), and the hash's own descriptor of it goes."""
     m = await make_mount(**HELD)
     data = os.urandom((1 << 20) + 100)
-    fh, _ = await open_path(m.vfs, "f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    await _write_in_pieces(m.vfs, fh, data)
-    await close(m.vfs, fh)
+    await _write_new(m.vfs, "f", data)
     coming = list(m.vfs.flusher.digests._coming.values())
     assert len(coming) == 1
     with trio.fail_after(5):
-        while coming[0]._queued_bytes or coming[0]._batch is not None:
+        while coming[0]._batch is not None or coming[0]._fd is not None:
             await trio.sleep(0.001)
     assert await m.drain() == []
     assert mem.files() == {"f": data}

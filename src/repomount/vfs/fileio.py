@@ -16,6 +16,7 @@ import time
 
 import trio
 
+from repomount import sidehash
 from repomount.remotes.base import NotFound, RemoteError
 from repomount.sidehash import SideHash
 from repomount.vfs.errors import FsError
@@ -251,7 +252,7 @@ class FileIO(Namespace):
         if f is not None and f.writable:
             if truncate:
                 await self._ftruncate(f, 0)
-                f.appended = SideHash()  # (empty again)
+                f.start_in_order()  # (empty again)
             return f
         src: int | None = None
         edits: Sparse | None = offline
@@ -274,7 +275,7 @@ class FileIO(Namespace):
         f = self.files.adopt_spool(node.ino, path, fd)
         f.sparse = edits
         if src is None and length == 0 and edits is None:
-            f.appended = SideHash()  # an empty spool: hashed while written in order
+            f.start_in_order()  # an empty spool: hashed while written in order
         return f
 
     def _offline_edits(self, node: Node, error: RemoteError) -> Sparse:
@@ -364,11 +365,8 @@ class FileIO(Namespace):
         async with self.node_lock(node.ino):
             f = await self._spool(node)
             n = os.pwrite(f.fd, data, off)
-            if f.appended is not None:
-                if off == f.appended.size and f.sparse is None:
-                    await f.appended.feed(data if n == len(data) else data[:n])
-                else:
-                    f.stop_hashing()
+            if f.in_order is not None:
+                _wrote_in_order(f, off, n)
             if f.sparse is not None:
                 f.sparse.wrote(off, off + n)
             f.dirty = True
@@ -436,7 +434,8 @@ class FileIO(Namespace):
         f = self.files.get(node.ino)
         if f is None or not f.dirty:
             return
-        appended, f.appended = f.appended, None
+        appended, in_order = f.appended, f.in_order
+        f.appended = f.in_order = None
         if not node.attached:
             saved = self.saved_lineage.get(node.ino)
             if saved is not None:  # its change lost (policy theirs): saved, never sent
@@ -450,7 +449,7 @@ class FileIO(Namespace):
         if appended is not None:
             # A long file written in order: its digest is (nearly) done already. (A
             # short one is hashed with the batch it goes in; a local one never is.)
-            if appended.started and not node.local and appended.size == _size(f.fd):
+            if not node.local and in_order == _size(f.fd):
                 appended.finish_soon()
                 self.flusher.digests.expect(blob, appended)
             else:
@@ -493,6 +492,23 @@ def _sync_locally(fd: int | None, journal: Journal) -> None:
 
 def _size(fd: int) -> int:
     return os.fstat(fd).st_size
+
+
+def _wrote_in_order(f: OpenFile, off: int, n: int) -> None:
+    """Count a write to a spool being written in order; past BATCH bytes, hash it as it
+    grows (a file never that long is hashed with the batch it is sent in)."""
+    if off != f.in_order:
+        f.stop_hashing()  # (a rewrite, or a hole)
+        return
+    f.in_order += n
+    if f.appended is None and f.in_order >= sidehash.BATCH:
+        try:
+            f.appended = SideHash(f.fd)
+        except OSError:  # (no descriptor to be had: hashed from the blob at its upload)
+            f.stop_hashing()
+            return
+    if f.appended is not None:
+        f.appended.wrote(f.in_order)
 
 
 def _text_fd(text: str) -> int:

@@ -53,12 +53,19 @@ class OpenFile:
     partial: Partial | None = None
     # Edits of a content never fetched (sparse.py): only these bytes are there.
     sparse: Sparse | None = None
-    # The SHA-256 of a spool written from empty in order (appends only), hashed in a
-    # thread as the writes come: its close needs no second reading of it. None once it
-    # is written any other way.
+    # Bytes of a spool written from empty in order (appends only); None once it is
+    # written any other way. Past sidehash.BATCH its SHA-256 is made in a thread as it
+    # grows (`appended`): its close needs no second reading of it.
+    in_order: int | None = None
     appended: SideHash | None = None
 
+    def start_in_order(self) -> None:
+        """The spool is empty: count (and later hash) what is appended to it."""
+        self.stop_hashing()
+        self.in_order = 0
+
     def stop_hashing(self) -> None:
+        self.in_order = None
         if self.appended is not None:
             self.appended.drop()
             self.appended = None
