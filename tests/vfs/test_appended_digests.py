@@ -14,8 +14,9 @@ import trio
 from repomount import sidehash
 from repomount.vfs import digests
 from repomount.vfs.core import Vfs
+from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, open_path, resolve
+from support.vfsutil import MakeMount, close, listdir, open_path, resolve
 
 HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 PIECE = 64 << 10
@@ -147,3 +148,26 @@ async def test_a_closed_file_is_hashed_at_once_and_lets_go_of_it(
     assert await m.drain() == []
     assert mem.files() == {"f": data}
     assert hashed_again == []
+
+
+async def test_a_file_edited_offline_then_truncated_and_rewritten_sends_its_content(
+    make_mount: MakeMount, faulty: FaultyRemote, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """Edits made offline (over bytes never fetched) are laid over their base before
+    they are sent, as a new blob (journal.materialized): a truncating open that
+    rewrites the file in order meanwhile hashes a blob name that is then not sent, so
+    its digest never names the laid-over content."""
+    mem.put("log", b"line 1\n")
+    m = await make_mount(faulty, **HELD)
+    assert await listdir(m.vfs, "") == ["log"]  # listed, never read
+    faulty.fail_rate(1.0)  # the remote is away
+    fh1, _ = await open_path(m.vfs, "log", os.O_WRONLY)
+    await m.vfs.write(fh1, 2, b"NE")
+    data = os.urandom(1 << 20)
+    fh2, _ = await open_path(m.vfs, "log", os.O_WRONLY | os.O_TRUNC)
+    await _write_in_pieces(m.vfs, fh2, data)
+    await close(m.vfs, fh2)
+    await close(m.vfs, fh1)
+    faulty.heal()
+    assert await m.drain() == []
+    assert mem.files() == {"log": data}
