@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ class Backend:
         author: str = "",
         idempotency: Idempotency | None = None,
         base: int | None = None,
+        contents: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         return await self.committing(
             repo,
@@ -54,6 +55,7 @@ class Backend:
                 author=author,
                 idempotency=idempotency,
                 base=base,
+                contents=contents,
             ),
         )
 

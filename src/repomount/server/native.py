@@ -70,6 +70,7 @@ from repomount.server.store import (
 )
 
 CHANGES_PER_ANSWER = 10_000
+SMALL_BODY = 64 << 10  # a PUT body up to this size is read before its repo is looked up
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 
@@ -282,16 +283,21 @@ class NativeApi:
     async def put_file(self, request: Request) -> Response:
         repo = request.path_params["repo"]
         path = writable_path(request.path_params["path"])
-        await self.backend.run(self.store.head, repo)  # 404 before reading the body
+        if not _declared_small(request):  # 404 before reading a large body
+            await self.backend.run(self.store.head, repo)
         expect = self._expectation(request, allow_create_only=True)
         mode = mode_param(request.headers.get("x-repomount-mode"))
         mtime_ns = mtime_ns_param(request.headers.get("x-repomount-mtime-ns"))
         spool = await spool_body(self.backend, request, blob=True)
-        try:
-            await self.backend.run(self.store.add_blob, spool)
-        except BaseException:
-            self.store.discard_spool(spool)
-            raise
+        # A small content goes in the commit's own transaction (one worker-thread hop,
+        # one sync: most of an editor's save); a file spool is moved in first.
+        held = spool.held_content()
+        if held is None:
+            try:
+                await self.backend.run(self.store.add_blob, spool)
+            except BaseException:
+                self.store.discard_spool(spool)
+                raise
         idempotency = None
         if key := request.headers.get("idempotency-key"):
             preconditions = (request.headers.get("if-match"), request.headers.get("if-none-match"))
@@ -305,6 +311,7 @@ class NativeApi:
                 [Write(path, spool.sha256, expect=expect, mode=mode, mtime_ns=mtime_ns)],
                 message=f"PUT {path}",
                 idempotency=idempotency,
+                contents=None if held is None else {spool.sha256: held},
             )
         except Conflict as conflict:
             raise precondition_failed(path, conflict) from None
@@ -390,6 +397,13 @@ class NativeApi:
             except NotFound:
                 pass
         return error_json(error, headers)
+
+
+def _declared_small(request: Request) -> bool:
+    """A body that says it is small: read before the repository is looked up (cheaper
+    than a thread hop of its own; the commit finds a missing repository anyway)."""
+    declared = request.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) <= SMALL_BODY
 
 
 def _commit(store: Store, repo: str, raw: bytes) -> Response:

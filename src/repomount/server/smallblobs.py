@@ -58,7 +58,7 @@ class MemorySpool(BlobSpool):
             self.data = self.file.getvalue()  # type: ignore[attr-defined]
             self.file.close()
 
-    def content(self) -> bytes:
+    def held_content(self) -> bytes:
         self.close()
         return self.data
 
@@ -190,10 +190,10 @@ def split(
     for index, spool in enumerate(spools):
         if isinstance(spool, MemorySpool):
             if spool.size <= SMALL_BLOB_MAX:
-                small.append((index, spool.sha256, spool.content()))
+                small.append((index, spool.sha256, spool.held_content()))
                 continue
             file_spool = blobs.new_spool(spool.size)
-            file_spool.write(spool.content())
+            file_spool.write(spool.held_content())
             file_spool.close()
             large.append((index, file_spool))
         elif spool.size <= SMALL_BLOB_MAX:

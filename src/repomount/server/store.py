@@ -305,6 +305,12 @@ class BlobSpool:
         holds no descriptor and no buffer while it waits to be moved in."""
         self.file.close()
 
+    def held_content(self) -> bytes | None:
+        """The content, closed, when the spool holds it in memory (a small one): it can
+        then go with the commit that names it (`Store.commit`'s `contents`), one
+        transaction instead of `add_blob`'s and the commit's. None for a file."""
+        return None
+
 
 class Store(abc.ABC):
     """Repositories of versioned files with atomic multi-operation commits."""
