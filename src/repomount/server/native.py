@@ -70,7 +70,7 @@ from repomount.server.store import (
 )
 
 CHANGES_PER_ANSWER = 10_000
-SMALL_BODY = 64 << 10  # a PUT body up to this size is read before its repo is looked up
+SMALL_BODY = 64 << 10  # a PUT or commit body up to this is read before its repo is looked up
 
 Handler = Callable[["NativeApi", Request], Awaitable[Response]]
 
@@ -372,7 +372,8 @@ class NativeApi:
     @endpoint
     async def commit(self, request: Request) -> Response:
         repo = request.path_params["repo"]
-        await self.backend.run(self.store.head, repo)  # 404 before reading the body
+        if not _declared_small(request):  # 404 before reading a large body
+            await self.backend.run(self.store.head, repo)
         raw = await json_body(self.backend, request)
         # Parsing up to 100,000 operations, storing inline contents, hashing, the commit
         # and writing the answer: all in one worker thread, so that other requests go on,
