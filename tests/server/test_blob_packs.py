@@ -227,3 +227,41 @@ def os_bytes(seed: int, size: int) -> bytes:
 def split(data: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def test_one_blob_sent_as_octets_is_named_by_the_server(
+    server_factory: ServerFactory,
+) -> None:
+    """POST /blobs with an octet-stream body: one blob, named by the SHA-256 of what
+    arrived (an upload that began before its sender knew the hash), streamed without a
+    length; a commit can name it; refused like any body beyond --max-file-size."""
+    live = server_factory(["--max-file-size", "300K"])
+    live.create_repo("r")
+    big = bytes(range(256)) * 1000  # 256 kB: a file, not a row
+
+    def pieces() -> Iterator[bytes]:  # (a generator: sent chunked, no Content-Length)
+        for i in range(0, len(big), 70_000):
+            yield big[i : i + 70_000]
+
+    with live.client() as client:
+        r = client.post("/v1/repos/r/blobs", content=pieces(), headers=OCTETS)
+        assert (r.status_code, r.json()) == (201, {"sha256": sha(big), "size": len(big)})
+        assert stored(live, big)
+        r = client.post("/v1/repos/r/blobs", content=big, headers=OCTETS)
+        assert (r.status_code, r.json()) == (200, {"sha256": sha(big), "size": len(big)})
+        small = b"a small one"
+        r = client.post("/v1/repos/r/blobs", content=small, headers=OCTETS)
+        assert (r.status_code, r.json()["sha256"]) == (201, sha(small))
+        op = {"op": "write", "path": "f.bin", "blob": sha(big)}
+        r = client.post("/v1/repos/r/commits", json={"operations": [op]})
+        assert r.status_code == 201, r.text
+        assert client.get("/v1/repos/r/files/f.bin").content == big
+
+        r = client.post("/v1/repos/r/blobs", content=big + big, headers=OCTETS)
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+        r = client.post("/v1/repos/nope/blobs", content=small, headers=OCTETS)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    assert not stored(live, big + big)

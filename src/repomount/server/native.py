@@ -334,12 +334,18 @@ class NativeApi:
 
     @endpoint
     async def put_blob(self, request: Request) -> Response:
-        repo = request.path_params["repo"]
         sha = request.path_params["sha"]
         if not SHA256_RE.fullmatch(sha):
             raise ApiError("invalid_request", f"{sha!r} is not a lowercase hex SHA-256")
-        head = await self.backend.run(self.store.head, repo)
+        return await self._store_blob(request, sha)
+
+    async def _store_blob(self, request: Request, sha: str | None) -> Response:
+        """One blob, the whole body: named `sha` (the body must match it), or, with
+        None, by the SHA-256 of what arrived (an upload that began before its sender
+        knew the hash: POST /blobs as application/octet-stream)."""
+        head = await self.backend.run(self.store.head, request.path_params["repo"])
         spool = await spool_body(self.backend, request, blob=True)
+        sha = sha or spool.sha256
         if spool.sha256 != sha:
             self.store.discard_spool(spool)
             raise ApiError(
@@ -357,7 +363,11 @@ class NativeApi:
 
     @endpoint
     async def post_blobs(self, request: Request) -> Response:
-        """A pack of blobs: a tar stream of members named by their SHA-256."""
+        """A pack of blobs: a tar stream of members named by their SHA-256; or, sent as
+        application/octet-stream, one blob named by the server."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/octet-stream":
+            return await self._store_blob(request, None)
         head = await self.backend.run(self.store.head, request.path_params["repo"])
         try:
             result = await receive_pack(self.backend, request)
