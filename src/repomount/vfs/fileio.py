@@ -8,7 +8,6 @@ starts from that pending content, exactly as on a local disk.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -22,17 +21,16 @@ from repomount.sidehash import SideHash
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile
 from repomount.vfs.journal import Journal
-from repomount.vfs.namespace import Namespace
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
-from repomount.vfs.prefetch import SMALL_FILE, WALK_FILES, Candidate
 from repomount.vfs.sparse import Sparse
 from repomount.vfs.state import Handle, local_only
+from repomount.vfs.walks import Walks
 
 log = logging.getLogger(__name__)
 
 
-class FileIO(Namespace):
+class FileIO(Walks):
     # ------------------------------------------------------------------ content
 
     async def open_content(self, node: Node) -> tuple[int, Sparse | None]:
@@ -114,61 +112,6 @@ class FileIO(Namespace):
         if fd is None:
             return None
         return fd, edits.copy() if edits else None
-
-    async def _read_ahead(self, node: Node, where: str, version: str) -> None:
-        """A cold open: when it is part of a tree walk, queue the walk's small files
-        for bulk reads (prefetch.py); wait for this file if its bulk read is in flight."""
-        walk = self.prefetch.cold_open()
-        root = self._walk_root(node)
-        if root is None:  # (no directory read above it: opened by name, as git does)
-            met = self.prefetch.opened_by_name(node.path)
-            root = self.node_at(met) if met is not None else None
-        elif not walk:
-            root = None
-        if root is not None and root.is_dir:
-            walking = self.prefetch.walked_recently(root.ino)
-            if not (walking and self.prefetch.busy()):
-                if root.ino in self.alone:  # (what is below it is not listed yet)
-                    with contextlib.suppress(FsError):  # (gone: what is known is read)
-                        await self.listed(root, walk=True)
-                queued = self.prefetch.queue(root.ino, self._walk_files(root))
-                log.debug("reading ahead %d file(s) below %r", queued, root.path)
-        await self.prefetch.wait(where, version)
-
-    def _walk_root(self, node: Node) -> Node | None:
-        """The highest directory of the unbroken chain of just-read directories above
-        `node` (None when its own directory was not just read: not a walk)."""
-        d = node.parent
-        if d is None or not self.prefetch.recently_read(d.ino):
-            return None
-        while d.parent is not None and self.prefetch.recently_read(d.parent.ino):
-            d = d.parent
-        return d
-
-    def _walk_files(self, root: Node) -> list[Candidate]:
-        """Small clean files below `root` not cached yet, in the order a walker meets
-        them (sorted names, depth first), within the read-ahead budget."""
-        out: list[Candidate] = []
-        budget = self.prefetch.walk_budget()
-        stack = [iter(sorted((root.children or {}).items()))]
-        while stack and budget > 0 and len(out) < WALK_FILES:
-            entry = next(stack[-1], None)
-            if entry is None:
-                stack.pop()
-                continue
-            n = entry[1]
-            if n.is_dir:
-                stack.append(iter(sorted((n.children or {}).items())))
-            elif (
-                n.kind == "file"
-                and n.version is not None
-                and 0 < n.size <= SMALL_FILE
-                and not self.busy(n)
-                and not self.cache.has(n.source, n.version)
-            ):
-                out.append(Candidate(n.source, n.version, n.size))
-                budget -= n.size
-        return out
 
     async def _settled_file(self, node: Node) -> OpenFile | None:
         """The inode's OpenFile with all of its content there (a large file still
