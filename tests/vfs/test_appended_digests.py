@@ -171,3 +171,20 @@ async def test_a_file_edited_offline_then_truncated_and_rewritten_sends_its_cont
     faulty.heal()
     assert await m.drain() == []
     assert mem.files() == {"log": data}
+
+
+async def test_a_file_closed_empty_then_written_in_order_is_not_read_again(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """dd opens its output, dup2()s and closes it (a commit point: an empty file), then
+    writes through the copy: a spool made from an empty content starts empty too."""
+    m = await make_mount(**HELD)
+    fh, _ = await open_path(m.vfs, "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await close(m.vfs, fh)
+    fh, _ = await open_path(m.vfs, "out", os.O_WRONLY)
+    data = os.urandom(1 << 20)
+    await _write_in_pieces(m.vfs, fh, data)
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert mem.files() == {"out": data}
+    assert hashed_again == []

@@ -204,6 +204,11 @@ class FileIO(Walks):
                 src, edits = await self.open_content(node)  # (waits for every byte)
             except RemoteError as e:
                 edits = self._offline_edits(node, e)
+            if src is not None and edits is None and _size(src) == 0:
+                # Empty (dd, say, opens its output, dup2()s and closes it before it
+                # writes): a new empty spool, counted while written in order.
+                os.close(src)
+                src = None
         length = edits.length if edits and src is None else 0
         try:
             if src is None and length == 0:
