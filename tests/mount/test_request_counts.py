@@ -90,3 +90,27 @@ def test_a_burst_of_fsyncs_does_not_poll_the_feed_once_per_save(
     # slower and the bound grows with them.)
     most = int(burst / OWN_ECHO_PAUSE) + 4
     assert len(polls) <= most, f"{len(polls)} feed polls for 40 saves in {burst:.2f} s"
+
+
+def test_a_large_file_is_uploaded_while_dd_writes_it(
+    server: ServerProc, mnt: MountProc, tmp_path: Path
+) -> None:
+    """dd (which opens its output, dup2()s and closes it, then writes) of 40 MiB with
+    conv=fsync: the upload starts while dd writes (one POST /blobs as octet-stream,
+    staged, named by the server), the commit names it, and nothing is uploaded again."""
+    src = tmp_path / "big.bin"
+    data = random.Random(3).randbytes(40 * MiB)
+    src.write_bytes(data)
+    mark = server.mark()
+    subprocess.run(
+        ["dd", f"if={src}", f"of={mnt.path / 'big.bin'}", "bs=1M", "conv=fsync", "status=none"],
+        check=True,
+        timeout=120,
+    )
+    writes = [r for r in server.requests(mark) if r.method in WRITE_METHODS]
+    summary = [f"{r.method} {r.path.rsplit('/', 2)[-2:]} {r.status}" for r in writes]
+    assert [(r.method, r.path.endswith("/blobs"), r.status) for r in writes] == [
+        ("POST", True, 201),
+        ("POST", False, 201),
+    ], summary
+    assert server.tree(mnt.repo) == {"big.bin": data}

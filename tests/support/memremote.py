@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -96,10 +96,15 @@ class MemRemote(Remote):
         symlinks=True,
     )
 
-    def __init__(self, name: str = "mem", *, recursive_listing: bool = True) -> None:
+    def __init__(
+        self, name: str = "mem", *, recursive_listing: bool = True, staged_upload: bool = False
+    ) -> None:
         self.name = name
         if not recursive_listing:
             self.capabilities = replace(self.capabilities, recursive_listing=False)
+        if staged_upload:
+            self.capabilities = replace(self.capabilities, staged_upload=True)
+        self.staged: dict[str, bytes] = {}  # sha256 -> content uploaded by `stage`
         self.items: dict[str, Item] = {}  # path -> item; the root "" is implicit
         self.head_no = 0
         self.requests: Counter[str] = Counter()
@@ -113,6 +118,13 @@ class MemRemote(Remote):
     @property
     def head(self) -> str:
         return str(self.head_no)
+
+    async def stage(self, body: Callable[[], AsyncIterator[bytes]]) -> str:
+        self.requests["stage"] += 1
+        data = b"".join([piece async for piece in body()])
+        digest = sha(data)
+        self.staged[digest] = data
+        return digest
 
     # ------------------------------------------------------------------ reading
 
@@ -221,7 +233,12 @@ class MemRemote(Remote):
         now = time.time()
         if isinstance(c, Write | Symlink):
             if isinstance(c, Write):
-                data = c.source.read_bytes()
+                if c.staged:  # (only a content staged before: never read from source)
+                    if c.sha256 not in self.staged:
+                        raise _Refused(ProtocolError(f"{c.path}: no staged content {c.sha256}"))
+                    data = self.staged[c.sha256]
+                else:
+                    data = c.source.read_bytes()
                 if sha(data) != c.sha256 or len(data) != c.size:
                     raise _Refused(ProtocolError(f"{c.path}: content does not match its digest"))
             else:

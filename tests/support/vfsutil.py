@@ -65,6 +65,7 @@ class VfsMount:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.vfs.prefetch.run)
                     nursery.start_soon(self.vfs.streams.run)
+                    nursery.start_soon(self.vfs.flusher.stager.run)
                     nursery.start_soon(self.vfs.load_tree_forever)
                     await self.vfs.flusher.run()
         finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import enum
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -39,6 +39,9 @@ class Capabilities:
     file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)
     file_mtimes: bool = False  # a write's `mtime_ns` is kept, and listed back exactly
     symlinks: bool = False  # Symlink changes, and entries of kind "symlink" with a target
+    # `stage()` uploads a content while it is still being written, before the change
+    # that will name it (a Write with `staged`)
+    staged_upload: bool = False
     max_batch_ops: int = 1000  # the most operations worth sending in one apply()
 
 
@@ -148,6 +151,7 @@ class Write:
     key: str = ""  # idempotency key, stable across retries of this change
     mode: int | None = None  # permission bits to record, where the remote keeps them
     mtime_ns: int | None = None  # the modification time to record, where it keeps them
+    staged: bool = False  # the remote has this content already (`Remote.stage`): send none
 
 
 @dataclass(frozen=True)
@@ -387,6 +391,12 @@ class Remote(abc.ABC):
         changes whose precondition failed are Conflicted, the others Failed(Aborted).
         Without it, each outcome stands on its own. Raises a RemoteError (and applied
         nothing) when the request as a whole failed: unreachable, 401, unknown repo."""
+
+    async def stage(self, body: Callable[[], AsyncIterator[bytes]]) -> str:
+        """Upload a content as it is produced (`body` yields it; a factory), ahead of
+        the change that will name it: its SHA-256 as the remote computed it. A Write of
+        that content with `staged` then sends none. Only with `staged_upload`."""
+        raise Unsupported("this remote stages no uploads")
 
     def version_of(self, sha256: str) -> str | None:
         """The version token a file with this content has, where the remote derives

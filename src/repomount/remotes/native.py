@@ -8,7 +8,7 @@ import getpass
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -63,6 +63,7 @@ from repomount.remotes.native_wire import (
     range_total,
     refused,
     repo_info,
+    staged_blob,
     tree_page,
     with_target,
 )
@@ -110,6 +111,7 @@ class NativeRemote(HttpRemote):
         file_modes=True,
         file_mtimes=True,
         symlinks=True,
+        staged_upload=True,
         # A commit of this many operations is a few MB of JSON: one commit for a `cp -r`
         # of a few thousand files instead of several (the server takes up to 100,000).
         max_batch_ops=5000,
@@ -399,6 +401,19 @@ class NativeRemote(HttpRemote):
             content=file_chunks(blob.source),
             idempotent=True,  # the URL names the content: storing it twice is harmless
         )
+
+    async def stage(self, body: Callable[[], AsyncIterator[bytes]]) -> str:
+        """POST /blobs as octet-stream, streamed without a length as `body` yields: the
+        server names the blob by what arrived. Sent once (a retry cannot rewind a body
+        that follows a writer)."""
+        response = await self._http.request(
+            "POST",
+            f"{self._root}/blobs",
+            headers={"Content-Type": "application/octet-stream"},
+            content=body,
+            idempotent=False,
+        )
+        return staged_blob(json_object(response))
 
     # ------------------------------------------------------------------ change feed
 

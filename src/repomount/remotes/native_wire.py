@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ PER_OP_STATUSES = (404, 409, 422)
 
 _KINDS: dict[str, EntryKind] = {"file": "file", "dir": "dir", "symlink": "symlink"}
 _OPS = ("write", "delete", "mkdir")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 answer = parses(SERVICE)
 
@@ -208,9 +210,19 @@ def range_total(response: httpx.Response) -> int:
 
 
 def keeps_content(change: Change) -> bool:
-    """Whether `change` writes the very content of the version it expects (a new mode
-    or mtime): the server has that blob, so the write names it and sends nothing."""
-    return isinstance(change, Write) and change.expect == change.sha256
+    """Whether `change` writes a content the server has already: the very content of
+    the version it expects (a new mode or mtime), or one staged (uploaded while it was
+    written): the write names its blob and sends nothing."""
+    return isinstance(change, Write) and (change.staged or change.expect == change.sha256)
+
+
+@answer
+def staged_blob(data: dict[str, Any]) -> str:
+    """The SHA-256 the server named an uploaded blob by (POST /blobs, octet-stream)."""
+    sha = data["sha256"]
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        raise ValueError(f"not a SHA-256: {sha!r}")
+    return sha
 
 
 def inline_writes(changes: Sequence[Change], inline_max: int, budget: int) -> dict[int, Path]:

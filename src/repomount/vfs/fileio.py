@@ -24,6 +24,7 @@ from repomount.vfs.journal import Journal
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
 from repomount.vfs.sparse import Sparse
+from repomount.vfs.staging import STAGE_AFTER
 from repomount.vfs.state import Handle, local_only
 from repomount.vfs.walks import Walks
 
@@ -315,6 +316,8 @@ class FileIO(Walks):
             n = os.pwrite(f.fd, data, off)
             if f.in_order is not None:
                 _wrote_in_order(f, off, n)
+                if f.in_order is not None and off < STAGE_AFTER <= f.in_order:
+                    self._stage(node, f)
             if f.sparse is not None:
                 f.sparse.wrote(off, off + n)
             f.dirty = True
@@ -382,8 +385,8 @@ class FileIO(Walks):
         f = self.files.get(node.ino)
         if f is None or not f.dirty:
             return
-        appended, in_order = f.appended, f.in_order
-        f.appended = f.in_order = None
+        appended, in_order, staging = f.appended, f.in_order, f.staging
+        f.appended = f.in_order = f.staging = None
         if not node.attached:
             saved = self.saved_lineage.get(node.ino)
             if saved is not None:  # its change lost (policy theirs): saved, never sent
@@ -391,17 +394,32 @@ class FileIO(Walks):
                 log.warning("%s: written on after its change lost; saved to %s", node.name, saved)
             if appended is not None:
                 appended.drop()
+            if staging is not None:
+                staging.cancel()
             return
         blob = self.journal.new_blob_name()
         self.files.freeze(node.ino, self.journal.blob_path(blob))
+        # (Counted in order to the end: fstat only for the long files that have these.)
+        whole = (
+            (appended is not None or staging is not None)
+            and not node.local
+            and in_order == _size(f.fd)
+        )
         if appended is not None:
             # A long file written in order: its digest is (nearly) done already. (A
             # short one is hashed with the batch it goes in; a local one never is.)
-            if not node.local and in_order == _size(f.fd):
+            if whole:
                 appended.finish_soon()
                 self.flusher.digests.expect(blob, appended)
             else:
                 appended.drop()
+        if staging is not None:
+            # ... and mostly uploaded: the upload sends the rest, for the flusher.
+            if whole:
+                assert in_order is not None
+                self.flusher.stager.bind(staging, blob, in_order)
+            else:
+                staging.cancel()
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
@@ -410,6 +428,13 @@ class FileIO(Walks):
                     self.journal.mark_sparse(blob, f.sparse)
                 self.journal_write(node, blob, node.base)
         self.overlay.set_pending_blob(node.ino, blob)
+
+    def _stage(self, node: Node, f: OpenFile) -> None:
+        """A spool written in order just passed STAGE_AFTER: upload it as it grows
+        (staging.py), unless it never goes to the remote (a --local-only name)."""
+        if node.attached and not node.local and f.staging is None:
+            assert f.in_order is not None
+            f.staging = self.flusher.stager.start(f.fd, f.in_order)
 
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
@@ -457,6 +482,8 @@ def _wrote_in_order(f: OpenFile, off: int, n: int) -> None:
             return
     if f.appended is not None:
         f.appended.wrote(f.in_order)
+    if f.staging is not None:
+        f.staging.wrote(f.in_order)
 
 
 def _text_fd(text: str) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from repomount.sidehash import SideHash
 from repomount.vfs.partial import Partial
 from repomount.vfs.sparse import Sparse
+from repomount.vfs.staging import Staging
 
 COPY_CHUNK = 1 << 20
 
@@ -58,6 +59,8 @@ class OpenFile:
     # grows (`appended`): its close needs no second reading of it.
     in_order: int | None = None
     appended: SideHash | None = None
+    # Past staging.STAGE_AFTER such a spool is uploaded as it grows (staging.py).
+    staging: Staging | None = None
 
     def start_in_order(self) -> None:
         """The spool is empty: count (and later hash) what is appended to it."""
@@ -65,10 +68,15 @@ class OpenFile:
         self.in_order = 0
 
     def stop_hashing(self) -> None:
+        """No longer written from empty in order: its running hash and staged upload
+        stop (the blob is hashed and uploaded whole when sent)."""
         self.in_order = None
         if self.appended is not None:
             self.appended.drop()
             self.appended = None
+        if self.staging is not None:
+            self.staging.cancel()
+            self.staging = None
 
     @property
     def writable(self) -> bool:

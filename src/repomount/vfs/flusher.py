@@ -39,6 +39,7 @@ from repomount.vfs.journal import Journal, Record
 from repomount.vfs.outcomes import ConflictNote, FlushConfig, FlushHooks, Outcomes
 from repomount.vfs.scheduling import ready, runs
 from repomount.vfs.sparse import lay_over_base
+from repomount.vfs.staging import Stager
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Flusher(Outcomes):
         self._progress = trio.Event()
         self._last_change = 0.0
         self.digests = Digests(journal)
+        self.stager = Stager(remote)  # uploads of large files begun while written
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
         self._set_aside: dict[int, str] = {}  # record id -> why it can never be sent
@@ -243,6 +245,7 @@ class Flusher(Outcomes):
     def _forget_old(self) -> None:
         """Bound what is kept about settled changes (status shows the newest)."""
         self.digests.forget_unused()
+        self.stager.forget([b for b in self.stager.blobs() if not self.journal.uses_blob(b)])
         for settled in (self._lost_to_conflict, self._set_aside):
             while len(settled) > KEEP_SETTLED:
                 del settled[next(iter(settled))]
@@ -414,9 +417,10 @@ class Flusher(Outcomes):
             assert op.blob is not None
             size, sha = await self.digests.of(op.blob)
             source = self.journal.blob_path(op.blob)
+            staged = await self.stager.take(op.blob, sha)  # (uploaded while written)
             return Write(
                 op.path, source, size, sha, op.sent_expect(),
-                key=op.key, mode=op.mode, mtime_ns=op.mtime_ns,
+                key=op.key, mode=op.mode, mtime_ns=op.mtime_ns, staged=staged,
             )  # fmt: skip
         if op.op == "delete":
             return Delete(op.path, op.sent_expect(), key=op.key)

@@ -1,0 +1,153 @@
+"""Uploads that begin while a large file is still being written (`Remote.stage`).
+
+A file written from empty, in order (the spool's `in_order` count), that passes
+STAGE_AFTER bytes starts streaming to the remote as it grows, following the writer:
+its upload overlaps the writing instead of starting when the file is closed (or
+fsynced) and sent. Any other change to the file (a write elsewhere, a hole, a truncate)
+or the last handle going without a freeze cancels it: the file is then uploaded with
+its change, as any other.
+
+When the file is frozen into the journal as a blob (close, fsync), its upload is told
+the final size, sends the rest and ends; the flusher then `take`s it for that blob. The
+remote names the content by the SHA-256 of what it received, and a staged upload counts
+only when that equals the blob's own digest: a change never names bytes other than the
+ones it carries. An upload that failed, was cancelled or differs is simply not used
+(the change uploads its content itself). At most AT_ONCE run at a time; a file past
+that is not staged.
+
+This module owns the staged uploads: by spool while the file is written, then by blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+import trio
+
+from repomount.remotes.base import Remote, RemoteError
+
+log = logging.getLogger(__name__)
+
+STAGE_AFTER = 8 << 20  # a file written in order starts uploading past this many bytes
+AT_ONCE = 2  # staged uploads running at a time
+PIECE = 1 << 20  # read from the spool (in a worker thread) and sent this much at a time
+
+
+class Staging:
+    """One upload following one spool."""
+
+    def __init__(self, fd: int, written: int) -> None:
+        self.fd = os.dup(fd)  # (the spool's inode, under whatever name it takes)
+        self.written = written  # bytes of the spool complete so far
+        self.final: int | None = None  # its size once frozen: the upload ends there
+        self.sha256: str | None = None  # what the remote named it, once uploaded
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self._more = trio.Event()
+
+    def wrote(self, size: int) -> None:
+        self.written = size
+        self._more.set()
+
+    def finish(self, size: int) -> None:
+        self.final = self.written = size
+        self._more.set()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The spool's bytes as they are written, until its final size."""
+        sent = 0
+        while True:
+            if sent < self.written:
+                size = min(PIECE, self.written - sent)
+                piece = await trio.to_thread.run_sync(os.pread, self.fd, size, sent)
+                if len(piece) != size:  # (cut short behind our back: not this content)
+                    raise OSError(f"staged spool gave {len(piece)} of {size} bytes")
+                sent += size
+                yield piece
+            elif self.final is not None:
+                return
+            else:
+                self._more = trio.Event()
+                await self._more.wait()
+
+
+class Stager:
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self._nursery: trio.Nursery | None = None
+        self._free = AT_ONCE
+        self._by_blob: dict[str, Staging] = {}
+        self.started = self.used = 0  # (status, tests)
+
+    async def run(self) -> None:
+        """Background task: the staged uploads run under it."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def start(self, fd: int, written: int) -> Staging | None:
+        """Stage the spool `fd` (`written` bytes so far), if the remote can and a slot
+        is free; None otherwise."""
+        if self._nursery is None or self._free == 0:
+            return None
+        if not self.remote.capabilities.staged_upload:
+            return None
+        try:
+            staging = Staging(fd, written)
+        except OSError:  # (no descriptor to be had: uploaded at its flush)
+            return None
+        self._free -= 1
+        self.started += 1
+        self._nursery.start_soon(self._upload, staging)
+        return staging
+
+    async def _upload(self, staging: Staging) -> None:
+        body: Callable[[], AsyncIterator[bytes]] = staging.body
+        try:
+            with staging.scope:
+                staging.sha256 = await self.remote.stage(body)
+        except (RemoteError, OSError) as e:  # (the change uploads it itself)
+            log.debug("staged upload failed: %s", e)
+        finally:
+            self._free += 1
+            os.close(staging.fd)
+            staging.done.set()
+
+    def bind(self, staging: Staging, blob: str, size: int) -> None:
+        """The spool was frozen as `blob`, `size` bytes: the upload sends the rest."""
+        staging.finish(size)
+        self._by_blob[blob] = staging
+
+    async def take(self, blob: str, sha256: str) -> bool:
+        """Whether the remote has `blob` (whose digest is `sha256`) through its staged
+        upload, waiting for that to end. Asked once per blob: later asks say False (a
+        change sent again, say after the remote lost it, uploads it itself)."""
+        staging = self._by_blob.pop(blob, None)
+        if staging is None:
+            return False
+        await staging.done.wait()
+        if staging.sha256 is None:
+            return False
+        if staging.sha256 != sha256:
+            log.warning("staged upload of %s arrived as %s, not %s", blob, staging.sha256, sha256)
+            return False
+        self.used += 1
+        return True
+
+    def forget(self, blobs: list[str] | set[str]) -> None:
+        """These blobs will not be sent (gone from the journal): stop their uploads."""
+        for blob in blobs:
+            staging = self._by_blob.pop(blob, None)
+            if staging is not None:
+                staging.cancel()
+
+    def blobs(self) -> list[str]:
+        return list(self._by_blob)
