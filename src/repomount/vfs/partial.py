@@ -30,6 +30,7 @@ from repomount.remotes.base import ProtocolError, Remote, RemoteError
 from repomount.vfs.content import ContentCache
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
+from repomount.vfs.taskhost import TaskHost
 
 log = logging.getLogger(__name__)
 
@@ -247,30 +248,13 @@ class Partial:
         self._wake()
 
 
-class Streams:
-    """The partial downloads, by (path, version), and the task they run in."""
+class Streams(TaskHost):
+    """The partial downloads, by (path, version); their streams run under `run`."""
 
     def __init__(self, remote: Remote, cache: ContentCache, health: Health) -> None:
+        super().__init__()
         self.remote, self.cache, self.health = remote, cache, health
         self._partials: dict[tuple[str, str], Partial] = {}
-        self._nursery: trio.Nursery | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._nursery is not None
-
-    async def run(self) -> None:
-        """Background task hosting the streams."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-
-    def spawn(self, fn: object, *args: object) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
 
     def open(self, path: str, version: str, size: int) -> tuple[int, Partial]:
         """A read-only descriptor of (path, version) filling as it arrives."""

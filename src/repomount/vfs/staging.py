@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 import trio
 
 from repomount.remotes.base import Remote, RemoteError
+from repomount.vfs.taskhost import TaskHost
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +77,20 @@ class Staging:
                 await self._more.wait()
 
 
-class Stager:
+class Stager(TaskHost):
+    """The staged uploads; they run under `run`."""
+
     def __init__(self, remote: Remote) -> None:
+        super().__init__()
         self.remote = remote
-        self._nursery: trio.Nursery | None = None
         self._free = AT_ONCE
         self._by_blob: dict[str, Staging] = {}
         self.started = self.used = 0  # (status, tests)
 
-    async def run(self) -> None:
-        """Background task: the staged uploads run under it."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-
     def start(self, fd: int, written: int) -> Staging | None:
         """Stage the spool `fd` (`written` bytes so far), if the remote can and a slot
         is free; None otherwise."""
-        if self._nursery is None or self._free == 0:
+        if not self.running or self._free == 0:
             return None
         if not self.remote.capabilities.staged_upload:
             return None
@@ -106,7 +100,7 @@ class Stager:
             return None
         self._free -= 1
         self.started += 1
-        self._nursery.start_soon(self._upload, staging)
+        self.spawn(self._upload, staging)
         return staging
 
     async def _upload(self, staging: Staging) -> None:
