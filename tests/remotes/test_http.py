@@ -27,7 +27,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import HttpClient, RetryPolicy, Secret
+from repomount.remotes.http import BODY_CHUNK, BODY_READ, HttpClient, RetryPolicy, Secret
 from repomount.remotes.http_errors import (
     ErrorBody,
     map_error,
@@ -417,3 +417,30 @@ async def test_token_never_shows(autojump_clock: object, caplog: pytest.LogCaptu
     assert all(TOKEN not in text for text in shown), shown
     assert "***" in str(errors[0])
     assert repr(Secret(TOKEN)) == "Secret('***')" and TOKEN not in str(Secret(TOKEN))
+
+
+async def test_a_streamed_body_goes_in_pieces_that_fit_one_write_timeout() -> None:
+    """A body's chunk longer than BODY_CHUNK (a file read BODY_READ at a time) reaches
+    the transport in pieces of at most BODY_CHUNK: httpcore writes each piece under one
+    write timeout, which must be enough at --min-rate."""
+    pieces: list[int] = []
+    got = bytearray()
+
+    class Reading(httpx.AsyncBaseTransport):  # (a MockTransport reads the body whole)
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            async for piece in request.stream:  # type: ignore[union-attr]
+                pieces.append(len(piece))
+                got.extend(piece)
+            return httpx.Response(200, json={})
+
+    data = random.Random(5).randbytes(BODY_READ + 10)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:BODY_READ]
+        yield b""
+        yield data[BODY_READ:]
+
+    async with client(Tap(Reading())) as c:
+        await c.request("POST", "/upload", content=body)
+    assert bytes(got) == data
+    assert pieces == [BODY_CHUNK] * (BODY_READ // BODY_CHUNK) + [10]

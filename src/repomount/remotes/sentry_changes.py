@@ -42,7 +42,7 @@ from repomount.remotes.base import (
     Write,
     expect_met,
 )
-from repomount.remotes.http import BODY_CHUNK, json_object
+from repomount.remotes.http import BODY_READ, json_object
 from repomount.remotes.sentry_wire import (
     Artifact,
     artifact,
@@ -248,7 +248,7 @@ def _body(head: bytes, source: Path, tail: bytes) -> Callable[[], AsyncIterator[
     async def chunks() -> AsyncIterator[bytes]:
         yield head
         async with await trio.open_file(source, "rb") as f:
-            while chunk := await f.read(BODY_CHUNK):
+            while chunk := await f.read(BODY_READ):
                 yield chunk
         yield tail
 
