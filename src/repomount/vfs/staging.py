@@ -60,11 +60,13 @@ class Staging:
         self.scope.cancel()
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The spool's bytes as they are written, until its final size."""
+        """The spool's bytes as they are written, until its final size: a PIECE at a
+        time (a writer's small writes are not a thread hop each), then the rest."""
         sent = 0
         while True:
-            if sent < self.written:
-                size = min(PIECE, self.written - sent)
+            ready = self.written - sent
+            if ready >= PIECE or (ready > 0 and self.final is not None):
+                size = min(PIECE, ready)
                 piece = await trio.to_thread.run_sync(os.pread, self.fd, size, sent)
                 if len(piece) != size:  # (cut short behind our back: not this content)
                     raise OSError(f"staged spool gave {len(piece)} of {size} bytes")
