@@ -112,6 +112,8 @@ class Stager(TaskHost):
                 staging.sha256 = await self.remote.stage(body)
         except (RemoteError, OSError) as e:  # (the change uploads it itself)
             log.debug("staged upload failed: %s", e)
+        except Exception:  # (never the mount's end: the change uploads it itself)
+            log.exception("staged upload failed unexpectedly")
         finally:
             self._free += 1
             os.close(staging.fd)
