@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import trio
 
 from repomount.remotes.base import Unavailable, Write
-from repomount.vfs import fileio, staging
+from repomount.vfs import digests, fileio, staging
 from repomount.vfs.core import Vfs
 from support.memremote import MemRemote
 from support.vfsutil import MakeMount, close, open_path, resolve
@@ -196,3 +197,28 @@ async def test_a_file_closed_empty_then_written_is_staged(
     assert await m.drain() == []
     assert mem.files() == {"out": data}
     assert [w.staged for w in writes(mem)][-1:] == [True]
+
+
+@pytest.mark.parametrize("kind", [MemRemote, Failing])
+async def test_a_staged_file_is_hashed_by_its_upload_not_read_again(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch, kind: type[MemRemote]
+) -> None:
+    """The upload hashes what it reads to send it: the blob's digest needs no reading of
+    its own. An upload that ended early leaves the blob to be hashed from disk."""
+    read: list[Path] = []
+    real = digests.hash_file
+
+    def recording(path: Path) -> tuple[int, str]:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(digests, "hash_file", recording)
+    remote = kind(staged_upload=True)
+    m = await make_mount(remote, **HELD)
+    data = os.urandom(3 * AFTER + 1000)
+    fh = await _create(m.vfs, "big")
+    await _write(m.vfs, fh, data)
+    await close(m.vfs, fh)
+    assert await m.drain() == []
+    assert remote.files() == {"big": data}
+    assert len(read) == (0 if kind is MemRemote else 1)

@@ -1,6 +1,7 @@
 """Size and SHA-256 of the journal's content files: computed in worker threads (a few
 small ones on the trio thread), once per blob, and kept while the journal still sends
-the blob. A long file written in order was hashed as it was written (sidehash.py)."""
+the blob. A long file written in order was hashed as it was written (sidehash.py, or
+its staged upload: staging.py)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,36 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
-from repomount.sidehash import SideHash
 from repomount.vfs.journal import Journal
 
 log = logging.getLogger(__name__)
+
+
+class RunningDigest(Protocol):
+    """A digest made while the blob was written: sidehash.SideHash, or the staged
+    upload that read it (staging.Staging)."""
+
+    @property
+    def size(self) -> int: ...
+
+    async def hexdigest(self) -> str: ...
+
+    def drop(self) -> None: ...
 
 
 class Digests:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._known: dict[str, tuple[int, str]] = {}  # blob -> (size, sha256)
-        self._coming: dict[str, SideHash] = {}  # blob -> its hash, still being made
+        self._coming: dict[str, RunningDigest] = {}  # blob -> its hash, still being made
 
-    def expect(self, blob: str, appended: SideHash) -> None:
-        """The blob's digest is being made as it was written (sidehash.py): taken from
-        there, not from reading the blob again."""
+    def expect(self, blob: str, appended: RunningDigest) -> None:
+        """The blob's digest is being made as it was written (sidehash.py, staging.py):
+        taken from there, not from reading the blob again."""
         self._coming[blob] = appended
 
     async def of(self, blob: str) -> tuple[int, str]:
@@ -44,6 +57,9 @@ class Digests:
             return None
         try:
             got = (appended.size, await appended.hexdigest())
+        except OSError as e:  # (a staged upload that ended early, say): read the blob
+            log.info("%s: hashed from the blob instead (%s)", blob, e)
+            return None
         except Exception:  # (say no memory for the thread): read the blob again
             log.exception("hashing %s as it was written failed", blob)
             return None

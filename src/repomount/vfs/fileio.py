@@ -414,10 +414,11 @@ class FileIO(Walks):
             else:
                 appended.drop()
         if staging is not None:
-            # ... and mostly uploaded: the upload sends the rest, for the flusher.
+            # ... and mostly uploaded: the upload sends (and hashes) the rest.
             if whole:
                 assert in_order is not None
                 self.flusher.stager.bind(staging, blob, in_order)
+                self.flusher.digests.expect(blob, staging)
             else:
                 staging.cancel()
         if node.local:
@@ -435,6 +436,9 @@ class FileIO(Walks):
         if node.attached and not node.local and f.staging is None:
             assert f.in_order is not None
             f.staging = self.flusher.stager.start(f.fd, f.in_order)
+            if f.staging is not None and f.appended is not None:
+                f.appended.drop()  # (the upload hashes what it reads: no second reading)
+                f.appended = None
 
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
@@ -474,7 +478,7 @@ def _wrote_in_order(f: OpenFile, off: int, n: int) -> None:
         f.stop_hashing()  # (a rewrite, or a hole)
         return
     f.in_order += n
-    if f.appended is None and f.in_order >= sidehash.BATCH:
+    if f.appended is None and f.staging is None and f.in_order >= sidehash.BATCH:
         try:
             f.appended = SideHash(f.fd)
         except OSError:  # (no descriptor to be had: hashed from the blob at its upload)

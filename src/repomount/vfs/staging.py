@@ -20,6 +20,7 @@ This module owns the staged uploads: by spool while the file is written, then by
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,9 @@ PIECE = 1 << 20  # read from the spool (in a worker thread) and sent this much a
 
 
 class Staging:
-    """One upload following one spool."""
+    """One upload following one spool. What it reads to send it also hashes (in the
+    same worker-thread call), so the file's digest needs no reading of its own: it
+    stands in for the file's running hash (sidehash.py) once the upload starts."""
 
     def __init__(self, fd: int, written: int) -> None:
         self.fd = os.dup(fd)  # (the spool's inode, under whatever name it takes)
@@ -47,6 +50,25 @@ class Staging:
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self._more = trio.Event()
+        self._hash = hashlib.sha256()  # of the bytes read (and sent) so far: `_hashed`
+        self._hashed = 0
+
+    @property
+    def size(self) -> int:
+        """The file's size once frozen (Digests asks only then)."""
+        assert self.final is not None
+        return self.final
+
+    async def hexdigest(self) -> str:
+        """The SHA-256 of the file's bytes, as read to send them; OSError when the
+        upload ended before it read them all (the blob is then hashed from disk)."""
+        await self.done.wait()
+        if self.final is None or self._hashed != self.final:
+            raise OSError(f"the staged upload read {self._hashed} of {self.final} bytes")
+        return self._hash.hexdigest()
+
+    def drop(self) -> None:
+        """(Its digest not wanted: the upload is the Stager's to end.)"""
 
     def wrote(self, size: int) -> None:
         self.written = size
@@ -59,19 +81,23 @@ class Staging:
     def cancel(self) -> None:
         self.scope.cancel()
 
+    def _read_piece(self, size: int) -> bytes:
+        """The next `size` bytes, hashed (worker thread; one at a time)."""
+        piece = os.pread(self.fd, size, self._hashed)
+        if len(piece) != size:  # (cut short behind our back: not this content)
+            raise OSError(f"staged spool gave {len(piece)} of {size} bytes")
+        self._hash.update(piece)
+        self._hashed += size
+        return piece
+
     async def body(self) -> AsyncIterator[bytes]:
         """The spool's bytes as they are written, until its final size: a PIECE at a
         time (a writer's small writes are not a thread hop each), then the rest."""
-        sent = 0
+        self._hash, self._hashed = hashlib.sha256(), 0  # (a retry starts over)
         while True:
-            ready = self.written - sent
+            ready = self.written - self._hashed
             if ready >= PIECE or (ready > 0 and self.final is not None):
-                size = min(PIECE, ready)
-                piece = await trio.to_thread.run_sync(os.pread, self.fd, size, sent)
-                if len(piece) != size:  # (cut short behind our back: not this content)
-                    raise OSError(f"staged spool gave {len(piece)} of {size} bytes")
-                sent += size
-                yield piece
+                yield await trio.to_thread.run_sync(self._read_piece, min(PIECE, ready))
             elif self.final is not None:
                 return
             else:
