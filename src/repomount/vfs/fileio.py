@@ -385,42 +385,16 @@ class FileIO(Walks):
         f = self.files.get(node.ino)
         if f is None or not f.dirty:
             return
-        appended, in_order, staging = f.appended, f.in_order, f.staging
-        f.appended = f.in_order = f.staging = None
         if not node.attached:
+            f.stop_hashing()
             saved = self.saved_lineage.get(node.ino)
             if saved is not None:  # its change lost (policy theirs): saved, never sent
                 self.files.freeze(node.ino, saved)
                 log.warning("%s: written on after its change lost; saved to %s", node.name, saved)
-            if appended is not None:
-                appended.drop()
-            if staging is not None:
-                staging.cancel()
             return
         blob = self.journal.new_blob_name()
         self.files.freeze(node.ino, self.journal.blob_path(blob))
-        # (Counted in order to the end: fstat only for the long files that have these.)
-        whole = (
-            (appended is not None or staging is not None)
-            and not node.local
-            and in_order == _size(f.fd)
-        )
-        if appended is not None:
-            # A long file written in order: its digest is (nearly) done already. (A
-            # short one is hashed with the batch it goes in; a local one never is.)
-            if whole:
-                appended.finish_soon()
-                self.flusher.digests.expect(blob, appended)
-            else:
-                appended.drop()
-        if staging is not None:
-            # ... and mostly uploaded: the upload sends (and hashes) the rest.
-            if whole:
-                assert in_order is not None
-                self.flusher.stager.bind(staging, blob, in_order)
-                self.flusher.digests.expect(blob, staging)
-            else:
-                staging.cancel()
+        self._hand_over_in_order(node, f, blob)
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
@@ -429,6 +403,22 @@ class FileIO(Walks):
                     self.journal.mark_sparse(blob, f.sparse)
                 self.journal_write(node, blob, node.base)
         self.overlay.set_pending_blob(node.ino, blob)
+
+    def _hand_over_in_order(self, node: Node, f: OpenFile, blob: str) -> None:
+        """A long file written in order to its end (just frozen as `blob`): its digest
+        is (nearly) done, by its running hash or its staged upload, which sends the rest;
+        both go to the flusher. Otherwise (written any other way, or local) they stop. (A
+        short file is hashed with the batch it goes in; fstat only for the long ones.)"""
+        helper = f.staging or f.appended
+        if helper is not None and not node.local and f.in_order == _size(f.fd):
+            assert f.in_order is not None
+            if f.staging is not None:
+                self.flusher.stager.bind(f.staging, blob, f.in_order)
+            elif f.appended is not None:
+                f.appended.finish_soon()
+            self.flusher.digests.expect(blob, helper)
+            f.appended = f.staging = None  # (handed over: not stopped below)
+        f.stop_hashing()
 
     def _stage(self, node: Node, f: OpenFile) -> None:
         """A spool written in order just passed STAGE_AFTER: upload it as it grows
