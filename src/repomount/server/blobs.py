@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from repomount.server import writeout
+from repomount.server import libc, writeout
 from repomount.server.store import BlobSpool
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -207,12 +207,9 @@ def _find_syncfs() -> Callable[[int], None] | None:
     syncfs: Callable[[int], None] | None = getattr(os, "syncfs", None)
     if syncfs is not None:
         return syncfs
-    try:
-        libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError, TypeError):
+    libc_syncfs = libc.function("syncfs", [ctypes.c_int])
+    if libc_syncfs is None:
         return None
-    libc_syncfs.argtypes = [ctypes.c_int]
-    libc_syncfs.restype = ctypes.c_int
 
     def call(fd: int) -> None:
         if libc_syncfs(fd) != 0:  # (ctypes releases the GIL for the call)

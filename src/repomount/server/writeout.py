@@ -16,16 +16,17 @@ from collections.abc import Callable
 
 import trio
 
+from repomount.server import libc
+
 SYNC_FILE_RANGE_WRITE = 2  # (linux/fs.h)
 
 
 def _find_sync_file_range() -> Callable[[int, int, int], int] | None:
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError, TypeError):
+    call = libc.function(
+        "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    )
+    if call is None:
         return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
 
     def sync_range(fd: int, offset: int, length: int) -> int:
         return int(call(fd, offset, length, SYNC_FILE_RANGE_WRITE))
