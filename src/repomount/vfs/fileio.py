@@ -19,7 +19,7 @@ from repomount import sidehash
 from repomount.remotes.base import NotFound, RemoteError
 from repomount.sidehash import SideHash
 from repomount.vfs.errors import FsError
-from repomount.vfs.files import OpenFile
+from repomount.vfs.files import OpenFile, fill_spool
 from repomount.vfs.journal import Journal
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
@@ -211,13 +211,13 @@ class FileIO(Walks):
                 os.close(src)
                 src = None
         length = edits.length if edits and src is None else 0
+        path, fd = self.files.new_spool()  # (made ahead: spoolpool.py)
         try:
-            if src is None and length == 0:
-                # An empty file in our own state directory: one open(2), cheaper than the
-                # thread hop (cp -r of 2,000 files makes 2,000 of these)
-                path, fd = self.files.new_spool_from(None)
-            else:
-                path, fd = await trio.to_thread.run_sync(self.files.new_spool_from, src, length)
+            if src is not None or length:
+                await trio.to_thread.run_sync(fill_spool, fd, src, length)
+        except BaseException:
+            self.files.discard_spool(path, fd)
+            raise
         finally:
             if src is not None:
                 os.close(src)

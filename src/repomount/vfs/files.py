@@ -17,16 +17,24 @@ task (an uploaded blob is linked into the cache and deleted) between an await an
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from repomount.sidehash import SideHash
 from repomount.vfs.partial import Partial
 from repomount.vfs.sparse import Sparse
+from repomount.vfs.spoolpool import SpoolPool
 from repomount.vfs.staging import Staging
 
 COPY_CHUNK = 1 << 20
+
+
+def fill_spool(fd: int, src: int | None, length: int) -> None:
+    """Worker thread: a new spool becomes a copy of `src`, or `length` bytes of holes."""
+    if src is not None:
+        copy_fd(src, fd)
+    elif length:
+        os.ftruncate(fd, length)
 
 
 def copy_fd(src: int, dst: int) -> None:
@@ -92,6 +100,7 @@ class Files:
         for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
             leftover.unlink(missing_ok=True)
         self._open: dict[int, OpenFile] = {}
+        self.pool = SpoolPool(spool_dir)
 
     def get(self, ino: int) -> OpenFile | None:
         return self._open.get(ino)
@@ -109,21 +118,15 @@ class Files:
         f = self._open[ino] = OpenFile(fd, partial=partial)
         return f
 
-    def new_spool_from(self, src_fd: int | None, length: int = 0) -> tuple[Path, int]:
-        """A fresh spool file holding a copy of `src_fd` (or `length` bytes of holes).
-        Worker thread, except for an empty one (no copy, no truncate: one open)."""
-        path = self.spool_dir / uuid.uuid4().hex
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if src_fd is not None:
-                copy_fd(src_fd, fd)
-            elif length:
-                os.ftruncate(fd, length)
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        return path, fd
+    def new_spool(self) -> tuple[Path, int]:
+        """A fresh empty spool file (trio thread: the pool's, made ahead)."""
+        return self.pool.take()
+
+    @staticmethod
+    def discard_spool(path: Path, fd: int) -> None:
+        """A new spool never adopted (its filling failed or was cancelled)."""
+        os.close(fd)
+        path.unlink(missing_ok=True)
 
     def adopt_spool(self, ino: int, path: Path, fd: int) -> OpenFile:
         """Make a new spool the inode's content (its previous descriptor is closed)."""
