@@ -66,7 +66,7 @@ class VfsMount:
                     nursery.start_soon(self.vfs.prefetch.run)
                     nursery.start_soon(self.vfs.streams.run)
                     nursery.start_soon(self.vfs.flusher.stager.run)
-                    nursery.start_soon(self.vfs.files.pool.run)
+                    nursery.start_soon(self.vfs.files.ready.run)
                     nursery.start_soon(self.vfs.load_tree_forever)
                     await self.vfs.flusher.run()
         finally:

@@ -248,7 +248,7 @@ async def _serve(
             nursery.start_soon(vfs.prefetch.run)
             nursery.start_soon(vfs.streams.run)
             nursery.start_soon(vfs.flusher.stager.run)
-            nursery.start_soon(vfs.files.pool.run)
+            nursery.start_soon(vfs.files.ready.run)
             nursery.start_soon(
                 partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
             )

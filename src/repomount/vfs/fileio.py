@@ -211,7 +211,7 @@ class FileIO(Walks):
                 os.close(src)
                 src = None
         length = edits.length if edits and src is None else 0
-        path, fd = self.files.new_spool()  # (made ahead: spoolpool.py)
+        path, fd = self.files.new_spool()  # (made ahead: readyfiles.py)
         try:
             if src is not None or length:
                 await trio.to_thread.run_sync(fill_spool, fd, src, length)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from repomount.sidehash import SideHash
 from repomount.vfs.partial import Partial
+from repomount.vfs.readyfiles import ReadyFiles
 from repomount.vfs.sparse import Sparse
-from repomount.vfs.spoolpool import SpoolPool
 from repomount.vfs.staging import Staging
 
 COPY_CHUNK = 1 << 20
@@ -100,7 +100,7 @@ class Files:
         for leftover in spool_dir.iterdir():  # never closed, so never promised to anyone
             leftover.unlink(missing_ok=True)
         self._open: dict[int, OpenFile] = {}
-        self.pool = SpoolPool(spool_dir)
+        self.ready = ReadyFiles(spool_dir)
 
     def get(self, ino: int) -> OpenFile | None:
         return self._open.get(ino)
@@ -119,8 +119,13 @@ class Files:
         return f
 
     def new_spool(self) -> tuple[Path, int]:
-        """A fresh empty spool file (trio thread: the pool's, made ahead)."""
-        return self.pool.take()
+        """A fresh empty spool file, open (trio thread: made ahead, readyfiles.py)."""
+        path = self.ready.take()
+        try:
+            return path, os.open(path, os.O_RDWR)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def discard_spool(path: Path, fd: int) -> None:
