@@ -108,3 +108,13 @@ async def test_a_file_is_made_on_the_spot_when_none_can_be_made_ahead(tmp_path: 
         assert path.parent == tmp_path / "gone" and path.stat().st_size == 0
         await filled(ready)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_ready_spool_deleted_behind_our_back_is_made_again(make_mount: MakeMount) -> None:
+    m = await make_mount(**HELD)
+    ready = m.vfs.files.ready
+    await filled(ready)
+    for path in ready.paths():
+        path.unlink()
+    await write_file(m.vfs, "f", b"written all the same")
+    assert await m.drain() == []

@@ -121,8 +121,8 @@ class Files:
     def new_spool(self) -> tuple[Path, int]:
         """A fresh empty spool file, open (trio thread: made ahead, readyfiles.py)."""
         path = self.ready.take()
-        try:
-            return path, os.open(path, os.O_RDWR)
+        try:  # (made again should someone have deleted it: the name is ours alone)
+            return path, os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
