@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,7 +33,7 @@ from repomount.remotes.base import (
     run_limited,
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
-from repomount.remotes.httpremote import HttpRemote, copy_body
+from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
 from repomount.remotes.native_pack import (
     ALONE_MIN,
@@ -42,7 +43,6 @@ from repomount.remotes.native_pack import (
     pack_length,
     plan_uploads,
 )
-from repomount.remotes.native_read import Receiver
 from repomount.remotes.native_wire import (
     PER_OP_STATUSES,
     TreePage,
@@ -67,7 +67,7 @@ from repomount.remotes.native_wire import (
     tree_page,
     with_target,
 )
-from repomount.tarread import TarError, TarReader
+from repomount.tarread import Member, TarError, TarReader
 from repomount.tarwrite import VERSION_KEY
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
@@ -277,15 +277,15 @@ class NativeRemote(HttpRemote):
         async with self._http.stream("POST", url, json={"paths": paths}, idempotent=True) as r:
             reader = TarReader(r.aiter_bytes())  # as it arrives, not in 256 KiB lumps
             try:
-                async with Receiver(new_file, got) as receiver:
-                    while (member := await reader.next()) is not None:
-                        version = member.pax.get(VERSION_KEY)
-                        if not member.is_file or version is None:
-                            continue  # a symlink, or the closing list of MISSING paths
-                        if member.name not in wanted:
-                            why = f"sent {member.name!r}, not asked for"
-                            raise ProtocolError(f"POST {url}: {why}")
-                        await receiver.member(reader, member, version)
+                while (member := await reader.next()) is not None:
+                    version = member.pax.get(VERSION_KEY)
+                    if not member.is_file or version is None:
+                        continue  # a symlink, or the closing list of MISSING paths
+                    if member.name not in wanted:
+                        raise ProtocolError(f"POST {url}: sent {member.name!r}, not asked for")
+                    dest = new_file()
+                    fetched = await _receive(reader, member, version, dest)
+                    got(member.name, fetched, dest)
             except TarError as exc:
                 raise ProtocolError(f"POST {url}: {exc}") from exc
 
@@ -429,6 +429,26 @@ class NativeRemote(HttpRemote):
 
     def _file_url(self, path: str) -> str:
         return self._path_url("files", path)
+
+
+async def _receive(reader: TarReader, member: Member, version: str, dest: Path) -> Fetched:
+    """The member's content into `dest`, checked against its version; on any failure
+    `dest` is removed and nothing is delivered."""
+    digest = hashlib.sha256()
+    try:
+        with dest.open("wb") as out:
+            async for chunk in reader.chunks(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != version:
+            raise ProtocolError(
+                f"content of {member.name!r} does not match its version: "
+                f"got sha256 {digest.hexdigest()}, the server says {version}"
+            )
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return Fetched(version, member.size, member.size)
 
 
 @functools.cache
