@@ -20,7 +20,8 @@ class Streaming(MemRemote):
     bytes until `gate` is set; every read waits `latency` before its first byte; with
     `corrupt`, byte 3 MiB of what is streamed is wrong (a bad transfer); with
     `stop_after`, every read fails (stalled) after that many bytes; with `checks`, a
-    whole read hashes what it streams and says so, as the native remote does."""
+    whole read hashes what it streams and says so, as the native remote does;
+    `piece_delay` makes a slow link."""
 
     def __init__(
         self, *, latency: float = 0.0, corrupt: bool = False, checks: bool = False
@@ -35,6 +36,7 @@ class Streaming(MemRemote):
         self.delivered = 0  # bytes written to destinations
         self.fail_with: BaseException | None = None
         self.stop_after: int | None = None
+        self.piece_delay = 0.0  # seconds per 1 MiB piece (a slow link)
 
     async def read(
         self,
@@ -66,6 +68,8 @@ class Streaming(MemRemote):
             dest.write(piece)
             self.delivered += len(piece)
             pos += len(piece)
+            if self.piece_delay:
+                await trio.sleep(self.piece_delay)
             await trio.lowlevel.checkpoint()
         whole = offset == 0 and end == len(data)
         if self.checks and whole and hashlib.sha256(data).hexdigest() != item.version:

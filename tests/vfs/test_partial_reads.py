@@ -123,6 +123,7 @@ async def test_a_file_checked_as_it_came_is_not_read_again_to_check_it(
     reread: list[object] = []
     sha256_of = partial._sha256_of
     monkeypatch.setattr(partial, "_sha256_of", lambda f: reread.append(f) or sha256_of(f))
+    monkeypatch.setattr(partial, "SLOW_LINK", 1)  # (held at the gate it looks slow)
     remote = Streaming(checks=True)
     data = content()
     remote.put("big.bin", data)
@@ -135,3 +136,62 @@ async def test_a_file_checked_as_it_came_is_not_read_again_to_check_it(
     await close(m.vfs, fh)
     await wait_until_async(lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry")
     assert len(reread) == (1 if seek else 0)
+
+
+@pytest.mark.parametrize("slow", [True, False])
+async def test_a_slow_link_gets_more_streams_for_the_rest(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch, slow: bool
+) -> None:
+    """Read in order over a slow link, a large file gets two more streams, each for a
+    third of what is left, and each stream ends where it meets the next one's bytes:
+    nothing is fetched twice but a piece in flight. Over a fast link it keeps one."""
+    monkeypatch.setattr(partial, "AHEAD_AFTER", 4 * MiB)
+    monkeypatch.setattr(partial, "AHEAD_MIN", 16 * MiB)
+    monkeypatch.setattr(partial, "SLOW_LINK", 100 * MiB if slow else 1)
+    remote = Streaming()
+    remote.piece_delay = 0.02  # 50 MiB/s
+    remote.gate.set()
+    data = content()
+    remote.put("big.bin", data)
+    m = await make_mount(remote)
+    fh, node = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    assert await read_all(m.vfs, fh) == data
+    await close(m.vfs, fh)
+    await wait_until_async(lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry")
+    if slow:
+        first, *ahead = remote.offsets
+        assert first == 0 and len(ahead) == 2
+        assert 4 * MiB < min(ahead) < max(ahead) < SIZE
+        assert all(offset % MiB == 0 for offset in ahead)
+        assert remote.delivered <= SIZE + 2 * MiB
+    else:
+        assert remote.offsets == [0] and remote.delivered == SIZE
+
+
+async def test_a_stream_ahead_that_fails_fails_no_reader(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streams started ahead on a slow link fail (a hosted service refusing more
+    connections, say): the reader in order never sees it; where it gets to bytes that
+    did not come, its own stream fetches them."""
+    monkeypatch.setattr(partial, "AHEAD_AFTER", 4 * MiB)
+    monkeypatch.setattr(partial, "AHEAD_MIN", 16 * MiB)
+    monkeypatch.setattr(partial, "SLOW_LINK", 100 * MiB)
+
+    class AheadRefused(Streaming):
+        async def read(self, path, dest, *, version=None, offset=0, length=None):  # type: ignore[no-untyped-def]
+            if offset > 0 and len(self.offsets) < 3:  # (the two streams ahead)
+                self.offsets.append(offset)
+                raise Stalled(f"{path}: refused")
+            return await super().read(path, dest, version=version, offset=offset, length=length)
+
+    remote = AheadRefused()
+    remote.piece_delay = 0.02
+    remote.gate.set()
+    data = content()
+    remote.put("big.bin", data)
+    m = await make_mount(remote)
+    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
+    assert await read_all(m.vfs, fh) == data
+    await close(m.vfs, fh)
+    assert len(remote.offsets) == 3  # the first, and the two ahead that failed
