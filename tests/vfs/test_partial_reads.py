@@ -138,18 +138,17 @@ async def test_a_file_checked_as_it_came_is_not_read_again_to_check_it(
     assert len(reread) == (1 if seek else 0)
 
 
-@pytest.mark.parametrize("slow", [True, False])
-async def test_a_slow_link_gets_more_streams_for_the_rest(
-    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch, slow: bool
-) -> None:
-    """Read in order over a slow link, a large file gets two more streams, each for a
-    third of what is left, and each stream ends where it meets the next one's bytes:
-    nothing is fetched twice but a piece in flight. Over a fast link it keeps one."""
+@pytest.fixture
+def ahead_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams ahead start after 4 MiB, with 16 MiB or more to come, below 100 MiB/s."""
     monkeypatch.setattr(partial, "AHEAD_AFTER", 4 * MiB)
     monkeypatch.setattr(partial, "AHEAD_MIN", 16 * MiB)
-    monkeypatch.setattr(partial, "SLOW_LINK", 100 * MiB if slow else 1)
-    remote = Streaming()
-    remote.piece_delay = 0.02  # 50 MiB/s
+    monkeypatch.setattr(partial, "SLOW_LINK", 100 * MiB)
+
+
+async def read_in_order(make_mount: MakeMount, remote: Streaming) -> str | None:
+    """`big.bin` read from start to end over a 50 MiB/s link; its version."""
+    remote.piece_delay = 0.02
     remote.gate.set()
     data = content()
     remote.put("big.bin", data)
@@ -158,6 +157,20 @@ async def test_a_slow_link_gets_more_streams_for_the_rest(
     assert await read_all(m.vfs, fh) == data
     await close(m.vfs, fh)
     await wait_until_async(lambda: m.vfs.cache.has("big.bin", node.version), 10, "the cache entry")
+    return node.version
+
+
+@pytest.mark.parametrize("slow", [True, False])
+async def test_a_slow_link_gets_more_streams_for_the_rest(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch, ahead_early: None, slow: bool
+) -> None:
+    """Read in order over a slow link, a large file gets two more streams, each for a
+    third of what is left, and each stream ends where it meets the next one's bytes:
+    nothing is fetched twice but a piece in flight. Over a fast link it keeps one."""
+    if not slow:
+        monkeypatch.setattr(partial, "SLOW_LINK", 1)
+    remote = Streaming()
+    await read_in_order(make_mount, remote)
     if slow:
         first, *ahead = remote.offsets
         assert first == 0 and len(ahead) == 2
@@ -169,14 +182,11 @@ async def test_a_slow_link_gets_more_streams_for_the_rest(
 
 
 async def test_a_stream_ahead_that_fails_fails_no_reader(
-    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch
+    make_mount: MakeMount, ahead_early: None
 ) -> None:
     """The streams started ahead on a slow link fail (a hosted service refusing more
     connections, say): the reader in order never sees it; where it gets to bytes that
     did not come, its own stream fetches them."""
-    monkeypatch.setattr(partial, "AHEAD_AFTER", 4 * MiB)
-    monkeypatch.setattr(partial, "AHEAD_MIN", 16 * MiB)
-    monkeypatch.setattr(partial, "SLOW_LINK", 100 * MiB)
 
     class AheadRefused(Streaming):
         async def read(self, path, dest, *, version=None, offset=0, length=None):  # type: ignore[no-untyped-def]
@@ -186,12 +196,5 @@ async def test_a_stream_ahead_that_fails_fails_no_reader(
             return await super().read(path, dest, version=version, offset=offset, length=length)
 
     remote = AheadRefused()
-    remote.piece_delay = 0.02
-    remote.gate.set()
-    data = content()
-    remote.put("big.bin", data)
-    m = await make_mount(remote)
-    fh, _ = await open_path(m.vfs, "big.bin", os.O_RDONLY)
-    assert await read_all(m.vfs, fh) == data
-    await close(m.vfs, fh)
+    await read_in_order(make_mount, remote)
     assert len(remote.offsets) == 3  # the first, and the two ahead that failed
