@@ -63,11 +63,8 @@ class VfsMount:
                 self._scope = scope
                 task_status.started()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.vfs.prefetch.run)
-                    nursery.start_soon(self.vfs.streams.run)
-                    nursery.start_soon(self.vfs.flusher.stager.run)
-                    nursery.start_soon(self.vfs.files.ready.run)
-                    nursery.start_soon(self.vfs.load_tree_forever)
+                    for host in self.vfs.hosts():
+                        nursery.start_soon(host)
                     await self.vfs.flusher.run()
         finally:
             self._stopped.set()

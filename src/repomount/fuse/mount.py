@@ -244,11 +244,8 @@ async def _serve(
             nursery.start_soon(invalidator.run)
             nursery.start_soon(vfs.flusher.run)
             nursery.start_soon(vfs.sweep_forever)
-            nursery.start_soon(vfs.load_tree_forever)
-            nursery.start_soon(vfs.prefetch.run)
-            nursery.start_soon(vfs.streams.run)
-            nursery.start_soon(vfs.flusher.stager.run)
-            nursery.start_soon(vfs.files.ready.run)
+            for host in vfs.hosts():
+                nursery.start_soon(host)
             nursery.start_soon(
                 partial(watcher.watch, vfs, opts.poll_interval, use_feed=opts.use_change_feed)
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import trio
@@ -77,6 +77,18 @@ class Vfs(LostConflicts):
             )  # fmt: skip
             self.leftover = set(left)  # shown in the tree from the journal (leftover.py)
         return left
+
+    def hosts(self) -> list[Callable[[], Awaitable[None]]]:
+        """The background tasks that host the vfs's own work (read-ahead, large files
+        arriving, staged uploads, spools made ahead, the whole tree's load), to run
+        beside the flusher while the mount serves."""
+        return [
+            self.prefetch.run,
+            self.streams.run,
+            self.flusher.stager.run,
+            self.files.ready.run,
+            self.load_tree_forever,
+        ]
 
     async def close(self) -> None:
         self.handles.clear()
