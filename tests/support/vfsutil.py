@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from repomount.remotes.base import Remote
+from repomount.vfs import digests
 from repomount.vfs.core import Vfs, VfsConfig
 from repomount.vfs.errors import FsError
 from repomount.vfs.nodes import Node
@@ -218,3 +220,16 @@ async def walk(vfs: Vfs) -> tuple[dict[str, bytes], set[str]]:
 
 # The `make_mount` fixture's type: (remote=None, *, flusher=True, **VfsConfig options).
 MakeMount = Callable[..., Awaitable[VfsMount]]
+
+
+def blobs_hashed_from_disk(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every blob the flusher's digests read back from disk to hash it."""
+    read: list[Path] = []
+    real = digests.hash_file
+
+    def recording(path: Path) -> tuple[int, str]:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(digests, "hash_file", recording)
+    return read

@@ -12,11 +12,10 @@ import pytest
 import trio
 
 from repomount import sidehash
-from repomount.vfs import digests
 from repomount.vfs.core import Vfs
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, listdir, open_path, resolve
+from support.vfsutil import MakeMount, blobs_hashed_from_disk, close, listdir, open_path, resolve
 
 HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 PIECE = 64 << 10
@@ -27,15 +26,7 @@ def hashed_again(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Small batches (so a test's MiB goes to the thread), and every blob the digests
     read again to hash."""
     monkeypatch.setattr(sidehash, "BATCH", 128 << 10)
-    read: list[Path] = []
-    real = digests.hash_file
-
-    def recording(path: Path) -> tuple[int, str]:
-        read.append(path)
-        return real(path)
-
-    monkeypatch.setattr(digests, "hash_file", recording)
-    return read
+    return blobs_hashed_from_disk(monkeypatch)
 
 
 async def _write_in_pieces(vfs: Vfs, fh: int, data: bytes, start: int = 0) -> None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 import trio
 
 from repomount.remotes.base import Unavailable, Write
-from repomount.vfs import digests, fileio, staging
+from repomount.vfs import fileio, staging
 from repomount.vfs.core import Vfs
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, open_path, resolve
+from support.vfsutil import MakeMount, blobs_hashed_from_disk, close, open_path, resolve
 
 HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 PIECE = 64 << 10
@@ -205,14 +204,7 @@ async def test_a_staged_file_is_hashed_by_its_upload_not_read_again(
 ) -> None:
     """The upload hashes what it reads to send it: the blob's digest needs no reading of
     its own. An upload that ended early leaves the blob to be hashed from disk."""
-    read: list[Path] = []
-    real = digests.hash_file
-
-    def recording(path: Path) -> tuple[int, str]:
-        read.append(path)
-        return real(path)
-
-    monkeypatch.setattr(digests, "hash_file", recording)
+    read = blobs_hashed_from_disk(monkeypatch)
     remote = kind(staged_upload=True)
     m = await make_mount(remote, **HELD)
     data = os.urandom(3 * AFTER + 1000)
