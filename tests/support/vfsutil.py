@@ -90,8 +90,11 @@ class VfsMount:
         return await self.open(flusher=had_flusher)
 
     async def drain(self, timeout: float = 20.0) -> list[str]:
-        """Send everything; the paths still pending."""
-        return await self.vfs.drain(timeout, own_loop=self._scope is None)
+        """Send everything; the paths still pending. Returns once the bookkeeping of
+        what landed is done too (`Vfs.drain` returns when the remote has it)."""
+        left = await self.vfs.drain(timeout, own_loop=self._scope is None)
+        await self.vfs.flusher.settled()
+        return left
 
 
 # ---------------------------------------------------------------------- path helpers

@@ -308,7 +308,7 @@ class Vfs(LostConflicts):
     async def pending_summary(self, *, limit: int | None = None) -> PendingSummary:
         """The pending changes, counted per change the remote will see (pending.py);
         a large journal is summarised in a worker thread."""
-        records = self.journal.records()
+        records = self.flusher.outstanding()
 
         def blob_size(name: str) -> int:
             try:

@@ -71,6 +71,13 @@ class ConflictNote:
     copy: str | None = None  # where the local version went: a path in the mount or the state dir
 
 
+def completes_when_applied(op: Planned) -> bool:
+    """Whether `Outcomes._applied` completes the records of `op` (all of `op.ids`):
+    every op but the delete half of a "write, then rename", which may instead move the
+    write's records to the new name (`_old_name_settled`)."""
+    return not (op.op == "delete" and op.rename_record is not None)
+
+
 class Outcomes:
     """The flusher's outcome handling (a base class of `Flusher`, which owns the state
     declared here)."""
