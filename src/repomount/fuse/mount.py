@@ -169,7 +169,7 @@ class Stop:
 
 
 def _unsent(vfs: Vfs) -> list[str]:
-    return [r.path for r in vfs.journal.records()]
+    return [r.path for r in vfs.flusher.outstanding()]
 
 
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:

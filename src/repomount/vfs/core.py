@@ -321,7 +321,7 @@ class Vfs(LostConflicts):
 
     def pending_error(self) -> str | None:
         """The newest error a pending change met (why it is still pending), or None."""
-        errors = [r for r in self.journal.records() if r.last_error]
+        errors = [r for r in self.flusher.outstanding() if r.last_error]
         return max(errors, key=lambda r: r.id).last_error if errors else None
 
     def _paths_of(self, ids: Sequence[int]) -> list[str]:
