@@ -108,6 +108,23 @@ def test_a_cache_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None
     assert again.read_bytes() == b"x" and cache.lookup("f", other) == str(again)
 
 
+def test_the_whole_cache_removed_by_hand_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    first = _put(cache, "a", 10, 100)
+    shutil.rmtree(tmp_path / "cache")
+    assert cache.lookup("a", "v1") is None  # a miss, fetched again
+    tmp = cache.temp_path()
+    tmp.write_bytes(b"again")  # (its directory is there again)
+    entry = cache.commit(tmp, "a", "v1")
+    assert entry == first and entry.read_bytes() == b"again"
+    assert cache.lookup("a", "v1") == str(entry)
+    shutil.rmtree(tmp_path / "cache")
+    cache.evict()  # (a walk over nothing: not an error)
+    assert cache.usage() == 0
+
+
 def test_a_shard_directory_removed_by_hand_is_made_again(tmp_path: Path) -> None:
     import shutil
 

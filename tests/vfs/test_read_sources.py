@@ -5,6 +5,7 @@ a rename here moves it, and from then on from where the remote still keeps it.""
 from __future__ import annotations
 
 import os
+import shutil
 
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
@@ -63,3 +64,20 @@ async def test_a_landed_rename_does_not_make_a_nameless_file_follow_its_old_dire
     await m.vfs.rename(ROOT, "e", ROOT, "g", 0)
     assert node.path == "g/f" and node.source == "e/f"
     await close(m.vfs, fh)
+
+
+async def test_reads_go_on_after_the_cache_is_removed_behind_the_mount(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Someone clears ~/.cache while mounted: what was cached is fetched again, and new
+    downloads (one by one, and a tree walk's read-ahead) find their directory again."""
+    for i in range(20):
+        mem.put(f"d/f{i:02}", b"%d\n" % i)
+    m = await make_mount()
+    assert await read_file(m.vfs, "d/f00") == b"0\n"
+    shutil.rmtree(m.vfs.config.cache_dir)
+    assert await read_file(m.vfs, "d/f00") == b"0\n"
+    for i in range(20):
+        assert await read_file(m.vfs, f"d/f{i:02}") == b"%d\n" % i
+    shutil.rmtree(m.vfs.config.cache_dir)
+    assert await read_file(m.vfs, "d/f07") == b"7\n"

@@ -113,6 +113,12 @@ class ContentCache:
         return replaced
 
     def temp_path(self) -> Path:
+        """A new name for a download, in a directory that exists: made again when the
+        cache was removed behind the mount's back (someone clearing ~/.cache). Entries
+        gone that way are misses, fetched again; their shard directories come back as
+        they are needed (`_shard`)."""
+        if not os.path.isdir(self.tmp_dir):
+            self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.tmp_dir / uuid.uuid4().hex
 
     def commit(self, tmp: Path, path: str, version: str) -> Path | None:
@@ -222,11 +228,11 @@ class ContentCache:
             self._added_in_walk = 0
         found = []
         total = 0
-        for shard in os.scandir(self._content):
+        for shard in _entries(self._content):
             if not (shard.is_dir(follow_symlinks=False) and _SHARD.fullmatch(shard.name)):
                 continue
             self._dirs.add(shard.name)
-            for f in os.scandir(shard.path):
+            for f in _entries(shard.path):
                 if not (_ENTRY.fullmatch(f.name) and f.name[:2] == shard.name):
                     continue  # (not an entry)
                 try:
@@ -268,3 +274,13 @@ def _size_of(file: str) -> int:
         return os.stat(file).st_size
     except FileNotFoundError:
         return 0
+
+
+def _entries(directory: str) -> list[os.DirEntry[str]]:
+    """A directory's entries; none when it is gone (removed behind the mount's back:
+    the walk counts what is there)."""
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
