@@ -215,6 +215,25 @@ def test_remote_change_shows_within_the_poll_interval(server: ServerProc, mount_
     wait_until(lambda: (m.path / "f.txt").read_bytes() == b"polled", 5, "poll")
 
 
+def test_a_repo_deleted_and_made_again_is_listed_again(server: ServerProc, mount_factory) -> None:
+    """Someone deletes the repo and makes it again under its name while it is mounted:
+    the mount shows the new repo's files, not the old one's. (Its heads go on from the
+    old one's, so the feed's position there is refused, and the feed's 404 meanwhile
+    has the tree listed again once it is back.)"""
+    m: MountProc = mount_factory(extra_args=["--poll-interval", "0.5"])
+    for name in ("old.txt", "older.txt"):  # two commits of ours: the mount is at head 2
+        (m.path / name).write_bytes(b"old")
+        m.sync()
+    with server.client() as c:
+        assert c.delete(f"/v1/repos/{m.repo}").status_code == 204
+    server.create_repo(m.repo)
+    # One commit: had heads started from 0 again, its listing (at head 1) would look
+    # older than our own last commit, and the old names would stay.
+    server.put(m.repo, "new.txt", b"new")
+    wait_until(lambda: sorted(os.listdir(m.path)) == ["new.txt"], 15, "the new repo listed")
+    assert (m.path / "new.txt").read_bytes() == b"new"
+
+
 def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_path) -> None:
     flaky: ServerProc = server_factory(["--inject-faults", "0.1"])
     flaky.create_repo("flaky")

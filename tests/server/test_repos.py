@@ -32,9 +32,23 @@ def test_create_list_info_delete(live: ServerProc, client: httpx.Client) -> None
     assert client.delete("/v1/repos/alpha").status_code == 404
     assert "alpha" not in {x["name"] for x in client.get("/v1/repos").json()["repos"]}
 
-    # A recreated repository starts over.
-    assert client.post("/v1/repos", json={"name": "alpha"}).json()["head"] == "0"
+    # A recreated repository starts empty, its heads counted on from the deleted one's:
+    # a client's position in the old one is never taken for one in the new one.
+    assert client.post("/v1/repos", json={"name": "alpha"}).json()["head"] == "3"
     assert client.get("/v1/repos/alpha/tree").json()["entries"] == []
+    for since in ("0", "2"):
+        gone = client.get("/v1/repos/alpha/changes", params={"since": since})
+        assert gone.status_code == 410, since
+    assert client.get("/v1/repos/alpha/tree", params={"at": "2"}).status_code == 410
+    assert client.get("/v1/repos/alpha/changes", params={"since": "3"}).json() == {
+        "head": "3",
+        "changes": [],
+    }
+    live.put("alpha", "c.txt", b"c")
+    assert client.get("/v1/repos/alpha").json()["head"] == "4"
+    # ... and again for a name deleted twice.
+    assert client.delete("/v1/repos/alpha").status_code == 204
+    assert client.post("/v1/repos", json={"name": "alpha"}).json()["head"] == "5"
 
 
 def test_create_twice_is_409(client: httpx.Client, repo: str) -> None:

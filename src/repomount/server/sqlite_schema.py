@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (repo_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
+-- The last head of each deleted repo: one made again under its name counts on from
+-- there, so that a client's position (since=, at=) in the old one is never taken for
+-- one in the new one (it is answered 410: list again).
+CREATE TABLE IF NOT EXISTS retired_heads (
+    name TEXT PRIMARY KEY,
+    head INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS repo_attrs (
     repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     key TEXT NOT NULL,

@@ -183,11 +183,16 @@ class SqliteStore(Store):
             )
         created = datetime.now(UTC).strftime(ISO_FORMAT)
         with self._write() as db:
+            row = db.execute("SELECT head FROM retired_heads WHERE name = ?", (name,)).fetchone()
+            head = 0 if row is None else row[0] + 1  # (a deleted one's: counted on)
             try:
-                db.execute("INSERT INTO repos (name, created_at) VALUES (?, ?)", (name, created))
+                db.execute(
+                    "INSERT INTO repos (name, created_at, head, floor) VALUES (?, ?, ?, ?)",
+                    (name, created, head, head),
+                )
             except sqlite3.IntegrityError:
                 raise RepoExists(f"repository {name!r} already exists") from None
-        return RepoInfo(name=name, head=0, created_at=created)
+        return RepoInfo(name=name, head=head, created_at=created)
 
     def repo_info(self, name: str) -> RepoInfo:
         with self._read() as db:
@@ -211,8 +216,13 @@ class SqliteStore(Store):
 
     def delete_repo(self, name: str) -> None:
         with self._write() as db:
-            repo_id, _, _ = self._repo(db, name)
+            repo_id, head, _ = self._repo(db, name)
             db.execute("DELETE FROM repos WHERE id = ?", (repo_id,))
+            db.execute(
+                "INSERT INTO retired_heads (name, head) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET head = excluded.head",
+                (name, head),
+            )
 
     def repo_attrs(self, name: str) -> dict[str, str]:
         with self._read() as db:
