@@ -12,14 +12,23 @@ from typing import BinaryIO
 import pytest
 import trio
 
-from repomount.remotes.base import ChangeBatch, Fetched, RemoteChange
+from repomount.remotes.base import ChangeBatch, Fetched, NotFound, RemoteChange
 from repomount.vfs import watcher
 from repomount.vfs.errors import FsError
 from repomount.vfs.prefetch import Candidate
 from support.memremote import Item, MemRemote
 from support.streamingremote import Streaming
 from support.util import sha, wait_until_async
-from support.vfsutil import MakeMount, close, open_path, read_all, read_file, resolve, write_file
+from support.vfsutil import (
+    MakeMount,
+    close,
+    listdir,
+    open_path,
+    read_all,
+    read_file,
+    resolve,
+    write_file,
+)
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -479,3 +488,57 @@ async def test_feed_file_held_back_while_open_catches_up_at_close(make_mount: Ma
         shown = await read_file(m.vfs, "d/f")
         nursery.cancel_scope.cancel()
     assert shown == b"new"
+
+
+class DeletableFeedRemote(FeedRemote):
+    """A FeedRemote whose repo can be deleted (every call then says NotFound) and made
+    again, counting its heads from the start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted = False
+        self.not_found = 0  # feed polls answered NotFound
+
+    def delete_repo(self) -> None:
+        self.deleted = True
+        self.items, self.head_no, self.log = {}, 0, []
+        self._new.set()  # (a poll open now answers)
+
+    async def changes(self, since: str | None, *, wait: float = 0.0) -> ChangeBatch:
+        if not self.deleted:
+            answer = await super().changes(since, wait=wait)
+            if not self.deleted:
+                return answer
+        # (a poll open when the repo goes answers 404 too, as the server's does)
+        self.not_found += 1
+        await trio.lowlevel.checkpoint()
+        raise NotFound("404 no repository named 'r'")
+
+    async def list_tree(self, path: str, *, recursive: bool = False):  # type: ignore[no-untyped-def]
+        if self.deleted:
+            await trio.lowlevel.checkpoint()
+            raise NotFound("404 no repository named 'r'")
+        return await super().list_tree(path, recursive=recursive)
+
+
+async def test_a_repo_deleted_and_made_again_is_listed_again(make_mount: MakeMount) -> None:
+    """The feed's position named the old repo's history: the new one counts its heads
+    from the start, and its first commit has the head the mount followed from. Before,
+    the feed went on from there and the mount showed the old repo's files for as long
+    as it followed it."""
+    remote = DeletableFeedRemote()
+    remote.put("old", b"gone with the repo")
+    m = await make_mount(remote, metadata_ttl=0.2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.watch, m.vfs, 0.05)
+        assert await listdir(m.vfs, "") == ["old"]
+        await wait_until_async(lambda: remote.asked_since == remote.head, 5, "the feed")
+        remote.delete_repo()
+        await wait_until_async(lambda: remote.not_found > 0, 5, "the feed's 404")
+        remote.deleted = False
+        remote.put("new", b"in the new repo")  # the same head as "old" had
+        await wait_until_async(lambda: remote.asked_since == remote.head, 5, "the feed")
+        await trio.sleep(0.5)  # past the metadata TTL: what is shown is what is trusted
+        names = await listdir(m.vfs, "")
+        nursery.cancel_scope.cancel()
+    assert names == ["new"]

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Iterable
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Gone, RemoteError
+from repomount.remotes.base import Gone, NotFound, RemoteError
 from repomount.vfs.core import Vfs
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ async def watch(vfs: Vfs, poll_interval: float, *, use_feed: bool = True) -> Non
 
 async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
     since = vfs.head
+    relist = False  # the tree is listed again once the feed answers
     while True:
         # While a poll from a known position is open, any change after it answers at
         # once, so loaded listings stay true (until the feed fails or says otherwise).
@@ -54,6 +55,15 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
                 continue
             await _guarded(vfs, vfs.refresh_tree())
             continue
+        except NotFound as e:
+            # The repo was deleted, and the history `since` names with it: one made
+            # again under that name counts its heads from the start, so the same head
+            # may name other contents. Listed again once it answers.
+            log.info("change feed: %s: the tree is listed again once it is back", e)
+            vfs.feed_live, since, relist = False, None, True
+            vfs.health.failed(e)
+            await trio.sleep(retry_interval)
+            continue
         except RemoteError as e:
             vfs.feed_live = False
             vfs.health.failed(e)
@@ -62,6 +72,14 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         vfs.health.ok()
         if since is None:  # (re)starting: the feed gives the head to follow from
             since = batch.head
+            if relist:
+                try:
+                    await vfs.refresh_tree()
+                    relist = False
+                except RemoteError as e:  # (again from the head then)
+                    vfs.health.failed(e)
+                    since = None
+                    await trio.sleep(retry_interval)
             continue
         since = batch.head or since
         await vfs.flusher.outcomes_applied(OWN_OUTCOMES_WAIT)
