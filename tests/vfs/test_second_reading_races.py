@@ -16,19 +16,11 @@ from repomount.remotes.base import ChangeBatch, Fetched, NotFound, RemoteChange
 from repomount.vfs import watcher
 from repomount.vfs.errors import FsError
 from repomount.vfs.prefetch import Candidate
+from support import vfsutil
 from support.memremote import Item, MemRemote
 from support.streamingremote import Streaming
 from support.util import sha, wait_until_async
-from support.vfsutil import (
-    MakeMount,
-    close,
-    listdir,
-    open_path,
-    read_all,
-    read_file,
-    resolve,
-    write_file,
-)
+from support.vfsutil import MakeMount, close, open_path, read_all, read_file, resolve, write_file
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -531,7 +523,7 @@ async def test_a_repo_deleted_and_made_again_is_listed_again(make_mount: MakeMou
     m = await make_mount(remote, metadata_ttl=0.2)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watcher.watch, m.vfs, 0.05)
-        assert await listdir(m.vfs, "") == ["old"]
+        assert await vfsutil.listdir(m.vfs, "") == ["old"]
         await wait_until_async(lambda: remote.asked_since == remote.head, 5, "the feed")
         remote.delete_repo()
         await wait_until_async(lambda: remote.not_found > 0, 5, "the feed's 404")
@@ -539,6 +531,6 @@ async def test_a_repo_deleted_and_made_again_is_listed_again(make_mount: MakeMou
         remote.put("new", b"in the new repo")  # the same head as "old" had
         await wait_until_async(lambda: remote.asked_since == remote.head, 5, "the feed")
         await trio.sleep(0.5)  # past the metadata TTL: what is shown is what is trusted
-        names = await listdir(m.vfs, "")
+        names = await vfsutil.listdir(m.vfs, "")
         nursery.cancel_scope.cancel()
     assert names == ["new"]

@@ -56,9 +56,9 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
             await _guarded(vfs, vfs.refresh_tree())
             continue
         except NotFound as e:
-            # The repo was deleted, and the history `since` names with it: one made
-            # again under that name counts its heads from the start, so the same head
-            # may name other contents. Listed again once it answers.
+            # The repo was deleted, and the history `since` names with it: a remote may
+            # count a new one's heads from the start (repomount's server counts on), so
+            # the same head may name other contents. Listed again once it answers.
             log.info("change feed: %s: the tree is listed again once it is back", e)
             vfs.feed_live, since, relist = False, None, True
             vfs.health.failed(e)
