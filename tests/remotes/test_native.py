@@ -624,9 +624,19 @@ async def test_too_large_is_refused(
     server.create_repo(REPO)
     remote = NativeRemote(server.url, REPO, token=server.token, retry=FAST)
     try:
-        with pytest.raises(TooLarge):
-            await remote.apply([write("big.bin", b"x" * (2 * 1024 * 1024))])
+        # Only the write of the refused content fails; the other was not applied, and
+        # goes again on its own (not held with it).
+        result = await remote.apply(
+            [write("big.bin", b"x" * (2 * 1024 * 1024)), write("small.txt", b"s")]
+        )
+        big, small = result.outcomes
+        assert isinstance(big, Failed) and isinstance(big.error, TooLarge)
+        assert big.error.status == 413
+        assert isinstance(small, Failed) and isinstance(small.error, Aborted)
         assert server.tree(REPO) == {}
+        again = await remote.apply([write("small.txt", b"s")])
+        assert isinstance(again.outcomes[0], Applied)
+        assert server.tree(REPO) == {"small.txt": b"s"}
     finally:
         await remote.aclose()
 

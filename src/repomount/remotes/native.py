@@ -28,6 +28,7 @@ from repomount.remotes.base import (
     NotFound,
     ProtocolError,
     RepoInfo,
+    TooLarge,
     Unauthorized,
     Write,
     run_limited,
@@ -45,9 +46,11 @@ from repomount.remotes.native_pack import (
 )
 from repomount.remotes.native_wire import (
     PER_OP_STATUSES,
+    BlobRefused,
     TreePage,
     applied,
     batch_key,
+    blob_refused,
     change_batch,
     commit_body,
     content_length,
@@ -314,7 +317,10 @@ class NativeRemote(HttpRemote):
             for i, c in enumerate(changes)
             if isinstance(c, Write) and i not in contents and not keeps_content(c)
         }
-        await self._upload_blobs(list(blobs.values()))
+        try:
+            await self._upload_blobs(list(blobs.values()))
+        except BlobRefused as refusal:  # (nothing committed: the head did not move)
+            return ApplyResult(head=None, outcomes=blob_refused(changes, refusal))
         ops = [operation(c, inline=contents.get(i)) for i, c in enumerate(changes)]
         key = batch_key(self.repo, changes)
         body = commit_body(ops, author=_author(), base=base, key=key)
@@ -395,13 +401,16 @@ class NativeRemote(HttpRemote):
     async def _upload_blob(self, blob: Blob) -> None:
         """Stream a large file to the content-addressed blob store; a retry re-reads it."""
         size = (await trio.Path(blob.source).stat()).st_size
-        await self._http.request(
-            "PUT",
-            f"{self._root}/blobs/{blob.sha256}",
-            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            content=file_chunks(blob.source),
-            idempotent=True,  # the URL names the content: storing it twice is harmless
-        )
+        try:
+            await self._http.request(
+                "PUT",
+                f"{self._root}/blobs/{blob.sha256}",
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+                content=file_chunks(blob.source),
+                idempotent=True,  # the URL names the content: storing it twice is harmless
+            )
+        except TooLarge as e:
+            raise BlobRefused(blob.sha256, e) from e
 
     async def stage(self, body: Callable[[], AsyncIterator[bytes]]) -> str:
         """POST /blobs as octet-stream, streamed without a length as `body` yields: the

@@ -338,6 +338,26 @@ def refused(error: RemoteError, details: Mapping[str, Any], count: int) -> list[
     return result
 
 
+class BlobRefused(RemoteError):
+    """A content the server will never take (413: larger than it accepts), naming it:
+    only the writes of that content fail, not every change of their batch."""
+
+    def __init__(self, sha256: str, error: RemoteError) -> None:
+        super().__init__(error.message, status=error.status, code=error.code)
+        self.sha256, self.error = sha256, error
+
+
+def blob_refused(changes: Sequence[Change], refusal: BlobRefused) -> list[Outcome]:
+    """The outcomes of a batch one of whose contents was refused before its commit:
+    the writes of it fail with the server's error; the others were not applied, and go
+    again in the next round."""
+    aborted = Failed(Aborted(f"not applied: another change of the batch failed ({refusal})"))
+    return [
+        Failed(refusal.error) if isinstance(c, Write) and c.sha256 == refusal.sha256 else aborted
+        for c in changes
+    ]
+
+
 @answer
 def _blame_conflicts(details: Mapping[str, Any], result: list[Outcome]) -> None:
     found = details["conflicts"]
