@@ -266,6 +266,34 @@ def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_pat
         m.stop()
 
 
+def test_a_file_too_large_for_the_server_holds_only_itself(server_factory, tmp_path: Path) -> None:
+    """A 20 MiB file for a server that takes 10 MiB at most, saved with two small ones:
+    the server refuses its content (413), and only it is held, shown by status with
+    the server's reason and still readable here. The small ones of its batch land, and
+    `repomount sync` waits for them before it says what was not uploaded. (Before, the
+    refusal held the whole batch.)"""
+    small: ServerProc = server_factory(["--max-file-size", "10M"])
+    small.create_repo("lim")
+    m = MountProc(
+        f"{small.url}/lim", tmp_path / "lmnt", work_dir=tmp_path / "lwork", token=small.token,
+        repo="lim", extra_args=["--flush-delay", "60", "--max-flush-window", "120"],
+    )  # fmt: skip
+    m.start(timeout=60)
+    try:
+        big = os.urandom(20 << 20)
+        (m.path / "a.txt").write_bytes(b"a\n")
+        (m.path / "big.bin").write_bytes(big)
+        (m.path / "b.txt").write_bytes(b"b\n")
+        r = repomount("sync", str(m.path), "--timeout", "60", env=m.env)
+        assert r.returncode != 0 and "big.bin" in r.stderr and "413" in r.stderr, r.stderr
+        assert small.tree("lim") == {"a.txt": b"a\n", "b.txt": b"b\n"}
+        status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
+        assert [(p["path"], p["state"]) for p in status["pending"]] == [("big.bin", "held")]
+        assert (m.path / "big.bin").read_bytes() == big
+    finally:
+        m.stop()
+
+
 def test_unmount_with_the_remote_away_keeps_the_journal(server: ServerProc, mount_factory) -> None:
     m: MountProc = mount_factory()
     os.listdir(m.path)

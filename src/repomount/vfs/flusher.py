@@ -195,10 +195,17 @@ class Flusher(Outcomes):
         """Try to send everything (held changes too, once); the ids still pending."""
         for rec in self.journal.records("held"):
             self.journal.update(rec, state="pending", held_for=None)
-        try:
-            await self.wait_for(self.pending_ids(), timeout)
-        except FsError as e:
-            log.warning("drain: %s", e)
+        deadline = trio.current_time() + timeout
+        # Until every change went or was held again: one refused (too large, say) does
+        # not stop the wait for the others, which go in the rounds after it.
+        while ids := self.pending_ids():
+            try:
+                await self.wait_for(ids, max(0.0, deadline - trio.current_time()))
+                break
+            except FsError as e:
+                log.warning("drain: %s", e)
+                if trio.current_time() >= deadline:
+                    break
         return [r.id for r in self.outstanding()]
 
     def outstanding(self) -> list[Record]:
