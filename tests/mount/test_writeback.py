@@ -234,14 +234,25 @@ def test_a_repo_deleted_and_made_again_is_listed_again(server: ServerProc, mount
     assert (m.path / "new.txt").read_bytes() == b"new"
 
 
-def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_path) -> None:
-    flaky: ServerProc = server_factory(["--inject-faults", "0.1"])
-    flaky.create_repo("flaky")
+def _own_server_and_mount(
+    server_factory, tmp_path: Path, repo: str, server_args: list[str], mount_args: list[str]
+) -> tuple[ServerProc, MountProc]:
+    """A server of the test's own (started with `server_args`), a repo on it, mounted."""
+    server: ServerProc = server_factory(server_args)
+    server.create_repo(repo)
     m = MountProc(
-        f"{flaky.url}/flaky", tmp_path / "fmnt", work_dir=tmp_path / "fwork", token=flaky.token,
-        repo="flaky", extra_args=["--flush-delay", "0.05", "--max-flush-window", "0.2"],
+        f"{server.url}/{repo}", tmp_path / f"{repo}-mnt", work_dir=tmp_path / f"{repo}-work",
+        token=server.token, repo=repo, extra_args=mount_args,
     )  # fmt: skip
     m.start(timeout=60)
+    return server, m
+
+
+def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_path) -> None:
+    flaky, m = _own_server_and_mount(
+        server_factory, tmp_path, "flaky", ["--inject-faults", "0.1"],
+        ["--flush-delay", "0.05", "--max-flush-window", "0.2"],
+    )  # fmt: skip
     try:
         expected = {}
         for i in range(500):
@@ -272,13 +283,10 @@ def test_a_file_too_large_for_the_server_holds_only_itself(server_factory, tmp_p
     the server's reason and still readable here. The small ones of its batch land, and
     `repomount sync` waits for them before it says what was not uploaded. (Before, the
     refusal held the whole batch.)"""
-    small: ServerProc = server_factory(["--max-file-size", "10M"])
-    small.create_repo("lim")
-    m = MountProc(
-        f"{small.url}/lim", tmp_path / "lmnt", work_dir=tmp_path / "lwork", token=small.token,
-        repo="lim", extra_args=["--flush-delay", "60", "--max-flush-window", "120"],
+    small, m = _own_server_and_mount(
+        server_factory, tmp_path, "lim", ["--max-file-size", "10M"],
+        ["--flush-delay", "60", "--max-flush-window", "120"],
     )  # fmt: skip
-    m.start(timeout=60)
     try:
         big = os.urandom(20 << 20)
         (m.path / "a.txt").write_bytes(b"a\n")
