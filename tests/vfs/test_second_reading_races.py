@@ -12,7 +12,7 @@ from typing import BinaryIO
 import pytest
 import trio
 
-from repomount.remotes.base import ChangeBatch, Fetched, NotFound, RemoteChange
+from repomount.remotes.base import ChangeBatch, Fetched, Gone, NotFound, RemoteChange
 from repomount.vfs import watcher
 from repomount.vfs.errors import FsError
 from repomount.vfs.prefetch import Candidate
@@ -534,3 +534,42 @@ async def test_a_repo_deleted_and_made_again_is_listed_again(make_mount: MakeMou
         names = await vfsutil.listdir(m.vfs, "")
         nursery.cancel_scope.cancel()
     assert names == ["new"]
+
+
+class ForgetfulFeedRemote(FeedRemote):
+    """A FeedRemote that, once asked to, answers a poll with Gone (the history after
+    its position no longer kept) instead of the changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forget = False
+
+    async def changes(self, since: str | None, *, wait: float = 0.0) -> ChangeBatch:
+        answer = await super().changes(since, wait=wait)
+        if self.forget and since is not None:
+            self.forget = False
+            raise Gone(f"changes since {since} are not kept")
+        return answer
+
+
+async def test_a_feed_position_too_old_has_the_tree_listed_again(
+    make_mount: MakeMount,
+) -> None:
+    """The feed answers Gone where it would have reported someone else's change: the
+    mount lists the tree again from the head, and shows it."""
+    remote = ForgetfulFeedRemote()
+    remote.put("f", b"one")
+    m = await make_mount(remote, metadata_ttl=3600.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.watch, m.vfs, 0.05)
+        assert await read_file(m.vfs, "f") == b"one"
+        await wait_until_async(lambda: remote.asked_since == remote.head, 5, "the feed")
+        remote.forget = True
+        remote.put("f", b"two")  # reported as Gone, not as this change
+        await wait_until_async(
+            lambda: (n := m.vfs.node_at("f")) is not None and n.version == sha(b"two"),
+            5,
+            "the tree listed again",
+        )
+        nursery.cancel_scope.cancel()
+    assert await read_file(m.vfs, "f") == b"two"

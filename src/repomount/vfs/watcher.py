@@ -44,25 +44,15 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         vfs.feed_live = since is not None
         try:
             batch = await vfs.remote.changes(since, wait=FEED_WAIT)
-        except Gone:
-            log.info("change feed position too old: refreshing every loaded directory")
-            vfs.feed_live, since = False, None
-            try:  # the head first: what changes while the tree is re-listed is reported
-                since = (await vfs.remote.changes(None)).head
-            except RemoteError as e:
+        except (Gone, NotFound) as e:
+            # `since` names no history the remote keeps: it is too old (Gone), or the
+            # repo was deleted (NotFound), and a new one may count its heads from the
+            # start. The tree is listed again from the head, once the remote answers.
+            log.info("change feed: %s: the tree is listed again", e)
+            vfs.feed_live, since, relist = False, None, True
+            if isinstance(e, NotFound):  # (not there: asked again later)
                 vfs.health.failed(e)
                 await trio.sleep(retry_interval)
-                continue
-            await _guarded(vfs, vfs.refresh_tree())
-            continue
-        except NotFound as e:
-            # The repo was deleted, and the history `since` names with it: a remote may
-            # count a new one's heads from the start (repomount's server counts on), so
-            # the same head may name other contents. Listed again once it answers.
-            log.info("change feed: %s: the tree is listed again once it is back", e)
-            vfs.feed_live, since, relist = False, None, True
-            vfs.health.failed(e)
-            await trio.sleep(retry_interval)
             continue
         except RemoteError as e:
             vfs.feed_live = False
@@ -72,12 +62,11 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
         vfs.health.ok()
         if since is None:  # (re)starting: the feed gives the head to follow from
             since = batch.head
+            # The head first: what changes while the tree is listed is reported.
             if relist:
-                try:
-                    await vfs.refresh_tree()
+                if await _guarded(vfs, vfs.refresh_tree()):
                     relist = False
-                except RemoteError as e:  # (again from the head then)
-                    vfs.health.failed(e)
+                else:  # again, from the head then
                     since = None
                     await trio.sleep(retry_interval)
             continue
@@ -106,10 +95,13 @@ async def _refresh(vfs: Vfs, dirs: Iterable[str]) -> None:
     await _guarded(vfs, vfs.refresh_dirs(list(dirs)))
 
 
-async def _guarded(vfs: Vfs, refreshing: Awaitable[None]) -> None:
+async def _guarded(vfs: Vfs, refreshing: Awaitable[None]) -> bool:
+    """Whether the refresh went through (a failure is reported, never raised)."""
     try:
         await refreshing
+        return True
     except RemoteError as e:
         vfs.health.failed(e)
     except Exception:
         log.exception("refreshing after remote changes failed")
+    return False
