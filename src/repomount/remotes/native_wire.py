@@ -324,8 +324,7 @@ def refused(error: RemoteError, details: Mapping[str, Any], count: int) -> list[
     """The outcomes of a commit refused as a whole (nothing was applied), when the server
     names the operations at fault: failed preconditions, or an `index` in the error.
     Otherwise (unknown repo, reused key) `error` concerns the request and is raised."""
-    aborted = Failed(Aborted(f"not applied: another change of the batch failed ({error})"))
-    result: list[Outcome] = [aborted] * count
+    result = _aborted(error, count)
     if error.code == "conflict":
         _blame_conflicts(details, result)
         return result
@@ -351,11 +350,18 @@ def blob_refused(changes: Sequence[Change], refusal: BlobRefused) -> list[Outcom
     """The outcomes of a batch one of whose contents was refused before its commit:
     the writes of it fail with the server's error; the others were not applied, and go
     again in the next round."""
-    aborted = Failed(Aborted(f"not applied: another change of the batch failed ({refusal})"))
-    return [
-        Failed(refusal.error) if isinstance(c, Write) and c.sha256 == refusal.sha256 else aborted
-        for c in changes
-    ]
+    result = _aborted(refusal.error, len(changes))
+    for i, c in enumerate(changes):
+        if isinstance(c, Write) and c.sha256 == refusal.sha256:
+            result[i] = Failed(refusal.error)
+    return result
+
+
+def _aborted(error: RemoteError, count: int) -> list[Outcome]:
+    """A batch none of whose changes was applied because of `error` (the caller puts
+    the failed ones in their places)."""
+    aborted = Failed(Aborted(f"not applied: another change of the batch failed ({error})"))
+    return [aborted] * count
 
 
 @answer
