@@ -163,10 +163,11 @@ class Flusher(Outcomes):
                 todo = list(wanted)
                 while todo:
                     i = todo.pop()
-                    rec = self.journal.get(i)
-                    if rec is not None and i in self._acknowledged:
+                    if i in self._acknowledged:
                         wanted.discard(i)
-                    elif rec is None:
+                        continue
+                    rec = self.journal.get(i)
+                    if rec is None:
                         wanted.discard(i)
                         if i in self._set_aside:
                             lost = self._set_aside[i]
