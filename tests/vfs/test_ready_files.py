@@ -38,7 +38,7 @@ def made_on_the_trio_thread(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 async def filled(ready: ReadyFiles) -> None:
-    await wait_until_async(lambda: ready.ready == ready.size, 5, "the ready files made")
+    await wait_until_async(lambda: len(ready.paths()) == ready.size, 5, "the ready files made")
 
 
 async def test_creates_take_spools_made_in_a_worker_thread(
@@ -54,7 +54,7 @@ async def test_creates_take_spools_made_in_a_worker_thread(
     for round_ in range(3):
         for i in range(batch):
             await write_file(m.vfs, f"r{round_}-{i}", b"x")
-        await wait_until_async(lambda: ready.ready > ready.size // 2, 5, "more made")
+        await wait_until_async(lambda: len(ready.paths()) > ready.size // 2, 5, "more made")
     assert inline == []
     assert await m.drain() == []
     assert len(mem.files()) == 3 * batch
@@ -100,7 +100,7 @@ async def test_a_file_is_made_on_the_spot_when_none_can_be_made_ahead(tmp_path: 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ready.run)
         await trio.sleep(0.05)
-        assert ready.ready == 0
+        assert ready.paths() == []
         with pytest.raises(FileNotFoundError):
             ready.take()
         (tmp_path / "gone").mkdir()

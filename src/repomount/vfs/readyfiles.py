@@ -39,11 +39,8 @@ class ReadyFiles:
         self._low = trio.Event()  # refill: set while fewer than half are ready
         self._running = False
 
-    @property
-    def ready(self) -> int:
-        return len(self._ready)
-
     def paths(self) -> list[Path]:
+        """The files ready now."""
         return list(self._ready)
 
     def take(self) -> Path:
