@@ -321,7 +321,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create_repo(self, name: str) -> RepoInfo:
-        """Raises RepoExists."""
+        """Raises RepoExists. A name deleted before counts its heads on from the deleted
+        repo's last head (plus one), never from 0 again: a client's position in the old
+        one must not be taken for one in the new one."""
 
     @abc.abstractmethod
     def repo_info(self, name: str) -> RepoInfo:
