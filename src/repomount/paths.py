@@ -76,6 +76,21 @@ def _plainly_valid(path: str) -> bool:
     return path.isascii() and len(path) <= MAX_PATH_BYTES and bool(_PLAIN_PATH.fullmatch(path))
 
 
+# Names written may hold no control character (0x00-0x1f, 0x7f): a newline or a terminal
+# escape in a name breaks URL routes and every listing a person reads. repomount's server
+# refuses them on every face; a mount refuses to make them (EINVAL) rather than hold a
+# change that can never go. Names already stored may still be read and deleted.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def control_character_problem(name: str) -> str | None:
+    """Why `name` may not be written (it holds a control character), or None."""
+    found = _CONTROL.search(name)
+    if found is None:
+        return None
+    return f"holds the control character U+{ord(found[0]):04X} (names may hold none)"
+
+
 def joined(directory: str, name: str) -> str:
     """The path of `name` in `directory` (the root is `""`)."""
     return f"{directory}/{name}" if directory else name

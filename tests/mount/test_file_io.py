@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +102,37 @@ def test_rename_and_rename_over(server: ServerProc, mnt: MountProc, backend: Bac
     assert server.tree(mnt.repo) == {"b": b"A"}
     assert sorted(os.listdir(mnt.path)) == ["b"]
     assert (mnt.path / "b").read_bytes() == b"A"
+
+
+def test_a_name_no_remote_stores_is_refused_where_it_is_made(
+    server: ServerProc, mnt: MountProc, backend: Backend
+) -> None:
+    """A name with a control character (a newline, a tab, an escape, DEL) is EINVAL
+    where a program makes it, and nothing is made: the server refuses such names on
+    every face, so a change naming one could only be held forever (sync would fail).
+    A local-only name, which is never sent, may hold one."""
+    (mnt.path / "good").write_bytes(b"G")
+    makers: list[tuple[str, Callable[[Path], object]]] = [
+        ("create", lambda p: p.write_bytes(b"x")),
+        ("mkdir", Path.mkdir),
+        ("rename to", lambda p: os.rename(mnt.path / "good", p)),
+    ]
+    if "symlinks" in backend.can:
+        makers.append(("symlink", lambda p: os.symlink("good", p)))
+    refused = []
+    for name in ("new\nline", "tab\there", "esc\x1b[31m", "del\x7f"):
+        for what, make in makers:
+            try:
+                make(mnt.path / name)
+                refused.append(f"{what} {name!r}: made")
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    refused.append(f"{what} {name!r}: {errno.errorcode[e.errno]}")
+    assert refused == []
+    (mnt.path / "#local\nonly#").write_bytes(b"L")  # (local only: "#*#")
+    mnt.sync()  # nothing is held
+    assert server.tree(mnt.repo) == {"good": b"G"}
+    assert sorted(os.listdir(mnt.path)) == ["#local\nonly#", "good"]
 
 
 def test_atomic_save_pattern(server: ServerProc, mnt: MountProc) -> None:

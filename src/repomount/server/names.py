@@ -4,6 +4,7 @@
   newline or a terminal escape in a name makes it unreadable through the URL routes
   (their patterns stop at a newline) and dangerous in every listing a person reads.
   Reading and deleting are not refused, so a name stored before this rule can go.
+  The rule itself is repomount.paths', which a mount applies before it makes a name.
 - Strings that are stored (paths, commit messages, authors, keys, attributes) must be
   valid Unicode: JSON can carry a lone UTF-16 surrogate ("\\ud800"), which has no UTF-8
   form and which the database cannot store.
@@ -13,17 +14,9 @@ Pure functions: each face turns a problem into its own 422.
 
 from __future__ import annotations
 
-import re
+from repomount.paths import control_character_problem
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def control_character_problem(name: str) -> str | None:
-    """Why `name` may not be written (it holds a control character), or None."""
-    found = _CONTROL.search(name)
-    if found is None:
-        return None
-    return f"holds the control character U+{ord(found[0]):04X} (names may hold none)"
+__all__ = ["control_character_problem", "is_unicode"]
 
 
 def is_unicode(text: str) -> bool:

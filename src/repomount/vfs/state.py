@@ -211,11 +211,18 @@ class VfsState:
         return any(fnmatch.fnmatchcase(name, p) for p in self.config.local_only)
 
     def valid_child_path(self, parent: Node, name: str) -> str:
+        """The path of a name about to be made (create, mkdir, symlink, rename's
+        target), or the errno the kernel hands the program: a name no remote stores is
+        refused now, not held forever as a change that can never go."""
         try:
-            return paths.validate_path(child_path(parent, name))
+            path = paths.validate_path(child_path(parent, name))
         except paths.InvalidPathError as e:
             code = errno.ENAMETOOLONG if e.too_long else errno.EINVAL
             raise FsError(code, str(e)) from e
+        problem = paths.control_character_problem(name)
+        if problem is not None and not self.is_local_name(name):  # (local ones never go)
+            raise FsError(errno.EINVAL, f"{path!r} {problem}")
+        return path
 
 
 class _Held:
