@@ -6,6 +6,7 @@ import errno
 import functools
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,7 +38,7 @@ def _errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[An
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except (FsError, RemoteError, OSError) as e:
+        except (FsError, RemoteError, OSError, sqlite3.Error) as e:
             code = to_errno(e)
             if code not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
                 log.info("%s: %s (%s)", fn.__name__, e, errno.errorcode.get(code, code))
@@ -219,6 +220,8 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         try:
             await self.vfs.release(fh)
+        except OSError as e:  # (the state directory's disk full): the file stays written
+            log.warning("release: %s", e)
         except Exception:  # errors here reach nobody; log them
             log.exception("release failed")
 

@@ -332,16 +332,21 @@ class Vfs(LostConflicts):
     async def drain(self, timeout: float, *, own_loop: bool = False) -> list[str]:
         """Send everything now; what is still pending afterwards. `own_loop` when the
         flusher's background task is not running."""
+        unjournaled = []
         for ino in self.files.dirty_inos():  # written, still open: commit what is there
             node = self.inodes.get(ino)
             if node is not None and node.attached:
                 async with self.node_lock(ino):
-                    self.commit_content(node)
+                    try:
+                        self.commit_content(node)
+                    except OSError as e:  # (the state directory's disk full): still open
+                        log.warning("%s: cannot journal what was written: %s", node.path, e)
+                        unjournaled.append(node.path)
         if own_loop:
             left = await self.flusher.drain_with_own_loop(timeout)
         else:
             left = await self.flusher.drain(timeout)
-        return self._paths_of(left)
+        return list(dict.fromkeys([*self._paths_of(left), *unjournaled]))
 
     async def status(self, *, limit: int | None = None) -> dict[str, object]:
         """What `repomount status` shows; `limit` bounds the pending changes listed
@@ -357,7 +362,7 @@ class Vfs(LostConflicts):
             "conflicts": [vars(c) for c in self.flusher.conflicts],
             "set_aside": self.journal.set_aside_rows(),
             "local_only": sorted(n.path for n in self.inodes.nodes() if n.local and n.attached),
-            "last_error": health.last_error,
+            "last_error": health.last_error or health.local_error,
             "last_error_at": health.last_error_at,
             "open_files": len(self.handles),
             "inodes": len(self.inodes),

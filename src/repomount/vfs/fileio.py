@@ -211,6 +211,9 @@ class FileIO(Walks):
                 os.close(src)
                 src = None
         length = edits.length if edits and src is None else 0
+        if src is not None and not self.journal.room_for(_size(src)):
+            os.close(src)
+            raise FsError(errno.ENOSPC, "the state directory's disk is full")
         path, fd = self.files.new_spool()  # (made ahead: readyfiles.py)
         try:
             if src is not None or length:
@@ -313,6 +316,8 @@ class FileIO(Walks):
         node = h.node
         async with self.node_lock(node.ino):
             f = await self._spool(node)
+            if not self.journal.room_for(len(data)):
+                raise FsError(errno.ENOSPC, "the state directory's disk is full")
             n = os.pwrite(f.fd, data, off)
             if f.in_order is not None:
                 _wrote_in_order(f, off, n)
@@ -393,15 +398,22 @@ class FileIO(Walks):
                 log.warning("%s: written on after its change lost; saved to %s", node.name, saved)
             return
         blob = self.journal.new_blob_name()
+        spool = f.path
+        assert spool is not None
         self.files.freeze(node.ino, self.journal.blob_path(blob))
-        self._hand_over_in_order(node, f, blob)
         if node.local:
             self.overlay.drop_local_blob(node.ino)  # the previous content of it
         else:
-            with self.journal.transaction():  # a sparse blob never looks whole
-                if f.sparse is not None:
-                    self.journal.mark_sparse(blob, f.sparse)
-                self.journal_write(node, blob, node.base)
+            try:
+                with self.journal.transaction():  # a sparse blob never looks whole
+                    if f.sparse is not None:
+                        self.journal.mark_sparse(blob, f.sparse)
+                    self.journal_write(node, blob, node.base)
+            except OSError:  # (the state directory's disk full): the close fails, and
+                # the spool stays written and open, for the next close to journal
+                self.files.thaw(node.ino, self.journal.blob_path(blob), spool)
+                raise
+        self._hand_over_in_order(node, f, blob)
         self.overlay.set_pending_blob(node.ino, blob)
 
     def _hand_over_in_order(self, node: Node, f: OpenFile, blob: str) -> None:

@@ -151,6 +151,14 @@ class Files:
         f.path = None
         f.dirty = False
 
+    def thaw(self, ino: int, frozen: Path, spool: Path) -> None:
+        """Undo `freeze(ino, frozen)`, whose spool was `spool` (the journal could not
+        take it): the spool is ours again, written and not yet journaled."""
+        f = self._open[ino]
+        os.rename(frozen, spool)
+        f.path = spool
+        f.dirty = True
+
     def close(self, ino: int) -> None:
         """The last handle went: forget the content; a spool's file goes too."""
         f = self._open.pop(ino, None)

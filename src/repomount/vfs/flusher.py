@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
 KEEP_SETTLED = 1000  # conflicts remembered for status and for fsync's answer
 APPLY_CHUNK = 16  # outcomes applied between two chances for other requests to run
+# Pause after a round that could not write the state directory, doubling up to the max
+LOCAL_RETRY_S, LOCAL_RETRY_MAX_S = 2.0, 60.0
 
 
 class Flusher(Outcomes):
@@ -75,6 +78,7 @@ class Flusher(Outcomes):
         self._progress = trio.Event()
         # Applied by the remote, their bookkeeping still running: done for waiters.
         self._acknowledged: set[int] = set()
+        self._local_failures = 0  # rounds in a row that could not write the state dir
         self._last_change = 0.0
         self.digests = Digests(journal)
         self.stager = Stager(remote)  # uploads of large files begun while written
@@ -189,7 +193,7 @@ class Flusher(Outcomes):
                     return
                 self.flush_now()
                 await self._progress.wait()
-        why = self.health.last_error or "no answer in time"
+        why = self.health.last_error or self.health.local_error or "no answer in time"
         raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
 
     async def drain(self, timeout: float) -> list[int]:
@@ -239,14 +243,39 @@ class Flusher(Outcomes):
             await self._debounce()
             self._urgent = trio.Event()
             before = self.journal.version
-            await self.round(self._ready(self._now()))
+            try:
+                await self.round(self._ready(self._now()))
+            except OSError as e:  # (the state directory's disk full): nothing is lost,
+                # the journal is as it was before the write that failed; try again later
+                await self._local_failure(e)
+                continue
+            self.health.local_error, self._local_failures = None, 0
             self._signal_progress()
             self._forget_old()
             if self.journal.version - self._checkpointed >= CHECKPOINT_EVERY:
                 self._checkpointed = self.journal.version
-                await trio.to_thread.run_sync(self.journal.checkpoint)
+                try:
+                    await trio.to_thread.run_sync(self.journal.checkpoint)
+                except (OSError, sqlite3.Error) as e:  # the WAL keeps it all meanwhile
+                    log.warning("journal checkpoint failed: %s", e)
             if self.journal.version == before:  # nothing moved: never spin
                 await trio.sleep(self.config.backoff_base)
+
+    async def _local_failure(self, e: OSError) -> None:
+        """A round could not write the journal (or read a content file): it is said once
+        (status shows it while it lasts) and the round is tried again after a pause, or
+        when a sync or an fsync asks from now on (room may be back). Changes the remote
+        applied meanwhile are sent again; they land as replays."""
+        why = f"state directory: {e.strerror or e}"
+        if why != self.health.local_error:
+            log.error("cannot book the changes sent (%s); trying again", e)
+        self.health.local_error = why
+        self._local_failures += 1
+        self._urgent = trio.Event()
+        with trio.move_on_after(
+            min(LOCAL_RETRY_S * 2 ** (self._local_failures - 1), LOCAL_RETRY_MAX_S)
+        ):
+            await self._urgent.wait()
 
     async def _wait_for_work(self) -> None:
         """Until a change is journaled or a backed-off change is due again."""

@@ -19,6 +19,9 @@ class Health:
         # succeeds clears it (`status` shows no error from before the remote came back).
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        # Why the state directory could not be written (its disk full), while it is
+        # current: the flusher's next round that books its work clears it.
+        self.local_error: str | None = None
         # Called when the remote answers again after being unreachable (the flusher
         # then retries at once instead of waiting out each change's backoff).
         self.on_back: Callable[[], None] | None = None

@@ -9,12 +9,18 @@ the same remote replays whatever is left, with the same idempotency keys.
 The journal is used from the trio thread only (its statements are short local writes),
 except `sync()` (an fsync of the WAL and the blobs' directory) and `checkpoint()`, which run
 in worker threads (checkpoint() on a connection of its own).
+
+A write the database cannot make (its disk full, failing) is an OSError (ENOSPC, EIO)
+and changes nothing: a failed transaction is rolled back, and the records kept in memory
+are read again from the database, so memory never holds a change the disk does not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -69,6 +75,9 @@ CREATE TABLE IF NOT EXISTS set_aside (
 """
 
 SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set aside
+RESERVE_FILE = "reserve"  # beside journal.db: room held for the journal (see _reserve)
+RESERVE_BYTES = 1 << 20
+ROOM_RECHECK = 64 << 20  # below this much free room, room_for() asks the disk each time
 
 
 def encode_expect(e: ExpectT) -> str:
@@ -119,6 +128,10 @@ class Journal:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._in_transaction = False
         self._released: list[str] = []  # content files to delete once committed
+        self._reserve = state_dir / RESERVE_FILE
+        self._reserved = False  # whether the reserve holds its room
+        self._make_reserve()
+        self._room, self._room_at = 0, -math.inf  # room_for's estimate, and its time
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
         if "target" not in columns:  # a journal written before symlinks existed
@@ -129,27 +142,8 @@ class Journal:
             self._db.execute("ALTER TABLE changes ADD COLUMN held_for TEXT")
         if "mtime_ns" not in columns:  # ... or before writes carried their time
             self._db.execute("ALTER TABLE changes ADD COLUMN mtime_ns INTEGER")
-        self._records: dict[int, Record] = {}
-        self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
-        self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
         self.version = 0  # bumped by every change of the records (progress, for waiters)
-        for row in self._db.execute(
-            "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state, target, next_try, held_for, mtime_ns FROM changes ORDER BY id"
-        ):
-            rec = Record(
-                id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
-                expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
-                created=row[9], tries=row[10], last_error=row[11], state=row[12],
-                target=row[13], next_try=row[14], held_for=row[15], mtime_ns=row[16],
-            )  # fmt: skip
-            self._index(rec)
-        # blob -> the edits it holds of a content never seen (sparse.py): sent only
-        # once laid over the base version it names
-        self._sparse: dict[str, Sparse] = {
-            blob: Sparse.from_json(edits)
-            for blob, edits in self._db.execute("SELECT blob, edits FROM sparse")
-        }
+        self._load()
         self._state_dir = state_dir
         missing = [
             r for r in self._records.values() if r.blob and not self.blob_path(r.blob).exists()
@@ -198,16 +192,17 @@ class Journal:
     ) -> Record:
         key = uuid.uuid4().hex
         now = time.time()
-        cur = self._db.execute(
-            "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key, created,"
-            " target, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key, now,
-             target, mtime_ns),
-        )  # fmt: skip
-        assert cur.lastrowid is not None
-        rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now,
-                     target=target, mtime_ns=mtime_ns)  # fmt: skip
-        self._index(rec)
+        with self.transaction():  # (its errors said as OSErrors)
+            cur = self._db.execute(
+                "INSERT INTO changes (op, path, dst, blob, mode, expect, expect_to, key,"
+                " created, target, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (op, path, dst, blob, mode, encode_expect(expect), encode_expect(expect_to), key,
+                 now, target, mtime_ns),
+            )  # fmt: skip
+            assert cur.lastrowid is not None
+            rec = Record(cur.lastrowid, op, path, dst, blob, mode, expect, expect_to, key, now,
+                         target=target, mtime_ns=mtime_ns)  # fmt: skip
+            self._index(rec)
         return rec
 
     def complete(self, ids: Iterable[int]) -> None:
@@ -231,10 +226,12 @@ class Journal:
     def mark_sparse(self, blob: str, edits: Sparse) -> None:
         """Before the row that sends `blob` is added (in one transaction with it): a
         crash must never leave a sparse blob looking like whole content."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO sparse (blob, edits) VALUES (?, ?)", (blob, edits.to_json())
-        )
-        self._sparse[blob] = edits.copy()
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO sparse (blob, edits) VALUES (?, ?)",
+                (blob, edits.to_json()),
+            )
+            self._sparse[blob] = edits.copy()
 
     def materialized(self, old: str, new: str) -> None:
         """Sparse blob `old` was laid over its base version as whole content `new`:
@@ -246,8 +243,10 @@ class Journal:
             self.release_blob(old)
 
     def _forget_sparse(self, blob: str) -> None:
-        if self._sparse.pop(blob, None) is not None:
-            self._db.execute("DELETE FROM sparse WHERE blob = ?", (blob,))
+        if blob in self._sparse:
+            with self.transaction():
+                self._db.execute("DELETE FROM sparse WHERE blob = ?", (blob,))
+                del self._sparse[blob]
 
     def set_aside(self, ids: Iterable[int], reason: str) -> None:
         """Take changes that can never be sent out of the journal (a crash of an older
@@ -292,6 +291,11 @@ class Journal:
 
     def update(self, rec: Record, **changes: object) -> Record:
         new = replace(rec, **changes)  # type: ignore[arg-type]
+        with self.transaction():
+            self._update_row(rec, new)
+        return new
+
+    def _update_row(self, rec: Record, new: Record) -> None:
         self._db.execute(
             "UPDATE changes SET op=?, path=?, dst=?, blob=?, mode=?, expect=?, expect_to=?,"
             " tries=?, last_error=?, state=?, target=?, next_try=?, held_for=?, mtime_ns=?"
@@ -304,7 +308,6 @@ class Journal:
         )  # fmt: skip
         self._unindex(rec)
         self._index(new)
-        return new
 
     def exists_after(self, path: str) -> bool | None:
         """Whether `path` exists once the pending records are applied (None: no record
@@ -366,10 +369,13 @@ class Journal:
         """Forget every retry time later than `not_before` (a new mount, or the remote
         answering again, tries at once; the tries count stays, so the backoff grows on
         from where it was)."""
-        self._db.execute("UPDATE changes SET next_try = ? WHERE next_try > ?", (not_before,) * 2)
-        for rec in self.records():  # (the path and blob indexes do not change)
-            if rec.next_try > not_before:
-                self._records[rec.id] = replace(rec, next_try=not_before)
+        with self.transaction():
+            self._db.execute(
+                "UPDATE changes SET next_try = ? WHERE next_try > ?", (not_before,) * 2
+            )
+            for rec in self.records():  # (the path and blob indexes do not change)
+                if rec.next_try > not_before:
+                    self._records[rec.id] = replace(rec, next_try=not_before)
         self.version += 1
 
     def naming(self, path: str) -> list[Record]:
@@ -411,21 +417,89 @@ class Journal:
         if self._in_transaction:
             yield
             return
-        self._db.execute("BEGIN")
+        if self._reserved and self._short_of_room():
+            self._use_reserve()
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as e:
+            raise _os_error(e) from e
         self._in_transaction = True
         try:
             yield
-        except BaseException:
+            self._db.execute("COMMIT")
+        except BaseException as e:
             self._in_transaction = False
             self._released.clear()
-            self._db.execute("ROLLBACK")
+            self._undo()
+            if isinstance(e, sqlite3.Error):
+                if _full(e):
+                    self._use_reserve()  # (room for the next try)
+                raise _os_error(e) from e
             raise
         self._in_transaction = False
-        self._db.execute("COMMIT")
         released, self._released = self._released, []
         for name in released:
             if not self.uses_blob(name):  # (unless a row took it up again meanwhile)
                 self.blob_path(name).unlink(missing_ok=True)
+        if released and not self._reserved and not self._short_of_room(4 * RESERVE_BYTES):
+            self._make_reserve()  # room again
+
+    def _make_reserve(self) -> None:
+        """Hold RESERVE_BYTES of the state directory's disk for the journal. When the
+        disk fills up (with our own content files, say), booking what the remote took
+        is what deletes them: it must not wait for room it would free itself. (A COMMIT
+        that finds the disk full rolls its transaction back: the room must be there
+        before it begins.)"""
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            self._reserved = True
+        except OSError:  # no room for it now; the next commit that frees some tries again
+            self._reserve.unlink(missing_ok=True)
+
+    def room_for(self, n: int) -> bool:
+        """Whether `n` more bytes may go to the state directory's disk (a spool),
+        leaving the journal RESERVE_BYTES there, as a filesystem keeps blocks for its
+        metadata: a close() must be able to journal what the writes before it made.
+        The disk is asked when the room may be near its end, or once a second."""
+        now = time.monotonic()
+        if self._room - n < ROOM_RECHECK or now - self._room_at > 1.0:
+            self._room, self._room_at = self._free_room() - RESERVE_BYTES, now
+        if self._room < n:
+            return False
+        self._room -= n
+        return True
+
+    def _free_room(self) -> int:
+        try:
+            st = os.statvfs(self._db_path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    def _short_of_room(self, room: int = RESERVE_BYTES) -> bool:
+        return self._free_room() < room
+
+    def _use_reserve(self) -> None:
+        """Give the reserve's room back to the disk, for the journal to use."""
+        if self._reserved:
+            self._reserved = False
+            self._reserve.unlink(missing_ok=True)
+            log.warning("the state directory's disk is full: the journal uses its reserve")
+
+    def _undo(self) -> None:
+        """After a failed transaction: none of it stays, on disk or in memory. (A COMMIT
+        that found the disk full may have left the transaction open, or rolled it back.)"""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as e:  # (rolled back already)
+                log.warning("journal: rollback after a failed transaction: %s", e)
+        self._load()
+        self.version += 1
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (worker thread, own connection)."""
@@ -455,6 +529,29 @@ class Journal:
         self._db.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _load(self) -> None:
+        """The records and sparse blobs, as the database has them."""
+        self._records: dict[int, Record] = {}
+        self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
+        self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
+        for row in self._db.execute(
+            "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
+            " last_error, state, target, next_try, held_for, mtime_ns FROM changes ORDER BY id"
+        ):
+            rec = Record(
+                id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
+                expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
+                created=row[9], tries=row[10], last_error=row[11], state=row[12],
+                target=row[13], next_try=row[14], held_for=row[15], mtime_ns=row[16],
+            )  # fmt: skip
+            self._index(rec)
+        # blob -> the edits it holds of a content never seen (sparse.py): sent only
+        # once laid over the base version it names
+        self._sparse: dict[str, Sparse] = {
+            blob: Sparse.from_json(edits)
+            for blob, edits in self._db.execute("SELECT blob, edits FROM sparse")
+        }
 
     def _index(self, rec: Record) -> None:
         self.version += 1
@@ -491,3 +588,13 @@ class Journal:
                 f.unlink(missing_ok=True)
         for blob in [b for b in self._sparse if b not in used]:
             self._forget_sparse(blob)
+
+
+def _full(e: sqlite3.Error) -> bool:
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _os_error(e: sqlite3.Error) -> OSError:
+    """What a failed journal write is to the program that caused it."""
+    code = errno.ENOSPC if _full(e) else errno.EIO
+    return OSError(code, f"the journal in the state directory could not be written: {e}")

@@ -127,11 +127,12 @@ class Namespace(Forgetting):
         async def decide(just_listed: set[int], _: set[str]) -> Node:
             if name in self.listed_locked(parent, just_listed):
                 raise exists(path)
+            journaled = self.remote.capabilities.empty_dirs
+            if journaled:  # (first: if the journal cannot take it, nothing is made)
+                self.journal_add("mkdir", path)
             node = self.inodes.new_node(parent, name, "dir", mode=mode & 0o7777)
             self._own(node, owner)
-            if self.remote.capabilities.empty_dirs:
-                self.journal_add("mkdir", path)
-                node.on_remote = True  # the journal now speaks for it
+            node.on_remote = journaled  # the journal now speaks for it
             node.lookups += 1
             self.fresh[node.ino] = True
             self._touch_dir(parent)
@@ -151,11 +152,11 @@ class Namespace(Forgetting):
             self.require("symlinks", path)
             if not target or len(os.fsencode(target)) > paths.MAX_PATH_BYTES:
                 raise FsError(errno.ENAMETOOLONG if target else errno.ENOENT)
+            self.journal_add("symlink", path, target=target, expect=Expect.ABSENT)
             node = self.inodes.new_node(
                 parent, name, "symlink", mode=0o777, size=len(os.fsencode(target)), target=target
             )
             self._own(node, owner)
-            self.journal_add("symlink", path, target=target, expect=Expect.ABSENT)
             node.lookups += 1
             self._touch_dir(parent)
             return node
@@ -332,21 +333,37 @@ class Namespace(Forgetting):
         known = on_remote or self._sent_or_pending(node)
         becomes_ordinary = node.local and not dst_local
         replaced_dir = target is not None and target.is_dir and target.on_remote
-        if replaced_dir and self.remote.capabilities.empty_dirs:
-            assert target is not None
-            self.journal_add("delete", target.path)
         # What the remote holds at the new name before our pending changes land.
         dst_base = target.base if target is not None and not target.is_dir else Expect.ABSENT
+        # Journaled first, in one transaction: if the journal cannot take it all (its
+        # disk full), nothing changes.
+        with self.journal.transaction():
+            if replaced_dir and self.remote.capabilities.empty_dirs:
+                assert target is not None
+                self.journal_add("delete", target.path)
+            if node.local or dst_local:
+                if not node.local and known:  # an ordinary file becomes local-only
+                    self.journal_add("delete", src_path, expect=node.base)
+            elif known:
+                expect = Expect.ANY if node.is_dir else node.base
+                self.journal_add(
+                    "rename", src_path, dst=dst_path, expect=expect, expect_to=dst_base
+                )
+            if becomes_ordinary and not self.files.dirty(node.ino):
+                # Still being written: its close journals it under the new name; else
+                # send the content it has now.
+                blob = self.overlay.pending_blob(node.ino)
+                assert blob is not None  # rename's decide made sure
+                self.journal_add(
+                    "write", dst_path, blob=blob, mode=node.mode, mtime_ns=node.mtime_ns,
+                    expect=dst_base,
+                )  # fmt: skip
         if node.local or dst_local:
             if not node.local:  # an ordinary file becomes local-only (vim's backup)
-                if known:
-                    self.journal_add("delete", src_path, expect=node.base)
                 node.local, node.base = True, Expect.ABSENT
             elif not dst_local:  # a local-only file becomes an ordinary name
                 node.local, node.base = False, dst_base
         elif known:
-            expect = Expect.ANY if node.is_dir else node.base
-            self.journal_add("rename", src_path, dst=dst_path, expect=expect, expect_to=dst_base)
             if not node.is_dir:
                 node.base = dst_base
         elif target is not None and not target.is_dir:
@@ -362,12 +379,6 @@ class Namespace(Forgetting):
         self._touch_dir(old_parent)
         self._touch_dir(dst_parent)
         node.ctime = time.time()
-        if becomes_ordinary and not self.files.dirty(node.ino):
-            # Still being written: its close journals it under the new name; else send
-            # the content it has now.
-            blob = self.overlay.pending_blob(node.ino)
-            assert blob is not None  # rename's decide made sure
-            self.journal_write(node, blob, node.base)
 
     async def _own_blob(self, node: Node) -> str:
         """Give a file that turns local-only (or back) a blob of its own holding its
