@@ -25,7 +25,16 @@ import pytest
 from repomount.vfs.journal import Journal
 from support.memremote import MemRemote
 from support.util import wait_until_async
-from support.vfsutil import MakeMount, open_path, read_file, write_file
+from support.vfsutil import (
+    ROOT,
+    MakeMount,
+    listdir,
+    mkdirs,
+    open_path,
+    read_file,
+    resolve,
+    write_file,
+)
 
 HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 
@@ -37,19 +46,31 @@ class FullAtCommit:
         self.con = con
         self.fails = 0
         self.failed = 0
+        self.refused: tuple[str, ...] = ()  # statements that fail (their page is new)
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         if sql == "COMMIT" and self.fails:
             self.fails -= 1
             self.failed += 1
             self.con.execute("ROLLBACK")  # (what SQLite does)
-            e = sqlite3.OperationalError("database or disk is full")
-            e.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
-            raise e
+            raise _full()
+        if sql.startswith(self.refused):
+            raise _full()
         return self.con.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith(self.refused):
+            raise _full()
+        return self.con.executemany(sql, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.con, name)
+
+
+def _full() -> sqlite3.OperationalError:
+    e = sqlite3.OperationalError("database or disk is full")
+    e.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    return e
 
 
 def full_at_commit(journal: Journal) -> FullAtCommit:
@@ -135,3 +156,26 @@ async def test_bookkeeping_that_cannot_be_written_stops_nothing(
     assert landed == ["f0", "f1", "f2"]  # each once: sent again, answered as a replay
     assert m.vfs.journal.records() == [] and rows_on_disk(m.vfs.journal) == []
     assert (await m.vfs.status())["last_error"] is None
+
+
+async def test_attributes_that_cannot_be_saved_stay_in_memory(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """A chmod of a directory and a rename whose rows of kept attributes cannot be
+    written (a directory's mode is kept locally) still happen: a metadata row is not
+    worth a rename failed half done."""
+    m = await make_mount(**HELD)
+    await mkdirs(m.vfs, "d")
+    await write_file(m.vfs, "d/f", b"x")
+    disk = full_at_commit(m.vfs.journal)
+    m.vfs.attrs._db = disk  # type: ignore[assignment]  # (the same connection)
+    disk.refused = ("INSERT OR REPLACE INTO attrs", "DELETE FROM attrs")
+    d = await resolve(m.vfs, "d")
+    await m.vfs.setattr(d.ino, None, mode=0o700)
+    await m.vfs.rename(d.ino, "f", ROOT, "g", 0)
+    assert await listdir(m.vfs, "") == ["d", "g"] and await listdir(m.vfs, "d") == []
+    d = await resolve(m.vfs, "d")
+    assert d.mode & 0o777 == 0o700  # (its mtime then moved: an entry left it)
+    disk.refused = ()
+    assert await m.drain() == []
+    assert mem.files() == {"g": b"x"}

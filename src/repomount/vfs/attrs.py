@@ -10,15 +10,21 @@ a file we wrote keeps the time of the write with the version our upload made. Mo
 and owners hold until the name is removed.
 
 An in-memory copy answers every lookup (listings apply it to each entry); SQLite only
-makes it durable. Used from the trio thread; statements are short local writes.
+makes it durable. Used from the trio thread; statements are short local writes. One
+that fails (the state directory's disk full) is logged and the copy in memory stands:
+a chmod or a rename must not fail half done for a row of metadata.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
 from repomount.vfs.nodes import Node
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attrs (
@@ -98,7 +104,7 @@ class LocalAttrs:
     def moved(self, src: str, dst: str) -> None:
         for path in [p for p in self._kept if p == src or p.startswith(src + "/")]:
             kept = self._kept.pop(path)
-            self._db.execute("DELETE FROM attrs WHERE path = ?", (path,))
+            self._write("DELETE FROM attrs WHERE path = ?", [(path,)])
             self._store(dst + path[len(src) :], kept)
 
     def removed(self, path: str) -> None:
@@ -106,9 +112,15 @@ class LocalAttrs:
         for p in gone:
             del self._kept[p]
         if gone:
-            self._db.executemany("DELETE FROM attrs WHERE path = ?", [(p,) for p in gone])
+            self._write("DELETE FROM attrs WHERE path = ?", [(p,) for p in gone])
 
     def _store(self, path: str, kept: Kept) -> None:
         self._kept[path] = kept
         values = [getattr(kept, c) for c in _COLUMNS]
-        self._db.execute(_STORE, [path, *values])
+        self._write(_STORE, [(path, *values)])
+
+    def _write(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        try:
+            self._db.executemany(sql, rows)
+        except sqlite3.Error as e:
+            log.warning("attributes kept in memory only (not saved): %s", e)
