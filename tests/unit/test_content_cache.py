@@ -4,11 +4,16 @@ keeps nothing per entry in memory."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from repomount.vfs.content import ContentCache
+from repomount.vfs.content import MIN_FREE_SHARE, ContentCache
+
+MIB = 1 << 20
 
 
 def _put(cache: ContentCache, name: str, size: int, when: float) -> Path:
@@ -188,3 +193,41 @@ def test_a_use_that_cannot_be_written_still_reads(
 
     monkeypatch.setattr(os, "utime", refused)
     assert cache.lookup("a", "v1") == str(p)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB filesystem of the test's own."""
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "none", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_the_cache_keeps_a_share_of_its_disk_free(small_disk: Path) -> None:
+    """Far below its size limit, the cache still keeps MIN_FREE_SHARE of its disk free
+    (it shares the disk with the user's home and the journal): 40 entries of 1 MiB
+    pass through a 16 MiB disk, each download has room, the newest stay."""
+    cache = ContentCache(small_disk, limit=10 << 30)
+    keep_free = int(16 * MIB * MIN_FREE_SHARE)
+    for i in range(40):
+        _put(cache, f"f{i}", MIB, 1000 + i)  # (ENOSPC here, before: the disk filled)
+        assert shutil.disk_usage(small_disk).free >= keep_free - MIB
+    assert cache.lookup("f39", "v1") is not None and cache.lookup("f0", "v1") is None
+
+
+def test_a_growing_download_makes_room_before_the_disk_is_full(small_disk: Path) -> None:
+    cache = ContentCache(small_disk, limit=10 << 30)
+    for i in range(12):
+        _put(cache, f"f{i}", MIB, 1000 + i)
+    tmp = cache.temp_path()
+    with tmp.open("wb") as f:  # 10 MiB more, told as it comes (partial.py's streams)
+        for _ in range(40):
+            f.write(b"y" * (MIB // 4))
+            f.flush()
+            cache.growing(MIB // 4)
+            cache.wait_evicted()
+    assert cache.commit(tmp, "big", "v1") is not None

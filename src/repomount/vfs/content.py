@@ -23,6 +23,14 @@ _SHARD = re.compile(r"[0-9a-f]{2}")
 
 log = logging.getLogger(__name__)
 
+# Of the cache's disk, this share is kept free (as Mountpoint-S3 does by default): the
+# cache usually shares its disk with the user's home, and with the state directory,
+# whose journal must be able to write. Below it, eviction drops entries as over the limit.
+MIN_FREE_SHARE = 0.05
+# A download in progress looks at the disk every this many bytes (or every quarter of
+# the free share, on a small disk)
+GROWTH_CHECK = 8 << 20
+
 
 def content_key(path: str, version: str) -> str:
     """The entry's file name."""
@@ -30,21 +38,23 @@ def content_key(path: str, version: str) -> str:
 
 
 class ContentCache:
-    """`limit` bounds the bytes kept; the least recently used entries go first (an entry
-    open elsewhere stays readable through its descriptor after it is dropped).
+    """`limit` bounds the bytes kept, and MIN_FREE_SHARE of the disk stays free; the
+    least recently used entries go first (an entry open elsewhere stays readable through
+    its descriptor after it is dropped).
 
     The disk is the index: an entry is its file, and its inode's change time is when it
     was last used (a lookup touches it, to the minute). Nothing per entry is kept in
     memory (an index of a walk that read 100,000 files cost 11 MiB); the bytes kept are
     counted as entries come and go, and made exact again by the walk of the disk that
-    eviction makes: at start, and each time the cache passes its limit (in a thread; it
-    then drops to 90% of the limit, and what arrives while it walks may take the cache
-    past the limit until the next walk). An entry used or replaced after the walk saw
-    it is kept."""
+    eviction makes: at start, and each time the cache passes its limit or its disk's
+    free share (in a thread; it then drops to 90% of the limit, or to a tenth above the
+    free share, and what arrives while it walks may take the cache past them until the
+    next walk). An entry used or replaced after the walk saw it is kept."""
 
     def __init__(self, root: Path, limit: int = 10 << 30, touch_after: float = 60.0) -> None:
         self.root = root
         self.limit = limit
+        self._grown = 0  # bytes downloads wrote since the disk was last looked at
         self._touch_after_ns = int(touch_after * 1e9)
         self.content_dir = root / "content"
         self.tmp_dir = root / "tmp"
@@ -59,6 +69,7 @@ class ContentCache:
         self._counting = threading.Lock()
         self._evicting = threading.Lock()  # held by the one eviction walk at a time
         self._walker: threading.Thread | None = None
+        self._growth_check = max(min(GROWTH_CHECK, self._disk_room()[1] // 4), 1 << 20)
         self.evict()  # (counts what an earlier run left, and keeps it within the limit)
 
     def _file(self, name: str) -> str:
@@ -187,7 +198,9 @@ class ContentCache:
         with self._counting:
             self._size += size
             self._added_in_walk += max(size, 0)  # (what a replaced entry frees: not here)
-        if self._size > self.limit and self._evicting.acquire(blocking=False):
+        if (self._size > self.limit or self._disk_short()) and self._evicting.acquire(
+            blocking=False
+        ):
             # A walk of every entry: in a thread of its own, off the event loop.
             self._walker = threading.Thread(
                 target=self._evict_then_release, args=(keep,), name="cache-evict", daemon=True
@@ -197,6 +210,26 @@ class ContentCache:
             except RuntimeError as e:  # (no thread to be had: the next entry tries again)
                 self._evicting.release()
                 log.warning("content cache: eviction not started: %r", e)
+
+    def growing(self, n: int) -> None:
+        """A download in progress wrote `n` more bytes: make room before the disk is
+        full, not after (a 1 GiB file can fill it before its entry is added)."""
+        self._grown += n
+        if self._grown >= self._growth_check:
+            self._grown = 0
+            self._added(0, keep="")
+
+    def _disk_room(self) -> tuple[int, int]:
+        """(bytes free on the cache's disk, bytes to keep free there)."""
+        try:
+            st = os.statvfs(self._content)
+        except OSError:  # (unknown: not short)
+            return 1, 0
+        return st.f_bavail * st.f_frsize, int(st.f_blocks * st.f_frsize * MIN_FREE_SHARE)
+
+    def _disk_short(self) -> bool:
+        free, keep_free = self._disk_room()
+        return free < keep_free
 
     def _evict_then_release(self, keep: str) -> None:
         try:
@@ -246,11 +279,16 @@ class ContentCache:
             # Exact again, but for what came while it walked: counted twice where the
             # walk saw it too (too much, never too little: the next walk is only sooner).
             self._size = total + self._added_in_walk
-        if total <= self.limit:
+        free, keep_free = self._disk_room()
+        short = keep_free - free  # (> 0: the disk is fuller than it should be)
+        if total <= self.limit and short <= 0:
             return
+        target = self.limit * 0.9 if total > self.limit else total
+        if short > 0:  # down to the free share, and room for downloads to go on
+            target = min(target, total - short - max(keep_free // 10, 2 * self._growth_check))
         found.sort()
         for ctime, _, name, size, ino in found:
-            if total <= self.limit * 0.9:
+            if total <= target:
                 break
             file = self._file(name)
             try:

@@ -93,6 +93,7 @@ class _Stream:
                 raise OSError(errno.ENOSPC, f"{self.partial.file}: nothing written")
             self.front += done
             view = view[done:]
+        self.partial.streams.cache.growing(len(data))
         self.partial.arrived(start, self.front)
         if self.front < self.partial.size and self.partial.have.covers(self.front, self.front + 1):
             self.scope.cancel()  # overtaken: what follows is there already
