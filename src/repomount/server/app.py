@@ -10,6 +10,9 @@ below, each with a function returning its routes for the shared Backend and its 
 
 from __future__ import annotations
 
+import errno
+import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -36,6 +39,8 @@ from repomount.server.lastsend import FinishLastSend
 from repomount.server.native import native_routes
 from repomount.server.native_responses import native_bad_url
 from repomount.server.urlguard import BadUrl, UrlGuard, refusal
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """The server's disk (or quota) full: 507, one line in the log. Clients retry a 5xx
+    later (no Retry-After: a client holding its request for it would hold every change
+    behind it); a 500 and a traceback told nobody what to free."""
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.Error)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+    if not full:
+        raise exc
+    where = f"{request.method} {request.url.path}"
+    log.error("%s: the server's disk is full (%s)", where, exc)
+    body = {
+        "error": {"code": "insufficient_storage", "message": f"{where}: the server's disk is full"}
+    }
+    return JSONResponse(body, status_code=507)
+
+
 def create_app(
     backend: Backend,
     faces: dict[str, Face] | None = None,
@@ -83,7 +106,8 @@ def create_app(
         Mount(prefix, app=BearerAuth(Router(routes=face.routes(backend)), token))
         for prefix, face in chosen
     ]
-    app: ASGIApp = Starlette(routes=mounts, exception_handlers={HTTPException: _http_error})
+    handlers = {HTTPException: _http_error, OSError: _storage_error, sqlite3.Error: _storage_error}
+    app: ASGIApp = Starlette(routes=mounts, exception_handlers=handlers)
     if fault_rate:
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}

@@ -84,10 +84,16 @@ class BlobDir:
         return BlobSpool(name, file, write_out=writeout.start_write_out)
 
     def discard(self, spool: BlobSpool) -> None:
-        spool.file.close()
+        """Remove a spool no blob comes from: its file first, since closing it flushes
+        its buffer, which fails on a full disk (and left the file behind, holding the
+        disk full after the upload that filled it)."""
         try:
             os.unlink(spool.name)
         except FileNotFoundError:
+            pass
+        try:
+            spool.file.close()
+        except OSError:  # (bytes no one wants: not written)
             pass
 
     def add(self, spools: Sequence[BlobSpool]) -> list[bool]:
