@@ -82,10 +82,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         + (f"; {why}" if why else ""),
         file=sys.stderr,
     )
+    online = bool(status.get("online", True))
     lines = statusview.bounded(
         status.get("pending") or [],
         int(status.get("pending_changes") or 0),
-        statusview.pending_line,
+        lambda e: statusview.pending_line(e, online=online),
         " (repomount status --json lists all)",
     )
     print("\n".join(lines), file=sys.stderr)

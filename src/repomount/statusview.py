@@ -80,10 +80,13 @@ def pending_headline(status: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def pending_line(entry: dict[str, Any]) -> str:
+def pending_line(entry: dict[str, Any], *, online: bool = False) -> str:
     """`  write   src/a.txt  (6 B, 4 s ago, held, try 1: Conflict: ...)`. A transient
-    failure (the remote unreachable or busy) is the same for every change and said once,
-    as the connection and the last error; a change's own error is said on its line."""
+    failure while the remote is unreachable is the same for every change and said once,
+    as the connection and the last error; a change's own error is said on its line, and
+    so is a transient one while the remote answers (`online`): a server that takes
+    everything but this change's content (its disk full: 507) answers other requests,
+    which clear the mount's last error."""
     name = str(entry.get("path"))
     if entry.get("to"):
         name += f" -> {entry['to']}"
@@ -97,7 +100,7 @@ def pending_line(entry: dict[str, Any]) -> str:
         notes.append(f"try {entry['tries']}")
     detail = ", ".join(notes)
     error = entry.get("error")
-    if error and not str(error).startswith("Unavailable:"):
+    if error and (online or not str(error).startswith("Unavailable:")):
         detail += f": {error}"
     return f"  {entry.get('op', '?'):<7} {name}  ({detail})"
 
@@ -120,7 +123,13 @@ def render(status: dict[str, Any], now: float) -> list[str]:
     lines.append(f"pending:    {pending_headline(status)}")
     pending = status.get("pending") or []
     total = int(status.get("pending_changes", len(pending)))
-    lines += bounded(pending, total, pending_line, " (repomount status --json lists all)")
+    online = bool(status.get("online", True))
+    lines += bounded(
+        pending,
+        total,
+        lambda e: pending_line(e, online=online),
+        " (repomount status --json lists all)",
+    )
 
     conflicts = status.get("conflicts") or []
     lines.append(f"conflicts:  {len(conflicts) or 'none'}")
