@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support import smalldisk
 from support.mount import MountProc, is_mounted, repomount
 from support.server import ServerProc
 
@@ -26,13 +26,8 @@ MIB = 1 << 20
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB filesystem, unmounted after the mounts that use it stopped (a fixture
     requested before mount_factory is torn down after it)."""
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "none", str(d)], check=True)
-    try:
+    with smalldisk.small_disk(tmp_path / "small", "8m") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def fill(path: Path) -> None:

@@ -6,28 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.server import ServerProc
+from support.smalldisk import small_disk
 
 
 @pytest.fixture
 def small_server(tmp_path: Path) -> Iterator[ServerProc]:
     """A server whose data directory is an 8 MiB filesystem of its own."""
-    disk = tmp_path / "small"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "none", str(disk)], check=True)
-    proc = ServerProc(disk / "data")
-    try:
-        proc.start()
-        yield proc
-    finally:
-        proc.stop()
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+    with small_disk(tmp_path / "small", "8m") as disk:
+        proc = ServerProc(disk / "data")
+        try:
+            proc.start()
+            yield proc
+        finally:
+            proc.stop()
 
 
 def _put(server: ServerProc, repo: str, data: bytes) -> tuple[int, str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from repomount.vfs.content import MIN_FREE_SHARE, ContentCache
+from support import smalldisk
 
 MIB = 1 << 20
 
@@ -198,13 +198,8 @@ def test_a_use_that_cannot_be_written_still_reads(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB filesystem of the test's own."""
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "none", str(d)], check=True)
-    try:
+    with smalldisk.small_disk(tmp_path / "small", "16m") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_the_cache_keeps_a_share_of_its_disk_free(small_disk: Path) -> None:
