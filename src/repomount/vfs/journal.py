@@ -417,7 +417,7 @@ class Journal:
         if self._in_transaction:
             yield
             return
-        if self._reserved and self._short_of_room():
+        if self._reserved and not self.room_for(0):  # (the disk asked once a second)
             self._use_reserve()
         try:
             self._db.execute("BEGIN")
