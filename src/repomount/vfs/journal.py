@@ -476,8 +476,8 @@ class Journal:
     def _free_room(self) -> int:
         try:
             st = os.statvfs(self._db_path.parent)
-        except OSError:
-            return 0
+        except OSError:  # (unknown: nothing is refused for it)
+            return 1 << 62
         return st.f_bavail * st.f_frsize
 
     def _short_of_room(self, room: int = RESERVE_BYTES) -> bool:
