@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -266,3 +267,37 @@ def test_remote_content_appears_after_ttl(server: ServerProc, mount_factory) -> 
     wait_until(shown, 10, "the remote's f and new to show after the TTL")
     assert (m.path / "f").read_bytes() == b"theirs, longer"
     assert (m.path / "new").read_bytes() == b"n"
+
+
+def test_a_binary_file_written_here_stays_when_listings_are_fetched_again(
+    server: ServerProc, mount_factory
+) -> None:
+    """Relace's clone lists UTF-8 text files only: a binary file written through the
+    mount, once uploaded, must not vanish from the mount when the listing is fetched
+    again and leaves it out (it did: ENOENT, the file on the server), nor a directory
+    that holds only such files."""
+    m = mount_factory(extra_args=["--metadata-ttl", "0.5", "--poll-interval", "0.5"])
+    data = bytes(range(256)) * 16 + b"\xff\xfe"
+    os.listdir(m.path)  # (the root listed first, as a shell's prompt would)
+    m.sync()
+    (m.path / "docs").mkdir()
+    (m.path / "docs" / "a.txt").write_bytes(b"text\n")
+    m.sync()
+    (m.path / "logo.png").write_bytes(data)
+    (m.path / "docs" / "pic.png").write_bytes(data)
+    (m.path / "docs" / "img").mkdir()
+    (m.path / "docs" / "img" / "only.png").write_bytes(data)
+    m.sync()
+    assert server.tree(m.repo) == {
+        "docs/a.txt": b"text\n",
+        "logo.png": data,
+        "docs/pic.png": data,
+        "docs/img/only.png": data,
+    }
+    for _ in range(3):  # each past the TTL and a poll: the listings are fetched again
+        time.sleep(1.2)
+        assert sorted(os.listdir(m.path)) == ["docs", "logo.png"]
+        assert sorted(os.listdir(m.path / "docs")) == ["a.txt", "img", "pic.png"]
+        assert os.listdir(m.path / "docs" / "img") == ["only.png"]
+        assert (m.path / "logo.png").read_bytes() == data
+        assert (m.path / "docs" / "img" / "only.png").read_bytes() == data

@@ -34,6 +34,10 @@ class Capabilities:
     change_feed: bool = False  # `changes(since, wait)` long-polls instead of re-listing
     binary_content: bool = True  # arbitrary bytes round-trip unchanged
     recursive_listing: bool = False  # `list_tree("")` returns the whole repo in one go
+    # A listing shows every file. False: some files are left out (Relace's clone: those
+    # that are not UTF-8 text), so a file no listing ever showed is not gone when the
+    # next listing leaves it out.
+    complete_listing: bool = True
     # A listing of one directory costs that directory, not the whole tree filtered
     directory_listing: bool = False
     file_modes: bool = False  # a write's `mode` is kept (the executable bit survives)

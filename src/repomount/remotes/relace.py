@@ -90,6 +90,7 @@ class RelaceRemote(HttpRemote):
         change_feed=False,
         binary_content=True,  # via PUT/GET /file (clone lists text files only)
         recursive_listing=True,  # one clone holds the whole tree
+        complete_listing=False,  # ... of text files: binary ones are left out
         file_modes=False,  # no mode (executable bit) over REST
         max_batch_ops=MAX_OPS,
     )

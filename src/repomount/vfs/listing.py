@@ -390,12 +390,13 @@ class Listings(VfsState):
                     link_as_file=as_file,
                     uid=self.config.uid,
                     gid=self.config.gid,
+                    listed=True,
                 )
                 self.attrs.lay_over(node, owner=not guarded)
                 self.trust.from_remote(node, e.path, self.invalidator)
                 continue
             changed = node.version != e.version or node.size != e.size
-            node.on_remote = True
+            node.on_remote = node.listed = True
             node.target = e.target
             node.fetch_path = HERE
             node.base = e.version if e.version is not None else Expect.ANY
@@ -417,11 +418,14 @@ class Listings(VfsState):
             and any(c.is_dir for c in d.children.values())
         ):
             self.invalidator.inode(d.ino, attr_only=True)  # its nlink is known now
+        complete = self.remote.capabilities.complete_listing
         for name, node in list(d.children.items()):
             if name in seen or self.busy(node):
                 continue
             if self.journal.touches(node.path) or self.gens.stale_for(node.path, stamp):
                 continue
+            if not complete and _left_out(node):
+                continue  # (the listing leaves such files out: not gone)
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
@@ -460,6 +464,18 @@ class Listings(VfsState):
 
 
 UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used offline
+
+
+def _left_out(node: Node) -> bool:
+    """A file no listing ever showed (written here, or found by name), or a directory
+    holding one: where listings leave some files out, its absence says nothing."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.kind == "file" and not n.listed:
+            return True
+        stack.extend((n.children or {}).values())
+    return False
 
 
 def _time_ns(e: Entry, times: dict[int, int]) -> int:

@@ -66,6 +66,9 @@ class Node:
     # A link from the remote that leaves the mount, shown as a read-only file holding
     # its target's text (trust.py): the kernel must not follow it.
     link_as_file: bool = False
+    # A listing of the remote showed it (where listings leave some files out:
+    # Capabilities.complete_listing; listing.py)
+    listed: bool = False
 
     @property
     def mtime(self) -> float:
