@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sqlite3
 
 from repomount.remotes import base as rb
 from repomount.vfs.errors import FsError
@@ -33,7 +32,4 @@ def to_errno(exc: BaseException) -> int:
         return errno.EIO
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
-    if isinstance(exc, sqlite3.Error):  # the state directory's database (attrs.py)
-        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-        return errno.ENOSPC if full else errno.EIO
     return errno.EIO

@@ -6,7 +6,6 @@ import errno
 import functools
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,7 +37,7 @@ def _errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[An
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except (FsError, RemoteError, OSError, sqlite3.Error) as e:
+        except (FsError, RemoteError, OSError) as e:
             code = to_errno(e)
             if code not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
                 log.info("%s: %s (%s)", fn.__name__, e, errno.errorcode.get(code, code))

@@ -10,7 +10,6 @@ below, each with a function returning its routes for the shared Backend and its 
 
 from __future__ import annotations
 
-import errno
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
+from repomount.diskfull import is_full
 from repomount.server.accesslog import AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
@@ -74,11 +74,7 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     """The server's disk (or quota) full: 507, one line in the log. Clients retry a 5xx
     later (no Retry-After: a client holding its request for it would hold every change
     behind it); a 500 and a traceback told nobody what to free."""
-    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-        isinstance(exc, sqlite3.Error)
-        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    )
-    if not full:
+    if not is_full(exc):
         raise exc
     where = f"{request.method} {request.url.path}"
     log.error("%s: the server's disk is full (%s)", where, exc)

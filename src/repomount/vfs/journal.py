@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
 from repomount.vfs.sparse import Sparse
 
@@ -432,7 +433,7 @@ class Journal:
             self._released.clear()
             self._undo()
             if isinstance(e, sqlite3.Error):
-                if _full(e):
+                if is_full(e):
                     self._use_reserve()  # (room for the next try)
                 raise _os_error(e) from e
             raise
@@ -590,11 +591,7 @@ class Journal:
             self._forget_sparse(blob)
 
 
-def _full(e: sqlite3.Error) -> bool:
-    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-
-
 def _os_error(e: sqlite3.Error) -> OSError:
     """What a failed journal write is to the program that caused it."""
-    code = errno.ENOSPC if _full(e) else errno.EIO
+    code = errno.ENOSPC if is_full(e) else errno.EIO
     return OSError(code, f"the journal in the state directory could not be written: {e}")
