@@ -211,9 +211,9 @@ class FileIO(Walks):
                 os.close(src)
                 src = None
         length = edits.length if edits and src is None else 0
-        if src is not None and not self.journal.room_for(_size(src)):
+        if src is not None and not self.journal.room.room_for(_size(src)):
             os.close(src)
-            raise FsError(errno.ENOSPC, "the state directory's disk is full")
+            raise _no_room()
         path, fd = self.files.new_spool()  # (made ahead: readyfiles.py)
         try:
             if src is not None or length:
@@ -316,8 +316,8 @@ class FileIO(Walks):
         node = h.node
         async with self.node_lock(node.ino):
             f = await self._spool(node)
-            if not self.journal.room_for(len(data)):
-                raise FsError(errno.ENOSPC, "the state directory's disk is full")
+            if not self.journal.room.room_for(len(data)):
+                raise _no_room()
             n = os.pwrite(f.fd, data, off)
             if f.in_order is not None:
                 _wrote_in_order(f, off, n)
@@ -460,6 +460,11 @@ class FileIO(Walks):
                         if node.parent is not None:
                             self.expire(node.parent.ino)
         self.inodes.released(node)
+
+
+def _no_room() -> FsError:
+    """Spool bytes may not take the journal's last room (stateroom.py)."""
+    return FsError(errno.ENOSPC, "the state directory's disk is full")
 
 
 def _sync_locally(fd: int | None, journal: Journal) -> None:

@@ -13,6 +13,7 @@ in worker threads (checkpoint() on a connection of its own).
 A write the database cannot make (its disk full, failing) is an OSError (ENOSPC, EIO)
 and changes nothing: a failed transaction is rolled back, and the records kept in memory
 are read again from the database, so memory never holds a change the disk does not.
+Room for it when the disk fills up: stateroom.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -34,6 +34,7 @@ from typing import Literal
 from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
 from repomount.vfs.sparse import Sparse
+from repomount.vfs.stateroom import StateRoom
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,6 @@ CREATE TABLE IF NOT EXISTS set_aside (
 """
 
 SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set aside
-RESERVE_FILE = "reserve"  # beside journal.db: room held for the journal (see _reserve)
-RESERVE_BYTES = 1 << 20
-ROOM_RECHECK = 64 << 20  # below this much free room, room_for() asks the disk each time
 
 
 def encode_expect(e: ExpectT) -> str:
@@ -129,10 +127,7 @@ class Journal:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._in_transaction = False
         self._released: list[str] = []  # content files to delete once committed
-        self._reserve = state_dir / RESERVE_FILE
-        self._reserved = False  # whether the reserve holds its room
-        self._make_reserve()
-        self._room, self._room_at = 0, -math.inf  # room_for's estimate, and its time
+        self.room = StateRoom(state_dir)  # for the journal when the disk fills up
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
         if "target" not in columns:  # a journal written before symlinks existed
@@ -418,8 +413,7 @@ class Journal:
         if self._in_transaction:
             yield
             return
-        if self._reserved and not self.room_for(0):  # (the disk asked once a second)
-            self._use_reserve()
+        self.room.before_transaction()
         try:
             self._db.execute("BEGIN")
         except sqlite3.Error as e:
@@ -434,7 +428,7 @@ class Journal:
             self._undo()
             if isinstance(e, sqlite3.Error):
                 if is_full(e):
-                    self._use_reserve()  # (room for the next try)
+                    self.room.use_reserve()  # (room for the next try)
                 raise _os_error(e) from e
             raise
         self._in_transaction = False
@@ -442,54 +436,8 @@ class Journal:
         for name in released:
             if not self.uses_blob(name):  # (unless a row took it up again meanwhile)
                 self.blob_path(name).unlink(missing_ok=True)
-        if released and not self._reserved and not self._short_of_room(4 * RESERVE_BYTES):
-            self._make_reserve()  # room again
-
-    def _make_reserve(self) -> None:
-        """Hold RESERVE_BYTES of the state directory's disk for the journal. When the
-        disk fills up (with our own content files, say), booking what the remote took
-        is what deletes them: it must not wait for room it would free itself. (A COMMIT
-        that finds the disk full rolls its transaction back: the room must be there
-        before it begins.)"""
-        try:
-            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            finally:
-                os.close(fd)
-            self._reserved = True
-        except OSError:  # no room for it now; the next commit that frees some tries again
-            self._reserve.unlink(missing_ok=True)
-
-    def room_for(self, n: int) -> bool:
-        """Whether `n` more bytes may go to the state directory's disk (a spool),
-        leaving the journal RESERVE_BYTES there, as a filesystem keeps blocks for its
-        metadata: a close() must be able to journal what the writes before it made.
-        The disk is asked when the room may be near its end, or once a second."""
-        now = time.monotonic()
-        if self._room - n < ROOM_RECHECK or now - self._room_at > 1.0:
-            self._room, self._room_at = self._free_room() - RESERVE_BYTES, now
-        if self._room < n:
-            return False
-        self._room -= n
-        return True
-
-    def _free_room(self) -> int:
-        try:
-            st = os.statvfs(self._db_path.parent)
-        except OSError:  # (unknown: nothing is refused for it)
-            return 1 << 62
-        return st.f_bavail * st.f_frsize
-
-    def _short_of_room(self, room: int = RESERVE_BYTES) -> bool:
-        return self._free_room() < room
-
-    def _use_reserve(self) -> None:
-        """Give the reserve's room back to the disk, for the journal to use."""
-        if self._reserved:
-            self._reserved = False
-            self._reserve.unlink(missing_ok=True)
-            log.warning("the state directory's disk is full: the journal uses its reserve")
+        if released:
+            self.room.after_release()
 
     def _undo(self) -> None:
         """After a failed transaction: none of it stays, on disk or in memory. (A COMMIT
