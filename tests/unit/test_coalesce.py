@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from repomount.remotes.base import Expect, ExpectT
 from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.conflicts import conflict_name
-from repomount.vfs.journal import Record
+from repomount.vfs.records import Record
 
 NAMES = ["a", "b", "c", "d/x", "d/y"]
 

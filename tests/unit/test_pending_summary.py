@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from repomount.remotes.base import Expect
-from repomount.vfs.journal import Record
 from repomount.vfs.pending import summarize
+from repomount.vfs.records import Record
 
 SIZES = {"b1": 3, "b2": 5, "b3": 7}
 

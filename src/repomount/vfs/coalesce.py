@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from repomount.remotes.base import Expect, ExpectT
-from repomount.vfs.journal import Record
+from repomount.vfs.records import Record
 
 
 @dataclass

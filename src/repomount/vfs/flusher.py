@@ -36,7 +36,7 @@ from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.digests import Digests
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
-from repomount.vfs.journal import Journal, Record
+from repomount.vfs.journal import Journal
 from repomount.vfs.outcomes import (
     ConflictNote,
     FlushConfig,
@@ -44,6 +44,7 @@ from repomount.vfs.outcomes import (
     Outcomes,
     completes_when_applied,
 )
+from repomount.vfs.records import Record
 from repomount.vfs.scheduling import ready, runs
 from repomount.vfs.sparse import lay_over_base
 from repomount.vfs.staging import Stager

@@ -27,20 +27,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
+from repomount.vfs.records import Op, Record, State, decode_expect, encode_expect
 from repomount.vfs.sparse import Sparse
 from repomount.vfs.stateroom import StateRoom
 
 log = logging.getLogger(__name__)
-
-Op = Literal["write", "delete", "rename", "mkdir", "symlink"]
-State = Literal["pending", "held"]
-HeldFor = Literal["conflict", "refused"]  # lost a conflict (policy fail) / the remote said no
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -77,38 +73,6 @@ CREATE TABLE IF NOT EXISTS set_aside (
 """
 
 SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set aside
-
-
-def encode_expect(e: ExpectT) -> str:
-    return e.value if isinstance(e, Expect) else "v:" + e
-
-
-def decode_expect(s: str) -> ExpectT:
-    return s[2:] if s.startswith("v:") else Expect(s)
-
-
-@dataclass(frozen=True)
-class Record:
-    id: int
-    op: Op
-    path: str
-    dst: str | None = None  # rename target
-    blob: str | None = None  # file name under blobs/ (writes)
-    mode: int | None = None
-    expect: ExpectT = Expect.ANY  # for rename: the source's version
-    expect_to: ExpectT = Expect.ANY  # rename only: what the target must be
-    key: str = ""
-    created: float = 0.0
-    tries: int = 0
-    last_error: str | None = None
-    state: State = "pending"
-    target: str | None = None  # symlink: where it points
-    next_try: float = 0.0  # wall-clock time before which a retry is not sent
-    held_for: HeldFor | None = None  # why a held change is held
-    mtime_ns: int | None = None  # a write's modification time (sent where the remote keeps it)
-
-    def paths(self) -> tuple[str, ...]:
-        return (self.path, self.dst) if self.dst is not None else (self.path,)
 
 
 class Journal:

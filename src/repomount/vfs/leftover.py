@@ -17,8 +17,8 @@ import os
 import time
 
 from repomount.remotes.base import Expect
-from repomount.vfs.journal import Record
 from repomount.vfs.nodes import Node, child_path
+from repomount.vfs.records import Record
 from repomount.vfs.state import VfsState
 
 log = logging.getLogger(__name__)

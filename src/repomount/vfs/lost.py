@@ -23,8 +23,8 @@ from repomount.vfs.coalesce import Planned
 from repomount.vfs.conflicts import conflict_name
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import FileIO
-from repomount.vfs.journal import Record
 from repomount.vfs.nodes import Node
+from repomount.vfs.records import Record
 from repomount.vfs.state import local_only
 
 log = logging.getLogger(__name__)

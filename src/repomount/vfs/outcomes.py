@@ -28,7 +28,8 @@ from repomount.vfs.coalesce import Planned
 from repomount.vfs.conflicts import Policy, save_copy
 from repomount.vfs.digests import Digests
 from repomount.vfs.health import Health
-from repomount.vfs.journal import HeldFor, Journal, Record
+from repomount.vfs.journal import Journal
+from repomount.vfs.records import HeldFor, Record
 from repomount.vfs.scheduling import expected_at
 from repomount.vfs.sparse import Sparse, save_edits
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from repomount.vfs.coalesce import coalesce
-from repomount.vfs.journal import Record
+from repomount.vfs.records import Record
 
 
 @dataclass(frozen=True)

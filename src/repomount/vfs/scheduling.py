@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from repomount.remotes.base import ExpectT
 from repomount.vfs.coalesce import Planned
-from repomount.vfs.journal import Journal, Record
+from repomount.vfs.journal import Journal
+from repomount.vfs.records import Record
 
 
 def ready(records: list[Record], now: float) -> list[Record]:
