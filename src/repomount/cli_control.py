@@ -82,14 +82,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         + (f"; {why}" if why else ""),
         file=sys.stderr,
     )
-    online = bool(status.get("online", True))
-    lines = statusview.bounded(
-        status.get("pending") or [],
-        int(status.get("pending_changes") or 0),
-        lambda e: statusview.pending_line(e, online=online),
-        " (repomount status --json lists all)",
-    )
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(statusview.pending_lines(status)), file=sys.stderr)
     return 1
 
 

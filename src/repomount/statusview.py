@@ -105,6 +105,18 @@ def pending_line(entry: dict[str, Any], *, online: bool = False) -> str:
     return f"  {entry.get('op', '?'):<7} {name}  ({detail})"
 
 
+def pending_lines(status: dict[str, Any]) -> list[str]:
+    """A status's pending changes, one line each, LISTED at most."""
+    pending = status.get("pending") or []
+    online = bool(status.get("online", True))
+    return bounded(
+        pending,
+        int(status.get("pending_changes", len(pending))),
+        lambda e: pending_line(e, online=online),
+        " (repomount status --json lists all)",
+    )
+
+
 def bounded(
     items: Sequence[Any], total: int, line: Callable[[Any], str], more: str = ""
 ) -> list[str]:
@@ -121,15 +133,7 @@ def render(status: dict[str, Any], now: float) -> list[str]:
     lines = [f"remote:     {status.get('remote')}"]
     lines.append(f"connection: {connection(status, now)}")
     lines.append(f"pending:    {pending_headline(status)}")
-    pending = status.get("pending") or []
-    total = int(status.get("pending_changes", len(pending)))
-    online = bool(status.get("online", True))
-    lines += bounded(
-        pending,
-        total,
-        lambda e: pending_line(e, online=online),
-        " (repomount status --json lists all)",
-    )
+    lines += pending_lines(status)
 
     conflicts = status.get("conflicts") or []
     lines.append(f"conflicts:  {len(conflicts) or 'none'}")

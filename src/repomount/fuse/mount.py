@@ -401,9 +401,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
-                "last_error": vfs.health.last_error
-                or vfs.health.local_error
-                or vfs.pending_error(),
+                "last_error": vfs.health.error or vfs.pending_error(),
                 "pid": os.getpid(),  # `repomount unmount` waits for it to exit
             }
         return {"ok": False, "error": f"unknown command {cmd!r}"}

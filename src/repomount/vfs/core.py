@@ -362,7 +362,7 @@ class Vfs(LostConflicts):
             "conflicts": [vars(c) for c in self.flusher.conflicts],
             "set_aside": self.journal.set_aside_rows(),
             "local_only": sorted(n.path for n in self.inodes.nodes() if n.local and n.attached),
-            "last_error": health.last_error or health.local_error,
+            "last_error": health.error,
             "last_error_at": health.last_error_at,
             "open_files": len(self.handles),
             "inodes": len(self.inodes),

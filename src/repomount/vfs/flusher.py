@@ -194,7 +194,7 @@ class Flusher(Outcomes):
                     return
                 self.flush_now()
                 await self._progress.wait()
-        why = self.health.last_error or self.health.local_error or "no answer in time"
+        why = self.health.error or "no answer in time"
         raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
 
     async def drain(self, timeout: float) -> list[int]:

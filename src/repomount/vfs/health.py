@@ -26,6 +26,11 @@ class Health:
         # then retries at once instead of waiting out each change's backoff).
         self.on_back: Callable[[], None] | None = None
 
+    @property
+    def error(self) -> str | None:
+        """What is wrong now: the remote's last failure, else the state directory's."""
+        return self.last_error or self.local_error
+
     def ok(self) -> None:
         self.last_error = self.last_error_at = None
         if self.online:
