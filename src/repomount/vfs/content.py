@@ -54,7 +54,7 @@ class ContentCache:
     def __init__(self, root: Path, limit: int = 10 << 30, touch_after: float = 60.0) -> None:
         self.root = root
         self.limit = limit
-        self._grown = 0  # bytes downloads wrote since the disk was last looked at
+        self._grown = 0  # bytes that came since the disk was last looked at
         self._touch_after_ns = int(touch_after * 1e9)
         self.content_dir = root / "content"
         self.tmp_dir = root / "tmp"
@@ -198,26 +198,37 @@ class ContentCache:
         with self._counting:
             self._size += size
             self._added_in_walk += max(size, 0)  # (what a replaced entry frees: not here)
-        if (self._size > self.limit or self._disk_short()) and self._evicting.acquire(
-            blocking=False
-        ):
-            # A walk of every entry: in a thread of its own, off the event loop.
-            self._walker = threading.Thread(
-                target=self._evict_then_release, args=(keep,), name="cache-evict", daemon=True
-            )
-            try:
-                self._walker.start()
-            except RuntimeError as e:  # (no thread to be had: the next entry tries again)
-                self._evicting.release()
-                log.warning("content cache: eviction not started: %r", e)
+        if self._size > self.limit or self._disk_filling(max(size, 0)):
+            self._start_walk(keep)
 
     def growing(self, n: int) -> None:
         """A download in progress wrote `n` more bytes: make room before the disk is
         full, not after (a 1 GiB file can fill it before its entry is added)."""
+        if self._disk_filling(n):
+            self._start_walk("")
+
+    def _disk_filling(self, n: int) -> bool:
+        """`n` more bytes came: whether the disk is past its free share, asked once
+        every `_growth_check` bytes (not once per entry: a tree read adds thousands)."""
         self._grown += n
-        if self._grown >= self._growth_check:
-            self._grown = 0
-            self._added(0, keep="")
+        if self._grown < self._growth_check:
+            return False
+        self._grown = 0
+        return self._disk_short()
+
+    def _start_walk(self, keep: str) -> None:
+        """An eviction walk of every entry, in a thread of its own, off the event loop
+        (none when one is under way)."""
+        if not self._evicting.acquire(blocking=False):
+            return
+        self._walker = threading.Thread(
+            target=self._evict_then_release, args=(keep,), name="cache-evict", daemon=True
+        )
+        try:
+            self._walker.start()
+        except RuntimeError as e:  # (no thread to be had: the next entry tries again)
+            self._evicting.release()
+            log.warning("content cache: eviction not started: %r", e)
 
     def _disk_room(self) -> tuple[int, int]:
         """(bytes free on the cache's disk, bytes to keep free there)."""
