@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 # cache usually shares its disk with the user's home, and with the state directory,
 # whose journal must be able to write. Below it, eviction drops entries as over the limit.
 MIN_FREE_SHARE = 0.05
-# A download in progress looks at the disk every this many bytes (or every quarter of
-# the free share, on a small disk)
+# The disk is looked at every this many bytes that come, in entries or in downloads in
+# progress (or every quarter of the free share, on a small disk)
 GROWTH_CHECK = 8 << 20
 
 
