@@ -278,16 +278,19 @@ def test_faults_on_10_percent_of_requests(server_factory, mount_factory, tmp_pat
 
 
 def test_a_file_too_large_for_the_server_holds_only_itself(server_factory, tmp_path: Path) -> None:
-    """A 20 MiB file for a server that takes 10 MiB at most, saved with two small ones:
-    the server refuses its content (413), and only it is held, shown by status with
-    the server's reason and still readable here. The small ones of its batch land, and
-    `repomount sync` waits for them before it says what was not uploaded. (Before, the
-    refusal held the whole batch.)"""
+    """A 20 MiB file for a server that takes 10 MiB at most (since a restart: the mount
+    was told 64 MiB), saved with two small ones: the server refuses its content (413),
+    and only it is held, shown by status with the server's reason and still readable
+    here. The small ones of its batch land, and `repomount sync` waits for them before
+    it says what was not uploaded. (Before, the refusal held the whole batch.)"""
     small, m = _own_server_and_mount(
-        server_factory, tmp_path, "lim", ["--max-file-size", "10M"],
+        server_factory, tmp_path, "lim", ["--max-file-size", "64M"],
         ["--flush-delay", "60", "--max-flush-window", "120"],
     )  # fmt: skip
     try:
+        small.stop()
+        small.extra_args = ["--max-file-size", "10M"]
+        small.start()
         big = os.urandom(20 << 20)
         (m.path / "a.txt").write_bytes(b"a\n")
         (m.path / "big.bin").write_bytes(big)
@@ -298,6 +301,42 @@ def test_a_file_too_large_for_the_server_holds_only_itself(server_factory, tmp_p
         status = json.loads(repomount("status", str(m.path), "--json", env=m.env).stdout)
         assert [(p["path"], p["state"]) for p in status["pending"]] == [("big.bin", "held")]
         assert (m.path / "big.bin").read_bytes() == big
+    finally:
+        m.stop()
+
+
+def test_writes_past_the_servers_file_size_limit_are_efbig(server_factory, tmp_path: Path) -> None:
+    """The server says it takes files of at most 1 MiB: a write past that is cut short
+    and the next one refused with EFBIG ("File too large"), a truncate past it is EFBIG
+    and changes nothing, as on a local filesystem at its largest file size. What was
+    written up to the limit lands; nothing is held. (Before: every call succeeded, and
+    the change was held by the server's 413 after hashing the whole file.)"""
+    lim, m = _own_server_and_mount(server_factory, tmp_path, "mb", ["--max-file-size", "1M"], [])
+    try:
+        r = subprocess.run(
+            ["truncate", "-s", "1T", str(m.path / "sparse")], capture_output=True, text=True
+        )
+        assert r.returncode != 0 and "File too large" in r.stderr, r.stderr
+        assert not (m.path / "sparse").exists() or (m.path / "sparse").stat().st_size == 0
+        data = os.urandom(3 << 19)  # 1.5 MiB
+        with open(m.path / "big.bin", "wb", buffering=0) as f:
+            assert f.write(data) == 1 << 20  # cut short at the limit
+            with pytest.raises(OSError) as refused:
+                f.write(data[1 << 20 :])
+            assert refused.value.errno == errno.EFBIG
+        r = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={m.path / 'dd.bin'}", "bs=64k", "count=32"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert r.returncode != 0 and "File too large" in r.stderr, r.stderr
+        (m.path / "ok.txt").write_bytes(b"fits\n")
+        os.truncate(m.path / "ok.txt", 1 << 20)  # at the limit: taken
+        r = repomount("sync", str(m.path), "--timeout", "60", env=m.env)
+        assert r.returncode == 0, r.stderr
+        tree = lim.tree("mb")
+        assert tree["big.bin"] == data[: 1 << 20] and tree["dd.bin"] == bytes(1 << 20)
+        assert tree["ok.txt"] == b"fits\n" + bytes((1 << 20) - 5)
+        assert set(tree) <= {"big.bin", "dd.bin", "ok.txt", "sparse"}
     finally:
         m.stop()
 

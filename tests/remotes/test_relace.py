@@ -125,7 +125,8 @@ async def test_info_reads_the_name_from_metadata(server: ServerProc) -> None:
         repo_id = created.json()["repo_id"]
     remote = open_relace(f"relace:{repo_id}", endpoint=face(server), token=server.token)
     try:
-        assert (await remote.info()).name == "my app"
+        info = await remote.info()
+        assert (info.name, info.max_file_size) == ("my app", 50 << 20)  # (documented)
     finally:
         await remote.aclose()
 

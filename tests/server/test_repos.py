@@ -26,6 +26,7 @@ def test_create_list_info_delete(live: ServerProc, client: httpx.Client) -> None
     assert info.headers["X-Repo-Head"] == "2"
     body = info.json()
     assert (body["name"], body["head"], body["file_count"], body["bytes"]) == ("alpha", "2", 2, 8)
+    assert body["max_file_size"] == 1 << 30  # (--max-file-size's default)
 
     assert client.delete("/v1/repos/alpha").status_code == 204
     assert client.get("/v1/repos/alpha").status_code == 404

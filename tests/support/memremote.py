@@ -97,9 +97,15 @@ class MemRemote(Remote):
     )
 
     def __init__(
-        self, name: str = "mem", *, recursive_listing: bool = True, staged_upload: bool = False
+        self,
+        name: str = "mem",
+        *,
+        recursive_listing: bool = True,
+        staged_upload: bool = False,
+        max_file_size: int | None = None,
     ) -> None:
         self.name = name
+        self.max_file_size = max_file_size  # what info() says
         if not recursive_listing:
             self.capabilities = replace(self.capabilities, recursive_listing=False)
         if staged_upload:
@@ -131,7 +137,7 @@ class MemRemote(Remote):
     async def info(self) -> RepoInfo:
         self.requests["info"] += 1
         await trio.lowlevel.checkpoint()
-        return RepoInfo(self.name, self.head)
+        return RepoInfo(self.name, self.head, max_file_size=self.max_file_size)
 
     def listing(self, path: str, *, recursive: bool = False) -> Listing:
         """The listing as of now, synchronously (no request counted)."""

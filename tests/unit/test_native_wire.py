@@ -79,8 +79,13 @@ def test_repo_info_and_its_malformed_answers() -> None:
     info = repo_info({"name": "r", "head": 7})
     assert (info.name, info.head) == ("r", "7")
     assert repo_info({"name": "r", "head": None}).head is None
+    assert info.max_file_size is None  # (an older server says none)
+    assert repo_info({"name": "r", "head": 7, "max_file_size": 1 << 30}).max_file_size == 1 << 30
     with pytest.raises(ProtocolError, match="the server"):
         repo_info({"name": "r"})
+    for bad in (-1, "big", 1.5, True):
+        with pytest.raises(ProtocolError, match="max_file_size"):
+            repo_info({"name": "r", "head": 7, "max_file_size": bad})
 
 
 def test_tree_page_entries_of_every_kind() -> None:

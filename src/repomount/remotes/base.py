@@ -113,6 +113,9 @@ class Listing:
 class RepoInfo:
     name: str
     head: str | None
+    # The largest content the remote takes, where it says (or documents) one: writes
+    # and truncates past it are refused where they are made (EFBIG), not held later.
+    max_file_size: int | None = None
 
 
 @dataclass(frozen=True)

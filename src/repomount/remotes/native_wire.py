@@ -66,7 +66,10 @@ def head_of(value: object) -> str | None:
 
 @answer
 def repo_info(data: dict[str, Any]) -> RepoInfo:
-    return RepoInfo(name=str(data["name"]), head=head_of(data["head"]))
+    limit = data.get("max_file_size")  # (an older server says none)
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"max_file_size is not a size: {limit!r}")
+    return RepoInfo(name=str(data["name"]), head=head_of(data["head"]), max_file_size=limit)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ INLINE_MAX = 1 << 20  # a text file up to this size may travel inside an update'
 INLINE_BUDGET = 8 << 20  # ... up to this much per update
 MAX_OPS = 500  # operations per update
 CHECKS_AT_ONCE = 8  # concurrent downloads when checking preconditions
+MAX_UPLOAD = 50 << 20  # Relace's documented limit for a file ("50 MB", 413 beyond)
 
 
 class RelaceRemote(HttpRemote):
@@ -118,7 +119,8 @@ class RelaceRemote(HttpRemote):
 
     async def _info(self) -> RepoInfo:
         data = json_object(await self._http.request("GET", self._root))
-        return RepoInfo(name=repo_name(data, self.repo), head=None)  # GET has no repo_head
+        # (GET has no repo_head)
+        return RepoInfo(name=repo_name(data, self.repo), head=None, max_file_size=MAX_UPLOAD)
 
     def _info_not_found(self) -> str:
         return f"relace repo {self.repo!r} not found at {self.base_url}"

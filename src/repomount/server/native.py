@@ -145,6 +145,7 @@ class NativeApi:
             "created_at": info.created_at,
             "file_count": info.file_count,
             "bytes": info.bytes,
+            "max_file_size": self.backend.options.max_file_size,
         }
         return json_response(data, head=info.head)
 

@@ -62,6 +62,7 @@ class Vfs(LostConflicts):
         info = await self.remote.info()
         self.gens.observe_head(info.head)
         self.head = info.head
+        self.max_file_size = info.max_file_size
         self.flusher.head = info.head
         if not len(self.journal):
             return []

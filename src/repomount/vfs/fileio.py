@@ -315,6 +315,7 @@ class FileIO(Walks):
             raise FsError(errno.EBADF)
         node = h.node
         async with self.node_lock(node.ino):
+            data = self._within_limit(node, off, data)
             f = await self._spool(node)
             if not self.journal.room.room_for(len(data)):
                 raise _no_room()
@@ -330,8 +331,20 @@ class FileIO(Walks):
             node.mtime = node.ctime = time.time()
         return n
 
+    def _within_limit(self, node: Node, off: int, data: bytes) -> bytes:
+        """What of a write the remote can take (as a local filesystem cuts a write short
+        at its largest file size, then refuses the next one with EFBIG)."""
+        limit = self.max_file_size
+        if limit is None or node.local:
+            return data
+        if off >= limit or node.size > limit:
+            raise _too_large(node, limit)
+        return data if off + len(data) <= limit else data[: limit - off]
+
     async def resize(self, node: Node, size: int, mtime: float | None) -> None:
         """truncate(2) / ftruncate(2)."""
+        if self.max_file_size is not None and size > self.max_file_size and not node.local:
+            raise _too_large(node, self.max_file_size)
         async with self.node_lock(node.ino):
             f = await self._spool(node)
             await self._ftruncate(f, size)
@@ -460,6 +473,10 @@ class FileIO(Walks):
                         if node.parent is not None:
                             self.expire(node.parent.ino)
         self.inodes.released(node)
+
+
+def _too_large(node: Node, limit: int) -> FsError:
+    return FsError(errno.EFBIG, f"{node.path}: the remote takes files of at most {limit} bytes")
 
 
 def _no_room() -> FsError:

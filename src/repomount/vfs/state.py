@@ -143,6 +143,7 @@ class VfsState:
         self.prefetch = Prefetcher(remote, self.cache, self.health, config.transfers)
         self.streams = Streams(remote, self.cache, self.health)
         self.head: str | None = None
+        self.max_file_size: int | None = None  # the remote's, from its info() at start
         # ino of each directory whose listing is fresh; expiry = --metadata-ttl
         self.fresh: cachetools.TTLCache[int, bool] = cachetools.TTLCache(
             maxsize=1 << 20, ttl=config.metadata_ttl, timer=time.monotonic
