@@ -139,3 +139,24 @@ def test_a_journal_from_before_times_is_upgraded(tmp_path: Path) -> None:
     journal.add("write", "new.txt", blob=blob, expect=Expect.ABSENT, mtime_ns=MTIME_NS)
     journal.close()
     assert [r.mtime_ns for r in Journal(tmp_path).records()] == [None, MTIME_NS]
+
+
+async def test_a_symlinks_times_survive_its_upload_and_a_remount(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """pjdfstest found that `touch -h -d 2001-01-01 link` held only until a remount: the
+    link's time was kept with the version it had while pending, and the version it
+    landed as did not match it, so the remote's commit time showed instead. An untouched
+    link kept its creation time only until then too."""
+    m = await make_mount(flusher=False, **HELD)
+    root = await resolve(m.vfs, "")
+    touched = await m.vfs.symlink(root.ino, "touched", "target")
+    untouched = await m.vfs.symlink(root.ino, "untouched", "target")
+    made = untouched.mtime_ns
+    await m.vfs.setattr(touched.ino, None, mtime_ns=MTIME_NS, atime_ns=MTIME_NS)
+    assert await m.drain() == []
+    assert mem.items["touched"].kind == "symlink"
+    again = await m.restart()
+    assert (await resolve(again, "touched")).mtime_ns == MTIME_NS
+    assert (await resolve(again, "touched")).atime_ns == MTIME_NS
+    assert (await resolve(again, "untouched")).mtime_ns == made

@@ -243,6 +243,9 @@ class Vfs(LostConflicts):
             node.base = version
         if op.op == "symlink" and version is not None and node.kind == "symlink":
             # (not a file renamed onto the link's name since: it keeps its own version)
+            # Its times are the ones shown (no remote keeps a link's), kept with the
+            # version it landed as, across remounts, like a written file's.
+            self.attrs.uploaded(node, node.version, version)
             node.version = version
             node.read_from(path)
 
