@@ -12,7 +12,7 @@ content padded to whole blocks, and two zero blocks at the end. Anything else
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 BLOCK = 512
@@ -50,8 +50,13 @@ class TarReader:
     blocks); `read()` / `chunks()` then give its content. Content not read is skipped
     (still consumed from the stream) by the next `next()`."""
 
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+    def __init__(
+        self,
+        stream: AsyncIterable[bytes],
+        before_waiting: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._chunks: AsyncIterator[bytes] = stream.__aiter__()
+        self._before_waiting = before_waiting  # run before each wait for the stream
         self._buf = b""
         self._pos = 0
         self._left = 0  # content bytes of the current member not read yet
@@ -106,6 +111,8 @@ class TarReader:
 
     async def _pull(self, what: str) -> None:
         """Replace the (used up) buffer with the stream's next non-empty chunk."""
+        if self._before_waiting is not None:
+            await self._before_waiting()
         async for chunk in self._chunks:
             if chunk:
                 self._buf, self._pos = bytes(chunk), 0

@@ -379,3 +379,47 @@ async def test_a_read_cut_off_keeps_what_was_delivered(tmp_path: Path) -> None:
     finally:
         await remote.aclose()
     assert list(sink.got) == ["a"] and sink.leftovers() == []
+
+
+class Paused(httpx.AsyncByteStream):
+    """A body that sends `first`, then waits for `go` before sending `rest`."""
+
+    def __init__(self, first: bytes, rest: bytes, go: trio.Event) -> None:
+        self.first, self.rest, self.go = first, rest, go
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.first
+        await self.go.wait()
+        yield self.rest
+
+
+async def test_files_that_arrived_are_delivered_before_the_stream_is_waited_on(
+    tmp_path: Path,
+) -> None:
+    """Small files are written out together off the event loop, but never held back
+    while the stream is slow: a program waiting for one of them does not wait for the
+    files after it."""
+    whole = tar_answer([(n, n.encode() * 100, sha(n.encode() * 100)) for n in ("a", "b", "c")])
+    split = whole.index(b"c" * 100) - 1024  # a and b whole, c's headers and content later
+    go = trio.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Paused(whole[:split], whole[split:], go))
+
+    remote = NativeRemote(
+        "http://fake", REPO, token="t", retry=FAST, transport=httpx.MockTransport(answer)
+    )
+    sink = Collected(tmp_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(remote.read_many, ["a", "b", "c"], sink.new_file, sink.deliver)
+            with trio.fail_after(10):
+                while list(sink.got) != ["a", "b"]:
+                    await trio.sleep(0.01)
+            go.set()
+    finally:
+        await remote.aclose()
+    assert {p: data for p, (_, data) in sink.got.items()} == {
+        n: n.encode() * 100 for n in ("a", "b", "c")
+    }
+    assert sink.leftovers() == []
