@@ -47,11 +47,11 @@ class BlobDir:
         self.root = root
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()  # a blob's refresh vs its removal by the GC
         # Leftover spools are uploads that never completed: drop them.
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Per-blob paths are strings joined by hand: building Paths cost more than the
         # system calls on them for a pack of small blobs.
         self._blobs = os.fspath(self.blobs)
@@ -125,7 +125,7 @@ class BlobDir:
                 os.replace(spool.name, target)
             except FileNotFoundError:  # its shard directory is not made yet
                 try:
-                    os.mkdir(shard)
+                    os.mkdir(shard, 0o700)
                 except FileExistsError:  # (made meanwhile, by another upload)
                     pass
                 touched.add(self._blobs)

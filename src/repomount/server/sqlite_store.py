@@ -24,6 +24,8 @@ whole commit or none of it.
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
 import re
 import sqlite3
 import threading
@@ -71,6 +73,8 @@ from repomount.server.store import (
     Store,
 )
 
+log = logging.getLogger(__name__)
+
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 REPO_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
@@ -92,7 +96,14 @@ class SqliteStore(Store):
         self.history = history
         # TEST ONLY (see sqlite_commit.PAUSE_COMMIT_ENV): None everywhere but in a test.
         self._pause_commit_for_test = pause_commit_for_test
-        root.mkdir(parents=True, exist_ok=True)
+        # Every repository's content is in here (small files as rows of meta.sqlite3):
+        # for this user alone, whatever the umask. (-wal and -shm take the database's
+        # mode.) A directory made open by an older version is said, not changed.
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if root.stat().st_mode & 0o077:
+            log.warning("%s can be read by other users: chmod 700 it", root)
+        for name in ("lock", "meta.sqlite3"):
+            os.close(os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._lockfile = (root / "lock").open("a")
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
