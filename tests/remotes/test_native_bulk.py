@@ -423,3 +423,31 @@ async def test_files_that_arrived_are_delivered_before_the_stream_is_waited_on(
         n: n.encode() * 100 for n in ("a", "b", "c")
     }
     assert sink.leftovers() == []
+
+
+async def test_a_member_far_larger_than_listed_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """The listing said 10 bytes; the tar member says 3 MiB (a hostile server's endless
+    or huge answer): refused at its header, nothing of it written."""
+    big = os.urandom(3 << 20)
+    body = tar_answer([("a", b"fine", sha(b"fine")), ("b", big, sha(big))])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    remote = NativeRemote(
+        "http://fake", REPO, token="t", retry=FAST, transport=httpx.MockTransport(answer)
+    )
+    sink = Collected(tmp_path)
+    (tmp_path / "listed").mkdir()
+    listed = Collected(tmp_path / "listed")
+    try:
+        with pytest.raises(ProtocolError, match="passes"):
+            await remote.read_many(["a", "b"], sink.new_file, sink.deliver, sizes={"a": 4, "b": 10})
+        sizes = {"a": 4, "b": len(big)}  # (as listed: taken)
+        await remote.read_many(["a", "b"], listed.new_file, listed.deliver, sizes=sizes)
+    finally:
+        await remote.aclose()
+    assert list(sink.got) == ["a"] and sink.leftovers() == []  # (a came before b)
+    assert listed.got["b"][1] == big

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.hostile import Answer, HostileServer, Silent, StopsAfter, deep_json
+from support.hostile import Answer, HostileServer, Overflowing, Silent, StopsAfter, deep_json
 from support.mount import MountProc, force_unmount, is_mounted, repomount
 from support.util import wait_until
 
@@ -139,6 +139,31 @@ def test_a_download_that_stops_fails_the_read_within_the_bound(
     assert r.returncode != 0 and b"Input/output error" in r.stderr
     assert took < ANSWER + SLACK, f"cat took {took:.1f} s"
     assert (mount.path / "a.txt").read_bytes() == b"hello\n"  # the rest goes on
+    hostile.behave()
+    assert (mount.path / "f" / name).read_bytes() == FILES[f"f/{name}"]
+
+
+@pytest.mark.parametrize("name", ["small.bin", "large.bin"])
+def test_a_download_that_never_ends_is_cut_off_near_the_listed_size(
+    hostile: HostileServer, mount: MountProc, tmp_path: Path, name: str
+) -> None:
+    """The security probe of this stop: a file listed as 6 bytes answered with an
+    endless chunked body at full speed; the mount wrote 2.2 GB into its cache in 5 s,
+    and read all 3 GiB the fake sent before the content check failed the open. Now an
+    answer is refused once it passes twice the listed size and 1 MiB (a cache fill), or
+    the size itself (a read while the file arrives: ranged reads need exact sizes; a
+    reader that had every byte by then keeps them)."""
+    size = len(FILES[f"f/{name}"])
+    endless = hostile.misbehave(lambda r: r.route == f"/files/f/{name}", Overflowing())
+    assert isinstance(endless, Overflowing)
+    r = subprocess.run(["cat", mount.path / "f" / name], capture_output=True, timeout=120)
+    if name == "small.bin":  # (its content check fails: the bytes are not its version)
+        assert r.returncode != 0 and b"Input/output error" in r.stderr
+    else:
+        assert r.returncode != 0 or r.stdout == FILES[f"f/{name}"]
+    cached = sum(p.stat().st_size for p in (tmp_path / "work").rglob("*") if p.is_file())
+    assert cached < 3 * size + (8 << 20), f"{cached} bytes under the mount's directories"
+    assert endless.sent < 3 * size + (64 << 20)  # (the socket buffers hold a few MiB)
     hostile.behave()
     assert (mount.path / "f" / name).read_bytes() == FILES[f"f/{name}"]
 

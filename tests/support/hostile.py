@@ -108,6 +108,24 @@ class Endless(Behaviour):
 
 
 @dataclass
+class Overflowing(Behaviour):
+    """The honest answer's headers and body, chunked, then `filler` without end, as fast
+    as the client takes it. `sent` counts the filler's bytes got out."""
+
+    filler: bytes = b"A" * (1 << 20)
+    sent: int = 0
+
+    def answer(self, handler: _Handler, honest: Honest) -> None:
+        status, headers, body = honest()
+        handler.head(status, headers, None)
+        handler.send_chunk(body)
+        while not handler.server.closing.is_set():
+            if not handler.send_chunk(self.filler):
+                return
+            self.sent += len(self.filler)
+
+
+@dataclass
 class Answer(Behaviour):
     """Any answer at all: this status, these headers, this body."""
 

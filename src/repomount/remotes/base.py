@@ -13,10 +13,10 @@ from __future__ import annotations
 import abc
 import enum
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 import trio
 
@@ -366,20 +366,24 @@ class Remote(abc.ABC):
         got: Callable[[str, Fetched, Path], None],
         *,
         transfers: int = 4,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         """Fetch several whole files for the cache ahead of use (a tree walk, a cold
         `grep -r`). For each file fetched: its content goes into a fresh `new_file()`,
         then `got(path, fetched, that_file)` is called, which takes the file over.
         Paths missing on the remote (or not files) are skipped silently. A failure
         stops the rest and is raised; what was delivered before it stays delivered.
-        This default reads them `transfers` at a time; adapters with a bulk read
-        (native: one tar stream) override it."""
+        `sizes`: what the listing said, which an answer may not pass by far
+        (limits.allowed). This default reads them `transfers` at a time; adapters with
+        a bulk read (native: one tar stream) override it."""
 
         async def one(path: str) -> None:
             dest = new_file()
             try:
                 with dest.open("wb") as out:
-                    fetched = await self.read(path, out)
+                    size = (sizes or {}).get(path)
+                    to = out if size is None else cast(BinaryIO, Capped(out, size, path))
+                    fetched = await self.read(path, to)
             except NotFound:
                 dest.unlink(missing_ok=True)
                 return
@@ -444,3 +448,39 @@ async def run_limited(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int)
             nursery.start_soon(one, job)
     if failed:
         raise failed[0]
+
+
+# --------------------------------------------------------------------------- downloads
+
+DOWNLOAD_SLACK = 1 << 20
+
+
+def allowed(size: int) -> int:
+    """The most bytes a download of a file listed as `size` bytes long may bring."""
+    return 2 * size + DOWNLOAD_SLACK
+
+
+def too_long(what: str, size: int, limit: int | None = None) -> ProtocolError:
+    """An answer past `limit` bytes (default: allowed(size)) for a file listed as `size`."""
+    limit = allowed(size) if limit is None else limit
+    return ProtocolError(f"{what}: the answer passes {limit} bytes (listed: {size})")
+
+
+class Capped:
+    """A download's destination: writes through to `dest`, up to allowed(size) bytes.
+    A server sending far more than the listing said (an endless chunked body runs at
+    the link's speed, which no timeout catches) would otherwise fill the cache's disk,
+    often the state directory's too, before the content check at the end refused it;
+    the slack leaves room for a service whose listed sizes are not exact."""
+
+    def __init__(self, dest: BinaryIO, size: int, what: str) -> None:
+        self._dest = dest
+        self._size = size
+        self._left = allowed(size)
+        self._what = what
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self._left:
+            raise too_long(self._what, self._size)
+        self._left -= len(data)
+        return self._dest.write(data)

@@ -8,7 +8,7 @@ import getpass
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -31,7 +31,9 @@ from repomount.remotes.base import (
     TooLarge,
     Unauthorized,
     Write,
+    allowed,
     run_limited,
+    too_long,
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
 from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
@@ -265,14 +267,15 @@ class NativeRemote(HttpRemote):
         got: Callable[[str, Fetched, Path], None],
         *,
         transfers: int = 4,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         """Whole files through POST /read, a tar stream of up to READ_PATHS files per
         request, `transfers` requests at a time. Each file's content is checked
         against its version before it is delivered; symlinks and missing paths are
-        skipped."""
+        skipped; a member far larger than `sizes` says is refused before it is read."""
         unique = list(dict.fromkeys(paths))
         groups = [unique[i : i + READ_PATHS] for i in range(0, len(unique), READ_PATHS)]
-        jobs = [partial(self._read_group, group, new_file, got) for group in groups]
+        jobs = [partial(self._read_group, group, new_file, got, sizes or {}) for group in groups]
         if jobs:
             await run_limited(jobs, transfers)
 
@@ -281,6 +284,7 @@ class NativeRemote(HttpRemote):
         paths: list[str],
         new_file: Callable[[], Path],
         got: Callable[[str, Fetched, Path], None],
+        sizes: Mapping[str, int],
     ) -> None:
         url = f"{self._root}/read"
         wanted = set(paths)
@@ -314,6 +318,9 @@ class NativeRemote(HttpRemote):
                         continue  # a symlink, or the closing list of MISSING paths
                     if member.name not in wanted:
                         raise ProtocolError(f"POST {url}: sent {member.name!r}, not asked for")
+                    listed = sizes.get(member.name)
+                    if listed is not None and member.size > allowed(listed):
+                        raise too_long(f"POST {url}: {member.name!r}", listed)
                     if member.size <= HELD_MAX:
                         held.append((member.name, version, await _take(reader, member, version)))
                         held_bytes += member.size

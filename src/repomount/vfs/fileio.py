@@ -12,11 +12,12 @@ import errno
 import logging
 import os
 import time
+from typing import BinaryIO, cast
 
 import trio
 
 from repomount import sidehash
-from repomount.remotes.base import NotFound, RemoteError
+from repomount.remotes.base import Capped, NotFound, RemoteError
 from repomount.sidehash import SideHash
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile, fill_spool
@@ -70,7 +71,8 @@ class FileIO(Walks):
             tmp = self.cache.temp_path()
             try:
                 with tmp.open("wb") as out:
-                    got = await self.remote.read(where, out, version=node.version)
+                    dest = out if node.version is None else Capped(out, node.size, where)
+                    got = await self.remote.read(where, cast(BinaryIO, dest), version=node.version)
                 break
             except NotFound:
                 tmp.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from typing import BinaryIO, cast
 
 import trio
 
-from repomount.remotes.base import ProtocolError, Remote, RemoteError
+from repomount.remotes.base import ProtocolError, Remote, RemoteError, too_long
 from repomount.vfs.content import ContentCache
 from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
@@ -86,6 +86,8 @@ class _Stream:
 
     def write(self, data: bytes) -> int:  # the adapter's `dest`
         start = self.front
+        if start + len(data) > self.partial.size:  # (ranged reads: sizes are exact)
+            raise too_long(self.partial.path, self.partial.size, self.partial.size)
         view = memoryview(data)
         while view:  # (a short write, say the disk filling up, must not leave a hole)
             done = os.pwrite(self.fd, view, self.front)

@@ -201,8 +201,9 @@ class Prefetcher:
 
         self.batches += 1
         try:
+            sizes = {c.path: c.size for c in wanted.values()}
             await self.remote.read_many(
-                list(wanted), self.cache.temp_path, got, transfers=self.transfers
+                list(wanted), self.cache.temp_path, got, transfers=self.transfers, sizes=sizes
             )
             self.health.ok()
         except RemoteError as e:
