@@ -164,3 +164,22 @@ def test_any_path_is_accepted_or_refused_with_the_documented_error(
     except BadEntry:
         return
     assert_showable(entry)
+
+
+def test_setuid_setgid_and_sticky_bits_are_never_taken_from_a_remote() -> None:
+    """The security probe of this stop: an entry listed with mode 0o4755 showed as
+    `-rwsr-xr-x`, and `cp -a` out of the mount as root made a real setuid-root file."""
+    page = native_wire.tree_page(
+        {
+            "head": "1",
+            "entries": [
+                {**GOOD, "path": "suid", "mode": 0o4755},
+                {**GOOD, "path": "all", "mode": 0o7777},
+                {"path": "d", "type": "dir", "mode": 0o1777},
+                GOOD,
+            ],
+        }
+    )
+    assert {e.path: e.mode for e in page.entries} == {
+        "suid": 0o755, "all": 0o777, "d": 0o777, "ok.txt": 0o644
+    }  # fmt: skip

@@ -9,6 +9,7 @@ a whole directory, and nothing past this module needs to distrust an `Entry`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -80,6 +81,10 @@ def checked(entry: Entry, *, target_known: bool = True) -> Entry:
             target(entry.target)
     elif entry.target is not None:
         raise BadEntry(f"a {entry.kind} with a symlink target")
+    if entry.mode is not None and entry.mode & ~0o777:
+        # setuid, setgid, sticky: never taken from a remote (`cp -a` out of the mount by
+        # root would make a real setuid file of the remote's choosing)
+        return dataclasses.replace(entry, mode=entry.mode & 0o777)
     return entry
 
 
