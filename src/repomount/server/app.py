@@ -38,6 +38,7 @@ from repomount.server.jsonresponse import JSONResponse
 from repomount.server.lastsend import FinishLastSend
 from repomount.server.native import native_routes
 from repomount.server.native_responses import native_bad_url
+from repomount.server.requestguard import RequestGuard
 from repomount.server.urlguard import BadUrl, UrlGuard, refusal
 
 log = logging.getLogger(__name__)
@@ -107,5 +108,5 @@ def create_app(
     if fault_rate:
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}
-    guarded: ASGIApp = FinishLastSend(UrlGuard(app, refusals))
+    guarded: ASGIApp = FinishLastSend(RequestGuard(UrlGuard(app, refusals), no_auth=token is None))
     return AccessLog(guarded, request_log) if log_requests else guarded

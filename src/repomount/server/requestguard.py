@@ -1,0 +1,70 @@
+"""Requests refused before any face sees them.
+
+- **A body framed two ways** (`Content-Length` and `Transfer-Encoding` both): RFC 9112
+  section 6.3 makes it an error, and a proxy in front that frames it by its length
+  would see another request in it (request smuggling). 400, and the connection closes.
+- **Without a token** (`--no-auth`, loopback only), what a web page in the user's
+  browser could send: any request carrying an `Origin` header (this server serves no
+  pages, so a page elsewhere made it: cross-site request forgery, which needs no
+  preflight with a text/plain body), and any sent to a name that is not a loopback one
+  (DNS rebinding: a page's own name made to resolve to 127.0.0.1, which then reads
+  everything). 403. Programs (curl, the mount, the SDKs) send neither.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+def _loopback_name(host: str) -> bool:
+    """Whether a Host header's name (its port aside) is a loopback one."""
+    if host.startswith("["):  # [::1]:8750
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, *, no_auth: bool) -> None:
+        self.app = app
+        self.no_auth = no_auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        names = {name.lower() for name, _ in scope["headers"]}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            await _refuse(send, 400, "bad_request", "both Content-Length and Transfer-Encoding")
+            return
+        if self.no_auth:
+            host = next((v for n, v in scope["headers"] if n.lower() == b"host"), b"")
+            if b"origin" in names:
+                why = "a request from a web page (it has an Origin header) needs a token"
+                await _refuse(send, 403, "forbidden", why)
+                return
+            if host and not _loopback_name(host.decode("latin-1")):  # (browsers send one)
+                why = "without a token, only requests to a loopback name are served"
+                await _refuse(send, 403, "forbidden", why)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),  # (whatever else the connection carries is not read)
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
