@@ -9,7 +9,6 @@ commit ("Workspace is behind").
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 import zlib
@@ -23,7 +22,14 @@ from starlette.routing import BaseRoute, Route
 from repomount.paths import ancestors_of
 from repomount.server.faces import oxen_wire as wire
 from repomount.server.faces.oxen_commit import Staged, changed_since, commit_staged
-from repomount.server.faces.oxen_face import Face, clean_path, endpoint, join_path, written_path
+from repomount.server.faces.oxen_face import (
+    MAX_BODY,
+    Face,
+    clean_path,
+    endpoint,
+    join_path,
+    written_path,
+)
 from repomount.server.faces.oxen_model import DEFAULT_BRANCH, OxenError, bad_request
 from repomount.server.faces.oxen_repos import Ref
 
@@ -185,7 +191,20 @@ class Workspaces:
         if not parts:
             raise bad_request("No files given", "send `file[]` parts")
         paths = [join_path(directory, p.filename or "") for p in parts]
-        contents = [_unzipped(p.data) if _gzipped(p.content_type) else p.data for p in parts]
+        limit = self.face.backend.options.max_file_size
+
+        def unzipped() -> list[bytes]:  # (in a worker thread: decompressing takes a while)
+            budget = MAX_BODY  # all of them together, held in memory like the body was
+            contents = []
+            for p in parts:
+                room = max(0, min(limit, budget))
+                data = _unzipped(p.data, room) if _gzipped(p.content_type) else p.data
+                budget -= len(data)
+                contents.append(data)
+            return contents
+
+        compressed = any(_gzipped(p.content_type) for p in parts)
+        contents = await self.face.run(unzipped) if compressed else [p.data for p in parts]
         blobs = await self.face.add_blobs(contents)
         for path, blob in zip(paths, blobs, strict=True):
             ws.staged.adds[path] = blob
@@ -390,8 +409,32 @@ def _gzipped(content_type: str) -> bool:
     return content_type in ("application/gzip", "application/x-gzip")
 
 
-def _unzipped(data: bytes) -> bytes:
+def _unzipped(data: bytes, limit: int) -> bytes:
+    """A gzip part's content (every member of it), refused (413) once past `limit`
+    bytes, as it unpacks: a part of 1 MiB can unpack to gigabytes of memory."""
+    out = bytearray()
+    rest = data
     try:
-        return gzip.decompress(data)
+        while rest:
+            member = zlib.decompressobj(wbits=31)  # (a gzip header and trailer)
+            piece = member.decompress(rest, limit - len(out) + 1)
+            while True:
+                out += piece
+                if len(out) > limit:
+                    raise _unpacks_too_far(limit)
+                if not member.unconsumed_tail:
+                    break
+                piece = member.decompress(member.unconsumed_tail, limit - len(out) + 1)
+            out += member.flush()
+            if not member.eof:
+                raise EOFError("the gzip stream ends early")
+            rest = member.unused_data
     except (OSError, EOFError, zlib.error) as e:
         raise bad_request("A gzip part is not gzip", str(e)) from None
+    if len(out) > limit:
+        raise _unpacks_too_far(limit)
+    return bytes(out)
+
+
+def _unpacks_too_far(limit: int) -> OxenError:
+    return OxenError(413, "bad_request", f"a gzip part unpacks to over {limit} bytes")
