@@ -40,6 +40,18 @@ class TooManyFiles(BadArchive):
 
 
 MAX_FILES = 100_000  # as a native commit's operations
+# What an archive may unpack to in all: this, plus this many times its own size. A
+# filesystem's files compress a few times over; a few KiB of zeros unpack to a GiB each.
+UNPACKED_FLOOR = 256 << 20
+UNPACKED_RATIO = 50
+
+
+class TooLargeUnpacked(BadArchive):
+    """The archive unpacks to more than it may (`unpacked_limit`)."""
+
+
+def unpacked_limit(archive_size: int) -> int:
+    return UNPACKED_FLOOR + UNPACKED_RATIO * archive_size
 
 
 @dataclass(frozen=True)
@@ -120,7 +132,9 @@ def unpack(store: Store, archive: BinaryIO, max_file_size: int) -> list[ArchiveF
     later member of the same name wins, as when extracting)."""
     if archive.read(4) != ZSTD_MAGIC:
         raise BadArchive("not a zstd stream (an archive must be tar.zst)")
+    limit = unpacked_limit(archive.seek(0, 2))
     archive.seek(0)
+    unpacked = 0
     files: dict[str, ArchiveFile] = {}
     reader = zstandard.ZstdDecompressor().stream_reader(archive, read_across_frames=True)
     try:
@@ -132,6 +146,12 @@ def unpack(store: Store, archive: BinaryIO, max_file_size: int) -> list[ArchiveF
                     raise BadArchive(f"archive member {member.name!r} is not a regular file")
                 if member.size > max_file_size:
                     raise BadArchive(f"archive member {member.name!r} is larger than the limit")
+                unpacked += member.size
+                if unpacked > limit:
+                    raise TooLargeUnpacked(
+                        f"the archive unpacks to over {limit} bytes"
+                        f" ({UNPACKED_RATIO} times its size and {UNPACKED_FLOOR >> 20} MiB)"
+                    )
                 path = member_path(member.name)
                 if len(files) >= MAX_FILES and path not in files:
                     raise TooManyFiles(f"the archive holds more than {MAX_FILES} files")

@@ -153,6 +153,8 @@ class ArchiveApi:
                 return archives.unpack(self.store, blob, self.backend.options.max_file_size)
             except (archives.UnwritableName, archives.TooManyFiles) as error:
                 raise wire.ValidationError("body", "archive", str(error)) from None
+            except archives.TooLargeUnpacked as error:
+                raise wire.FaceError(413, str(error)) from None
             except archives.BadArchive as error:
                 raise wire.FaceError(400, str(error)) from None
 
