@@ -374,7 +374,7 @@ class Remote(abc.ABC):
         Paths missing on the remote (or not files) are skipped silently. A failure
         stops the rest and is raised; what was delivered before it stays delivered.
         `sizes`: what the listing said, which an answer may not pass by far
-        (limits.allowed). This default reads them `transfers` at a time; adapters with
+        (`allowed`, below). This default reads them `transfers` at a time; adapters with
         a bulk read (native: one tar stream) override it."""
 
         async def one(path: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,13 +30,12 @@ from repomount.remotes.base import (
     TooLarge,
     Unauthorized,
     Write,
-    allowed,
     run_limited,
-    too_long,
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
-from repomount.remotes.httpremote import CHUNK, HttpRemote, copy_body
+from repomount.remotes.httpremote import HttpRemote, copy_body
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
+from repomount.remotes.native_bulk import read_tar
 from repomount.remotes.native_pack import (
     ALONE_MIN,
     PACK_MAX,
@@ -72,8 +70,6 @@ from repomount.remotes.native_wire import (
     tree_page,
     with_target,
 )
-from repomount.tarread import Member, TarError, TarReader
-from repomount.tarwrite import VERSION_KEY
 
 INLINE_MAX = 256 * 1024  # writes up to this size travel inside the commit as base64
 INLINE_BUDGET = 4 * 1024 * 1024  # ... up to this much per commit: the JSON sits in memory
@@ -82,13 +78,6 @@ READ_HERE_MAX = 16 * 1024  # inline contents up to this much in all are read on 
 UPLOADS_AT_ONCE = 8  # blob uploads (packs or single blobs) of one commit in flight together
 PACKS_AT_ONCE = 4  # ... of which packs
 READ_PATHS = 500  # paths per POST /read of a bulk read
-# A bulk read's small files are checked in memory and written out together by a worker
-# thread (a cold `tar` of 2,000 files made 2,000 files and writes on the trio thread),
-# up to this much at a time, and before each wait for the stream (a program waiting
-# for one of them never waits for the files after it); what arrived is delivered even
-# when the stream then fails.
-HELD_MAX = 1 << 20
-THREAD_FROM = 8  # files written at once by a worker thread, fewer right here
 
 
 def no_repo_message(base_url: str, repo: str) -> str:
@@ -287,56 +276,9 @@ class NativeRemote(HttpRemote):
         sizes: Mapping[str, int],
     ) -> None:
         url = f"{self._root}/read"
-        wanted = set(paths)
-        held: list[tuple[str, str, bytes]] = []  # (path, version, checked content)
-        held_bytes = 0
-
-        async def deliver() -> None:
-            nonlocal held_bytes
-            batch = held.copy()  # (taken first: a failure in here never delivers twice)
-            held.clear()
-            held_bytes = 0
-            if not batch:
-                return
-            files = [new_file() for _ in batch]
-            contents = [data for _, _, data in batch]
-            if len(batch) < THREAD_FROM:  # (a hop to a thread and back costs more)
-                _write_files(contents, files)
-            else:
-                await trio.to_thread.run_sync(_write_files, contents, files)
-            for (name, version, data), file in zip(batch, files, strict=True):
-                got(name, Fetched(version, len(data), len(data)), file)
-
         # A read changes nothing: safe to send again.
         async with self._http.stream("POST", url, json={"paths": paths}, idempotent=True) as r:
-            # (as it arrives, not in 256 KiB lumps; never waited on with files in hand)
-            reader = TarReader(r.aiter_bytes(), before_waiting=deliver)
-            try:
-                while (member := await reader.next()) is not None:
-                    version = member.pax.get(VERSION_KEY)
-                    if not member.is_file or version is None:
-                        continue  # a symlink, or the closing list of MISSING paths
-                    if member.name not in wanted:
-                        raise ProtocolError(f"POST {url}: sent {member.name!r}, not asked for")
-                    listed = sizes.get(member.name)
-                    if listed is not None and member.size > allowed(listed):
-                        raise too_long(f"POST {url}: {member.name!r}", listed)
-                    if member.size <= HELD_MAX:
-                        held.append((member.name, version, await _take(reader, member, version)))
-                        held_bytes += member.size
-                        if held_bytes >= HELD_MAX:
-                            await deliver()
-                        continue
-                    dest = new_file()
-                    fetched = await _receive(reader, member, version, dest)
-                    got(member.name, fetched, dest)
-            except Exception as exc:
-                with trio.CancelScope(shield=True):  # (checked already: kept)
-                    await deliver()
-                if isinstance(exc, TarError):
-                    raise ProtocolError(f"POST {url}: {exc}") from exc
-                raise
-        await deliver()
+            await read_tar(r.aiter_bytes(), f"POST {url}", set(paths), sizes, new_file, got)
 
     # ------------------------------------------------------------------ writing
 
@@ -484,49 +426,6 @@ class NativeRemote(HttpRemote):
 
     def _file_url(self, path: str) -> str:
         return self._path_url("files", path)
-
-
-async def _take(reader: TarReader, member: Member, version: str) -> bytes:
-    """The member's (small) content, checked against its version."""
-    data = b"".join([chunk async for chunk in reader.chunks(CHUNK)])
-    _check(member.name, hashlib.sha256(data).hexdigest(), version)
-    return data
-
-
-def _write_files(contents: list[bytes], files: list[Path]) -> None:
-    """Each content into its new file (worker thread); on a failure none stays."""
-    try:
-        for data, file in zip(contents, files, strict=True):
-            with file.open("wb") as out:
-                out.write(data)
-    except BaseException:
-        for file in files:
-            file.unlink(missing_ok=True)
-        raise
-
-
-def _check(name: str, got: str, version: str) -> None:
-    if got != version:
-        raise ProtocolError(
-            f"content of {name!r} does not match its version: "
-            f"got sha256 {got}, the server says {version}"
-        )
-
-
-async def _receive(reader: TarReader, member: Member, version: str, dest: Path) -> Fetched:
-    """The member's content into `dest`, checked against its version; on any failure
-    `dest` is removed and nothing is delivered."""
-    digest = hashlib.sha256()
-    try:
-        with dest.open("wb") as out:
-            async for chunk in reader.chunks(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        _check(member.name, digest.hexdigest(), version)
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return Fetched(version, member.size, member.size)
 
 
 @functools.cache
