@@ -58,7 +58,11 @@ def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as s:
         s.sendall(request)
         answer = b""
-        while chunk := s.recv(65536):  # (until the server closes the connection)
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.1 501"), answer[:80]
-    assert answer.count(b"HTTP/1.1 ") == 1, "the request after it was not served"
+        try:
+            while chunk := s.recv(65536):  # (until the server closes the connection)
+                answer += chunk
+        except ConnectionResetError:  # (closed with the smuggled bytes unread: a reset,
+            pass  # which may also drop the 400 on its way)
+    assert answer == b"" or answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 501")), answer[:80]
+    assert answer.count(b"HTTP/1.1 ") <= 1, "the request after it was served"
+    assert b" 200 " not in answer
