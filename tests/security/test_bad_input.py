@@ -224,39 +224,19 @@ def test_unparsable_json_is_a_4xx(live: ServerProc, c: httpx.Client, url: str, t
 def test_terminal_use_refuses_an_archive_member_with_a_control_character(
     c: httpx.Client,
 ) -> None:
-    fs_id = c.post("/terminaluse/filesystems", json={"project_id": "p"}).json()["id"]
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        member = tarfile.TarInfo("dir/a\nb")
-        member.size = 1
-        tar.addfile(member, io.BytesIO(b"x"))
-    archive = zstandard.ZstdCompressor().compress(raw.getvalue())
-    url = c.post(f"/terminaluse/filesystems/{fs_id}/upload-url").json()["url"]
-    assert httpx.put(url, content=archive).status_code == 200
-    body = {
-        "sync_id": "s1",
-        "direction": "UP",
-        "status": "SUCCESS",
-        "archive_checksum": hashlib.sha256(archive).hexdigest(),
-    }
-    r = c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body)
+    fs_id, r = _sync_archive(c, {"dir/a\nb": b"x"})
     assert r.status_code == 422, r.text
     assert c.get(f"/v1/repos/{fs_id}").json()["head"] == "0"
 
 
-def test_terminal_use_refuses_an_archive_that_unpacks_far_past_its_size(
-    c: httpx.Client,
-) -> None:
-    """This stop's security probe: a 98 KB tar.zst unpacked to 3 GiB on the server's
-    disk (each member only bounded by --max-file-size, up to 100,000 of them). An
-    archive may unpack to 256 MiB and 50 times its own size; past that it is 413, and
-    nothing of it is committed."""
+def _sync_archive(c: httpx.Client, files: dict[str, bytes]) -> tuple[str, httpx.Response]:
+    """A new Terminal Use filesystem synced up from a tar.zst of `files`: its id, and
+    the sync-complete's answer."""
     fs_id = c.post("/terminaluse/filesystems", json={"project_id": "p"}).json()["id"]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
-        for i in range(3):  # 3 x 120 MiB of zeros (a distinct byte each: no dedup)
-            content = bytes(120 << 20) + bytes([i + 1])
-            member = tarfile.TarInfo(f"zeros{i}.bin")
+        for name, content in files.items():
+            member = tarfile.TarInfo(name)
             member.size = len(content)
             tar.addfile(member, io.BytesIO(content))
     archive = zstandard.ZstdCompressor().compress(raw.getvalue())
@@ -269,7 +249,19 @@ def test_terminal_use_refuses_an_archive_that_unpacks_far_past_its_size(
         "status": "SUCCESS",
         "archive_checksum": hashlib.sha256(archive).hexdigest(),
     }
-    r = c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body, timeout=60)
+    return fs_id, c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body, timeout=60)
+
+
+def test_terminal_use_refuses_an_archive_that_unpacks_far_past_its_size(
+    c: httpx.Client,
+) -> None:
+    """This stop's security probe: a 98 KB tar.zst unpacked to 3 GiB on the server's
+    disk (each member only bounded by --max-file-size, up to 100,000 of them). An
+    archive may unpack to 256 MiB and 50 times its own size; past that it is 413, and
+    nothing of it is committed."""
+    # 3 x 120 MiB of zeros (a distinct byte each: no dedup)
+    zeros = {f"zeros{i}.bin": bytes(120 << 20) + bytes([i + 1]) for i in range(3)}
+    fs_id, r = _sync_archive(c, zeros)
     assert r.status_code == 413 and "unpacks to over" in r.text, r.text
     assert c.get(f"/v1/repos/{fs_id}").json()["head"] == "0"
 

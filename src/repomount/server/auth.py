@@ -37,15 +37,17 @@ class BearerAuth:
             return
         if not given and presign.carries_signature(scope.get("query_string", b"")):
             # A presigned URL gone bad (expired, altered, garbled): as an object store.
-            await _refuse(send, 403, "forbidden", "the presigned URL is invalid or has expired")
+            await refuse(send, 403, "forbidden", "the presigned URL is invalid or has expired")
             return
         message = {0: "missing bearer token", 1: "wrong bearer token"}.get(
             len(given), "more than one Authorization header"
         )
-        await _refuse(send, 401, "unauthorized", message)
+        await refuse(send, 401, "unauthorized", message)
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+async def refuse(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+    """A JSON error answer sent straight from ASGI middleware (before any face);
+    `close`: the connection closes after it (whatever else it carries is not read)."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -53,5 +55,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="repomount"'))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

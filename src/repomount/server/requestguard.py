@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from repomount.server.auth import refuse
 
 
 def _loopback_name(host: str) -> bool:
@@ -44,27 +45,17 @@ class RequestGuard:
             return
         names = {name.lower() for name, _ in scope["headers"]}
         if b"content-length" in names and b"transfer-encoding" in names:
-            await _refuse(send, 400, "bad_request", "both Content-Length and Transfer-Encoding")
+            why = "both Content-Length and Transfer-Encoding"
+            await refuse(send, 400, "bad_request", why, close=True)
             return
         if self.no_auth:
             host = next((v for n, v in scope["headers"] if n.lower() == b"host"), b"")
             if b"origin" in names:
                 why = "a request from a web page (it has an Origin header) needs a token"
-                await _refuse(send, 403, "forbidden", why)
+                await refuse(send, 403, "forbidden", why, close=True)
                 return
             if host and not _loopback_name(host.decode("latin-1")):  # (browsers send one)
                 why = "without a token, only requests to a loopback name are served"
-                await _refuse(send, 403, "forbidden", why)
+                await refuse(send, 403, "forbidden", why, close=True)
                 return
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),  # (whatever else the connection carries is not read)
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
