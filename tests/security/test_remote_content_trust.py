@@ -187,6 +187,40 @@ def test_git_init_inside_the_mount_is_yours_for_the_session_only(
     assert git(env, m.path, "log", "--format=%s").stdout.split() == ["one"]
 
 
+def test_a_bare_repository_from_the_remote_does_not_run_its_config(
+    server: ServerProc, mount: Mount, tmp_path: Path
+) -> None:
+    """This stop's security probe: a directory the remote shaped like a bare repository
+    (HEAD, objects/, refs/) under another name than .git ran its `core.pager` on
+    `git branch` there, as the mounting user. git takes such a directory for a git
+    directory, so the mount does too: it is nobody's, and git refuses it."""
+    ran_pager = tmp_path / "pager-ran"
+    env = git_env(tmp_path)
+    top = tmp_path / "top"
+    assert git(env, tmp_path, "init", "-q", "--bare", "-b", "main", str(top / "lib.git"))
+    lib = top / "lib.git"
+    assert git(env, lib, "config", "core.pager", f"touch {ran_pager}; cat").returncode == 0
+    (top / "readme.txt").write_text("hi\n")
+    server.create_repo("bare")
+    upload_tree(server, "bare", top)
+    m = mount("bare")
+    shown = m.path / "lib.git"
+    os.stat(shown)  # (a stat first, cached by the kernel: git must still see nobody)
+    # (in a terminal: git pages only then)
+    branch = subprocess.run(
+        ["script", "-qc", "git branch -a", "/dev/null"],
+        cwd=shown, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert not ran_pager.exists(), branch
+    assert "dubious ownership" in branch.stdout + branch.stderr, branch
+    assert (os.stat(shown).st_uid, os.stat(shown).st_gid) == (NOBODY, NOBODY)
+    assert os.stat(m.path / "readme.txt").st_uid == os.getuid()
+
+    trusting = mount("bare", "--trust-remote-code")
+    os.listdir(trusting.path / "lib.git")
+    assert os.stat(trusting.path / "lib.git").st_uid == os.getuid()
+
+
 # ---------------------------------------------------------------------- #2: symlinks
 
 

@@ -15,7 +15,16 @@ from repomount.remotes.base import Listing, Symlink
 from repomount.vfs.errors import FsError
 from repomount.vfs.trust import NOBODY
 from support.memremote import MemRemote
-from support.vfsutil import ROOT, MakeMount, VfsMount, mkdirs, read_file, resolve, write_file
+from support.vfsutil import (
+    ROOT,
+    MakeMount,
+    VfsMount,
+    listdir,
+    mkdirs,
+    read_file,
+    resolve,
+    write_file,
+)
 
 ME = (os.getuid(), os.getgid())
 
@@ -224,3 +233,44 @@ async def test_a_link_the_remote_turns_outward_becomes_a_new_file(
     assert after is not before and not before.attached
     assert after.st_mode == stat.S_IFREG | 0o444
     assert await read_file(m.vfs, "l") == b"/etc/hostname"
+
+
+async def test_a_bare_repository_from_the_remote_belongs_to_nobody(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Under any name, a directory holding HEAD, objects/ and refs/ is what git takes
+    for a git directory (this stop's security probe ran a planted core.pager there)."""
+    mem.put("lib/repo.git/HEAD", b"ref: refs/heads/main\n")
+    mem.put("lib/repo.git/config", b"[core]\n\tpager = touch /tmp/pwned\n")
+    mem.put("lib/repo.git/objects/info/packs", b"")
+    mem.put("lib/repo.git/refs/heads/main", b"0" * 40 + b"\n")
+    mem.put("lib/looks/HEAD", b"not a repo: no objects/ or refs/\n")
+    mem.put("lib/looks/refs/x", b"x")
+    m = await make_mount()
+    for path in ("lib/repo.git", "lib/looks"):  # (known once what it holds is listed,
+        await listdir(m.vfs, path)  # as git's own test of a directory lists it first)
+    for path in ("lib/repo.git", "lib/repo.git/refs"):
+        assert await owner(m, path) == (NOBODY, NOBODY), path
+    for path in ("", "lib", "lib/looks", "lib/looks/HEAD"):
+        assert await owner(m, path) == ME, path
+
+
+async def test_a_bare_repository_made_here_is_yours_for_the_session(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    m = await make_mount(metadata_ttl=0.0)
+    for path in ("b.git/objects", "b.git/refs/heads"):
+        await mkdirs(m.vfs, path)
+    await write_file(m.vfs, "b.git/HEAD", b"ref: refs/heads/main\n")
+    await write_file(m.vfs, "b.git/refs/heads/main", b"0\n")
+    assert await m.drain() == []
+    await listdir(m.vfs, "b.git")
+    assert await owner(m, "b.git") == ME
+    # Forgotten and listed again (the sweep keeps it), it is still the maker's.
+    m.vfs.forget([(n.ino, n.lookups) for n in m.vfs.inodes.nodes() if n.ino != ROOT])
+    m.vfs.sweep()
+    await listdir(m.vfs, "b.git")
+    assert await owner(m, "b.git") == ME
+    again = await make_mount()  # (another state directory: the remote's now)
+    await listdir(again.vfs, "b.git")
+    assert await owner(again, "b.git") == (NOBODY, NOBODY)

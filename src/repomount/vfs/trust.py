@@ -5,13 +5,14 @@ code. Two kinds of content would act on the machine that mounts it, and by defau
 neither does:
 
 - git metadata: a `.git` directory (at any depth) or gitdir file holds config
-  (`core.fsmonitor`, `core.pager`, aliases) and hooks that git runs. Everything at or
-  below a `.git` that the remote made or changed is shown owned by `nobody`, and so is
-  every `.git` above it: git's ownership check (safe.directory) then refuses the
-  repository, as root too (git compares with the effective uid, or SUDO_UID under
-  sudo). A `.git` made through the mount is its maker's for the session, until the
-  remote changes something in it. Owners kept by chown are not laid over these paths:
-  provenance decides.
+  (`core.fsmonitor`, `core.pager`, aliases) and hooks that git runs, and so does a
+  bare repository, a directory holding `HEAD`, `objects/` and `refs/` under any name
+  (what git itself takes for a git directory). Everything at or below one that the
+  remote made or changed is shown owned by `nobody`, and so is every one above it:
+  git's ownership check (safe.directory) then refuses the repository, as root too
+  (git compares with the effective uid, or SUDO_UID under sudo). One made through the
+  mount is its maker's for the session, until the remote changes something in it.
+  Owners kept by chown are not laid over `.git` paths: provenance decides.
 - symbolic links that leave the mount: the kernel follows a link for writes as for
   reads, so a link from the remote whose target is absolute or climbs out of the mount
   is shown as a read-only regular file holding the target's text (git's
@@ -68,11 +69,31 @@ class _Kernel(Protocol):
     def inode(self, ino: int, attr_only: bool = False) -> None: ...
 
 
+def looks_like_git_dir(d: Node) -> bool:
+    """Whether git would take the directory `d` for a git directory: a bare repository,
+    whatever its name (`HEAD`, `objects/` and `refs/` in it)."""
+    children = d.children
+    if not children or "HEAD" not in children:  # (most directories: one lookup)
+        return False
+    objects, refs = children.get("objects"), children.get("refs")
+    return (
+        children["HEAD"].kind in ("file", "symlink")
+        and objects is not None and objects.is_dir
+        and refs is not None and refs.is_dir
+    )  # fmt: skip
+
+
+def _is_git_dir(n: Node) -> bool:
+    """A `.git`, or a directory git takes for one; never the mount's root (its owner is
+    the mount's: nobody could write in it)."""
+    return n.parent is not None and (n.name == GIT_DIR or looks_like_git_dir(n))
+
+
 def _git_dirs_from(node: Node) -> Iterator[Node]:
-    """`node` and its ancestors that are named `.git`."""
+    """`node` and its ancestors that are git directories."""
     n: Node | None = node
     while n is not None:
-        if n.name == GIT_DIR and n.parent is not None:
+        if _is_git_dir(n):
             yield n
         n = n.parent
 
@@ -93,9 +114,10 @@ class Trust:
 
     def from_remote(self, node: Node, path: str, kernel: _Kernel) -> None:
         """The remote made or changed `node` at `path` (a listing brought it): at or
-        below a `.git`, it and every `.git` above it are nobody's now (and the kernel
-        drops the owner it may have cached)."""
-        if not self.guards_owner(path):
+        below a git directory, it and every git directory above it are nobody's now
+        (and the kernel drops the owner it may have cached). A bare repository is known
+        once its `refs` (listed after `HEAD` and `objects`) is in."""
+        if self.remote_code:
             return
         gits = list(_git_dirs_from(node))
         if not gits:
@@ -116,10 +138,7 @@ class Trust:
         stack = [(root, False)]
         while stack:
             n, inside = stack.pop()
-            inside = inside or (
-                not self.remote_code and n.name == GIT_DIR and n.parent is not None
-                and n.uid != NOBODY
-            )  # fmt: skip
+            inside = inside or (not self.remote_code and _is_git_dir(n) and n.uid != NOBODY)
             if inside or (
                 not self.remote_symlinks
                 and n.kind == "symlink"
