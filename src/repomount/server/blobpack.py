@@ -28,7 +28,7 @@ from starlette.requests import Request
 
 from repomount.server.backend import Backend
 from repomount.server.blobs import SHA256_RE
-from repomount.server.body import check_declared_length, too_large
+from repomount.server.body import body_chunks, check_declared_length, too_large
 from repomount.server.errors import ApiError
 from repomount.server.store import BlobSpool
 from repomount.tarread import Member, TarError, TarReader
@@ -50,7 +50,7 @@ async def receive_pack(backend: Backend, request: Request) -> PackResult:
     stream passes it) and any member beyond `max_file_size`."""
     limit = backend.options.max_pack_size
     check_declared_length(request, limit)
-    pack = _Pack(backend, TarReader(_bounded(request.stream(), limit)))
+    pack = _Pack(backend, TarReader(_bounded(body_chunks(request), limit)))
     try:
         async with trio.open_nursery() as nursery:
             pack.nursery = nursery

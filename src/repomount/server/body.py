@@ -1,16 +1,26 @@
-"""Reading request bodies within limits: uploads to a spool file, JSON into memory."""
+"""Reading request bodies within limits: uploads to a spool file, JSON into memory.
+
+Every body is read through `body_chunks`, in time: a client sending one byte every
+20 s held its connection and a spool file without end (the HTTP server has no timeout
+on a body). A body must bring its bytes within BODY_IDLE seconds plus one second per
+BODY_MIN_RATE bytes, so that 1 GB at any rate above 1 KiB/s still arrives.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
 from starlette.requests import Request
 
 from repomount.server.backend import Backend
 from repomount.server.errors import ApiError
 from repomount.server.store import BlobSpool
 
+BODY_IDLE = 60.0  # seconds
+BODY_MIN_RATE = 1024  # bytes a second, on average, past BODY_IDLE
 MAX_JSON_BODY = 64 << 20  # JSON bodies are read into memory; big content goes to blobs
 SMALL_JSON_BODY = 64 << 10  # bodies that only carry a few settings (a name, an expiry)
 
@@ -19,6 +29,25 @@ def too_large(limit: int) -> ApiError:
     return ApiError(
         "too_large", f"request body is larger than the limit of {limit} bytes", limit=limit
     )
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive; 408 once it falls behind its deadline."""
+    began = trio.current_time()
+    received = 0
+    chunks = request.stream().__aiter__()
+    while True:
+        with trio.move_on_at(began + BODY_IDLE + received / BODY_MIN_RATE) as waited:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        if waited.cancelled_caught:
+            took = trio.current_time() - began
+            why = f"the request body came too slowly: {received} bytes in {took:.0f} s"
+            raise ApiError("request_timeout", why)
+        received += len(chunk)
+        yield chunk
 
 
 def check_declared_length(request: Request, limit: int) -> None:
@@ -49,7 +78,7 @@ async def spool_body(backend: Backend, request: Request, *, blob: bool = False) 
     declared = request.headers.get("content-length") if blob else None
     spool = backend.store.new_spool(None if declared is None else int(declared))
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             if spool.size + len(chunk) > limit:
                 raise too_large(limit)
             spool.write(chunk)
@@ -65,7 +94,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     check_declared_length(request, limit)
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         size += len(chunk)
         if size > limit:
             raise too_large(limit)

@@ -16,6 +16,7 @@ STATUS_OF_CODE = {
     "path_conflict": 409,
     "gone": 410,
     "precondition_failed": 412,
+    "request_timeout": 408,
     "too_large": 413,
     "range_not_satisfiable": 416,
     "invalid_path": 422,

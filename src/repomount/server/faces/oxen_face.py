@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
-from repomount.server.body import check_declared_length
+from repomount.server.body import body_chunks, check_declared_length
 from repomount.server.errors import ApiError
 from repomount.server.faces import oxen_wire as wire
 from repomount.server.faces.oxen_model import (
@@ -48,7 +48,7 @@ def endpoint(fn: Handler) -> Handler:
         except OxenError as e:
             return wire.error(e)
         except ApiError as e:  # body readers
-            status = 413 if e.code == "too_large" else 400
+            status = {"too_large": 413, "request_timeout": 408}.get(e.code, 400)
             return wire.error(OxenError(status, "bad_request", "Invalid request body", e.message))
         except InvalidPathError as e:
             return wire.error(bad_request("Invalid path", str(e)))
@@ -99,7 +99,7 @@ class Face:
         limit = min(MAX_BODY, self.backend.options.max_file_size)
         check_declared_length(request, limit)
         parts, size = [], 0
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             size += len(chunk)
             if size > limit:
                 raise OxenError(413, "bad_request", f"Request body is over {limit} bytes")
