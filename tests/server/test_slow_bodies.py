@@ -7,25 +7,14 @@ steady one still arrives. In-process, on trio's virtual clock."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
 from repomount.server.body import BODY_IDLE, BODY_MIN_RATE
 from repomount.server.sqlite_store import SqliteStore
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "data")
-    s.create_repo("r")
-    yield s
-    s.close()
 
 
 async def _send(

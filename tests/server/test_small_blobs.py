@@ -9,7 +9,6 @@ import io
 import json
 import sqlite3
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,6 @@ class Transactions:
             return real()
 
         monkeypatch.setattr(store, "_write", write)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "data")
-    s.create_repo("r")
-    yield s
-    s.close()
-    assert list((tmp_path / "data" / "tmp").iterdir()) == []  # every spool consumed
 
 
 def files_in(store: SqliteStore) -> list[Path]:
