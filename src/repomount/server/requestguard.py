@@ -20,18 +20,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from repomount.server.auth import refuse
 
 
-def _loopback_name(host: str) -> bool:
-    """Whether a Host header's name (its port aside) is a loopback one."""
-    if host.startswith("["):  # [::1]:8750
-        name = host[1 : host.find("]")] if "]" in host else host
-    else:
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if name.lower() in ("localhost", "localhost."):
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 bracketed or not) is a loopback one:
+    where --no-auth may listen, and what a Host header must name without a token."""
+    if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _loopback_name(header: str) -> bool:
+    """Whether a Host header's name (its port aside) is a loopback one."""
+    if header.startswith("["):  # [::1]:8750
+        name = header[: header.find("]") + 1] if "]" in header else header
+    else:
+        name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return is_loopback(name)
 
 
 class RequestGuard:

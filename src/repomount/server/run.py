@@ -4,7 +4,6 @@ with it, the periodic blob garbage collection. `--gc-now`: one collection, then 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import signal
 import sqlite3
@@ -23,6 +22,7 @@ from repomount import h11body
 from repomount.server import gc
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
+from repomount.server.requestguard import is_loopback
 from repomount.server.sqlite_commit import PAUSE_COMMIT_ENV, pause_marker_for_test
 from repomount.server.sqlite_store import DataDirLocked, SqliteStore
 
@@ -64,15 +64,6 @@ class ServeConfig:
     gc_grace: float = gc.DEFAULT_GRACE  # seconds an unreferenced upload is kept
     log_file: Path | None = None  # the request log goes here (appended) instead of stderr
     quiet: bool = False  # no request log on stderr
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def config_problem(config: ServeConfig) -> str | None:
