@@ -354,10 +354,7 @@ class Namespace(Forgetting):
                 # send the content it has now.
                 blob = self.overlay.pending_blob(node.ino)
                 assert blob is not None  # rename's decide made sure
-                self.journal_add(
-                    "write", dst_path, blob=blob, mode=node.mode, mtime_ns=node.mtime_ns,
-                    expect=dst_base,
-                )  # fmt: skip
+                self.journal_write(node, blob, dst_base, at=dst_path)
         if node.local or dst_local:
             if not node.local:  # an ordinary file becomes local-only (vim's backup)
                 node.local, node.base = True, Expect.ABSENT

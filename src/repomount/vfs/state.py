@@ -194,11 +194,15 @@ class VfsState:
         self.journal.add(op, path, **kw)  # type: ignore[arg-type]
         self.flusher.notify()
 
-    def journal_write(self, node: Node, blob: str, expect: ExpectT) -> None:
-        """Journal `blob` as the content of `node`, with the mode and modification time
-        it has now (sent where the remote keeps them)."""
+    def journal_write(
+        self, node: Node, blob: str, expect: ExpectT, *, at: str | None = None
+    ) -> None:
+        """Journal `blob` as the content of `node` (at its path, or at `at`: where a
+        rename journaled before it moves the node puts it), with the mode and
+        modification time it has now (sent where the remote keeps them)."""
+        path = node.path if at is None else at
         self.journal_add(
-            "write", node.path, blob=blob, mode=node.mode, mtime_ns=node.mtime_ns, expect=expect
+            "write", path, blob=blob, mode=node.mode, mtime_ns=node.mtime_ns, expect=expect
         )
 
     def require(self, capability: str, path: str) -> None:
