@@ -6,8 +6,10 @@ whose content does not match its digest: what lands is always the file's content
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -214,3 +216,57 @@ async def test_a_staged_file_is_hashed_by_its_upload_not_read_again(
     assert await m.drain() == []
     assert remote.files() == {"big": data}
     assert len(read) == (0 if kind is MemRemote else 1)
+
+
+async def test_a_body_read_ahead_and_dropped_midway_starts_over_whole(tmp_path: Path) -> None:
+    """The next piece is read while this one is sent. A body abandoned midway (its
+    read-ahead still in a worker thread) and asked for again (a retry) gives the whole
+    content from its start, and the digest is of exactly that content."""
+    data = os.urandom(5 * staging.PIECE + 123)
+    spool = tmp_path / "spool"
+    spool.write_bytes(data)
+    fd = os.open(spool, os.O_RDONLY)
+    try:
+        staged = staging.Staging(fd, len(data))
+    finally:
+        os.close(fd)
+    staged.finish(len(data))
+    first = staged.body()
+    assert await first.__anext__() == data[: staging.PIECE]
+    await first.aclose()  # (the second piece was being read meanwhile)
+    again = b"".join([piece async for piece in staged.body()])
+    assert again == data
+    await staged.settled()
+    staged.done.set()
+    os.close(staged.fd)
+    assert await staged.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_body_waits_for_the_writer_and_ends_at_the_final_size(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    fd = os.open(spool, os.O_RDWR | os.O_CREAT)
+    try:
+        staged = staging.Staging(fd, 0)
+        pieces: list[bytes] = []
+
+        async def send() -> None:
+            async for piece in staged.body():
+                pieces.append(piece)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            written = b""
+            for part in (os.urandom(staging.PIECE // 2), os.urandom(staging.PIECE * 2)):
+                os.pwrite(fd, part, len(written))
+                written += part
+                staged.wrote(len(written))
+                await trio.sleep(0.01)
+            assert b"".join(pieces) == written[: 2 * staging.PIECE]  # (whole pieces only)
+            tail = os.urandom(7)
+            os.pwrite(fd, tail, len(written))
+            written += tail
+            staged.finish(len(written))
+        assert b"".join(pieces) == written
+    finally:
+        os.close(fd)
+        os.close(staged.fd)

@@ -20,6 +20,7 @@ This module owns the staged uploads: by spool while the file is written, then by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 import trio
 
 from repomount.remotes.base import Remote, RemoteError
+from repomount.threadcall import ThreadCall
 from repomount.vfs.taskhost import TaskHost
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Staging:
         self._more = trio.Event()
         self._hash = hashlib.sha256()  # of the bytes read (and sent) so far: `_hashed`
         self._hashed = 0
+        self._ahead: ThreadCall[bytes] | None = None  # the next piece, being read
 
     @property
     def size(self) -> int:
@@ -90,14 +93,39 @@ class Staging:
         self._hashed += size
         return piece
 
+    def _ready(self) -> int:
+        """How much to read next: a PIECE once written (a writer's small writes are not
+        a thread hop each), the rest once frozen; 0 for nothing yet."""
+        ready = self.written - self._hashed
+        if ready >= PIECE or (ready > 0 and self.final is not None):
+            return min(PIECE, ready)
+        return 0
+
+    def _read_ahead(self) -> None:
+        """Start reading the next piece in a worker thread, if one is ready."""
+        size = self._ready()
+        if size:
+            self._ahead = ThreadCall(functools.partial(self._read_piece, size))
+
+    async def settled(self) -> None:
+        """Once no read of the spool is under way (its descriptor may then close)."""
+        if self._ahead is not None:
+            await self._ahead.settled()
+
     async def body(self) -> AsyncIterator[bytes]:
-        """The spool's bytes as they are written, until its final size: a PIECE at a
-        time (a writer's small writes are not a thread hop each), then the rest."""
-        self._hash, self._hashed = hashlib.sha256(), 0  # (a retry starts over)
+        """The spool's bytes as they are written, until its final size. The next piece
+        is read (and hashed) in a worker thread while the one before it is sent, so
+        neither waits for the other."""
+        await self.settled()  # (a retry starts over)
+        self._hash, self._hashed, self._ahead = hashlib.sha256(), 0, None
         while True:
-            ready = self.written - self._hashed
-            if ready >= PIECE or (ready > 0 and self.final is not None):
-                yield await trio.to_thread.run_sync(self._read_piece, min(PIECE, ready))
+            if self._ahead is None:
+                self._read_ahead()
+            if self._ahead is not None:
+                piece = await self._ahead.result()
+                self._ahead = None
+                self._read_ahead()
+                yield piece
             elif self.final is not None:
                 return
             else:
@@ -142,6 +170,7 @@ class Stager(TaskHost):
             log.exception("staged upload failed unexpectedly")
         finally:
             self._free += 1
+            await staging.settled()
             os.close(staging.fd)
             staging.done.set()
 
