@@ -14,6 +14,8 @@ from repomount.server.store import CommitResult, Idempotency, Operation, Store
 
 T = TypeVar("T")
 
+LARGE_BODIES_AT_ONCE = 2
+
 
 @dataclass(frozen=True)
 class ServerOptions:
@@ -29,6 +31,8 @@ class Backend:
         self.store = store
         self.options = options
         self.hub = ChangeHub()
+        # Turns for reading and parsing JSON bodies over body.LARGE_BODY (body.py).
+        self.large_bodies = trio.CapacityLimiter(LARGE_BODIES_AT_ONCE)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call in a worker thread."""

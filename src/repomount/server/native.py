@@ -22,6 +22,7 @@ from repomount.server.body import (
     SMALL_JSON_BODY,
     json_body,
     parse_json_object,
+    parsing_turn,
     read_json,
     spool_body,
 )
@@ -389,7 +390,8 @@ class NativeApi:
         # Parsing up to 100,000 operations, storing inline contents, hashing, the commit
         # and writing the answer: all in one worker thread, so that other requests go on,
         # and a small commit (a saved file) pays one thread hop instead of one per step.
-        return await self.backend.committing(repo, partial(_commit, self.store, repo, raw))
+        async with parsing_turn(self.backend, raw):
+            return await self.backend.committing(repo, partial(_commit, self.store, repo, raw))
 
     def _expectation(self, request: Request, *, allow_create_only: bool) -> str | None:
         return write_expectation(
