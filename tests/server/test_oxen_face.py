@@ -84,6 +84,9 @@ def test_bad_input_is_a_4xx_in_oxens_shape(live: ServerProc, c: httpx.Client, re
         # names with control characters are never written (as on every face)
         c.post(f"{ws}/files/", files=[("file[]", ("a\nb.txt", gzip.compress(b"x"), "gz"))]),
         c.patch(f"/{repo}/file/main/a.txt", json={"new_path": "a\tb.txt"}),
+        # JSON: nested past the parser's depth; larger than any JSON body may be
+        c.post(f"/{repo}/branches", content=b"[" * 100_000),
+        c.post(f"/{repo}/branches", content=b" " * (64 << 20) + b"{}"),
     ]
     for r in cases:
         assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)

@@ -15,7 +15,13 @@ from starlette.responses import Response, StreamingResponse
 
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
-from repomount.server.body import body_chunks, check_declared_length
+from repomount.server.body import (
+    MAX_JSON_BODY,
+    SMALL_JSON_BODY,
+    body_chunks,
+    check_declared_length,
+    parsing_turn,
+)
 from repomount.server.errors import ApiError
 from repomount.server.faces import oxen_wire as wire
 from repomount.server.faces.oxen_model import (
@@ -86,17 +92,25 @@ class Face:
         return found
 
     async def json(self, request: Request) -> dict[str, Any]:
-        body = await self.body(request)
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad_request("Invalid JSON body", str(e)) from None
+        data = await self.json_value(request, b"{}")
         if not isinstance(data, dict):
             raise bad_request("Invalid request body", "expected a JSON object")
         return data
 
-    async def body(self, request: Request) -> bytes:
-        limit = min(MAX_BODY, self.backend.options.max_file_size)
+    async def json_value(self, request: Request, empty: bytes) -> Any:
+        """The body parsed as JSON (`empty` when there is none): at most MAX_JSON_BODY;
+        one that is not small is parsed in a worker thread, in its turn (parsing_turn)."""
+        raw = await self.body(request, MAX_JSON_BODY)
+        async with parsing_turn(self.backend, raw):
+            try:
+                if len(raw) <= SMALL_JSON_BODY:
+                    return json.loads(raw or empty)
+                return await self.run(json.loads, raw)
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                raise bad_request("Invalid JSON body", str(e)) from None
+
+    async def body(self, request: Request, limit: int = MAX_BODY) -> bytes:
+        limit = min(limit, self.backend.options.max_file_size)
         check_declared_length(request, limit)
         parts, size = [], 0
         async for chunk in body_chunks(request):

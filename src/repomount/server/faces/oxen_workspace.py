@@ -234,11 +234,7 @@ class Workspaces:
         return wire.ok("resource_deleted", paths=paths)
 
     async def _paths(self, request: Request) -> list[str]:
-        raw = await self.face.body(request)
-        try:
-            data = json.loads(raw or b"[]")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad_request("Invalid JSON body", str(e)) from None
+        data = await self.face.json_value(request, b"[]")
         if isinstance(data, dict):
             data = data.get("paths", [])
         if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
