@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from repomount.remotes.base import Unavailable, Write
-from repomount.vfs import fileio, staging
+from repomount.vfs import inorder, staging
 from repomount.vfs.core import Vfs
 from support.memremote import MemRemote
 from support.vfsutil import MakeMount, blobs_hashed_from_disk, close, open_path, resolve
@@ -27,7 +27,7 @@ AFTER = 256 << 10  # (staged past this in these tests)
 
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fileio, "STAGE_AFTER", AFTER)
+    monkeypatch.setattr(inorder, "STAGE_AFTER", AFTER)
     monkeypatch.setattr(staging, "PIECE", 32 << 10)
 
 

@@ -16,16 +16,15 @@ from typing import BinaryIO, cast
 
 import trio
 
-from repomount import sidehash
 from repomount.remotes.base import Capped, NotFound, RemoteError
-from repomount.sidehash import SideHash
+from repomount.vfs import inorder
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile, fill_spool
 from repomount.vfs.journal import Journal
 from repomount.vfs.nodes import Node
 from repomount.vfs.partial import LARGE_FILE
 from repomount.vfs.sparse import Sparse
-from repomount.vfs.staging import STAGE_AFTER
+from repomount.vfs.staging import Stager
 from repomount.vfs.state import Handle, local_only
 from repomount.vfs.walks import Walks
 
@@ -323,9 +322,7 @@ class FileIO(Walks):
                 raise _no_room()
             n = os.pwrite(f.fd, data, off)
             if f.in_order is not None:
-                _wrote_in_order(f, off, n)
-                if f.in_order is not None and off < STAGE_AFTER <= f.in_order:
-                    self._stage(node, f)
+                inorder.wrote(f, off, n, self._stager(node))
             if f.sparse is not None:
                 f.sparse.wrote(off, off + n)
             f.dirty = True
@@ -428,34 +425,12 @@ class FileIO(Walks):
                 # the spool stays written and open, for the next close to journal
                 self.files.thaw(node.ino, self.journal.blob_path(blob), spool)
                 raise
-        self._hand_over_in_order(node, f, blob)
+        inorder.hand_over(f, blob, self._stager(node), self.flusher.digests)
         self.overlay.set_pending_blob(node.ino, blob)
 
-    def _hand_over_in_order(self, node: Node, f: OpenFile, blob: str) -> None:
-        """A long file written in order to its end (just frozen as `blob`): its digest
-        is (nearly) done, by its running hash or its staged upload, which sends the rest;
-        both go to the flusher. Otherwise (written any other way, or local) they stop. (A
-        short file is hashed with the batch it goes in; fstat only for the long ones.)"""
-        helper = f.staging or f.appended
-        if helper is not None and not node.local and f.in_order == _size(f.fd):
-            assert f.in_order is not None
-            if f.staging is not None:
-                self.flusher.stager.bind(f.staging, blob, f.in_order)
-            elif f.appended is not None:
-                f.appended.finish_soon()
-            self.flusher.digests.expect(blob, helper)
-            f.appended = f.staging = None  # (handed over: not stopped below)
-        f.stop_hashing()
-
-    def _stage(self, node: Node, f: OpenFile) -> None:
-        """A spool written in order just passed STAGE_AFTER: upload it as it grows
-        (staging.py), unless it never goes to the remote (a --local-only name)."""
-        if node.attached and not node.local and f.staging is None:
-            assert f.in_order is not None
-            f.staging = self.flusher.stager.start(f.fd, f.in_order)
-            if f.staging is not None and f.appended is not None:
-                f.appended.drop()  # (the upload hashes what it reads: no second reading)
-                f.appended = None
+    def _stager(self, node: Node) -> Stager | None:
+        """Who stages the node's uploads: none for a file never sent to the remote."""
+        return self.flusher.stager if node.attached and not node.local else None
 
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
@@ -495,25 +470,6 @@ def _sync_locally(fd: int | None, journal: Journal) -> None:
 
 def _size(fd: int) -> int:
     return os.fstat(fd).st_size
-
-
-def _wrote_in_order(f: OpenFile, off: int, n: int) -> None:
-    """Count a write to a spool being written in order; past BATCH bytes, hash it as it
-    grows (a file never that long is hashed with the batch it is sent in)."""
-    if off != f.in_order:
-        f.stop_hashing()  # (a rewrite, or a hole)
-        return
-    f.in_order += n
-    if f.appended is None and f.staging is None and f.in_order >= sidehash.BATCH:
-        try:
-            f.appended = SideHash(f.fd)
-        except OSError:  # (no descriptor to be had: hashed from the blob at its upload)
-            f.stop_hashing()
-            return
-    if f.appended is not None:
-        f.appended.wrote(f.in_order)
-    if f.staging is not None:
-        f.staging.wrote(f.in_order)
 
 
 def _text_fd(text: str) -> int:
