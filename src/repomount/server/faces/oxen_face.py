@@ -18,9 +18,8 @@ from repomount.server.backend import Backend
 from repomount.server.body import (
     MAX_JSON_BODY,
     SMALL_JSON_BODY,
-    body_chunks,
-    check_declared_length,
     parsing_turn,
+    read_body,
 )
 from repomount.server.errors import ApiError
 from repomount.server.faces import oxen_wire as wire
@@ -110,15 +109,8 @@ class Face:
                 raise bad_request("Invalid JSON body", str(e)) from None
 
     async def body(self, request: Request, limit: int = MAX_BODY) -> bytes:
-        limit = min(limit, self.backend.options.max_file_size)
-        check_declared_length(request, limit)
-        parts, size = [], 0
-        async for chunk in body_chunks(request):
-            size += len(chunk)
-            if size > limit:
-                raise OxenError(413, "bad_request", f"Request body is over {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        """The whole body, at most `limit` (a 413 past it: `endpoint`)."""
+        return await read_body(request, min(limit, self.backend.options.max_file_size))
 
     async def form(self, request: Request) -> list[Part]:
         content_type = request.headers.get("content-type", "")
