@@ -407,6 +407,8 @@ async def _extending(
     size (httpcore writes each piece under one write timeout), views of it rather than
     copies (h11 takes any bytes-like piece)."""
     async for chunk in body:
+        if not chunk:
+            continue  # (an empty piece: nothing to send)
         if len(chunk) <= BODY_CHUNK:
             deadline.deadline += len(chunk) / rate
             yield chunk
