@@ -261,7 +261,12 @@ class Vfs(LostConflicts):
             self.attrs.uploaded(node, node.version, version)
         node.version = version
         node.read_from(op.path)
-        self.overlay.set_pending_blob(node.ino, None)
+        if not self.journal.uses_blob(blob, excluding=set(op.ids)):
+            self.overlay.set_pending_blob(node.ino, None)
+        # else a later row sends the same content again (its new mode or times, at its
+        # new name): the file stays pending on it, and that row's landing settles it
+        # (here: owner_of must still know the blob, or the file would go on being read
+        # from this name, which the row's rename may delete).
         node.paged = version
         source = self.overlay.take_uploaded(blob, op.ids)
         if source is not None:

@@ -1,0 +1,53 @@
+"""A temp file saved, its upload on the wire, then its times or mode set and renamed to
+its final name (a WAN probe: rsync, editors' atomic saves): the content goes again as a
+write at the new name plus a delete of the old one. The file must stay readable under
+its new name once both landed; it was ENOENT (its content was still fetched from the
+temp name, which the delete had removed) until it was forgotten and listed again."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from repomount.vfs.core import Vfs
+from repomount.vfs.nodes import Node
+from support.vfsutil import MakeMount, read_file, resolve, write_file
+from vfs.test_races import HELD, GatedRemote
+
+
+async def _utime(vfs: Vfs, node: Node) -> None:
+    await vfs.setattr(node.ino, None, mtime_ns=10**18)
+
+
+async def _chmod(vfs: Vfs, node: Node) -> None:
+    await vfs.setattr(node.ino, None, mode=0o640)
+
+
+async def _nothing(vfs: Vfs, node: Node) -> None:
+    pass
+
+
+@pytest.mark.parametrize("meanwhile", [_utime, _chmod, _nothing])
+async def test_a_file_renamed_while_its_upload_is_in_flight_stays_readable(
+    make_mount: MakeMount, meanwhile: Callable[[Vfs, Node], Awaitable[None]]
+) -> None:
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    node = await write_file(m.vfs, ".t.tmp", b"hello\n")
+    gated.armed = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(m.drain)
+        await gated.entered.wait()  # (the write of .t.tmp is on the wire)
+        await meanwhile(m.vfs, node)
+        root = await resolve(m.vfs, "")
+        await m.vfs.rename(root.ino, ".t.tmp", root.ino, "t", 0)
+        gated.gate.set()
+    assert await m.drain() == []
+    assert gated.files() == {"t": b"hello\n"}
+    node = await resolve(m.vfs, "t")
+    assert node.source == "t"  # (where its content is fetched from, once not cached)
+    assert await read_file(m.vfs, "t") == b"hello\n"
+    vfs = await m.restart()
+    assert await read_file(vfs, "t") == b"hello\n"
