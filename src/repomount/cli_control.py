@@ -57,6 +57,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     reply = with_progress(mnt, ask) if sys.stderr.isatty() else ask()
     if reply is None:
         return 1
+    for c in reply.get("conflicts") or []:  # (uploaded, but not under its own name)
+        print(f"repomount: conflict: {c['path']} changed on the remote: {c['resolution']}",
+              file=sys.stderr)  # fmt: skip
     if reply.get("ok"):
         print("everything is uploaded")
         return 0

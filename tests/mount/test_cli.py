@@ -313,6 +313,20 @@ def test_status_names_conflict_copies(server: ServerProc, mount_factory) -> None
     assert "conflicts:  1" in text and f"local version kept as {conflict['copy']}" in text
 
 
+def test_sync_names_the_conflicts_since_the_last_sync(server: ServerProc, mount_factory) -> None:
+    """A WAN probe: `repomount sync` said "everything is uploaded" after a keep-both
+    conflict, and nothing more. It is uploaded (as a copy), and sync says where, once."""
+    m = mount_factory(extra_args=HOLD)
+    (m.path / "doc.txt").write_bytes(b"mine")
+    server.put(m.repo, "doc.txt", b"theirs")  # before ours goes out
+    first = repomount("sync", str(m.path), env=m.env)
+    assert first.returncode == 0 and "everything is uploaded" in first.stdout
+    [line] = [x for x in first.stderr.splitlines() if "conflict" in x]
+    assert "doc.txt changed on the remote: local version kept as doc.conflict-" in line
+    again = repomount("sync", str(m.path), env=m.env)
+    assert again.returncode == 0 and "conflict" not in again.stderr  # (told once)
+
+
 def test_replay_counts_changes_not_journal_rows(mount_factory) -> None:
     """Issue 16 #5: the log said "replaying 22 change(s)" for 11 files."""
     m = mount_factory(extra_args=HOLD)

@@ -382,6 +382,17 @@ async def _stop_when_gone_here(mine: mounts.Mount, stop: Stop) -> None:
 
 
 def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
+    told = 0  # the newest conflict a `sync` has reported (ConflictNote.seq)
+
+    def conflicts_untold() -> list[dict[str, Any]]:
+        """Conflicts settled since the last `sync` reported any (or since the mount
+        began): a sync that says everything is uploaded also says which of the user's
+        versions went to a copy instead of its name."""
+        nonlocal told
+        new = [c for c in vfs.flusher.conflicts if c.seq > told]
+        told = max((c.seq for c in new), default=told)
+        return [vars(c) for c in new]
+
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
@@ -401,6 +412,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
+                "conflicts": conflicts_untold(),
                 "last_error": vfs.health.error or vfs.pending_error(),
                 "pid": os.getpid(),  # `repomount unmount` waits for it to exit
             }

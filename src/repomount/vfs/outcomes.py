@@ -4,6 +4,7 @@ permanent failures hold the change. The flusher (flusher.py) sends; this settles
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -63,6 +64,9 @@ class FlushConfig:
     backoff_max: float = 30.0
 
 
+_NOTED = itertools.count(1)  # numbers conflicts in the order they were settled
+
+
 @dataclass
 class ConflictNote:
     path: str
@@ -70,6 +74,7 @@ class ConflictNote:
     resolution: str
     time: float = field(default_factory=time.time)
     copy: str | None = None  # where the local version went: a path in the mount or the state dir
+    seq: int = field(default_factory=lambda: next(_NOTED))  # (`repomount sync`: which are new)
 
 
 def completes_when_applied(op: Planned) -> bool:
