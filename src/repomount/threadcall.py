@@ -1,8 +1,8 @@
 """A call begun in a worker thread now and awaited later.
 
 `trio.to_thread.run_sync` waits for its call at once; a pipeline wants the next step
-running while this one goes on (the next piece of an upload read while this one is
-sent; the last chunks of a body written while the next arrive).
+running while this one goes on (a staged upload's next piece read while this one is
+sent: vfs/staging.py).
 """
 
 from __future__ import annotations
