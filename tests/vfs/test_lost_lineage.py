@@ -8,6 +8,7 @@ import os
 
 import trio
 
+from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
     MakeMount,
@@ -19,7 +20,6 @@ from support.vfsutil import (
     read_file,
     write_file,
 )
-from vfs.test_races import HELD, GatedRemote
 
 
 async def test_a_close_journaled_while_the_losing_write_was_in_flight_joins_the_copy(

@@ -12,6 +12,7 @@ from repomount.options import Policy
 from repomount.vfs import conflicts as conflicts_mod
 from repomount.vfs import lost as lost_mod
 from repomount.vfs import outcomes as outcomes_mod
+from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
     MakeMount,
@@ -21,7 +22,6 @@ from support.vfsutil import (
     read_file,
     write_file,
 )
-from vfs.test_races import HELD, GatedRemote
 
 
 async def test_theirs_a_close_journaled_while_the_losing_write_was_in_flight_is_lost(

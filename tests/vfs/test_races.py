@@ -13,6 +13,7 @@ import trio
 
 from repomount.remotes.base import ApplyResult, Change, RemoteChange
 from repomount.vfs.errors import FsError
+from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
     ROOT,
@@ -24,25 +25,6 @@ from support.vfsutil import (
     resolve,
     write_file,
 )
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
-
-
-class GatedRemote(MemRemote):
-    """MemRemote whose apply() can be held (armed) until released."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.armed = False
-        self.entered = trio.Event()
-        self.gate = trio.Event()
-
-    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
-        if self.armed:
-            self.armed = False
-            self.entered.set()
-            await self.gate.wait()
-        return await super().apply(changes, base=base)
 
 
 async def test_chmod_while_its_write_is_in_flight_is_lost(make_mount: MakeMount) -> None:

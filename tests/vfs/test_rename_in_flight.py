@@ -13,8 +13,8 @@ import trio
 
 from repomount.vfs.core import Vfs
 from repomount.vfs.nodes import Node
+from support.gatedremote import HELD, GatedRemote
 from support.vfsutil import MakeMount, read_file, resolve, write_file
-from vfs.test_races import HELD, GatedRemote
 
 
 async def _utime(vfs: Vfs, node: Node) -> None:
