@@ -51,3 +51,40 @@ async def test_a_file_renamed_while_its_upload_is_in_flight_stays_readable(
     assert await read_file(m.vfs, "t") == b"hello\n"
     vfs = await m.restart()
     assert await read_file(vfs, "t") == b"hello\n"
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+@pytest.mark.parametrize("attrs", ["mtime", "mode"])
+async def test_times_and_mode_set_after_an_atomic_save_reach_the_remote(
+    make_mount: MakeMount, in_flight: bool, attrs: str
+) -> None:
+    """Write a temp file, rename it over its final name, then utime or chmod it (with
+    the save's upload on the wire, or not sent yet): the remote keeps the new time or
+    mode. The file counted as never uploaded, so nothing was journaled, and the time
+    (or mode) was the one it had when closed."""
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    await write_file(m.vfs, ".tmp", b"x" * 119)
+    root = await resolve(m.vfs, "")
+    await m.vfs.rename(root.ino, ".tmp", root.ino, "f", 0)
+    new = {"mtime": {"mtime_ns": 1_317_957_834_893_987_507}, "mode": {"mode": 0o600}}[attrs]
+    async with trio.open_nursery() as nursery:
+        if in_flight:
+            gated.armed = True
+            nursery.start_soon(m.drain)
+            await gated.entered.wait()
+        node = await resolve(m.vfs, "f")
+        await m.vfs.setattr(node.ino, None, **new)
+        gated.gate.set()
+    assert await m.drain() == []
+    item = gated.items["f"]
+    if attrs == "mtime":
+        assert item.mtime_ns == 1_317_957_834_893_987_507
+    else:
+        assert item.mode is not None and item.mode & 0o777 == 0o600
+    assert gated.files() == {"f": b"x" * 119}
+    vfs = await m.restart()
+    got = await resolve(vfs, "f")
+    assert (got.mtime_ns if attrs == "mtime" else got.mode & 0o777) == (
+        1_317_957_834_893_987_507 if attrs == "mtime" else 0o600
+    )

@@ -173,6 +173,14 @@ class Vfs(LostConflicts):
                 # right now; an update to it would go when it lands): coalesced into one.
                 self.journal_write(node, pending.blob, pending.expect)
                 return
+            content = self.overlay.pending_blob(node.ino)
+            if content is not None:
+                # Its content is pending under the name it had when closed (a temp file
+                # renamed over its final name since, its row perhaps on the wire): the
+                # same, named here. (A WAN probe: an atomic save, then utime, lost the
+                # time: the file counted as never uploaded, so nothing was journaled.)
+                self.journal_write(node, content, node.base)
+                return
             if local_only(node):
                 return
             blob = await self.content_to_new_blob(node)
