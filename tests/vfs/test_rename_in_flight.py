@@ -14,7 +14,8 @@ import trio
 from repomount.vfs.core import Vfs
 from repomount.vfs.nodes import Node
 from support.gatedremote import HELD, GatedRemote
-from support.vfsutil import MakeMount, read_file, resolve, write_file
+from support.memremote import MemRemote
+from support.vfsutil import MakeMount, append, mkdirs, read_file, resolve, write_file
 
 
 async def _utime(vfs: Vfs, node: Node) -> None:
@@ -88,3 +89,70 @@ async def test_times_and_mode_set_after_an_atomic_save_reach_the_remote(
     assert (got.mtime_ns if attrs == "mtime" else got.mode & 0o777) == (
         1_317_957_834_893_987_507 if attrs == "mtime" else 0o600
     )
+
+
+async def test_utime_after_a_rename_over_a_pending_file_keeps_the_new_content(
+    make_mount: MakeMount,
+) -> None:
+    """The exerciser again: f1 written (not sent yet), f2 written and renamed over it,
+    then utime f1. The time went on a new row with f1's *old* pending content (the
+    newest pending write at that name, the replaced file's): the remote got the old
+    bytes, and the mount read them back after the next append."""
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    await mkdirs(m.vfs, "a")
+    await write_file(m.vfs, "a/f1", b"replaced\n")
+    await write_file(m.vfs, "f2", b"the new content\n")
+    root, a = await resolve(m.vfs, ""), await resolve(m.vfs, "a")
+    await m.vfs.rename(root.ino, "f2", a.ino, "f1", 0)
+    node = await resolve(m.vfs, "a/f1")
+    await m.vfs.setattr(node.ino, None, mtime_ns=1_656_199_914_541_706_914)
+    await append(m.vfs, "a/f1", b"appended\n")
+    assert await read_file(m.vfs, "a/f1") == b"the new content\nappended\n"
+    assert await m.drain() == []
+    assert gated.files() == {"a/f1": b"the new content\nappended\n"}
+    vfs = await m.restart()
+    assert await read_file(vfs, "a/f1") == b"the new content\nappended\n"
+
+
+@pytest.mark.parametrize("attrs", [{"mode": 0o700}, {"mtime_ns": 1_000_000_000_123_456_789}])
+async def test_chmod_after_renaming_over_an_unsent_file_keeps_the_new_content(
+    make_mount: MakeMount, mem: MemRemote, attrs: dict[str, int]
+) -> None:
+    """The exerciser's minimal case: f written, g written, g renamed over f, then
+    chmod (or utime) f, none of it sent yet. The remote got f's old bytes with the new
+    mode, and the mount read them back (at the new size)."""
+    m = await make_mount(**HELD)
+    await write_file(m.vfs, "f", b"old content\n")
+    await write_file(m.vfs, "g", b"NEW CONTENT, longer\n")
+    root = await resolve(m.vfs, "")
+    await m.vfs.rename(root.ino, "g", root.ino, "f", 0)
+    node = await resolve(m.vfs, "f")
+    await m.vfs.setattr(node.ino, None, **attrs)
+    assert await read_file(m.vfs, "f") == b"NEW CONTENT, longer\n"
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"NEW CONTENT, longer\n"}
+    assert await read_file(m.vfs, "f") == b"NEW CONTENT, longer\n"
+    vfs = await m.restart()
+    assert await read_file(vfs, "f") == b"NEW CONTENT, longer\n"
+
+
+async def test_chmod_after_a_directory_rename_of_unsent_files_reaches_the_remote(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """mkdir a; write a/f; mv a c; chmod 755 c/f; utime c/f (none sent yet): the remote
+    and a remount showed 0644 and the upload time."""
+    m = await make_mount(**HELD)
+    await mkdirs(m.vfs, "a")
+    await write_file(m.vfs, "a/f", b"hello\n")
+    root = await resolve(m.vfs, "")
+    await m.vfs.rename(root.ino, "a", root.ino, "c", 0)
+    node = await resolve(m.vfs, "c/f")
+    await m.vfs.setattr(node.ino, None, mode=0o755, mtime_ns=1_000_000_000_123_456_789)
+    assert await m.drain() == []
+    item = mem.items["c/f"]
+    assert item.mode is not None and item.mode & 0o777 == 0o755
+    assert item.mtime_ns == 1_000_000_000_123_456_789
+    vfs = await m.restart()
+    got = await resolve(vfs, "c/f")
+    assert got.mode & 0o777 == 0o755 and got.mtime_ns == 1_000_000_000_123_456_789

@@ -167,18 +167,15 @@ class Vfs(LostConflicts):
         async with self.node_lock(node.ino):
             if node.local or not node.attached or self.files.dirty(node.ino):
                 return  # local only, or its close will carry them
-            pending = self.journal.latest(node.path, "write")
-            if pending is not None and pending.blob is not None:
-                # A new row with the same content (the one pending may be on the wire
-                # right now; an update to it would go when it lands): coalesced into one.
-                self.journal_write(node, pending.blob, pending.expect)
-                return
             content = self.overlay.pending_blob(node.ino)
             if content is not None:
-                # Its content is pending under the name it had when closed (a temp file
-                # renamed over its final name since, its row perhaps on the wire): the
-                # same, named here. (A WAN probe: an atomic save, then utime, lost the
-                # time: the file counted as never uploaded, so nothing was journaled.)
+                # A new row with the file's pending content (its own: the overlay's,
+                # which follows the inode through renames), at its name now: coalesced
+                # into one with the row pending, or sent after it should that one be on
+                # the wire. (Not the newest pending write at this name: after a rename
+                # over a file not sent yet, that is the replaced file's content. Nor
+                # nothing for a file never acknowledged: a temp file renamed over its
+                # final name has its row under the temp name.)
                 self.journal_write(node, content, node.base)
                 return
             if local_only(node):
