@@ -15,6 +15,7 @@ import trio.testing
 
 from repomount.vfs.errors import FsError
 from repomount.vfs.flusher import Flusher
+from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
     MakeMount,
@@ -118,3 +119,27 @@ async def test_a_conflicted_save_waits_for_its_outcome(
     assert len(answer) == 1 and isinstance(answer[0], FsError)
     assert answer[0].errno == errno.ESTALE
     await close(m.vfs, fh)
+
+
+async def test_a_sync_answers_for_what_was_written_before_it(make_mount: MakeMount) -> None:
+    """`repomount sync` while another program goes on writing (the exerciser, with two
+    processes): it answered "not everything is uploaded" at once, naming a file the
+    other program had just written. It waits for what was written before it began."""
+    gated = GatedRemote()
+    m = await make_mount(gated, **HELD)
+    await write_file(m.vfs, "before", b"1\n")
+    gated.armed = True
+    left: list[list[str]] = []
+
+    async def sync() -> None:
+        left.append(await m.vfs.drain(20.0, later_too=False))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sync)
+        await gated.entered.wait()  # ("before" on the wire)
+        await write_file(m.vfs, "meanwhile", b"2\n")
+        gated.gate.set()
+    assert left == [[]]
+    assert "before" in gated.files()
+    assert await m.vfs.drain(20.0) == []  # (everything, as `unmount` asks)
+    assert gated.files() == {"before": b"1\n", "meanwhile": b"2\n"}

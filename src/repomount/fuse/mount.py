@@ -404,7 +404,8 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
         if cmd == "sync":
             timeout = float(req.get("timeout") or stop.budget)
             started = time.time()
-            pending = await vfs.drain(timeout)
+            # (`unmount` waits for everything; `sync`, for what was written before it)
+            pending = await vfs.drain(timeout, later_too=bool(req.get("unmounting")))
             set_aside = [r for r in vfs.journal.set_aside_rows() if r["at"] >= started]  # type: ignore[operator]
             if req.get("unmounting"):
                 stop.after_unmount_sync(left_unsent=bool(pending))

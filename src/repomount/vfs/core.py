@@ -343,9 +343,12 @@ class Vfs(LostConflicts):
         wanted = set(ids)
         return list(dict.fromkeys(r.path for r in self.journal.records() if r.id in wanted))
 
-    async def drain(self, timeout: float, *, own_loop: bool = False) -> list[str]:
+    async def drain(
+        self, timeout: float, *, own_loop: bool = False, later_too: bool = True
+    ) -> list[str]:
         """Send everything now; what is still pending afterwards. `own_loop` when the
-        flusher's background task is not running."""
+        flusher's background task is not running; without `later_too`, what was
+        written before this began (Flusher.drain)."""
         unjournaled = []
         for ino in self.files.dirty_inos():  # written, still open: commit what is there
             node = self.inodes.get(ino)
@@ -359,7 +362,7 @@ class Vfs(LostConflicts):
         if own_loop:
             left = await self.flusher.drain_with_own_loop(timeout)
         else:
-            left = await self.flusher.drain(timeout)
+            left = await self.flusher.drain(timeout, later_too=later_too)
         return list(dict.fromkeys([*self._paths_of(left), *unjournaled]))
 
     async def status(self, *, limit: int | None = None) -> dict[str, object]:

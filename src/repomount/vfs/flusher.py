@@ -10,12 +10,11 @@ permanent failures hold the change (its data stays in the journal) and are repor
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import trio
 
@@ -34,7 +33,6 @@ from repomount.remotes.base import (
 )
 from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.digests import Digests
-from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 from repomount.vfs.journal import Journal
 from repomount.vfs.outcomes import (
@@ -48,6 +46,7 @@ from repomount.vfs.records import Record
 from repomount.vfs.scheduling import ready, runs
 from repomount.vfs.sparse import lay_over_base
 from repomount.vfs.staging import Stager
+from repomount.vfs.waiting import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ APPLY_CHUNK = 16  # outcomes applied between two chances for other requests to r
 LOCAL_RETRY_S, LOCAL_RETRY_MAX_S = 2.0, 60.0
 
 
-class Flusher(Outcomes):
+class Flusher(Outcomes, Waiting):
     def __init__(
         self,
         remote: Remote,
@@ -157,80 +156,6 @@ class Flusher(Outcomes):
             self._sending -= 1
             self._outcomes_in.set()
             self._outcomes_in = trio.Event()
-
-    async def wait_for(self, ids: Sequence[int], timeout: float) -> None:
-        """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
-        wanted = set(ids)
-        conflict: str | None = None
-        lost: str | None = None  # one of them was set aside: EIO, once the rest went
-        with trio.move_on_after(timeout):
-            while True:
-                todo = list(wanted)
-                while todo:
-                    i = todo.pop()
-                    if i in self._acknowledged:
-                        wanted.discard(i)
-                        continue
-                    rec = self.journal.get(i)
-                    if rec is None:
-                        wanted.discard(i)
-                        if i in self._set_aside:
-                            lost = self._set_aside[i]
-                        if i in self._lost_to_conflict:
-                            # Report the conflict once our content is safe remotely too
-                            # (the copy may have landed already: look at it now).
-                            conflict, copy_id = self._lost_to_conflict[i]
-                            if copy_id is not None and copy_id not in wanted:
-                                wanted.add(copy_id)
-                                todo.append(copy_id)
-                    elif rec.state == "held":
-                        code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
-                        raise FsError(code, rec.last_error or "upload failed")
-                if not wanted:
-                    if lost is not None:
-                        raise FsError(errno.EIO, lost)
-                    if conflict is not None:
-                        raise FsError(errno.ESTALE, conflict)
-                    return
-                self.flush_now()
-                await self._progress.wait()
-        why = self.health.error or "no answer in time"
-        raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
-
-    async def drain(self, timeout: float) -> list[int]:
-        """Try to send everything (held changes too, once); the ids still pending."""
-        for rec in self.journal.records("held"):
-            self.journal.update(rec, state="pending", held_for=None)
-        deadline = trio.current_time() + timeout
-        # Until every change went or was held again: one refused (too large, say) does
-        # not stop the wait for the others, which go in the rounds after it.
-        while ids := self.pending_ids():
-            try:
-                await self.wait_for(ids, max(0.0, deadline - trio.current_time()))
-                break
-            except FsError as e:
-                log.warning("drain: %s", e)
-                if trio.current_time() >= deadline:
-                    break
-        return [r.id for r in self.outstanding()]
-
-    def outstanding(self) -> list[Record]:
-        """The journal's changes, but those the remote acknowledged (whose bookkeeping
-        is still running)."""
-        return [r for r in self.journal.records() if r.id not in self._acknowledged]
-
-    async def settled(self) -> None:
-        """Until the bookkeeping of every acknowledged change is done."""
-        while self._acknowledged:
-            await self._progress.wait()
-
-    async def drain_with_own_loop(self, timeout: float) -> list[int]:
-        """`drain` for when `run` is not running (before mounting, after unmounting)."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.run)
-            left = await self.drain(timeout)
-            nursery.cancel_scope.cancel()
-        return left
 
     # ------------------------------------------------------------------ the loop
 

@@ -1,0 +1,133 @@
+"""Waiting for the remote to have changes: what fsync, fsyncdir, `repomount sync` and
+`unmount` wait on (a base class of `Flusher`, which owns the state declared here and
+wakes `_progress` whenever a change lands or is settled otherwise)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterable, Sequence
+
+import trio
+
+from repomount.vfs.errors import FsError
+from repomount.vfs.health import Health
+from repomount.vfs.journal import Journal
+from repomount.vfs.records import Record
+
+log = logging.getLogger(__name__)
+
+
+class Waiting:
+    journal: Journal
+    health: Health
+    _progress: trio.Event
+    _acknowledged: set[int]
+    _lost_to_conflict: dict[int, tuple[str, int | None]]
+    _set_aside: dict[int, str]
+
+    def flush_now(self) -> None:
+        raise NotImplementedError
+
+    def pending_ids(self, path: str | None = None) -> list[int]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def wait_for(self, ids: Sequence[int], timeout: float) -> None:
+        """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
+        wanted = set(ids)
+        conflict: str | None = None
+        lost: str | None = None  # one of them was set aside: EIO, once the rest went
+        with trio.move_on_after(timeout):
+            while True:
+                todo = list(wanted)
+                while todo:
+                    i = todo.pop()
+                    if i in self._acknowledged:
+                        wanted.discard(i)
+                        continue
+                    rec = self.journal.get(i)
+                    if rec is None:
+                        wanted.discard(i)
+                        if i in self._set_aside:
+                            lost = self._set_aside[i]
+                        if i in self._lost_to_conflict:
+                            # Report the conflict once our content is safe remotely too
+                            # (the copy may have landed already: look at it now).
+                            conflict, copy_id = self._lost_to_conflict[i]
+                            if copy_id is not None and copy_id not in wanted:
+                                wanted.add(copy_id)
+                                todo.append(copy_id)
+                    elif rec.state == "held":
+                        code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
+                        raise FsError(code, rec.last_error or "upload failed")
+                if not wanted:
+                    if lost is not None:
+                        raise FsError(errno.EIO, lost)
+                    if conflict is not None:
+                        raise FsError(errno.ESTALE, conflict)
+                    return
+                self.flush_now()
+                await self._progress.wait()
+        why = self.health.error or "no answer in time"
+        raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
+
+    async def drain(self, timeout: float, *, later_too: bool = True) -> list[int]:
+        """Try to send everything (held changes too, once); the ids still pending.
+        Without `later_too`, only the changes journaled before it began (and the copies
+        those that lost a conflict went to): `repomount sync` while another program
+        goes on writing answers for what was written before it, not for what that
+        program writes meanwhile (it answered "not everything is uploaded" at once)."""
+        for rec in self.journal.records("held"):
+            self.journal.update(rec, state="pending", held_for=None)
+        deadline = trio.current_time() + timeout
+        before = None if later_too else {r.id for r in self.journal.records()}
+
+        def wanted(ids: Iterable[int]) -> list[int]:
+            if before is None:
+                return list(ids)
+            mine = self._with_copies(before)
+            return [i for i in ids if i in mine]
+
+        # Until every change went or was held again: one refused (too large, say) does
+        # not stop the wait for the others, which go in the rounds after it.
+        while ids := wanted(self.pending_ids()):
+            try:
+                await self.wait_for(ids, max(0.0, deadline - trio.current_time()))
+                break
+            except FsError as e:
+                log.warning("drain: %s", e)
+                if trio.current_time() >= deadline:
+                    break
+        return wanted(r.id for r in self.outstanding())
+
+    def _with_copies(self, ids: set[int]) -> set[int]:
+        """`ids`, and the rows of the copies their content went to on losing a conflict."""
+        found, todo = set(ids), list(ids)
+        while todo:
+            lost = self._lost_to_conflict.get(todo.pop())
+            copy_id = lost[1] if lost is not None else None
+            if copy_id is not None and copy_id not in found:
+                found.add(copy_id)
+                todo.append(copy_id)
+        return found
+
+    def outstanding(self) -> list[Record]:
+        """The journal's changes, but those the remote acknowledged (whose bookkeeping
+        is still running)."""
+        return [r for r in self.journal.records() if r.id not in self._acknowledged]
+
+    async def settled(self) -> None:
+        """Until the bookkeeping of every acknowledged change is done."""
+        while self._acknowledged:
+            await self._progress.wait()
+
+    async def drain_with_own_loop(self, timeout: float) -> list[int]:
+        """`drain` for when `run` is not running (before mounting, after unmounting)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run)
+            left = await self.drain(timeout)
+            nursery.cancel_scope.cancel()
+        return left
