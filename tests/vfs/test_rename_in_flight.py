@@ -15,7 +15,7 @@ from repomount.vfs.core import Vfs
 from repomount.vfs.nodes import Node
 from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, append, mkdirs, read_file, resolve, write_file
+from support.vfsutil import MakeMount, append, listdir, mkdirs, read_file, resolve, write_file
 
 
 async def _utime(vfs: Vfs, node: Node) -> None:
@@ -156,3 +156,32 @@ async def test_chmod_after_a_directory_rename_of_unsent_files_reaches_the_remote
     vfs = await m.restart()
     got = await resolve(vfs, "c/f")
     assert got.mode & 0o777 == 0o755 and got.mtime_ns == 1_000_000_000_123_456_789
+
+
+@pytest.mark.parametrize("edit", ["utime", "append"])
+async def test_no_conflict_with_itself_after_a_file_replaces_a_name_just_made(
+    make_mount: MakeMount, mem: MemRemote, edit: str
+) -> None:
+    """The exerciser (a self-conflict, then a file unlinked while open that came back):
+    on the remote, f3 and a symlink c/f2. In one batch: c/f2 renamed to c/f3, then f3,
+    edited, renamed over c/f3 (sent as a write of c/f3 after the symlink's rename, then
+    a delete of f3). The file kept the symlink's version as its base, so deleting it
+    next met its own write as a conflict, and the remote kept it."""
+    m = await make_mount(**HELD)
+    await write_file(m.vfs, "f3", b"")
+    c = await mkdirs(m.vfs, "c")
+    await m.vfs.symlink(c.ino, "f2", "f0", owner=(0, 0))
+    assert await m.drain() == []
+    root = await resolve(m.vfs, "")
+    await m.vfs.rename(c.ino, "f2", c.ino, "f3", 0)
+    f3 = await resolve(m.vfs, "f3")
+    if edit == "utime":
+        await m.vfs.setattr(f3.ino, None, mtime_ns=1_084_503_933_970_093_780)
+    else:
+        await append(m.vfs, "f3", b"more\n")
+    await m.vfs.rename(root.ino, "f3", c.ino, "f3", 0)
+    assert await m.drain() == []
+    await m.vfs.unlink(c.ino, "f3")
+    assert await m.drain() == []
+    assert m.vfs.flusher.conflicts == []
+    assert await listdir(m.vfs, "c") == [] and mem.files() == {}

@@ -37,6 +37,15 @@ def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
         rec = journal.get(i)
         if rec is not None and path in rec.paths():
             olds.add(rec.expect_to if rec.op == "rename" and rec.dst == path else rec.expect)
+    if op.then_delete is not None:
+        # The write half of a rename whose old name the remote has: the rename record
+        # (its delete half's) holds what was expected at the new name, rebased by an
+        # earlier op of the batch that made something there (a symlink renamed to the
+        # name the file then replaced): without it that op's version stayed the file's
+        # base, and its next change met its own write as a conflict.
+        rec = journal.get(op.then_delete)
+        if rec is not None and rec.op == "rename" and rec.dst == path:
+            olds.add(rec.expect_to)
     return olds
 
 
