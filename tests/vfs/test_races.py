@@ -7,6 +7,7 @@ import errno
 import os
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 import pytest
 import trio
@@ -356,3 +357,43 @@ async def test_the_feed_bringing_back_an_older_save_of_ours_needs_no_listing(
     assert first is not None and (await resolve(m.vfs, "f")).version != first
     assert m.vfs.shows(RemoteChange("f", "write", first))
     assert not m.vfs.shows(RemoteChange("f", "write", "another-clients-version"))
+
+
+@pytest.mark.parametrize("changed_elsewhere", [False, True])
+async def test_a_listing_while_chmod_copies_the_content(
+    make_mount: MakeMount, mem: MemRemote, changed_elsewhere: bool
+) -> None:
+    """The randomized exerciser: chmod 444 f showed 0644 at once. chmod of a settled
+    file copies its content into a new blob (a worker thread) before it journals the
+    new mode; a listing meanwhile put the remote's mode back on the file, and the row
+    then carried that. Nor may the listing move the file's base meanwhile: the copy is
+    of the content it had, and another client's change must meet it as a conflict."""
+    mem.put("f", b"old")
+    m = await make_mount(**HELD)
+    node = await resolve(m.vfs, "f")
+    assert await read_file(m.vfs, "f") == b"old"
+    started, go = threading.Event(), threading.Event()
+    real = m.vfs.overlay.new_blob_from
+
+    def slow_copy(fd: int) -> str:
+        name = real(fd)
+        started.set()
+        go.wait(10)
+        return name
+
+    m.vfs.overlay.new_blob_from = slow_copy  # type: ignore[method-assign]
+    async with trio.open_nursery() as n:
+        n.start_soon(partial(m.vfs.setattr, node.ino, None, mode=0o444))
+        assert await trio.to_thread.run_sync(started.wait, 10), "the copy did not start"
+        if changed_elsewhere:
+            mem.put("f", b"theirs")
+        m.vfs.expire(ROOT)
+        assert await listdir(m.vfs, "") == ["f"]  # (listed while the copy waits)
+        go.set()
+    assert m.vfs.getattr(node.ino).mode & 0o777 == 0o444  # was: 0o644
+    assert await m.drain() == []
+    if changed_elsewhere:  # (theirs kept, ours beside it: never overwritten)
+        assert mem.files()["f"] == b"theirs"
+        assert [c.path for c in m.vfs.flusher.conflicts] == ["f"]
+    else:
+        assert mem.items["f"].mode is not None and mem.items["f"].mode & 0o777 == 0o444

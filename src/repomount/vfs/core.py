@@ -180,12 +180,16 @@ class Vfs(LostConflicts):
                 return
             if local_only(node):
                 return
-            blob = await self.content_to_new_blob(node)
-            if not node.attached:
-                self.journal.blob_path(blob).unlink(missing_ok=True)
-                return
-            self.journal_write(node, blob, node.base)
-            self.overlay.set_pending_blob(node.ino, blob)
+            self.journaling_attrs.add(node.ino)  # (a listing meanwhile leaves it alone)
+            try:
+                blob = await self.content_to_new_blob(node)
+                if not node.attached:
+                    self.journal.blob_path(blob).unlink(missing_ok=True)
+                    return
+                self.journal_write(node, blob, node.base)
+                self.overlay.set_pending_blob(node.ino, blob)
+            finally:
+                self.journaling_attrs.discard(node.ino)
 
     def statfs(self) -> dict[str, int]:
         blocks = 1 << 30

@@ -442,6 +442,7 @@ class Listings(VfsState):
             (self.files.get(node.ino) is not None and node.ino not in self.adopting)
             or self.files.dirty(node.ino)
             or self.overlay.pending_blob(node.ino) is not None
+            or node.ino in self.journaling_attrs
             or node.local
             or local_only(node)
         )

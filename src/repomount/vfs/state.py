@@ -156,6 +156,10 @@ class VfsState:
         # Unlinked inodes whose change lost a conflict (policy theirs) while open: where
         # what their descriptors still write is saved (lost.py sets, fileio.py saves).
         self.saved_lineage: dict[int, Path] = {}
+        # Inodes whose new mode or time is being journaled with a copy of their content
+        # (core.py's _journal_attrs, which waits for the copy): busy for listings, which
+        # would otherwise put the remote's mode back before the row takes the new one.
+        self.journaling_attrs: set[int] = set()
         self._next_fh = 1
 
     def node(self, ino: int) -> Node:
