@@ -6,13 +6,14 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import pytest
 import trio
 
 from repomount.remotes.base import ApplyResult, Change, RemoteChange
+from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
 from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
@@ -53,17 +54,7 @@ async def test_rename_to_local_name_races_a_close(make_mount: MakeMount, mem: Me
     mem.put("f", b"old")
     m = await make_mount(**HELD)
     await resolve(m.vfs, "f")
-    started = threading.Event()
-    go = threading.Event()
-    real = m.vfs.overlay.new_blob_from
-
-    def slow_copy(fd: int) -> str:
-        name = real(fd)
-        started.set()
-        go.wait(10)
-        return name
-
-    m.vfs.overlay.new_blob_from = slow_copy  # type: ignore[method-assign]
+    started, go, real = _slow_blob_copies(m.vfs)
     async with trio.open_nursery() as n:
         n.start_soon(m.vfs.rename, ROOT, "f", ROOT, "f~", 0)
         assert await trio.to_thread.run_sync(started.wait, 10), "the copy did not start"
@@ -372,16 +363,7 @@ async def test_a_listing_while_chmod_copies_the_content(
     m = await make_mount(**HELD)
     node = await resolve(m.vfs, "f")
     assert await read_file(m.vfs, "f") == b"old"
-    started, go = threading.Event(), threading.Event()
-    real = m.vfs.overlay.new_blob_from
-
-    def slow_copy(fd: int) -> str:
-        name = real(fd)
-        started.set()
-        go.wait(10)
-        return name
-
-    m.vfs.overlay.new_blob_from = slow_copy  # type: ignore[method-assign]
+    started, go, _ = _slow_blob_copies(m.vfs)
     async with trio.open_nursery() as n:
         n.start_soon(partial(m.vfs.setattr, node.ino, None, mode=0o444))
         assert await trio.to_thread.run_sync(started.wait, 10), "the copy did not start"
@@ -397,3 +379,21 @@ async def test_a_listing_while_chmod_copies_the_content(
         assert [c.path for c in m.vfs.flusher.conflicts] == ["f"]
     else:
         assert mem.items["f"].mode is not None and mem.items["f"].mode & 0o777 == 0o444
+
+
+def _slow_blob_copies(
+    vfs: Vfs,
+) -> tuple[threading.Event, threading.Event, Callable[[int], str]]:
+    """Blob copies (worker thread) wait, once done, until `go` is set; `started` is set
+    when one is. Returns (started, go, the real copy, to put back)."""
+    started, go = threading.Event(), threading.Event()
+    real = vfs.overlay.new_blob_from
+
+    def slow_copy(fd: int) -> str:
+        name = real(fd)
+        started.set()
+        go.wait(10)
+        return name
+
+    vfs.overlay.new_blob_from = slow_copy  # type: ignore[method-assign]
+    return started, go, real
