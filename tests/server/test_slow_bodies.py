@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
 
 from repomount.server.app import create_app
@@ -80,3 +81,23 @@ async def test_a_slow_but_steady_body_arrives(store: SqliteStore, autojump_clock
     )  # fmt: skip
     assert status == 201, body
     assert took >= count
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/repos",  # native
+        "/relace/v1/repo",  # Relace
+        "/terminaluse/filesystems",  # Terminal Use
+        "/api/repos",  # Oxen
+        "/api/0/organizations/o/releases/",  # Sentry
+    ],
+)
+async def test_every_face_answers_a_stalled_body_with_408(
+    store: SqliteStore, autojump_clock: object, path: str
+) -> None:
+    """Each face answers the shared body reader's refusals in its own shape, with
+    their status: a body that stops was a 500 on Terminal Use and a 400 on Sentry."""
+    status, _, took = await _send(store, "POST", path, [b'{"name": '], every=0.1, length=100)
+    assert status == 408
+    assert BODY_IDLE <= took < BODY_IDLE + 1

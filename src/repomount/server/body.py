@@ -26,6 +26,10 @@ MAX_JSON_BODY = 64 << 20  # JSON bodies are read into memory; big content goes t
 SMALL_JSON_BODY = 64 << 10  # bodies that only carry a few settings (a name, an expiry)
 
 
+# The body readers' refusals and their status, which every face answers in its own shape.
+REFUSAL_STATUS = {"too_large": 413, "request_timeout": 408}
+
+
 def too_large(limit: int) -> ApiError:
     return ApiError(
         "too_large", f"request body is larger than the limit of {limit} bytes", limit=limit

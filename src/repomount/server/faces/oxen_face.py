@@ -17,6 +17,7 @@ from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
 from repomount.server.body import (
     MAX_JSON_BODY,
+    REFUSAL_STATUS,
     SMALL_JSON_BODY,
     parsing_turn,
     read_body,
@@ -53,7 +54,7 @@ def endpoint(fn: Handler) -> Handler:
         except OxenError as e:
             return wire.error(e)
         except ApiError as e:  # body readers
-            status = {"too_large": 413, "request_timeout": 408}.get(e.code, 400)
+            status = REFUSAL_STATUS.get(e.code, 400)
             return wire.error(OxenError(status, "bad_request", "Invalid request body", e.message))
         except InvalidPathError as e:
             return wire.error(bad_request("Invalid path", str(e)))

@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.server.backend import Backend
-from repomount.server.body import body_chunks, check_declared_length, read_json
+from repomount.server.body import REFUSAL_STATUS, body_chunks, check_declared_length, read_json
 from repomount.server.errors import ApiError
 from repomount.server.faces import relace_requests as req
 from repomount.server.faces.relace_clone import clone_body, text_files
@@ -100,8 +100,8 @@ def endpoint(fn: Handler) -> Handler:
         except RelaceError as error:
             return JSONResponse({"detail": error.detail}, status_code=error.status)
         except ApiError as error:  # from the shared body readers
-            if error.code in ("too_large", "request_timeout"):
-                status = 413 if error.code == "too_large" else 408
+            if error.code in REFUSAL_STATUS:
+                status = REFUSAL_STATUS[error.code]
                 return JSONResponse({"detail": error.message}, status_code=status)
             if error.code == "bad_json":
                 detail = [{"type": "json_invalid", "loc": ["body"], "msg": error.message}]

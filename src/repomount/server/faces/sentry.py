@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from repomount.server.backend import Backend
-from repomount.server.body import read_json, spool_body
+from repomount.server.body import REFUSAL_STATUS, read_json, spool_body
 from repomount.server.errors import ApiError
 from repomount.server.faces import sentry_form as form
 from repomount.server.faces import sentry_model as model
@@ -88,7 +88,7 @@ def endpoint(fn: Handler) -> Handler:
         except SentryError as error:
             return error.response()
         except ApiError as error:  # from the shared body readers
-            status = 413 if error.code == "too_large" else 400
+            status = REFUSAL_STATUS.get(error.code, 400)
             prefix = "JSON parse error - " if error.code == "bad_json" else ""
             return JSONResponse({"detail": prefix + error.message}, status_code=status)
         except NotFound:  # the release's repository went away in the middle

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from repomount.paths import InvalidPathError, validate_path
 from repomount.server.backend import Backend
+from repomount.server.body import REFUSAL_STATUS
 from repomount.server.faces.terminaluse_archive import ArchiveFile
 from repomount.server.jsonresponse import JSONResponse
 from repomount.server.names import control_character_problem, is_unicode
@@ -33,7 +34,7 @@ STATUS = {
     "idempotency_conflict": 409,
     "stale_base": 409,
     "conflict": 412,
-    "too_large": 413,
+    **REFUSAL_STATUS,  # (too_large 413, request_timeout 408)
     "invalid_path": 400,
     "invalid_request": 400,
     "path_conflict": 400,
