@@ -68,7 +68,9 @@ def check_declared_length(request: Request, limit: int) -> None:
         raise too_large(limit)
 
 
-async def spool_body(backend: Backend, request: Request, *, blob: bool = False) -> BlobSpool:
+async def spool_body(
+    backend: Backend, request: Request, *, blob: bool = False, limit: int | None = None
+) -> BlobSpool:
     """Stream the body to a spool file while hashing it, never holding it all in memory.
 
     Chunks are written from the event loop: the spool's 1 MiB buffer turns them into a
@@ -76,9 +78,11 @@ async def spool_body(backend: Backend, request: Request, *, blob: bool = False) 
     part, happens later in a worker thread (Store.add_blob). A `blob` body (one only
     ever given to Store.add_blob, never read back through its path) is sized by its
     Content-Length: a small one is then spooled in memory (smallblobs.py; the HTTP
-    server refuses a body longer than it declared).
+    server refuses a body longer than it declared). At most `limit` bytes (a face's
+    own limit), and never past the server's file size limit.
     """
-    limit = backend.options.max_file_size
+    most = backend.options.max_file_size
+    limit = most if limit is None else min(limit, most)
     check_declared_length(request, limit)
     declared = request.headers.get("content-length") if blob else None
     spool = backend.store.new_spool(None if declared is None else int(declared))

@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from repomount.server.backend import Backend
-from repomount.server.body import REFUSAL_STATUS, body_chunks, check_declared_length, read_json
+from repomount.server.body import REFUSAL_STATUS, read_json, spool_body
 from repomount.server.errors import ApiError
 from repomount.server.faces import relace_requests as req
 from repomount.server.faces.relace_clone import clone_body, text_files
@@ -427,18 +427,8 @@ class RelaceApi:
 
     async def _spool(self, request: Request) -> BlobSpool:
         """The upload body in a spool file, within the service's upload limit."""
-        limit = min(MAX_UPLOAD, self.backend.options.max_file_size)
-        too_large = RelaceError(413, f"Payload too large: the limit is {limit} bytes")
+        spool = await spool_body(self.backend, request, limit=MAX_UPLOAD)  # (413: endpoint)
         try:
-            check_declared_length(request, limit)
-        except ApiError:
-            raise too_large from None
-        spool = self.store.new_spool()
-        try:
-            async for chunk in body_chunks(request):
-                if spool.size + len(chunk) > limit:
-                    raise too_large
-                spool.write(chunk)
             await self.backend.run(self.store.add_blob, spool)
         except BaseException:
             self.store.discard_spool(spool)
