@@ -32,45 +32,12 @@ from pathlib import Path
 
 from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
+from repomount.vfs.journal_schema import create_schema
 from repomount.vfs.records import Op, Record, State, decode_expect, encode_expect
 from repomount.vfs.sparse import Sparse
 from repomount.vfs.stateroom import StateRoom
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS changes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL,
-    path TEXT NOT NULL,
-    dst TEXT,
-    blob TEXT,
-    mode INTEGER,
-    expect TEXT NOT NULL,
-    expect_to TEXT NOT NULL DEFAULT 'any',
-    key TEXT NOT NULL,
-    created REAL NOT NULL,
-    tries INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    state TEXT NOT NULL DEFAULT 'pending',
-    target TEXT,
-    next_try REAL NOT NULL DEFAULT 0,
-    held_for TEXT,
-    mtime_ns INTEGER
-);
-CREATE TABLE IF NOT EXISTS sparse (
-    blob TEXT PRIMARY KEY,
-    edits TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS set_aside (
-    id INTEGER PRIMARY KEY,
-    op TEXT NOT NULL,
-    path TEXT NOT NULL,
-    dst TEXT,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
 
 SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set aside
 
@@ -92,16 +59,7 @@ class Journal:
         self._in_transaction = False
         self._released: list[str] = []  # content files to delete once committed
         self.room = StateRoom(state_dir)  # for the journal when the disk fills up
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}
-        if "target" not in columns:  # a journal written before symlinks existed
-            self._db.execute("ALTER TABLE changes ADD COLUMN target TEXT")
-        if "next_try" not in columns:  # ... or before per-change retry times
-            self._db.execute("ALTER TABLE changes ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
-        if "held_for" not in columns:
-            self._db.execute("ALTER TABLE changes ADD COLUMN held_for TEXT")
-        if "mtime_ns" not in columns:  # ... or before writes carried their time
-            self._db.execute("ALTER TABLE changes ADD COLUMN mtime_ns INTEGER")
+        create_schema(self._db)
         self.version = 0  # bumped by every change of the records (progress, for waiters)
         self._load()
         self._state_dir = state_dir
