@@ -12,6 +12,7 @@ from pathlib import Path
 
 from repomount.vfs.watcher import OWN_ECHO_PAUSE
 from support.mount import MountProc
+from support.mountfixtures import MountFactory
 from support.server import ServerProc
 from support.util import wait_until
 
@@ -90,6 +91,34 @@ def test_a_burst_of_fsyncs_does_not_poll_the_feed_once_per_save(
     # slower and the bound grows with them.)
     most = int(burst / OWN_ECHO_PAUSE) + 4
     assert len(polls) <= most, f"{len(polls)} feed polls for 40 saves in {burst:.2f} s"
+
+
+def test_a_burst_of_writes_uploads_its_content_while_it_goes_on(
+    server: ServerProc, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """The same `cp -r` with its changes held (a minute's flush delay): its content
+    goes to the server in packs while it copies, before anything is committed; the sync
+    then sends one commit, and at most one pack of what was left."""
+    src = tmp_path / "src"
+    files = make_tree(src)
+    mnt = mount_factory(extra_args=["--flush-delay", "60", "--max-flush-window", "120"])
+    mark = server.mark()
+    subprocess.run(["cp", "-r", str(src), str(mnt.path / "tree")], check=True, timeout=300)
+
+    def sent() -> list[str]:
+        lines = server.requests(mark)
+        return [f"{r.method} {r.path.rsplit('/', 1)[-1]}" for r in lines if r.method == "POST"]
+
+    wait_until(lambda: sent().count("POST blobs") >= 2, 60, "packs sent during the copy")
+    assert "POST commits" not in sent()
+    ahead = sent().count("POST blobs")
+    mnt.sync(timeout=300)
+    assert server.tree(mnt.repo) == {f"tree/{rel}": data for rel, data in files.items()}
+    writes = [r for r in server.requests(mark) if r.method in WRITE_METHODS]
+    summary = Counter(f"{r.method} {r.path.rsplit('/', 1)[-1][:12]} {r.status}" for r in writes)
+    assert sent().count("POST commits") == 1, summary
+    assert sent().count("POST blobs") <= ahead + 2, summary  # (one on its way, one left)
+    assert len(writes) <= 10, summary
 
 
 def test_a_large_file_is_uploaded_while_dd_writes_it(

@@ -28,6 +28,7 @@ from repomount.remotes.base import (
     Change,
     Conflict,
     Conflicted,
+    Content,
     Delete,
     Entry,
     EntryKind,
@@ -45,6 +46,7 @@ from repomount.remotes.base import (
     Rename,
     RepoInfo,
     Symlink,
+    Unavailable,
     Write,
 )
 from support.util import sha
@@ -102,6 +104,7 @@ class MemRemote(Remote):
         *,
         recursive_listing: bool = True,
         staged_upload: bool = False,
+        upload_ahead: bool = False,
         max_file_size: int | None = None,
     ) -> None:
         self.name = name
@@ -110,7 +113,9 @@ class MemRemote(Remote):
             self.capabilities = replace(self.capabilities, recursive_listing=False)
         if staged_upload:
             self.capabilities = replace(self.capabilities, staged_upload=True)
-        self.staged: dict[str, bytes] = {}  # sha256 -> content uploaded by `stage`
+        if upload_ahead:
+            self.capabilities = replace(self.capabilities, upload_ahead=True)
+        self.staged: dict[str, bytes] = {}  # sha256 -> content by `stage`, `upload_ahead`
         self.items: dict[str, Item] = {}  # path -> item; the root "" is implicit
         self.head_no = 0
         self.requests: Counter[str] = Counter()
@@ -131,6 +136,16 @@ class MemRemote(Remote):
         digest = sha(data)
         self.staged[digest] = data
         return digest
+
+    async def upload_ahead(self, contents: Sequence[Content]) -> set[str]:
+        self.requests["upload_ahead"] += 1
+        await trio.lowlevel.checkpoint()
+        for c in contents:
+            data = c.source.read_bytes()
+            if len(data) != c.size or sha(data) != c.sha256:
+                raise ProtocolError(f"{c.source}: not the content {c.sha256}")
+            self.staged[c.sha256] = data
+        return {c.sha256 for c in contents}
 
     # ------------------------------------------------------------------ reading
 
@@ -240,8 +255,9 @@ class MemRemote(Remote):
         if isinstance(c, Write | Symlink):
             if isinstance(c, Write):
                 if c.staged:  # (only a content staged before: never read from source)
-                    if c.sha256 not in self.staged:
-                        raise _Refused(ProtocolError(f"{c.path}: no staged content {c.sha256}"))
+                    if c.sha256 not in self.staged:  # (as the server's unknown blob)
+                        why = f"{c.path}: no staged content {c.sha256}"
+                        raise _Refused(Unavailable(why, code="unknown_blob"))
                     data = self.staged[c.sha256]
                 else:
                     data = c.source.read_bytes()

@@ -46,6 +46,9 @@ class Capabilities:
     # `stage()` uploads a content while it is still being written, before the change
     # that will name it (a Write with `staged`)
     staged_upload: bool = False
+    # `upload_ahead()` stores finished contents before the changes that will name them
+    # (Writes with `staged`): a burst of writes uploads while it goes on
+    upload_ahead: bool = False
     max_batch_ops: int = 1000  # the most operations worth sending in one apply()
 
 
@@ -159,6 +162,15 @@ class Write:
     mode: int | None = None  # permission bits to record, where the remote keeps them
     mtime_ns: int | None = None  # the modification time to record, where it keeps them
     staged: bool = False  # the remote has this content already (`Remote.stage`): send none
+
+
+@dataclass(frozen=True)
+class Content:
+    """A finished content to store ahead of its change (`Remote.upload_ahead`)."""
+
+    sha256: str
+    source: Path  # a local file holding exactly `size` bytes whose SHA-256 is `sha256`
+    size: int
 
 
 @dataclass(frozen=True)
@@ -408,6 +420,13 @@ class Remote(abc.ABC):
         the change that will name it: its SHA-256 as the remote computed it. A Write of
         that content with `staged` then sends none. Only with `staged_upload`."""
         raise Unsupported("this remote stages no uploads")
+
+    async def upload_ahead(self, contents: Sequence[Content]) -> set[str]:
+        """Store these contents (in as few requests as the remote allows) ahead of the
+        changes that will name them: the SHA-256s it now holds. A Write of one of them
+        with `staged` then sends none. Raises a RemoteError, or OSError when a source
+        cannot be read. Only with `upload_ahead`."""
+        raise Unsupported("this remote takes no contents ahead of their changes")
 
     def version_of(self, sha256: str) -> str | None:
         """The version token a file with this content has, where the remote derives

@@ -21,6 +21,7 @@ from repomount.remotes.base import (
     Change,
     ChangeBatch,
     Conflict,
+    Content,
     Entry,
     Fetched,
     Listing,
@@ -113,6 +114,7 @@ class NativeRemote(HttpRemote):
         file_mtimes=True,
         symlinks=True,
         staged_upload=True,
+        upload_ahead=True,
         # A commit of this many operations is a few MB of JSON: one commit for a `cp -r`
         # of a few thousand files instead of several (the server takes up to 100,000).
         max_batch_ops=5000,
@@ -398,6 +400,15 @@ class NativeRemote(HttpRemote):
             )
         except TooLarge as e:
             raise BlobRefused(blob.sha256, e) from e
+
+    async def upload_ahead(self, contents: Sequence[Content]) -> set[str]:
+        """As a commit's own uploads go: packs, big files alone. A server without packs
+        gets only what a commit would not carry inline (a PUT per small file would
+        cost more requests than it saves)."""
+        floor = 0 if self.packs else self.inline_max
+        blobs = [Blob(c.sha256, c.source, c.size) for c in contents if c.size > floor]
+        await self._upload_blobs(blobs)
+        return {b.sha256 for b in blobs}
 
     async def stage(self, body: Callable[[], AsyncIterator[bytes]]) -> str:
         """POST /blobs as octet-stream, streamed without a length as `body` yields: the

@@ -81,12 +81,13 @@ class Vfs(LostConflicts):
 
     def hosts(self) -> list[Callable[[], Awaitable[None]]]:
         """The background tasks that host the vfs's own work (read-ahead, large files
-        arriving, staged uploads, spools made ahead, the whole tree's load), to run
-        beside the flusher while the mount serves."""
+        arriving, staged uploads, contents sent ahead, spools made ahead, the whole
+        tree's load), to run beside the flusher while the mount serves."""
         return [
             self.prefetch.run,
             self.streams.run,
             self.flusher.stager.run,
+            self.flusher.ahead.run,
             self.files.ready.run,
             self.load_tree_forever,
         ]

@@ -5,6 +5,7 @@ its staged upload: staging.py)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -42,6 +43,10 @@ class Digests:
         taken from there, not from reading the blob again."""
         self._coming[blob] = appended
 
+    def known(self, blob: str) -> tuple[int, str] | None:
+        """(size, sha256) of a blob hashed already."""
+        return self._known.get(blob)
+
     async def of(self, blob: str) -> tuple[int, str]:
         got = self._known.get(blob)
         if got is None:
@@ -66,23 +71,24 @@ class Digests:
         self._known[blob] = got
         return got
 
-    async def prepare(self, blobs: Iterable[str]) -> None:
+    async def prepare(self, blobs: Iterable[str], *, missing_ok: bool = False) -> None:
         """Hash every one not hashed yet, in one worker-thread call (a batch of a
         thousand small files is not a thousand thread round trips); a few small ones
-        here, for less than the hop to a thread and back (an fsync waits for it)."""
+        here, for less than the hop to a thread and back (an fsync waits for it).
+        `missing_ok`: a blob gone from disk is left out, not FileNotFoundError."""
         todo = {b: self.journal.blob_path(b) for b in blobs if b not in self._known}
         for b in [b for b in todo if b in self._coming]:
             await self._from_writing(b)
             del todo[b]
         if not todo:
             return
+        hash_all = functools.partial(_hash_all, todo, missing_ok)
         if len(todo) <= HASH_HERE_FILES and all(
             _size(p) <= HASH_HERE_MAX // HASH_HERE_FILES for p in todo.values()
         ):
-            self._known.update({b: hash_file(p) for b, p in todo.items()})
+            self._known.update(hash_all())
         else:
-            got = await trio.to_thread.run_sync(lambda: {b: hash_file(p) for b, p in todo.items()})
-            self._known.update(got)
+            self._known.update(await trio.to_thread.run_sync(hash_all))
 
     def forget(self, blobs: Iterable[str]) -> None:
         for b in blobs:
@@ -110,6 +116,17 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0  # (hash_file raises it, as the worker thread would)
+
+
+def _hash_all(blobs: dict[str, Path], missing_ok: bool) -> dict[str, tuple[int, str]]:
+    got = {}
+    for blob, path in blobs.items():
+        try:
+            got[blob] = hash_file(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+    return got
 
 
 def hash_file(path: Path) -> tuple[int, str]:

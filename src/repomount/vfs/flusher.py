@@ -31,6 +31,7 @@ from repomount.remotes.base import (
     Symlink,
     Write,
 )
+from repomount.vfs.ahead import UploadsAhead
 from repomount.vfs.coalesce import Planned, coalesce
 from repomount.vfs.digests import Digests
 from repomount.vfs.health import Health
@@ -82,6 +83,8 @@ class Flusher(Outcomes, Waiting):
         self._last_change = 0.0
         self.digests = Digests(journal)
         self.stager = Stager(remote)  # uploads of large files begun while written
+        # contents of a burst of writes uploaded while it goes on
+        self.ahead = UploadsAhead(remote, journal, self.digests, self.stager.has)
         # record id -> (what happened, the id of the conflict copy's write, if any)
         self._lost_to_conflict: dict[int, tuple[str, int | None]] = {}
         self._set_aside: dict[int, str] = {}  # record id -> why it can never be sent
@@ -106,6 +109,7 @@ class Flusher(Outcomes, Waiting):
         """A change was journaled."""
         self._last_change = trio.current_time()
         self._changed.set()
+        self.ahead.notice()
 
     def _back_online(self) -> None:
         """The remote answers again: what backed off while it was away goes now (but
@@ -229,10 +233,15 @@ class Flusher(Outcomes, Waiting):
         """Bound what is kept about settled changes (status shows the newest)."""
         self.digests.forget_unused()
         self.stager.forget([b for b in self.stager.blobs() if not self.journal.uses_blob(b)])
+        self.ahead.forget_unused()
         for settled in (self._lost_to_conflict, self._set_aside):
             while len(settled) > KEEP_SETTLED:
                 del settled[next(iter(settled))]
         del self.conflicts[:-KEEP_SETTLED]
+
+    def _online(self) -> None:
+        super()._online()
+        self.ahead.resume()  # (after a failure, contents go ahead again)
 
     def _signal_progress(self) -> None:
         self._progress.set()
@@ -256,6 +265,7 @@ class Flusher(Outcomes, Waiting):
         else:
             plan = coalesce(records)
         self.journal.complete(plan.dropped)
+        self.ahead.claim(op.blob for op in plan.ops if op.op == "write" and op.blob)
         if not plan.ops:
             return
         caps = self.remote.capabilities
@@ -411,6 +421,7 @@ class Flusher(Outcomes, Waiting):
             size, sha = await self.digests.of(op.blob)
             source = self.journal.blob_path(op.blob)
             staged = await self.stager.take(op.blob, sha)  # (uploaded while written)
+            staged = staged or await self.ahead.take(op.blob, sha)  # (or after, ahead)
             return Write(
                 op.path, source, size, sha, op.sent_expect(),
                 key=op.key, mode=op.mode, mtime_ns=op.mtime_ns, staged=staged,

@@ -80,6 +80,17 @@ class Journal:
         # and updated in place (re-assigning a key keeps its position).
         return [r for r in self._records.values() if state is None or r.state == state]
 
+    def added_after(self, rec_id: int) -> list[Record]:
+        """The records with ids above `rec_id`, oldest first: a walk back from the
+        newest, so a caller that keeps up sees each record once, cheaply."""
+        newer = []
+        for i in reversed(self._records):
+            if i <= rec_id:
+                break
+            newer.append(self._records[i])
+        newer.reverse()
+        return newer
+
     def get(self, rec_id: int) -> Record | None:
         return self._records.get(rec_id)
 

@@ -195,6 +195,10 @@ class Stager(TaskHost):
         self.used += 1
         return True
 
+    def has(self, blob: str) -> bool:
+        """Whether `blob` has a staged upload (not taken yet)."""
+        return blob in self._by_blob
+
     def forget(self, blobs: list[str] | set[str]) -> None:
         """These blobs will not be sent (gone from the journal): stop their uploads."""
         for blob in blobs:
