@@ -24,6 +24,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,24 @@ def _mtime_of_touched(root: Path) -> object:
     return os.stat(root / "touched_file").st_mtime_ns
 
 
+OLD_ATIME_NS = -1000 * 10**9 + 5  # before 1970: negative, kept as they are
+OLD_MTIME_NS = -31_536_000 * 10**9 + 7
+
+
+def _utime_before_1970(root: Path) -> object:
+    os.utime(root / "old_file", ns=(OLD_ATIME_NS, OLD_MTIME_NS))  # tar x of an old archive
+    return {"atime_ns": OLD_ATIME_NS, "mtime_ns": OLD_MTIME_NS}
+
+
+def _old_times(root: Path) -> object:
+    st = os.stat(root / "old_file")
+    return {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns}
+
+
+def _old_mtime(root: Path) -> object:
+    return os.stat(root / "old_file").st_mtime_ns
+
+
 def _write_then_stat(root: Path) -> object:
     (root / "written_file").write_bytes(b"written and closed\n")
     return os.stat(root / "written_file").st_mtime_ns  # right after close
@@ -199,6 +218,19 @@ def attribute_rows(can: frozenset[str]) -> list[Row]:
             lambda r: _file(r, "touched_file"),
             _utime_mtime,
             _mtime_of_touched,
+            phases=PHASES + mtimes_kept,
+        ),
+        Row(
+            "utimensat file before 1970",
+            lambda r: _file(r, "old_file"),
+            _utime_before_1970,
+            _old_times,
+        ),
+        Row(
+            "utimensat file before 1970: its mtime",
+            no_prep,
+            lambda r: OLD_MTIME_NS,  # (set by the row before)
+            _old_mtime,
             phases=PHASES + mtimes_kept,
         ),
         Row(
@@ -290,6 +322,36 @@ def test_attributes_at_once_after_listings_expire_and_after_remount(
     _check(rows, other.path, ELSEWHERE, report, bad)
     _check(rows, other.path, ELSEWHERE, report, bad, how="ls")
     _verdict(f"attributes on {backend}", report, bad)
+
+
+def test_a_time_no_listing_could_show_is_refused_and_changes_nothing(
+    mount_factory, backend: Backend
+) -> None:
+    """Before 1698 or after 2242 (the nanoseconds would not fit a signed 64 bits with
+    room to spare), utimensat is EINVAL and the file keeps its times: a file with such
+    a time would be left out of every listing, in every mount."""
+    m: MountProc = mount_factory()
+    _file(m.path, "f")
+    (m.path / "new").write_bytes(b"not sent yet\n")
+    m.sync()
+    _file(m.path, "g")  # (not sent yet)
+    for name in ("f", "g"):
+        before = os.stat(m.path / name)
+        for seconds in (10_413_792_000, 8_835_984_000, -10_000_000_000):  # 2300, 2250, 1653
+            for times in ((seconds * 10**9, before.st_mtime_ns), (0, seconds * 10**9)):
+                refused = _errno_of(partial(os.utime, m.path / name, ns=times))
+                assert refused == "EINVAL", (name, times)
+                after = os.stat(m.path / name)
+                assert (after.st_atime_ns, after.st_mtime_ns) == (
+                    before.st_atime_ns,
+                    before.st_mtime_ns,
+                ), name
+    m.sync()
+    names = sorted(os.listdir(m.path))
+    r = m.unmount()
+    assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{m.log()}"
+    m.start()
+    assert sorted(os.listdir(m.path)) == names == ["f", "g", "new"]
 
 
 def test_attributes_on_a_local_directory(tmp_path: Path) -> None:

@@ -74,7 +74,8 @@ def test_put_takes_the_mtime_in_a_header(client: httpx.Client, repo: str) -> Non
     r = client.put(url, content=b"p", headers={"X-Repomount-Mtime-Ns": str(-MTIME_NS)})
     assert r.status_code == 201, r.text
     assert listed(client, repo)["p.txt"]["mtime_ns"] == -MTIME_NS  # before 1970 is a time too
-    for bad in ("1.5", "abc", "", "9" * 30, str(2**63)):
+    past_2242 = str((1 << 33) * 10**9 + 1)  # (a listing could not show it)
+    for bad in ("1.5", "abc", "", "9" * 30, str(2**63), past_2242, "-" + past_2242):
         r = client.put(url, content=b"q", headers={"X-Repomount-Mtime-Ns": bad})
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["error"]["code"] == "invalid_request"
@@ -113,7 +114,12 @@ def test_naming_the_blob_of_a_version_that_moved_on_is_a_conflict(
     ]
 
 
-@pytest.mark.parametrize("bad", [1.5, "1000", True, None, 2**63, -(2**63), [1]])
+PAST_2242 = (1 << 33) * 10**9 + 1  # nanoseconds: a time no listing could show
+
+
+@pytest.mark.parametrize(
+    "bad", [1.5, "1000", True, None, 2**63, -(2**63), PAST_2242, -PAST_2242, [1]]
+)
 def test_a_bad_mtime_is_refused_and_changes_nothing(
     client: httpx.Client, repo: str, bad: object
 ) -> None:

@@ -74,7 +74,7 @@ class Operations(pyfuse3.Operations):
         a.st_blksize = 4096
         a.st_blocks = (node.size + 511) // 512
         a.st_mtime_ns = node.mtime_ns
-        a.st_atime_ns = node.atime_ns if node.atime_ns >= 0 else node.mtime_ns
+        a.st_atime_ns = node.atime_ns if node.atime_ns is not None else node.mtime_ns
         a.st_ctime_ns = node.ctime_ns if node.ctime_ns >= 0 else node.mtime_ns
         return a
 

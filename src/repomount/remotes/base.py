@@ -23,6 +23,11 @@ import trio
 # --------------------------------------------------------------------------- capabilities
 
 
+# Seconds since the epoch a time may be: its nanoseconds must fit the kernel's 64 bits
+# (with room to spare). A listed time outside is a bad entry; utimensat refuses one.
+MIN_MTIME, MAX_MTIME = -(1 << 33), 1 << 33  # about 1698 to 2242
+
+
 @dataclass(frozen=True)
 class Capabilities:
     conditional_write: bool = False  # the server checks `expect` itself (If-Match & co.)

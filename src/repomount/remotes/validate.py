@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from repomount.paths import InvalidPathError, validate_path
-from repomount.remotes.base import Entry
+from repomount.remotes.base import MAX_MTIME, MIN_MTIME, Entry
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,6 @@ T = TypeVar("T")
 
 KINDS = frozenset({"file", "dir", "symlink"})
 MAX_SIZE = 1 << 53  # bytes; beyond this a JSON number is no longer exact
-# Seconds since the epoch a time may be: its nanoseconds must fit the kernel's 64 bits.
-MIN_MTIME, MAX_MTIME = -(1 << 33), 1 << 33  # about 1698 to 2242
 MAX_TARGET_BYTES = 4096  # a symlink's target (Linux's PATH_MAX)
 MAX_VERSION_CHARS = 1024  # a version token: a hash, a generation, an id
 MAX_SHOWN = 120  # characters of a bad entry quoted in its log line

@@ -212,7 +212,10 @@ def mode_param(value: str | None) -> int | None:
     return mode & PERMISSION_BITS
 
 
-MTIME_NS_MAX = 2**63 - 1  # what SQLite's INTEGER (and a signed 64-bit st_mtime) holds
+# 2^33 seconds either side of the epoch (about 1698 to 2242): what a signed 64-bit count
+# of nanoseconds holds with room to spare, and the range a client shows (a time outside
+# would make the file one no listing can show).
+MTIME_NS_MAX = (1 << 33) * 10**9
 
 
 def mtime_ns_value(value: object, what: str) -> int:
@@ -223,7 +226,9 @@ def mtime_ns_value(value: object, what: str) -> int:
         or not -MTIME_NS_MAX <= value <= MTIME_NS_MAX
     ):
         raise ApiError(
-            "invalid_request", f"{what} must be an integer of nanoseconds since the epoch"
+            "invalid_request",
+            f"{what} must be an integer of nanoseconds since the epoch,"
+            " between the years 1698 and 2242",
         )
     return value
 

@@ -23,7 +23,7 @@ from functools import partial
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Expect, Remote
+from repomount.remotes.base import MAX_MTIME, MIN_MTIME, Expect, Remote
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.lost import LostConflicts
@@ -124,6 +124,10 @@ class Vfs(LostConflicts):
         """chmod, chown, utimensat, truncate. A file's mode and modification time go
         to remotes that keep them; everything else is kept locally (docs/semantics.md)."""
         node = self.node(ino)
+        for t in (mtime_ns, atime_ns):
+            if t is not None and not MIN_MTIME * 10**9 <= t <= MAX_MTIME * 10**9:
+                why = "a time before 1698 or after 2242, which no listing could show"
+                raise FsError(errno.EINVAL, f"{node.path}: {why}")
         if node.link_as_file and (size is not None or mode is not None):  # (trust.py)
             code = errno.EACCES if size is not None else errno.EPERM
             raise FsError(code, f"{node.path}: a link that leaves the mount, read-only")

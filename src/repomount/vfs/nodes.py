@@ -30,7 +30,7 @@ class Node:
     size: int = 0
     mode: int = 0o644  # permission bits only
     mtime_ns: int = field(default_factory=time.time_ns)
-    atime_ns: int = -1  # -1: the same as mtime until set (utimensat)
+    atime_ns: int | None = None  # None: the same as mtime until set (utimensat)
     ctime_ns: int = -1  # -1: the same as mtime until an attribute or the name changes
     # Owner, for the mount's lifetime (the remotes keep none): the mounting user, or
     # whoever made the node through an allow_other mount, or chown; 'nobody' for git
