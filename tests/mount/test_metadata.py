@@ -32,6 +32,7 @@ import pytest
 from support.backends import ALL_OPS, Backend
 from support.mount import MountProc
 from support.server import ServerProc
+from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
@@ -488,3 +489,39 @@ def test_directory_times_long_names_and_unlinked_files_on_a_local_directory(
 ) -> None:
     _prepare_immediate(tmp_path)
     _immediate_verdict("on a local directory", immediate_checks(tmp_path, frozenset(ALL_OPS)))
+
+
+# ------------------------------------------------------------- metadata set elsewhere
+
+
+@pytest.mark.backends("native")
+def test_a_mode_and_mtime_set_elsewhere_show_and_are_not_undone(
+    server: ServerProc, mount_factory, backend: Backend
+) -> None:
+    """Native keeps a file's mode and mtime; a new one set in another mount (the same
+    content, so the same version) shows in this mount through the change feed, and a
+    chmod here afterwards sends the mtime that is shown, not the one it had before."""
+    a: MountProc = mount_factory()
+    (a.path / "f").write_bytes(b"hi\n")
+    os.utime(a.path / "f", ns=(ATIME_NS, 1_111_111_111_000_000_000))
+    a.sync()
+    b: MountProc = mount_factory(a.repo, create=False)
+    os.utime(b.path / "f", ns=(ATIME_NS, 2_222_222_222_000_000_000))
+    os.chmod(b.path / "f", 0o751)
+    b.sync()
+
+    def shown_in_a() -> tuple[int, int]:
+        st = os.stat(a.path / "f")
+        return stat.S_IMODE(st.st_mode), st.st_mtime_ns
+
+    wait_until(lambda: shown_in_a() == (0o751, 2_222_222_222_000_000_000), 20, "B's chmod in A")
+    os.chmod(a.path / "f", 0o600)
+    a.sync()
+    with server.client() as c:
+        entries = c.get(f"/v1/repos/{a.repo}/tree", params={"recursive": "1"}).json()["entries"]
+    (f,) = [e for e in entries if e["path"] == "f"]
+    assert (f["mode"], f["mtime_ns"]) == (0o600, 2_222_222_222_000_000_000)
+    r = a.unmount()
+    assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{a.log()}"
+    a.start()  # (its kept attributes must not bring back the old time)
+    assert shown_in_a() == (0o600, 2_222_222_222_000_000_000)

@@ -133,6 +133,9 @@ class RemoteChange:
     path: str
     op: Literal["write", "delete", "mkdir"]
     version: str | None = None
+    # The head of the commit that made it, where the feed says: tells our own commits
+    # from others' when the version alone cannot (a new mode or mtime, same content)
+    head: str | None = None
 
 
 @dataclass(frozen=True)

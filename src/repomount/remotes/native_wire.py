@@ -413,4 +413,8 @@ def _change(data: dict[str, Any]) -> RemoteChange:
         version = None if version is None else validate.version(version)
     except BadEntry:
         version = None
-    return RemoteChange(path, op, version)
+    try:  # (likewise a head: the change is then taken for someone else's)
+        head = head_of(data.get("head"))
+    except BadEntry:
+        head = None
+    return RemoteChange(path, op, version, head)

@@ -6,8 +6,10 @@ that those operations are never "a silent 0 that is later undone", what was set 
 stored per path in the journal's database (a table of its own) and laid over what
 listings say, across remounts of the same state directory. Times hold only while the
 file is at the version they were set on (a change made elsewhere brings its own time);
-a file we wrote keeps the time of the write with the version our upload made. Modes
-and owners hold until the name is removed.
+a file we wrote keeps the time of the write with the version our upload made. Where
+the remote keeps files' mtimes (native), a file shows the listed one instead: it may
+have been set elsewhere since, on the same version. Modes and owners hold until the
+name is removed.
 
 An in-memory copy answers every lookup (listings apply it to each entry); SQLite only
 makes it durable. Used from the trio thread; statements are short local writes. One
@@ -53,8 +55,11 @@ _STORE = (
 
 
 class LocalAttrs:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, remote_keeps_mtimes: bool = False) -> None:
         self._db = db  # the journal's: one database, one checkpoint, shared transactions
+        # A file's mtime the remote keeps is the one to show: it may have been set
+        # elsewhere since, on the same version (content).
+        self._remote_keeps_mtimes = remote_keeps_mtimes
         self._db.executescript(_SCHEMA)
         self._kept: dict[str, Kept] = {
             row[0]: Kept(*row[1:])
@@ -87,7 +92,9 @@ class LocalAttrs:
         if owner and kept.gid is not None:
             node.gid = kept.gid
         if node.is_dir or kept.version == node.version:
-            if kept.mtime_ns is not None:
+            if kept.mtime_ns is not None and not (
+                self._remote_keeps_mtimes and node.kind == "file"
+            ):
                 node.mtime_ns = kept.mtime_ns
             if kept.atime_ns is not None:
                 node.atime_ns = kept.atime_ns

@@ -9,6 +9,7 @@ started; a path one of our changes touched after that stamp is left alone by its
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from repomount import paths
 
@@ -24,6 +25,7 @@ class Generations:
         # (path, version) of our recent writes: the feed brings them back, maybe after
         # a newer write of ours landed too, and they need no re-listing then.
         self._ours: OrderedDict[str, set[str]] = OrderedDict()  # path -> versions
+        self._our_heads: OrderedDict[str, None] = OrderedDict()  # heads our commits made
 
     def touched_by_us(self, head: str | None, *changed: str, version: str | None = None) -> None:
         """One of our changes landed at these paths, making the repo's head `head`
@@ -35,6 +37,8 @@ class Generations:
             self._ours[changed[-1]] = ours
             if len(self._ours) > MEMORY:
                 self._ours.popitem(last=False)
+        if head is not None:
+            _bounded_put(self._our_heads, head, None)
         gen = self._head_gen.get(head) if head is not None else None
         if gen is None:
             self.generation += 1
@@ -70,6 +74,10 @@ class Generations:
         """Whether we wrote `version` at `path` recently."""
         return version in self._ours.get(path, ())
 
+    def made_by_us(self, head: str) -> bool:
+        """Whether one of our recent commits made the repo's head `head`."""
+        return head in self._our_heads
+
     def not_ours(self, path: str) -> None:
         """Someone else wrote `path`: versions we wrote there before are theirs now too."""
         self._ours.pop(path, None)
@@ -79,7 +87,7 @@ class Generations:
             _bounded_put(self._head_gen, head, gen)
 
 
-def _bounded_put(table: OrderedDict[str, int], key: str, gen: int) -> None:
+def _bounded_put(table: OrderedDict[str, Any], key: str, gen: int | None) -> None:
     table[key] = gen
     table.move_to_end(key)
     if len(table) > MEMORY:

@@ -82,7 +82,7 @@ def _file(state: VfsState, d: Node, name: str, rec: Record) -> None:
         base=rec.expect,
         on_remote=rec.expect != Expect.ABSENT,
         mode=rec.mode if rec.mode is not None else 0o644,
-        mtime_ns=st.st_mtime_ns,
+        mtime_ns=rec.mtime_ns if rec.mtime_ns is not None else st.st_mtime_ns,
         **_owner(state),
     )
     state.overlay.set_pending_blob(node.ino, rec.blob)

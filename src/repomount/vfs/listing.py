@@ -260,6 +260,14 @@ class Listings(VfsState):
             return node.is_dir
         if node.is_dir or change.version is None:
             return False
+        caps = self.remote.capabilities
+        if (
+            (caps.file_modes or caps.file_mtimes)
+            and change.head is not None
+            and not self.gens.made_by_us(change.head)
+        ):  # someone else's: maybe a new mode or mtime of the same content (version)
+            self.gens.not_ours(change.path)
+            return False
         if node.version == change.version or self.gens.ours(change.path, change.version):
             return True
         # Someone else wrote it: a later entry with a version we once wrote there is
@@ -353,6 +361,7 @@ class Listings(VfsState):
             return False
         seen: set[str] = set()
         base = d.path  # (computed from the parents: once, not per entry)
+        kept_times = self.remote.capabilities.file_mtimes
         for e in entries:  # (each one checked by its adapter: remotes/validate.py)
             name = e.name
             if paths.joined(base, name) != e.path:
@@ -400,11 +409,14 @@ class Listings(VfsState):
             node.target = e.target
             node.fetch_path = HERE
             node.base = e.version if e.version is not None else Expect.ANY
+            shown = (node.mode, node.mtime_ns)
             if changed:
                 node.version = e.version
                 node.size = e.size
-                if e.time_ns() is not None:  # a new version brings its time
-                    node.mtime_ns = _time_ns(e, times)
+            # A new version brings its time; where the remote keeps a file's time, the
+            # same version may come with a new one too (set elsewhere).
+            if e.time_ns() is not None and (changed or (kept_times and e.kind == "file")):
+                node.mtime_ns = _time_ns(e, times)
             if e.mode is not None and not node.is_dir:
                 node.mode = e.mode
             self.attrs.lay_over(node, owner=not guarded)
@@ -412,6 +424,8 @@ class Listings(VfsState):
                 self.trust.from_remote(node, e.path, self.invalidator)
             if changed and not first_time:
                 self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
+            elif shown != (node.mode, node.mtime_ns) and not first_time:
+                self.invalidator.inode(node.ino, attr_only=True)
         if (
             first_time
             and (d.lookups or d.parent is None)

@@ -124,7 +124,9 @@ class VfsState:
         self.overlay = Overlay(config.state_dir)
         self.journal = self.overlay.journal
         self.files = Files(config.state_dir / "spool")
-        self.attrs = LocalAttrs(self.journal.db)
+        self.attrs = LocalAttrs(
+            self.journal.db, remote_keeps_mtimes=remote.capabilities.file_mtimes
+        )
         self.trust = Trust(config.trust_remote_code, config.follow_remote_symlinks)
         self.health = Health()
         self.flusher = Flusher(
