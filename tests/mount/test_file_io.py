@@ -74,6 +74,26 @@ def test_overwrite_append_random_write_truncate(server: ServerProc, mnt: MountPr
     assert remote_version(server, mnt.repo, "f.bin") == sha(b"aXYd\0\0!")
 
 
+def test_a_read_only_open_with_o_trunc_empties_the_file_as_linux_does(
+    server: ServerProc, mnt: MountProc, tmp_path: Path
+) -> None:
+    """POSIX leaves O_RDONLY|O_TRUNC undefined; Linux empties the file (the caller
+    needs write permission), and so does the mount, on every backend."""
+    for root in (tmp_path, mnt.path):
+        (root / "f").write_bytes(b"0123456789")
+        fd = os.open(root / "f", os.O_RDONLY | os.O_TRUNC)
+        try:
+            assert os.fstat(fd).st_size == 0 and os.read(fd, 10) == b""
+            with pytest.raises(OSError) as e:
+                os.write(fd, b"x")
+            assert e.value.errno == errno.EBADF
+        finally:
+            os.close(fd)
+        assert (root / "f").read_bytes() == b""
+    mnt.sync()
+    assert server.get(mnt.repo, "f") == b""
+
+
 def test_existing_remote_file_is_read_and_edited(server: ServerProc, mount_factory) -> None:
     repo = fresh_repo_name("pre")
     server.create_repo(repo)

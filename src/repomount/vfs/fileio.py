@@ -257,12 +257,13 @@ class FileIO(Walks):
         if node.is_dir:
             raise FsError(errno.EISDIR)
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
-        if writable and node.link_as_file:
+        truncate = bool(flags & os.O_TRUNC)  # (with O_RDONLY too: Linux empties the file)
+        if (writable or truncate) and node.link_as_file:
             raise FsError(errno.EACCES, f"{node.path}: a link that leaves the mount, read-only")
         keep_cache = True
         node.open_count += 1  # held from here: no forget or listing drops it
         try:
-            if writable and flags & os.O_TRUNC:
+            if truncate:
                 await self.truncate_content(node)
                 keep_cache = False
             else:
@@ -287,7 +288,7 @@ class FileIO(Walks):
                 self.files.close(ino)
             raise
         fh = self.new_fh()
-        self.handles[fh] = Handle(fh, node, writable)
+        self.handles[fh] = Handle(fh, node, writable, truncated=truncate)
         return fh, keep_cache
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -358,7 +359,7 @@ class FileIO(Walks):
     async def flush(self, fh: int) -> None:
         """close(): the content becomes a journaled change; no network wait."""
         h = self.handle(fh)
-        if h.writable:
+        if h.writable or h.truncated:
             async with self.node_lock(h.node.ino):
                 self.commit_content(h.node)
 
@@ -366,7 +367,7 @@ class FileIO(Walks):
         """Durable on local disk, then acknowledged by the remote, or an error."""
         h = self.handle(fh)
         node = h.node
-        if h.writable:
+        if h.writable or h.truncated:
             async with self.node_lock(node.ino):
                 self.commit_content(node)
         f = self.files.get(node.ino)

@@ -92,6 +92,7 @@ class Handle:
     fh: int
     node: Node
     writable: bool
+    truncated: bool = False  # opened O_TRUNC (read-only too, as Linux does): commits
 
 
 @dataclass
