@@ -128,9 +128,10 @@ def test_rename_and_rename_over(server: ServerProc, mnt: MountProc, backend: Bac
 def test_a_name_no_remote_stores_is_refused_where_it_is_made(
     server: ServerProc, mnt: MountProc, backend: Backend
 ) -> None:
-    """A name with a control character (a newline, a tab, an escape, DEL) is EINVAL
-    where a program makes it, and nothing is made: the server refuses such names on
-    every face, so a change naming one could only be held forever (sync would fail).
+    """A name with a control character (a newline, a tab, an escape, DEL), or whose
+    bytes are not UTF-8, is EINVAL where a program makes it, and nothing is made: the
+    server refuses such names on every face, so a change naming one could only be held
+    forever (sync would fail).
     A local-only name, which is never sent, may hold one."""
     (mnt.path / "good").write_bytes(b"G")
     makers: list[tuple[str, Callable[[Path], object]]] = [
@@ -141,7 +142,8 @@ def test_a_name_no_remote_stores_is_refused_where_it_is_made(
     if "symlinks" in backend.can:
         makers.append(("symlink", lambda p: os.symlink("good", p)))
     refused = []
-    for name in ("new\nline", "tab\there", "esc\x1b[31m", "del\x7f"):
+    not_utf8 = [os.fsdecode(b) for b in (b"\xff\xfe", b"cut\xc3", b"dir\xff")]
+    for name in ("new\nline", "tab\there", "esc\x1b[31m", "del\x7f", *not_utf8):
         for what, make in makers:
             try:
                 make(mnt.path / name)
