@@ -93,7 +93,8 @@ class Flusher(Outcomes, Waiting):
         health.on_back = self._back_online
         self._server_asked_until = 0.0  # the latest time a Retry-After named
         self._last_back_online = -math.inf
-        self._sending = 0  # requests sent whose outcomes are not all applied yet
+        self._requests = 0  # requests sent whose outcomes are not all applied yet
+        self._sending: set[str] = set()  # the paths of the changes of the round under way
         self._outcomes_in = trio.Event()  # set whenever one of them is done
 
     def _now(self) -> float:
@@ -147,17 +148,17 @@ class Flusher(Outcomes, Waiting):
         remote reports after that (its change feed) can be told apart from our own
         changes, whose outcomes are applied by then."""
         with trio.move_on_after(timeout):
-            while self._sending:
+            while self._requests:
                 await self._outcomes_in.wait()
 
     @contextlib.contextmanager
     def _request(self) -> Iterator[None]:
         """Around one request and the application of its outcomes."""
-        self._sending += 1
+        self._requests += 1
         try:
             yield
         finally:
-            self._sending -= 1
+            self._requests -= 1
             self._outcomes_in.set()
             self._outcomes_in = trio.Event()
 
@@ -259,6 +260,18 @@ class Flusher(Outcomes, Waiting):
             records = self._ready(self._now())
         if not records:
             return
+        self._sending = {p for r in records for p in r.paths()}
+        try:
+            await self._send_round(records)
+        finally:
+            self._sending = set()
+
+    def sending(self, path: str) -> bool:
+        """Whether a change of `path` is on its way (its round began): the remote may
+        have it, whatever the node says yet."""
+        return path in self._sending
+
+    async def _send_round(self, records: list[Record]) -> None:
         # Pure logic over frozen records: a big plan is made off the trio thread.
         if len(records) > 500:
             plan = await trio.to_thread.run_sync(coalesce, records)
