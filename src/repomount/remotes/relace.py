@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any, BinaryIO, Unpack
 
 import httpx
@@ -114,6 +114,9 @@ class RelaceRemote(HttpRemote):
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = trio.Lock()
         self._writes = 0  # bumped by every write: a clone begun before one is not kept
+        # Files we wrote that a clone may leave out (sent as raw bytes: maybe not text):
+        # a directory rename must move them too, and no clone names them.
+        self._maybe_unlisted: set[str] = set()
 
     # ------------------------------------------------------------------ reading
 
@@ -216,6 +219,7 @@ class RelaceRemote(HttpRemote):
         tree = None
         if any(isinstance(c, Rename) and current[c.src] is None for c in changes):
             tree = await self._current_snapshot(fresh=True)  # the source may be a directory
+            current |= await self._versions(self._left_out_under(changes, current, tree))
         checked = check(changes, current, tree)
         if any(isinstance(o, Conflicted) for o in checked.outcomes):
             # Someone else changed the repo: the next listing must not come from a
@@ -236,6 +240,7 @@ class RelaceRemote(HttpRemote):
         for n, request in enumerate(requests):
             try:
                 head = await self._send(request, texts)
+                self._note_unlisted(request, texts)
             except RemoteError as error:
                 failure = await self._explain(error)
                 # A NotFound here is the repo's: `_explain` made a missing path Aborted.
@@ -252,6 +257,32 @@ class RelaceRemote(HttpRemote):
                 self._forget_snapshot()
             sent = True
         return checked.result(head)
+
+    def _left_out_under(
+        self, changes: Sequence[Change], current: Mapping[str, str | None], tree: Snapshot
+    ) -> set[str]:
+        """Files we wrote below the directories these changes rename that the clone
+        left out (binary ones): their versions are fetched, so that they move too."""
+        dirs = [c.src + "/" for c in changes if isinstance(c, Rename) and current[c.src] is None]
+        return {
+            p
+            for p in self._maybe_unlisted
+            if p.startswith(tuple(dirs)) and tree.file_entry(p) is None
+        }
+
+    def _note_unlisted(self, request: Sequence[WireOp], texts: Mapping[int, str]) -> None:
+        """Follow the files a clone may leave out through a request that went."""
+        for op in request:
+            if isinstance(op, WireWrite):
+                if op.index in texts:
+                    self._maybe_unlisted.discard(op.change.path)
+                else:
+                    self._maybe_unlisted.add(op.change.path)
+            elif isinstance(op, WireDelete):
+                self._maybe_unlisted.discard(op.path)
+            elif op.src in self._maybe_unlisted:
+                self._maybe_unlisted.discard(op.src)
+                self._maybe_unlisted.add(op.dst)
 
     async def _versions(self, paths: set[str]) -> dict[str, str | None]:
         """The version of the file at each path now (None: no file), downloaded and

@@ -275,6 +275,8 @@ class Vfs(LostConflicts):
             self.attrs.uploaded(node, node.version, version)
         node.version = version
         node.read_from(op.path)
+        if not self.remote.capabilities.complete_listing:
+            node.listed = False  # (its new content may be one listings leave out)
         if not self.journal.uses_blob(blob, excluding=set(op.ids)):
             self.overlay.set_pending_blob(node.ino, None)
         # else a later row sends the same content again (its new mode or times, at its
