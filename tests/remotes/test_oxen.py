@@ -17,7 +17,9 @@ import trio
 from repomount.remotes.base import (
     Applied,
     Conflicted,
+    Delete,
     Expect,
+    Mkdir,
     NotFound,
     ProtocolError,
     Rename,
@@ -223,6 +225,30 @@ async def test_renames_of_files_and_directories_are_one_commit(
     }
     with live.client() as c:
         assert int(c.get(f"/v1/repos/{repo}").json()["head"]) == head + 1
+
+
+async def test_a_directory_emptied_by_the_batch_may_be_renamed_onto(
+    live: ServerProc, repo: str, remote: OxenRemote, write: Callable[..., Write]
+) -> None:
+    """`rm a/f1; rmdir a; mkdir d; echo 3 > d/f3; mv d a` in one batch: once its last
+    file is deleted, `a` is no directory (Oxen has none without files), so the rename
+    onto it is no rename onto a directory. (It was refused, and held the batch.)"""
+    live.put(repo, "a/f1", b"1")
+    result = await remote.apply(
+        [
+            Delete("a/f1", expect=xxh3_hex(b"1")),
+            Mkdir("d"),
+            write("d/f3", b"3"),
+            Rename("d", "a", expect=Expect.ANY, expect_to=Expect.ABSENT),
+        ]
+    )
+    assert result.outcomes == [
+        Applied(None),
+        Applied(None),
+        Applied(xxh3_hex(b"3")),
+        Applied(None),
+    ]
+    assert live.tree(repo) == {"a/f3": b"3"}
 
 
 async def test_a_branch_is_its_own_tree_and_its_moves_show(

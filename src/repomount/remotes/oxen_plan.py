@@ -159,6 +159,13 @@ def _remove(state: dict[str, str], plan: Plan, path: str) -> None:
     for p in [p for p in state if p == path or p.startswith(prefix)]:
         del state[p]
         plan.adds.pop(p, None)
+    # A directory exists only through the files below it: one left without any is gone
+    # (a rename onto its name later in the batch is then no rename onto a directory).
+    for parent in reversed(ancestors_of(path)):
+        below = parent + "/"
+        if state.get(parent) != DIR or any(p.startswith(below) for p in state):
+            break
+        del state[parent]
 
 
 def _removals(base: Mapping[str, str], state: Mapping[str, str]) -> set[str]:
