@@ -158,6 +158,18 @@ def _mtime_of_written(root: Path) -> object:
     return os.stat(root / "written_file").st_mtime_ns
 
 
+def _write_then_move_its_dir(root: Path) -> object:
+    (root / "wb").mkdir()
+    (root / "wb" / "f").write_bytes(b"x" * 6276)
+    (root / "wd").mkdir()
+    os.rename(root / "wb", root / "wd" / "x")  # (before the write was sent)
+    return os.stat(root / "wd" / "x" / "f").st_mtime_ns
+
+
+def _mtime_of_moved(root: Path) -> object:
+    return os.stat(root / "wd" / "x" / "f").st_mtime_ns
+
+
 def _three_subdirs(root: Path) -> object:
     for sub in "abc":  # each holds a file, so that it exists on every remote
         _file(root, f"three_subdirs/{sub}/keep.txt")
@@ -241,6 +253,19 @@ def attribute_rows(can: frozenset[str]) -> list[Row]:
             _mtime_of_written,
             # (1) is the stat right after close; the row is about what comes later
             phases=("2-after-wait", "3-after-remount", *mtimes_kept),
+        ),
+        *(
+            [
+                Row(
+                    "mtime after write, then dir moved",
+                    no_prep,
+                    _write_then_move_its_dir,
+                    _mtime_of_moved,
+                    phases=("2-after-wait", "3-after-remount", *mtimes_kept),
+                )
+            ]
+            if "rename" in can
+            else []
         ),
         Row("nlink dir with 3 subdirs", no_prep, _three_subdirs, _nlink("three_subdirs")),
         Row(

@@ -271,7 +271,7 @@ class Vfs(LostConflicts):
         node = self.inodes.get(ino) if ino is not None else None
         if node is None:
             return
-        if node.path == op.path:
+        if node.attached:  # (at its name now: a rename still pending takes it along)
             self.attrs.uploaded(node, node.version, version)
         node.version = version
         node.read_from(op.path)
