@@ -137,6 +137,22 @@ def test_a_batch_that_passes_stages_its_last_state() -> None:
     assert result.outcomes[:4] == [Applied("n"), Applied("m"), Applied(None), Applied("2")]
 
 
+def test_a_rename_onto_a_directory_the_batch_emptied_removes_only_its_files() -> None:
+    """Its last files deleted earlier in the batch, `d` is no directory (Oxen keeps
+    none empty): the rename onto it goes, and the removals name the files, never `d`
+    itself (a file someone adds below it meanwhile is not ours to remove)."""
+    tree = {"d": DIR, "d/x": "2", "d/e": DIR, "d/e/y": "3", "s": DIR, "s/f": "4"}
+    changes = [
+        Delete("d/x", expect="2"),
+        Delete("d/e", expect=Expect.ANY),
+        Rename("s", "d", expect=Expect.ANY, expect_to=Expect.ABSENT),
+    ]
+    plan = check(changes, tree, {})
+    assert plan.outcomes == [None, None, None] and not plan.aborted
+    assert plan.adds == {"d/f": Copy("s/f", "4")}
+    assert plan.removes == {"d/x", "d/e", "s"}
+
+
 def test_one_conflict_aborts_the_batch() -> None:
     plan = check(
         [w("a.txt", expect="0"), w("b.txt"), Delete("d/x", expect="2")], TREE, {0: "x", 1: "y"}

@@ -159,13 +159,11 @@ def _remove(state: dict[str, str], plan: Plan, path: str) -> None:
     for p in [p for p in state if p == path or p.startswith(prefix)]:
         del state[p]
         plan.adds.pop(p, None)
-    # A directory exists only through the files below it: one left without any is gone
-    # (a rename onto its name later in the batch is then no rename onto a directory).
-    for parent in reversed(ancestors_of(path)):
-        below = parent + "/"
-        if state.get(parent) != DIR or any(p.startswith(below) for p in state):
-            break
-        del state[parent]
+
+
+def _has_files_below(state: Mapping[str, str], path: str) -> bool:
+    below = path + "/"
+    return any(p.startswith(below) and v != DIR for p, v in state.items())
 
 
 def _removals(base: Mapping[str, str], state: Mapping[str, str]) -> set[str]:
@@ -198,6 +196,8 @@ def _rename(i: int, change: Rename, state: dict[str, str], plan: Plan) -> None:
         plan.outcomes[i] = Conflicted(now)
         return
     there = state.get(dst)
+    if there == DIR and not _has_files_below(state, dst):
+        there = None  # (its files went earlier in the batch: Oxen keeps no empty one)
     if there == DIR and src != dst:  # (Oxen has no empty directories to replace)
         plan.outcomes[i] = Failed(InvalidPath(f"cannot rename onto the directory {dst!r}"))
         return
