@@ -220,7 +220,10 @@ async def test_change_feed(store: Store, remote: Remote, write: WriteFactory) ->
     assert start.changes == []
     result = await remote.apply([write("fed.txt", b"fed")])
     batch = await remote.changes(start.head)
-    assert batch.changes == [RemoteChange("fed.txt", "write", store.version(b"fed"))]
+    # (`head`: the commit that made the change, where the feed says)
+    made = [c.head for c in batch.changes]
+    assert made in ([None], [result.head])
+    assert batch.changes == [RemoteChange("fed.txt", "write", store.version(b"fed"), made[0])]
     assert batch.head == result.head != start.head
     assert (await remote.changes(batch.head)).changes == []
 
@@ -236,7 +239,9 @@ async def test_change_feed(store: Store, remote: Remote, write: WriteFactory) ->
             assert not got  # still waiting: nothing happened yet
             await trio.to_thread.run_sync(store.put, "late.txt", b"late")
     (woken,) = got
-    assert woken.changes == [RemoteChange("late.txt", "write", store.version(b"late"))]
+    late = [RemoteChange(c.path, c.op, c.version) for c in woken.changes]  # (head aside)
+    assert late == [RemoteChange("late.txt", "write", store.version(b"late"))]
+    assert woken.changes[0].head in (None, woken.head)
 
 
 # --------------------------------------------------------------------------- binary_content

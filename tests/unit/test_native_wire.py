@@ -381,3 +381,18 @@ def test_change_batch_and_its_malformed_answers() -> None:
     odd = [{"path": "a", "op": "chmod"}, {"path": "../b", "op": "write"}, {"op": "delete"}]
     batch = change_batch({"head": "h", "changes": [*odd, {"path": "c", "op": "mkdir"}]})
     assert [(c.path, c.op) for c in batch.changes] == [("c", "mkdir")]
+
+
+def test_a_change_names_the_commit_that_made_it_where_the_feed_says() -> None:
+    batch = change_batch(
+        {
+            "head": "9",
+            "changes": [
+                {"path": "a", "op": "write", "version": "v", "head": "8"},
+                {"path": "b", "op": "write", "version": "v", "head": 9},
+                {"path": "c", "op": "write", "version": "v"},  # (an older server)
+                {"path": "d", "op": "write", "version": "v", "head": ["x"]},  # (unusable)
+            ],
+        }
+    )
+    assert [c.head for c in batch.changes] == ["8", "9", None, None]
