@@ -124,6 +124,8 @@ class UploadsAhead:
 
     def _look(self) -> None:
         """Take in the writes journaled since the last look."""
+        if not self.remote.capabilities.upload_ahead:
+            return
         for rec in self.journal.added_after(self._seen):
             self._seen = rec.id
             blob = rec.blob
