@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 import trio
 
+from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
 from support.gatedremote import HELD, GatedRemote
 from support.vfsutil import MakeMount, exists, listdir, read_file, resolve, write_file
@@ -25,6 +26,15 @@ class NoDeleteRemote(GatedRemote):
         )
 
 
+async def _remove(vfs: Vfs, how: str) -> None:
+    """f goes from its name: unlinked, or renamed to g."""
+    root = await resolve(vfs, "")
+    if how == "unlink":
+        await vfs.unlink(root.ino, "f")
+    else:
+        await vfs.rename(root.ino, "f", root.ino, "g", 0)
+
+
 @pytest.mark.parametrize("how", ["unlink", "rename"])
 async def test_a_file_whose_upload_is_on_its_way_cannot_be_removed(
     make_mount: MakeMount, how: str
@@ -32,16 +42,12 @@ async def test_a_file_whose_upload_is_on_its_way_cannot_be_removed(
     remote = NoDeleteRemote()
     m = await make_mount(remote, **HELD)
     await write_file(m.vfs, "f", b"hi\n")
-    root = await resolve(m.vfs, "")
     remote.armed = True
     async with trio.open_nursery() as nursery:
         nursery.start_soon(m.drain)
         await remote.entered.wait()  # (f's upload is on the wire)
         with pytest.raises(FsError) as refused:
-            if how == "unlink":
-                await m.vfs.unlink(root.ino, "f")
-            else:
-                await m.vfs.rename(root.ino, "f", root.ino, "g", 0)
+            await _remove(m.vfs, how)
         assert refused.value.errno == errno.EPERM
         remote.gate.set()
     assert await m.drain() == []  # (nothing held)
@@ -56,11 +62,7 @@ async def test_a_file_not_sent_yet_is_removed_and_nothing_goes(
     remote = NoDeleteRemote()
     m = await make_mount(remote, **HELD)
     await write_file(m.vfs, "f", b"hi\n")
-    root = await resolve(m.vfs, "")
-    if how == "unlink":
-        await m.vfs.unlink(root.ino, "f")
-    else:
-        await m.vfs.rename(root.ino, "f", root.ino, "g", 0)
+    await _remove(m.vfs, how)
     assert await m.drain() == []
     assert remote.files() == ({} if how == "unlink" else {"g": b"hi\n"})
     assert not await exists(m.vfs, "f")
