@@ -12,7 +12,7 @@ import httpx
 
 from support.blobkinds import blob_file, blob_row, stored_content
 from support.server import ServerFactory, ServerProc
-from support.util import sha
+from support.util import sha, wait_until
 
 TAR = {"Content-Type": "application/x-tar"}
 
@@ -265,3 +265,23 @@ def test_one_blob_sent_as_octets_is_named_by_the_server(
         r = client.post("/v1/repos/nope/blobs", content=small, headers=OCTETS)
         assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
     assert not stored(live, big + big)
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(live: ServerProc, repo: str) -> None:
+    """A mount killed (or unmounted) while its pack or commit was on the wire: the
+    server logged 500. It is 499 (the client closed), stores nothing half, and goes on."""
+    mark = live.mark()
+    data = os_bytes(7, 3_000_000)
+    for path in (f"/v1/repos/{repo}/blobs", f"/v1/repos/{repo}/commits"):
+        post = RawPost(live, path)
+        post.send(pack(named(data))[:1_000_000])
+        post.sock.close()
+    wait_until(lambda: len(live.requests(mark)) == 2, 10, "both logged")
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in live.requests(mark)] == [
+        ("blobs", 499),
+        ("commits", 499),
+    ]
+    assert not stored(live, data)
+    with live.client() as client:  # (and the server goes on)
+        r = client.post(f"/v1/repos/{repo}/blobs", content=pack(named(data)), headers=TAR)
+        assert r.json() == {"stored": 1, "present": 0} and stored(live, data)

@@ -18,13 +18,13 @@ from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
 from repomount.diskfull import is_full
-from repomount.server.accesslog import AccessLog
+from repomount.server.accesslog import CLIENT_CLOSED, AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
 from repomount.server.faces import oxen_wire
@@ -85,6 +85,12 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=507)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left before its request body was whole: no server error (Starlette
+    answered 500), and nobody is left to read an answer: logged as 499."""
+    return Response(status_code=CLIENT_CLOSED)
+
+
 def create_app(
     backend: Backend,
     faces: dict[str, Face] | None = None,
@@ -103,7 +109,12 @@ def create_app(
         Mount(prefix, app=BearerAuth(Router(routes=face.routes(backend)), token))
         for prefix, face in chosen
     ]
-    handlers = {HTTPException: _http_error, OSError: _storage_error, sqlite3.Error: _storage_error}
+    handlers = {
+        HTTPException: _http_error,
+        OSError: _storage_error,
+        sqlite3.Error: _storage_error,
+        ClientDisconnect: _client_gone,
+    }
     app: ASGIApp = Starlette(routes=mounts, exception_handlers=handlers)
     if fault_rate:
         app = FaultInjector(app, fault_rate)
