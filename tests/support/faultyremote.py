@@ -24,6 +24,7 @@ import trio
 from repomount.remotes.base import (
     ApplyResult,
     Change,
+    Content,
     Entry,
     Fetched,
     Listing,
@@ -220,6 +221,13 @@ class FaultyRemote(Remote):
         got = await self.inner.apply(changes, base=base)
         if lost:
             raise self._lost("apply")  # applied, but the answer never came
+        return got
+
+    async def upload_ahead(self, contents: Sequence[Content]) -> set[str]:
+        lost = await self._before("upload_ahead")
+        got = await self.inner.upload_ahead(contents)
+        if lost:
+            raise self._lost("upload_ahead")  # stored, but the answer never came
         return got
 
     def version_of(self, sha256: str) -> str | None:

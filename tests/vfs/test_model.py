@@ -68,7 +68,7 @@ class VfsModel(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="vfs-model-"))
         # Every other example lists one directory at a time (no recursive listing).
-        self.remote = MemRemote(recursive_listing=STATS["examples"] % 2 == 0)
+        self.remote = MemRemote(recursive_listing=STATS["examples"] % 2 == 0, upload_ahead=True)
         self.faulty = FaultyRemote(self.remote)
         held = {"flush_delay": 3600.0, "max_flush_window": 3600.0, "metadata_ttl": 3600.0}
         self.mount = VfsMount(self.faulty, self.tmp, held)  # no nursery: no flusher task
@@ -79,13 +79,22 @@ class VfsModel(RuleBasedStateMachine):
         self.touched = False  # anything changed locally since the last full sync
         self.ok = False
         self._run(self.mount.open)
+        self._quick_retries()
         self.ok = True
         STATS["examples"] += 1
+
+    def _quick_retries(self) -> None:
+        """(A commit refused for content the remote dropped goes again at once.)"""
+        self.vfs.flusher.config.backoff_base = self.vfs.flusher.config.backoff_max = 0.001
 
     # ------------------------------------------------------------------ plumbing
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         self.ok = False
+        if getattr(self.mount, "vfs", None) is not None:
+            # Each step is a trio.run of its own, with a clock of its own: the flusher
+            # ties wall-clock retry times to trio's clock once per run.
+            self.vfs.flusher._epoch = None
         out = trio.run(fn, *args)
         self.ok = True
         STATS["steps"] += 1
@@ -207,6 +216,17 @@ class VfsModel(RuleBasedStateMachine):
     def flush_round(self) -> None:
         self._run(self.vfs.flusher.round)
 
+    @rule()
+    def upload_ahead(self) -> None:
+        """The content journaled so far goes ahead of its commit, as in a burst."""
+        self._run(self.vfs.flusher.ahead.upload_waiting)
+
+    @rule()
+    def remote_drops_content_uploaded_ahead(self) -> None:
+        """The server collected content uploaded ahead before its commit came: the
+        commit is refused, and sent again with its content."""
+        self.remote.staged.clear()
+
     # ------------------------------------------------------------------ namespace
 
     @precondition(lambda self: self.files)
@@ -294,6 +314,7 @@ class VfsModel(RuleBasedStateMachine):
     def crash_and_restart(self) -> None:
         """Every file is closed, so everything is journaled: nothing may be lost."""
         self._run(self.mount.restart)
+        self._quick_retries()
         self.snapshots.clear()  # the new mount lists afresh
 
     @rule()

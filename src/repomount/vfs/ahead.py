@@ -120,7 +120,13 @@ class UploadsAhead:
             self._wake = trio.Event()
             self._look()
             if not self._paused and self._waiting_bytes >= AHEAD_MIN:
-                await self._upload()
+                await self.upload_waiting()
+
+    async def upload_waiting(self) -> None:
+        """Send what waits now, whatever its size (the loop does once it is AHEAD_MIN)."""
+        self._look()
+        if self._waiting:
+            await self._upload()
 
     def _look(self) -> None:
         """Take in the writes journaled since the last look."""
@@ -138,6 +144,8 @@ class UploadsAhead:
             try:
                 size = os.stat(self.journal.blob_path(blob)).st_size
             except OSError:  # (gone already: nothing to send)
+                continue
+            if size == 0:  # (nothing to send ahead)
                 continue
             self._waiting[blob] = size
             self._waiting_bytes += size
