@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from repomount import paths
-from repomount.remotes.base import Entry, Expect, NotFound, RemoteChange, RemoteError
+from repomount.remotes.base import Entry, Expect, NotFound, RemoteError
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.generations import Generations
 from repomount.vfs.leftover import lay_leftovers
@@ -246,34 +246,6 @@ class Listings(VfsState):
                 self.expire(d.ino)
                 async with self.dir_lock(d.ino):
                     await self.refresh(d)
-
-    def shows(self, change: RemoteChange) -> bool:
-        """Whether the mount shows what a change-feed entry says already (our own
-        commits come back through the feed): then its directory needs no re-listing,
-        which for a big directory is a long merge for nothing."""
-        node = self.node_at(change.path)
-        if change.op == "delete":
-            return node is None
-        if node is None:
-            return False
-        if change.op == "mkdir":
-            return node.is_dir
-        if node.is_dir or change.version is None:
-            return False
-        caps = self.remote.capabilities
-        if (
-            (caps.file_modes or caps.file_mtimes)
-            and change.head is not None
-            and not self.gens.made_by_us(change.head)
-        ):  # someone else's: maybe a new mode or mtime of the same content (version)
-            self.gens.not_ours(change.path)
-            return False
-        if node.version == change.version or self.gens.ours(change.path, change.version):
-            return True
-        # Someone else wrote it: a later entry with a version we once wrote there is
-        # theirs too (a revert), not ours coming back.
-        self.gens.not_ours(change.path)
-        return False
 
     def loaded_dirs(self) -> list[str]:
         out = []

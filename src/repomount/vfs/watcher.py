@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Iterable
 import trio
 
 from repomount import paths
-from repomount.remotes.base import Gone, NotFound, RemoteError
+from repomount.remotes.base import Gone, NotFound, RemoteChange, RemoteError
 from repomount.vfs.core import Vfs
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ async def _follow_feed(vfs: Vfs, retry_interval: float) -> None:
             continue
         since = batch.head or since
         await vfs.flusher.outcomes_applied(OWN_OUTCOMES_WAIT)
-        news = [c for c in batch.changes if not vfs.shows(c)]  # (not our own commits)
+        news = [c for c in batch.changes if not shows(vfs, c)]  # (not our own commits)
         dirs = {paths.parent_of(c.path) for c in news}
         # A directory that changed itself (mkdir, rename) is re-listed too.
         dirs |= {c.path for c in news if c.op != "write"}
@@ -104,4 +104,33 @@ async def _guarded(vfs: Vfs, refreshing: Awaitable[None]) -> bool:
         vfs.health.failed(e)
     except Exception:
         log.exception("refreshing after remote changes failed")
+    return False
+
+
+def shows(vfs: Vfs, change: RemoteChange) -> bool:
+    """Whether the mount shows what a change-feed entry says already (our own commits
+    come back through the feed): then its directory needs no re-listing, which for a
+    big directory is a long merge for nothing."""
+    node = vfs.node_at(change.path)
+    if change.op == "delete":
+        return node is None
+    if node is None:
+        return False
+    if change.op == "mkdir":
+        return node.is_dir
+    if node.is_dir or change.version is None:
+        return False
+    caps = vfs.remote.capabilities
+    if (
+        (caps.file_modes or caps.file_mtimes)
+        and change.head is not None
+        and not vfs.gens.made_by_us(change.head)
+    ):  # someone else's: maybe a new mode or mtime of the same content (version)
+        vfs.gens.not_ours(change.path)
+        return False
+    if node.version == change.version or vfs.gens.ours(change.path, change.version):
+        return True
+    # Someone else wrote it: a later entry with a version we once wrote there is theirs
+    # too (a revert), not ours coming back.
+    vfs.gens.not_ours(change.path)
     return False
