@@ -4,7 +4,8 @@ a change is in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -29,3 +30,14 @@ class GatedRemote(MemRemote):
             self.entered.set()
             await self.gate.wait()
         return await super().apply(changes, base=base)
+
+    @asynccontextmanager
+    async def holding(self, send: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+        """`send()` (a drain, a round) runs until its next commit is on the wire, held
+        there while the body acts; then the commit goes on, and `send` finishes."""
+        self.armed = True
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await self.entered.wait()
+            yield
+            self.gate.set()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import trio
-
 from support.gatedremote import HELD, GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
@@ -29,13 +27,9 @@ async def test_a_close_journaled_while_the_losing_write_was_in_flight_joins_the_
     gated.put("log", b"base\n")
     m = await make_mount(gated, **HELD)
     await write_file(m.vfs, "log", b"mine 1\n")
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.drain)
-        await gated.entered.wait()  # "mine 1" is on the wire
+    async with gated.holding(m.drain):  # "mine 1" is on the wire
         gated.put("log", b"theirs\n")  # another writer gets there first
         await append(m.vfs, "log", b"mine 2\n")  # a second close, same lineage
-        gated.gate.set()
     assert await m.drain() == []
     files = gated.files()
     assert files.pop("log") == b"theirs\n"

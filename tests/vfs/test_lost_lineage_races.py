@@ -37,13 +37,9 @@ async def test_theirs_a_close_journaled_while_the_losing_write_was_in_flight_is_
     gated.put("log", b"base\n")
     m = await make_mount(gated, flusher=False, on_conflict=Policy.THEIRS, **HELD)
     await write_file(m.vfs, "log", b"mine 1\n")
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.vfs.flusher.round)
-        await gated.entered.wait()  # "mine 1" is on the wire
+    async with gated.holding(m.vfs.flusher.round):  # "mine 1" is on the wire
         gated.put("log", b"theirs\n")
         await append(m.vfs, "log", b"mine 2\n")
-        gated.gate.set()
     assert await read_file(m.vfs, "log") == b"theirs\n"  # was: neither version shown
     # An append now is an append to the remote's version, which the name shows.
     await write_file(m.vfs, "log", b"mine 3\n", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -132,13 +128,9 @@ async def test_the_copy_follows_a_rename_of_its_directory(make_mount: MakeMount)
     gated.put("d/log", b"base\n")
     m = await make_mount(gated, **HELD)
     await write_file(m.vfs, "d/log", b"mine\n")
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.drain)
-        await gated.entered.wait()
+    async with gated.holding(m.drain):
         gated.put("d/log", b"theirs\n")
         await m.vfs.rename(1, "d", 1, "e", 0)
-        gated.gate.set()
     assert await m.drain() == []
     files = gated.files()
     assert files.pop("e/log") == b"theirs\n"
@@ -208,14 +200,10 @@ async def test_theirs_a_stale_later_close_overwrites_what_the_descriptor_saved(
     fh, _ = await open_path(m.vfs, "log", os.O_RDWR | os.O_TRUNC)
     await m.vfs.write(fh, 0, b"mine 1\n")
     await m.vfs.flush(fh)
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.vfs.flusher.round)
-        await gated.entered.wait()
+    async with gated.holding(m.vfs.flusher.round):
         gated.put("log", b"theirs\n")
         await m.vfs.write(fh, 7, b"mine 2\n")
         await m.vfs.flush(fh)
-        gated.gate.set()
     await m.vfs.write(fh, 14, b"mine 3\n")
     await close(m.vfs, fh)
     assert await m.drain() == []
@@ -232,14 +220,10 @@ async def test_the_shown_copy_has_the_size_of_its_content(make_mount: MakeMount)
     gated.put("log", b"base\n")
     m = await make_mount(gated, flusher=False, **HELD)
     await write_file(m.vfs, "log", b"mine 1\n")
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.vfs.flusher.round)
-        await gated.entered.wait()
+    async with gated.holding(m.vfs.flusher.round):
         gated.put("log", b"theirs\n")
         await append(m.vfs, "log", b"mine 2\n")
         await m.vfs.rename(1, "log", 1, "log2", 0)
-        gated.gate.set()
     [copy] = [c for c in m.vfs.inodes.root.children or {} if "conflict" in c]
     node = m.vfs.inodes.root.children[copy]  # type: ignore[index]
     content = await read_file(m.vfs, copy)

@@ -10,7 +10,6 @@ import errno
 from dataclasses import replace
 
 import pytest
-import trio
 
 from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
@@ -42,14 +41,10 @@ async def test_a_file_whose_upload_is_on_its_way_cannot_be_removed(
     remote = NoDeleteRemote()
     m = await make_mount(remote, **HELD)
     await write_file(m.vfs, "f", b"hi\n")
-    remote.armed = True
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(m.drain)
-        await remote.entered.wait()  # (f's upload is on the wire)
+    async with remote.holding(m.drain):  # (f's upload is on the wire)
         with pytest.raises(FsError) as refused:
             await _remove(m.vfs, how)
         assert refused.value.errno == errno.EPERM
-        remote.gate.set()
     assert await m.drain() == []  # (nothing held)
     assert remote.files() == {"f": b"hi\n"}
     assert await listdir(m.vfs, "") == ["f"] and await read_file(m.vfs, "f") == b"hi\n"

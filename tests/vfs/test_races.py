@@ -37,12 +37,8 @@ async def test_chmod_while_its_write_is_in_flight_is_lost(make_mount: MakeMount)
     gated = GatedRemote()
     m = await make_mount(gated, **HELD)
     node = await write_file(m.vfs, "f", b"x")
-    gated.armed = True
-    async with trio.open_nursery() as n:
-        n.start_soon(m.drain)
-        await gated.entered.wait()
+    async with gated.holding(m.drain):
         await m.vfs.setattr(node.ino, None, mode=0o755)
-        gated.gate.set()
     assert await m.drain() == []
     assert m.vfs.getattr(node.ino).mode == 0o755
     assert gated.items["f"].mode & 0o777 == 0o755  # was: 0o644 on the remote
@@ -159,12 +155,8 @@ async def test_later_write_under_the_new_directory_name_is_rebased(
     await m.vfs.mkdir(ROOT, "b", 0o755)
     await write_file(m.vfs, "b/f", b"x")
     await m.vfs.rename(ROOT, "b", ROOT, "d", 0)
-    gated.armed = True
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(m.drain)
-        await gated.entered.wait()
+    async with gated.holding(m.drain):
         await write_file(m.vfs, "d/f", b"y")  # journaled while the round is in flight
-        gated.gate.set()
     assert await m.drain() == []
     assert gated.files() == {"d/f": b"y"}
     assert await read_file(m.vfs, "d/f") == b"y"

@@ -37,14 +37,10 @@ async def test_a_file_renamed_while_its_upload_is_in_flight_stays_readable(
     gated = GatedRemote()
     m = await make_mount(gated, **HELD)
     node = await write_file(m.vfs, ".t.tmp", b"hello\n")
-    gated.armed = True
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(m.drain)
-        await gated.entered.wait()  # (the write of .t.tmp is on the wire)
+    async with gated.holding(m.drain):  # (the write of .t.tmp is on the wire)
         await meanwhile(m.vfs, node)
         root = await resolve(m.vfs, "")
         await m.vfs.rename(root.ino, ".t.tmp", root.ino, "t", 0)
-        gated.gate.set()
     assert await m.drain() == []
     assert gated.files() == {"t": b"hello\n"}
     node = await resolve(m.vfs, "t")
