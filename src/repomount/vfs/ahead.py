@@ -120,7 +120,7 @@ class UploadsAhead:
             self._wake = trio.Event()
             self._look()
             if not self._paused and self._waiting_bytes >= AHEAD_MIN:
-                await self.upload_waiting()
+                await self._upload()
 
     async def upload_waiting(self) -> None:
         """Send what waits now, whatever its size (the loop does once it is AHEAD_MIN)."""
@@ -183,18 +183,17 @@ class UploadsAhead:
 
     async def _send(self, upload: _Upload, blobs: list[str]) -> None:
         await self.digests.prepare(blobs, missing_ok=True)
-        shas: dict[str, str] = {}
-        contents: list[Content] = []
+        shas: dict[str, str] = {}  # blob -> its digest
+        contents: dict[str, Content] = {}  # digest -> one blob of it (each content once)
         for blob in blobs:
             known = self.digests.known(blob)
             if known is None or not self.journal.uses_blob(blob):
                 continue  # (no longer sent: deleted, written again, or sent meanwhile)
             size, sha = known
-            if sha not in shas.values():
-                contents.append(Content(sha, self.journal.blob_path(blob), size))
+            contents.setdefault(sha, Content(sha, self.journal.blob_path(blob), size))
             shas[blob] = sha
         if not contents:
             return
-        stored = await self.remote.upload_ahead(contents)
+        stored = await self.remote.upload_ahead(list(contents.values()))
         upload.stored = {blob: sha for blob, sha in shas.items() if sha in stored}
         self.uploads += 1
