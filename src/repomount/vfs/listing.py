@@ -434,9 +434,10 @@ class Listings(VfsState):
         )
 
     def on_remote(self, node: Node) -> bool:
-        """Whether the remote has the name (for a directory: anything below it)."""
+        """Whether the remote has the name (for a directory: anything below it), or
+        may have it: a file whose change is on its way (its round began)."""
         if not node.is_dir:
-            return node.base != Expect.ABSENT
+            return node.base != Expect.ABSENT or self.flusher.sending(node.path)
         if node.on_remote:
             return True
         stack = [node]  # a directory made here holds files the remote may have

@@ -242,8 +242,8 @@ class Namespace(Forgetting):
             node = self._child(parent, name, just_listed)
             if node.is_dir:
                 raise FsError(errno.EISDIR)
-            if not node.local and (node.base != Expect.ABSENT or self.flusher.sending(node.path)):
-                self.require("delete", node.path)  # (on its way: the remote may have it)
+            if not node.local and self.on_remote(node):
+                self.require("delete", node.path)
             if not node.local and self._sent_or_pending(node):
                 self.journal_add("delete", node.path, expect=node.base)
             self._remove_name(node)
@@ -320,8 +320,7 @@ class Namespace(Forgetting):
     def _check_remote_can(self, node: Node, new: str) -> None:
         """Refuse a rename the remote cannot carry out (EPERM) before changing anything."""
         dst_local = not node.is_dir and self.is_local_name(new)
-        sent = self.on_remote(node) or self.flusher.sending(node.path)  # (or on its way)
-        if sent and not node.local:  # to a local-only name, it goes remotely
+        if self.on_remote(node) and not node.local:  # to a local-only name, it goes remotely
             self.require("delete" if dst_local else "rename", node.path)
 
     def _rename_locked(
