@@ -359,7 +359,7 @@ class FileIO(Walks):
     async def flush(self, fh: int) -> None:
         """close(): the content becomes a journaled change; no network wait."""
         h = self.handle(fh)
-        if h.writable or h.truncated:
+        if h.commits:
             async with self.node_lock(h.node.ino):
                 self.commit_content(h.node)
 
@@ -367,7 +367,7 @@ class FileIO(Walks):
         """Durable on local disk, then acknowledged by the remote, or an error."""
         h = self.handle(fh)
         node = h.node
-        if h.writable or h.truncated:
+        if h.commits:
             async with self.node_lock(node.ino):
                 self.commit_content(node)
         f = self.files.get(node.ino)

@@ -92,7 +92,12 @@ class Handle:
     fh: int
     node: Node
     writable: bool
-    truncated: bool = False  # opened O_TRUNC (read-only too, as Linux does): commits
+    truncated: bool = False  # opened O_TRUNC (read-only too, as Linux does)
+
+    @property
+    def commits(self) -> bool:
+        """Its close and fsync journal the content: opened to write, or emptied."""
+        return self.writable or self.truncated
 
 
 @dataclass
