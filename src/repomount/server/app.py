@@ -34,6 +34,7 @@ from repomount.server.faces.relace import relace_bad_url, relace_routes
 from repomount.server.faces.sentry import sentry_bad_url, sentry_routes
 from repomount.server.faces.terminaluse import terminaluse_routes
 from repomount.server.faults import FaultInjector
+from repomount.server.hub import WakeAfterAnswer
 from repomount.server.jsonresponse import JSONResponse
 from repomount.server.lastsend import FinishLastSend
 from repomount.server.native import native_routes
@@ -119,5 +120,6 @@ def create_app(
     if fault_rate:
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}
-    guarded: ASGIApp = FinishLastSend(RequestGuard(UrlGuard(app, refusals), no_auth=token is None))
+    app = WakeAfterAnswer(UrlGuard(app, refusals), backend.hub)
+    guarded: ASGIApp = FinishLastSend(RequestGuard(app, no_auth=token is None))
     return AccessLog(guarded, request_log) if log_requests else guarded
