@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import trio
 import trio.testing
 
+from repomount.remotes.base import ApplyResult, Change
 from repomount.vfs.errors import FsError
 from repomount.vfs.flusher import Flusher
 from support.gatedremote import GatedRemote
@@ -87,6 +88,45 @@ async def test_fsync_answers_before_the_bookkeeping(
         assert await m.drain() == []
     assert mem.files() == {"doc": b"saved again\n"}
     assert m.vfs.flusher.conflicts == []
+
+
+async def test_fsync_answers_before_the_bookkeeping_begins(
+    make_mount: MakeMount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only when the bookkeeping is slow: trio runs the tasks it wakes together in
+    either order, and a saved file's fsync waited for the landed batch's journal rows
+    and cache link (0.3 ms of a 3.5 ms save on loopback) about every other time."""
+    order: list[str] = []
+    original = Flusher._apply_landed
+
+    async def traced(self: Flusher, landed: list) -> None:  # type: ignore[type-arg]
+        order.append("bookkeeping")
+        await original(self, landed)
+
+    monkeypatch.setattr(Flusher, "_apply_landed", traced)
+    wire = _OnTheWire()
+    m = await make_mount(wire, **HELD)
+    for i in range(20):  # (every time, not by the luck of one draw)
+        fh, _ = await open_path(m.vfs, "doc", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        await m.vfs.write(fh, 0, b"%d\n" % i)
+        with trio.fail_after(20):
+            await m.vfs.fsync(fh)
+        order.append("fsync")
+        await close(m.vfs, fh)
+    assert order[:-1] == ["fsync", "bookkeeping"] * 19 + ["fsync"]
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    assert wire.files() == {"doc": b"19\n"}
+    assert m.vfs.flusher.conflicts == []
+
+
+class _OnTheWire(MemRemote):
+    """A commit takes a moment, as it does on a network: the fsync's local syncs (a
+    worker thread's) are done when its answer comes."""
+
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        await trio.sleep(0.05)
+        return await super().apply(changes, base=base)
 
 
 async def test_a_conflicted_save_waits_for_its_outcome(

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 500  # journal row changes between WAL checkpoints
 KEEP_SETTLED = 1000  # conflicts remembered for status and for fsync's answer
 APPLY_CHUNK = 16  # outcomes applied between two chances for other requests to run
+# Schedule points the bookkeeping of a landed batch waits first, so an fsync waiting for
+# it (woken by _signal_progress) answers before it: the waiter needs two (its wake and
+# its nursery's exit), and within one of trio's batches either may run first.
+ANSWER_FIRST = 3
 # Pause after a round that could not write the state directory, doubling up to the max
 LOCAL_RETRY_S, LOCAL_RETRY_MAX_S = 2.0, 60.0
 
@@ -323,6 +327,8 @@ class Flusher(Outcomes, Waiting):
         # batch unrecorded, to be replayed as a different batch that conflicts with it.
         try:
             with trio.CancelScope(shield=True):
+                for _ in range(ANSWER_FIRST if early else 0):
+                    await trio.lowlevel.checkpoint()
                 await self._apply_landed(landed)
         finally:
             self._acknowledged -= early
