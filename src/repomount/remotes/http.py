@@ -23,7 +23,7 @@ import httpcore
 import httpx
 import trio
 
-from repomount import h11body
+from repomount import h11body, onewrite
 from repomount.remotes.base import ProtocolError, RemoteError, Unavailable
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
 from repomount.remotes.http_errors import (
@@ -61,6 +61,7 @@ SOCKET_READ = 1 << 20
 if hasattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES"):
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ
 h11body.install()  # (and h11 hands each read's bytes over without two more copies)
+onewrite.install_client()  # (a request's head goes out in one write with a small body)
 
 # A request body: bytes, or a factory giving a fresh async stream for each attempt
 # (a stream can be consumed only once, and a retry must send the whole body again).

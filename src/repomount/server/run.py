@@ -18,7 +18,7 @@ import hypercorn.trio.tcp_server
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from repomount import h11body
+from repomount import h11body, onewrite
 from repomount.server import gc
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
@@ -39,6 +39,7 @@ APP_QUEUE = 2  # body events queued per connection (hypercorn's max_app_queue_si
 if hasattr(hypercorn.trio.tcp_server, "MAX_RECV"):
     hypercorn.trio.tcp_server.MAX_RECV = SOCKET_READ
 h11body.install()  # (and h11 hands each read's bytes over without two more copies)
+onewrite.install_server()  # (an answer's head goes out in one write with its body)
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
