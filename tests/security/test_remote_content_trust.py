@@ -278,6 +278,31 @@ def test_remote_symlinks_out_of_the_mount_are_not_followed(
     assert outside.read_text() == "outside\npwned\n"
 
 
+def test_a_remote_link_moved_out_of_reach_is_not_followed(
+    server: ServerProc, mount: Mount, tmp_path: Path
+) -> None:
+    """`a/b/c/d -> ../../..` stays inside the mount; after `mv a/b b` the kernel followed
+    it out: `echo > b/c/d/OUTSIDE.txt` wrote beside the mount (the security probe)."""
+    server.create_repo("moved")
+    commit(server, "moved", [{"op": "symlink", "path": "a/b/c/d", "target": "../../.."}])
+    m = mount("moved")
+    assert os.path.islink(m.path / "a" / "b" / "c" / "d")
+    subprocess.run(["mv", str(m.path / "a" / "b"), str(m.path / "b")], check=True, timeout=30)
+    wrote = append(m.path / "b" / "c" / "d" / "OUTSIDE.txt")
+    assert wrote.returncode != 0, wrote
+    with pytest.raises(NotADirectoryError):
+        open(m.path / "b" / "c" / "d" / "OUTSIDE.txt", "a").close()
+    assert not (tmp_path / "OUTSIDE.txt").exists()
+    st = os.lstat(m.path / "b" / "c" / "d")
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
+    assert (m.path / "b" / "c" / "d").read_text() == "../../.."
+    m.sync()
+    with server.client() as c:
+        r = c.get("/v1/repos/moved/tree", params={"recursive": 1})
+        entries = {e["path"]: e for e in r.json()["entries"]}
+    assert entries["b/c/d"]["type"] == "symlink" and entries["b/c/d"]["target"] == "../../.."
+
+
 def test_follow_remote_symlinks_follows_them(
     server: ServerProc, mount: Mount, tmp_path: Path
 ) -> None:

@@ -235,6 +235,51 @@ async def test_a_link_the_remote_turns_outward_becomes_a_new_file(
     assert await read_file(m.vfs, "l") == b"/etc/hostname"
 
 
+async def test_a_link_from_the_remote_moved_out_of_reach_becomes_a_file(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`a/b/c/d -> ../../..` stays inside the mount where the remote has it; after
+    `mv a/b b` (or `mv a/b/c/d d`) the same target climbs out of the mount, and the
+    kernel followed it: `echo > b/c/d/x` wrote beside the mount. Now it is what a
+    listing there would show: a read-only file holding the target (a new inode)."""
+    mem.apply_now([Symlink("a/b/c/d", "../../.."), Symlink("a/b/c/e", "../../..")])
+    mem.put("a/b/c/f.txt", b"f\n")
+    m = await make_mount()
+    before = await resolve(m.vfs, "a/b/c/d")
+    assert stat.S_ISLNK(before.st_mode)
+    await m.vfs.rename(ROOT, "a", ROOT, "top", 0)  # (deeper or level: still inside)
+    assert stat.S_ISLNK((await resolve(m.vfs, "top/b/c/d")).st_mode)
+    top_b = await resolve(m.vfs, "top/b")
+    await m.vfs.rename(top_b.ino, "c", ROOT, "c", 0)  # a directory above it moves up
+    after = await resolve(m.vfs, "c/d")
+    assert after is not before and not before.attached
+    assert after.st_mode == stat.S_IFREG | 0o444
+    assert await read_file(m.vfs, "c/d") == b"../../.."
+    with pytest.raises(FsError) as e:
+        m.vfs.readlink(after.ino)
+    assert e.value.errno == errno.EINVAL
+    assert await read_file(m.vfs, "c/f.txt") == b"f\n"  # (the rest moved as it was)
+    c = await resolve(m.vfs, "c")
+    await m.vfs.rename(c.ino, "e", ROOT, "e", 0)  # the link itself moves up
+    assert (await resolve(m.vfs, "e")).st_mode == stat.S_IFREG | 0o444
+    assert await m.drain() == []
+    # The remote keeps exactly what it had, moved.
+    assert (mem.items["c/d"].kind, mem.items["c/d"].data) == ("symlink", b"../../..")
+    assert (mem.items["e"].kind, mem.items["e"].data) == ("symlink", b"../../..")
+    await m.restart()
+    assert (await resolve(m.vfs, "c/d")).st_mode == stat.S_IFREG | 0o444
+
+
+async def test_a_link_made_here_moved_out_of_reach_stays_a_link(make_mount: MakeMount) -> None:
+    m = await make_mount()
+    await mkdirs(m.vfs, "a/b")
+    b = await resolve(m.vfs, "a/b")
+    await m.vfs.symlink(b.ino, "up", "../..")
+    await m.vfs.rename(b.ino, "up", ROOT, "up", 0)
+    node = await resolve(m.vfs, "up")
+    assert stat.S_ISLNK(node.st_mode) and m.vfs.readlink(node.ino) == "../.."
+
+
 async def test_a_bare_repository_from_the_remote_belongs_to_nobody(
     make_mount: MakeMount, mem: MemRemote
 ) -> None:

@@ -369,6 +369,7 @@ class Listings(VfsState):
                     mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
                     target=e.target,
                     link_as_file=as_file,
+                    link_from_remote=e.kind == "symlink",
                     uid=self.config.uid,
                     gid=self.config.gid,
                     listed=True,
@@ -379,6 +380,7 @@ class Listings(VfsState):
             changed = node.version != e.version or node.size != e.size
             node.on_remote = node.listed = True
             node.target = e.target
+            node.link_from_remote |= changed and e.kind == "symlink"  # (changed elsewhere)
             node.fetch_path = HERE
             node.base = e.version if e.version is not None else Expect.ANY
             shown = (node.mode, node.mtime_ns)

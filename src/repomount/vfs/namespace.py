@@ -376,6 +376,11 @@ class Namespace(Forgetting):
         self._touch_dir(old_parent)
         self._touch_dir(dst_parent)
         node.ctime = time.time()
+        for link in self.trust.links_leaving(node):  # as a listing there would show them
+            parent, name = link.parent, link.name
+            assert parent is not None
+            self.inodes.renewed(link, link_as_file=True)
+            self.invalidator.entry(parent.ino, name, link.ino)
 
     async def _own_blob(self, node: Node) -> str:
         """Give a file that turns local-only (or back) a blob of its own holding its

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from repomount import paths
@@ -66,6 +66,9 @@ class Node:
     # A link from the remote that leaves the mount, shown as a read-only file holding
     # its target's text (trust.py): the kernel must not follow it.
     link_as_file: bool = False
+    # A link the remote made (a listing brought it), not one made here: where a rename
+    # takes it, it leaves the mount or not by its path there (trust.links_leaving).
+    link_from_remote: bool = False
     # A listing of the remote showed it (where listings leave some files out:
     # Capabilities.complete_listing; listing.py)
     listed: bool = False
@@ -135,6 +138,11 @@ class Node:
 
 
 _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+# What a node's inode has of its own, not carried to a new inode (InodeTable.renewed).
+_PER_INODE = frozenset(
+    {"ino", "name", "parent", "kind", "paged", "children", "subdirs", "lookups", "open_count",
+     "attached"}
+)  # fmt: skip
 
 
 def _pin_sources(top: Node) -> None:
@@ -180,6 +188,15 @@ class InodeTable:
         parent.children[name] = node
         parent.subdirs += node.is_dir
         return node
+
+    def renewed(self, node: Node, **changes: object) -> Node:
+        """`node`'s name and attributes (with `changes`) on a new inode, `node` detached:
+        the kernel cannot change an inode's type. The caller invalidates the name."""
+        parent = node.parent
+        assert parent is not None and node.children is None
+        kept = {f.name: getattr(node, f.name) for f in fields(Node) if f.name not in _PER_INODE}
+        self.detach(node)
+        return self.new_node(parent, node.name, node.kind, **{**kept, **changes})
 
     def detach(self, node: Node) -> None:
         """Remove `node` (and its subtree) from the namespace. Inode entries survive while

@@ -112,6 +112,28 @@ class Trust:
         """Whether a link the remote has at `path` is shown as a read-only file."""
         return not self.remote_symlinks and target is not None and leaves_mount(path, target)
 
+    def links_leaving(self, top: Node) -> list[Node]:
+        """The links from the remote at or below `top`, just moved (a rename of them or
+        of a directory above), that leave the mount from where they are now but were
+        shown as links: a remote link `a/b/c/d -> ../../..` stays inside, and after
+        `mv a/b b` the same target climbs out. Links made here are followed anyway."""
+        if self.remote_symlinks:
+            return []
+        found: list[Node] = []
+        stack = [top]
+        while stack:
+            n = stack.pop()
+            if n.children:
+                stack.extend(n.children.values())
+            elif (
+                n.kind == "symlink"
+                and n.link_from_remote
+                and not n.link_as_file
+                and self.link_as_file(n.path, n.target)
+            ):
+                found.append(n)
+        return found
+
     def from_remote(self, node: Node, path: str, kernel: _Kernel) -> None:
         """The remote made or changed `node` at `path` (a listing brought it): at or
         below a git directory, it and every git directory above it are nobody's now
