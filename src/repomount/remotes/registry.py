@@ -69,6 +69,8 @@ def _native_location(
         raise bad("a server's URL has no path")
     if "/" in repo:
         raise bad("the repo name is one path segment")
+    if repo in (".", ".."):
+        raise bad(f"{repo!r} is not a repo name")
     scheme = url.scheme.lower()
     host = url.hostname if ":" not in url.hostname else f"[{url.hostname}]"  # IPv6
     if port == _DEFAULT_PORTS[scheme]:

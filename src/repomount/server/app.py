@@ -107,7 +107,10 @@ def create_app(
     # Longest prefix first: a face at /api/0 must not be shadowed by one at /api.
     chosen = sorted(faces.items(), key=lambda item: -len(item[0]))
     mounts: list[BaseRoute] = [
-        Mount(prefix, app=BearerAuth(Router(routes=face.routes(backend)), token))
+        Mount(
+            prefix,
+            app=BearerAuth(Router(routes=face.routes(backend), redirect_slashes=False), token),
+        )
         for prefix, face in chosen
     ]
     handlers = {
@@ -116,7 +119,11 @@ def create_app(
         sqlite3.Error: _storage_error,
         ClientDisconnect: _client_gone,
     }
-    app: ASGIApp = Starlette(routes=mounts, exception_handlers=handlers)
+    starlette = Starlette(routes=mounts, exception_handlers=handlers)
+    # No redirect to the path with(out) a slash: its Location repeated the request's Host
+    # header (chosen by the client), and no client of any face needs one.
+    starlette.router.redirect_slashes = False
+    app: ASGIApp = starlette
     if fault_rate:
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}

@@ -57,7 +57,7 @@ def sentry_routes(backend: Backend) -> list[BaseRoute]:
             Route(release + "files/{file_id}/", face.rename, methods=["PUT"]),
             Route(release + "files/{file_id}/", face.delete, methods=["DELETE"]),
         ]
-    return [Mount("", app=_SentryErrors(Router(routes=routes)))]
+    return [Mount("", app=_SentryErrors(Router(routes=routes, redirect_slashes=False)))]
 
 
 class _SentryErrors:

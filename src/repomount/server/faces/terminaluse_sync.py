@@ -29,6 +29,19 @@ SYNC_ATTEMPTS = 5
 ZSTD = "application/zstd"
 
 
+def _origin(request: Request) -> str:
+    """This server as the client's connection reached it (the socket's own address),
+    not as the request's Host header says: a URL signed with the token must not point
+    wherever a client's header chose."""
+    server = request.scope.get("server")
+    if not server:
+        return f"{request.url.scheme}://{request.url.netloc}"  # (no socket: a test client)
+    host, port = server[0], server[1]
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{request.url.scheme}://{host}:{port}"
+
+
 class ArchiveApi:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -51,7 +64,7 @@ class ArchiveApi:
         path = f"{request.scope.get('root_path', '')}/archives/{fs_id}"
         query = presign.presigned_query(self.backend.options.token, method, path, expires)
         data = {
-            "url": f"{request.url.scheme}://{request.url.netloc}{path}?{query}",
+            "url": f"{_origin(request)}{path}?{query}",
             "method": method,
             "expires_at": wire.iso(expires),
             "content_type": ZSTD if method == "PUT" else None,
