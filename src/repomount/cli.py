@@ -136,7 +136,8 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
     from repomount import daemon
 
     code, message = daemon.unmount(args.mountpoint.absolute(), timeout=args.drain_timeout)
-    print(
+    # (it names pending changes and the remote's last error)
+    cli_control.say(
         message if code == 0 else f"repomount: {message}",
         file=sys.stdout if code == 0 else sys.stderr,
     )

@@ -1,5 +1,8 @@
 """`repomount status` and `repomount sync`: asking a running mount over its control
-socket (control.py), and saying what it answered (statusview.py)."""
+socket (control.py), and saying what it answered (statusview.py). What is said holds
+names and a remote's error messages: each line is printed with its control characters
+escaped (`say`), so none can forge a line or drive the terminal. `--json` gives the
+exact strings (JSON escapes them)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from repomount import statusview
+from repomount.printable import printable
 
 PROGRESS_EVERY = 0.5  # seconds between progress lines on a terminal
 
@@ -28,8 +32,13 @@ def control(mountpoint: Path, cmd: str, *, quiet: bool = False, **kw: Any) -> di
     except OSError:
         why = f"no repomount mount answers at {mountpoint}"
     if not quiet:
-        print(f"repomount: {why}", file=sys.stderr)
+        say(f"repomount: {why}")
     return None
+
+
+def say(*lines: str, file: TextIO | None = None) -> None:
+    """Print `lines` (to stderr by default), each with its control characters escaped."""
+    print("\n".join(map(printable, lines)), file=file or sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -39,12 +48,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if reply is None:
         return 1
     if not reply.pop("ok", False):
-        print(f"repomount: {reply.get('error', 'the mount refused')}", file=sys.stderr)
+        say(f"repomount: {reply.get('error', 'the mount refused')}")
         return 1
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
-        print("\n".join(statusview.render(reply, time.time())))
+        say(*statusview.render(reply, time.time()), file=sys.stdout)
     return 0
 
 
@@ -58,34 +67,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if reply is None:
         return 1
     for c in reply.get("conflicts") or []:  # (uploaded, but not under its own name)
-        print(f"repomount: conflict: {c['path']} changed on the remote: {c['resolution']}",
-              file=sys.stderr)  # fmt: skip
+        say(f"repomount: conflict: {c['path']} changed on the remote: {c['resolution']}")
     if reply.get("ok"):
         print("everything is uploaded")
         return 0
     for item in reply.get("set_aside") or []:
-        print(
+        say(
             f"repomount: {item['op']} of {item['path']} set aside: {item['reason']}"
-            " (see set-aside.txt in the state directory)",
-            file=sys.stderr,
+            " (see set-aside.txt in the state directory)"
         )
     if not reply.get("pending"):
         if reply.get("error"):
-            print(f"repomount: {reply['error']}", file=sys.stderr)
+            say(f"repomount: {reply['error']}")
         return 1
     status = control(mnt, "status", quiet=True, wait=30, limit=statusview.LISTED)
     if status is None or not status.get("ok"):  # (it went away meanwhile)
         count = statusview.plural(len(reply["pending"]), "path")
-        print(f"repomount: changes to {count} still pending: {reply.get('last_error')}",
-              file=sys.stderr)  # fmt: skip
+        say(f"repomount: changes to {count} still pending: {reply.get('last_error')}")
         return 1
     why = reply.get("last_error")
-    print(
+    say(
         f"repomount: not everything is uploaded: {statusview.pending_headline(status)}"
         + (f"; {why}" if why else ""),
-        file=sys.stderr,
+        *statusview.pending_lines(status),
     )
-    print("\n".join(statusview.pending_lines(status)), file=sys.stderr)
     return 1
 
 
@@ -107,7 +112,7 @@ def with_progress(mountpoint: Path, call: Callable[[], Reply]) -> Reply:
         if status is None or not status.get("ok"):
             continue
         line = statusview.progress(status, time.time())
-        print(f"\rrepomount: {line}\x1b[K", end="", file=sys.stderr, flush=True)
+        print(f"\rrepomount: {printable(line)}\x1b[K", end="", file=sys.stderr, flush=True)
         shown = True
     if shown:
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from repomount import cli_options, configfile
 from repomount.options import DEFAULTS, Options
+from repomount.printable import printable
 
 FROM_FILE = "config file"
 FROM_COMMAND_LINE = "command line"
@@ -56,7 +57,7 @@ def resolve(
 
 
 def fail(message: str, code: int = 1) -> int:
-    print(f"repomount: {message}", file=sys.stderr)
+    print(f"repomount: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -100,6 +101,6 @@ def _print_ready(src: str, mountpoint: Path) -> Callable[[str | None], None]:
         if error is None:
             print(f"repomount: mounted {src} on {mountpoint}", file=sys.stderr, flush=True)
         else:
-            print(f"repomount: {error}", file=sys.stderr, flush=True)
+            print(f"repomount: {printable(error)}", file=sys.stderr, flush=True)
 
     return ready

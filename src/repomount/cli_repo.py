@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
+from repomount.printable import printable
+
 if TYPE_CHECKING:
     from repomount.remotes.native_admin import NativeServer
 
@@ -54,7 +56,7 @@ def add_repo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _fail(message: str, code: int = 1) -> int:
-    print(f"repomount: {message}", file=sys.stderr)
+    print(f"repomount: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -105,10 +107,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no repos on {args.url.strip()} (repomount repo create URL/NAME makes one)",
               file=sys.stderr)  # fmt: skip
     else:
-        width = max(len("NAME"), *(len(r.name) for r in repos))
+        names = [printable(r.name) for r in repos]  # (the server's to choose)
+        width = max(len("NAME"), *map(len, names))
         print(f"{'NAME':<{width}}  {'HEAD':>8}  CREATED")
-        for r in repos:
-            print(f"{r.name:<{width}}  {r.head or '-':>8}  {r.created_at or '-'}")
+        for name, r in zip(names, repos, strict=True):
+            line = f"{name:<{width}}  {r.head or '-':>8}  {r.created_at or '-'}"
+            print(printable(line))
     return code
 
 

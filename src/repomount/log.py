@@ -6,6 +6,10 @@
   INVOCATION_ID is set and stderr is no terminal) each line goes to stdout with its
   syslog priority as a `<N>` prefix, which journald reads as the line's priority.
 - Otherwise (the foreground) to stderr, with the time.
+
+Wherever it goes, a record's message is one line: its control characters (a remote's
+names and error messages may hold any) are escaped (printable.py), so no message forges
+a line of the log or sends an escape sequence to a terminal reading it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,24 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from repomount.printable import printable
+
 LOG_MAX_BYTES = 8 << 20
 LOG_BACKUPS = 3
 
-_TIMED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+class _OneLine(logging.Formatter):
+    """A record's line with its control characters escaped. (A traceback, appended
+    after it, keeps its lines.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
-class _JournalFormatter(logging.Formatter):
+_TIMED = _OneLine("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+class _JournalFormatter(_OneLine):
     """`<N>name: message`: journald takes N (syslog's priority) off and keeps it."""
 
     PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}

@@ -13,6 +13,7 @@ import os
 import socket
 
 from repomount import unixaddr
+from repomount.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class Reporter:
     def _status(self, text: str, *more: str) -> None:
         if text != self._last or more:
             self._last = text
-            notify(*more, f"STATUS={text}")
+            # (one line: a newline in a remote's error would start an assignment of its own)
+            notify(*more, f"STATUS={printable(text)}")
 
     def ready(self, error: str | None) -> None:
         if error is None:

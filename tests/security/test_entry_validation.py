@@ -3,7 +3,9 @@
 Every adapter's listing entries pass through `remotes/validate.py`: an entry of an
 unknown type, with a NaN, string or out-of-range time, a negative or huge size, an
 unusable name or symlink target is skipped with one log line naming it, and the rest
-of the listing is served. A property test throws arbitrary JSON at each adapter's
+of the listing is served. So is a name holding a control character (security probe: a
+remote's `esc\x1b[31mred` and `newline\nname` showed in the mount), in a listing and in
+a change-feed entry, on every adapter. A property test throws arbitrary JSON at each adapter's
 entry parser through the helper: nothing but the documented skip may come out.
 """
 
@@ -17,8 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repomount.paths import validate_path
-from repomount.remotes import native_wire, relace_wire, sentry_wire, terminaluse_wire, validate
+from repomount.paths import control_character_problem, validate_path
+from repomount.remotes import (
+    native_wire,
+    oxen_wire,
+    relace_wire,
+    sentry_wire,
+    terminaluse_wire,
+    validate,
+)
 from repomount.remotes.base import Entry
 from repomount.remotes.validate import MAX_SIZE, BadEntry
 
@@ -40,6 +49,10 @@ BAD_NATIVE_ENTRIES = [
     {"path": "nul\0name", "type": "file"},
     {"path": "x" * 256, "type": "file"},
     {"path": "lone\ud800", "type": "file"},
+    {"path": "esc\x1b[31mred", "type": "file"},
+    {"path": "newline\nname", "type": "file"},
+    {"path": "d/tab\there", "type": "file"},
+    {"path": "del\x7f", "type": "dir"},
     {"path": "link", "type": "symlink", "target": "t" * 4097},
     {"path": "link2", "type": "symlink", "target": "a\0b"},
     {"path": "link3", "type": "symlink"},
@@ -63,7 +76,7 @@ def test_a_bad_entry_is_skipped_with_one_line_naming_it(
     (record,) = caplog.records
     line = record.getMessage()
     assert "\n" not in line and len(line) < 300
-    assert line.startswith("native server: skipping entry ")
+    assert line.startswith("native server: skipping entry ") and line.isprintable()
     if isinstance(bad, dict) and isinstance(bad.get("path"), str) and bad["path"].isalpha():
         assert repr(bad["path"])[:60] in line  # named by its path (bounded)
 
@@ -90,6 +103,45 @@ def test_terminal_use_and_relace_entries_go_through_the_same_checks(
     )
     assert list(clone) == ["ok"]
     assert sum("skipping entry" in r.getMessage() for r in caplog.records) == 5
+
+
+CONTROL_NAMES = ["esc\x1b[31mred", "new\nline", "bell\x07", "del\x7f", "cr\r"]
+
+
+def test_a_name_with_a_control_character_is_skipped_by_every_adapter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What no mount may make and repomount's server refuses to store never shows
+    either, whichever adapter lists it; C1 controls (U+0080-U+009F) are ordinary
+    characters of a name there and here."""
+    caplog.set_level(logging.WARNING)
+    c1 = "c1\x9bname"
+    native = native_wire.tree_page(
+        {"head": "1", "entries": [{**GOOD, "path": n} for n in [*CONTROL_NAMES, c1]]}
+    )
+    assert [e.path for e in native.entries] == [c1]
+    feed = native_wire.change_batch(
+        {
+            "head": "2",
+            "changes": [{"path": n, "op": "write", "version": "v"} for n in CONTROL_NAMES],
+        }
+    )
+    assert feed.changes == []
+    files = [{"path": f"/{n}", "size_bytes": 1} for n in [*CONTROL_NAMES, "ok"]]
+    tu, _, _ = terminaluse_wire.page({"files": files, "total_count": len(files)})
+    assert [e.path for e in tu] == ["ok"]
+    clone = [{"filename": n, "content": "x"} for n in [*CONTROL_NAMES, "ok"]]
+    assert list(relace_wire.clone_files({"files": clone})) == ["ok"]
+    oxen = [{"filename": n, "is_dir": False, "size": 1, "hash": "ab"} for n in CONTROL_NAMES]
+    assert oxen_wire.dir_page({"entries": oxen}, "").entries == []
+    sentry = [
+        {"id": i, "name": f"~/{n}", "sha1": "0" * 40, "size": 1}
+        for i, n in enumerate([*CONTROL_NAMES, "ok"])
+    ]
+    assert [a.path for a in sentry_wire.artifacts(sentry)] == ["~/ok"]
+    skipped = [r.getMessage() for r in caplog.records if "skipping entry" in r.getMessage()]
+    assert len(skipped) == 6 * len(CONTROL_NAMES)
+    assert all("control character" in line and line.isprintable() for line in skipped)
 
 
 # --------------------------------------------------------------------------- properties
@@ -124,6 +176,7 @@ _PARSERS = {
 def assert_showable(entry: Entry) -> None:
     """What the vfs counts on for every entry an adapter hands it."""
     validate_path(entry.path)
+    assert control_character_problem(entry.path) is None
     assert entry.kind in ("file", "dir", "symlink")
     assert isinstance(entry.size, int) and 0 <= entry.size <= MAX_SIZE
     if entry.mtime is not None:

@@ -9,6 +9,7 @@ directory fail with EIO; a deeply nested answer at mount time was a RecursionErr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -208,3 +209,53 @@ def test_a_deeply_nested_answer_at_mount_time_is_one_line(
         assert "nested deeper than 64 levels" in lines[0]
     finally:
         force_unmount(mnt)
+
+
+FAKE = "2026-12-07 08:00:00 INFO repomount.mounting: FAKE unmounted cleanly"
+FORGED = f"boom\n{FAKE}\x1b[31m"
+
+
+def test_control_characters_from_the_remote_are_neither_shown_nor_printed_raw(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """Security probe: names `esc\\x1b[31mred` and `newline\\nname` listed by a remote
+    showed in the mount, and a commit refused with FORGED put a forged line in the mount
+    log and raw escapes in `status` and `unmount`. Now the names are left out (logged,
+    escaped), and the message is escaped everywhere it is printed."""
+    hostile.bad_entries = [
+        {"path": name, "type": "file", "size": 1, "version": "v", "mtime": 1.7e9}
+        for name in ("esc\x1b[31mred", "newline\nname")
+    ]
+    error = json.dumps({"error": {"code": "boom", "message": FORGED}}).encode()
+    hostile.misbehave(lambda r: r.route == "/commits", Answer(error, status=500))
+    m = MountProc(
+        hostile.src, tmp_path / "mnt", work_dir=tmp_path / "w", token=None,
+        extra_args=["--drain-timeout", "2", "--flush-delay", "0"],
+    )  # fmt: skip
+    m.start()
+    try:
+        assert sorted(p.name for p in m.path.iterdir()) == ["a.txt", "d", "e", "f"]
+        (m.path / "new.txt").write_bytes(b"new\n")
+        (m.path / "c1\x9bname").write_bytes(b"an 8-bit CSI is a name's character\n")
+
+        def status() -> subprocess.CompletedProcess[str]:
+            return repomount("status", str(m.path), env=m.env, timeout=60)
+
+        wait_until(lambda: "FAKE" in status().stdout, 60, "the commit's error in status")
+        shown = status().stdout
+        assert "\x1b" not in shown and "\x9b" not in shown, shown
+        assert "boom\\n2026-12-07" in shown and "c1\\x9bname" in shown
+        assert not [line for line in shown.splitlines() if line.startswith(FAKE)]
+
+        r = repomount("unmount", str(m.path), "--drain-timeout", "2", env=m.env)
+        assert r.returncode == 1 and "next mount" in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr
+        assert "boom\\n2026-12-07" in r.stderr
+        assert m.proc is not None and m.proc.wait(90) == 1
+        log = m.log()
+        assert "\x1b" not in log and "\x9b" not in log
+        assert not [line for line in log.splitlines() if line.startswith(FAKE)]
+        assert "skipping entry 'esc\\x1b[31mred': holds the control character U+001B" in log
+        assert "skipping entry 'newline\\nname'" in log
+    finally:
+        m.stop()

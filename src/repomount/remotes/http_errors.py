@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from repomount.printable import printable
 from repomount.remotes.base import (
     Conflict,
     Gone,
@@ -100,8 +101,10 @@ def map_error(
     status: int, body: ErrorBody, *, context: str, retry_after: float | None = None
 ) -> RemoteError:
     """The single place where an HTTP status (and the service's error body) becomes a
-    typed error. `context` says what was attempted, e.g. "GET /v1/repos/x"."""
-    what = body.message or body.code or "no details"
+    typed error. `context` says what was attempted, e.g. "GET /v1/repos/x". The
+    service's words are its own: their control characters are escaped here, once, as
+    the message goes on to logs, `repomount status` and the systemd status line."""
+    what = printable(body.message or body.code or "no details")
     msg = f"{context}: {status} {what}"
     code = body.code
     if status in (401, 403):

@@ -3,8 +3,11 @@
 Every adapter's wire module turns a listing's raw entries into `Entry`s through
 `entries()`: an entry that cannot be parsed, or whose name, type, size, time, mode,
 version or symlink target is one no filesystem could show, is skipped with one log
-line naming it, and the rest of the listing is served. One bad entry never blinds
-a whole directory, and nothing past this module needs to distrust an `Entry`.
+line naming it, and the rest of the listing is served. So is a name holding a control
+character (repomount.paths): no mount makes one and repomount's server stores none, as
+a newline or an escape sequence in a name garbles every listing a person reads. One
+bad entry never blinds a whole directory, and nothing past this module needs to
+distrust an `Entry`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from repomount.paths import InvalidPathError, validate_path
+from repomount.paths import InvalidPathError, control_character_problem, validate_path
+from repomount.printable import printable
 from repomount.remotes.base import MAX_MTIME, MIN_MTIME, Entry
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ def checked(entry: Entry, *, target_known: bool = True) -> Entry:
         validate_path(entry.path)
     except InvalidPathError as exc:
         raise BadEntry(exc.reason) from None
+    if problem := control_character_problem(entry.path):
+        raise BadEntry(problem)
     if entry.kind not in KINDS:
         raise BadEntry(f"unknown type {entry.kind!r}")
     size(entry.size)
@@ -177,7 +183,7 @@ def _short(value: object, *, quote: bool = True) -> str:
         text = repr(value) if quote else str(value)
     except (RecursionError, ValueError):  # a deeply nested item; a huge int's digits
         text = f"<{type(value).__name__}>"
-    text = text.encode("unicode_escape", "backslashreplace").decode("ascii")  # one line
+    text = printable(text)  # one line, and no escape sequence for a terminal
     return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 3]}..."
 
 
