@@ -12,13 +12,22 @@ import re
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
+SHOWN_CHARS = 200  # of a name quoted in a message
+
+
+def shown(text: str, most: int = SHOWN_CHARS) -> str:
+    """`text` quoted for a message, cut after `most` characters: a name that came in a
+    request (or an archive) can be as long as it, and a message must not echo it whole."""
+    if len(text) <= most:
+        return repr(text)
+    return f"{text[:most]!r}... ({len(text)} characters)"
 
 
 class InvalidPathError(ValueError):
     """A path that breaks the repository path rules; the message says which rule."""
 
     def __init__(self, path: str, reason: str, *, too_long: bool = False) -> None:
-        super().__init__(f"invalid path {path!r}: {reason}")
+        super().__init__(f"invalid path {shown(path)}: {reason}")
         self.path = path
         self.reason = reason
         self.too_long = too_long  # a length limit, not a bad character or component

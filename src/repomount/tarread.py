@@ -6,22 +6,39 @@ any async iterator of bytes. What it understands is what those two need: ustar h
 (512-byte blocks: name with its prefix, size in octal or base-256, typeflag, link name,
 checksum), pax extended headers ('x', whose `path`, `linkpath` and `size` override the
 next member's fields, the rest kept in `Member.pax`; global 'g' headers are skipped),
+GNU long names and link names ('L', 'K', as GNU tar writes names over 100 bytes),
 content padded to whole blocks, and two zero blocks at the end. Anything else
-(a bad checksum, a stream cut short, an oversized pax header) is a TarError.
+(a bad checksum, a stream cut short, oversized extended headers) is a TarError.
+
+Extended headers are the only part read into memory, so a member's are refused past
+MAX_PAX bytes in all, from their declared sizes, before a byte of them is read: a few
+KiB of zstd declaring a 1 GB pax header must not cost a GB. `FileTarReader` is the
+same reader over a blocking file, for worker threads (the Terminal Use face's archives).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from repomount.paths import shown
 
 BLOCK = 512
 ZERO_BLOCK = b"\0" * BLOCK
-MAX_PAX = 1 << 20  # a pax header is read into memory: refuse bigger ones
-REGULAR = (b"0", b"\0")  # typeflags of a regular file ('\0' is the pre-POSIX spelling)
+MAX_PAX = 1 << 20  # a member's extended headers are read into memory: at most this
+# Typeflags of a regular file ('\0' is the pre-POSIX spelling; '7', contiguous, is
+# read as a regular file by every tar that has no such thing).
+REGULAR = (b"0", b"\0", b"7")
 SYMLINK = b"2"
+DIRECTORY = b"5"
 PAX = b"x"
 GLOBAL_PAX = b"g"
+GNU_LONG_NAME = b"L"
+GNU_LONG_LINK = b"K"
+EXTENDED = (PAX, GLOBAL_PAX, GNU_LONG_NAME, GNU_LONG_LINK)  # headers of the next member
+
+T = TypeVar("T")
 
 
 class TarError(ValueError):
@@ -70,6 +87,7 @@ class TarReader:
         await self._skip(self._left + self._pad)
         self._left = self._pad = 0
         pax: dict[str, str] = {}
+        extended = 0  # bytes of this member's extended headers so far
         while True:
             block = await self._take(BLOCK, "a header")
             if block == ZERO_BLOCK:
@@ -79,12 +97,22 @@ class TarReader:
                 return None
             member = parse_header(block)
             padded = member.size + -member.size % BLOCK
-            if member.type in (PAX, GLOBAL_PAX):
-                if member.size > MAX_PAX:
-                    raise TarError(f"a pax header of {member.size} bytes (at most {MAX_PAX})")
-                records = await self._take(padded, "a pax header")
+            if member.type in EXTENDED:
+                extended += member.size
+                if extended > MAX_PAX:  # (checked before any of it is read)
+                    raise TarError(
+                        f"extended headers of over {MAX_PAX} bytes before one member"
+                        f" (a {member.type.decode('latin-1')!r} header of {member.size})"
+                    )
+                if member.type == GLOBAL_PAX:
+                    await self._skip(padded)  # defaults this reader does not apply
+                    continue
+                data = (await self._take(padded, "an extended header"))[: member.size]
                 if member.type == PAX:
-                    pax.update(parse_pax(records[: member.size]))
+                    pax.update(parse_pax(data))
+                else:  # a GNU long name: the name, NUL-terminated
+                    key = "path" if member.type == GNU_LONG_NAME else "linkpath"
+                    pax[key] = _text(data)
                 continue
             member = _with_pax(member, pax)
             self._left, self._pad = member.size, padded - member.size
@@ -145,6 +173,52 @@ class TarReader:
             n -= step
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class FileTarReader:
+    """A TarReader over a blocking file, for a worker thread: `next()` and `read()` as
+    TarReader's, but plain calls. The same reader runs under them; its stream never
+    waits (each chunk is a blocking read), so each of its coroutines finishes at once."""
+
+    def __init__(self, file: Readable, chunk: int = 1 << 18) -> None:
+        self._reader = TarReader(_FileChunks(file, chunk))
+
+    def next(self) -> Member | None:
+        return _finish(self._reader.next())
+
+    def read(self, limit: int = 1 << 18) -> bytes:
+        return _finish(self._reader.read(limit))
+
+
+class _FileChunks:
+    """A blocking file as an async iterator of chunks (one that never suspends)."""
+
+    def __init__(self, file: Readable, chunk: int) -> None:
+        self._file = file
+        self._chunk = chunk
+
+    def __aiter__(self) -> _FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if data := self._file.read(self._chunk):
+            return data
+        raise StopAsyncIteration
+
+
+def _finish(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to its end, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a FileTarReader's stream suspended (it must be a blocking file)")
+
+
 # --------------------------------------------------------------------------- headers
 
 
@@ -199,7 +273,7 @@ def _with_pax(member: Member, pax: dict[str, str]) -> Member:
     if "size" in rest:
         text = rest.pop("size")
         if not text.isdigit():
-            raise TarError(f"a pax size {text!r}")
+            raise TarError(f"a pax size {shown(text)}")
         size = int(text)
     return Member(name=name, size=size, type=member.type, linkname=linkname, pax=rest)
 

@@ -13,6 +13,7 @@ from repomount.paths import (
     _plainly_valid,
     ancestors_of,
     parent_of,
+    shown,
     validate_path,
 )
 
@@ -62,6 +63,16 @@ def test_invalid_paths_say_why(path: str, reason: str) -> None:
         validate_path(path)
     assert isinstance(info.value, ValueError)
     assert info.value.path == path
+
+
+def test_a_long_invalid_path_is_quoted_cut_short() -> None:
+    """A message must not echo a name whole: it can be as long as a request (or, from
+    an archive's header, many times longer)."""
+    with pytest.raises(InvalidPathError) as info:
+        validate_path("a" * 1_000_000)
+    assert len(str(info.value)) < 300 and "(1000000 characters)" in str(info.value)
+    assert info.value.path == "a" * 1_000_000  # (the caller still has it whole)
+    assert shown("a/b") == "'a/b'"
 
 
 def test_parents_and_ancestors() -> None:

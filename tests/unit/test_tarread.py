@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from repomount import tarwrite
-from repomount.tarread import Member, TarError, TarReader, parse_pax
+from repomount.tarread import MAX_PAX, FileTarReader, Member, TarError, TarReader, parse_pax
 
 
 async def feed(data: bytes, sizes: list[int] | None = None) -> AsyncIterator[bytes]:
@@ -59,10 +59,13 @@ MEMBERS = [
 ]
 
 
-@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT], ids=["ustar", "pax"])
+FORMATS = [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["ustar", "pax", "gnu"])
 @pytest.mark.parametrize("sizes", [None, [1], [7, 512, 0, 1000], [511, 513], [4096]])
 async def test_round_trip_in_any_chunking(fmt: int, sizes: list[int] | None) -> None:
-    members = MEMBERS if fmt == tarfile.PAX_FORMAT else MEMBERS[:4]  # ustar: ASCII, short
+    members = MEMBERS if fmt != tarfile.USTAR_FORMAT else MEMBERS[:4]  # ustar: ASCII, short
     data = make_tar(members, fmt)
     found = await read_all(feed(data, sizes))
     assert [(m.name, c) for m, c in found] == members
@@ -187,3 +190,63 @@ async def test_random_members_random_chunks() -> None:
     sizes = [rng.randrange(1, 2000) for _ in range(50)]
     found = await read_all(feed(data, sizes))
     assert [(m.name, c) for m, c in found] == members
+
+
+def extended_header(kind: bytes, size: int) -> bytes:
+    """A header block of an extended header (pax 'x' or 'g', GNU 'L' or 'K') declaring
+    `size` bytes, which do not follow: a reader must refuse it from the header alone."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = kind
+    info.size = size
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+@pytest.mark.parametrize("kind", [b"x", b"g", b"L", b"K"])
+async def test_an_extended_header_over_the_bound_is_refused_before_it_is_read(
+    kind: bytes,
+) -> None:
+    """The security probe: a 30 KB tar.zst declaring a 1 GB pax header took GBs (tarfile
+    reads it whole). The stream below holds only the header block."""
+    with pytest.raises(TarError, match="extended headers of over") as refused:
+        await read_all(feed(extended_header(kind, 10**9)))
+    assert len(str(refused.value)) < 200
+
+
+async def test_the_bound_is_on_all_of_a_members_extended_headers() -> None:
+    """Many headers, each under the bound, before one member add up (each one's records
+    are kept until the member)."""
+    body = b" comment=" + b"a" * (MAX_PAX // 2) + b"\n"
+    record = b"%d" % (len(body) + 6) + body  # (its length has 6 digits)
+    assert parse_pax(record)["comment"] == "a" * (MAX_PAX // 2)
+    one = tarfile.TarInfo("p")
+    one.type, one.size = tarfile.XHDTYPE, len(record)
+    block = one.tobuf(tarfile.USTAR_FORMAT) + record + b"\0" * (-len(record) % 512)
+    with pytest.raises(TarError, match="extended headers of over"):
+        await read_all(feed(block * 3 + make_tar([("f", b"x")], tarfile.USTAR_FORMAT)))
+
+
+async def test_gnu_long_names_and_link_names() -> None:
+    name, target = "d/" * 90 + "file", "t/" * 90 + "target"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+        link = tarfile.TarInfo("l" * 120)
+        link.type, link.linkname = tarfile.SYMTYPE, target
+        tar.addfile(link)
+    found = await read_all(feed(buf.getvalue(), [100]))
+    assert [(m.name, m.linkname, c) for m, c in found] == [
+        (name, "", b"hi"),
+        ("l" * 120, target, b""),
+    ]
+
+
+def test_the_file_reader_reads_a_blocking_file_without_an_event_loop() -> None:
+    reader = FileTarReader(io.BytesIO(make_tar(MEMBERS)), chunk=300)
+    found = []
+    while (member := reader.next()) is not None:
+        found.append((member.name, b"".join(iter(lambda: reader.read(1000), b""))))
+    assert found == MEMBERS
+    with pytest.raises(TarError, match="extended headers of over"):
+        FileTarReader(io.BytesIO(extended_header(b"x", 10**9))).next()

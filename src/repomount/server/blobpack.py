@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import trio
 from starlette.requests import Request
 
+from repomount.paths import shown
 from repomount.server.backend import Backend
 from repomount.server.blobs import SHA256_RE
 from repomount.server.body import body_chunks, check_declared_length, too_large
@@ -137,13 +138,13 @@ def _check_member(member: Member, max_size: int) -> str:
     if not member.is_file:
         raise ApiError(
             "invalid_request",
-            f"member {member.name!r} is not a regular file (type {member.type!r})",
+            f"member {shown(member.name)} is not a regular file (type {member.type!r})",
             member=member.name,
         )
     if not SHA256_RE.fullmatch(member.name):
         raise ApiError(
             "invalid_request",
-            f"member {member.name!r} is not named by a lowercase hex SHA-256",
+            f"member {shown(member.name)} is not named by a lowercase hex SHA-256",
             member=member.name,
         )
     if member.size > max_size:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from repomount.paths import shown
 from repomount.server import gc
 from repomount.server.blobs import BlobDir
 from repomount.server.inline import store_contents
@@ -189,7 +190,7 @@ class SqliteStore(Store):
     def create_repo(self, name: str) -> RepoInfo:
         if not isinstance(name, str) or not REPO_NAME_RE.fullmatch(name):
             raise InvalidRequest(
-                f"invalid repository name {name!r}: use 1-100 letters, digits, '.', '_' "
+                f"invalid repository name {shown(name)}: use 1-100 letters, digits, '.', '_' "
                 "or '-', not starting with '.' or '-'"
             )
         created = datetime.now(UTC).strftime(ISO_FORMAT)

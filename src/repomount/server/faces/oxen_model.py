@@ -23,6 +23,8 @@ from typing import Any
 
 import xxhash
 
+from repomount.paths import shown
+
 DEFAULT_NS = "repomount"
 DEFAULT_BRANCH = "main"
 OXEN_VERSION = "0.54.0"  # what the face says it is (the server version the reference read)
@@ -63,7 +65,7 @@ def bad_request(title: str, detail: str = "") -> OxenError:
 def check_name(name: str, what: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise bad_request(
-            f"Invalid {what} name: {name!r}",
+            f"Invalid {what} name: {shown(name)}",
             f"a {what} name starts with a letter or digit, then letters, digits, '_', '.', '-'",
         )
     return name
@@ -89,7 +91,7 @@ def check_branch_name(name: str) -> str:
         or any(not p or p in (".", "..") or p.startswith(".") for p in parts)
         or re.search(r"[\s\x00-\x1f~^:?*\[\\]", name)
     ):
-        raise bad_request(f"Invalid branch name: {name!r}")
+        raise bad_request(f"Invalid branch name: {shown(name)}")
     return name
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from repomount.paths import InvalidPathError, parent_of, validate_path
+from repomount.paths import InvalidPathError, parent_of, shown, validate_path
 from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import ABSENT, PRESENT, Delete, Entry, Operation, Write
 
@@ -50,15 +50,17 @@ def normalize_path(raw: str, *, write: bool = False) -> str:
     if not is_unicode(raw):
         raise invalid(["body", "filename"], "Input is not valid Unicode", "string_unicode")
     if write and (problem := control_character_problem(raw)):
-        raise invalid(["body", "filename"], f"Invalid path {raw!r}: {problem}", "value_error")
+        raise invalid(["body", "filename"], f"Invalid path {shown(raw)}: {problem}", "value_error")
     if raw.startswith("/"):
-        raise RelaceError(400, f"Invalid path {raw!r}: must be relative to the repository root")
+        raise RelaceError(
+            400, f"Invalid path {shown(raw)}: must be relative to the repository root"
+        )
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     path = "/".join(parts)
     try:
         return validate_path(path)
     except InvalidPathError as error:
-        raise RelaceError(400, f"Invalid path {raw!r}: {error.reason}") from None
+        raise RelaceError(400, f"Invalid path {shown(raw)}: {error.reason}") from None
 
 
 # --------------------------------------------------------------------------- head tokens

@@ -10,17 +10,17 @@ Everything here blocks (disk, database, compression): callers run it in worker t
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 import zstandard
 
 from repomount import tarwrite
-from repomount.paths import InvalidPathError, ancestors_of, validate_path
+from repomount.paths import InvalidPathError, ancestors_of, shown, validate_path
 from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import Delete, Entry, Operation, Store, Write
+from repomount.tarread import DIRECTORY, FileTarReader, Member, TarError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 256 << 10
@@ -117,10 +117,10 @@ def member_path(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     name = name.lstrip("/")
-    if not is_unicode(name):  # tarfile decodes bytes that are not UTF-8 to surrogates
-        raise UnwritableName(f"archive member {name!r}: the name is not valid UTF-8")
+    if not is_unicode(name):  # names that are not UTF-8 are read with surrogates
+        raise UnwritableName(f"archive member {shown(name)}: the name is not valid UTF-8")
     if problem := control_character_problem(name):
-        raise UnwritableName(f"archive member {name!r}: the name {problem}")
+        raise UnwritableName(f"archive member {shown(name)}: the name {problem}")
     try:
         return validate_path(name)
     except InvalidPathError as error:
@@ -129,49 +129,55 @@ def member_path(name: str) -> str:
 
 def unpack(store: Store, archive: BinaryIO, max_file_size: int) -> list[ArchiveFile]:
     """Store each regular file of a tar.zst as a blob; the files, in archive order (a
-    later member of the same name wins, as when extracting)."""
+    later member of the same name wins, as when extracting). Read with tarread, which
+    refuses a member's pax and GNU long-name headers past tarread.MAX_PAX before it
+    reads them (stdlib tarfile reads them whole, whatever size they declare)."""
     if archive.read(4) != ZSTD_MAGIC:
         raise BadArchive("not a zstd stream (an archive must be tar.zst)")
     limit = unpacked_limit(archive.seek(0, 2))
     archive.seek(0)
     unpacked = 0
     files: dict[str, ArchiveFile] = {}
-    reader = zstandard.ZstdDecompressor().stream_reader(archive, read_across_frames=True)
+    stream = zstandard.ZstdDecompressor().stream_reader(archive, read_across_frames=True)
+    tar = FileTarReader(stream, CHUNK)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                if member.isdir():
-                    continue  # directories are implicit in file paths
-                if not member.isfile():
-                    raise BadArchive(f"archive member {member.name!r} is not a regular file")
-                if member.size > max_file_size:
-                    raise BadArchive(f"archive member {member.name!r} is larger than the limit")
-                unpacked += member.size
-                if unpacked > limit:
-                    raise TooLargeUnpacked(
-                        f"the archive unpacks to over {limit} bytes"
-                        f" ({UNPACKED_RATIO} times its size and {UNPACKED_FLOOR >> 20} MiB)"
-                    )
-                path = member_path(member.name)
-                if len(files) >= MAX_FILES and path not in files:
-                    raise TooManyFiles(f"the archive holds more than {MAX_FILES} files")
-                content = tar.extractfile(member)
-                assert content is not None  # a regular file always has content
-                sha256, size = _store_blob(store, content)
-                files.pop(path, None)  # keep archive order for the last of equal names
-                files[path] = ArchiveFile(path, sha256, size)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as error:
+        while (member := tar.next()) is not None:
+            if _is_directory(member):
+                continue  # directories are implicit in file paths
+            if not member.is_file:
+                raise BadArchive(f"archive member {shown(member.name)} is not a regular file")
+            if member.size > max_file_size:
+                raise BadArchive(f"archive member {shown(member.name)} is larger than the limit")
+            unpacked += member.size
+            if unpacked > limit:
+                raise TooLargeUnpacked(
+                    f"the archive unpacks to over {limit} bytes"
+                    f" ({UNPACKED_RATIO} times its size and {UNPACKED_FLOOR >> 20} MiB)"
+                )
+            path = member_path(member.name)
+            if len(files) >= MAX_FILES and path not in files:
+                raise TooManyFiles(f"the archive holds more than {MAX_FILES} files")
+            sha256, size = _store_blob(store, tar)
+            files.pop(path, None)  # keep archive order for the last of equal names
+            files[path] = ArchiveFile(path, sha256, size)
+    except (TarError, zstandard.ZstdError) as error:
         raise BadArchive(f"cannot read the archive: {error}") from None
     dirs = {d for path in files for d in ancestors_of(path)}
     if clash := sorted(dirs & files.keys()):
-        raise BadArchive(f"archive holds {clash[0]!r} both as a file and as a directory")
+        raise BadArchive(f"archive holds {shown(clash[0])} both as a file and as a directory")
     return list(files.values())
 
 
-def _store_blob(store: Store, content: IO[bytes]) -> tuple[str, int]:
+def _is_directory(member: Member) -> bool:
+    # (pre-POSIX tars mark a directory by a trailing '/' on a regular member's name)
+    return member.type == DIRECTORY or (member.type == b"\0" and member.name.endswith("/"))
+
+
+def _store_blob(store: Store, tar: FileTarReader) -> tuple[str, int]:
+    """The current member's content as a blob."""
     spool = store.new_spool()
     try:
-        while chunk := content.read(CHUNK):
+        while chunk := tar.read(CHUNK):
             spool.write(chunk)
         store.add_blob(spool)
     except BaseException:

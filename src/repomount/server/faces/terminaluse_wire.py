@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from repomount.paths import InvalidPathError, validate_path
+from repomount.paths import InvalidPathError, shown, validate_path
 from repomount.server.backend import Backend
 from repomount.server.body import REFUSAL_STATUS
 from repomount.server.faces.terminaluse_archive import ArchiveFile
@@ -173,7 +173,7 @@ def request_path(raw: str, *, status: int, write: bool = False) -> str:
     if not is_unicode(raw):
         raise ValidationError("query", "path", "the path is not valid Unicode")
     if write and (problem := control_character_problem(raw)):
-        raise ValidationError("query", "path", f"invalid path {raw!r}: {problem}")
+        raise ValidationError("query", "path", f"invalid path {shown(raw)}: {problem}")
     path = raw
     while path.startswith(("/", "./")):
         path = path[1:] if path.startswith("/") else path[2:]
