@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +31,7 @@ from repomount.server.faces.oxen_face import (
 )
 from repomount.server.faces.oxen_model import DEFAULT_BRANCH, OxenError, bad_request
 from repomount.server.faces.oxen_repos import Ref
+from repomount.server.faces.oxen_upload import store_parts
 
 MAX_WORKSPACES = 10_000
 
@@ -192,20 +192,13 @@ class Workspaces:
             raise bad_request("No files given", "send `file[]` parts")
         paths = [join_path(directory, p.filename or "") for p in parts]
         limit = self.face.backend.options.max_file_size
-
-        def unzipped() -> list[bytes]:  # (in a worker thread: decompressing takes a while)
-            budget = MAX_BODY  # all of them together, held in memory like the body was
-            contents = []
-            for p in parts:
-                room = max(0, min(limit, budget))
-                data = _unzipped(p.data, room) if _gzipped(p.content_type) else p.data
-                budget -= len(data)
-                contents.append(data)
-            return contents
-
-        compressed = any(_gzipped(p.content_type) for p in parts)
-        contents = await self.face.run(unzipped) if compressed else [p.data for p in parts]
-        blobs = await self.face.add_blobs(contents)
+        # All parts together may unpack to MAX_BODY, as a body may hold: gzip parts go
+        # to spool files as they unpack (oxen_upload.py), but they take disk and time.
+        hashes = await self.face.run(store_parts, self.face.store, parts, limit, MAX_BODY)
+        blobs = []
+        for sha, xxh3 in hashes:
+            self.repos.remember(sha, xxh3)
+            blobs.append(sha)
         for path, blob in zip(paths, blobs, strict=True):
             ws.staged.adds[path] = blob
         return wire.ok("resource_created", paths=paths)
@@ -399,38 +392,3 @@ def _below(path: str, under: str) -> bool:
 def _paginated(entries: list[dict[str, Any]], page: int, size: int) -> dict[str, Any]:
     chosen, pages = wire.page_of(entries, page, size)
     return {"entries": chosen, "resource": None, "metadata": None, **pages}
-
-
-def _gzipped(content_type: str) -> bool:
-    return content_type in ("application/gzip", "application/x-gzip")
-
-
-def _unzipped(data: bytes, limit: int) -> bytes:
-    """A gzip part's content (every member of it), refused (413) once past `limit`
-    bytes, as it unpacks: a part of 1 MiB can unpack to gigabytes of memory."""
-    out = bytearray()
-    rest = data
-    try:
-        while rest:
-            member = zlib.decompressobj(wbits=31)  # (a gzip header and trailer)
-            piece = member.decompress(rest, limit - len(out) + 1)
-            while True:
-                out += piece
-                if len(out) > limit:
-                    raise _unpacks_too_far(limit)
-                if not member.unconsumed_tail:
-                    break
-                piece = member.decompress(member.unconsumed_tail, limit - len(out) + 1)
-            out += member.flush()
-            if not member.eof:
-                raise EOFError("the gzip stream ends early")
-            rest = member.unused_data
-    except (OSError, EOFError, zlib.error) as e:
-        raise bad_request("A gzip part is not gzip", str(e)) from None
-    if len(out) > limit:
-        raise _unpacks_too_far(limit)
-    return bytes(out)
-
-
-def _unpacks_too_far(limit: int) -> OxenError:
-    return OxenError(413, "bad_request", f"a gzip part unpacks to over {limit} bytes")
