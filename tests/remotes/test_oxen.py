@@ -16,9 +16,11 @@ import trio
 
 from repomount.remotes.base import (
     Applied,
+    Conflict,
     Conflicted,
     Delete,
     Expect,
+    Failed,
     Mkdir,
     NotFound,
     ProtocolError,
@@ -249,6 +251,21 @@ async def test_a_directory_emptied_by_the_batch_may_be_renamed_onto(
         Applied(None),
     ]
     assert live.tree(repo) == {"a/f3": b"3"}
+
+
+async def test_an_rmdir_of_a_directory_someone_added_to_removes_nothing_of_theirs(
+    live: ServerProc, repo: str, remote: OxenRemote
+) -> None:
+    """The mount saw `a` hold only f1: `rm a/f1; rmdir a`. Meanwhile someone added
+    a/theirs.txt. Oxen removes a directory with all it holds: theirs went too. Refused
+    as repomount's server refuses it, and the batch removes nothing."""
+    live.put(repo, "a/f1", b"1")
+    live.put(repo, "a/theirs.txt", b"theirs")
+    result = await remote.apply([Delete("a/f1", expect=xxh3_hex(b"1")), Delete("a")])
+    mine, rmdir = result.outcomes
+    assert isinstance(mine, Failed) and isinstance(rmdir, Failed)
+    assert isinstance(rmdir.error, Conflict) and rmdir.error.code == "directory_not_empty"
+    assert live.tree(repo) == {"a/f1": b"1", "a/theirs.txt": b"theirs"}
 
 
 async def test_a_branch_is_its_own_tree_and_its_moves_show(

@@ -11,6 +11,7 @@ import pytest
 from repomount.remotes.base import (
     Aborted,
     Applied,
+    Conflict,
     Conflicted,
     Delete,
     Entry,
@@ -124,17 +125,24 @@ def test_a_batch_that_passes_stages_its_last_state() -> None:
     changes = [
         w("new.txt"),
         w("a.txt", expect="1"),
+        Delete("d/e/y", expect="3"),
         Delete("d/e", expect=Expect.ANY),
         Rename("d/x", "moved/x", expect="2", expect_to=Expect.ABSENT),
         Mkdir("empty"),
     ]
     plan = check(changes, TREE, {0: "n", 1: "m"})
-    assert plan.outcomes == [None, None, None, None, Applied(None)] and not plan.aborted
+    assert plan.outcomes == [None, None, None, None, None, Applied(None)] and not plan.aborted
     assert plan.adds == {"new.txt": changes[0], "a.txt": changes[1], "moved/x": Copy("d/x", "2")}
     # d/e's removal covers d/e/y; the server drops d, left empty (Oxen keeps none)
     assert plan.removes == {"d/e", "d/x"}
     result = plan.result("head")
-    assert result.outcomes[:4] == [Applied("n"), Applied("m"), Applied(None), Applied("2")]
+    assert result.outcomes[:5] == [
+        Applied("n"),
+        Applied("m"),
+        Applied(None),
+        Applied(None),
+        Applied("2"),
+    ]
 
 
 def test_a_rename_onto_a_directory_the_batch_emptied_removes_only_its_files() -> None:
@@ -144,13 +152,42 @@ def test_a_rename_onto_a_directory_the_batch_emptied_removes_only_its_files() ->
     tree = {"d": DIR, "d/x": "2", "d/e": DIR, "d/e/y": "3", "s": DIR, "s/f": "4"}
     changes = [
         Delete("d/x", expect="2"),
+        Delete("d/e/y", expect="3"),
         Delete("d/e", expect=Expect.ANY),
         Rename("s", "d", expect=Expect.ANY, expect_to=Expect.ABSENT),
     ]
     plan = check(changes, tree, {})
-    assert plan.outcomes == [None, None, None] and not plan.aborted
+    assert plan.outcomes == [None, None, None, None] and not plan.aborted
     assert plan.adds == {"d/f": Copy("s/f", "4")}
     assert plan.removes == {"d/x", "d/e", "s"}
+
+
+def test_a_directory_with_files_the_batch_does_not_remove_is_not_deleted() -> None:
+    """Oxen removes a directory with everything in it: a file someone else added (or
+    one no mount can show) would go with an rmdir of what the mount saw empty. Refused
+    as repomount's server refuses it (directory_not_empty), and nothing is removed."""
+    tree = {"d": DIR, "d/mine": "1", "d/theirs": "2"}
+    plan = check([Delete("d/mine", expect="1"), Delete("d", expect=Expect.ANY)], tree, {})
+    assert plan.aborted
+    mine, rmdir = plan.result("h").outcomes
+    assert isinstance(mine, Failed) and isinstance(mine.error, Aborted)
+    assert isinstance(rmdir, Failed) and isinstance(rmdir.error, Conflict)
+    assert rmdir.error.code == "directory_not_empty"
+
+
+def test_a_listing_keeps_what_it_cannot_show_for_the_plan() -> None:
+    page = dir_page(
+        {
+            "entries": [
+                {"filename": "ok.txt", "is_dir": False, "size": 1, "hash": "ab"},
+                {"filename": "esc\x1b[31mred", "is_dir": False, "size": 1, "hash": "cd"},
+            ],
+            "total_pages": 1,
+        },
+        "d",
+    )
+    assert [e.path for e in page.entries] == ["d/ok.txt"]
+    assert page.hidden == ["d/esc\x1b[31mred"]
 
 
 def test_one_conflict_aborts_the_batch() -> None:

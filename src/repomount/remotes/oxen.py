@@ -288,8 +288,7 @@ class OxenRemote(HttpRemote):
         paths, subtrees = paths_needed(changes)
         tree: dict[str, str] = {}
         if len(paths) > FEW_PATHS:
-            listing = await self._list_at(commit, "")
-            return {e.path: DIR if e.kind == "dir" else e.version or "" for e in listing}
+            return await self._list_at(commit, "")
         found: dict[str, Entry | None] = {}
 
         async def one(path: str) -> None:
@@ -303,12 +302,15 @@ class OxenRemote(HttpRemote):
                 tree[path] = DIR if entry.kind == "dir" else entry.version or ""
         for path in subtrees:
             if tree.get(path) == DIR:
-                for e in await self._list_at(commit, path):
-                    tree[e.path] = DIR if e.kind == "dir" else e.version or ""
+                tree.update(await self._list_at(commit, path))
         return tree
 
-    async def _list_at(self, commit: str, path: str) -> list[Entry]:
-        entries, page = [], 1
+    async def _list_at(self, commit: str, path: str) -> dict[str, str]:
+        """The tree below `path` at `commit`: path -> hash (or DIR), with what no mount
+        can show as files of unknown hash (they move with their directory, and keep it
+        from being deleted)."""
+        tree: dict[str, str] = {}
+        page = 1
         while True:
             data = await self._get(
                 f"/dir/{url_path(commit)}/{url_path(path)}",
@@ -317,9 +319,10 @@ class OxenRemote(HttpRemote):
                 depth=-1,
             )
             got = dir_page(data, path)
-            entries += got.entries
+            tree.update((e.path, DIR if e.kind == "dir" else e.version or "") for e in got.entries)
+            tree.update((hidden, "") for hidden in got.hidden)
             if page >= got.total_pages:
-                return entries
+                return tree
             page += 1
 
     async def _stage(self, workspace: str, at: str, plan: Plan) -> None:

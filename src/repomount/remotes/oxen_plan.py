@@ -23,6 +23,7 @@ from repomount.remotes.base import (
     Applied,
     ApplyResult,
     Change,
+    Conflict,
     Conflicted,
     Delete,
     Failed,
@@ -181,6 +182,13 @@ def _delete(i: int, change: Delete, state: dict[str, str], plan: Plan) -> None:
         return
     if now != DIR and not expect_met(change.expect, now):
         plan.outcomes[i] = Conflicted(now)
+        return
+    if now == DIR and _has_files_below(state, change.path):
+        # Oxen removes a directory with everything in it: files someone else added, or
+        # that no mount can show (DirPage.hidden), would go too. Refused as repomount's
+        # server refuses the delete of a directory that is not empty.
+        why = f"cannot delete directory {change.path!r}: the remote has files in it"
+        plan.outcomes[i] = Failed(Conflict(why, code="directory_not_empty"))
         return
     _remove(state, plan, change.path)
     plan.versions[i] = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -81,6 +81,9 @@ class DirPage:
     entries: list[Entry]
     total_pages: int
     head: str | None  # the commit the listing was read at, when the answer says
+    # Files and directories it holds that no mount can show (skipped above): a plan
+    # must still not remove them with the directory they are in (oxen_plan.py).
+    hidden: list[str] = field(default_factory=list)
 
 
 @answer
@@ -92,13 +95,15 @@ def dir_page(data: dict[str, Any], path: str) -> DirPage:
     for item in data["entries"]:
         _flatten(item, path, flat)
     entries = validate.each(flat, validate.checked, source=SERVICE)
+    shown = {e.path for e in entries}
+    hidden = [e.path for e in flat if e.path not in shown]
     head = None
     here = data.get("dir")
     if isinstance(here, dict) and isinstance(here.get("resource"), dict):
         commit = here["resource"].get("commit")
         if isinstance(commit, dict) and commit.get("id"):
             head = str(commit["id"])
-    return DirPage(entries, int(data.get("total_pages") or 1), head)
+    return DirPage(entries, int(data.get("total_pages") or 1), head, hidden)
 
 
 def _flatten(item: dict[str, Any], parent: str, out: list[Entry]) -> None:
