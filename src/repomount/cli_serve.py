@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -160,6 +161,7 @@ def read_token_file(name: str) -> str:
             text = sys.stdin.read()
         else:
             with open(name, encoding="utf-8") as f:
+                _check_private(os.fstat(f.fileno()), name)
                 text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {where}: {getattr(e, 'strerror', None) or e}") from None
@@ -169,3 +171,17 @@ def read_token_file(name: str) -> str:
     if any(c.isspace() for c in token):
         raise ValueError(f"{where} holds more than one word; the token is a single line")
     return token
+
+
+def _check_private(st: os.stat_result, name: str) -> None:
+    """Refuse a token file others may read or change, as a mount's config file is
+    refused (a pipe, `<(...)` or `-`, is nobody else's)."""
+    if not stat.S_ISREG(st.st_mode):
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o066:
+        what = "read" if mode & 0o044 else "change"
+        raise ValueError(
+            f"refusing the token file {name}: others can {what} it (mode {mode:04o}); "
+            f"make it private: chmod 600 {name}"
+        )

@@ -38,6 +38,8 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
         (("--no-auth", "--token-file", "TOKEN_FILE"), None, "not both"),
         (("--token-file", "EMPTY_FILE"), None, "holds no token"),
         (("--token-file", "MISSING_FILE"), None, "cannot read the token file"),
+        (("--token-file", "SHARED_FILE"), None, "others can read it (mode 0644); make it"),
+        (("--token-file", "OPEN_FILE"), None, "others can change it (mode 0602)"),
         (("--history", "0"), "t", "--history"),
         (("--gc-interval", "-1"), "t", "--gc-interval"),
         (("--gc-grace", "nan"), "t", "--gc-grace"),
@@ -47,9 +49,21 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
 def test_bad_configurations_exit_2(
     tmp_path: Path, args: tuple[str, ...], token: str | None, says: str
 ) -> None:
-    (tmp_path / "token").write_text("t\n")
-    (tmp_path / "empty").write_text("\n")
-    files = {"TOKEN_FILE": "token", "EMPTY_FILE": "empty", "MISSING_FILE": "missing"}
+    for name, text, mode in [
+        ("token", "t\n", 0o600),
+        ("empty", "\n", 0o600),
+        ("shared", "t\n", 0o644),
+        ("open", "t\n", 0o602),
+    ]:
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(mode)
+    files = {
+        "TOKEN_FILE": "token",
+        "EMPTY_FILE": "empty",
+        "MISSING_FILE": "missing",
+        "SHARED_FILE": "shared",
+        "OPEN_FILE": "open",
+    }
     args = tuple(str(tmp_path / files[a]) if a in files else a for a in args)
     done = serve("--data", str(tmp_path / "d"), "--port", "0", *args, token=token)
     assert done.returncode == 2
@@ -68,6 +82,7 @@ def test_no_auth_on_loopback(server_factory: ServerFactory) -> None:
 def test_token_file_wins_over_the_environment(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
+    token_file.chmod(0o600)
     live = ServerProc(
         tmp_path / "d", token="from-env", extra_args=["--token-file", str(token_file)]
     )
