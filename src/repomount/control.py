@@ -64,6 +64,37 @@ def prepare_socket(mountpoint: str | Path) -> Path:
     return socket_path(mountpoint)
 
 
+def _state_note(mountpoint: str | Path) -> Path:
+    return socket_path(mountpoint).with_suffix(".state")
+
+
+def note_state_dir(mountpoint: str | Path, state_dir: Path) -> None:
+    """For the mount, once mounted: which state directory holds its journal, beside its
+    socket. A daemon killed (kill -9, the OOM killer) leaves it behind, so `repomount
+    unmount` can still tell what it left unsent."""
+    note = _state_note(mountpoint)
+    partial = note.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(str(state_dir.absolute()))
+    os.replace(partial, note)  # (a reader never sees half a path)
+
+
+def forget_state_dir(mountpoint: str | Path) -> None:
+    """For the mount, as it leaves: its note is no longer true."""
+    _state_note(mountpoint).unlink(missing_ok=True)
+
+
+def noted_state_dir(mountpoint: str | Path) -> Path | None:
+    """The state directory the mount at `mountpoint` noted, or None (no note, or one in
+    a control directory that is not ours alone: not believed)."""
+    note = _state_note(mountpoint)
+    try:
+        private.check_strict_dir(note.parent, _WHAT, _HINT)
+        text = note.read_text()
+    except (OSError, private.NotPrivateError):
+        return None
+    return Path(text) if text.startswith("/") else None
+
+
 def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
     """The uid of the process at the other end of a connected Unix socket (for a
     listener: its uid when it called listen())."""

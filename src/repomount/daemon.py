@@ -8,9 +8,11 @@ waits for the daemon to exit.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control, mounts, private
+from repomount import control, mounts, private, statusview, unixaddr
 from repomount.options import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,18 @@ def is_mounted(mountpoint: str | Path) -> bool:
 
 def check_mountpoint(mountpoint: Path) -> str | None:
     """Why `mountpoint` cannot be mounted on, or None."""
+    # The mount table first: a stat of a mount whose daemon died fails (ENOTCONN)
+    top = mounts.mount_at(os.path.realpath(mountpoint))
+    if top is not None and top.fstype == mounts.FSTYPE and _daemon_gone(mountpoint):
+        return (
+            f"{mountpoint} is still mounted, but its repomount daemon is gone (killed?); "
+            f"run `repomount unmount {mountpoint}` first (it says what the daemon left "
+            "unsent), then mount again"
+        )
     if not mountpoint.exists():
         return f"mountpoint {mountpoint} does not exist"
     if not mountpoint.is_dir():
         return f"mountpoint {mountpoint} is not a directory"
-    top = mounts.mount_at(os.path.realpath(mountpoint))
     if top is not None and top.fstype == "autofs":
         # An automount point (fstab's x-systemd.automount) waiting for this mount:
         # mounted over, never listed (a listing would wait for this very mount).
@@ -50,6 +59,34 @@ def check_mountpoint(mountpoint: Path) -> str | None:
     except PermissionError:
         return f"mountpoint {mountpoint} is not readable"
     return None
+
+
+def _daemon_gone(mountpoint: Path) -> bool:
+    """Whether the mount's daemon died, leaving its mount behind: nothing listens on its
+    control socket, and the kernel answers for the mount with ENOTCONN (a stat from a
+    thread: a daemon stopped, not dead, would make it wait)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        try:
+            with unixaddr.address(control.socket_path(mountpoint)) as addr:
+                s.connect(addr)
+            return False
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        except OSError:
+            return False
+    found: list[int | None] = []
+
+    def look() -> None:
+        try:
+            os.stat(mountpoint)
+        except OSError as e:
+            found.append(e.errno)
+
+    probe = threading.Thread(target=look, daemon=True)
+    probe.start()
+    probe.join(2.0)
+    return found == [errno.ENOTCONN]
 
 
 def start(mount_main: MountMain, log_path: Path) -> int:
@@ -142,7 +179,7 @@ def unmount(
     if reply is None and untrusted:
         return 1, f"unmounted {mountpoint} without asking its daemon to upload: {untrusted}"
     if reply is None:
-        return 0, f"unmounted {mountpoint}{held} (the mount daemon was not running)"
+        return _left_by_dead_daemon(mountpoint, held)
     if not reply.get("ok"):
         pending = reply.get("pending") or []
         why = reply.get("last_error") or reply.get("error") or "unknown error"
@@ -152,6 +189,24 @@ def unmount(
             f"of this remote: {', '.join(pending[:10])}"
         )
     return 0, f"unmounted {mountpoint}{held}"
+
+
+def _left_by_dead_daemon(mountpoint: Path, held: str) -> tuple[int, str]:
+    """After unmounting a mount whose daemon had died (kill -9): exit code and message,
+    non-zero when its journal still holds changes (they were never sent)."""
+    from repomount.vfs import journal_peek  # (only here: a plain unmount loads none of it)
+
+    said = f"unmounted {mountpoint}{held} (the mount daemon was not running)"
+    state_dir = control.noted_state_dir(mountpoint)
+    left = journal_peek.pending_in(state_dir, limit=statusview.LISTED) if state_dir else None
+    control.forget_state_dir(mountpoint)
+    if left is None or not left.count:
+        return 0, said
+    return 1, (
+        f"{said}; it had not sent {statusview.changes_named(left.as_status())}; they stay "
+        f"in the journal in {state_dir} and go out at the next mount of this remote with "
+        "that state directory"
+    )
 
 
 def _held_elsewhere(mine: mounts.Mount) -> str:

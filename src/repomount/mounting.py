@@ -110,6 +110,10 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         nonlocal mounted
         if error is None:
             mounted = True
+            try:
+                control.note_state_dir(req.mountpoint, req.state_dir)
+            except OSError as e:  # only `unmount` after a crash misses it
+                logger.warning("cannot note the state directory for unmount: %s", e)
             logger.info("mounted %s on %s", req.src, req.mountpoint)
         else:
             logger.error("not mounted: %s", error)
@@ -157,4 +161,6 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             logger.info("unmounted %s (exit %d)", req.mountpoint, code)
         return code
     finally:
+        if mounted:
+            control.forget_state_dir(req.mountpoint)
         os.close(lock_fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.mount import MountProc, repomount
+from support.mount import MountProc, is_mounted, repomount
 from support.server import ServerProc
 from support.util import wait_until
 
@@ -97,6 +98,32 @@ def test_kill_9_before_upload_then_remount_delivers_once(
         assert status["pending"] == []
     finally:
         m2.stop()
+
+
+def test_unmount_after_kill_9_names_what_the_journal_holds(
+    server: ServerProc, mount_factory
+) -> None:
+    """A walkthrough found `repomount unmount` of a mount whose daemon was killed saying
+    "unmounted" with exit 0 while the journal held changes, and `repomount mount` there
+    saying only "is already a mountpoint"."""
+    m: MountProc = mount_factory(extra_args=["--flush-delay", "60", "--max-flush-window", "120"])
+    # (a shell's `>` makes two journal rows per new file: still one change each)
+    subprocess.run(["sh", "-c", "echo a > new1.txt; echo b > new2.txt"], cwd=m.path, check=True)
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGKILL)  # no drain, no goodbye: the mount stays behind
+    m.proc.wait(10)
+    again = repomount("mount", m.src, str(m.path), env=m.env)
+    assert again.returncode == 2
+    assert "daemon is gone" in again.stderr and f"repomount unmount {m.path}" in again.stderr
+    gone = repomount("unmount", str(m.path), env=m.env)
+    assert gone.returncode == 1, gone.stderr
+    assert not is_mounted(m.path)
+    said = gone.stderr
+    assert "it had not sent 2 changes: new1.txt, new2.txt;" in said, said
+    assert str(m.state_dir) in said and "go out at the next mount" in said
+    assert server.tree(m.repo) == {}
+    m.start()  # the next mount sends them, as said
+    assert server.tree(m.repo) == {"new1.txt": b"a\n", "new2.txt": b"b\n"}
 
 
 def test_server_away_for_30s_during_a_write_burst(server: ServerProc, mount_factory) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from repomount.remotes.base import Expect
+from repomount.vfs import journal_peek
 from repomount.vfs.journal import Journal
 
 FIRST_SCHEMA = """
@@ -38,3 +39,19 @@ def test_an_older_journal_opens_with_its_changes(tmp_path: Path) -> None:
     new = journal.add("write", "g", blob="b1", mtime_ns=5)
     journal.close()
     assert [r.mtime_ns for r in Journal(tmp_path).records()] == [None, None, new.mtime_ns]
+
+
+def test_an_older_journal_is_read_as_it_is_without_changing_it(tmp_path: Path) -> None:
+    """`repomount unmount` after a daemon died reads its journal read-only
+    (journal_peek), counting changes as `status` does, whatever version wrote it."""
+    db = sqlite3.connect(tmp_path / "journal.db")
+    db.executescript(FIRST_SCHEMA)
+    db.close()
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "b1").write_bytes(b"content")
+    before = (tmp_path / "journal.db").read_bytes()
+    left = journal_peek.pending_in(tmp_path)
+    assert left is not None and left.count == 2 and left.bytes == len(b"content")
+    assert [c["path"] for c in left.changes] == ["d", "d/f"]
+    assert (tmp_path / "journal.db").read_bytes() == before  # (no column added)
+    assert journal_peek.pending_in(tmp_path / "none") is None

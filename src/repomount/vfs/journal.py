@@ -32,8 +32,8 @@ from pathlib import Path
 
 from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
-from repomount.vfs.journal_schema import create_schema
-from repomount.vfs.records import Op, Record, State, decode_expect, encode_expect
+from repomount.vfs.journal_schema import create_schema, load_records
+from repomount.vfs.records import Op, Record, State, encode_expect
 from repomount.vfs.sparse import Sparse
 from repomount.vfs.stateroom import StateRoom
 
@@ -417,16 +417,7 @@ class Journal:
         self._records: dict[int, Record] = {}
         self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
         self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
-        for row in self._db.execute(
-            "SELECT id, op, path, dst, blob, mode, expect, expect_to, key, created, tries,"
-            " last_error, state, target, next_try, held_for, mtime_ns FROM changes ORDER BY id"
-        ):
-            rec = Record(
-                id=row[0], op=row[1], path=row[2], dst=row[3], blob=row[4], mode=row[5],
-                expect=decode_expect(row[6]), expect_to=decode_expect(row[7]), key=row[8],
-                created=row[9], tries=row[10], last_error=row[11], state=row[12],
-                target=row[13], next_try=row[14], held_for=row[15], mtime_ns=row[16],
-            )  # fmt: skip
+        for rec in load_records(self._db):
             self._index(rec)
         # blob -> the edits it holds of a content never seen (sparse.py): sent only
         # once laid over the base version it names

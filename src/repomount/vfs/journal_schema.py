@@ -4,6 +4,9 @@ lacks, added in place."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
+
+from repomount.vfs.records import Record, decode_expect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -55,3 +58,18 @@ def create_schema(db: sqlite3.Connection) -> None:
     for name, kind in _ADDED_COLUMNS.items():
         if name not in columns:
             db.execute(f"ALTER TABLE changes ADD COLUMN {name} {kind}")
+
+
+def load_records(db: sqlite3.Connection) -> list[Record]:
+    """The changes, in id order. Reads a journal an older version wrote as it is (a
+    column it lacks takes Record's default): a read-only reader cannot add them."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(changes)")}
+    wanted = [f for f in Record.__dataclass_fields__ if f in columns]
+    records = []
+    for row in db.execute(f"SELECT {', '.join(wanted)} FROM changes ORDER BY id"):
+        fields: dict[str, Any] = dict(zip(wanted, row, strict=True))
+        for name in ("expect", "expect_to"):
+            if name in fields:
+                fields[name] = decode_expect(fields[name])
+        records.append(Record(**fields))
+    return records
