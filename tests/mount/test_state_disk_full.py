@@ -84,3 +84,24 @@ def test_a_full_state_disk_fails_writes_and_loses_nothing(
     mine = {p.name: p.read_bytes() for p in m.path.iterdir()}
     assert "small.txt" in mine
     assert server.tree(m.repo) == mine
+
+
+def test_df_shows_the_room_left_on_the_state_disk(
+    server: ServerProc, small_disk: Path, mount_factory
+) -> None:
+    """A walkthrough found `df` showing 4.0T free, 0 used, whatever the state disk had
+    left: writes wait there, so its room is what the mount has (less the journal's 1 MiB,
+    past which a write is ENOSPC)."""
+    on_small = ["--state-dir", str(small_disk / "state"), "--cache-dir", str(small_disk / "cache")]
+    m: MountProc = mount_factory(extra_args=[*on_small, "--flush-delay", "30"])
+
+    def free(st: os.statvfs_result) -> int:
+        return st.f_bavail * st.f_frsize
+
+    shown, disk = os.statvfs(m.path), os.statvfs(small_disk)
+    assert shown.f_blocks * shown.f_frsize == disk.f_blocks * disk.f_frsize  # 8 MiB
+    assert abs(free(shown) - (free(disk) - MIB)) < 64 << 10
+    (m.path / "held.bin").write_bytes(os.urandom(2 * MIB))  # waits in the state dir
+    after = os.statvfs(m.path)
+    assert free(shown) - free(after) >= 2 * MIB - (64 << 10)
+    assert after.f_blocks >= after.f_bfree >= after.f_bavail

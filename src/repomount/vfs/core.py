@@ -24,6 +24,7 @@ import trio
 
 from repomount import paths
 from repomount.remotes.base import MAX_MTIME, MIN_MTIME, Expect, Remote
+from repomount.vfs import stateroom
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.lost import LostConflicts
@@ -197,18 +198,7 @@ class Vfs(LostConflicts):
                 self.journaling_attrs.discard(node.ino)
 
     def statfs(self) -> dict[str, int]:
-        blocks = 1 << 30
-        return {
-            "f_bsize": 4096,
-            "f_frsize": 4096,
-            "f_blocks": blocks,
-            "f_bfree": blocks,
-            "f_bavail": blocks,
-            "f_files": 1 << 24,
-            "f_ffree": (1 << 24) - len(self.inodes),
-            "f_favail": (1 << 24) - len(self.inodes),
-            "f_namemax": paths.MAX_NAME_BYTES,
-        }
+        return stateroom.statfs(self.config.state_dir, len(self.inodes), paths.MAX_NAME_BYTES)
 
     async def fsyncdir(self, ino: int) -> None:
         """The directory's namespace changes are durable in the journal (a power loss

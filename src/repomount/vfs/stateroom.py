@@ -79,3 +79,31 @@ class StateRoom:
         except OSError:  # (unknown: nothing is refused for it)
             return 1 << 62
         return st.f_bavail * st.f_frsize
+
+
+BLOCK = 4096  # the block size statfs reports in
+MAX_FILES = 1 << 24  # inodes statfs reports: the mount numbers its own
+
+
+def statfs(state_dir: Path, inodes: int, namemax: int) -> dict[str, int]:
+    """What `df` and statfs(2) show for the mount: the state directory's disk, which
+    holds every write until the remote has it, so its free room is what limits writes
+    (less the journal's RESERVE_BYTES: a write past that is ENOSPC). `inodes` in use."""
+    try:
+        st = os.statvfs(state_dir)
+        total, free = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize
+        avail = st.f_bavail * st.f_frsize
+    except OSError:  # (the directory is gone: writes fail anyway; nothing to show)
+        total = free = avail = 0
+    files_free = max(0, MAX_FILES - inodes)
+    return {
+        "f_bsize": BLOCK,
+        "f_frsize": BLOCK,
+        "f_blocks": total // BLOCK,
+        "f_bfree": max(0, free - RESERVE_BYTES) // BLOCK,
+        "f_bavail": max(0, avail - RESERVE_BYTES) // BLOCK,
+        "f_files": MAX_FILES,
+        "f_ffree": files_free,
+        "f_favail": files_free,
+        "f_namemax": namemax,
+    }
