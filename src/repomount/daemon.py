@@ -183,10 +183,11 @@ def unmount(
     if not reply.get("ok"):
         pending = reply.get("pending") or []
         why = reply.get("last_error") or reply.get("error") or "unknown error"
+        # (a daemon of an older version names paths only)
+        unsent = reply.get("unsent") or f"{len(pending)} path(s) ({', '.join(pending[:10])})"
         return 1, (
-            f"unmounted {mountpoint}{held}, but {len(pending)} change(s) could not be "
-            f"uploaded ({why}); they are kept in the journal and go out at the next mount "
-            f"of this remote: {', '.join(pending[:10])}"
+            f"unmounted {mountpoint}{held}, but {unsent} could not be uploaded ({why}); "
+            "they are kept in the journal and go out at the next mount of this remote"
         )
     return 0, f"unmounted {mountpoint}{held}"
 
@@ -203,7 +204,7 @@ def _left_by_dead_daemon(mountpoint: Path, held: str) -> tuple[int, str]:
     if left is None or not left.count:
         return 0, said
     return 1, (
-        f"{said}; it had not sent {statusview.changes_named(left.as_status())}; they stay "
+        f"{said}; it had not sent {statusview.changes_named(left.as_status())}: they stay "
         f"in the journal in {state_dir} and go out at the next mount of this remote with "
         "that state directory"
     )

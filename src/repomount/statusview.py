@@ -81,15 +81,15 @@ def pending_headline(status: dict[str, Any]) -> str:
 
 
 def changes_named(status: dict[str, Any]) -> str:
-    """ "2 changes: new1.txt, new2.txt": every change counted (as `pending_headline`),
-    each path it touches named once, LISTED names at most."""
+    """ "2 changes (new1.txt, new2.txt)": every change counted (as `pending_headline`),
+    each path they touch named once, LISTED names at most."""
     pending = status.get("pending") or []
     count = int(status.get("pending_changes", len(pending)))
     names = list(dict.fromkeys(str(e.get("path")) for e in pending))
     text = ", ".join(names[:LISTED])
     if len(names) > LISTED or count > len(pending):
         text += ", and more"
-    return plural(count, "change") + (f": {text}" if names else "")
+    return plural(count, "change") + (f" ({text})" if names else "")
 
 
 def pending_line(entry: dict[str, Any], *, online: bool = False) -> str:

@@ -338,6 +338,25 @@ def test_replay_counts_changes_not_journal_rows(mount_factory) -> None:
     assert sorted(os.listdir(m.path)) == ["a", "b", "c"]
 
 
+def test_a_stop_counts_changes_not_journal_rows(server: ServerProc, mount_factory) -> None:
+    """A walkthrough: a SIGTERM with the remote away logged "sending 4 change(s)" and
+    "stopped with 4 change(s) not sent ...: new1.txt, new1.txt, new2.txt, new2.txt"
+    where `status` said 2 changes."""
+    m = mount_factory(extra_args=[*HOLD, "--drain-timeout", "2"])
+    _sh("echo a > new1.txt; echo b > new2.txt", m.path)
+    status = _status(m)
+    assert (status["pending_rows"], status["pending_changes"]) == (4, 2)
+    server.stop()
+    assert m.stop() == 1
+    log = m.log()
+    assert "stopping: sending 2 changes (new1.txt, new2.txt), for at most 2 s" in log
+    assert "stopped with 2 changes (new1.txt, new2.txt) not sent" in log
+    server.start()
+    m.start()
+    assert "replaying 2 change(s) from an earlier run" in m.log()
+    assert server.tree(m.repo) == {"new1.txt": b"a\n", "new2.txt": b"b\n"}
+
+
 def _sh(script: str, cwd: Path) -> None:
     """A shell command, as a user types it (a shell's `>` closes a descriptor of the new
     file before `echo` writes: that is one journal row more)."""

@@ -119,7 +119,7 @@ def test_unmount_after_kill_9_names_what_the_journal_holds(
     assert gone.returncode == 1, gone.stderr
     assert not is_mounted(m.path)
     said = gone.stderr
-    assert "it had not sent 2 changes: new1.txt, new2.txt;" in said, said
+    assert "it had not sent 2 changes (new1.txt, new2.txt): they stay" in said, said
     assert str(m.state_dir) in said and "go out at the next mount" in said
     assert server.tree(m.repo) == {}
     m.start()  # the next mount sends them, as said

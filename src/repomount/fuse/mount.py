@@ -22,7 +22,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from repomount import control_server, mounts, stalls
+from repomount import control_server, mounts, stalls, statusview
 from repomount.fuse import readahead
 from repomount.fuse.operations import Operations
 from repomount.options import DEFAULTS
@@ -168,8 +168,10 @@ class Stop:
                 self._drains.discard(scope)
 
 
-def _unsent(vfs: Vfs) -> list[str]:
-    return [r.path for r in vfs.flusher.outstanding()]
+async def _unsent(vfs: Vfs) -> dict[str, Any]:
+    """What is not sent yet, counted and named as `repomount status` does (per change,
+    not per journal row): the keys of its answer."""
+    return (await vfs.pending_summary(limit=statusview.LISTED)).as_status()
 
 
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
@@ -211,19 +213,19 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
             clean = await _serve(vfs, opts, ready_once, stop, invalidator, mine)
             ready_once(f"{opts.mountpoint} was unmounted before it answered")
             if stop.begin("unmounted"):
-                _announce(vfs, stop)
+                await _announce(vfs, stop)
             await _drain(vfs, opts, stop, own_loop=True)
             nursery.cancel_scope.cancel()
-    pending = _unsent(vfs)
+    unsent = await _unsent(vfs)
     if opts.on_stop is not None:
-        opts.on_stop(StopProgress(len(pending), 0.0, done=True))
+        opts.on_stop(StopProgress(unsent["pending_changes"], 0.0, done=True))
     await vfs.close()
     await vfs.remote.aclose()
-    if pending:
+    if unsent["pending_changes"]:
         log.error(
-            "stopped with %d change(s) not sent; they stay in the journal in %s, and the "
-            "next mount with this state directory sends them: %s",
-            len(pending), vfs.config.state_dir, ", ".join(pending[:20]),
+            "stopped with %s not sent; they stay in the journal in %s, and the next mount "
+            "with this state directory sends them",
+            statusview.changes_named(unsent), vfs.config.state_dir,
         )  # fmt: skip
         return 1
     return 0 if clean else 1
@@ -317,15 +319,15 @@ def why_not_started(e: RemoteError) -> str:
     return e.message
 
 
-def _announce(vfs: Vfs, stop: Stop) -> None:
-    unsent = len(_unsent(vfs))
-    if not unsent:
+async def _announce(vfs: Vfs, stop: Stop) -> None:
+    unsent = await _unsent(vfs)
+    if not unsent["pending_changes"]:
         log.info("%s: stopping: nothing to send", stop.why)
         return
     log.info(
-        "%s: stopping: sending %d change(s), for at most %.0f s; what is not sent by "
-        "then stays in the journal",
-        stop.why, unsent, stop.seconds_left(),
+        "%s: stopping: sending %s, for at most %.0f s; what is not sent by then stays "
+        "in the journal",
+        stop.why, statusview.changes_named(unsent), stop.seconds_left(),
     )  # fmt: skip
 
 
@@ -341,7 +343,8 @@ async def _drain(vfs: Vfs, opts: MountOptions, stop: Stop, *, own_loop: bool) ->
 
 async def _report(vfs: Vfs, stop: Stop, on_stop: Callable[[StopProgress], None]) -> None:
     while True:
-        on_stop(StopProgress(len(_unsent(vfs)), stop.seconds_left(), done=False))
+        summary = await vfs.pending_summary(limit=0)
+        on_stop(StopProgress(summary.count, stop.seconds_left(), done=False))
         await trio.sleep(PROGRESS_EVERY)
 
 
@@ -349,7 +352,7 @@ async def _stop_when_asked(vfs: Vfs, opts: MountOptions, stop: Stop) -> None:
     """A signal (or the mount leaving this namespace) asked to stop: send what is
     pending while still mounted, then end the kernel session."""
     await stop.requested.wait()
-    _announce(vfs, stop)
+    await _announce(vfs, stop)
     await _drain(vfs, opts, stop, own_loop=False)
     pyfuse3.terminate()
 
@@ -409,7 +412,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
             set_aside = [r for r in vfs.journal.set_aside_rows() if r["at"] >= started]  # type: ignore[operator]
             if req.get("unmounting"):
                 stop.after_unmount_sync(left_unsent=bool(pending))
-            return {
+            reply = {
                 "ok": not pending and not set_aside,
                 "pending": pending,
                 "set_aside": set_aside,
@@ -417,6 +420,9 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
                 "last_error": vfs.health.error or vfs.pending_error(),
                 "pid": os.getpid(),  # `repomount unmount` waits for it to exit
             }
+            if req.get("unmounting") and pending:  # (the unmount names them as status)
+                reply["unsent"] = statusview.changes_named(await _unsent(vfs))
+            return reply
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     return handle

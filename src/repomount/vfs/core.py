@@ -22,7 +22,7 @@ from functools import partial
 
 import trio
 
-from repomount import paths
+from repomount import paths, statusview
 from repomount.remotes.base import MAX_MTIME, MIN_MTIME, Expect, Remote
 from repomount.vfs import stateroom
 from repomount.vfs.coalesce import Planned
@@ -72,11 +72,11 @@ class Vfs(LostConflicts):
         self.journal.retry_now()
         left = await self.flusher.drain_with_own_loop(replay_timeout)
         if left:
-            paths = self._paths_of(left)
+            unsent = (await self.pending_summary(limit=statusview.LISTED)).as_status()
             log.warning(
-                "changes to %d path(s) could not be replayed and stay in the journal: %s",
-                len(paths), ", ".join(paths[:20]),
-            )  # fmt: skip
+                "%s could not be replayed and stay in the journal",
+                statusview.changes_named(unsent),
+            )
             self.leftover = set(left)  # shown in the tree from the journal (leftover.py)
         return left
 
