@@ -181,15 +181,25 @@ def unmount(
     if reply is None:
         return _left_by_dead_daemon(mountpoint, held)
     if not reply.get("ok"):
-        pending = reply.get("pending") or []
-        why = reply.get("last_error") or reply.get("error") or "unknown error"
-        # (a daemon of an older version names paths only)
-        unsent = reply.get("unsent") or f"{len(pending)} path(s) ({', '.join(pending[:10])})"
-        return 1, (
-            f"unmounted {mountpoint}{held}, but {unsent} could not be uploaded ({why}); "
-            "they are kept in the journal and go out at the next mount of this remote"
-        )
+        return 1, f"unmounted {mountpoint}{held}, but {_unsent(reply, timeout)}"
     return 0, f"unmounted {mountpoint}{held}"
+
+
+def _unsent(reply: dict[str, Any], timeout: float) -> str:
+    """What a daemon's answer to the unmount's sync says was not sent, and what becomes
+    of it."""
+    pending = reply.get("pending") or []
+    # (a request still unanswered when the drain timed out has no error yet)
+    why = reply.get("last_error") or reply.get("error")
+    why = why or f"the remote answered nothing within the drain timeout ({timeout:g} s)"
+    # (a daemon of an older version names paths only)
+    unsent = reply.get("unsent") or f"{len(pending)} path(s) ({', '.join(pending[:10])})"
+    said = f"{unsent} could not be uploaded ({why}); they are kept in the journal"
+    held = reply.get("held_conflicts") or []
+    if not held:
+        return f"{said} and go out at the next mount of this remote"
+    rest = "; anything else goes out at the next mount" if set(pending) - set(held) else ""
+    return f"{said}: {statusview.held_after_conflict(held)}{rest}"
 
 
 def _left_by_dead_daemon(mountpoint: Path, held: str) -> tuple[int, str]:

@@ -92,6 +92,21 @@ def changes_named(status: dict[str, Any]) -> str:
     return plural(count, "change") + (f" ({text})" if names else "")
 
 
+def held_after_conflict(paths: Sequence[str]) -> str:
+    """What to say of changes `--on-conflict fail` holds: every mount tries them again
+    and they conflict again, so only another policy settles them (semantics.md)."""
+    names = ", ".join(paths[:LISTED]) + (", and more" if len(paths) > LISTED else "")
+    one = len(paths) == 1
+    return (
+        f"{names} lost a conflict and {'is' if one else 'are'} held under --on-conflict "
+        f"fail: each mount tries {'it' if one else 'them'} again, to conflict again; to "
+        "settle, mount again with --on-conflict keep-both (the local version is uploaded "
+        "as a conflict copy beside the remote's), mine (it overwrites the remote's) or "
+        "theirs (the remote's stays; the local version is kept in the state directory's "
+        "conflicts/)"
+    )
+
+
 def pending_line(entry: dict[str, Any], *, online: bool = False) -> str:
     """`  write   src/a.txt  (6 B, 4 s ago, held, try 1: Conflict: ...)`. A transient
     failure while the remote is unreachable is the same for every change and said once,

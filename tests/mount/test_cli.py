@@ -357,6 +357,59 @@ def test_a_stop_counts_changes_not_journal_rows(server: ServerProc, mount_factor
     assert server.tree(m.repo) == {"new1.txt": b"a\n", "new2.txt": b"b\n"}
 
 
+def test_unmount_against_a_remote_that_never_answers(server: ServerProc, mount_factory) -> None:
+    """A walkthrough: an unmount timing out against a server that takes connections but
+    never answers said "(unknown error)", and the mount log had two drain lines for its
+    one stop ("not uploaded within 3s", then "within 0s")."""
+    m = mount_factory(extra_args=HOLD)
+    (m.path / "late.txt").write_bytes(b"late")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # connections still accepted, never answered
+    try:
+        r = repomount("unmount", str(m.path), "--drain-timeout", "2", env=m.env)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert r.returncode == 1 and not is_mounted(m.path)
+    assert (
+        "but 1 change (late.txt) could not be uploaded (the remote answered nothing "
+        "within the drain timeout (2 s)); they are kept in the journal" in r.stderr
+    ), r.stderr
+    assert m.proc is not None and m.proc.wait(30) == 1
+    log = m.log()
+    assert len([x for x in log.splitlines() if "drain:" in x]) == 1, log
+    assert "stopping without waiting again: 1 change (late.txt) left in the journal" in log
+
+
+def test_unmount_says_how_to_settle_a_conflict_held_by_fail(
+    server: ServerProc, mount_factory
+) -> None:
+    """A walkthrough: under --on-conflict fail, unmount said the held change would "go
+    out at the next mount"; every mount holds it again. Another policy settles it."""
+    m = mount_factory(extra_args=[*HOLD, "--on-conflict", "fail"])
+    server.put(m.repo, "doc.txt", b"base\n")
+    assert (m.path / "doc.txt").read_bytes() == b"base\n"
+    (m.path / "doc.txt").write_bytes(b"mine\n")
+    server.put(m.repo, "doc.txt", b"theirs\n")  # before ours goes out
+    r = repomount("unmount", str(m.path), "--drain-timeout", "5", env=m.env)
+    assert r.returncode == 1
+    assert "doc.txt lost a conflict and is held under --on-conflict fail" in r.stderr
+    assert "mount again with --on-conflict keep-both" in r.stderr
+    assert "go out at the next mount" not in r.stderr
+    assert m.proc is not None and m.proc.wait(30) == 1
+    again = MountProc(
+        m.src, m.path, work_dir=m.work_dir, token=server.token, repo=m.repo,
+        extra_args=["--on-conflict", "keep-both"],
+    )  # fmt: skip
+    again.start()  # its replay settles the change: a copy beside the remote's version
+    try:
+        tree = server.tree(m.repo)
+        assert tree.pop("doc.txt") == b"theirs\n"
+        [(copy, mine)] = tree.items()
+        assert copy.startswith("doc.conflict-") and mine == b"mine\n"
+    finally:
+        again.stop()
+
+
 def _sh(script: str, cwd: Path) -> None:
     """A shell command, as a user types it (a shell's `>` closes a descriptor of the new
     file before `echo` writes: that is one journal row more)."""

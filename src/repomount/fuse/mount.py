@@ -174,6 +174,13 @@ async def _unsent(vfs: Vfs) -> dict[str, Any]:
     return (await vfs.pending_summary(limit=statusview.LISTED)).as_status()
 
 
+def _held_conflicts(vfs: Vfs) -> list[str]:
+    """The paths of changes held after losing a conflict (--on-conflict fail): the
+    next mount does not send them either."""
+    held = vfs.journal.records("held")
+    return list(dict.fromkeys(r.path for r in held if r.held_for == "conflict"))
+
+
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     """Mount, serve until unmounted or signalled, then drain once and leave. Returns an
     exit code; `ready` is called exactly once (None on success, else the reason)."""
@@ -222,10 +229,12 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     await vfs.close()
     await vfs.remote.aclose()
     if unsent["pending_changes"]:
+        held = _held_conflicts(vfs)
         log.error(
             "stopped with %s not sent; they stay in the journal in %s, and the next mount "
-            "with this state directory sends them",
+            "with this state directory sends them%s",
             statusview.changes_named(unsent), vfs.config.state_dir,
+            f"; but {statusview.held_after_conflict(held)}" if held else "",
         )  # fmt: skip
         return 1
     return 0 if clean else 1
@@ -323,6 +332,12 @@ async def _announce(vfs: Vfs, stop: Stop) -> None:
     unsent = await _unsent(vfs)
     if not unsent["pending_changes"]:
         log.info("%s: stopping: nothing to send", stop.why)
+        return
+    if stop.seconds_left() < 1:  # (after an unmount whose wait left them unsent)
+        log.info(
+            "%s: stopping without waiting again: %s left in the journal",
+            stop.why, statusview.changes_named(unsent),
+        )  # fmt: skip
         return
     log.info(
         "%s: stopping: sending %s, for at most %.0f s; what is not sent by then stays "
@@ -422,6 +437,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
             }
             if req.get("unmounting") and pending:  # (the unmount names them as status)
                 reply["unsent"] = statusview.changes_named(await _unsent(vfs))
+                reply["held_conflicts"] = _held_conflicts(vfs)
             return reply
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -80,6 +80,8 @@ class Waiting:
         those that lost a conflict went to): `repomount sync` while another program
         goes on writing answers for what was written before it, not for what that
         program writes meanwhile (it answered "not everything is uploaded" at once)."""
+        if timeout <= 0:  # a stop's time is up: its earlier drain said what is left
+            return [r.id for r in self.outstanding()]
         for rec in self.journal.records("held"):
             self.journal.update(rec, state="pending", held_for=None)
         deadline = trio.current_time() + timeout
