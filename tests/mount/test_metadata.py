@@ -550,3 +550,33 @@ def test_a_mode_and_mtime_set_elsewhere_show_and_are_not_undone(
     assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{a.log()}"
     a.start()  # (its kept attributes must not bring back the old time)
     assert shown_in_a() == (0o600, 2_222_222_222_000_000_000)
+
+
+@pytest.mark.backends("native", "relace")
+def test_setuid_setgid_and_sticky_bits_are_dropped_at_once(
+    server: ServerProc, mount_factory, backend: Backend
+) -> None:
+    """A walkthrough: `chmod 4755 f` showed 4755 until a remount, then 755 (no remote
+    keeps those bits, and the local store followed the remote). What shows now is what
+    is kept: the permission bits, from the chmod (or mkdir) on."""
+    m: MountProc = mount_factory()
+    _file(m.path, "f")
+    _dir_with_a_file(m.path, "d")
+    m.sync()
+    os.chmod(m.path / "f", 0o4755)
+    os.chmod(m.path / "d", 0o3775)
+    os.mkdir(m.path / "new", 0o1777)  # (less the umask)
+    _file(m.path, "new/keep.txt")  # (an empty directory is local on relace)
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = {"f": "0o755", "d": "0o775", "new": oct(0o777 & ~umask)}
+
+    def shown() -> dict[str, object]:
+        return {name: _mode(name)(m.path) for name in expected}
+
+    assert shown() == expected
+    m.sync()
+    r = m.unmount()
+    assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{m.log()}"
+    m.start()
+    assert shown() == expected

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
-from repomount.vfs.nodes import Node
+from repomount.vfs.nodes import MODE_BITS, Node
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class LocalAttrs:
         kept = self._kept.get(node.path)
         if kept is None:
             return
-        if kept.mode is not None:
-            node.mode = kept.mode
+        if kept.mode is not None:  # (an older version kept setuid, setgid and sticky)
+            node.mode = kept.mode & MODE_BITS
         if owner and kept.uid is not None:
             node.uid = kept.uid
         if owner and kept.gid is not None:

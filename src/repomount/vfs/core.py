@@ -29,7 +29,7 @@ from repomount.vfs.coalesce import Planned
 from repomount.vfs.errors import FsError
 from repomount.vfs.lost import LostConflicts
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
-from repomount.vfs.nodes import Node
+from repomount.vfs.nodes import MODE_BITS, Node
 from repomount.vfs.pending import PendingSummary, summarize
 from repomount.vfs.scheduling import expected_at
 from repomount.vfs.state import Invalidator, VfsConfig, local_only
@@ -139,8 +139,8 @@ class Vfs(LostConflicts):
         caps = self.remote.capabilities
         is_file = node.kind == "file"
         send = False  # a new mode or time the remote keeps: journaled
-        if mode is not None and node.mode != mode & 0o7777:
-            node.mode = mode & 0o7777
+        if mode is not None and node.mode != mode & MODE_BITS:
+            node.mode = mode & MODE_BITS
             send = is_file and caps.file_modes
         if uid is not None:
             node.uid = uid

@@ -17,7 +17,7 @@ from repomount import paths
 from repomount.remotes.base import Expect
 from repomount.vfs.errors import FsError, exists, not_found
 from repomount.vfs.forgetting import Forgetting
-from repomount.vfs.nodes import Node, child_path
+from repomount.vfs.nodes import MODE_BITS, Node, child_path
 from repomount.vfs.state import DirHandle, Handle, NeedListing, is_ancestor
 
 RENAME_NOREPLACE = 1
@@ -130,7 +130,7 @@ class Namespace(Forgetting):
             journaled = self.remote.capabilities.empty_dirs
             if journaled:  # (first: if the journal cannot take it, nothing is made)
                 self.journal_add("mkdir", path)
-            node = self.inodes.new_node(parent, name, "dir", mode=mode & 0o7777)
+            node = self.inodes.new_node(parent, name, "dir", mode=mode & MODE_BITS)
             self._own(node, owner)
             node.on_remote = journaled  # the journal now speaks for it
             node.lookups += 1
@@ -212,7 +212,7 @@ class Namespace(Forgetting):
                 node = old  # a race with a listing can land here: an ordinary open
                 existed = True
             else:
-                node = self.inodes.new_node(parent, name, "file", mode=mode & 0o7777, size=0)
+                node = self.inodes.new_node(parent, name, "file", mode=mode & MODE_BITS, size=0)
                 self._own(node, owner)
                 node.local = self.is_local_name(name)
                 self._touch_dir(parent)

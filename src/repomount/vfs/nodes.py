@@ -16,6 +16,11 @@ from repomount import paths
 from repomount.remotes.base import Expect, ExpectT
 
 ROOT_INO = 1
+# The mode bits a node takes (chmod, create, mkdir): those a remote keeps. None keeps
+# setuid, setgid or sticky (remotes/validate.py drops them from listings), so a mode
+# with them would show until a remount, then lose them: they are dropped at once, as
+# chmod drops setgid for a group its caller is not in.
+MODE_BITS = 0o777
 HERE = ""  # Node.fetch_path: the remote keeps the content at the node's own path
 
 Kind = Literal["file", "dir", "symlink"]
