@@ -31,8 +31,9 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "address, or NAME: for a remote named in the config file (with its token, "
         "mountpoint and options; options given here win). Keys come from the config "
         "file or the environment: REPOMOUNT_TOKEN for repomount's server, "
-        "RELACE_API_KEY, TERMINALUSE_API_KEY; never from the command line, which every "
-        "local user can read. The mount's state, cache and control socket are private "
+        "RELACE_API_KEY, TERMINALUSE_API_KEY, OXEN_API_KEY, SENTRY_AUTH_TOKEN (below); "
+        "never from the command line, which every local user can read. The mount's "
+        "state, cache and control socket are private "
         "to your user.",
         epilog=environment(ENV_TOKEN, ENV_SERVICES, ENV_DIRS, ENV_CONFIG, ENV_CONTROL, ENV_DEBUG),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -212,6 +212,18 @@ def test_help_names_every_environment_variable() -> None:
     assert registry.TOKEN_ENV in repomount("serve", "--help").stdout
 
 
+def test_mount_description_names_every_services_key() -> None:
+    """A walkthrough: `mount --help`'s description named REPOMOUNT_TOKEN, RELACE_API_KEY
+    and TERMINALUSE_API_KEY only (the list below it has them all)."""
+    from repomount.cli import build_parser
+    from repomount.remotes import registry, relace, sentry, terminaluse
+
+    keys = [registry.TOKEN_ENV, relace.KEY_ENV, terminaluse.SOURCE.key_env, "OXEN_API_KEY"]
+    keys.append(sentry.TOKEN_ENV)
+    description = _subcommands(build_parser())["mount"].description
+    assert [k for k in keys if k not in description] == []
+
+
 def test_drain_timeout_defaults_agree_with_the_readme() -> None:
     """Issue 16 #7: `unmount --drain-timeout` defaulted to 120 s, the README said 60."""
     from repomount.cli import build_parser
