@@ -230,6 +230,21 @@ def test_idempotent_commit(client: httpx.Client, repo: str) -> None:
     assert r.json()["error"]["code"] == "idempotency_conflict"
 
 
+def test_a_replayed_commit_says_so(client: httpx.Client, repo: str) -> None:
+    """A replay answers the first head, older than the repo's now when another commit
+    landed in between: `Idempotent-Replayed` tells a client not to take it for the
+    latest (a mount that did showed no file it had just replayed)."""
+    ops = [{"op": "write", "path": "a", "content_b64": b64(b"1"), "expect": "absent"}]
+    first = commit(client, repo, ops, idempotency_key="c-1")
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    other = [{"op": "write", "path": "a", "content_b64": b64(b"2"), "expect": sha(b"1")}]
+    assert commit(client, repo, other).headers["X-Repo-Head"] == "2"
+    again = commit(client, repo, ops, idempotency_key="c-1")
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["X-Repo-Head"] == "1"  # (the first answer's)
+
+
 def test_a_replay_after_a_crash_may_carry_the_same_ops_differently(
     client: httpx.Client, repo: str
 ) -> None:

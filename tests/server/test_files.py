@@ -211,6 +211,8 @@ def test_idempotent_put(client: httpx.Client, repo: str) -> None:
     again = client.put(url, content=b"same", headers=key)
     assert again.status_code == 201  # the first answer, again
     assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
     assert client.get(f"/v1/repos/{repo}").json()["head"] == "2"
 
     r = client.put(url, content=b"different", headers=key)

@@ -319,7 +319,8 @@ class NativeApi:
             raise precondition_failed(path, conflict) from None
         done = result.results[0]
         data = {"head": str(result.head), "path": path, "version": done.version, "size": spool.size}
-        return json_response(data, 201 if done.created else 200, head=result.head)
+        status = 201 if done.created else 200
+        return json_response(data, status, head=result.head, replayed=result.replayed)
 
     @endpoint
     async def delete_file(self, request: Request) -> Response:
@@ -436,7 +437,7 @@ def _commit(store: Store, repo: str, raw: bytes) -> Response:
     )
     results = [{"path": r.path, "version": r.version} for r in result.results]
     data = {"head": str(result.head), "results": results}
-    return json_response(data, 201, head=result.head)
+    return json_response(data, 201, head=result.head, replayed=result.replayed)
 
 
 def _what(op: Operation) -> list[object]:

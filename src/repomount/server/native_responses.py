@@ -26,9 +26,15 @@ CHUNK = 256 << 10  # a bulk read's members up to this are framed in groups
 STREAM_CHUNK = 1 << 20
 
 
-def json_response(data: Any, status: int = 200, *, head: int | None = None) -> JSONResponse:
-    headers = None if head is None else {"X-Repo-Head": str(head)}
-    return JSONResponse(data, status_code=status, headers=headers)
+def json_response(
+    data: Any, status: int = 200, *, head: int | None = None, replayed: bool = False
+) -> JSONResponse:
+    """`replayed`: answered from an idempotency record (its head is the first answer's,
+    maybe older than the repo's now: a client must not take it for the latest)."""
+    headers = {} if head is None else {"X-Repo-Head": str(head)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(data, status_code=status, headers=headers or None)
 
 
 def error_json(error: StoreError, headers: dict[str, str] | None = None) -> JSONResponse:
