@@ -250,6 +250,7 @@ Outcome = Applied | Conflicted | Failed
 class ApplyResult:
     head: str | None
     outcomes: list[Outcome] = field(default_factory=list)  # one per change, same order
+    replayed: bool = False  # the remote's first answer again: `head` may be older than now
 
 
 # --------------------------------------------------------------------------- errors

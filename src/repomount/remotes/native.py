@@ -320,7 +320,8 @@ class NativeRemote(HttpRemote):
         )
         if response.status_code in PER_OP_STATUSES:
             return self._refused(response, url, len(changes))
-        return applied(json_object(response), len(changes))
+        replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return applied(json_object(response), len(changes), replayed=replayed)
 
     def _refused(self, response: httpx.Response, url: str, count: int) -> ApplyResult:
         """A commit refused as a whole: per-change outcomes where the server blames

@@ -313,14 +313,15 @@ def batch_key(repo: str, changes: Sequence[Change]) -> str | None:
 
 
 @answer
-def applied(data: dict[str, Any], count: int) -> ApplyResult:
-    """The result of a commit that went through: one version per operation."""
+def applied(data: dict[str, Any], count: int, *, replayed: bool = False) -> ApplyResult:
+    """The result of a commit that went through: one version per operation.
+    `replayed`: answered from the server's idempotency record (Idempotent-Replayed)."""
     head = head_of(data["head"])
     results = data["results"]
     if len(results) != count:
         raise ValueError(f"{len(results)} results for {count} operations")
     outcomes: list[Outcome] = [Applied(version=r.get("version")) for r in results]
-    return ApplyResult(head=head, outcomes=outcomes)
+    return ApplyResult(head=head, outcomes=outcomes, replayed=replayed)
 
 
 def refused(error: RemoteError, details: Mapping[str, Any], count: int) -> list[Outcome]:
