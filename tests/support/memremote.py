@@ -4,7 +4,8 @@ Versions are real: a file's version is the SHA-256 of its content (as the native
 adapter's `version_of`), a symlink's the SHA-256 of its target. Every applied commit
 bumps the head (a counter, as a string). `apply` checks every change's `expect` and is
 atomic: all changes applied, or none (Conflicted where a precondition failed, the
-others Failed(Aborted)), with idempotency keys replayed like the server does.
+others Failed(Aborted)), with idempotency keys replayed like the server does (the
+first answer again, marked `replayed`).
 
 `put`, `remove` and `move` act as another client of the same repo; `files()` is what
 the repo holds. `requests` counts calls per method, for request-count assertions.
@@ -214,7 +215,7 @@ class MemRemote(Remote):
         await trio.lowlevel.checkpoint()
         key = "\0".join(c.key for c in changes) if all(c.key for c in changes) else None
         if key is not None and key in self._replies:
-            return self._replies[key]
+            return replace(self._replies[key], replayed=True)
         result = self.apply_now(changes)
         if key is not None and all(isinstance(o, Applied) for o in result.outcomes):
             self._replies[key] = result

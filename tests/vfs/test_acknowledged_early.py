@@ -16,6 +16,7 @@ import trio.testing
 from repomount.remotes.base import ApplyResult, Change
 from repomount.vfs.errors import FsError
 from repomount.vfs.flusher import Flusher
+from repomount.vfs.outcomes import Landing
 from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
@@ -37,9 +38,9 @@ async def gate(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[trio.Event]:
     opened = trio.Event()
     original = Flusher._apply_landed
 
-    async def gated(self: Flusher, landed: list) -> None:  # type: ignore[type-arg]
+    async def gated(self: Flusher, landed: list, at: Landing) -> None:  # type: ignore[type-arg]
         await opened.wait()
-        await original(self, landed)
+        await original(self, landed, at)
 
     monkeypatch.setattr(Flusher, "_apply_landed", gated)
     yield opened
@@ -99,9 +100,9 @@ async def test_fsync_answers_before_the_bookkeeping_begins(
     order: list[str] = []
     original = Flusher._apply_landed
 
-    async def traced(self: Flusher, landed: list) -> None:  # type: ignore[type-arg]
+    async def traced(self: Flusher, landed: list, at: Landing) -> None:  # type: ignore[type-arg]
         order.append("bookkeeping")
-        await original(self, landed)
+        await original(self, landed, at)
 
     monkeypatch.setattr(Flusher, "_apply_landed", traced)
     wire = _OnTheWire()

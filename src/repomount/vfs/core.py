@@ -30,6 +30,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.lost import LostConflicts
 from repomount.vfs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE
 from repomount.vfs.nodes import MODE_BITS, Node
+from repomount.vfs.outcomes import Landing
 from repomount.vfs.pending import PendingSummary, summarize
 from repomount.vfs.scheduling import expected_at
 from repomount.vfs.state import Invalidator, VfsConfig, local_only
@@ -215,11 +216,21 @@ class Vfs(LostConflicts):
 
     # ------------------------------------------------------------------ flusher hooks
 
-    def applied(self, op: Planned, version: str | None) -> None:
-        """The remote acknowledged `op` (as `version`)."""
+    def applied(self, op: Planned, version: str | None, at: Landing) -> None:
+        """The remote acknowledged `op` (as `version`, at `at`)."""
         path = op.dst if op.op == "rename" and op.dst else op.path
         others = [op.path] if op.path != path else []
-        self.gens.touched_by_us(self.flusher.head, *others, path, version=version)
+        if at.replayed and op.ids and max(op.ids) <= self.journal.earlier_runs_up_to:
+            # An earlier run's change, which the remote had applied (its answer lost):
+            # before this mount listed anything, at a head older than those it has
+            # seen. A new generation would make every listing at the heads seen since
+            # stale for these paths, and hide them. A change of this run keeps one even
+            # when replayed: its first attempt may have landed while a listing was in
+            # flight. (So may an earlier run's change first sent while serving, its
+            # answer lost: that rare case is taken as landed before.)
+            self.gens.ours_from_before(at.head, *others, path, version=version)
+        else:
+            self.gens.touched_by_us(at.head, *others, path, version=version)
         if op.op == "write" and op.blob is not None and version is not None:
             self._content_landed(op, op.blob, version)
         if op.op == "rename":

@@ -20,6 +20,7 @@ import trio
 
 from repomount.remotes.base import (
     Applied,
+    ApplyResult,
     Change,
     Conflict,
     Delete,
@@ -40,6 +41,7 @@ from repomount.vfs.outcomes import (
     ConflictNote,
     FlushConfig,
     FlushHooks,
+    Landing,
     Outcomes,
     completes_when_applied,
 )
@@ -77,6 +79,8 @@ class Flusher(Outcomes, Waiting):
         self.config = config
         self.health = health
         self.conflicts: list[ConflictNote] = []
+        # The head our latest commit made (at start: the remote's), later commits' base;
+        # never a replay's, which may be older.
         self.head: str | None = None
         self._changed = trio.Event()
         self._urgent = trio.Event()
@@ -314,7 +318,7 @@ class Flusher(Outcomes, Waiting):
                 raise
             return False
         self._online()
-        self.head = result.head or self.head
+        at = self._landing(result)
         outcomes = list(zip(ops, result.outcomes, strict=True))
         landed = [(op, o.version) for op, o in outcomes if isinstance(o, Applied)]
         # The remote has them: their waiters (fsync, sync) may answer while the
@@ -329,17 +333,17 @@ class Flusher(Outcomes, Waiting):
             with trio.CancelScope(shield=True):
                 for _ in range(ANSWER_FIRST if early else 0):
                     await trio.lowlevel.checkpoint()
-                await self._apply_landed(landed)
+                await self._apply_landed(landed, at)
         finally:
             self._acknowledged -= early
             self._signal_progress()
         all_applied = True
         for op, outcome in outcomes:
             if not isinstance(outcome, Applied):
-                all_applied &= await self._settle(op, outcome)
+                all_applied &= await self._settle(op, outcome, at)
         return all_applied
 
-    async def _apply_landed(self, landed: list[tuple[Planned, str | None]]) -> None:
+    async def _apply_landed(self, landed: list[tuple[Planned, str | None]], at: Landing) -> None:
         """A commit per chunk, and other requests served between chunks: a batch of a
         thousand outcomes must not stall the mount. (Applying an outcome is
         self-contained; a change journaled in between is rebased like one journaled
@@ -349,7 +353,7 @@ class Flusher(Outcomes, Waiting):
                 await trio.lowlevel.checkpoint()
             with self.journal.transaction():
                 for op, version in landed[start : start + APPLY_CHUNK]:
-                    self._applied(op, version)
+                    self._applied(op, version, at)
 
     async def _send_parallel(self, ops: list[Planned]) -> bool:
         """Independent ops (distinct paths), each its own request, `transfers` at once."""
@@ -378,8 +382,15 @@ class Flusher(Outcomes, Waiting):
                 raise
             return False
         self._online()
+        return await self._settle(op, result.outcomes[0], self._landing(result))
+
+    def _landing(self, result: ApplyResult) -> Landing:
+        """Where `result`'s changes landed. A replay names its first answer's head,
+        maybe older than one seen since: the flusher's head never goes back to it."""
+        if result.replayed:
+            return Landing(result.head or self.head, replayed=True)
         self.head = result.head or self.head
-        return await self._settle(op, result.outcomes[0])
+        return Landing(self.head)
 
     async def _lay_edits(self, records: list[Record]) -> None:
         """Edits made without the file's content (offline): fetch the version they were

@@ -31,6 +31,19 @@ class Generations:
         """One of our changes landed at these paths, making the repo's head `head`
         (called by the applier; `version`: what the last of them holds now). Every
         change of one commit shares its generation."""
+        self.ours_from_before(head, *changed, version=version)
+        gen = self._head_gen.get(head) if head is not None else None
+        if gen is None:
+            self.generation += 1
+            gen = self.generation
+            self._see_head(head, gen)
+        for p in changed:
+            _bounded_put(self._touched_at, p, gen)
+
+    def ours_from_before(self, head: str | None, *changed: str, version: str | None = None) -> None:
+        """One of our changes that landed before this mount listed anything (at `head`,
+        an older head than those seen since): ours when the feed brings it back, but
+        no listing of ours can have missed it, so it takes no generation."""
         if version is not None:
             ours = self._ours.pop(changed[-1], set())
             ours.add(version)
@@ -39,13 +52,6 @@ class Generations:
                 self._ours.popitem(last=False)
         if head is not None:
             _bounded_put(self._our_heads, head, None)
-        gen = self._head_gen.get(head) if head is not None else None
-        if gen is None:
-            self.generation += 1
-            gen = self.generation
-            self._see_head(head, gen)
-        for p in changed:
-            _bounded_put(self._touched_at, p, gen)
 
     def observe_head(self, head: str | None) -> None:
         """A head the remote reported (info, a listing): later than all we knew."""

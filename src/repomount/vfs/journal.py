@@ -62,6 +62,9 @@ class Journal:
         create_schema(self._db)
         self.version = 0  # bumped by every change of the records (progress, for waiters)
         self._load()
+        # Ids only grow (AUTOINCREMENT): a record up to this one was journaled by an
+        # earlier run of the mount.
+        self.earlier_runs_up_to = next(reversed(self._records), 0)
         self._state_dir = state_dir
         missing = [
             r for r in self._records.values() if r.blob and not self.blob_path(r.blob).exists()

@@ -39,10 +39,20 @@ log = logging.getLogger("repomount.vfs.flusher")  # (one logger for sending and 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
 
 
+@dataclass(frozen=True)
+class Landing:
+    """Where an answer says its changes landed: the head it names, and whether it is the
+    remote's first answer to an earlier request again (a replay: its head may be older
+    than heads seen since)."""
+
+    head: str | None
+    replayed: bool = False
+
+
 class FlushHooks(Protocol):
     """What the flusher tells the rest of the vfs."""
 
-    def applied(self, op: Planned, version: str | None) -> None: ...
+    def applied(self, op: Planned, version: str | None, at: Landing) -> None: ...
 
     async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
 
@@ -127,12 +137,12 @@ class Outcomes:
         for op in ops:
             self._hold(op, error, "refused")
 
-    async def _settle(self, op: Planned, outcome: Outcome) -> bool:
+    async def _settle(self, op: Planned, outcome: Outcome, at: Landing) -> bool:
         if isinstance(outcome, Applied):
-            self._applied(op, outcome.version)
+            self._applied(op, outcome.version, at)
             return True
         if isinstance(outcome, Conflicted):
-            if await self._already_there(op, outcome.current):
+            if await self._already_there(op, outcome.current, at):
                 return True
             if await self._earlier_close_landed(op, outcome.current):
                 return False  # sent again next round, over what landed
@@ -140,7 +150,7 @@ class Outcomes:
             return False
         assert isinstance(outcome, Failed)
         if op.op == "delete" and isinstance(outcome.error, NotFound):
-            self._applied(op, None)  # already gone: what the delete wanted
+            self._applied(op, None, at)  # already gone: what the delete wanted
             return True
         if isinstance(outcome.error, Aborted):
             return False  # another op of the batch failed; this one goes next round
@@ -151,15 +161,15 @@ class Outcomes:
         self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
         return False
 
-    async def _already_there(self, op: Planned, current: str | None) -> bool:
+    async def _already_there(self, op: Planned, current: str | None, at: Landing) -> bool:
         """A replayed change whose first attempt landed (its answer was lost)."""
         if op.op == "delete" and current is None:
-            self._applied(op, None)
+            self._applied(op, None, at)
             return True
         if op.op == "write" and current is not None and op.blob is not None:
             _, sha = await self.digests.of(op.blob)
             if self.remote.version_of(sha) == current:
-                self._applied(op, current)
+                self._applied(op, current, at)
                 return True
         return False
 
@@ -206,10 +216,10 @@ class Outcomes:
         self.notify()
         return True
 
-    def _applied(self, op: Planned, version: str | None) -> None:
+    def _applied(self, op: Planned, version: str | None, at: Landing) -> None:
         target = op.dst if op.op == "rename" and op.dst else op.path
         olds = expected_at(op, target, self.journal)  # (before its records go)
-        self.hooks.applied(op, version)  # may link the content into the cache
+        self.hooks.applied(op, version, at)  # may link the content into the cache
         if not (op.op == "delete" and self._old_name_settled(op)):
             self.journal.complete(op.ids)
         self.digests.forget(op.blobs)
