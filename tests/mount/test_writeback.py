@@ -385,6 +385,42 @@ def test_unmount_with_the_remote_away_keeps_the_journal(server: ServerProc, moun
         m2.stop()
 
 
+def test_a_change_that_landed_after_the_unmount_gave_up_stays_visible(
+    server: ServerProc, mount_factory
+) -> None:
+    """The server stalls (SIGSTOP) with a save on the wire; the unmount gives up and
+    keeps it in the journal; the server goes on and commits it; another writer changes
+    the file; the next mount replays the save and gets the first answer, with its old
+    head. The file was missing from the mount (ENOENT) until another change reached
+    the feed (found by a new-user walkthrough)."""
+    m: MountProc = mount_factory()
+    (m.path / "doc.txt").write_bytes(b"v1\n")
+    (m.path / "other.txt").write_bytes(b"keep\n")
+    m.sync()
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        (m.path / "doc.txt").write_bytes(b"local edit\n")
+        r = repomount("unmount", str(m.path), "--drain-timeout", "3", env=m.env)
+        assert r.returncode == 1, r.stderr
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert m.proc is not None and m.proc.wait(90) == 1
+    wait_until(lambda: server.tree(m.repo)["doc.txt"] == b"local edit\n", 10, "the commit")
+    with server.client() as c:
+        url = f"/v1/repos/{m.repo}/files/doc.txt"
+        version = c.get(url).headers["ETag"]
+        c.put(url, content=b"other edit\n", headers={"If-Match": version}).raise_for_status()
+    m2 = MountProc(m.src, m.path, work_dir=m.work_dir, token=server.token, repo=m.repo)
+    m2.start(timeout=60)
+    try:
+        assert "replaying 1 change(s)" in m2.log()
+        assert sorted(os.listdir(m2.path)) == ["doc.txt", "other.txt"]
+        assert (m2.path / "doc.txt").read_bytes() == b"other edit\n"
+    finally:
+        m2.stop()
+
+
 def test_local_only_names_stay_local(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / ".notes.txt.swp").write_bytes(b"swap")
     (mnt.path / "draft~").write_bytes(b"backup")
