@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 
+import trio
+
+from repomount.remotes.base import ApplyResult, Change
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
 from support.vfsutil import ROOT, MakeMount, close, open_path, read_file, resolve
@@ -28,6 +32,47 @@ async def test_a_file_below_a_directory_renamed_here_reads_from_the_old_name(
     assert await m.drain() == []
     assert mem.files() == {"e/sub/x": b"remote x\n"}
     assert node.source == "e/sub/x" and node.fetch_path == HERE
+
+
+class _AnswerLate(MemRemote):
+    """The remote applies a commit at once; its answer is held until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied, self.gate = trio.Event(), trio.Event()
+
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        result = await super().apply(changes, base=base)
+        self.applied.set()
+        await self.gate.wait()
+        return result
+
+
+async def test_a_file_read_while_the_rename_above_it_is_on_its_way_back_is_read(
+    make_mount: MakeMount,
+) -> None:
+    """`mv d e; cat e/sub/x` while the rename's answer is on its way: the remote has no
+    d/sub/x any more, and the read failed (NotFound) instead of waiting for the answer
+    that says where the content went (a vfs test caught it, one run in three)."""
+    late = _AnswerLate()
+    late.put("d/sub/x", b"remote x\n")
+    m = await make_mount(late, **HELD)
+    await resolve(m.vfs, "d/sub/x")
+    await m.vfs.rename(ROOT, "d", ROOT, "e", 0)
+    got: list[bytes] = []
+
+    async def cat() -> None:
+        got.append(await read_file(m.vfs, "e/sub/x"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(m.drain)
+        await late.applied.wait()
+        assert late.files() == {"e/sub/x": b"remote x\n"}
+        nursery.start_soon(cat)
+        await trio.sleep(0.05)
+        assert got == []  # (waits for the answer)
+        late.gate.set()
+    assert got == [b"remote x\n"]
 
 
 async def test_a_file_kept_without_its_name_does_not_follow_its_old_directory(

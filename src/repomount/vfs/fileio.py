@@ -75,6 +75,11 @@ class FileIO(Walks):
                 break
             except NotFound:
                 tmp.unlink(missing_ok=True)
+                if node.source == where and node.fetch_path and attempt < 2:
+                    # Kept at its old name while a rename of ours (of it, or of a
+                    # directory above) goes out: the remote may have applied it, its
+                    # answer and our bookkeeping of it still on the way.
+                    await self.flusher.outcomes_applied(self.config.fsync_timeout)
                 if node.source == where or attempt == 2:
                     raise
                 # A rename of ours landed meanwhile: the remote keeps it elsewhere now.
