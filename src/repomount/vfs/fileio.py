@@ -357,9 +357,16 @@ class FileIO(Walks):
                 f.sparse.truncated(size)
             node.size = size
             node.mtime = node.ctime = time.time() if mtime is None else mtime
-            if node.open_count == 0:  # truncate(2) of a closed file: no close() follows
+            # truncate(2) by path with no writer's close() to follow (only readers, a
+            # `tail -f`, hold it open): journaled now, not when the last reader goes.
+            if not self._writer_open(node):
                 self.commit_content(node)
-                self.files.close(node.ino)
+                if node.open_count == 0:
+                    self.files.close(node.ino)
+
+    def _writer_open(self, node: Node) -> bool:
+        """Whether a handle of `node` that journals its content on close is open."""
+        return any(h.node is node and h.commits for h in self.handles.values())
 
     async def flush(self, fh: int) -> None:
         """close(): the content becomes a journaled change; no network wait."""
@@ -372,7 +379,9 @@ class FileIO(Walks):
         """Durable on local disk, then acknowledged by the remote, or an error."""
         h = self.handle(fh)
         node = h.node
-        if h.commits:
+        # Any descriptor's fsync makes the file's content durable, as on Linux: one
+        # opened to read too, after a truncate(2) by path or another writer's writes.
+        if h.commits or self.files.dirty(node.ino):
             async with self.node_lock(node.ino):
                 self.commit_content(node)
         f = self.files.get(node.ino)
