@@ -247,6 +247,8 @@ class Vfs(LostConflicts):
         if node is None:
             return
         node.on_remote = True
+        if now == path:
+            _on_remote_above(node)
         olds = expected_at(op, path, self.journal)
         if (
             op.op in ("write", "rename", "symlink")
@@ -398,3 +400,14 @@ class Vfs(LostConflicts):
             "cache_bytes": self.cache.usage(),
             "state_dir": str(self.config.state_dir),
         }
+
+
+def _on_remote_above(node: Node) -> None:
+    """What landed at `node`'s path made the directories above it the remote's: where
+    directories exist only through their files (no mkdir is sent), one made here was
+    never marked so, and the mount kept it as its own for good, never listing it again:
+    files added or changed in it elsewhere never showed (the fsx exerciser)."""
+    d = node.parent
+    while d is not None and d.parent is not None and not d.on_remote:
+        d.on_remote = True
+        d = d.parent
