@@ -157,6 +157,13 @@ def test_map_error_details() -> None:
     assert isinstance(busy, Unavailable) and busy.retry_after == 3.0
 
 
+def test_a_services_long_message_is_cut() -> None:
+    """A JSON error's message had no bound: a megabyte of it went into every log line
+    and status naming the error."""
+    error = map_error(500, ErrorBody("boom", "x" * 1_000_000), context="POST /c")
+    assert str(error) == "POST /c: 500 " + "x" * 500 + "…"
+
+
 def test_parse_retry_after() -> None:
     assert parse_retry_after("5") == 5.0
     assert parse_retry_after("1.5") == 1.5

@@ -76,6 +76,15 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+MESSAGE_MAX = 500  # characters of a service's own words kept in an error's message
+
+
+def _cut(text: str) -> str:
+    """A service's message, bounded: it goes to every log line and status that names the
+    error (a JSON body's message had no bound; a non-JSON body is cut at 200 bytes)."""
+    return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + "…"
+
+
 # --------------------------------------------------------------------------- mapping
 
 
@@ -104,7 +113,7 @@ def map_error(
     typed error. `context` says what was attempted, e.g. "GET /v1/repos/x". The
     service's words are its own: their control characters are escaped here, once, as
     the message goes on to logs, `repomount status` and the systemd status line."""
-    what = printable(body.message or body.code or "no details")
+    what = printable(_cut(body.message or body.code or "no details"))
     msg = f"{context}: {status} {what}"
     code = body.code
     if status in (401, 403):
