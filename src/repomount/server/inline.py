@@ -15,7 +15,7 @@ already).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from repomount.server.store import BlobSpool, Store
 
@@ -26,16 +26,33 @@ GROUP_BYTES = 32 << 20
 def store_contents(store: Store, contents: Iterable[bytes]) -> list[str]:
     """Store each content as a blob; their SHA-256s, in order."""
     shas: list[str] = []
+
+    def spools() -> Iterator[BlobSpool]:
+        for content in contents:
+            spool = store.new_spool(len(content))
+            try:
+                spool.write(content)
+                spool.close()
+            except BaseException:
+                store.discard_spool(spool)
+                raise
+            shas.append(spool.sha256)
+            yield spool
+
+    store_in_groups(store, spools())
+    return shas
+
+
+def store_in_groups(store: Store, spools: Iterable[BlobSpool]) -> None:
+    """Move closed spools into the store in groups of up to GROUP_MEMBERS contents or
+    GROUP_BYTES bytes; if anything fails, those of the group not stored are discarded
+    (a spool being made when it failed is its maker's to discard)."""
     group: list[BlobSpool] = []
     group_bytes = 0
     try:
-        for content in contents:
-            spool = store.new_spool(len(content))
+        for spool in spools:
             group.append(spool)
-            spool.write(content)
-            spool.close()
-            shas.append(spool.sha256)
-            group_bytes += len(content)
+            group_bytes += spool.size
             if len(group) >= GROUP_MEMBERS or group_bytes >= GROUP_BYTES:
                 store.add_blobs(group)
                 group, group_bytes = [], 0
@@ -46,4 +63,3 @@ def store_contents(store: Store, contents: Iterable[bytes]) -> list[str]:
         for spool in group:
             store.discard_spool(spool)
         raise
-    return shas

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import xxhash
 
 from repomount.server.faces.oxen_model import OxenError, bad_request
-from repomount.server.inline import GROUP_BYTES, GROUP_MEMBERS
+from repomount.server.inline import store_in_groups
 from repomount.server.multipart import Part
 from repomount.server.store import BlobSpool, Store
 
@@ -34,29 +34,20 @@ def store_parts(store: Store, parts: list[Part], limit: int, budget: int) -> lis
     each. A gzip part is refused (413) once it unpacks past `limit`, or past what is
     left of `budget`, the bytes all of them may unpack to."""
     hashes: list[tuple[str, str]] = []
-    group: list[BlobSpool] = []
-    group_bytes = 0
-    try:
+
+    def spools() -> Iterator[BlobSpool]:
+        nonlocal budget
         for part in parts:
             if gzipped(part.content_type):
                 pieces = inflated(part.data, max(0, min(limit, budget)))
             else:
                 pieces = iter([part.data])
             spool, xxh3 = _spooled(store, pieces)
-            group.append(spool)
             hashes.append((spool.sha256, xxh3))
             budget -= spool.size
-            group_bytes += spool.size
-            if len(group) >= GROUP_MEMBERS or group_bytes >= GROUP_BYTES:
-                store.add_blobs(group)  # (the spools on disk stay bounded)
-                group, group_bytes = [], 0
-        if group:
-            store.add_blobs(group)
-            group = []
-    except BaseException:
-        for spool in group:
-            store.discard_spool(spool)
-        raise
+            yield spool
+
+    store_in_groups(store, spools())  # (the spools on disk stay bounded)
     return hashes
 
 
