@@ -15,7 +15,6 @@ like every invalid percent-escape or invalid UTF-8, instead of being replaced.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -26,6 +25,7 @@ import zstandard
 
 from support.rawhttp import RawRequest
 from support.server import ServerProc
+from support.tusync import sync_up
 
 SURROGATE = "%ED%A0%80"  # UTF-8 would-be encoding of U+D800: not valid UTF-8
 
@@ -232,7 +232,6 @@ def test_terminal_use_refuses_an_archive_member_with_a_control_character(
 def _sync_archive(c: httpx.Client, files: dict[str, bytes]) -> tuple[str, httpx.Response]:
     """A new Terminal Use filesystem synced up from a tar.zst of `files`: its id, and
     the sync-complete's answer."""
-    fs_id = c.post("/terminaluse/filesystems", json={"project_id": "p"}).json()["id"]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, content in files.items():
@@ -241,15 +240,7 @@ def _sync_archive(c: httpx.Client, files: dict[str, bytes]) -> tuple[str, httpx.
             tar.addfile(member, io.BytesIO(content))
     archive = zstandard.ZstdCompressor().compress(raw.getvalue())
     assert len(archive) < 1 << 20
-    url = c.post(f"/terminaluse/filesystems/{fs_id}/upload-url").json()["url"]
-    assert httpx.put(url, content=archive).status_code == 200
-    body = {
-        "sync_id": "s1",
-        "direction": "UP",
-        "status": "SUCCESS",
-        "archive_checksum": hashlib.sha256(archive).hexdigest(),
-    }
-    return fs_id, c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body, timeout=60)
+    return sync_up(c, archive)
 
 
 def test_terminal_use_refuses_an_archive_that_unpacks_far_past_its_size(

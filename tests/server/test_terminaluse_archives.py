@@ -10,16 +10,15 @@ declared size; names quoted in an answer are cut short.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import tarfile
 
-import httpx
 import pytest
 import zstandard
 
 from support.server import ServerProc
+from support.tusync import sync_up
 
 DECLARED = 10**8  # bytes of one extended header: compressed, about 3 KB
 GROWTH_LIMIT_KIB = 48 << 10  # the old server grew by several times DECLARED
@@ -51,20 +50,6 @@ def hostile(kind: bytes, size: int = DECLARED) -> bytes:
     out.append(zstd.compress(b"\0" * (-size % 512)))
     out.append(zstd.compress(header("f.txt", 2, b"0") + b"hi".ljust(512, b"\0") + bytes(1024)))
     return b"".join(out) + zstd.flush()
-
-
-def sync_up(c: httpx.Client, archive: bytes) -> tuple[str, httpx.Response]:
-    """A new filesystem synced up from `archive`: its id, and sync-complete's answer."""
-    fs_id = c.post("/terminaluse/filesystems", json={"project_id": "p"}).json()["id"]
-    url = c.post(f"/terminaluse/filesystems/{fs_id}/upload-url").json()["url"]
-    assert httpx.put(url, content=archive).status_code == 200
-    body = {
-        "sync_id": "s1",
-        "direction": "UP",
-        "status": "SUCCESS",
-        "archive_checksum": hashlib.sha256(archive).hexdigest(),
-    }
-    return fs_id, c.post(f"/terminaluse/filesystems/{fs_id}/sync-complete", json=body)
 
 
 def test_huge_extended_headers_are_refused_small_and_in_bounded_memory(
