@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from repomount.cli_args import environment, size
+from repomount.private import shared_file_problem
 
 TOKEN_ON_COMMAND_LINE = (
     "--token is refused: every local user can read a command line (ps); set "
@@ -176,12 +177,8 @@ def read_token_file(name: str) -> str:
 def _check_private(st: os.stat_result, name: str) -> None:
     """Refuse a token file others may read or change, as a mount's config file is
     refused (a pipe, `<(...)` or `-`, is nobody else's)."""
-    if not stat.S_ISREG(st.st_mode):
-        return
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o066:
-        what = "read" if mode & 0o044 else "change"
+    problem = shared_file_problem(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+    if problem is not None:
         raise ValueError(
-            f"refusing the token file {name}: others can {what} it (mode {mode:04o}); "
-            f"make it private: chmod 600 {name}"
+            f"refusing the token file {name}: {problem}; make it private: chmod 600 {name}"
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from repomount.options import SPECS, spec_for
+from repomount.private import shared_file_problem
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # also a systemd instance name
 OWN_KEYS = ("src", "token", "mountpoint")  # a remote's keys that are no mount option
@@ -107,17 +108,11 @@ def check_private(st: os.stat_result, path: Path) -> None:
         raise ConfigError(
             f"refusing the config file {path}: it belongs to uid {st.st_uid}, not to you"
         )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o044:
-        who = "group members and other users" if mode & 0o004 else "group members"
+    problem = shared_file_problem(st.st_mode)
+    if problem is not None:
+        tokens = " and it may hold tokens" if "read" in problem else ""
         raise ConfigError(
-            f"refusing the config file {path}: {who} can read it (mode {mode:04o}) and it "
-            f"may hold tokens; make it private: chmod 600 {path}"
-        )
-    if mode & 0o022:
-        raise ConfigError(
-            f"refusing the config file {path}: others can change it (mode {mode:04o}); "
-            f"make it private: chmod 600 {path}"
+            f"refusing the config file {path}: {problem}{tokens}; make it private: chmod 600 {path}"
         )
 
 

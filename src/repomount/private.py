@@ -116,3 +116,15 @@ def _create_missing(path: Path) -> None:
             os.mkdir(d, 0o700)
         except FileExistsError:
             pass
+
+
+def shared_file_problem(mode: int) -> str | None:
+    """Why a file holding secrets (a config file, a token file) with these permission
+    bits is not private, with the mode; None when only its owner can use it."""
+    mode = stat.S_IMODE(mode)
+    if mode & 0o044:
+        who = "group members and other users" if mode & 0o004 else "group members"
+        return f"{who} can read it (mode {mode:04o})"
+    if mode & 0o022:
+        return f"others can change it (mode {mode:04o})"
+    return None

@@ -38,7 +38,7 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
         (("--no-auth", "--token-file", "TOKEN_FILE"), None, "not both"),
         (("--token-file", "EMPTY_FILE"), None, "holds no token"),
         (("--token-file", "MISSING_FILE"), None, "cannot read the token file"),
-        (("--token-file", "SHARED_FILE"), None, "others can read it (mode 0644); make it"),
+        (("--token-file", "SHARED_FILE"), None, "other users can read it (mode 0644); make it"),
         (("--token-file", "OPEN_FILE"), None, "others can change it (mode 0602)"),
         (("--history", "0"), "t", "--history"),
         (("--gc-interval", "-1"), "t", "--gc-interval"),
