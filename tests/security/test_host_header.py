@@ -38,3 +38,10 @@ def test_no_redirect_repeats_the_host_header(live: ServerProc, path: str) -> Non
 def test_a_repo_url_naming_dot_or_dot_dot_is_refused_clearly(name: str) -> None:
     with pytest.raises(ValueError, match="is not a repo name"):
         native_location(f"http://127.0.0.1:8750/{name}")
+
+
+@pytest.mark.parametrize("name", ["a%1bb", "a%00b", "a%0Ab"])
+def test_a_repo_url_naming_a_control_character_is_refused_clearly(name: str) -> None:
+    with pytest.raises(ValueError, match="holds the control character") as e:
+        native_location(f"http://127.0.0.1:8750/{name}")
+    assert str(e.value).isprintable()

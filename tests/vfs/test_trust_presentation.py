@@ -253,6 +253,9 @@ async def test_a_link_from_the_remote_moved_out_of_reach_becomes_a_file(
     await m.vfs.rename(top_b.ino, "c", ROOT, "c", 0)  # a directory above it moves up
     after = await resolve(m.vfs, "c/d")
     assert after is not before and not before.attached
+    with pytest.raises(FsError) as e:  # (the kernel may still hold it: never followed)
+        m.vfs.readlink(before.ino)
+    assert e.value.errno == errno.EINVAL
     assert after.st_mode == stat.S_IFREG | 0o444
     assert await read_file(m.vfs, "c/d") == b"../../.."
     with pytest.raises(FsError) as e:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from repomount.paths import control_character_problem
 from repomount.remotes.base import Remote
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 from repomount.remotes.native import NativeRemote
@@ -71,6 +72,8 @@ def _native_location(
         raise bad("the repo name is one path segment")
     if repo in (".", ".."):
         raise bad(f"{repo!r} is not a repo name")
+    if problem := control_character_problem(repo):
+        raise bad(f"the repo name {problem}")
     scheme = url.scheme.lower()
     host = url.hostname if ":" not in url.hostname else f"[{url.hostname}]"  # IPv6
     if port == _DEFAULT_PORTS[scheme]:

@@ -380,6 +380,9 @@ class Namespace(Forgetting):
             parent, name = link.parent, link.name
             assert parent is not None
             self.inodes.renewed(link, link_as_file=True)
+            # Until the kernel drops the name (a queued invalidation), it may follow
+            # the old inode: its readlink answers EINVAL from now on.
+            link.target = None
             self.invalidator.entry(parent.ino, name, link.ino)
 
     async def _own_blob(self, node: Node) -> str:
