@@ -7,6 +7,7 @@ Options come from options.DEFAULTS, then a named remote's table in the config fi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         prepare_local_dirs(req)  # here, before daemonizing: the log goes in the state dir
     except NotPrivateError as e:
         return fail(str(e), 2)
+    except OSError as e:  # (a missing XDG_RUNTIME_DIR, a read-only --state-dir, ...)
+        return fail(f"cannot make the mount's directories: {_os_error(e)}", 2)
     if args.foreground:
         return run_mount(req, _print_ready(r.src, mountpoint))
     req.log_file = req.state_dir / "mount.log"
@@ -94,6 +97,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if code == 0:
         print(f"mounted {r.src} on {mountpoint} (log: {req.log_file})")
     return code
+
+
+def _os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    said = f"{where}{e.strerror or e}"
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and e.filename and str(e.filename).startswith(base) and not os.path.isdir(base):
+        said += f" (XDG_RUNTIME_DIR={base} does not exist: create it, mode 700, or unset it)"
+    return said
 
 
 def _print_ready(src: str, mountpoint: Path) -> Callable[[str | None], None]:

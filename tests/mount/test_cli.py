@@ -67,6 +67,7 @@ MOUNT_ERRORS = {
     "unknown_repo": "no repo 'nope' on http://127.0.0.1:",
     "bad_src": "unsupported remote",
     "missing_dir": "does not exist",
+    "no_runtime_dir": "XDG_RUNTIME_DIR=",  # (was a traceback)
 }
 
 
@@ -91,8 +92,11 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         src = "ftp://example/x"
     elif case == "missing_dir":
         mnt = tmp_path / "does-not-exist"
+    env = _env(token, tmp_path)
+    if case == "no_runtime_dir":
+        env["XDG_RUNTIME_DIR"] = str(tmp_path / "no-such-run")
     try:
-        r = repomount("mount", src, str(mnt), env=_env(token, tmp_path), timeout=60)
+        r = repomount("mount", src, str(mnt), env=env, timeout=60)
         assert r.returncode != 0
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1, r.stderr
