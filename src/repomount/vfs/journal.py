@@ -32,7 +32,7 @@ from pathlib import Path
 
 from repomount.diskfull import is_full
 from repomount.remotes.base import Expect, ExpectT
-from repomount.vfs.journal_schema import create_schema, load_records
+from repomount.vfs.journal_schema import blob_dir, create_schema, journal_path, load_records
 from repomount.vfs.records import Op, Record, State, encode_expect
 from repomount.vfs.sparse import Sparse
 from repomount.vfs.stateroom import StateRoom
@@ -44,9 +44,9 @@ SET_ASIDE_FILE = "set-aside.txt"  # beside journal.db: one line per change set a
 
 class Journal:
     def __init__(self, state_dir: Path) -> None:
-        self.blob_dir = state_dir / "blobs"
+        self.blob_dir = blob_dir(state_dir)
         self.blob_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db_path = state_dir / "journal.db"
+        self._db_path = journal_path(state_dir)
         # Created 0600 here, not by SQLite (0644 less the umask): its -wal and -shm
         # files take the database's mode. It names every pending path.
         os.close(os.open(self._db_path, os.O_RDWR | os.O_CREAT, 0o600))

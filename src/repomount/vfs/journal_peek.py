@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from repomount.vfs.journal_schema import load_records
+from repomount.vfs.journal_schema import blob_dir, journal_path, load_records
 from repomount.vfs.pending import PendingSummary, summarize
 
 
 def pending_in(state_dir: Path, *, limit: int | None = None) -> PendingSummary | None:
     """The changes pending in `state_dir`'s journal (`limit` bounds those listed); None
     when there is no journal there or it cannot be read."""
-    db_path = state_dir / "journal.db"
+    db_path = journal_path(state_dir)
     if not db_path.is_file():
         return None
     try:
@@ -31,7 +31,7 @@ def pending_in(state_dir: Path, *, limit: int | None = None) -> PendingSummary |
             db.close()
     except sqlite3.Error:
         return None
-    blobs = state_dir / "blobs"
+    blobs = blob_dir(state_dir)
 
     def blob_size(name: str) -> int:
         try:

@@ -4,9 +4,24 @@ lacks, added in place."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from repomount.vfs.records import Record, decode_expect
+
+# Where a state directory keeps the journal: its database, and the blobs (the contents of
+# pending writes) its rows name. The journal's and journal_peek's (read-only) layout.
+JOURNAL_FILE = "journal.db"
+BLOB_DIR = "blobs"
+
+
+def journal_path(state_dir: Path) -> Path:
+    return state_dir / JOURNAL_FILE
+
+
+def blob_dir(state_dir: Path) -> Path:
+    return state_dir / BLOB_DIR
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
