@@ -110,7 +110,7 @@ def check_private(st: os.stat_result, path: Path) -> None:
         )
     problem = shared_file_problem(st.st_mode)
     if problem is not None:
-        tokens = " and it may hold tokens" if "read" in problem else ""
+        tokens = " and it may hold tokens" if st.st_mode & 0o044 else ""
         raise ConfigError(
             f"refusing the config file {path}: {problem}{tokens}; make it private: chmod 600 {path}"
         )
