@@ -41,6 +41,12 @@ def say(*lines: str, file: TextIO | None = None) -> None:
     print("\n".join(map(printable, lines)), file=file or sys.stderr)
 
 
+def fail(message: str, code: int = 1) -> int:
+    """Say `message` as the command's error; `code`, its exit code."""
+    say(f"repomount: {message}")
+    return code
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     # A person reads the oldest few pending changes; a script gets all of them.
     limit = None if args.json else statusview.LISTED

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repomount import cli_options, configfile
+from repomount.cli_control import fail
 from repomount.options import DEFAULTS, Options
 from repomount.printable import printable
 
@@ -55,11 +56,6 @@ def resolve(
         name=name,
         origins=origins,
     )
-
-
-def fail(message: str, code: int = 1) -> int:
-    print(f"repomount: {printable(message)}", file=sys.stderr)
-    return code
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

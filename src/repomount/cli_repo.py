@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
+from repomount.cli_control import fail
 from repomount.printable import printable
 
 if TYPE_CHECKING:
@@ -55,11 +56,6 @@ def add_repo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     c.set_defaults(func=cmd_delete)
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"repomount: {printable(message)}", file=sys.stderr)
-    return code
-
-
 def _run(url: str, with_repo: bool, job: Callable[..., Awaitable[T]]) -> tuple[int, T | None]:
     """Run `job(server, name)` against the server of `url`: (exit code, its result);
     a failure is said on stderr."""
@@ -71,7 +67,7 @@ def _run(url: str, with_repo: bool, job: Callable[..., Awaitable[T]]) -> tuple[i
     try:
         base, name = native_location(url, with_repo=with_repo)
     except ValueError as e:
-        return _fail(str(e), 2), None
+        return fail(str(e), 2), None
 
     async def go() -> T:
         server = NativeServer(base, token=os.environ.get(TOKEN_ENV) or None)
@@ -83,7 +79,7 @@ def _run(url: str, with_repo: bool, job: Callable[..., Awaitable[T]]) -> tuple[i
     try:
         return 0, trio.run(go)
     except AdminError as e:
-        return _fail(str(e)), None
+        return fail(str(e)), None
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -120,11 +116,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     url = args.url.strip()
     if not args.yes:
         if not sys.stdin.isatty():
-            return _fail(f"deleting {url} removes its files and history for good; "
+            return fail(f"deleting {url} removes its files and history for good; "
                          "add --yes to confirm", 2)  # fmt: skip
         answer = input(f"delete {url}, all its files and history? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            return _fail("not deleted", 1)
+            return fail("not deleted", 1)
     code, _ = _run(url, True, lambda server, name: server.delete_repo(name))
     if code == 0:
         print(f"deleted {url}")
