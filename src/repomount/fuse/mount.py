@@ -174,13 +174,6 @@ async def _unsent(vfs: Vfs) -> dict[str, Any]:
     return (await vfs.pending_summary(limit=statusview.LISTED)).as_status()
 
 
-def _held_conflicts(vfs: Vfs) -> list[str]:
-    """The paths of changes held after losing a conflict (--on-conflict fail): the
-    next mount does not send them either."""
-    held = vfs.journal.records("held")
-    return list(dict.fromkeys(r.path for r in held if r.held_for == "conflict"))
-
-
 async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     """Mount, serve until unmounted or signalled, then drain once and leave. Returns an
     exit code; `ready` is called exactly once (None on success, else the reason)."""
@@ -229,7 +222,7 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     await vfs.close()
     await vfs.remote.aclose()
     if unsent["pending_changes"]:
-        held = _held_conflicts(vfs)
+        held = vfs.held_conflicts()
         log.error(
             "stopped with %s not sent; they stay in the journal in %s, and the next mount "
             "with this state directory sends them%s",
@@ -437,7 +430,7 @@ def _control_handler(vfs: Vfs, stop: Stop) -> control_server.Handler:
             }
             if req.get("unmounting") and pending:  # (the unmount names them as status)
                 reply["unsent"] = statusview.changes_named(await _unsent(vfs))
-                reply["held_conflicts"] = _held_conflicts(vfs)
+                reply["held_conflicts"] = vfs.held_conflicts()
             return reply
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -333,6 +333,12 @@ class Vfs(LostConflicts):
 
     # ------------------------------------------------------------------ status
 
+    def held_conflicts(self) -> list[str]:
+        """The paths of changes held after losing a conflict (--on-conflict fail): the
+        next mount does not send them either."""
+        held = self.journal.records("held")
+        return list(dict.fromkeys(r.path for r in held if r.held_for == "conflict"))
+
     async def pending_summary(self, *, limit: int | None = None) -> PendingSummary:
         """The pending changes, counted per change the remote will see (pending.py);
         a large journal is summarised in a worker thread."""
