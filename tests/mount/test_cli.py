@@ -463,6 +463,9 @@ def test_sync_shows_progress_on_a_terminal_only(server: ServerProc, mount_factor
     assert os.listdir(m.path) == []  # listed while online: a create offline needs that
     server.stop()
     (m.path / "waiting.txt").write_bytes(b"12345")
+    # The flusher's first try finds the server gone; on a busy machine that can take
+    # longer than the sync's 3 s, whose lines would then all say "uploading".
+    wait_until(lambda: not _status(m)["online"], 30, "the mount to see the server gone")
     args = ["sync", str(m.path), "--timeout", "3"]
     code, shown = _on_a_terminal(args, m.env)
     assert code == 1
