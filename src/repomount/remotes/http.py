@@ -11,6 +11,7 @@ passes through `redact`, and nothing here has a repr that shows it.
 from __future__ import annotations
 
 import functools
+import json as jsonlib
 import logging
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Mapping
@@ -26,6 +27,7 @@ import trio
 from repomount import h11body, onewrite
 from repomount.remotes.base import ProtocolError, RemoteError, Unavailable
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
+from repomount.remotes.fastlane import LANE_MAX_BODY, FastLane, LaneResponse
 from repomount.remotes.http_errors import (
     ErrorBody,
     ErrorParser,
@@ -164,6 +166,9 @@ class HttpClient:
             transport=transport,
             follow_redirects=False,
         )
+        # Small requests read whole skip httpx where they can (fastlane.py says why);
+        # a transport given (a test's) carries everything.
+        self._lane = FastLane.for_url(self.base_url, all_headers) if transport is None else None
 
     def __repr__(self) -> str:
         return f"HttpClient({self.base_url!r}, token={'***' if self._token else None})"
@@ -178,6 +183,8 @@ class HttpClient:
         return text
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            self._lane.aclose()
         await self._client.aclose()
 
     async def __aenter__(self) -> HttpClient:
@@ -254,36 +261,50 @@ class HttpClient:
             idempotent = self._is_idempotent(method, hdrs)
         limits = timeouts if timeouts is not None else self.timeouts
         context = f"{self.name}: {method} {_path_only(url)}"
+        small = self._small(url, params, hdrs, json, content) if max_body is not None else None
         retry = 0
         error: RemoteError
         while True:
-            response = await self._send(
-                method, url, params, hdrs, json, content, idempotent, limits, context, retry
-            )
+            if small is not None:
+                response = await self._send_small(
+                    method, small, hdrs, idempotent, ok, limits, max_body, context, retry
+                )
+            else:
+                response = await self._send(
+                    method, url, params, hdrs, json, content, idempotent, limits, context, retry
+                )
             if isinstance(response, int):
                 retry = response
                 continue
-            assert isinstance(response.stream, httpx.AsyncByteStream)  # (an async client's)
-            response.stream = Guarded(response.stream, limits, context)
-            try:
-                decode_answer(response, context)
-                status = response.status_code
+            if isinstance(response, LaneResponse) and "content-encoding" not in response.headers:
+                status = response.status_code  # (read whole, within its caps)
                 if 200 <= status < 300 or status in ok:
-                    read = response  # (streamed) or a copy with its body read:
-                    if max_body is not None:
-                        read = await read_body(response, max_body, context)
-                    try:
-                        yield read
-                    except httpx.TransportError as exc:
-                        raise self._transport_error(exc, context) from exc
+                    yield response
                     return
-                body = await read_body(response, MAX_ERROR_ANSWER, context, truncate=True)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                error = self.error_for(body, context=context, retry_after=retry_after)
-            except httpx.TransportError as exc:  # the body was cut off
-                error = self._transport_error(exc, context)
-            finally:
-                await response.aclose()
+                error = self.error_for(response, context=context, retry_after=retry_after)
+            else:
+                assert isinstance(response.stream, httpx.AsyncByteStream)  # (an async client's)
+                response.stream = Guarded(response.stream, limits, context)
+                try:
+                    decode_answer(response, context)
+                    status = response.status_code
+                    if 200 <= status < 300 or status in ok:
+                        read = response  # (streamed) or a copy with its body read:
+                        if max_body is not None:
+                            read = await read_body(response, max_body, context)
+                        try:
+                            yield read
+                        except httpx.TransportError as exc:
+                            raise self._transport_error(exc, context) from exc
+                        return
+                    body = await read_body(response, MAX_ERROR_ANSWER, context, truncate=True)
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    error = self.error_for(body, context=context, retry_after=retry_after)
+                except httpx.TransportError as exc:  # the body was cut off
+                    error = self._transport_error(exc, context)
+                finally:
+                    await response.aclose()
             if idempotent and isinstance(error, Unavailable) and not isinstance(error, Stalled):
                 retry = await self._pause(retry, error.retry_after, error)
                 if retry:
@@ -334,16 +355,74 @@ class HttpClient:
             why = f"the remote took none of the request for {limits.read:g} s"
             raise Stalled(f"{context}: {why}") from exc
         except httpx.TransportError as exc:
-            error = self._transport_error(exc, context)
-            if (isinstance(exc, _NOT_SENT) or idempotent) and isinstance(
-                exc, _NOT_SENT + _TRANSIENT
-            ):
-                retry = await self._pause(retry, None, error)
-                if retry:
-                    return retry
-            raise error from exc
+            return await self._failed(exc, context, idempotent, retry)
         # (the deadline passed: headers trickled, or a request body sent too slowly)
         raise Stalled(f"{context}: no answer in {trio.current_time() - began:.0f} s")
+
+    async def _send_small(
+        self,
+        method: str,
+        small: tuple[str, bytes | None],
+        headers: dict[str, str],
+        idempotent: bool,
+        ok: Container[int],
+        limits: Timeouts,
+        max_body: int | None,
+        context: str,
+        retry: int,
+    ) -> httpx.Response | int:
+        """`_send` through the fast lane, the answer read whole (success up to
+        `max_body` bytes, an error's message up to MAX_ERROR_ANSWER)."""
+        assert self._lane is not None and max_body is not None
+        target, body = small
+        began = trio.current_time()
+        head_by = limits.send_deadline(began, len(body or b""))
+        try:
+            return await self._lane.exchange(
+                method, target, headers, body, head_by=head_by, ok=ok, limits=limits,
+                max_body=max_body, context=context,
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            return await self._failed(exc, context, idempotent, retry)
+
+    async def _failed(
+        self, exc: httpx.TransportError, context: str, idempotent: bool, retry: int
+    ) -> int:
+        """After a failed attempt: the new retry count when it is worth repeating (after
+        the pause), else the mapped error is raised."""
+        error = self._transport_error(exc, context)
+        if (isinstance(exc, _NOT_SENT) or idempotent) and isinstance(exc, _NOT_SENT + _TRANSIENT):
+            retry = await self._pause(retry, None, error)
+            if retry:
+                return retry
+        raise error from exc
+
+    def _small(
+        self,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: dict[str, str],
+        json: Any,
+        content: Body | None,
+    ) -> tuple[str, bytes | None] | None:
+        """The fast lane's request target and body, when the request may take the lane
+        (the caller reads the answer whole): else None, for httpx."""
+        if self._lane is None or callable(content):
+            return None
+        body = content
+        if json is not None:
+            if content is not None:
+                return None
+            # (as httpx encodes it: compact, UTF-8, no NaN)
+            text = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = text.encode()
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+        if body is not None and len(body) > LANE_MAX_BODY:
+            return None
+        query = str(httpx.QueryParams(params)) if params else ""
+        target = self._lane.target(url, query)
+        return None if target is None else (target, body)
 
     def error_for(
         self, response: httpx.Response, *, context: str, retry_after: float | None = None

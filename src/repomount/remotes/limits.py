@@ -79,8 +79,31 @@ class Timeouts:
         """When a request of `length` bytes begun at `began` must have its answer's headers."""
         return began + self.connect + self.answer + length / self.min_rate
 
+    def stalled(self, budget: float, received: int, waited: float, context: str) -> Stalled:
+        """The error for a body whose next bytes did not come within `budget` seconds
+        (see `body_wait`), after `received` bytes in `waited` seconds of waiting."""
+        if budget < self.read:
+            why = (
+                f"the answer came slower than {self.min_rate:g} bytes/s "
+                f"({received} bytes in {waited:.1f} s)"
+            )
+        else:
+            why = f"the answer stopped for {self.read:g} s after {received} bytes"
+        return Stalled(f"{context}: {why}")
+
 
 DEFAULT_TIMEOUTS = Timeouts()
+
+
+def body_wait(t: Timeouts, received: int, waited: float) -> float:
+    """Seconds a body may take to bring its next bytes, after `received` bytes came in
+    `waited` seconds of waiting: no silence longer than `read`, and no more than
+    `read + n / min_rate` seconds in all for its first n bytes."""
+    return max(0.0, min(t.read, t.read + received / t.min_rate - waited))
+
+
+def answer_too_large(limit: int) -> str:
+    return f"answer larger than {_size(limit)}"
 
 
 class Guarded(httpx.AsyncByteStream):
@@ -98,8 +121,7 @@ class Guarded(httpx.AsyncByteStream):
         received, waited = 0, 0.0
         chunks = self._inner.__aiter__()
         while True:
-            overall = t.read + received / t.min_rate - waited
-            budget = max(0.0, min(t.read, overall))
+            budget = body_wait(t, received, waited)
             started = trio.current_time()
             with trio.move_on_after(budget) as scope:
                 try:
@@ -108,14 +130,7 @@ class Guarded(httpx.AsyncByteStream):
                     return
             waited += trio.current_time() - started
             if scope.cancelled_caught:
-                if budget < t.read:
-                    why = (
-                        f"the answer came slower than {t.min_rate:g} bytes/s "
-                        f"({received} bytes in {waited:.1f} s)"
-                    )
-                else:
-                    why = f"the answer stopped for {t.read:g} s after {received} bytes"
-                raise Stalled(f"{self._context}: {why}")
+                raise t.stalled(budget, received, waited, self._context)
             received += len(chunk)
             yield chunk
 
@@ -137,7 +152,7 @@ async def read_body(
             size += len(chunk)
             if size > limit:
                 if not truncate:
-                    raise ProtocolError(f"{context}: answer larger than {_size(limit)}")
+                    raise ProtocolError(f"{context}: {answer_too_large(limit)}")
                 parts.append(chunk[: len(chunk) - (size - limit)])
                 break
             parts.append(chunk)

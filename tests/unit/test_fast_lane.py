@@ -1,0 +1,246 @@
+"""The fast lane (remotes/fastlane.py): small requests HttpClient reads whole go out on
+kept-alive plain-HTTP connections through h11, not httpx. What it must keep: the same
+bytes on the wire as httpx would send (target, query, JSON body), one answer per request
+however the connection is left (a cancelled request's late answer is never read as the
+next one's), and httpx for everything it cannot do the same way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repomount.remotes.base import Conflict, Unavailable
+from repomount.remotes.fastlane import FastLane, LaneResponse
+from repomount.remotes.http import NO_RETRY, HttpClient, RetryPolicy
+from repomount.remotes.limits import Timeouts
+
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+TIMEOUTS = Timeouts(connect=2.0, answer=2.0, read=2.0, min_rate=64 << 10)
+
+
+class Scripted:
+    """A raw HTTP/1.1 server on 127.0.0.1: each request (head and Content-Length body)
+    is recorded and answered by `answer(index, request)`, which returns the bytes to
+    write back and whether to close the connection afterwards."""
+
+    def __init__(self, answer: Callable[[int, bytes], Awaitable[tuple[bytes, bool]]]) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.port = 0
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = await stream.receive_some(65536)
+                if not more:
+                    return
+                data += more
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            lengths = [int(h.split(b":")[1]) for h in lines if h.startswith(b"content-length")]
+            length = lengths[0] if lengths else 0
+            while len(rest) < length:
+                rest += await stream.receive_some(65536)
+            request, data = head + b"\r\n\r\n" + rest[:length], rest[length:]
+            index = len(self.requests)
+            self.requests.append(request)
+            reply, close = await self.answer(index, request)
+            await stream.send_all(reply)
+            if close:
+                await stream.aclose()
+                return
+
+
+def ok(body: bytes, *extra: str) -> bytes:
+    headers = "".join(f"{h}\r\n" for h in extra)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode() + body
+
+
+@asynccontextmanager
+async def scripted(
+    answer: Callable[[int, bytes], Awaitable[tuple[bytes, bool]]],
+) -> AsyncIterator[tuple[Scripted, HttpClient]]:
+    server = Scripted(answer)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
+        server.port = listeners[0].socket.getsockname()[1]
+        client = HttpClient(f"http://127.0.0.1:{server.port}/api", token="secret-token", retry=FAST,
+                            timeouts=TIMEOUTS)  # fmt: skip
+        try:
+            yield server, client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_small_requests_share_one_connection_and_each_gets_its_own_answer() -> None:
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        return ok(b'{"n": %d}' % i, "Content-Type: application/json"), False
+
+    async with scripted(answer) as (server, client):
+        for i in range(5):
+            response = await client.request("POST", "/commits", json={"i": i})
+            assert isinstance(response, LaneResponse)
+            assert response.json() == {"n": i}
+        assert server.connections == 1
+        first = server.requests[0]
+        assert first.startswith(b"POST /api/commits HTTP/1.1\r\n")
+        assert b"\r\nAuthorization: Bearer secret-token\r\n" in first
+        assert first.endswith(b'\r\n\r\n{"i":0}')
+        assert response.request.url == f"http://127.0.0.1:{server.port}/api/commits"
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
+    """The server closes after each answer without saying so: the next request, a POST
+    that may not be sent twice, goes on a new connection, never into the closed one."""
+
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        return ok(b"%d" % i), True
+
+    async with scripted(answer) as (server, client):
+        for i in range(3):
+            await trio.sleep(0.05)  # (the close has arrived)
+            response = await client.request("POST", "/x", content=b"once", idempotent=False)
+            assert response.content == b"%d" % i
+        assert server.connections == 3 and len(server.requests) == 3
+
+
+async def test_connection_close_is_honoured() -> None:
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        return ok(b"a", "Connection: close"), False  # (the server keeps it open anyway)
+
+    async with scripted(answer) as (server, client):
+        await client.request("GET", "/a")
+        await client.request("GET", "/a")
+        assert server.connections == 2
+
+
+async def test_a_cancelled_requests_late_answer_is_never_read_as_the_next_ones() -> None:
+    slow = trio.Event()
+
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        if i == 0:
+            await slow.wait()
+        return ok(b"answer %d" % i), False
+
+    async with scripted(answer) as (server, client):
+        with trio.move_on_after(0.2):
+            await client.request("GET", "/first")
+        slow.set()
+        response = await client.request("GET", "/second")
+        assert response.content == b"answer 1"
+        assert server.connections == 2
+
+
+async def test_an_answer_that_stops_is_retried_when_idempotent_and_fails_once_when_not() -> None:
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        if i == 0:
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", True  # cut off
+        return ok(b"whole"), False
+
+    async with scripted(answer) as (server, client):
+        response = await client.request("GET", "/g")
+        assert response.content == b"whole" and len(server.requests) == 2
+    async with scripted(answer) as (server, client):
+        with pytest.raises(Unavailable):
+            await client.request("POST", "/p", content=b"x", idempotent=False)
+        assert len(server.requests) == 1
+
+
+async def test_an_error_answer_is_the_typed_error_and_a_long_one_is_read_in_part() -> None:
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        body = json.dumps({"error": {"code": "conflict", "message": "m" * 200_000}}).encode()
+        head = f"HTTP/1.1 409 Conflict\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        return head + body, False
+
+    async with scripted(answer) as (_, client):
+        with pytest.raises(Conflict) as caught:
+            await client.request("POST", "/c", content=b"{}", idempotent=False)
+        assert "409" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+async def test_what_the_lane_cannot_send_as_httpx_would_goes_through_httpx() -> None:
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        return ok(b"x"), False
+
+    async with scripted(answer) as (server, client):
+        plain = await client.request("GET", "/plain")
+        spaced = await client.request("GET", "/a b")  # httpx percent-encodes the space
+        big = await client.request("PUT", "/big", content=b"y" * (65 * 1024))
+        assert isinstance(plain, LaneResponse)
+        assert not isinstance(spaced, LaneResponse) and not isinstance(big, LaneResponse)
+        assert server.requests[1].startswith(b"GET /api/a%20b HTTP/1.1")
+    assert FastLane.for_url("https://example.com/x", {}) is None
+    given = httpx.MockTransport(lambda r: httpx.Response(200))
+    assert HttpClient("http://127.0.0.1:1", transport=given)._lane is None
+
+
+def test_a_proxy_in_the_environment_keeps_requests_on_httpx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert FastLane.for_url("http://127.0.0.1:8750/r", {}) is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
+    assert FastLane.for_url("http://127.0.0.1:8750/r", {}) is None
+
+
+# The lane's target and body are what httpx would send for the same call.
+_segment = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=8
+)
+_params = st.dictionaries(st.sampled_from(["since", "wait", "cursor", "a b", "é"]),
+                          st.one_of(st.integers(-5, 10**6), _segment), max_size=3)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from(["http://h:1", "http://h:1/", "http://h:1/relace/v1", "http://h/x/"]),
+    path=st.lists(
+        st.one_of(_segment, st.sampled_from(["%2F", "%zz", ".", "..", "a%20b"])), max_size=4
+    ).map("/".join),
+    lead=st.booleans(),
+    params=_params,
+    body=st.one_of(
+        st.none(),
+        st.dictionaries(
+            _segment,
+            st.one_of(st.integers(), _segment, st.floats(allow_nan=False, allow_infinity=False)),
+        ),
+    ),
+)
+def test_the_lane_sends_what_httpx_would(
+    base: str, path: str, lead: bool, params: dict[str, Any], body: dict[str, Any] | None
+) -> None:
+    url = ("/" if lead else "") + path
+    lane = FastLane.for_url(base, {})
+    assert lane is not None
+    query = str(httpx.QueryParams(params)) if params else ""
+    target = lane.target(url, query)
+    if target is None:
+        return  # (httpx sends it)
+    expected = httpx.Client(base_url=base).build_request("POST", url, params=params, json=body)
+    assert target.encode() == expected.url.raw_path
+    client = HttpClient(base)
+    small = client._small(url, params, {}, body, None)
+    assert small is not None and small[1] == (expected.content if body is not None else None)
+
+
+async def test_a_server_that_is_gone_is_unavailable_after_the_retries() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # (bound, never listening: connections are refused)
+        client = HttpClient(f"http://127.0.0.1:{port}", retry=NO_RETRY, timeouts=TIMEOUTS)
+        with pytest.raises(Unavailable, match="ConnectError"):
+            await client.request("GET", "/x")
+        await client.aclose()
