@@ -27,6 +27,7 @@ from repomount.diskfull import is_full
 from repomount.server.accesslog import CLIENT_CLOSED, AccessLog
 from repomount.server.auth import BearerAuth
 from repomount.server.backend import Backend
+from repomount.server.bodybudget import HeldBodies
 from repomount.server.faces import oxen_wire
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.faces.oxen import oxen_routes
@@ -128,5 +129,6 @@ def create_app(
         app = FaultInjector(app, fault_rate)
     refusals = {prefix: BearerAuth(refusal(face.bad_url), token) for prefix, face in faces.items()}
     app = WakeAfterAnswer(UrlGuard(app, refusals), backend.hub)
-    guarded: ASGIApp = FinishLastSend(RequestGuard(app, no_auth=token is None))
+    app = HeldBodies(RequestGuard(app, no_auth=token is None), backend.bodies)
+    guarded: ASGIApp = FinishLastSend(app)
     return AccessLog(guarded, request_log) if log_requests else guarded

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from repomount.server.bodybudget import BodyBudget
 from repomount.server.hub import ChangeHub
 from repomount.server.store import CommitResult, Idempotency, Operation, Store
 
@@ -33,6 +34,7 @@ class Backend:
         self.hub = ChangeHub()
         # Turns for reading and parsing JSON bodies over body.LARGE_BODY (body.py).
         self.large_bodies = trio.CapacityLimiter(LARGE_BODIES_AT_ONCE)
+        self.bodies = BodyBudget()  # bytes of request bodies in memory (bodybudget.py)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call in a worker thread."""

@@ -17,6 +17,7 @@ import trio
 from starlette.requests import Request
 
 from repomount.server.backend import Backend
+from repomount.server.bodybudget import room_for
 from repomount.server.errors import ApiError
 from repomount.server.store import BlobSpool
 
@@ -55,17 +56,19 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def check_declared_length(request: Request, limit: int) -> None:
-    """Refuse early, before reading a byte, when Content-Length already exceeds `limit`."""
+def check_declared_length(request: Request, limit: int) -> int | None:
+    """Refuse early, before reading a byte, when Content-Length already exceeds `limit`;
+    the length declared, if any."""
     declared = request.headers.get("content-length")
     if declared is None:
-        return
+        return None
     try:
         size = int(declared)
     except ValueError:
         raise ApiError("invalid_request", f"bad Content-Length {declared!r}") from None
     if size > limit:
         raise too_large(limit)
+    return size
 
 
 async def spool_body(
@@ -97,10 +100,13 @@ async def spool_body(
     return spool
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, *, copies: int = 0) -> bytes:
     """The whole body, at most `limit` bytes: 413 at once when Content-Length is over
-    it, else as soon as the streamed (chunked) body passes it; never read further."""
-    check_declared_length(request, limit)
+    it, else as soon as the streamed (chunked) body passes it; never read further.
+    Read once the server has room in memory for it and the `copies` more its reader
+    makes (bodybudget.py)."""
+    declared = check_declared_length(request, limit)
+    await room_for((limit if declared is None else declared) * (1 + copies))
     parts: list[bytes] = []
     size = 0
     async for chunk in body_chunks(request):

@@ -109,13 +109,14 @@ class Face:
             except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise bad_request("Invalid JSON body", str(e)) from None
 
-    async def body(self, request: Request, limit: int = MAX_BODY) -> bytes:
+    async def body(self, request: Request, limit: int = MAX_BODY, *, copies: int = 0) -> bytes:
         """The whole body, at most `limit` (a 413 past it: `endpoint`)."""
-        return await read_body(request, min(limit, self.backend.options.max_file_size))
+        limit = min(limit, self.backend.options.max_file_size)
+        return await read_body(request, limit, copies=copies)
 
     async def form(self, request: Request) -> list[Part]:
         content_type = request.headers.get("content-type", "")
-        body = await self.body(request)
+        body = await self.body(request, copies=1)  # (the parts are copies of its bytes)
         if not body and not content_type.startswith("multipart/"):
             return []
         return parse_multipart(body, content_type)
