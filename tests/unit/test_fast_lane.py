@@ -7,6 +7,8 @@ next one's), and httpx for everything it cannot do the same way."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -244,3 +246,24 @@ async def test_a_server_that_is_gone_is_unavailable_after_the_retries() -> None:
         with pytest.raises(Unavailable, match="ConnectError"):
             await client.request("GET", "/x")
         await client.aclose()
+
+
+async def test_connections_are_reused_when_descriptors_are_past_1023() -> None:
+    """select() cannot look at a descriptor past 1023: every request then opened a new
+    connection. (A mount holds many descriptors: spools, cache files.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+
+        async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+            return ok(b"%d" % i), False
+
+        async with scripted(answer) as (server, client):
+            for i in range(3):
+                assert (await client.request("GET", "/x")).content == b"%d" % i
+            assert server.connections == 1
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -87,11 +87,12 @@ class _Connection:
         """Whether an idle connection may carry the next request."""
         if now - self.idle_since > IDLE_EXPIRY:
             return False
+        poll = select.poll()  # (not select(): a descriptor past 1023 is fine)
         try:  # readable while idle: closed by the server, or junk we did not ask for
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            poll.register(self.stream.socket.fileno(), select.POLLIN)
+            return not poll.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def close(self) -> None:
         self.stream.socket.close()  # (synchronous: also right in a cancelled scope)
