@@ -21,7 +21,7 @@ class NoDeleteRemote(GatedRemote):
     def __init__(self) -> None:
         super().__init__()
         self.capabilities = replace(
-            self.capabilities, delete=False, rename=False, atomic_batch=False
+            self.capabilities, delete=False, rename=False, atomic_batch=False, empty_dirs=False
         )
 
 
@@ -61,3 +61,24 @@ async def test_a_file_not_sent_yet_is_removed_and_nothing_goes(
     assert await m.drain() == []
     assert remote.files() == ({} if how == "unlink" else {"g": b"hi\n"})
     assert not await exists(m.vfs, "f")
+
+
+async def test_a_directory_holding_a_file_not_sent_yet_is_not_renamed(
+    make_mount: MakeMount,
+) -> None:
+    """Documented (docs/semantics.md, Terminal Use): a directory rename is not folded
+    into the pending uploads below it, so it is refused before anything is sent, and
+    changes nothing; an empty directory made here is renamed."""
+    remote = NoDeleteRemote()
+    m = await make_mount(remote, **HELD)
+    root = await resolve(m.vfs, "")
+    await m.vfs.mkdir(root.ino, "d", 0o755)
+    await write_file(m.vfs, "d/f", b"hi\n")
+    with pytest.raises(FsError) as refused:
+        await m.vfs.rename(root.ino, "d", root.ino, "e", 0)
+    assert refused.value.errno == errno.EPERM
+    await m.vfs.mkdir(root.ino, "empty", 0o755)
+    await m.vfs.rename(root.ino, "empty", root.ino, "moved", 0)
+    assert await listdir(m.vfs, "") == ["d", "moved"]
+    assert await m.drain() == []
+    assert remote.files() == {"d/f": b"hi\n"}
