@@ -437,9 +437,17 @@ class Listings(VfsState):
 
     def on_remote(self, node: Node) -> bool:
         """Whether the remote has the name (for a directory: anything below it), or
-        may have it: a file whose change is on its way (its round began)."""
+        may have it: a file whose change is on its way (its round began). A change of
+        the path on its way is this file's only if the journal still has a file there
+        once its records apply: after a pending delete (or rename away) of the path,
+        what is there now is a new file made here, which the remote has not seen."""
         if not node.is_dir:
-            return node.base != Expect.ABSENT or self.flusher.sending(node.path)
+            if node.base != Expect.ABSENT:
+                return True
+            return (
+                self.flusher.sending(node.path)
+                and self.journal.exists_after(node.path) is not False
+            )
         if node.on_remote:
             return True
         stack = [node]  # a directory made here holds files the remote may have
