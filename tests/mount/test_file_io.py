@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import time
@@ -123,6 +124,41 @@ def test_rename_and_rename_over(server: ServerProc, mnt: MountProc, backend: Bac
     assert server.tree(mnt.repo) == {"b": b"A"}
     assert sorted(os.listdir(mnt.path)) == ["b"]
     assert (mnt.path / "b").read_bytes() == b"A"
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    if _libc.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), ctypes.c_uint(flags)):
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(src))
+
+
+def test_renameat2_flags(mnt: MountProc, backend: Backend) -> None:
+    """RENAME_NOREPLACE is honoured; RENAME_EXCHANGE and RENAME_WHITEOUT (overlayfs's,
+    root only) are EINVAL, as on a filesystem without them, and rename nothing. Before,
+    RENAME_WHITEOUT renamed and left no whiteout: a silent half of what was asked."""
+    a, b, c = mnt.path / "a", mnt.path / "b", mnt.path / "c"
+    a.write_bytes(b"A")
+    b.write_bytes(b"B")
+    with pytest.raises(FileExistsError):
+        renameat2(a, b, RENAME_NOREPLACE)
+    refused = [(RENAME_EXCHANGE, b)]  # (to a missing name the kernel says ENOENT itself)
+    if os.geteuid() == 0:  # (without CAP_MKNOD the kernel says EPERM to a whiteout first)
+        refused += [(RENAME_WHITEOUT, b), (RENAME_WHITEOUT, c)]
+    for flags, dst in refused:
+        with pytest.raises(OSError) as e:
+            renameat2(a, dst, flags)
+        assert e.value.errno == errno.EINVAL, (flags, dst.name)
+    assert sorted(os.listdir(mnt.path)) == ["a", "b"]
+    assert (a.read_bytes(), b.read_bytes()) == (b"A", b"B")
+    if "rename" not in backend.can:  # (Terminal Use: a once it was sent)
+        return
+    renameat2(a, c, RENAME_NOREPLACE)
+    assert sorted(os.listdir(mnt.path)) == ["b", "c"]
+    assert c.read_bytes() == b"A"
 
 
 def test_a_name_no_remote_stores_is_refused_where_it_is_made(

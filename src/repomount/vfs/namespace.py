@@ -272,6 +272,8 @@ class Namespace(Forgetting):
     ) -> None:
         if flags & RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        if flags & ~RENAME_NOREPLACE:  # RENAME_WHITEOUT (overlayfs): no remote keeps one
+            raise FsError(errno.EINVAL, f"rename flags {flags:#x} are not supported")
         src_parent = self.node(old_parent_ino)
         dst_parent = self.node(new_parent_ino)
         dst_path = self.valid_child_path(dst_parent, new)
