@@ -86,6 +86,24 @@ def _mode(rel: str) -> Callable[[Path], object]:
     return lambda root: oct(stat.S_IMODE(os.stat(root / rel).st_mode))
 
 
+def _mkdir_with_mode(root: Path) -> object:
+    """`mkdir -m 700 d` (and `install -d -m`, `tar x`, `rsync -a`): the mode given to
+    mkdir, with no chmod after it."""
+    os.mkdir(root / "mkdir_mode_dir", 0o700)
+    _file(root, "mkdir_mode_dir/keep.txt")  # so that it exists on every remote
+    return oct(0o700)
+
+
+def _create_with_mode(root: Path) -> object:
+    """open(O_CREAT, 0600), as `install -m`, ssh-keygen or a mail client makes a file."""
+    fd = os.open(root / "created_0600", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"private\n")
+    finally:
+        os.close(fd)
+    return oct(0o600)
+
+
 def _chown(rel: str) -> Callable[[Path], object]:
     def act(root: Path) -> object:
         os.chown(root / rel, 1234, 4321)
@@ -209,6 +227,14 @@ def attribute_rows(can: frozenset[str]) -> list[Row]:
             lambda r: _dir_with_a_file(r, "chmod_dir"),
             _chmod("chmod_dir", 0o700),
             _mode("chmod_dir"),
+        ),
+        Row("mkdir -m 0o700 dir", no_prep, _mkdir_with_mode, _mode("mkdir_mode_dir")),
+        Row(
+            "create with mode 0o600 file",
+            no_prep,
+            _create_with_mode,
+            _mode("created_0600"),
+            phases=PHASES + modes_kept,
         ),
         Row(
             "chown 1234:4321 file",

@@ -24,7 +24,7 @@ from repomount.remotes.base import Entry, Expect, NotFound, RemoteError
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.generations import Generations
 from repomount.vfs.leftover import lay_leftovers
-from repomount.vfs.nodes import HERE, Node
+from repomount.vfs.nodes import HERE, Node, default_mode
 from repomount.vfs.state import NeedListing, VfsState, local_only
 from repomount.vfs.treeload import TreeLoad
 
@@ -366,7 +366,7 @@ class Listings(VfsState):
                     base=e.version if e.version is not None else Expect.ANY,
                     on_remote=True,
                     mtime_ns=_time_ns(e, times),
-                    mode=e.mode if e.mode is not None else (0o755 if e.kind == "dir" else 0o644),
+                    mode=e.mode if e.mode is not None else default_mode(e.kind),
                     target=e.target,
                     link_as_file=as_file,
                     link_from_remote=e.kind == "symlink",

@@ -17,7 +17,7 @@ from repomount import paths
 from repomount.remotes.base import Expect
 from repomount.vfs.errors import FsError, exists, not_found
 from repomount.vfs.forgetting import Forgetting
-from repomount.vfs.nodes import MODE_BITS, Node, child_path
+from repomount.vfs.nodes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, MODE_BITS, Node, child_path
 from repomount.vfs.state import DirHandle, Handle, NeedListing, is_ancestor
 
 RENAME_NOREPLACE = 1
@@ -60,6 +60,16 @@ class Namespace(Forgetting):
         node.uid, node.gid = owner if owner is not None else (self.config.uid, self.config.gid)
         if (node.uid, node.gid) != (self.config.uid, self.config.gid):
             self.attrs.remember(node, uid=node.uid, gid=node.gid)
+
+    def _keep_mode(self, node: Node) -> None:
+        """The mode a directory or file was made with (`mkdir -m 700`, `open(O_CREAT,
+        0600)`) is kept as a chmod's is, where the remote does not keep it: not kept, a
+        remount would show the listing's default instead."""
+        if node.is_dir:
+            if node.mode != DEFAULT_DIR_MODE:
+                self.attrs.remember(node, mode=node.mode)
+        elif not self.remote.capabilities.file_modes and node.mode != DEFAULT_FILE_MODE:
+            self.attrs.remember(node, mode=node.mode)
 
     def _touch_dir(self, d: Node) -> None:
         d.mtime = time.time()
@@ -132,6 +142,7 @@ class Namespace(Forgetting):
                 self.journal_add("mkdir", path)
             node = self.inodes.new_node(parent, name, "dir", mode=mode & MODE_BITS)
             self._own(node, owner)
+            self._keep_mode(node)
             node.on_remote = journaled  # the journal now speaks for it
             node.lookups += 1
             self.fresh[node.ino] = True
@@ -214,6 +225,7 @@ class Namespace(Forgetting):
             else:
                 node = self.inodes.new_node(parent, name, "file", mode=mode & MODE_BITS, size=0)
                 self._own(node, owner)
+                self._keep_mode(node)
                 node.local = self.is_local_name(name)
                 self._touch_dir(parent)
             node.lookups += 1

@@ -21,6 +21,15 @@ ROOT_INO = 1
 # with them would show until a remount, then lose them: they are dropped at once, as
 # chmod drops setgid for a group its caller is not in.
 MODE_BITS = 0o777
+# What a listing shows where the remote gives no mode (remotes keep no directory modes).
+DEFAULT_DIR_MODE = 0o755
+DEFAULT_FILE_MODE = 0o644
+
+
+def default_mode(kind: str) -> int:
+    return DEFAULT_DIR_MODE if kind == "dir" else DEFAULT_FILE_MODE
+
+
 HERE = ""  # Node.fetch_path: the remote keeps the content at the node's own path
 
 Kind = Literal["file", "dir", "symlink"]
