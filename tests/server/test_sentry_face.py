@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterator
+from email.header import decode_header, make_header
 from typing import Any
 
 import httpx
@@ -93,6 +94,20 @@ def test_download_and_metadata(c: httpx.Client, release: str) -> None:
     assert got.status_code == 200 and got.content == b"x" * 1000
     assert got.headers["content-type"] == "application/octet-stream"  # as Sentry's lookup
     assert got.headers["content-disposition"] == 'attachment; filename="app.min.js"'
+
+
+def test_a_name_latin_1_cannot_hold_downloads(c: httpx.Client, release: str) -> None:
+    """Django MIME-encodes a header value latin-1 cannot hold (the name's part of
+    `Content-Disposition`); the download itself is the file. Before: a 500, which a
+    mount showed as EIO for every read of `€uro.js` or `中文.js` it had not cached."""
+    for name in ("~/static/€uro.js", "~/中文.js", "~/emoji😀.js", "~/é.js"):
+        made = upload(c, release, name, name.encode()).json()
+        got = c.get(files_url(release) + made["id"] + "/", params={"download": "1"})
+        assert got.status_code == 200, (name, got.text)
+        assert got.content == name.encode()
+        basename = name.rsplit("/", 1)[-1]
+        disposition = str(make_header(decode_header(got.headers["content-disposition"])))
+        assert disposition == f'attachment; filename="{basename}"'
 
 
 def test_not_found_and_unauthorized_shapes(c: httpx.Client, live: ServerProc, release: str) -> None:

@@ -181,7 +181,7 @@ class SentryFace:
         blob = await self.backend.run(self.store.open_blob, f.sha256)
         headers = {
             "Content-Length": str(f.size),
-            "Content-Disposition": f'attachment; filename="{f.basename}"',
+            "Content-Disposition": wire.content_disposition(f.basename),
         }
         # Sentry looks the type up as "content-type" among headers stored as
         # "Content-Type": its downloads come as application/octet-stream.
