@@ -194,6 +194,36 @@ def test_a_name_no_remote_stores_is_refused_where_it_is_made(
     assert sorted(os.listdir(mnt.path)) == ["#local\nonly#", "good"]
 
 
+def test_a_file_name_the_remote_refuses_is_refused_where_it_is_made(
+    server: ServerProc, mnt: MountProc, backend: Backend
+) -> None:
+    """Sentry refuses a file whose name's last part holds a backslash (400, "special
+    whitespace characters"): such a name is EINVAL at create and at a file's rename,
+    as a name no remote stores is. Before, the create succeeded and its upload was held
+    for ever (sync failed, unmount exited 1). A directory's name may hold one there
+    (Sentry checks the last part only); every other backend takes both."""
+    (mnt.path / "good").write_bytes(b"G")
+    (mnt.path / "dir\\x").mkdir()
+    (mnt.path / "dir\\x" / "in").write_bytes(b"I")
+    expected = {"good": b"G", "dir\\x/in": b"I"}
+    name = "back\\slash.js"
+    if backend.name == "sentry":
+        makers: list[Callable[[Path], object]] = [
+            lambda p: p.write_bytes(b"x"),
+            lambda p: os.rename(mnt.path / "good", p),
+        ]
+        for make in makers:
+            with pytest.raises(OSError) as e:
+                make(mnt.path / name)
+            assert e.value.errno == errno.EINVAL
+    else:
+        (mnt.path / name).write_bytes(b"B")
+        expected[name] = b"B"
+    (mnt.path / "#local\\only#").write_bytes(b"L")  # (local only: never sent)
+    mnt.sync()  # nothing is held
+    assert server.tree(mnt.repo) == expected
+
+
 def test_atomic_save_pattern(server: ServerProc, mnt: MountProc) -> None:
     (mnt.path / "conf.ini").write_bytes(b"old")
     tmp = mnt.path / ".conf.ini.tmp"

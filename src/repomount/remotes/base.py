@@ -354,6 +354,12 @@ class Remote(abc.ABC):
     def __repr__(self) -> str:  # the identity holds no secrets; the token stays out
         return f"{type(self).__name__}({self.identity!r})"
 
+    def file_name_problem(self, name: str) -> str | None:
+        """Why this remote refuses every file named `name` (the last part of a path),
+        or None. Such a name is refused where it is made (EINVAL), as a name no remote
+        stores is: a change the remote refuses whatever it holds would be held forever."""
+        return None
+
     @abc.abstractmethod
     async def info(self) -> RepoInfo:
         """Check that the repo exists and is reachable with our credentials."""

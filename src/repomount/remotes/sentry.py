@@ -81,6 +81,14 @@ class SentryRemote(HttpRemote):
     label = "sentry {base_url}"
     root = "{base_url}/api/0"
 
+    def file_name_problem(self, name: str) -> str | None:
+        # Sentry refuses a file name whose last part holds one of "\n\t\r\f\v\\" (400,
+        # "File name must not contain special whitespace characters"); the control
+        # characters no mount makes anywhere (paths.control_character_problem).
+        if "\\" in name:
+            return "holds a backslash, which Sentry refuses in a file's name"
+        return None
+
     def __init__(
         self,
         org: str,

@@ -209,6 +209,7 @@ class Namespace(Forgetting):
     ) -> tuple[int, Node]:
         parent = self.node(parent_ino)
         path = self.valid_child_path(parent, name)
+        self.check_file_name(path, name)
 
         existed = False
 
@@ -295,6 +296,8 @@ class Namespace(Forgetting):
             target = self.listed_locked(dst_parent, just_listed).get(new)
             if target is node:
                 return
+            if not node.is_dir:
+                self.check_file_name(dst_path, new)
             if node.is_dir and is_ancestor(node, dst_parent):
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
             if target is not None:

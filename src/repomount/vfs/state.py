@@ -241,6 +241,13 @@ class VfsState:
             raise FsError(errno.EINVAL, f"{path!r} {problem}")
         return path
 
+    def check_file_name(self, path: str, name: str) -> None:
+        """A file about to be named `name` (create, a file's rename): EINVAL where the
+        remote refuses every file of that name (Sentry: a backslash)."""
+        problem = self.remote.file_name_problem(name)
+        if problem is not None and not self.is_local_name(name):
+            raise FsError(errno.EINVAL, f"{path!r} {problem}")
+
 
 class _Held:
     """`async with`: the inode's lock in `table`, held. The table keeps a lock only while
