@@ -314,6 +314,57 @@ def test_listdir_of_1000_entries(server: ServerProc, mount_factory) -> None:
     assert (m.path / "many" / "f0999.txt").read_bytes() == b"x"
 
 
+class _Dirent(ctypes.Structure):
+    _fields_ = [
+        ("d_ino", ctypes.c_uint64),
+        ("d_off", ctypes.c_int64),
+        ("d_reclen", ctypes.c_ushort),
+        ("d_type", ctypes.c_ubyte),
+        ("d_name", ctypes.c_char * 256),
+    ]
+
+
+_libc.opendir.restype = ctypes.c_void_p
+_libc.readdir.restype = ctypes.POINTER(_Dirent)
+for _f in ("readdir", "rewinddir", "closedir"):
+    getattr(_libc, _f).argtypes = [ctypes.c_void_p]
+
+
+def _entries(stream: int) -> list[str]:
+    names = []
+    while entry := _libc.readdir(stream):
+        names.append(entry.contents.d_name.decode())
+    return sorted(set(names) - {".", ".."})
+
+
+def _read_rewind_read(d: Path) -> list[list[str]]:
+    """opendir; read all; make, remove and rename names; rewinddir; read all."""
+    for name in ("a", "b", "c"):
+        (d / name).write_bytes(b"x")
+    stream = _libc.opendir(os.fsencode(d))
+    try:
+        first = _entries(stream)
+        (d / "new").write_bytes(b"n")
+        (d / "a").unlink()
+        os.rename(d / "b", d / "b2")
+        _libc.rewinddir(stream)
+        return [first, _entries(stream)]
+    finally:
+        _libc.closedir(stream)
+
+
+def test_rewinddir_shows_the_directory_as_it_is_now(mnt: MountProc, tmp_path: Path) -> None:
+    """POSIX: rewinddir makes the stream show the directory's current state, as a new
+    opendir would (`ls` in a loop over one stream, an `rm -r` that rewinds until the
+    directory is empty). Before, it went on showing the snapshot taken at opendir, less
+    the names removed since: a name made meanwhile never showed."""
+    (mnt.path / "d").mkdir()
+    (tmp_path / "d").mkdir()
+    expected = _read_rewind_read(tmp_path / "d")
+    assert expected == [["a", "b", "c"], ["b2", "c", "new"]]  # (ext4)
+    assert _read_rewind_read(mnt.path / "d") == expected
+
+
 def test_exclusive_create_of_existing_file_fails(mnt: MountProc) -> None:
     (mnt.path / "lock").write_bytes(b"1")
     with pytest.raises(FileExistsError):

@@ -105,11 +105,19 @@ class Namespace(Forgetting):
         self.dirs[fh] = DirHandle(node, sorted(children))
         return fh
 
+    async def rewinddir(self, fh: int) -> None:
+        """A read from offset 0 after entries were read (`rewinddir`, a seek to 0): the
+        stream shows the directory as it is now, as a new opendir would (POSIX)."""
+        dh = self.dirs[fh]
+        dh.names = sorted(await self.listed(dh.node))
+        dh.read = False
+
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
         """(next_id, name, node, counts_as_lookup) from offset `start`: "." and "..",
-        then the snapshot taken at opendir. Names removed since are skipped, so offsets
-        never skip or repeat a living entry."""
+        then the snapshot taken at opendir (or at a rewind). Names removed since are
+        skipped, so offsets never skip or repeat a living entry."""
         dh = self.dirs[fh]
+        dh.read = True
         dots = [(".", dh.node), ("..", dh.node.parent or dh.node)]
         for i in range(start, 2):
             yield i + 1, dots[i][0], dots[i][1], False

@@ -104,6 +104,7 @@ class Handle:
 class DirHandle:
     node: Node
     names: list[str]  # a snapshot: offsets index into it, so they stay stable
+    read: bool = False  # entries were handed out: a read from offset 0 is a rewind
 
 
 class NeedListing(Exception):
