@@ -497,6 +497,12 @@ def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object,
     out.append(("fstat nlink of an unlinked new file", 0, os.fstat(fd).st_nlink))
     out.append(("read of an unlinked new file", b"still readable\n", os.pread(fd, 100, 0)))
     os.close(fd)
+    (root / "open_removed_dir").mkdir()  # (made here: removed locally on every backend)
+    fd = os.open(root / "open_removed_dir", os.O_RDONLY | os.O_DIRECTORY)
+    os.rmdir(root / "open_removed_dir")
+    out.append(("fstat nlink of a removed open directory", 0, os.fstat(fd).st_nlink))
+    out.append(("listing of a removed open directory", [], os.listdir(fd)))
+    os.close(fd)
     if "delete" in can:  # a file the remote has, opened, then unlinked
         fd = os.open(root / "remote_file", os.O_RDONLY)
         os.unlink(root / "remote_file")

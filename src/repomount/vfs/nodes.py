@@ -107,9 +107,12 @@ class Node:
     def nlink(self) -> int:
         """Files: 1, or 0 once unlinked (still open). Directories: 2 plus one per
         subdirectory once listed; 1 before ("unknown", which find and fts honour: a
-        wrong 2 would tell them there is nothing below to descend into)."""
+        wrong 2 would tell them there is nothing below to descend into); 0 once
+        removed (still open, or a working directory)."""
+        if not self.attached:
+            return 0
         if not self.is_dir:
-            return 1 if self.attached else 0
+            return 1
         if self.children is None:
             return 1
         return 2 + self.subdirs
