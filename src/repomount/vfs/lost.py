@@ -122,6 +122,63 @@ class LostConflicts(FileIO):
         self.overlay.set_pending_blob(shown.ino, newest)
         return copy, copy_id
 
+    async def keep_dir_as_copy(self, op: Planned) -> str | None:
+        """A rename of a directory that lost (another client made its new name first):
+        the files it carried may hold content never sent, and a change made at the old
+        name since is another file, so the rename cannot just be dropped. It goes to a
+        conflict copy's name next to the new one instead (still pending), with the
+        later changes made in the directory, until one moves it away. Returns that name;
+        None when `op` is no rename of a directory (a file's rename names its version)."""
+        if op.op != "rename" or op.dst is None or len(op.ids) != 1:
+            return None
+        async with self.ns_lock:
+            rec = self.journal.get(op.ids[0])
+            if rec is None or rec.op != "rename" or rec.dst is None:
+                return None
+            if rec.expect is not Expect.ANY:
+                return None  # (a file: its version was checked, the remote's stands)
+            copy = self._free_copy_name(rec.dst)
+            cur: str | None = rec.dst  # its name as the later records apply
+            new = copy
+            with self.journal.transaction():
+                later = self.journal.added_after(rec.id)
+                self.journal.update(rec, dst=copy, expect_to=Expect.ABSENT)
+                for r in later:
+                    if cur is None:
+                        break
+                    changes = {
+                        field: new + p[len(cur) :]
+                        for field, p in (("path", r.path), ("dst", r.dst))
+                        if p is not None and _at_or_under(p, cur)
+                    }
+                    if changes:
+                        self.journal.update(r, **changes)
+                    if r.op == "rename" and r.dst is not None and r.path == cur:
+                        cur = None  # moved away: what is made at its name is another's
+                    elif r.op == "rename" and r.dst is not None and cur.startswith(r.path + "/"):
+                        cur, new = r.dst + cur[len(r.path) :], r.dst + new[len(r.path) :]
+                    elif r.op == "delete" and _at_or_under(cur, r.path):
+                        cur = None
+            self.flusher.notify()
+            if cur is not None:
+                self._show_moved(cur, new)
+            return copy
+
+    def _show_moved(self, old: str, new: str) -> None:
+        node = self.node_at(old)
+        parent = self.node_at(paths.parent_of(new))
+        if node is None or not node.is_dir or parent is None or parent.children is None:
+            return  # (not loaded here: a listing shows it)
+        old_parent, old_name = node.parent, node.name
+        self.attrs.moved(old, new)
+        self.inodes.move(node, parent, new.rsplit("/", 1)[-1])
+        for p in {old_parent, parent}:
+            if p is not None:
+                self._touch_dir(p)
+        if old_parent is not None:
+            self.invalidator.entry(old_parent.ino, old_name)
+        self.invalidator.entry(parent.ino, node.name)
+
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None:
         """Policy theirs: the local version that lost is saved at `saved`. Closes of its
         lineage journaled since replace it there (and are done: never sent to the
@@ -189,3 +246,7 @@ class LostConflicts(FileIO):
                     self.adopting.discard(node.ino)
         if node is not None:
             self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
+
+
+def _at_or_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")

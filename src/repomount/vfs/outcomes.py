@@ -58,6 +58,8 @@ class FlushHooks(Protocol):
 
     async def keep_as_copy(self, op: Planned, olds: set[ExpectT]) -> tuple[str, int]: ...
 
+    async def keep_dir_as_copy(self, op: Planned) -> str | None: ...
+
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
 
     def content_materialized(self, old: str, new: str) -> None: ...
@@ -317,6 +319,13 @@ class Outcomes:
                 )
             self.journal.complete(op.ids)
             self.notify()
+        elif op.op == "rename" and (copy := await self.hooks.keep_dir_as_copy(op)):
+            # A directory moved onto a name made elsewhere meanwhile: it goes beside
+            # it instead (what it carries may never have been sent), and is sent again.
+            resolution = f"local directory kept as {copy}"
+            self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=copy))
+            await self.hooks.adopt_remote(where)
+            return
         else:
             # A delete, rename or mkdir of something that changed remotely: theirs wins
             # (nothing of theirs is deleted; our side lost no content).
