@@ -411,9 +411,9 @@ class Flusher(Outcomes, Waiting):
                 continue
             except RemoteError as e:
                 self.health.failed(e)
-                if e.retryable:
+                if e.retryable and recs:  # (one retry time for them all, as _count_try)
+                    again = self._now() + self.retry_delay(max(r.tries for r in recs) + 1, None)
                     for rec in recs:
-                        again = self._now() + self.retry_delay(rec.tries + 1, None)
                         self.journal.update(
                             rec, tries=rec.tries + 1, last_error=str(e), next_try=again
                         )

@@ -240,13 +240,15 @@ class Outcomes:
         if retry_after is not None:
             until = now + min(retry_after, MAX_RETRY_AFTER)
             self._server_asked_until = max(self._server_asked_until, until)
-        for i in op.ids:
-            rec = self.journal.get(i)
-            if rec is not None:
-                delay = self.retry_delay(rec.tries + 1, retry_after)
-                self.journal.update(
-                    rec, tries=rec.tries + 1, last_error=error, next_try=now + delay
-                )
+        recs = [r for r in map(self.journal.get, op.ids) if r is not None]
+        if not recs:
+            return
+        # One retry time for all the records of the change: drawn per record, the
+        # jitter let one go before another it was coalesced with (a temporary file's
+        # write before its rename over the file), so the temporary name was sent.
+        delay = self.retry_delay(max(r.tries for r in recs) + 1, retry_after)
+        for rec in recs:
+            self.journal.update(rec, tries=rec.tries + 1, last_error=error, next_try=now + delay)
 
     def _hold_records(self, recs: list[Record], error: str, why: HeldFor = "refused") -> None:
         for rec in recs:
