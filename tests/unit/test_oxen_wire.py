@@ -162,6 +162,22 @@ def test_a_rename_onto_a_directory_the_batch_emptied_removes_only_its_files() ->
     assert plan.removes == {"d/x", "d/e", "s"}
 
 
+def test_a_rename_onto_a_directory_made_elsewhere_is_a_conflict() -> None:
+    """The mount renamed a directory onto a name it saw free (`expect_to` absent), and
+    another client made a directory with files there meanwhile: a conflict, as on
+    repomount's server (the mount then keeps its directory beside the remote's), not a
+    refusal that held the rename, and all the mount wrote in the directory, for ever."""
+    tree = {"d": DIR, "d/x": "2", "s": DIR, "s/f": "4"}
+    plan = check([Rename("s", "d", expect=Expect.ANY, expect_to=Expect.ABSENT)], tree, {})
+    assert plan.aborted
+    [outcome] = plan.result("h").outcomes
+    assert outcome == Conflicted(None)
+    # (without the precondition, onto a directory that is not empty: refused as before)
+    plan = check([Rename("s", "d", expect=Expect.ANY, expect_to=Expect.ANY)], tree, {})
+    [outcome] = plan.result("h").outcomes
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, InvalidPath)
+
+
 def test_a_directory_with_files_the_batch_does_not_remove_is_not_deleted() -> None:
     """Oxen removes a directory with everything in it: a file someone else added (or
     one no mount can show) would go with an rmdir of what the mount saw empty. Refused

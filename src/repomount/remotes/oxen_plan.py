@@ -26,6 +26,7 @@ from repomount.remotes.base import (
     Conflict,
     Conflicted,
     Delete,
+    Expect,
     Failed,
     InvalidPath,
     Mkdir,
@@ -207,6 +208,11 @@ def _rename(i: int, change: Rename, state: dict[str, str], plan: Plan) -> None:
     if there == DIR and not _has_files_below(state, dst):
         there = None  # (its files went earlier in the batch: Oxen keeps no empty one)
     if there == DIR and src != dst:  # (Oxen has no empty directories to replace)
+        if change.expect_to is Expect.ABSENT:
+            # Made elsewhere since the mount saw the name free: a conflict, as on
+            # repomount's server (a refusal held the rename, and what it carried).
+            plan.outcomes[i] = Conflicted(None)
+            return
         plan.outcomes[i] = Failed(InvalidPath(f"cannot rename onto the directory {dst!r}"))
         return
     if there != DIR and not expect_met(change.expect_to, there):
