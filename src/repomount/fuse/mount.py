@@ -65,6 +65,10 @@ class KernelInvalidator:
         self._queue: collections.deque[tuple[str, int, str, int, bool]] = collections.deque()
         self._wakeup = trio.Event()
         self.enabled = False
+        # Inodes with an invalidation queued, and an event set once it was sent.
+        self._pending: dict[int, tuple[int, trio.Event]] = {}
+        self._sent = 0  # how many invalidations were sent (or dropped)
+        self._queued = 0
 
     def entry(self, parent_ino: int, name: str, deleted_ino: int = 0) -> None:
         if self.enabled:
@@ -74,7 +78,20 @@ class KernelInvalidator:
     def inode(self, ino: int, attr_only: bool = False) -> None:
         if self.enabled:
             self._queue.append(("inode", ino, "", 0, attr_only))
+            self._queued += 1
+            _, told = self._pending.get(ino, (0, trio.Event()))
+            self._pending[ino] = (self._queued, told)
             self._wakeup.set()
+
+    async def told(self, ino: int) -> None:
+        """Until the kernel was told of the changes of `ino` queued so far. An open
+        waits for it: until then the kernel holds the file's old size, and a read
+        stops there, handing out the new content cut to the old length (a torn read;
+        read, changed and written back, it overwrote the change made elsewhere
+        without a conflict, its precondition being the new version)."""
+        pending = self._pending.get(ino)
+        if pending is not None:
+            await pending[1].wait()
 
     async def run(self) -> None:
         while True:
@@ -91,6 +108,13 @@ class KernelInvalidator:
                         await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, attr_only)
                 except OSError:
                     pass  # the kernel no longer knows it: nothing to drop
+                finally:
+                    if kind == "inode":
+                        self._sent += 1
+                        pending = self._pending.get(ino)
+                        if pending is not None and pending[0] <= self._sent:
+                            del self._pending[ino]
+                            pending[1].set()
 
 
 # After `repomount unmount` waited for the uploads, the stop that follows sends only what

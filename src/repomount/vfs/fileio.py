@@ -287,6 +287,10 @@ class FileIO(Walks):
                         node.paged = node.version
                     else:
                         keep_cache = False
+            if not keep_cache:
+                # A remote change the kernel is still to hear of: until it is told, it
+                # holds the old size, and reads of the new content stop there.
+                await self.invalidator.told(ino)
         except BaseException:
             node.open_count -= 1
             if node.open_count == 0:

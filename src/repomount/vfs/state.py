@@ -57,12 +57,18 @@ class Invalidator(Protocol):
 
     def inode(self, ino: int, attr_only: bool = False) -> None: ...
 
+    async def told(self, ino: int) -> None:
+        """Until the invalidations of `ino` queued so far reached the kernel."""
+
 
 class _NoInvalidation:
     def entry(self, parent_ino: int, name: str, deleted_ino: int = 0) -> None:
         pass
 
     def inode(self, ino: int, attr_only: bool = False) -> None:
+        pass
+
+    async def told(self, ino: int) -> None:
         pass
 
 
