@@ -132,7 +132,7 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        if start_id == 0 and self.vfs.dirs[fh].read:
+        if start_id == 0:
             await self.vfs.rewinddir(fh)
         for next_id, name, node, counted in self.vfs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), next_id):

@@ -106,9 +106,12 @@ class Namespace(Forgetting):
         return fh
 
     async def rewinddir(self, fh: int) -> None:
-        """A read from offset 0 after entries were read (`rewinddir`, a seek to 0): the
-        stream shows the directory as it is now, as a new opendir would (POSIX)."""
+        """Before a read from offset 0: if entries were read already (`rewinddir`, a
+        seek to 0), the stream shows the directory as it is now, as a new opendir
+        would (POSIX)."""
         dh = self.dirs[fh]
+        if not dh.read:
+            return
         dh.names = sorted(await self.listed(dh.node))
         dh.read = False
 
