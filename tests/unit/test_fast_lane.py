@@ -233,8 +233,7 @@ def test_the_lane_sends_what_httpx_would(
         return  # (httpx sends it)
     expected = httpx.Client(base_url=base).build_request("POST", url, params=params, json=body)
     assert target.encode() == expected.url.raw_path
-    client = HttpClient(base)
-    small = client._small(url, params, {}, body, None)
+    small = lane.prepare(url, params, {}, body, None)
     assert small is not None and small[1] == (expected.content if body is not None else None)
 
 

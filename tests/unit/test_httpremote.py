@@ -13,6 +13,7 @@ from typing import BinaryIO
 import httpx
 import pytest
 
+from repomount.remotes.answers import parses
 from repomount.remotes.base import (
     ApplyResult,
     Change,
@@ -25,7 +26,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import NO_RETRY, parses
+from repomount.remotes.http import NO_RETRY
 from repomount.remotes.httpremote import HostedSource, HttpRemote, copy_body
 
 

@@ -23,10 +23,12 @@ unasked).
 
 from __future__ import annotations
 
+import json as jsonlib
 import math
 import select
 import urllib.request
 from collections.abc import Container, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -135,6 +137,32 @@ class FastLane:
         if ":" in host:  # (an IPv6 literal: the Host header keeps its brackets)
             host_header = f"[{host}]" + (f":{parts.port}" if parts.port else "")
         return cls((host, port), parts.path or "/", host_header, headers)
+
+    def prepare(
+        self,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: dict[str, str],
+        json: Any,
+        content: bytes | None,
+    ) -> tuple[str, bytes | None] | None:
+        """The request target and body of a request that may take the lane, as httpx
+        would send them (a JSON body's Content-Type added to `headers`); None when it
+        should go through httpx."""
+        body = content
+        if json is not None:
+            if content is not None:
+                return None
+            # (as httpx encodes it: compact, UTF-8, no NaN)
+            text = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = text.encode()
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+        if body is not None and len(body) > LANE_MAX_BODY:
+            return None
+        query = str(httpx.QueryParams(params)) if params else ""
+        target = self.target(url, query)
+        return None if target is None else (target, body)
 
     def target(self, url: str, query: str) -> str | None:
         """The request target for `url` (relative to the base URL, as httpx merges it)

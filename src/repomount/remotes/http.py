@@ -10,24 +10,22 @@ passes through `redact`, and nothing here has a repr that shows it.
 
 from __future__ import annotations
 
-import functools
-import json as jsonlib
 import logging
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import httpcore
 import httpx
 import trio
 
 from repomount import h11body, onewrite
-from repomount.remotes.base import ProtocolError, RemoteError, Unavailable
+from repomount.remotes.base import RemoteError, Unavailable
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
-from repomount.remotes.fastlane import LANE_MAX_BODY, FastLane, LaneResponse
+from repomount.remotes.fastlane import FastLane, LaneResponse
 from repomount.remotes.http_errors import (
     ErrorBody,
     ErrorParser,
@@ -42,7 +40,6 @@ from repomount.remotes.limits import (
     Guarded,
     Stalled,
     Timeouts,
-    decode_json,
     read_body,
 )
 
@@ -261,7 +258,9 @@ class HttpClient:
             idempotent = self._is_idempotent(method, hdrs)
         limits = timeouts if timeouts is not None else self.timeouts
         context = f"{self.name}: {method} {_path_only(url)}"
-        small = self._small(url, params, hdrs, json, content) if max_body is not None else None
+        small = None
+        if self._lane is not None and max_body is not None and not callable(content):
+            small = self._lane.prepare(url, params, hdrs, json, content)
         retry = 0
         error: RemoteError
         while True:
@@ -397,33 +396,6 @@ class HttpClient:
                 return retry
         raise error from exc
 
-    def _small(
-        self,
-        url: str,
-        params: Mapping[str, str | int] | None,
-        headers: dict[str, str],
-        json: Any,
-        content: Body | None,
-    ) -> tuple[str, bytes | None] | None:
-        """The fast lane's request target and body, when the request may take the lane
-        (the caller reads the answer whole): else None, for httpx."""
-        if self._lane is None or callable(content):
-            return None
-        body = content
-        if json is not None:
-            if content is not None:
-                return None
-            # (as httpx encodes it: compact, UTF-8, no NaN)
-            text = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            body = text.encode()
-            if not any(name.lower() == "content-type" for name in headers):
-                headers["Content-Type"] = "application/json"
-        if body is not None and len(body) > LANE_MAX_BODY:
-            return None
-        query = str(httpx.QueryParams(params)) if params else ""
-        target = self._lane.target(url, query)
-        return None if target is None else (target, body)
-
     def error_for(
         self, response: httpx.Response, *, context: str, retry_after: float | None = None
     ) -> RemoteError:
@@ -502,9 +474,6 @@ async def _extending(
 
 # --------------------------------------------------------------------------- adapters' helpers
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
 # A piece of a body being sent. httpcore writes each piece under one write timeout
 # (--read-timeout), so a piece must be small enough to go at --min-rate within it:
 # 256 KiB takes 8 s at 32 KiB/s. (1 MiB pieces would need 34 KiB/s with the defaults.)
@@ -524,40 +493,3 @@ def file_chunks(source: Path) -> Callable[[], AsyncIterator[bytes]]:
                 yield chunk
 
     return chunks
-
-
-def json_object(response: httpx.Response) -> dict[str, Any]:
-    """The response's JSON object, or a ProtocolError saying which request broke it
-    (not JSON, or nested deeper than limits.MAX_JSON_DEPTH)."""
-    try:
-        data = decode_json(response.content)
-    except ValueError as exc:
-        raise ProtocolError(
-            f"{response.request.method} {response.request.url.path}: not JSON ({exc})",
-            status=response.status_code,
-        ) from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{response.request.url.path}: expected a JSON object")
-    return data
-
-
-def parse_answer(build: Callable[[], T], service: str) -> T:
-    """Run a parser of a service's JSON; a missing or mistyped field is a ProtocolError."""
-    try:
-        return build()
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"unexpected answer from {service}: {exc!r}") from exc
-
-
-def parses(service: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    """Decorate a parser of `service`'s answers (a wire module's function) so that a
-    missing or mistyped field raises ProtocolError, as `parse_answer` does."""
-
-    def decorate(parse: Callable[P, T]) -> Callable[P, T]:
-        @functools.wraps(parse)
-        def parsed(*args: P.args, **kwargs: P.kwargs) -> T:
-            return parse_answer(functools.partial(parse, *args, **kwargs), service)
-
-        return parsed
-
-    return decorate

@@ -15,6 +15,7 @@ from typing import BinaryIO, cast
 import httpx
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     ApplyResult,
     Capabilities,
@@ -33,7 +34,7 @@ from repomount.remotes.base import (
     Write,
     run_limited,
 )
-from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks, json_object
+from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks
 from repomount.remotes.httpremote import HttpRemote, copy_body
 from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
 from repomount.remotes.native_bulk import read_tar

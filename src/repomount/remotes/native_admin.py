@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from repomount.remotes.answers import json_object, parses
 from repomount.remotes.base import (
     Conflict,
     NotFound,
@@ -21,7 +22,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import HttpClient, RetryPolicy, json_object, parses
+from repomount.remotes.http import HttpClient, RetryPolicy
 from repomount.remotes.native import no_repo_message, unauthorized_message
 from repomount.remotes.native_wire import SERVICE, head_of
 

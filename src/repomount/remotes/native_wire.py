@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from repomount.remotes import validate
+from repomount.remotes.answers import parses
 from repomount.remotes.base import (
     Aborted,
     Applied,
@@ -40,7 +41,6 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
-from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry, checked
 
 SERVICE = "the server"

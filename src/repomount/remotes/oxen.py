@@ -29,6 +29,7 @@ from urllib.parse import quote
 import cachetools
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     ApplyResult,
     Capabilities,
@@ -45,7 +46,6 @@ from repomount.remotes.base import (
     Unavailable,
     Write,
 )
-from repomount.remotes.http import json_object
 from repomount.remotes.httpremote import CHUNK, HttpOptions, HttpRemote
 from repomount.remotes.oxen_plan import DIR, Copy, Plan, check, paths_needed
 from repomount.remotes.oxen_wire import (

@@ -19,8 +19,8 @@ import xxhash
 
 from repomount.paths import joined
 from repomount.remotes import validate
+from repomount.remotes.answers import parses
 from repomount.remotes.base import Entry
-from repomount.remotes.http import parses
 
 SERVICE = "Oxen"
 

@@ -24,6 +24,7 @@ from typing import IO, Any, BinaryIO, Unpack
 import httpx
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     Aborted,
     ApplyResult,
@@ -43,7 +44,7 @@ from repomount.remotes.base import (
     Unavailable,
 )
 from repomount.remotes.endpoint import checked_url
-from repomount.remotes.http import file_chunks, json_object
+from repomount.remotes.http import file_chunks
 from repomount.remotes.httpremote import (
     CHUNK,
     WHOLE_REQUEST_ERRORS,

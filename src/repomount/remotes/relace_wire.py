@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from repomount.remotes import validate
+from repomount.remotes.answers import parses
 from repomount.remotes.base import Entry
-from repomount.remotes.http import parses
 from repomount.remotes.relace_plan import RemoteFile, WireDelete, WireOp, WireWrite
 from repomount.remotes.validate import BadEntry
 

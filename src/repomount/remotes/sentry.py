@@ -27,6 +27,7 @@ import cachetools
 import httpx
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     ApplyResult,
     Capabilities,
@@ -40,7 +41,6 @@ from repomount.remotes.base import (
     RepoInfo,
     Unauthorized,
 )
-from repomount.remotes.http import json_object
 from repomount.remotes.httpremote import CHUNK, HttpOptions, HttpRemote, apply_each
 from repomount.remotes.limits import MAX_LISTING_ENTRIES, decode_json
 from repomount.remotes.sentry_changes import ChangeSender

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     Aborted,
     Applied,
@@ -42,7 +43,7 @@ from repomount.remotes.base import (
     Write,
     expect_met,
 )
-from repomount.remotes.http import BODY_READ, json_object
+from repomount.remotes.http import BODY_READ
 from repomount.remotes.sentry_wire import (
     Artifact,
     artifact,

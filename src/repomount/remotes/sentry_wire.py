@@ -23,9 +23,9 @@ from typing import Any
 
 from repomount.paths import ancestors_of
 from repomount.remotes import validate
+from repomount.remotes.answers import parses
 from repomount.remotes.base import Entry
 from repomount.remotes.filetree import FileTree
-from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry
 from repomount.sentrynames import name_of_path, path_of_name
 

@@ -31,6 +31,7 @@ from typing import BinaryIO, Unpack
 import httpx
 import trio
 
+from repomount.remotes.answers import json_object
 from repomount.remotes.base import (
     Applied,
     ApplyResult,
@@ -58,7 +59,7 @@ from repomount.remotes.base import (
     Write,
 )
 from repomount.remotes.endpoint import checked_url
-from repomount.remotes.http import file_chunks, json_object
+from repomount.remotes.http import file_chunks
 from repomount.remotes.httpremote import (
     HostedSource,
     HttpOptions,

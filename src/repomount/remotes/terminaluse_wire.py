@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from repomount.remotes import validate
+from repomount.remotes.answers import parses
 from repomount.remotes.base import Entry, Expect, ExpectT, Write
-from repomount.remotes.http import parses
 from repomount.remotes.validate import BadEntry
 
 SERVICE = "Terminal Use"
