@@ -8,14 +8,13 @@ the budget has room for it (and its copies), held until its answer is sent.
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 import trio
 
 from repomount.server.bodybudget import SMALL, BodyBudget, HeldBodies, room_for
 from support.server import ServerProc
+from support.util import in_parallel
 
 MiB = 1 << 20
 PARALLEL = 6
@@ -38,11 +37,7 @@ def test_parallel_oxen_uploads_wait_for_room_instead_of_taking_memory(server: Se
             part = ("file", (f"f{i}.bin", data, "application/octet-stream"))
             statuses.append(c.put(f"/file/main/f{i}.bin", files=[part]).status_code)
 
-    threads = [threading.Thread(target=upload, args=(i,)) for i in range(PARALLEL)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(upload, PARALLEL)
     growth = server.rss_peak_kib() - before
     assert statuses == [200] * PARALLEL
     assert growth < GROWTH_LIMIT_KIB, f"the server's peak RSS grew by {growth >> 10} MiB"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 import xxhash
 
 from support.server import ServerProc
+from support.util import in_parallel
 
 PARALLEL = 4
 UNPACKED = 48 << 20  # each part: 48 MiB in about 48 KiB of gzip
@@ -53,11 +53,7 @@ def test_parallel_gzip_parts_unpack_in_bounded_memory(
         part = ("file[]", (f"z{i}.bin", bodies[i], "application/gzip"))
         statuses.append(oxen.post(f"/workspaces/w{i}/files/", files=[part]).status_code)
 
-    threads = [threading.Thread(target=upload, args=(i,)) for i in range(PARALLEL)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(upload, PARALLEL)
     growth = server.rss_peak_kib() - before
     assert statuses == [200] * PARALLEL
     assert growth < GROWTH_LIMIT_KIB, f"the server's peak RSS grew by {growth} KiB"

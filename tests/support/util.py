@@ -8,6 +8,7 @@ short on a loaded machine and needlessly long on an idle one.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -63,3 +64,13 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await trio.sleep(interval)  # the poll interval
+
+
+def in_parallel(work: Callable[[int], None], count: int) -> None:
+    """`work(0)` ... `work(count - 1)`, each in a thread of its own, all at once; returns
+    when all are done."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
