@@ -6,9 +6,11 @@ next one's), and httpx for everything it cannot do the same way."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -20,7 +22,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repomount.remotes.base import Conflict, Unavailable
+from repomount.remotes.base import Conflict, ProtocolError, Unavailable
 from repomount.remotes.fastlane import FastLane, LaneResponse
 from repomount.remotes.http import NO_RETRY, HttpClient, RetryPolicy
 from repomount.remotes.limits import Timeouts
@@ -144,6 +146,70 @@ async def test_a_cancelled_requests_late_answer_is_never_read_as_the_next_ones()
         response = await client.request("GET", "/second")
         assert response.content == b"answer 1"
         assert server.connections == 2
+
+
+async def test_bytes_after_a_whole_answer_are_never_read_as_the_next_ones() -> None:
+    """An answer sent twice, or one longer than it said, comes in one read with the
+    bytes after it: the connection is not used again, whatever those bytes are."""
+
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        if i == 0:
+            return ok(b"answer 0") + ok(b"unasked"), False
+        return ok(b"answer %d" % i), False
+
+    async with scripted(answer) as (server, client):
+        assert (await client.request("GET", "/first")).content == b"answer 0"
+        assert (await client.request("POST", "/x", content=b"x")).content == b"answer 1"
+        assert server.connections == 2
+
+
+async def test_a_compressed_answer_is_decoded_in_bounded_pieces_or_refused() -> None:
+    """As through httpx (remotes/decoding.py): gzip decoded a piece at a time under the
+    cap, an encoding not asked for refused. (httpx.Response(content=...) decoded the
+    whole body at once: 256 MiB for this answer of 256 KiB.)"""
+    bomb = gzip.compress(bytes(256 << 20), compresslevel=9)
+    plain = b'{"a": 1}'
+
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        if request.startswith(b"GET /api/bomb"):
+            return ok(bomb, "Content-Encoding: gzip"), False
+        if request.startswith(b"GET /api/zstd"):
+            return ok(b"\x28\xb5\x2f\xfd whatever", "Content-Encoding: zstd"), False
+        return ok(gzip.compress(plain), "Content-Encoding: gzip"), False
+
+    async with scripted(answer) as (_, client):
+        assert (await client.request("GET", "/gzip")).content == plain
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="larger than"):
+                await client.request("GET", "/bomb", max_body=8 << 20)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 64 << 20
+        with pytest.raises(ProtocolError, match="was not asked for"):
+            await client.request("GET", "/zstd")
+
+
+async def test_a_token_http_cannot_carry_stays_out_of_the_error() -> None:
+    """A token read from a file with a CR at its end: h11 refuses the header and its
+    message quotes the value, escaped. Neither the lane nor httpx passes it on."""
+
+    async def answer(i: int, request: bytes) -> tuple[bytes, bool]:
+        return ok(b"x"), False
+
+    async with scripted(answer) as (server, _):
+        url = f"http://127.0.0.1:{server.port}/api"
+        for lane in (True, False):
+            client = HttpClient(url, token="secret-token\r", retry=NO_RETRY, timeouts=TIMEOUTS)
+            if not lane:
+                client._lane = None
+            with pytest.raises(Unavailable) as caught:
+                await client.request("GET", "/x")
+            await client.aclose()
+            assert "LocalProtocolError" in str(caught.value)
+            assert "secret" not in str(caught.value)
+        assert server.requests == []
 
 
 async def test_an_answer_that_stops_is_retried_when_idempotent_and_fails_once_when_not() -> None:

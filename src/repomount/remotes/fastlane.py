@@ -65,8 +65,13 @@ class LaneResponse(httpx.Response):
     def __init__(
         self, status: int, headers: list[tuple[bytes, bytes]], content: bytes, method: str, url: str
     ) -> None:
-        super().__init__(status, headers=headers, content=content)
+        # (Not `content=`: httpx would decode a compressed body whole, here, before any
+        # cap. A compressed one is left unread, for HttpClient to decode in bounded
+        # pieces or refuse: remotes/decoding.py.)
+        super().__init__(status, headers=headers, stream=httpx.ByteStream(content))
         self._lane_request = (method, url)
+        if "content-encoding" not in self.headers:
+            self.read()
 
     @property
     def request(self) -> httpx.Request:
@@ -215,7 +220,10 @@ class FastLane:
             if connection is not None:
                 connection.close()
             raise
-        if connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE:
+        state = connection.h11
+        # (Bytes after the answer, read with it, are no answer to anything we asked: a
+        # connection holding some is never used again, or they would be the next one's.)
+        if state.our_state is h11.DONE and state.their_state is h11.DONE and _drained(state):
             connection.h11.start_next_cycle()
             connection.idle_since = trio.current_time()
             self._idle.append(connection)
@@ -270,7 +278,9 @@ class FastLane:
                 data += state.send(h11.Data(data=body))
             data += state.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:  # (a header value h11 will not send)
-            raise ProtocolError(f"{context}: {exc}") from exc
+            # h11's message quotes the value, which may be the token: not passed on.
+            why = "a header or the target holds a character HTTP/1.1 cannot carry"
+            raise httpx.LocalProtocolError(why) from exc
         with trio.move_on_after(limits.read) as sending:
             try:
                 await connection.stream.send_all(data)
@@ -347,6 +357,12 @@ class FastLane:
                 continue
             waited += trio.current_time() - started
             raise limits.stalled(budget, received, waited, context)
+
+
+def _drained(state: h11.Connection) -> bool:
+    """Whether nothing came after the answer (more bytes, or the connection's end)."""
+    data, closed = state.trailing_data
+    return not data and not closed
 
 
 def _plain(text: str) -> bool:

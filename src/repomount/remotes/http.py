@@ -176,7 +176,11 @@ class HttpClient:
 
     def redact(self, text: str) -> str:
         if self._token is not None:
-            text = text.replace(self._token.reveal(), "***")
+            token = self._token.reveal()
+            # (also as a repr shows it: h11 quotes a header value it refuses, escaped)
+            escaped = repr(token.encode(errors="backslashreplace"))[2:-1]
+            for form in (token, repr(token)[1:-1], escaped):
+                text = text.replace(form, "***")
         return text
 
     async def aclose(self) -> None:
