@@ -293,14 +293,23 @@ def test_the_lane_sends_what_httpx_would(
     url = ("/" if lead else "") + path
     lane = FastLane.for_url(base, {})
     assert lane is not None
-    query = str(httpx.QueryParams(params)) if params else ""
-    target = lane.target(url, query)
-    if target is None:
+    small = lane.prepare(url, params, {}, body, None)
+    if small is None:
         return  # (httpx sends it)
     expected = httpx.Client(base_url=base).build_request("POST", url, params=params, json=body)
-    assert target.encode() == expected.url.raw_path
-    small = lane.prepare(url, params, {}, body, None)
-    assert small is not None and small[1] == (expected.content if body is not None else None)
+    assert small[0].encode() == expected.url.raw_path
+    assert small[1] == (expected.content if body is not None else None)
+
+
+def test_a_query_in_the_url_is_left_to_httpx_when_params_are_given_even_none() -> None:
+    """httpx rebuilds the URL's query when given params, `{}` too: "a?" is sent "a",
+    "?/" is sent "/" (hypothesis found these now and then: the test above was flaky)."""
+    lane = FastLane.for_url("http://h:1/api", {})
+    assert lane is not None
+    for url in ("a?", "?/", "a?b"):
+        assert lane.prepare(url, {}, {}, None, None) is None
+        expected = httpx.Client(base_url="http://h:1/api").build_request("GET", url).url
+        assert lane.prepare(url, None, {}, None, None) == (expected.raw_path.decode(), None)
 
 
 async def test_a_server_that_is_gone_is_unavailable_after_the_retries() -> None:

@@ -154,6 +154,8 @@ class FastLane:
         """The request target and body of a request that may take the lane, as httpx
         would send them (a JSON body's Content-Type added to `headers`); None when it
         should go through httpx."""
+        if params is not None and "?" in url:
+            return None  # (httpx rewrites the URL's query then, even for params={})
         body = content
         if json is not None:
             if content is not None:
