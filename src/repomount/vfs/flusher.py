@@ -411,12 +411,8 @@ class Flusher(Outcomes, Waiting):
                 continue
             except RemoteError as e:
                 self.health.failed(e)
-                if e.retryable and recs:  # (one retry time for them all, as _count_try)
-                    again = self._now() + self.retry_delay(max(r.tries for r in recs) + 1, None)
-                    for rec in recs:
-                        self.journal.update(
-                            rec, tries=rec.tries + 1, last_error=str(e), next_try=again
-                        )
+                if e.retryable:
+                    self._back_off(recs, str(e), None)
                 else:
                     self._hold_records(recs, f"{type(e).__name__}: {e.message}")
                 continue

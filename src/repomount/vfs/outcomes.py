@@ -240,15 +240,19 @@ class Outcomes:
         if retry_after is not None:
             until = now + min(retry_after, MAX_RETRY_AFTER)
             self._server_asked_until = max(self._server_asked_until, until)
-        recs = [r for r in map(self.journal.get, op.ids) if r is not None]
+        self._back_off(
+            [r for r in map(self.journal.get, op.ids) if r is not None], error, retry_after
+        )
+
+    def _back_off(self, recs: list[Record], error: str, retry_after: float | None) -> None:
+        """The records of one change failed: one retry time for them all. Drawn per
+        record, the jitter let one go before another it was coalesced with (a temporary
+        file's write before its rename over the file), so the temporary name was sent."""
         if not recs:
             return
-        # One retry time for all the records of the change: drawn per record, the
-        # jitter let one go before another it was coalesced with (a temporary file's
-        # write before its rename over the file), so the temporary name was sent.
-        delay = self.retry_delay(max(r.tries for r in recs) + 1, retry_after)
+        again = self._now() + self.retry_delay(max(r.tries for r in recs) + 1, retry_after)
         for rec in recs:
-            self.journal.update(rec, tries=rec.tries + 1, last_error=error, next_try=now + delay)
+            self.journal.update(rec, tries=rec.tries + 1, last_error=error, next_try=again)
 
     def _hold_records(self, recs: list[Record], error: str, why: HeldFor = "refused") -> None:
         for rec in recs:
