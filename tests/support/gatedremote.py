@@ -12,8 +12,6 @@ import trio
 from repomount.remotes.base import ApplyResult, Change
 from support.memremote import MemRemote
 
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}  # sent only when asked
-
 
 class GatedRemote(MemRemote):
     """MemRemote whose apply() can be held (armed) until released."""

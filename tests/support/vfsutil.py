@@ -26,6 +26,9 @@ from repomount.vfs.nodes import Node
 ROOT = 1
 WRITE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
+# Mount options under which changes are sent only when a test asks (drain, fsync).
+HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+
 
 @dataclass
 class VfsMount:

@@ -20,6 +20,7 @@ from repomount.vfs.outcomes import Landing
 from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
+    HELD,
     MakeMount,
     VfsMount,
     close,
@@ -28,8 +29,6 @@ from support.vfsutil import (
     resolve,
     write_file,
 )
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 
 
 @pytest.fixture

@@ -15,9 +15,16 @@ from repomount import sidehash
 from repomount.vfs.core import Vfs
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, blobs_hashed_from_disk, close, listdir, open_path, resolve
+from support.vfsutil import (
+    HELD,
+    MakeMount,
+    blobs_hashed_from_disk,
+    close,
+    listdir,
+    open_path,
+    resolve,
+)
 
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 PIECE = 64 << 10
 
 

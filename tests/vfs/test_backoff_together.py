@@ -15,9 +15,8 @@ import pytest
 
 from repomount.vfs import outcomes
 from support.faultyremote import FaultyRemote
-from support.gatedremote import HELD
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, read_file, resolve, write_file
+from support.vfsutil import HELD, MakeMount, read_file, resolve, write_file
 
 
 async def test_a_save_that_backed_off_never_sends_its_temporary_name(

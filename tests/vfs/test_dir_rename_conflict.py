@@ -12,9 +12,8 @@ import pytest
 
 from repomount.vfs.conflicts import Policy
 from repomount.vfs.core import Vfs
-from support.gatedremote import HELD
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, listdir, mkdirs, read_file, resolve, walk, write_file
+from support.vfsutil import HELD, MakeMount, listdir, mkdirs, read_file, resolve, walk, write_file
 
 
 async def _mv(vfs: Vfs, src: str, dst: str) -> None:

@@ -26,6 +26,7 @@ from repomount.vfs.journal import Journal
 from support.memremote import MemRemote
 from support.util import wait_until_async
 from support.vfsutil import (
+    HELD,
     ROOT,
     MakeMount,
     listdir,
@@ -35,8 +36,6 @@ from support.vfsutil import (
     resolve,
     write_file,
 )
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 
 
 class FullAtCommit:

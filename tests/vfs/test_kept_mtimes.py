@@ -19,9 +19,8 @@ from pathlib import Path
 from repomount.remotes.base import ApplyResult, Change, Expect, Unauthorized, Write
 from repomount.vfs.journal import Journal
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, mkdirs, open_path, resolve, write_file
+from support.vfsutil import HELD, MakeMount, close, mkdirs, open_path, resolve, write_file
 
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 MTIME_NS = 1_000_000_000_123_456_789
 
 

@@ -10,9 +10,7 @@ from collections.abc import Sequence
 from repomount.remotes.base import ApplyResult, Change, Unauthorized
 from repomount.vfs.conflicts import Policy
 from support.memremote import MemRemote
-from support.vfsutil import ROOT, MakeMount, exists, listdir, read_file, write_file
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+from support.vfsutil import HELD, ROOT, MakeMount, exists, listdir, read_file, write_file
 
 
 class RefusingRemote(MemRemote):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 
-from support.gatedremote import HELD, GatedRemote
+from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
+    HELD,
     MakeMount,
     append,
     close,

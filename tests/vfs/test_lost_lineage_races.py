@@ -12,9 +12,10 @@ from repomount.options import Policy
 from repomount.vfs import conflicts as conflicts_mod
 from repomount.vfs import lost as lost_mod
 from repomount.vfs import outcomes as outcomes_mod
-from support.gatedremote import HELD, GatedRemote
+from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
+    HELD,
     MakeMount,
     append,
     close,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from support.gatedremote import HELD, GatedRemote
-from support.vfsutil import MakeMount, close, open_path, read_file, resolve, write_file
+from support.gatedremote import GatedRemote
+from support.vfsutil import HELD, MakeMount, close, open_path, read_file, resolve, write_file
 
 
 async def test_a_file_made_again_while_its_names_change_is_on_the_wire_is_renamed_locally(

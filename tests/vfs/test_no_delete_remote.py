@@ -13,8 +13,8 @@ import pytest
 
 from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
-from support.gatedremote import HELD, GatedRemote
-from support.vfsutil import MakeMount, exists, listdir, read_file, resolve, write_file
+from support.gatedremote import GatedRemote
+from support.vfsutil import HELD, MakeMount, exists, listdir, read_file, resolve, write_file
 
 
 class NoDeleteRemote(GatedRemote):

@@ -16,9 +16,10 @@ from repomount.remotes.base import ApplyResult, Change, RemoteChange
 from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
 from repomount.vfs.watcher import shows
-from support.gatedremote import HELD, GatedRemote
+from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
+    HELD,
     ROOT,
     MakeMount,
     close,

@@ -13,9 +13,7 @@ import trio
 from repomount.remotes.base import ApplyResult, Change
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
-from support.vfsutil import ROOT, MakeMount, close, open_path, read_file, resolve
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+from support.vfsutil import HELD, ROOT, MakeMount, close, open_path, read_file, resolve
 
 
 async def test_a_file_below_a_directory_renamed_here_reads_from_the_old_name(

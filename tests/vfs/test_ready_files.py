@@ -17,9 +17,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.readyfiles import ReadyFiles
 from support.memremote import MemRemote
 from support.util import wait_until_async
-from support.vfsutil import MakeMount, open_path, write_file
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+from support.vfsutil import HELD, MakeMount, open_path, write_file
 
 
 def made_on_the_trio_thread(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

@@ -13,9 +13,9 @@ import trio
 
 from repomount.vfs.core import Vfs
 from repomount.vfs.nodes import Node
-from support.gatedremote import HELD, GatedRemote
+from support.gatedremote import GatedRemote
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, append, listdir, mkdirs, read_file, resolve, write_file
+from support.vfsutil import HELD, MakeMount, append, listdir, mkdirs, read_file, resolve, write_file
 
 
 async def _utime(vfs: Vfs, node: Node) -> None:

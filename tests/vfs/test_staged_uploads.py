@@ -18,9 +18,8 @@ from repomount.remotes.base import Unavailable, Write
 from repomount.vfs import inorder, staging
 from repomount.vfs.core import Vfs
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, blobs_hashed_from_disk, close, open_path, resolve
+from support.vfsutil import HELD, MakeMount, blobs_hashed_from_disk, close, open_path, resolve
 
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 PIECE = 64 << 10
 AFTER = 256 << 10  # (staged past this in these tests)
 

@@ -10,9 +10,7 @@ import os
 import trio
 
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, open_path
-
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
+from support.vfsutil import HELD, MakeMount, close, open_path
 
 
 async def test_a_truncate_with_only_readers_open_is_journaled_at_once(

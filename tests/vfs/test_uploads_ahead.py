@@ -15,9 +15,8 @@ import trio
 from repomount.remotes.base import Content, Unavailable, Write
 from repomount.vfs import ahead
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, write_file
+from support.vfsutil import HELD, MakeMount, write_file
 
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}  # sent only when asked
 KiB = 1 << 10
 
 

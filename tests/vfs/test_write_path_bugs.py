@@ -17,6 +17,7 @@ from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
 from support.util import wait_until_async
 from support.vfsutil import (
+    HELD,
     ROOT,
     MakeMount,
     VfsMount,
@@ -32,7 +33,6 @@ from support.vfsutil import (
 )
 
 # The flusher never runs on its own (only drain/fsync make it): "before the flusher ran".
-HELD = {"flush_delay": 3600.0, "max_flush_window": 3600.0}
 
 
 # ---------------------------------------------------------------- (a) (b) (h) reopen
