@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import trio
 
@@ -37,6 +38,9 @@ from repomount.remotes.base import (
 FaultKind = Literal["unavailable", "timeout", "lost"]
 Method = Literal["info", "list_tree", "stat", "read", "apply"]
 ALL_METHODS: tuple[Method, ...] = ("info", "list_tree", "stat", "read", "apply")
+
+if TYPE_CHECKING:
+    from repomount.vfs.core import Vfs
 
 
 @dataclass
@@ -235,3 +239,16 @@ class FaultyRemote(Remote):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@asynccontextmanager
+async def listing_in_flight(
+    faulty: FaultyRemote, vfs: Vfs, path: str = ""
+) -> AsyncIterator[SlowListing]:
+    """A listing of `path` under way (it has read the remote) and held for the body's
+    length: the body acts while it is in flight, and `release()`s it to let it land."""
+    slow = faulty.slow_listing(path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(vfs.refresh_dirs, [path])
+        await slow.started.wait()
+        yield slow

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 
-import trio
-
-from support.faultyremote import FaultyRemote
+from support.faultyremote import FaultyRemote, listing_in_flight
 from support.memremote import MemRemote
 from support.vfsutil import MakeMount, close, listdir, read_file, resolve, write_file
 
@@ -49,10 +47,7 @@ async def test_a_replay_of_this_run_still_wins_over_a_listing_in_flight(
     m = await make_mount(faulty, flusher=False)
     assert await read_file(m.vfs, "f") == b"v1\n"
     node = await resolve(m.vfs, "f")
-    slow = faulty.slow_listing("")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(m.vfs.refresh_dirs, [""])
-        await slow.started.wait()  # the listing has v1 in it
+    async with listing_in_flight(faulty, m.vfs) as slow:  # the listing has v1 in it
         fh, _ = await m.vfs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
         await m.vfs.write(fh, 0, b"v2 ours\n")
         await close(m.vfs, fh)

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from repomount.vfs.errors import FsError
-from support.faultyremote import FaultyRemote
+from support.faultyremote import FaultyRemote, listing_in_flight
 from support.memremote import MemRemote
 from support.util import wait_until_async
 from support.vfsutil import (
@@ -150,10 +150,7 @@ async def test_e_stale_listing_does_not_roll_back_our_save(
     node = await resolve(m.vfs, "f")
     assert await read_file(m.vfs, "f") == b"v1\n"  # cached at v1
 
-    slow = faulty.slow_listing("")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(m.vfs.refresh_dirs, [""])
-        await slow.started.wait()  # the listing has v1 in it
+    async with listing_in_flight(faulty, m.vfs) as slow:  # the listing has v1 in it
         fh, _ = await m.vfs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
         await m.vfs.write(fh, 0, b"v2 ours\n")
         await close(m.vfs, fh)
