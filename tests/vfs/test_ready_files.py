@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from repomount.vfs import fileio, readyfiles
+from repomount.vfs import readyfiles, sources
 from repomount.vfs.errors import FsError
 from repomount.vfs.readyfiles import ReadyFiles
 from support.memremote import MemRemote
@@ -70,7 +70,7 @@ async def test_a_spool_that_cannot_be_filled_is_deleted(
     def no_space(fd: int, src: int | None, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fileio, "fill_spool", no_space)
+    monkeypatch.setattr(sources, "fill_spool", no_space)
     fh, _ = await open_path(m.vfs, "f", os.O_WRONLY)
     with pytest.raises((OSError, FsError)) as raised:
         await m.vfs.write(fh, 0, b"after")  # (the write copies the content first)

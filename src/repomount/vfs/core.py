@@ -7,9 +7,9 @@ cache invalidation through the `Invalidator` the fuse layer hands in, errors lea
 Writes never wait for the network: close() freezes the file's spool into the journal,
 namespace changes are journaled as they happen, and the flusher sends them in batches.
 The operations live in layers by what they own (state.py lists them and the lock
-order): listing.py (the remote tree), namespace.py, fileio.py; this module adds
-attributes, the flusher's outcome hooks (the only code that applies outcomes) and
-status.
+order): listing.py (the remote tree), namespace.py, sources.py and fileio.py (file
+content and handles); this module adds attributes, the flusher's outcome hooks (the
+only code that applies outcomes) and status.
 """
 
 from __future__ import annotations
