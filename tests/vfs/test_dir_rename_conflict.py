@@ -21,7 +21,7 @@ async def _mv(vfs: Vfs, src: str, dst: str) -> None:
     await vfs.rename(root.ino, src, root.ino, dst, 0)
 
 
-@pytest.mark.parametrize("policy", [Policy.KEEP_BOTH, Policy.THEIRS])
+@pytest.mark.parametrize("policy", [Policy.KEEP_BOTH, Policy.THEIRS, Policy.MINE])
 async def test_a_directory_renamed_onto_a_name_taken_elsewhere_keeps_what_it_carried(
     make_mount: MakeMount, mem: MemRemote, policy: Policy
 ) -> None:

@@ -297,6 +297,15 @@ class Outcomes:
             self._hold(op, f"conflict: {where} changed on the remote", "conflict")
             self.conflicts.append(ConflictNote(where, policy.value, "held"))
             return
+        if op.op == "rename" and (beside := await self.hooks.keep_dir_as_copy(op)):
+            # A directory moved onto a name made elsewhere meanwhile: it goes beside it
+            # instead (what it carries may never have been sent), and is sent again.
+            # Under `mine` too: the remote refuses to replace a directory that holds
+            # files, and replacing it would delete theirs.
+            resolution = f"local directory kept as {beside}"
+            self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=beside))
+            await self.hooks.adopt_remote(where)
+            return
         if policy == Policy.MINE:
             for i in op.ids:
                 rec = self.journal.get(i)
@@ -325,13 +334,6 @@ class Outcomes:
                 )
             self.journal.complete(op.ids)
             self.notify()
-        elif op.op == "rename" and (copy := await self.hooks.keep_dir_as_copy(op)):
-            # A directory moved onto a name made elsewhere meanwhile: it goes beside
-            # it instead (what it carries may never have been sent), and is sent again.
-            resolution = f"local directory kept as {copy}"
-            self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=copy))
-            await self.hooks.adopt_remote(where)
-            return
         else:
             # A delete, rename or mkdir of something that changed remotely: theirs wins
             # (nothing of theirs is deleted; our side lost no content).
