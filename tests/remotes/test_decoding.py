@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from repomount.remotes.base import ProtocolError
 from repomount.remotes.decoding import PIECE
+from repomount.remotes.errors import ProtocolError
 from repomount.remotes.http import HttpClient
 
 BODY = b'{"entries": []}' * 1000

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from repomount.remotes.base import (
+from repomount.remotes.errors import (
     Conflict,
     Gone,
     InvalidPath,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from repomount.remotes.base import Unauthorized
+from repomount.remotes.errors import Unauthorized
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
 from support.server import ServerProc

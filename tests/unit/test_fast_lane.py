@@ -22,7 +22,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repomount.remotes.base import Conflict, ProtocolError, Unavailable
+from repomount.remotes.errors import Conflict, ProtocolError, Unavailable
 from repomount.remotes.fastlane import FastLane, LaneResponse
 from repomount.remotes.http import NO_RETRY, HttpClient, RetryPolicy
 from repomount.remotes.limits import Timeouts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from repomount.remotes.base import ProtocolError
+from repomount.remotes.errors import ProtocolError
 from repomount.remotes.native_pack import (
     Blob,
     member_length,

@@ -26,7 +26,7 @@ from repomount import control_server, mounts, stalls, statusview
 from repomount.fuse import readahead
 from repomount.fuse.operations import Operations
 from repomount.options import DEFAULTS
-from repomount.remotes.base import RemoteError, Unavailable
+from repomount.remotes.errors import RemoteError, Unavailable
 from repomount.vfs import watcher
 from repomount.vfs.core import Vfs
 

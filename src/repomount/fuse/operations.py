@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from repomount.fuse.errors import to_errno
-from repomount.remotes.base import RemoteError
+from repomount.remotes.errors import RemoteError
 from repomount.vfs.core import Vfs
 from repomount.vfs.errors import FsError
 from repomount.vfs.nodes import Node

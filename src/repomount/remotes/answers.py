@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from repomount.remotes.base import ProtocolError
+from repomount.remotes.errors import ProtocolError
 from repomount.remotes.limits import decode_json
 
 T = TypeVar("T")

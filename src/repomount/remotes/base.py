@@ -2,7 +2,8 @@
 
 The vfs talks to remotes only through this module: capabilities are declared (the vfs
 chooses a strategy from them, adapters never pretend), listings and changes are plain
-data, and every failure crosses the boundary as one of the typed errors below.
+data, and every failure crosses the boundary as one of the typed errors of
+`remotes.errors` (re-exported here).
 
 Version tokens are opaque strings chosen by each adapter (a content hash, a generation,
 a file id); the vfs only compares them for equality and hands them back as `expect`.
@@ -19,6 +20,20 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 import trio
+
+# Re-exported (`X as X`): the errors are importable from here too
+from repomount.remotes.errors import Aborted as Aborted
+from repomount.remotes.errors import Conflict as Conflict
+from repomount.remotes.errors import Gone as Gone
+from repomount.remotes.errors import InvalidPath as InvalidPath
+from repomount.remotes.errors import NotFound as NotFound
+from repomount.remotes.errors import PreconditionRequired as PreconditionRequired
+from repomount.remotes.errors import ProtocolError as ProtocolError
+from repomount.remotes.errors import RemoteError as RemoteError
+from repomount.remotes.errors import TooLarge as TooLarge
+from repomount.remotes.errors import Unauthorized as Unauthorized
+from repomount.remotes.errors import Unavailable as Unavailable
+from repomount.remotes.errors import Unsupported as Unsupported
 
 # --------------------------------------------------------------------------- capabilities
 
@@ -251,90 +266,6 @@ class ApplyResult:
     head: str | None
     outcomes: list[Outcome] = field(default_factory=list)  # one per change, same order
     replayed: bool = False  # the remote's first answer again: `head` may be older than now
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class RemoteError(Exception):
-    """Base of every error an adapter raises. `retryable` says whether trying the same
-    request again later may succeed (network trouble, 5xx, 429, 423)."""
-
-    retryable = False
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code  # the service's own error code when it sent one ("path_conflict")
-
-
-class NotFound(RemoteError):
-    pass
-
-
-class Conflict(RemoteError):
-    """A precondition failed: the remote has another version than expected."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        current: str | None = None,
-        status: int | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, status=status, code=code)
-        self.current = current
-
-
-class PreconditionRequired(RemoteError):
-    pass
-
-
-class Unavailable(RemoteError):
-    retryable = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, status=status, code=code)
-        self.retry_after = retry_after
-
-
-class Unauthorized(RemoteError):
-    pass
-
-
-class TooLarge(RemoteError):
-    pass
-
-
-class InvalidPath(RemoteError):
-    pass
-
-
-class Aborted(RemoteError):
-    """Not applied because another change of the same atomic batch failed; send it again."""
-
-    retryable = True
-
-
-class Gone(RemoteError):
-    """A change feed position (or history point) the remote no longer keeps: re-list."""
-
-
-class Unsupported(RemoteError):
-    """The remote cannot do this at all (e.g. an empty directory on Relace)."""
-
-
-class ProtocolError(RemoteError):
-    """The remote answered something this adapter does not understand."""
 
 
 # --------------------------------------------------------------------------- the interface

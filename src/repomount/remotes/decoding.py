@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
-from repomount.remotes.base import ProtocolError
+from repomount.remotes.errors import ProtocolError
 
 ACCEPT_ENCODING = "gzip, deflate"
 PIECE = 1 << 20  # the most one decoded piece holds

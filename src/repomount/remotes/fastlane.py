@@ -35,7 +35,7 @@ import h11
 import httpx
 import trio
 
-from repomount.remotes.base import ProtocolError
+from repomount.remotes.errors import ProtocolError
 from repomount.remotes.limits import (
     MAX_ERROR_ANSWER,
     Stalled,

@@ -2,7 +2,7 @@
 
 Adapters describe a request (and whether it is safe to send twice); this module sends
 it, retries transient failures with exponential backoff and full jitter (honouring
-Retry-After), and turns any non-success answer into the typed errors of `base.py`.
+Retry-After), and turns any non-success answer into the typed errors of `errors.py`.
 Every answer is held to the timeouts and size caps of `limits.py`.
 The token lives only in the Authorization header: every message this module builds
 passes through `redact`, and nothing here has a repr that shows it.
@@ -23,8 +23,8 @@ import httpx
 import trio
 
 from repomount import h11body, onewrite
-from repomount.remotes.base import RemoteError, Unavailable
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
+from repomount.remotes.errors import RemoteError, Unavailable
 from repomount.remotes.fastlane import FastLane, LaneResponse
 from repomount.remotes.http_errors import (
     ErrorBody,

@@ -1,6 +1,6 @@
 """How the HTTP services say something went wrong, and what it means for us: error
 bodies of every shape the services use, `Retry-After`, and the one mapping from a status
-to the typed errors of `base.py` (used by http.py's client)."""
+to the typed errors of `errors.py` (used by http.py's client)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from repomount.printable import printable
-from repomount.remotes.base import (
+from repomount.remotes.errors import (
     Conflict,
     Gone,
     InvalidPath,

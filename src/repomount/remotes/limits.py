@@ -30,7 +30,7 @@ import httpx
 import trio
 
 from repomount import options
-from repomount.remotes.base import ProtocolError, Unavailable
+from repomount.remotes.errors import ProtocolError, Unavailable
 
 MAX_ANSWER = 64 << 20  # bytes of an answer read into memory (a listing page, a commit result)
 MAX_ERROR_ANSWER = 64 << 10  # bytes of an error answer read (only its message is used)

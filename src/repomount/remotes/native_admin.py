@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from repomount.remotes.answers import json_object, parses
-from repomount.remotes.base import (
+from repomount.remotes.errors import (
     Conflict,
     NotFound,
     ProtocolError,

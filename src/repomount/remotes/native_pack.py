@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from repomount import tarwrite
-from repomount.remotes.base import ProtocolError
+from repomount.remotes.errors import ProtocolError
 from repomount.tarwrite import BLOCK, END_OF_ARCHIVE
 
 PACK_MAX = 64 << 20  # bytes of tar per pack
