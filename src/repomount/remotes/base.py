@@ -21,7 +21,11 @@ from typing import BinaryIO, Literal, cast
 
 import trio
 
-# Re-exported (`X as X`): the errors are importable from here too
+# Re-exported (`X as X`): the errors and the download bound are importable from here too
+from repomount.remotes.downloads import DOWNLOAD_SLACK as DOWNLOAD_SLACK
+from repomount.remotes.downloads import Capped as Capped
+from repomount.remotes.downloads import allowed as allowed
+from repomount.remotes.downloads import too_long as too_long
 from repomount.remotes.errors import Aborted as Aborted
 from repomount.remotes.errors import Conflict as Conflict
 from repomount.remotes.errors import Gone as Gone
@@ -332,7 +336,7 @@ class Remote(abc.ABC):
         Paths missing on the remote (or not files) are skipped silently. A failure
         stops the rest and is raised; what was delivered before it stays delivered.
         `sizes`: what the listing said, which an answer may not pass by far
-        (`allowed`, below). This default reads them `transfers` at a time; adapters with
+        (`downloads.allowed`). This default reads them `transfers` at a time; adapters with
         a bulk read (native: one tar stream) override it."""
 
         async def one(path: str) -> None:
@@ -413,39 +417,3 @@ async def run_limited(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int)
             nursery.start_soon(one, job)
     if failed:
         raise failed[0]
-
-
-# --------------------------------------------------------------------------- downloads
-
-DOWNLOAD_SLACK = 1 << 20
-
-
-def allowed(size: int) -> int:
-    """The most bytes a download of a file listed as `size` bytes long may bring."""
-    return 2 * size + DOWNLOAD_SLACK
-
-
-def too_long(what: str, size: int, limit: int | None = None) -> ProtocolError:
-    """An answer past `limit` bytes (default: allowed(size)) for a file listed as `size`."""
-    limit = allowed(size) if limit is None else limit
-    return ProtocolError(f"{what}: the answer passes {limit} bytes (listed: {size})")
-
-
-class Capped:
-    """A download's destination: writes through to `dest`, up to allowed(size) bytes.
-    A server sending far more than the listing said (an endless chunked body runs at
-    the link's speed, which no timeout catches) would otherwise fill the cache's disk,
-    often the state directory's too, before the content check at the end refused it;
-    the slack leaves room for a service whose listed sizes are not exact."""
-
-    def __init__(self, dest: BinaryIO, size: int, what: str) -> None:
-        self._dest = dest
-        self._size = size
-        self._left = allowed(size)
-        self._what = what
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self._left:
-            raise too_long(self._what, self._size)
-        self._left -= len(data)
-        return self._dest.write(data)

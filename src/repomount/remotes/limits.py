@@ -11,7 +11,7 @@ hostile server (docs/semantics.md, "Failures").
   page by default: an endless body is an error, not gigabytes of memory).
 - `decode_json`: JSON nested at most 64 deep (a deeper answer is an error, not a
   RecursionError); `MAX_LISTING_ENTRIES` bounds a listing of many pages.
-- A download is bounded by the size its listing gave (base.py: `allowed`, `Capped`).
+- A download is bounded by the size its listing gave (downloads.py: `allowed`, `Capped`).
 
 A stalled answer raises `Stalled`, an `Unavailable` that is not retried at once: a
 server that stalled once will likely stall again, and the mount should go offline

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import trio
 
-from repomount.remotes.base import Fetched, ProtocolError, allowed, too_long
+from repomount.remotes.base import Fetched, ProtocolError
+from repomount.remotes.downloads import allowed, too_long
 from repomount.remotes.httpremote import CHUNK
 from repomount.tarread import Member, TarError, TarReader
 from repomount.tarwrite import VERSION_KEY
