@@ -6,21 +6,20 @@ utimensat are what `stat` shows (1) at once, (2) after the listings were fetched
 mount of the same repo with the same state directory. Native keeps files' modes and
 mtimes remotely, so they show (4) in another mount of the repo, with a state directory
 of its own; the others keep what the remote cannot hold in the mount's local attribute
-store. A file's mtime does not move by itself once it was written; a directory's mtime
-and ctime move when an entry is created or removed in it; a name longer than 255 bytes
-is ENAMETOOLONG; a directory's st_nlink is 2 plus its subdirectories; an unlinked,
-still-open file has st_nlink 0 and still reads.
+store. A file's mtime does not move by itself once it was written; a directory's
+st_nlink is 2 plus its subdirectories.
 
-Each table runs once against ext4 in a local temporary directory too
+The table runs once against ext4 in a local temporary directory too
 (`test_*_on_a_local_directory`), which proves the expectations are those of a local
-filesystem and not this test's own.
+filesystem and not this test's own. Directory times, long names and unlinked files:
+test_directory_times_names_links.py; modes set in another mount, and the bits no remote
+keeps: test_kept_modes.py.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,16 +29,13 @@ from pathlib import Path
 import pytest
 
 from support.backends import ALL_OPS, Backend
+from support.metadata import ATIME_NS, MTIME_NS, dir_with_a_file, errno_of, mode_of, put_file
 from support.mount import MountProc
 from support.server import ServerProc
-from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
 SETTLE_S = 4  # > --metadata-ttl 2 and the kernel's 1 s: every listing is fetched again
-ATIME_NS = 1_000_000_123
-MTIME_NS = 2_000_000_456
-LONG_NAME = "x" * 256
 
 
 # --------------------------------------------------------------------- attribute rows
@@ -63,17 +59,6 @@ PHASES = ("1-at-once", "2-after-wait", "3-after-remount")
 ELSEWHERE = "4-other-state-dir"  # a second mount of the repo: what the remote itself keeps
 
 
-def _file(root: Path, rel: str) -> None:
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(b"content of " + rel.encode() + b"\n")
-
-
-def _dir_with_a_file(root: Path, rel: str) -> None:
-    """A directory that exists on every backend's remote: it holds a file."""
-    _file(root, f"{rel}/keep.txt")
-
-
 def _chmod(rel: str, mode: int) -> Callable[[Path], object]:
     def act(root: Path) -> object:
         os.chmod(root / rel, mode)
@@ -82,15 +67,11 @@ def _chmod(rel: str, mode: int) -> Callable[[Path], object]:
     return act
 
 
-def _mode(rel: str) -> Callable[[Path], object]:
-    return lambda root: oct(stat.S_IMODE(os.stat(root / rel).st_mode))
-
-
 def _mkdir_with_mode(root: Path) -> object:
     """`mkdir -m 700 d` (and `install -d -m`, `tar x`, `rsync -a`): the mode given to
     mkdir, with no chmod after it."""
     os.mkdir(root / "mkdir_mode_dir", 0o700)
-    _file(root, "mkdir_mode_dir/keep.txt")  # so that it exists on every remote
+    put_file(root, "mkdir_mode_dir/keep.txt")  # so that it exists on every remote
     return oct(0o700)
 
 
@@ -190,7 +171,7 @@ def _mtime_of_moved(root: Path) -> object:
 
 def _three_subdirs(root: Path) -> object:
     for sub in "abc":  # each holds a file, so that it exists on every remote
-        _file(root, f"three_subdirs/{sub}/keep.txt")
+        put_file(root, f"three_subdirs/{sub}/keep.txt")
     return 5
 
 
@@ -217,51 +198,49 @@ def attribute_rows(can: frozenset[str]) -> list[Row]:
     return [
         Row(
             "chmod 0o751 file",
-            lambda r: _file(r, "chmod_file"),
+            lambda r: put_file(r, "chmod_file"),
             _chmod("chmod_file", 0o751),
-            _mode("chmod_file"),
+            mode_of("chmod_file"),
             phases=PHASES + modes_kept,
         ),
         Row(
             "chmod 0o700 dir",
-            lambda r: _dir_with_a_file(r, "chmod_dir"),
+            lambda r: dir_with_a_file(r, "chmod_dir"),
             _chmod("chmod_dir", 0o700),
-            _mode("chmod_dir"),
+            mode_of("chmod_dir"),
         ),
-        Row("mkdir -m 0o700 dir", no_prep, _mkdir_with_mode, _mode("mkdir_mode_dir")),
+        Row("mkdir -m 0o700 dir", no_prep, _mkdir_with_mode, mode_of("mkdir_mode_dir")),
         Row(
             "create with mode 0o600 file",
             no_prep,
             _create_with_mode,
-            _mode("created_0600"),
+            mode_of("created_0600"),
             phases=PHASES + modes_kept,
         ),
         Row(
             "chown 1234:4321 file",
-            lambda r: _file(r, "chown_file"),
+            lambda r: put_file(r, "chown_file"),
             _chown("chown_file"),
             _owner("chown_file"),
         ),
         Row(
             "chown 1234:4321 dir",
-            lambda r: _dir_with_a_file(r, "chown_dir"),
+            lambda r: dir_with_a_file(r, "chown_dir"),
             _chown("chown_dir"),
             _owner("chown_dir"),
         ),
-        Row("utimensat file", lambda r: _file(r, "utime_file"), _utime, _times),
-        Row(
-            "utimensat dir", lambda r: _dir_with_a_file(r, "utime_dir"), _utime_dir, _dir_times_set
-        ),
+        Row("utimensat file", lambda r: put_file(r, "utime_file"), _utime, _times),
+        Row("utimensat dir", lambda r: dir_with_a_file(r, "utime_dir"), _utime_dir, _dir_times_set),
         Row(
             "utimensat file: its mtime",
-            lambda r: _file(r, "touched_file"),
+            lambda r: put_file(r, "touched_file"),
             _utime_mtime,
             _mtime_of_touched,
             phases=PHASES + mtimes_kept,
         ),
         Row(
             "utimensat file before 1970",
-            lambda r: _file(r, "old_file"),
+            lambda r: put_file(r, "old_file"),
             _utime_before_1970,
             _old_times,
         ),
@@ -383,15 +362,15 @@ def test_a_time_no_listing_could_show_is_refused_and_changes_nothing(
     room to spare), utimensat is EINVAL and the file keeps its times: a file with such
     a time would be left out of every listing, in every mount."""
     m: MountProc = mount_factory()
-    _file(m.path, "f")
+    put_file(m.path, "f")
     (m.path / "new").write_bytes(b"not sent yet\n")
     m.sync()
-    _file(m.path, "g")  # (not sent yet)
+    put_file(m.path, "g")  # (not sent yet)
     for name in ("f", "g"):
         before = os.stat(m.path / name)
         for seconds in (10_413_792_000, 8_835_984_000, -10_000_000_000):  # 2300, 2250, 1653
             for times in ((seconds * 10**9, before.st_mtime_ns), (0, seconds * 10**9)):
-                refused = _errno_of(partial(os.utime, m.path / name, ns=times))
+                refused = errno_of(partial(os.utime, m.path / name, ns=times))
                 assert refused == "EINVAL", (name, times)
                 after = os.stat(m.path / name)
                 assert (after.st_atime_ns, after.st_mtime_ns) == (
@@ -419,196 +398,3 @@ def test_attributes_on_a_local_directory(tmp_path: Path) -> None:
         _check(rows, tmp_path, phase, report, bad)
         _check(rows, tmp_path, phase, report, bad, how="ls")
     _verdict("attributes on a local directory", report, bad)
-
-
-# --------------------------------------------------------- directory times, names, links
-
-
-def _tick() -> None:
-    time.sleep(0.05)  # not a wait: a gap coarser than any filesystem's timestamp granularity
-
-
-def _dir_times(d: Path) -> tuple[int, int]:
-    st = os.stat(d)
-    return st.st_mtime_ns, st.st_ctime_ns
-
-
-def _errno_of(fn: Callable[[], object]) -> str:
-    try:
-        fn()
-    except OSError as e:
-        return errno.errorcode.get(e.errno or 0, str(e.errno))
-    return "no error"
-
-
-def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object, object]]:
-    """(what, expected, observed) for the rows that need no wait. `root/dir` holds a file
-    that is already on the remote."""
-    out: list[tuple[str, object, object]] = []
-    d = root / "dir"
-
-    def moved(what: str, change: Callable[[], None]) -> None:
-        before = _dir_times(d)
-        _tick()
-        change()
-        after = _dir_times(d)
-        out.append((f"dir mtime increases on {what}", True, after[0] > before[0]))
-        out.append((f"dir ctime increases on {what}", True, after[1] > before[1]))
-        if not (after[0] > before[0] and after[1] > before[1]):
-            out.append((f"  (dir mtime, ctime before/after {what})", "-", (before, after)))
-
-    # the control: with nothing done in it (and past the kernel's 1 s), the times stay
-    before = _dir_times(d)
-    time.sleep(1.2)  # not a wait: the test is that 1.2 s of nothing changes nothing
-    out.append(("dir mtime, ctime unchanged when idle", before, _dir_times(d)))
-
-    # a file made here and unlinked before its first close never reaches the remote, so
-    # removing it is allowed on every backend (Terminal Use refuses removing remote files)
-    fd = -1
-
-    def create() -> None:
-        nonlocal fd
-        fd = os.open(d / "new_file", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-    moved("create of a file", create)
-    moved("mkdir", lambda: (d / "new_dir").mkdir())
-    moved("unlink of a file", lambda: os.unlink(d / "new_file"))
-    os.close(fd)
-    moved("rmdir", lambda: os.rmdir(d / "new_dir"))
-
-    out.append(
-        ("stat of a 256-byte name", "ENAMETOOLONG", _errno_of(lambda: os.stat(root / LONG_NAME)))
-    )
-    out.append(
-        (
-            "create of a 256-byte name",
-            "ENAMETOOLONG",
-            _errno_of(lambda: os.close(os.open(root / LONG_NAME, os.O_WRONLY | os.O_CREAT, 0o644))),
-        )
-    )
-    out.append(
-        ("mkdir of a 256-byte name", "ENAMETOOLONG", _errno_of(lambda: os.mkdir(root / LONG_NAME)))
-    )
-
-    # unlinked while open: never closed, so never sent (allowed on every backend)
-    fd = os.open(root / "open_unlinked", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    os.write(fd, b"still readable\n")
-    os.unlink(root / "open_unlinked")
-    out.append(("fstat nlink of an unlinked new file", 0, os.fstat(fd).st_nlink))
-    out.append(("read of an unlinked new file", b"still readable\n", os.pread(fd, 100, 0)))
-    os.close(fd)
-    (root / "open_removed_dir").mkdir()  # (made here: removed locally on every backend)
-    fd = os.open(root / "open_removed_dir", os.O_RDONLY | os.O_DIRECTORY)
-    os.rmdir(root / "open_removed_dir")
-    out.append(("fstat nlink of a removed open directory", 0, os.fstat(fd).st_nlink))
-    out.append(("listing of a removed open directory", [], os.listdir(fd)))
-    os.close(fd)
-    if "delete" in can:  # a file the remote has, opened, then unlinked
-        fd = os.open(root / "remote_file", os.O_RDONLY)
-        os.unlink(root / "remote_file")
-        out.append(("fstat nlink of an unlinked remote file", 0, os.fstat(fd).st_nlink))
-        out.append(("read of an unlinked remote file", b"on the remote\n", os.pread(fd, 100, 0)))
-        os.close(fd)
-    return out
-
-
-def _immediate_verdict(title: str, results: list[tuple[str, object, object]]) -> None:
-    report = []
-    bad = []
-    for what, expected, got in results:
-        if expected == "-":
-            report.append(f"     {what}: {got!r}")
-            continue
-        line = f"{what:40} expected {expected!r}, observed {got!r}"
-        report.append(("ok   " if got == expected else "FAIL ") + line)
-        if got != expected:
-            bad.append(line)
-    print(f"\n{title}\n" + "\n".join(report))
-    assert not bad, f"{title}: {len(bad)} checks differ:\n" + "\n".join(bad)
-
-
-def _prepare_immediate(root: Path) -> None:
-    _file(root, "dir/keep.txt")
-    (root / "remote_file").write_bytes(b"on the remote\n")
-
-
-def test_directory_times_long_names_and_unlinked_files(mount_factory, backend: Backend) -> None:
-    m: MountProc = mount_factory()
-    _prepare_immediate(m.path)
-    m.sync()
-    _immediate_verdict(
-        f"directory times, names, links on {backend}", immediate_checks(m.path, backend.can)
-    )
-
-
-def test_directory_times_long_names_and_unlinked_files_on_a_local_directory(
-    tmp_path: Path,
-) -> None:
-    _prepare_immediate(tmp_path)
-    _immediate_verdict("on a local directory", immediate_checks(tmp_path, frozenset(ALL_OPS)))
-
-
-# ------------------------------------------------------------- metadata set elsewhere
-
-
-@pytest.mark.backends("native")
-def test_a_mode_and_mtime_set_elsewhere_show_and_are_not_undone(
-    server: ServerProc, mount_factory, backend: Backend
-) -> None:
-    """Native keeps a file's mode and mtime; a new one set in another mount (the same
-    content, so the same version) shows in this mount through the change feed, and a
-    chmod here afterwards sends the mtime that is shown, not the one it had before."""
-    a: MountProc = mount_factory()
-    (a.path / "f").write_bytes(b"hi\n")
-    os.utime(a.path / "f", ns=(ATIME_NS, 1_111_111_111_000_000_000))
-    a.sync()
-    b: MountProc = mount_factory(a.repo, create=False)
-    os.utime(b.path / "f", ns=(ATIME_NS, 2_222_222_222_000_000_000))
-    os.chmod(b.path / "f", 0o751)
-    b.sync()
-
-    def shown_in_a() -> tuple[int, int]:
-        st = os.stat(a.path / "f")
-        return stat.S_IMODE(st.st_mode), st.st_mtime_ns
-
-    wait_until(lambda: shown_in_a() == (0o751, 2_222_222_222_000_000_000), 20, "B's chmod in A")
-    os.chmod(a.path / "f", 0o600)
-    a.sync()
-    with server.client() as c:
-        entries = c.get(f"/v1/repos/{a.repo}/tree", params={"recursive": "1"}).json()["entries"]
-    (f,) = [e for e in entries if e["path"] == "f"]
-    assert (f["mode"], f["mtime_ns"]) == (0o600, 2_222_222_222_000_000_000)
-    r = a.unmount()
-    assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{a.log()}"
-    a.start()  # (its kept attributes must not bring back the old time)
-    assert shown_in_a() == (0o600, 2_222_222_222_000_000_000)
-
-
-@pytest.mark.backends("native", "relace")
-def test_setuid_setgid_and_sticky_bits_are_dropped_at_once(
-    server: ServerProc, mount_factory, backend: Backend
-) -> None:
-    """A walkthrough: `chmod 4755 f` showed 4755 until a remount, then 755 (no remote
-    keeps those bits, and the local store followed the remote). What shows now is what
-    is kept: the permission bits, from the chmod (or mkdir) on."""
-    m: MountProc = mount_factory()
-    _file(m.path, "f")
-    _dir_with_a_file(m.path, "d")
-    m.sync()
-    os.chmod(m.path / "f", 0o4755)
-    os.chmod(m.path / "d", 0o3775)
-    os.mkdir(m.path / "new", 0o1777)  # (less the umask)
-    _file(m.path, "new/keep.txt")  # (an empty directory is local on relace)
-    umask = os.umask(0)
-    os.umask(umask)
-    expected = {"f": "0o755", "d": "0o775", "new": oct(0o777 & ~umask)}
-
-    def shown() -> dict[str, object]:
-        return {name: _mode(name)(m.path) for name in expected}
-
-    assert shown() == expected
-    m.sync()
-    r = m.unmount()
-    assert r.returncode == 0, f"unmount failed: {r.stdout}{r.stderr}\n{m.log()}"
-    m.start()
-    assert shown() == expected
