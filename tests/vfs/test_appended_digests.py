@@ -13,6 +13,7 @@ import trio
 
 from repomount import sidehash
 from repomount.vfs.core import Vfs
+from repomount.vfs.inorder import SMALL_HASHED
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
 from support.vfsutil import (
@@ -186,3 +187,41 @@ async def test_a_file_closed_empty_then_written_in_order_is_not_read_again(
     assert await m.drain() == []
     assert mem.files() == {"out": data}
     assert hashed_again == []
+
+
+async def test_small_files_written_in_order_are_hashed_from_their_bytes(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    """A save of a small file (an editor's, a shell's `>`) is hashed from the bytes
+    written, up to inorder.SMALL_HASHED: its upload reads it only to send it."""
+    m = await make_mount(**HELD)
+    files = {
+        "empty": b"",
+        "one": b"x",
+        "save": os.urandom(1000),
+        "pieces": os.urandom(SMALL_HASHED),  # (in pieces, up to the limit exactly)
+    }
+    for path, data in files.items():
+        await _write_new(m.vfs, path, data)
+    assert await m.drain() == []
+    assert mem.files() == files
+    assert hashed_again == []
+
+
+async def test_a_small_file_written_any_other_way_is_hashed_from_its_blob(
+    make_mount: MakeMount, mem: MemRemote, hashed_again: list[Path]
+) -> None:
+    m = await make_mount(**HELD)
+    fh, node = await open_path(m.vfs, "rewritten", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await m.vfs.write(fh, 0, b"hello world")
+    await m.vfs.write(fh, 0, b"HELLO")  # (a rewrite)
+    await close(m.vfs, fh)
+    fh, node = await open_path(m.vfs, "cut", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await m.vfs.write(fh, 0, b"hello world")
+    await m.vfs.resize(node, 5, None)  # (ftruncate: shorter than what was hashed)
+    await close(m.vfs, fh)
+    past = os.urandom(SMALL_HASHED + 1000)  # (past the limit, below sidehash.BATCH)
+    await _write_new(m.vfs, "past", past)
+    assert await m.drain() == []
+    assert mem.files() == {"rewritten": b"HELLO world", "cut": b"hello", "past": past}
+    assert len(hashed_again) == 3

@@ -43,6 +43,10 @@ class Digests:
         taken from there, not from reading the blob again."""
         self._coming[blob] = appended
 
+    def learn(self, blob: str, size: int, sha256: str) -> None:
+        """The blob's digest, made from its bytes as they were written (inorder.py)."""
+        self._known[blob] = (size, sha256)
+
     def known(self, blob: str) -> tuple[int, str] | None:
         """(size, sha256) of a blob hashed already."""
         return self._known.get(blob)

@@ -109,7 +109,7 @@ class FileIO(ContentSources):
                 raise no_room()
             n = os.pwrite(f.fd, data, off)
             if f.in_order is not None:
-                inorder.wrote(f, off, n, self._stager(node))
+                inorder.wrote(f, off, data if n == len(data) else data[:n], self._stager(node))
             if f.sparse is not None:
                 f.sparse.wrote(off, off + n)
             f.dirty = True

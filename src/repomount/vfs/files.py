@@ -16,6 +16,7 @@ task (an uploaded blob is linked into the cache and deleted) between an await an
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ class OpenFile:
     # grows (`appended`): its close needs no second reading of it.
     in_order: int | None = None
     appended: SideHash | None = None
+    # Up to inorder.SMALL_HASHED bytes, its SHA-256 is made from the bytes as they are
+    # written (a save of a small file is not read back to be hashed before it is sent).
+    small: hashlib._Hash | None = None
     # Past staging.STAGE_AFTER such a spool is uploaded as it grows (staging.py).
     staging: Staging | None = None
 
@@ -74,11 +78,13 @@ class OpenFile:
         """The spool is empty: count (and later hash) what is appended to it."""
         self.stop_hashing()
         self.in_order = 0
+        self.small = hashlib.sha256()
 
     def stop_hashing(self) -> None:
         """No longer written from empty in order: its running hash and staged upload
         stop (the blob is hashed and uploaded whole when sent)."""
         self.in_order = None
+        self.small = None
         if self.appended is not None:
             self.appended.drop()
             self.appended = None
