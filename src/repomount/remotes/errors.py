@@ -41,6 +41,10 @@ class PreconditionRequired(RemoteError):
 
 
 class Unavailable(RemoteError):
+    """Not now: try again later. `busy`: the remote answered, and is there, but could
+    not do it now (423 locked by another operation, 429 too many requests, a tree that
+    kept changing while it was listed); otherwise it is away (no answer, 5xx)."""
+
     retryable = True
 
     def __init__(
@@ -50,9 +54,11 @@ class Unavailable(RemoteError):
         status: int | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        busy: bool = False,
     ) -> None:
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
+        self.busy = busy or status in (423, 429)
 
 
 class Unauthorized(RemoteError):

@@ -157,7 +157,7 @@ class TerminalUseRemote(HttpRemote):
             if norm(before) == norm(after):
                 break
         else:
-            raise Unavailable(f"{self.identity} kept changing while it was being listed")
+            raise Unavailable(f"{self.identity} kept changing while it was being listed", busy=True)
         entries = tree(path, files, recursive=recursive)
         if path and not entries:
             raise NotFound(f"{path!r} is not a directory in {self.identity}")
@@ -282,7 +282,9 @@ class TerminalUseRemote(HttpRemote):
                 return Failed(exc)
             self._base, version = uploaded(data)
             return Applied(version=version)
-        return Failed(Unavailable(f"{self.identity} kept changing; the upload will be retried"))
+        return Failed(
+            Unavailable(f"{self.identity} kept changing; the upload will be retried", busy=True)
+        )
 
     async def _after_409(self, change: Write, sent: str, exc: Conflict) -> Outcome | None:
         """What a 409 (stale base or reused key) means for this write: an outcome, or

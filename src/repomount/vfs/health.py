@@ -44,7 +44,7 @@ class Health:
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"
         self.last_error_at = time.time()
-        if isinstance(e, Unavailable):
+        if isinstance(e, Unavailable) and not e.busy:  # (busy: there, so not offline)
             if self.online:
                 log.warning(
                     "remote unavailable (%s); serving from cache, queueing writes", e.message
