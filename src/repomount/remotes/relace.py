@@ -115,6 +115,9 @@ class RelaceRemote(HttpRemote):
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = trio.Lock()
         self._writes = 0  # bumped by every write: a clone begun before one is not kept
+        # The service locks the repo for each write and refuses others meanwhile (423):
+        # ours go one at a time (in parallel, a third of them refused each other).
+        self._writing = trio.Lock()
         # Files we wrote that a clone may leave out (sent as raw bytes: maybe not text):
         # a directory rename must move them too, and no clone names them.
         self._maybe_unlisted: set[str] = set()
@@ -344,7 +347,8 @@ class RelaceRemote(HttpRemote):
         retry = 0
         while True:
             try:
-                return await self._http.request(method, url, idempotent=False, **kwargs)
+                async with self._writing:
+                    return await self._http.request(method, url, idempotent=False, **kwargs)
             except Unavailable as error:
                 policy = self._http.retry
                 if error.status != 423 or retry + 1 >= policy.attempts:
