@@ -194,6 +194,19 @@ class ContentCache:
         with self._counting:
             self._size -= replaced
 
+    def drop(self, path: str, version: str) -> None:
+        """(path, version) is superseded: its entry goes (a descriptor open on it still
+        reads it). A file saved again and again (a database's WAL) kept every version
+        until the cache was full."""
+        file = self._file(content_key(path, version))
+        try:
+            size = os.stat(file).st_size
+            os.unlink(file)
+        except FileNotFoundError:  # (not cached)
+            return
+        with self._counting:
+            self._size -= size
+
     def _added(self, size: int, keep: str) -> None:
         with self._counting:
             self._size += size

@@ -276,6 +276,8 @@ class Vfs(LostConflicts):
             return
         if node.attached:  # (at its name now: a rename still pending takes it along)
             self.attrs.uploaded(node, node.version, version)
+        if node.version is not None and node.version != version:
+            self.cache.drop(node.source, node.version)  # (the content it replaced)
         node.version = version
         node.read_from(op.path)
         if not self.remote.capabilities.complete_listing:
