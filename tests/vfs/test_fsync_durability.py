@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -72,6 +73,34 @@ async def test_a_slow_remote_gets_the_content_synced_locally_meanwhile(
         await m.vfs.fsync(fh)
     assert local_syncs == [True]
     assert mem.files() == {"f": b"saved\n"}
+    await close(m.vfs, fh)
+
+
+async def test_an_acknowledgement_does_not_wait_for_local_syncs_under_way(
+    make_mount: MakeMount, mem: MemRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote answering just after the syncs began (a disk slow to sync, a remote at
+    3 to 4 ms) answers the fsync: their thread goes on, on a descriptor of its own."""
+    monkeypatch.setattr(fileio, "LOCAL_SYNC_AFTER", 0.0)
+    began, go_on, done = threading.Event(), threading.Event(), threading.Event()
+    real = fileio._sync_locally
+
+    def slow_disk(fd: int | None, journal: Journal) -> None:
+        began.set()
+        go_on.wait(5)
+        real(fd, journal)
+        done.set()
+
+    monkeypatch.setattr(fileio, "_sync_locally", slow_disk)
+    m = await make_mount()
+    _remote_answers_after(monkeypatch, mem, 0.2)
+    fh, _ = await open_path(m.vfs, "f", FLAGS)
+    await m.vfs.write(fh, 0, b"saved\n")
+    await m.vfs.fsync(fh)
+    assert began.is_set() and not done.is_set()  # (answered while they went on)
+    assert mem.files() == {"f": b"saved\n"}
+    go_on.set()
+    assert await trio.to_thread.run_sync(done.wait, 10)  # (and they end)
     await close(m.vfs, fh)
 
 

@@ -157,9 +157,8 @@ class FileIO(ContentSources):
                 self.commit_content(h.node)
 
     async def fsync(self, fh: int) -> None:
-        """Acknowledged by the remote, or durable on local disk and an error. The local
-        syncs run only when the remote is slower than LOCAL_SYNC_AFTER: its having the
-        content is durability enough, and a near one answers before they would end."""
+        """Acknowledged by the remote (durable there), or durable on local disk and an
+        error; a file the remote never sees is synced locally."""
         h = self.handle(fh)
         node = h.node
         # Any descriptor's fsync makes the file's content durable, as on Linux: one
@@ -169,38 +168,54 @@ class FileIO(ContentSources):
                 self.commit_content(node)
         f = self.files.get(node.ino)
         fd = os.dup(f.fd) if f is not None else None  # the frozen spool: the blob
-        remote = node.attached and not node.local
-        failed: OSError | FsError | None = None  # (raised as itself, not in a group)
-        acknowledged = False
-        waiting = trio.CancelScope()  # before the local syncs: ended by the answer
-
-        async def sync_locally(after: float) -> None:
-            nonlocal failed
-            with waiting:
-                await trio.sleep(after)
-            if acknowledged:  # the remote has it: durable there
-                return
-            try:
-                await trio.to_thread.run_sync(_sync_locally, fd, self.journal)
-            except OSError as e:
-                failed = e
-
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(sync_locally, LOCAL_SYNC_AFTER if remote else 0.0)
-                if remote:
-                    ids = self.flusher.ids_for(node.path)
-                    try:
-                        await self.flusher.wait_for(ids, self.config.fsync_timeout)
-                        acknowledged = True
-                    except FsError as e:  # (kept until sent: synced now)
-                        failed = failed or e
-                    waiting.cancel()
+            if node.attached and not node.local:
+                await self._acknowledged(node, fd)
+            else:
+                await self._sync_here(fd)
         finally:
             if fd is not None:
                 os.close(fd)
+
+    async def _acknowledged(self, node: Node, fd: int | None) -> None:
+        """Until the remote has the node's changes. The local syncs run only when it
+        takes longer than LOCAL_SYNC_AFTER, then while the upload is on its way (no
+        longer waited for once it answers), and before an error is raised."""
+        ids = self.flusher.ids_for(node.path)
+        try:
+            with trio.move_on_after(LOCAL_SYNC_AFTER):
+                await self.flusher.wait_for(ids, self.config.fsync_timeout)
+                return
+        except FsError:
+            await self._sync_here(fd)
+            raise
+        local = trio.CancelScope()
+        failed: OSError | FsError | None = None  # (raised as itself, not in a group)
+
+        async def sync() -> None:
+            nonlocal failed
+            with local:
+                try:
+                    await self._sync_here(fd)
+                except OSError as e:
+                    failed = e
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sync)
+            try:
+                await self.flusher.wait_for(ids, self.config.fsync_timeout - LOCAL_SYNC_AFTER)
+                local.cancel()  # the remote has it: durable there
+                failed = None
+            except FsError as e:  # (kept until sent: the syncs end first)
+                failed = failed or e
         if failed is not None:
             raise failed
+
+    async def _sync_here(self, fd: int | None) -> None:
+        """The content's file, then the journal, in a worker thread on a descriptor of
+        its own: a cancelled wait leaves it going."""
+        own = os.dup(fd) if fd is not None else None  # (closed by the thread)
+        await trio.to_thread.run_sync(_sync_locally, own, self.journal, abandon_on_cancel=True)
 
     def commit_content(self, node: Node) -> None:
         """Freeze a dirty spool into the journal as a pending write of the node's path.
@@ -263,10 +278,14 @@ def _too_large(node: Node, limit: int) -> FsError:
 
 
 def _sync_locally(fd: int | None, journal: Journal) -> None:
-    """The content's file, then the journal (worker thread)."""
-    if fd is not None:
-        os.fsync(fd)
-    journal.sync()
+    """The content's file, then the journal (worker thread; closes `fd`)."""
+    try:
+        if fd is not None:
+            os.fsync(fd)
+        journal.sync()
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 async def _pread(fd: int, size: int, off: int) -> bytes:
