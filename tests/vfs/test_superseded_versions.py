@@ -9,6 +9,7 @@ import os
 
 from repomount.vfs.content import content_key
 from support.memremote import MemRemote
+from support.util import wait_until_async
 from support.vfsutil import MakeMount, open_path, read_all, resolve, write_file
 
 
@@ -31,6 +32,8 @@ async def test_a_file_saved_again_keeps_only_its_latest_version(
         assert await m.drain() == []
     last = (await resolve(m.vfs, "db-wal")).version
     assert last is not None and mem.files() == {"db-wal": b"save 4\n"}
+    # (deleted in a worker thread)
+    await wait_until_async(lambda: len(_cached(m.vfs)) == 1, 10, "the old versions deleted")
     assert _cached(m.vfs) == [content_key("db-wal", last)]
     assert m.vfs.cache.usage() == len(b"save 4\n")
     fh, _ = await open_path(m.vfs, "db-wal", os.O_RDONLY)

