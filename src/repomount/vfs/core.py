@@ -202,17 +202,16 @@ class Vfs(LostConflicts):
         return stateroom.statfs(self.config.state_dir, len(self.inodes), paths.MAX_NAME_BYTES)
 
     async def fsyncdir(self, ino: int) -> None:
-        """The directory's namespace changes are durable in the journal (a power loss
-        too), then acknowledged by the remote, or an error (like fsync)."""
+        """The directory's namespace changes are acknowledged by the remote, or durable
+        in the journal (a power loss too) and an error (as fsync)."""
         d = self.node(ino)
-        await trio.to_thread.run_sync(self.journal.sync)
         prefix = d.path + "/" if d.path else ""
         ids = [
             r.id
             for r in self.journal.records()
             if any(p == d.path or p.startswith(prefix) for p in r.paths())
         ]
-        await self.flusher.wait_for(ids, self.config.fsync_timeout)
+        await self.acknowledged(ids, None)
 
     # ------------------------------------------------------------------ flusher hooks
 

@@ -170,18 +170,18 @@ class FileIO(ContentSources):
         fd = os.dup(f.fd) if f is not None else None  # the frozen spool: the blob
         try:
             if node.attached and not node.local:
-                await self._acknowledged(node, fd)
+                await self.acknowledged(self.flusher.ids_for(node.path), fd)
             else:
                 await self._sync_here(fd)
         finally:
             if fd is not None:
                 os.close(fd)
 
-    async def _acknowledged(self, node: Node, fd: int | None) -> None:
-        """Until the remote has the node's changes. The local syncs run only when it
-        takes longer than LOCAL_SYNC_AFTER, then while the upload is on its way (no
-        longer waited for once it answers), and before an error is raised."""
-        ids = self.flusher.ids_for(node.path)
+    async def acknowledged(self, ids: list[int], fd: int | None) -> None:
+        """Until the remote has the changes `ids` (fsync, fsyncdir). The local syncs
+        (the journal, and the file `fd` if any) run only when it takes longer than
+        LOCAL_SYNC_AFTER, then while the upload is on its way (no longer waited for
+        once it answers), and before an error is raised."""
         try:
             with trio.move_on_after(LOCAL_SYNC_AFTER):
                 await self.flusher.wait_for(ids, self.config.fsync_timeout)
