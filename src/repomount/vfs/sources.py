@@ -195,6 +195,8 @@ class ContentSources(Walks):
         if f is not None and f.writable:
             if truncate:
                 await self._ftruncate(f, 0)
+                if f.sparse is not None:  # (offline edits: none of the base is kept)
+                    f.sparse.truncated(0)
                 f.start_in_order()  # (empty again)
             return f
         src: int | None = None
