@@ -23,8 +23,9 @@ def test_a_busy_remote_stays_online(busy: Unavailable) -> None:
     health.failed(busy)
     assert health.online
     assert health.error is not None and busy.message in health.error  # (status shows it)
+    assert not health.usable  # (listings serve what is known meanwhile, as offline)
     health.ok()
-    assert health.online and health.error is None
+    assert health.online and health.usable and health.error is None
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,6 @@ def test_a_remote_that_does_not_answer_is_offline_until_it_does(away: Unavailabl
     backs: list[bool] = []
     health.on_back = lambda: backs.append(True)
     health.failed(away)
-    assert not health.online
+    assert not health.online and not health.usable
     health.ok()
-    assert health.online and backs == [True]
+    assert health.online and health.usable and backs == [True]

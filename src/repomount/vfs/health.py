@@ -22,9 +22,17 @@ class Health:
         # Why the state directory could not be written (its disk full), while it is
         # current: the flusher's next round that books its work clears it.
         self.local_error: str | None = None
+        self.busy = False  # the remote's last answer was "busy", and none succeeded since
         # Called when the remote answers again after being unreachable (the flusher
         # then retries at once instead of waiting out each change's backoff).
         self.on_back: Callable[[], None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether asking the remote now is worth it: it is online and its last answer
+        was not "busy" (423, 429). While it is not, listings serve what is known, as
+        offline, rather than ask again at every access."""
+        return self.online and not self.busy
 
     @property
     def error(self) -> str | None:
@@ -33,6 +41,7 @@ class Health:
 
     def ok(self) -> None:
         self.last_error = self.last_error_at = None
+        self.busy = False
         if self.online:
             return
         log.info("remote reachable again")
@@ -44,7 +53,9 @@ class Health:
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"
         self.last_error_at = time.time()
-        if isinstance(e, Unavailable) and not e.busy:  # (busy: there, so not offline)
+        if isinstance(e, Unavailable) and e.busy:  # (there, so not offline)
+            self.busy = True
+        elif isinstance(e, Unavailable):
             if self.online:
                 log.warning(
                     "remote unavailable (%s); serving from cache, queueing writes", e.message

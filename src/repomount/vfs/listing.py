@@ -73,11 +73,11 @@ class Listings(VfsState):
     def _trusted(self, d: Node) -> bool:
         failed = self.unlisted.get(d.ino)
         if failed is not None:  # a stand-in: list it for real as soon as that works
-            return not self.health.online and time.monotonic() - failed < UNLISTED_RETRY
+            return not self.health.usable and time.monotonic() - failed < UNLISTED_RETRY
         return d.children is not None and (
             d.ino in self.fresh
-            or (self.feed_live and self.health.online and d.ino not in self.relist)
-            or not self.health.online
+            or (self.feed_live and self.health.usable and d.ino not in self.relist)
+            or not self.health.usable
             or self.authoritative(d)
         )
 
@@ -97,7 +97,7 @@ class Listings(VfsState):
             assert d.children is not None
             return d.children
         if d.children is None or below:
-            if not walk and self.tree.spent() and self.health.online:
+            if not walk and self.tree.spent() and self.health.usable:
                 self.tree.want()
             if await self.tree.wait() and self._trusted(d) and not self._walks_below(d, walk):
                 assert d.children is not None
@@ -116,7 +116,7 @@ class Listings(VfsState):
         return (
             walk
             and d.ino in self.alone
-            and self.health.online
+            and self.health.usable
             and self.remote.capabilities.recursive_listing
             and not self.authoritative(d)
         )
