@@ -135,7 +135,7 @@ class LostConflicts(FileIO):
             rec = self.journal.get(op.ids[0])
             if rec is None or rec.op != "rename" or rec.dst is None:
                 return None
-            if rec.expect is not Expect.ANY:
+            if not self._moved_a_directory(rec):
                 return None  # (a file: its version was checked, the remote's stands)
             copy = self._free_copy_name(rec.dst)
             cur: str | None = rec.dst  # its name as the later records apply
@@ -163,6 +163,18 @@ class LostConflicts(FileIO):
             if cur is not None:
                 self._show_moved(cur, new)
             return copy
+
+    def _moved_a_directory(self, rec: Record) -> bool:
+        """Whether the rename `rec` moved a directory: what is at its new name now
+        (wherever later renames took it) says; when a later change removed it, its
+        record does (a directory's expects any version, a file's names one, unless
+        its listing named none)."""
+        assert rec.dst is not None
+        now = self.journal.name_after(rec.dst, rec.id)
+        node = self.node_at(now) if now is not None else None
+        if node is not None:
+            return node.is_dir
+        return rec.expect is Expect.ANY
 
     def _show_moved(self, old: str, new: str) -> None:
         node = self.node_at(old)

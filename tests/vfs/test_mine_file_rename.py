@@ -1,0 +1,40 @@
+"""Second reading of outcomes._conflict: under --on-conflict mine, a file's rename that
+conflicts overwrites the remote's file at the new name. keep_dir_as_copy (now asked
+first, under mine too) takes a rename journaled with expect ANY for a directory's: a
+file listed without a version (Terminal Use without a checksum) is renamed with ANY."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from repomount.remotes.base import Listing
+from repomount.vfs.conflicts import Policy
+from support.memremote import MemRemote
+from support.vfsutil import MakeMount, read_file, resolve
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["listed-version", "no-version"])
+async def test_mine_overwrites_at_a_file_renames_new_name(
+    make_mount: MakeMount, mem: MemRemote, monkeypatch: pytest.MonkeyPatch, versioned: bool
+) -> None:
+    mem.put("a", b"mine\n")
+    if not versioned:
+        real = mem.listing
+
+        def unversioned(path: str, *, recursive: bool = False) -> Listing:
+            got = real(path, recursive=recursive)
+            entries = [
+                dataclasses.replace(e, version=None) if e.kind == "file" else e for e in got.entries
+            ]
+            return Listing(got.path, got.head, entries, got.recursive)
+
+        monkeypatch.setattr(mem, "listing", unversioned)
+    m = await make_mount(on_conflict=Policy.MINE)
+    root = await resolve(m.vfs, "")
+    assert await read_file(m.vfs, "a") == b"mine\n"
+    await m.vfs.rename(root.ino, "a", root.ino, "b", 0)
+    mem.put("b", b"theirs\n")  # another client made the new name meanwhile
+    assert await m.drain() == []
+    assert mem.files() == {"b": b"mine\n"}, mem.files()  # mine: overwrote the remote
