@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import trio
@@ -29,13 +30,14 @@ FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 def local_syncs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """One entry per run of the local syncs (the real ones run too)."""
     runs: list[bool] = []
-    real = fileio._sync_locally
+    for name in ("_sync_file", "_sync_blob"):
+        real = getattr(fileio, name)
 
-    def counted(fd: int | None, journal: Journal) -> None:
-        real(fd, journal)
-        runs.append(True)
+        def counted(what: object, journal: Journal, real: Callable[..., None] = real) -> None:
+            real(what, journal)
+            runs.append(True)
 
-    monkeypatch.setattr(fileio, "_sync_locally", counted)
+        monkeypatch.setattr(fileio, name, counted)
     return runs
 
 
@@ -83,15 +85,15 @@ async def test_an_acknowledgement_does_not_wait_for_local_syncs_under_way(
     3 to 4 ms) answers the fsync: their thread goes on, on a descriptor of its own."""
     monkeypatch.setattr(fileio, "LOCAL_SYNC_AFTER", 0.0)
     began, go_on, done = threading.Event(), threading.Event(), threading.Event()
-    real = fileio._sync_locally
+    real = fileio._sync_blob
 
-    def slow_disk(fd: int | None, journal: Journal) -> None:
+    def slow_disk(blob: Path | None, journal: Journal) -> None:
         began.set()
         go_on.wait(5)
-        real(fd, journal)
+        real(blob, journal)
         done.set()
 
-    monkeypatch.setattr(fileio, "_sync_locally", slow_disk)
+    monkeypatch.setattr(fileio, "_sync_blob", slow_disk)
     m = await make_mount()
     _remote_answers_after(monkeypatch, mem, 0.2)
     fh, _ = await open_path(m.vfs, "f", FLAGS)

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import time
+from pathlib import Path
 
 import trio
 
@@ -166,28 +167,30 @@ class FileIO(ContentSources):
         if h.commits or self.files.dirty(node.ino):
             async with self.node_lock(node.ino):
                 self.commit_content(node)
-        f = self.files.get(node.ino)
-        fd = os.dup(f.fd) if f is not None else None  # the frozen spool: the blob
+        if node.attached and not node.local:
+            blob = self.overlay.pending_blob(node.ino)  # (None: the remote has it all)
+            where = self.journal.blob_path(blob) if blob is not None else None
+            await self.acknowledged(self.flusher.ids_for(node.path), where)
+            return
+        f = self.files.get(node.ino)  # (never sent: only here)
+        fd = os.dup(f.fd) if f is not None else None
         try:
-            if node.attached and not node.local:
-                await self.acknowledged(self.flusher.ids_for(node.path), fd)
-            else:
-                await self._sync_here(fd)
+            await trio.to_thread.run_sync(_sync_file, fd, self.journal)
         finally:
             if fd is not None:
                 os.close(fd)
 
-    async def acknowledged(self, ids: list[int], fd: int | None) -> None:
+    async def acknowledged(self, ids: list[int], blob: Path | None) -> None:
         """Until the remote has the changes `ids` (fsync, fsyncdir). The local syncs
-        (the journal, and the file `fd` if any) run only when it takes longer than
-        LOCAL_SYNC_AFTER, then while the upload is on its way (no longer waited for
-        once it answers), and before an error is raised."""
+        (the journal, and the content file `blob` if any) run only when it takes longer
+        than LOCAL_SYNC_AFTER, then while the upload is on its way (no longer waited
+        for once it answers), and before an error is raised."""
         try:
             with trio.move_on_after(LOCAL_SYNC_AFTER):
                 await self.flusher.wait_for(ids, self.config.fsync_timeout)
                 return
         except FsError:
-            await self._sync_here(fd)
+            await self._sync_here(blob)
             raise
         local = trio.CancelScope()
         failed: OSError | FsError | None = None  # (raised as itself, not in a group)
@@ -196,7 +199,7 @@ class FileIO(ContentSources):
             nonlocal failed
             with local:
                 try:
-                    await self._sync_here(fd)
+                    await self._sync_here(blob)
                 except OSError as e:
                     failed = e
 
@@ -211,11 +214,11 @@ class FileIO(ContentSources):
         if failed is not None:
             raise failed
 
-    async def _sync_here(self, fd: int | None) -> None:
-        """The content's file, then the journal, in a worker thread on a descriptor of
-        its own: a cancelled wait leaves it going."""
-        own = os.dup(fd) if fd is not None else None  # (closed by the thread)
-        await trio.to_thread.run_sync(_sync_locally, own, self.journal, abandon_on_cancel=True)
+    async def _sync_here(self, blob: Path | None) -> None:
+        """The content file, then the journal, in a worker thread. It opens the blob by
+        its name (gone once sent: nothing to sync), so a wait cancelled before or
+        after the thread starts leaves nothing of ours open."""
+        await trio.to_thread.run_sync(_sync_blob, blob, self.journal, abandon_on_cancel=True)
 
     def commit_content(self, node: Node) -> None:
         """Freeze a dirty spool into the journal as a pending write of the node's path.
@@ -277,15 +280,26 @@ def _too_large(node: Node, limit: int) -> FsError:
     return FsError(errno.EFBIG, f"{node.path}: the remote takes files of at most {limit} bytes")
 
 
-def _sync_locally(fd: int | None, journal: Journal) -> None:
-    """The content's file, then the journal (worker thread; closes `fd`)."""
-    try:
-        if fd is not None:
-            os.fsync(fd)
-        journal.sync()
-    finally:
-        if fd is not None:
-            os.close(fd)
+def _sync_file(fd: int | None, journal: Journal) -> None:
+    """A file's content by its descriptor, then the journal (worker thread)."""
+    if fd is not None:
+        os.fsync(fd)
+    journal.sync()
+
+
+def _sync_blob(blob: Path | None, journal: Journal) -> None:
+    """A content file by its name, then the journal (worker thread)."""
+    if blob is not None:
+        try:
+            fd = os.open(blob, os.O_RDONLY)
+        except FileNotFoundError:  # (sent and settled meanwhile)
+            pass
+        else:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    journal.sync()
 
 
 async def _pread(fd: int, size: int, off: int) -> bytes:
