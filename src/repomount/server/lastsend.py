@@ -14,7 +14,10 @@ keep-alive timer):
   chunks fill Hypercorn's queue to the application, which reads no more, so queueing
   `http.disconnect` waited forever, and each such request left a task and its queued
   chunks behind. While the last message is sent, what is left of the body is drained
-  (the connection is closed by then: only what already arrived).
+  (the connection is closed by then: only what already arrived). Such an answer reads
+  a small body first (the connection then serves the next request), or says
+  `Connection: close`: without it, a client that sent its next request on the
+  connection got no answer ("Server disconnected", once in CI, from the Relace SDK).
 Nothing is shielded: a shutdown still cancels everything.
 """
 
@@ -22,6 +25,11 @@ from __future__ import annotations
 
 import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# An answer given before its request's body was read waits this long for a body of at
+# most this many bytes, so that its connection can serve the next request.
+DRAIN_MAX = 64 << 10
+DRAIN_WAIT = 1.0
 
 
 class FinishLastSend:
@@ -38,6 +46,8 @@ class FinishLastSend:
         body_done = headers.get(b"content-length", b"0") == b"0" and (
             b"transfer-encoding" not in headers
         )
+        length = headers.get(b"content-length", b"")
+        small_body = length.isdigit() and int(length) <= DRAIN_MAX
         sending_last = False
         last_sent = trio.Event()
 
@@ -58,6 +68,20 @@ class FinishLastSend:
 
         async def send_tracking_the_last(message: Message) -> None:
             nonlocal sending_last
+            if message["type"] == "http.response.start" and not body_done:
+                # Answered before its body was read (a 404 for an unknown repo, a
+                # 413). A small body is read first, so the connection stays usable;
+                # else it closes after this answer, and says so: a client that sent
+                # its next request on it would get no answer at all.
+                if small_body and message.get("status") != 408:  # (408: it stalled)
+                    with trio.move_on_after(DRAIN_WAIT):
+                        while not body_done:
+                            await receive_after_the_last()
+                if not body_done:
+                    kept = [
+                        (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                    ]
+                    message = {**message, "headers": [*kept, (b"connection", b"close")]}
             if message["type"] != "http.response.body" or message.get("more_body"):
                 await send(message)
                 return
