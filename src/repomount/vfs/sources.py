@@ -46,20 +46,12 @@ class ContentSources(Walks):
         for attempt in range(3):
             where = node.source
             if node.version is not None:
-                cached = self.cache.lookup(where, node.version)
-                if cached is not None:
-                    try:
-                        return os.open(cached, os.O_RDONLY), None
-                    except FileNotFoundError:
-                        pass  # evicted just now
-            if node.version is not None:
-                await self._read_ahead(node, where, node.version)
-                cached = self.cache.lookup(where, node.version)
-                if cached is not None:
-                    try:
-                        return os.open(cached, os.O_RDONLY), None
-                    except FileNotFoundError:
-                        pass  # evicted just now
+                fd = self._open_cached(where, node.version)
+                if fd is None:
+                    await self._read_ahead(node, where, node.version)
+                    fd = self._open_cached(where, node.version)
+                if fd is not None:
+                    return fd, None
             tmp = self.cache.temp_path()
             try:
                 with tmp.open("wb") as out:
@@ -101,6 +93,17 @@ class ContentSources(Walks):
         if node.version is None or self.cache.commit(tmp, where, node.version) is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return fd, None
+
+    def _open_cached(self, where: str, version: str) -> int | None:
+        """A descriptor of the cached (where, version), or None: not cached (or evicted
+        between the lookup and the open)."""
+        cached = self.cache.lookup(where, version)
+        if cached is None:
+            return None
+        try:
+            return os.open(cached, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
 
     def _pending_content(self, node: Node) -> tuple[int, Sparse | None] | None:
         """The node's pending content (descriptor, edits if sparse), or None. The edits
