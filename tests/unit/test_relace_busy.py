@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,16 +25,8 @@ async def test_a_repo_locked_for_too_long_raises_unavailable(tmp_path: Path) -> 
             return httpx.Response(404, json={"detail": "File not found: a.txt"})
         return httpx.Response(423, json={"detail": "Repository is locked"})
 
-    spool = tmp_path / "spool"
-    spool.write_bytes(b"a")
-    change = Write("a.txt", spool, 1, sha(b"a"), Expect.ABSENT)
-    remote = RelaceRemote(
-        "r",
-        token="k",
-        endpoint="http://relace.test/v1",
-        retry=RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001),
-        transport=httpx.MockTransport(handler),
-    )
+    change = _new_file(tmp_path, "a.txt", b"a")
+    remote = _relace(handler, attempts=3)
     try:
         with pytest.raises(Unavailable) as caught:
             await remote.apply([change])
@@ -64,20 +58,11 @@ async def test_its_own_writes_go_one_at_a_time(tmp_path: Path) -> None:
             writing -= 1
         return httpx.Response(201, json={"repo_id": "r", "repo_head": "h"})
 
-    remote = RelaceRemote(
-        "r",
-        token="k",
-        endpoint="http://relace.test/v1",
-        retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001),
-        transport=httpx.MockTransport(handler),
-    )
+    remote = _relace(handler, attempts=2)
     outcomes: list[object] = []
 
     async def write(i: int) -> None:
-        spool = tmp_path / f"spool{i}"
-        spool.write_bytes(b"\xff%d" % i)  # (not UTF-8: each its own PUT)
-        data = spool.read_bytes()
-        change = Write(f"f{i}.bin", spool, len(data), sha(data), Expect.ABSENT)
+        change = _new_file(tmp_path, f"f{i}.bin", b"\xff%d" % i)  # (not UTF-8: a PUT each)
         outcomes.extend((await remote.apply([change])).outcomes)
 
     try:
@@ -88,3 +73,21 @@ async def test_its_own_writes_go_one_at_a_time(tmp_path: Path) -> None:
         await remote.aclose()
     assert refused == 0
     assert len(outcomes) == 6 and all(isinstance(o, Applied) for o in outcomes)
+
+
+def _relace(handler: Callable[[httpx.Request], Any], *, attempts: int) -> RelaceRemote:
+    """A RelaceRemote whose service is `handler`, retrying 423 `attempts` times."""
+    return RelaceRemote(
+        "r",
+        token="k",
+        endpoint="http://relace.test/v1",
+        retry=RetryPolicy(attempts=attempts, base_delay=0.001, max_delay=0.001),
+        transport=httpx.MockTransport(handler),
+    )
+
+
+def _new_file(tmp_path: Path, path: str, data: bytes) -> Write:
+    """The write of a new file, its content in a spool as the vfs hands it over."""
+    spool = tmp_path / f"spool-{sha(path.encode())}"
+    spool.write_bytes(data)
+    return Write(path, spool, len(data), sha(data), Expect.ABSENT)
