@@ -36,9 +36,9 @@ async def test_an_answer_at_the_deadline_leaks_no_descriptor(
     real = m.vfs.flusher.wait_for
     calls: list[int] = []
 
-    async def wait_for(ids: Sequence[int], timeout: float) -> None:
+    async def wait_for(ids: Sequence[int], timeout: float, **kw: float | None) -> None:
         calls.append(1)
-        await real(ids, timeout)
+        await real(ids, timeout, **kw)
         if len(calls) == 1:
             await trio.sleep_forever()  # (acknowledged, but the deadline won)
 

@@ -184,10 +184,14 @@ class FileIO(ContentSources):
         """Until the remote has the changes `ids` (fsync, fsyncdir). The local syncs
         (the journal, and the content file `blob` if any) run only when it takes longer
         than LOCAL_SYNC_AFTER, then while the upload is on its way (no longer waited
-        for once it answers), and before an error is raised."""
+        for once it answers), and before an error is raised. While the remote is
+        unreachable the changes are tried at once, and EIO comes as soon as that fails
+        (Waiting.UNREACHABLE_FOR)."""
+        started = time.time()
+        self.flusher.try_at_once(ids)
         try:
             with trio.move_on_after(LOCAL_SYNC_AFTER):
-                await self.flusher.wait_for(ids, self.config.fsync_timeout)
+                await self.flusher.wait_for(ids, self.config.fsync_timeout, tried_since=started)
                 return
         except FsError:
             await self._sync_here(blob)
@@ -206,7 +210,9 @@ class FileIO(ContentSources):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sync)
             try:
-                await self.flusher.wait_for(ids, self.config.fsync_timeout - LOCAL_SYNC_AFTER)
+                await self.flusher.wait_for(
+                    ids, self.config.fsync_timeout - LOCAL_SYNC_AFTER, tried_since=started
+                )
                 local.cancel()  # the remote has it: durable there
                 failed = None
             except FsError as e:  # (kept until sent: the syncs end first)

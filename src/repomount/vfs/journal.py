@@ -297,17 +297,26 @@ class Journal:
                     return True
         return False
 
-    def retry_now(self, not_before: float = 0.0) -> None:
+    def retry_now(self, not_before: float = 0.0, ids: Iterable[int] | None = None) -> None:
         """Forget every retry time later than `not_before` (a new mount, or the remote
         answering again, tries at once; the tries count stays, so the backoff grows on
-        from where it was)."""
+        from where it was); only those of `ids` if given (an fsync while offline)."""
+        recs = self.records() if ids is None else [r for i in ids if (r := self.get(i))]
+        later = [r for r in recs if r.next_try > not_before]
+        if not later:
+            return
         with self.transaction():
-            self._db.execute(
-                "UPDATE changes SET next_try = ? WHERE next_try > ?", (not_before,) * 2
-            )
-            for rec in self.records():  # (the path and blob indexes do not change)
-                if rec.next_try > not_before:
-                    self._records[rec.id] = replace(rec, next_try=not_before)
+            if ids is None:
+                self._db.execute(
+                    "UPDATE changes SET next_try = ? WHERE next_try > ?", (not_before,) * 2
+                )
+            else:
+                self._db.executemany(
+                    "UPDATE changes SET next_try = ? WHERE id = ?",
+                    [(not_before, r.id) for r in later],
+                )
+            for rec in later:  # (the path and blob indexes do not change)
+                self._records[rec.id] = replace(rec, next_try=not_before)
         self.version += 1
 
     def naming(self, path: str) -> list[Record]:

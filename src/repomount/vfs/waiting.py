@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import trio
@@ -17,6 +18,11 @@ from repomount.vfs.records import Record
 
 log = logging.getLogger(__name__)
 
+# How long the remote may have been unreachable before an fsync stops waiting for it
+# (EIO; the change stays journaled). A short outage, a server restarting, is waited
+# out; a mount offline for longer answers at once instead of after 60 s.
+UNREACHABLE_FOR = 10.0
+
 
 class Waiting:
     journal: Journal
@@ -25,9 +31,22 @@ class Waiting:
     _acknowledged: set[int]
     _lost_to_conflict: dict[int, tuple[str, int | None]]
     _set_aside: dict[int, str]
+    _server_asked_until: float
 
     def flush_now(self) -> None:
         raise NotImplementedError
+
+    def _unreachable_long(self, since: float) -> bool:
+        """A request failed after `since` and found the remote unreachable for
+        UNREACHABLE_FOR already."""
+        h = self.health
+        failed_at = h.last_error_at
+        return (
+            not h.online
+            and failed_at is not None
+            and failed_at >= since
+            and failed_at - h.since >= UNREACHABLE_FOR
+        )
 
     def pending_ids(self, path: str | None = None) -> list[int]:
         raise NotImplementedError
@@ -35,8 +54,19 @@ class Waiting:
     async def run(self) -> None:
         raise NotImplementedError
 
-    async def wait_for(self, ids: Sequence[int], timeout: float) -> None:
-        """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not."""
+    def try_at_once(self, ids: Sequence[int]) -> None:
+        """Send the changes `ids` in the next round, even those backing off, if the
+        remote is offline (an fsync: see `wait_for`'s `tried_since`)."""
+        if not self.health.online:
+            self.journal.retry_now(not_before=self._server_asked_until, ids=ids)
+
+    async def wait_for(
+        self, ids: Sequence[int], timeout: float, *, tried_since: float | None = None
+    ) -> None:
+        """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not.
+        With `tried_since` (an fsync's start, time.time()), EIO as soon as a request
+        made after it finds the remote unreachable for UNREACHABLE_FOR already: a mount
+        offline for longer answers after one try, not after `timeout` (vim's saves)."""
         wanted = set(ids)
         conflict: str | None = None
         lost: str | None = None  # one of them was set aside: EIO, once the rest went
@@ -71,6 +101,12 @@ class Waiting:
                     return
                 self.flush_now()
                 await self._progress.wait()
+                if tried_since is not None and self._unreachable_long(tried_since):
+                    raise FsError(
+                        errno.EIO,
+                        f"remote unreachable since {time.ctime(self.health.since)}"
+                        f" ({self.health.error}); kept, sent once it is back",
+                    )
         why = self.health.error or "no answer in time"
         raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
 

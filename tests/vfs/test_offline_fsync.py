@@ -1,0 +1,86 @@
+"""fsync while the remote is unreachable: a mount offline for a while tries the change
+once, at once, and answers EIO as soon as that fails (the change stays journaled and
+goes once the remote is back), instead of after the 60 s bound: vim saved each file
+in a minute while offline. A short outage is still waited out."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import trio
+
+from repomount.vfs.errors import FsError
+from support.faultyremote import FaultyRemote
+from support.memremote import MemRemote
+from support.util import wait_until_async
+from support.vfsutil import MakeMount, VfsMount, close, listdir, open_path, write_file
+
+
+async def _offline_for_an_hour(make_mount: MakeMount, faulty: FaultyRemote) -> VfsMount:
+    m = await make_mount(faulty, fsync_timeout=60.0)
+    await listdir(m.vfs, "")
+    faulty.fail_rate(1.0)  # (every request: connection refused)
+    await write_file(m.vfs, "g", b"g\n")  # its upload finds the remote away
+    await wait_until_async(lambda: not m.vfs.health.online, 10, "offline", interval=0.01)
+    m.vfs.health.since -= 3600  # (went away an hour ago)
+    return m
+
+
+async def _save(m: VfsMount, data: bytes) -> int:
+    """vim's save: write the file and fsync it; the descriptor stays open."""
+    fh, _ = await open_path(m.vfs, "f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    await m.vfs.write(fh, 0, data)
+    return fh
+
+
+async def test_fsync_offline_answers_after_one_try(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote
+) -> None:
+    m = await _offline_for_an_hour(make_mount, faulty)
+    for n in range(2):  # the second save's change was backing off: tried at once too
+        fh = await _save(m, b"v%d\n" % n)
+        tries = faulty.calls["apply"]
+        with trio.fail_after(10), pytest.raises(FsError) as e:  # (real time; not 60 s)
+            await m.vfs.fsync(fh)
+        assert e.value.errno == errno.EIO
+        assert "unreachable" in str(e.value)
+        assert faulty.calls["apply"] > tries  # it did try
+        await close(m.vfs, fh)
+    assert m.vfs.journal.records()  # kept
+    faulty.heal()
+    assert await m.drain() == []
+    assert mem.files() == {"f": b"v1\n", "g": b"g\n"}
+
+
+async def test_a_short_outage_is_waited_out(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, autojump_clock: trio.abc.Clock
+) -> None:
+    """The remote was there when fsync began and fails a few tries (a server
+    restarting): fsync waits and succeeds. (The virtual clock jumps through the
+    backoffs; the time the remote has been unreachable, counted on the wall clock, stays
+    below the bound.)"""
+    m = await make_mount(faulty, fsync_timeout=60.0)
+    faulty.fail_next(3, methods=("apply",))
+    fh = await _save(m, b"x\n")
+    await m.vfs.fsync(fh)
+    assert faulty.calls["apply"] == 4 and mem.files() == {"f": b"x\n"}
+    await close(m.vfs, fh)
+
+
+async def test_an_outage_that_lasts_ends_the_wait(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online when fsync began; the remote stays away: EIO once it has been unreachable
+    for UNREACHABLE_FOR (made short here), long before the 60 s bound."""
+    monkeypatch.setattr("repomount.vfs.waiting.UNREACHABLE_FOR", 1.0)
+    m = await make_mount(faulty, fsync_timeout=60.0)
+    faulty.fail_rate(1.0, methods=("apply",))
+    fh = await _save(m, b"x\n")
+    with trio.fail_after(15), pytest.raises(FsError) as e:  # (backoffs 0.5-1, 1-2 s)
+        await m.vfs.fsync(fh)
+    assert e.value.errno == errno.EIO and faulty.calls["apply"] >= 2
+    await close(m.vfs, fh)
+    assert [r.path for r in m.vfs.journal.records()] == ["f"]  # kept, to go later
+    faulty.heal()
