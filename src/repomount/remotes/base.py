@@ -236,10 +236,6 @@ class Symlink:
 Change = Write | Delete | Rename | Mkdir | Symlink
 
 
-def change_path(change: Change) -> str:
-    return change.dst if isinstance(change, Rename) else change.path
-
-
 # --------------------------------------------------------------------------- outcomes
 
 
