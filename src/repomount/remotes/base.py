@@ -392,20 +392,22 @@ class Remote(abc.ABC):
 
 
 async def run_limited(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
-    """Run the jobs, `limit` at a time; the first RemoteError cancels the others and is
-    raised as itself (not inside an exception group)."""
+    """Run the jobs, `limit` at a time; the first RemoteError or OSError (a content
+    file gone while it was read, a full disk) cancels the others and is raised as
+    itself, not inside an exception group: as one job alone raises it, and as callers
+    catch it (an upload ahead whose file a newer save replaced meanwhile)."""
     if len(jobs) == 1:
         await jobs[0]()
         return
     slots = trio.Semaphore(max(1, limit))
-    failed: list[RemoteError] = []
+    failed: list[RemoteError | OSError] = []
     async with trio.open_nursery() as nursery:
 
         async def one(job: Callable[[], Awaitable[None]]) -> None:
             async with slots:
                 try:
                     await job()
-                except RemoteError as e:
+                except (RemoteError, OSError) as e:
                     failed.append(e)
                     nursery.cancel_scope.cancel()
 
