@@ -117,3 +117,31 @@ async def test_a_create_in_a_directory_never_listed(
     assert "conflict" in copy and mine == b"mine"
     m.vfs.expire(ROOT)
     assert sorted(await listdir(m.vfs, "")) == sorted(["new.txt", "old.txt", "taken.txt", copy])
+
+
+async def test_listings_known_when_the_remote_went_away_are_kept_until_it_is_back(
+    make_mount: MakeMount, faulty: FaultyRemote, mem: MemRemote
+) -> None:
+    """The sweep forgets clean, unreferenced listings once they expired (memory follows
+    use), and a directory forgotten is, while the remote is away, one never listed:
+    `ls` EIO, each name in it ENOENT, a file in the cache out of reach. Found running
+    fsx on a mount whose remote went away: within a minute its root failed `ls`. The
+    sweep now waits for the remote to answer again."""
+    mem.put("docs/a.txt", b"A")
+    mem.put("docs/b.txt", b"B")
+    m = await make_mount(faulty, metadata_ttl=0.0)
+    vfs = m.vfs
+    assert sorted(await listdir(vfs, "docs")) == ["a.txt", "b.txt"]
+    assert await read_file(vfs, "docs/a.txt") == b"A"  # (now in the cache)
+    faulty.fail_rate(1.0)  # the remote goes away
+    assert sorted(await listdir(vfs, "docs")) == ["a.txt", "b.txt"]  # (found away)
+    assert not vfs.health.usable
+    vfs.forget([(n.ino, n.lookups) for n in vfs.inodes.nodes() if n.ino != ROOT])
+    assert vfs.sweep() == 0
+    assert sorted(await listdir(vfs, "docs")) == ["a.txt", "b.txt"]
+    assert await read_file(vfs, "docs/a.txt") == b"A"
+    faulty.heal()
+    vfs.health.ok()  # the remote answers again (the watcher's next poll, in a mount)
+    vfs.forget([(n.ino, n.lookups) for n in vfs.inodes.nodes() if n.ino != ROOT])
+    assert vfs.sweep() > 0  # forgotten as before, listed again when next used
+    assert await read_file(vfs, "docs/b.txt") == b"B"

@@ -32,7 +32,14 @@ class Forgetting(Listings):
         whole subtree is clean and unreferenced (no kernel lookups, open files, open
         directory handles, pending changes or local-only files): memory is bounded by
         what is in use, not by what was ever listed. The directory is listed again when
-        next needed. Returns how many nodes went."""
+        next needed. Returns how many nodes went.
+
+        Not while the remote is away (or busy): a directory forgotten then could not be
+        listed again, and would be one never listed (`ls` EIO, each name in it ENOENT,
+        its cached files out of reach) until the remote answers. Nothing new is listed
+        meanwhile, so memory does not grow."""
+        if not self.health.usable:
+            return 0
         # (nodes a listing removed that the kernel never held; a lock table holds only
         # locks in use, which go when released: state.py)
         for ino in [i for i in self._listed_gen if self.inodes.get(i) is None]:
