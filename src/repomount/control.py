@@ -68,19 +68,27 @@ def _state_note(mountpoint: str | Path) -> Path:
     return socket_path(mountpoint).with_suffix(".state")
 
 
-def note_state_dir(mountpoint: str | Path, state_dir: Path) -> None:
+def note_state_dir(socket: Path, state_dir: Path) -> None:
     """For the mount, once mounted: which state directory holds its journal, beside its
     socket. A daemon killed (kill -9, the OOM killer) leaves it behind, so `repomount
-    unmount` can still tell what it left unsent."""
-    note = _state_note(mountpoint)
+    unmount` can still tell what it left unsent. `socket`: the control socket's path,
+    found before mounting: resolving the mountpoint now would stat the mount from the
+    loop that must answer the stat (with `--metadata-ttl 0` the kernel keeps no
+    attributes to answer from, and the mount hung for ever as it started)."""
+    note = socket.with_suffix(".state")
     partial = note.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(str(state_dir.absolute()))
     os.replace(partial, note)  # (a reader never sees half a path)
 
 
 def forget_state_dir(mountpoint: str | Path) -> None:
-    """For the mount, as it leaves: its note is no longer true."""
+    """After an unmount: the mount's note is no longer true."""
     _state_note(mountpoint).unlink(missing_ok=True)
+
+
+def forget_state_note(socket: Path) -> None:
+    """For the mount, as it leaves (`socket` as for note_state_dir)."""
+    socket.with_suffix(".state").unlink(missing_ok=True)
 
 
 def noted_state_dir(mountpoint: str | Path) -> Path | None:

@@ -104,6 +104,7 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     log.setup(req.options.log_level, file=req.log_file)
     systemd = sdnotify.Reporter(req.src, str(req.mountpoint))
     mounted = False
+    control_socket: Path | None = None  # (found before mounting: see note_state_dir)
 
     def report(error: str | None) -> None:
         """`ready`, and the mount log and the service manager say what happened."""
@@ -111,7 +112,8 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         if error is None:
             mounted = True
             try:
-                control.note_state_dir(req.mountpoint, req.state_dir)
+                assert control_socket is not None
+                control.note_state_dir(control_socket, req.state_dir)
             except OSError as e:  # only `unmount` after a crash misses it
                 logger.warning("cannot note the state directory for unmount: %s", e)
             logger.info("mounted %s on %s", req.src, req.mountpoint)
@@ -161,6 +163,6 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             logger.info("unmounted %s (exit %d)", req.mountpoint, code)
         return code
     finally:
-        if mounted:
-            control.forget_state_dir(req.mountpoint)
+        if mounted and control_socket is not None:
+            control.forget_state_note(control_socket)
         os.close(lock_fd)
