@@ -11,14 +11,26 @@ from dataclasses import replace
 
 import trio
 
+from repomount.remotes.base import Listing
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, listdir, mkdirs, read_file, write_file
+from support.vfsutil import ROOT, MakeMount, listdir, mkdirs, read_file, resolve, write_file
 
 
 class FilesOnly(MemRemote):
     def __init__(self) -> None:
         super().__init__()
         self.capabilities = replace(self.capabilities, empty_dirs=False)
+
+    def listing(self, path: str, *, recursive: bool = False) -> Listing:
+        """A directory is listed only while a file lies below it, as on those remotes."""
+        listing = super().listing(path, recursive=recursive)
+        files = [p for p, it in self.items.items() if it.kind == "file"]
+        entries = [
+            e
+            for e in listing.entries
+            if e.kind != "dir" or any(f.startswith(e.path + "/") for f in files)
+        ]
+        return replace(listing, entries=entries)
 
 
 async def test_changes_elsewhere_in_a_directory_made_here_show(make_mount: MakeMount) -> None:
@@ -44,3 +56,62 @@ async def test_a_directory_made_here_with_no_file_yet_stays(make_mount: MakeMoun
     await mkdirs(m.vfs, "empty")
     remote.put("other", b"x\n")
     assert await listdir(m.vfs, "") == ["empty", "other"]
+
+
+async def test_a_directory_emptied_here_stays_until_removed(make_mount: MakeMount) -> None:
+    """The remote has nothing below a directory whose last file was deleted here, so its
+    next listing left it out: it vanished ~5 s after `rm d/f` (then `ls d` and a create
+    in it by a process working there were ENOENT; pjdfstest's final `rmdir` of its own
+    emptied test directory too). So did a directory above it holding nothing else. They
+    stay, as new ones do, until a file lands in them or they are removed."""
+    remote = FilesOnly()
+    m = await make_mount(remote, metadata_ttl=0.0)
+    await mkdirs(m.vfs, "a/b")
+    await write_file(m.vfs, "a/b/f", b"x\n")
+    await write_file(m.vfs, "top", b"t\n")
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    b = await resolve(m.vfs, "a/b")
+    await m.vfs.unlink(b.ino, "f")
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    assert remote.files() == {"top": b"t\n"}
+    remote.put("other", b"o\n")  # a change elsewhere: the root is listed again
+    assert await listdir(m.vfs, "") == ["a", "other", "top"]
+    assert await listdir(m.vfs, "a") == ["b"]
+    assert await listdir(m.vfs, "a/b") == []
+    await write_file(m.vfs, "a/b/g", b"y\n")  # a process working in it goes on
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    assert remote.files() == {"a/b/g": b"y\n", "other": b"o\n", "top": b"t\n"}
+    remote.put("a/b/h", b"elsewhere\n")  # the remote's again once a file of it landed
+    assert await listdir(m.vfs, "a/b") == ["g", "h"]
+
+
+async def test_a_directory_emptied_by_a_rename_away_stays(make_mount: MakeMount) -> None:
+    remote = FilesOnly()
+    m = await make_mount(remote, metadata_ttl=0.0)
+    await mkdirs(m.vfs, "src")
+    await write_file(m.vfs, "src/f", b"x\n")
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    src = await resolve(m.vfs, "src")
+    await m.vfs.rename(src.ino, "f", ROOT, "f", 0)
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    assert remote.files() == {"f": b"x\n"}
+    assert await listdir(m.vfs, "") == ["f", "src"]
+    await m.vfs.rmdir(ROOT, "src")  # (local only: the remote never had it alone)
+    assert await listdir(m.vfs, "") == ["f"]
+
+
+async def test_a_directory_emptied_elsewhere_goes(make_mount: MakeMount) -> None:
+    """(What others empty on the remote goes from the mount, as before.)"""
+    remote = FilesOnly()
+    m = await make_mount(remote, metadata_ttl=0.0)
+    await mkdirs(m.vfs, "d")
+    await write_file(m.vfs, "d/f", b"x\n")
+    with trio.fail_after(20):
+        assert await m.drain() == []
+    remote.remove("d/f")
+    assert await listdir(m.vfs, "") == []

@@ -205,6 +205,7 @@ class Namespace(Forgetting):
             self.attrs.removed(node.path)
             self.inodes.detach(node)
             self._touch_dir(parent)
+            self._keep_if_emptied(parent)
 
         await self._decide(decide)
 
@@ -272,8 +273,27 @@ class Namespace(Forgetting):
                 self.journal_add("delete", node.path, expect=node.base)
             self._remove_name(node)
             self._touch_dir(parent)
+            self._keep_if_emptied(parent)
 
         await self._decide(decide)
+
+    def _keep_if_emptied(self, d: Node) -> None:
+        """Where directories exist only through their files, a directory whose last
+        entry we removed would vanish at its next listing (the remote has nothing below
+        it any more), and so would a directory above it holding nothing else: `ls` of
+        it said ENOENT, and so did a create in it by a process working there. Such a
+        directory is the mount's own again, as a new one is, until a file of it lands
+        (core._on_remote_above) or it is removed."""
+        if self.remote.capabilities.empty_dirs:
+            return
+        while (
+            d.parent is not None
+            and d.on_remote
+            and d.children is not None
+            and all(c.is_dir and not c.on_remote for c in d.children.values())
+        ):
+            d.on_remote = False
+            d = d.parent
 
     def _sent_or_pending(self, node: Node) -> bool:
         """Whether the remote has this node's name, or a pending change gives it one. A
@@ -403,6 +423,7 @@ class Namespace(Forgetting):
         assert old_parent is not None
         self._touch_dir(old_parent)
         self._touch_dir(dst_parent)
+        self._keep_if_emptied(old_parent)
         node.ctime = time.time()
         for link in self.trust.links_leaving(node):  # as a listing there would show them
             parent, name = link.parent, link.name
