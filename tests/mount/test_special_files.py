@@ -1,0 +1,42 @@
+"""What no remote stores is refused at once with EPERM (what Linux answers for a
+filesystem without it), and nothing is made: a hard link, a device node, a FIFO, a
+Unix socket bound to a path in the mount (pjdfstest's link, mknod, mkfifo and bind)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support.mount import MountProc
+
+pytestmark = pytest.mark.backends("native")
+
+
+def _bind(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+
+
+def test_hard_links_devices_fifos_and_sockets_are_eperm(mnt: MountProc) -> None:
+    (mnt.path / "f").write_text("x\n")
+    makers: dict[str, Callable[[Path], object]] = {
+        "link": lambda p: os.link(mnt.path / "f", p),
+        "fifo": lambda p: os.mkfifo(p, 0o644),
+        "socket": _bind,
+    }
+    if os.geteuid() == 0:  # (others get EPERM from the kernel before the mount is asked)
+        makers["char"] = lambda p: os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
+        makers["block"] = lambda p: os.mknod(p, 0o644 | stat.S_IFBLK, os.makedev(7, 0))
+    for what, make in makers.items():
+        with pytest.raises(OSError) as e:
+            make(mnt.path / what)
+        assert e.value.errno == errno.EPERM, what
+        assert not os.path.lexists(mnt.path / what), what
+    assert os.listdir(mnt.path) == ["f"]
+    assert os.stat(mnt.path / "f").st_nlink == 1
