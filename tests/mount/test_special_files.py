@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support.mount import MountProc
+from support.server import ServerProc
 
 pytestmark = pytest.mark.backends("native")
 
@@ -40,3 +41,16 @@ def test_hard_links_devices_fifos_and_sockets_are_eperm(mnt: MountProc) -> None:
         assert not os.path.lexists(mnt.path / what), what
     assert os.listdir(mnt.path) == ["f"]
     assert os.stat(mnt.path / "f").st_nlink == 1
+
+
+def test_mknod_of_a_regular_file_makes_an_empty_file(mnt: MountProc, server: ServerProc) -> None:
+    """mknod(2) with S_IFREG (os.mknod's default) makes an empty file, as on Linux's
+    local filesystems, and it reaches the remote; a name taken is EEXIST."""
+    os.mknod(mnt.path / "empty", 0o640 | stat.S_IFREG)
+    st = os.stat(mnt.path / "empty")
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 0 and stat.S_IMODE(st.st_mode) == 0o640
+    with pytest.raises(FileExistsError):
+        os.mknod(mnt.path / "empty")
+    (mnt.path / "empty").write_text("now\n")
+    mnt.sync()
+    assert server.tree(mnt.repo) == {"empty": b"now\n"}

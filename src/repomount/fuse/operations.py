@@ -6,6 +6,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -243,5 +244,23 @@ class Operations(pyfuse3.Operations):
     async def link(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EPERM)
 
-    async def mknod(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @_errors
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):  # devices, FIFOs, sockets: no remote stores them
+            raise pyfuse3.FUSEError(errno.EPERM)
+        # mknod(2) of a regular file (Python's os.mknod by default): an empty file, as
+        # open(O_CREAT | O_EXCL) then close would make it.
+        fh, node = await self.vfs.create(
+            parent_inode,
+            os.fsdecode(name),
+            mode,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+            owner=(ctx.uid, ctx.gid),
+        )
+        try:
+            await self.vfs.flush(fh)
+        finally:
+            await self.vfs.release(fh)
+        return self.attrs(node)
