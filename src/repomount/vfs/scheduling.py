@@ -3,6 +3,8 @@ flusher's pure decisions (no I/O)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from repomount.remotes.base import ExpectT
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.journal import Journal
@@ -26,6 +28,22 @@ def ready(records: list[Record], now: float) -> list[Record]:
                 above.update(_ancestors(p))
         elif rec.state == "pending":
             out.append(rec)
+    return out
+
+
+def with_blockers(records: list[Record], ids: Iterable[int]) -> list[int]:
+    """`ids`, and every record before them that `ready` would hold them back behind
+    (an overlapping path: the same, above or below), and those records' own, in turn."""
+    wanted = set(ids)
+    out: list[int] = []
+    paths: set[str] = set()
+    above: set[str] = set()
+    for rec in reversed(records):  # (a record waits only behind earlier ones)
+        if rec.id in wanted or any(_overlaps(p, paths, above) for p in rec.paths()):
+            out.append(rec.id)
+            for p in rec.paths():
+                paths.add(p)
+                above.update(_ancestors(p))
     return out
 
 

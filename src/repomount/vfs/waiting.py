@@ -15,6 +15,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 from repomount.vfs.journal import Journal
 from repomount.vfs.records import Record
+from repomount.vfs.scheduling import with_blockers
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,20 @@ class Waiting:
         """Send the changes `ids` in the next round, even those backing off, if the
         remote is offline (an fsync: see `wait_for`'s `tried_since`)."""
         if not self.health.online:
-            self.journal.retry_now(not_before=self._server_asked_until, ids=ids)
+            # With the earlier changes that hold them back (a mkdir of their directory,
+            # the write of a file renamed onto theirs, backing off too): else none of
+            # them could go before those are due, up to the longest backoff.
+            wanted = with_blockers(self.journal.records(), ids)
+            self.journal.retry_now(not_before=self._server_asked_until, ids=wanted)
 
     async def wait_for(
         self, ids: Sequence[int], timeout: float, *, tried_since: float | None = None
     ) -> None:
         """Until the remote has the changes `ids`; FsError(ESTALE/EIO) if it will not.
         With `tried_since` (an fsync's start, time.time()), EIO as soon as a request
-        made after it finds the remote unreachable for UNREACHABLE_FOR already: a mount
-        offline for longer answers after one try, not after `timeout` (vim's saves)."""
+        fails after it (its own try, or any other already on its way) with the remote
+        unreachable for UNREACHABLE_FOR already: a mount offline for longer answers
+        after one try, not after `timeout` (vim's saves)."""
         wanted = set(ids)
         conflict: str | None = None
         lost: str | None = None  # one of them was set aside: EIO, once the rest went
@@ -99,14 +105,18 @@ class Waiting:
                     if conflict is not None:
                         raise FsError(errno.ESTALE, conflict)
                     return
-                self.flush_now()
-                await self._progress.wait()
+                # (Looked at before each wait, not only after a wake: a failure that
+                # came while the caller was between two waits, acknowledged()'s
+                # LOCAL_SYNC_AFTER split, signalled no one, and the next round is a
+                # backoff away.)
                 if tried_since is not None and self._unreachable_long(tried_since):
                     raise FsError(
                         errno.EIO,
                         f"remote unreachable since {time.ctime(self.health.since)}"
                         f" ({self.health.error}); kept, sent once it is back",
                     )
+                self.flush_now()
+                await self._progress.wait()
         why = self.health.error or "no answer in time"
         raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
 
