@@ -66,7 +66,7 @@ class ContentSources(Walks):
                     # answer and our bookkeeping of it still on the way.
                     await self.flusher.outcomes_applied(self.config.fsync_timeout)
                 if node.source == where or attempt == 2:
-                    await self._listed_too_early(node)
+                    self._listed_too_early(node)
                     raise
                 # A rename of ours landed meanwhile: the remote keeps it elsewhere now.
             except RemoteError as e:
@@ -95,20 +95,18 @@ class ContentSources(Walks):
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return fd, None
 
-    async def _listed_too_early(self, node: Node) -> None:
+    def _listed_too_early(self, node: Node) -> None:
         """The remote no longer has a file we listed: our listing of its directory is
         older than the remote (another client changed it; the change feed or poll
-        has not said so yet). It is listed again now, so that a program that looks
-        again finds what is there: git, after failing to read a pack another clone's
-        gc replaced, re-reads objects/pack/."""
-        if node.fetch_path or node.parent is None:
+        has not said so yet). It is listed again at its next use, so that a program
+        that looks again finds what is there: git, after failing to read a pack another
+        clone's gc replaced, re-reads objects/pack/. (Not listed here: the callers hold
+        the file's node lock, which is taken after `ns_lock`, never before, and a
+        listing's merge takes `ns_lock`; and many opens failing at once, each listing
+        the directory, cost as many listings as files.)"""
+        if node.fetch_path or node.parent is None or not node.attached:
             return  # (kept at its old name while a rename of ours goes out)
-        try:
-            await self.refresh_dirs([node.parent.path])
-        except RemoteError as e:
-            self.health.failed(e)
-        except FsError:
-            pass
+        self.expire(node.parent.ino)
 
     def _open_cached(self, where: str, version: str) -> int | None:
         """A descriptor of the cached (where, version), or None: not cached (or evicted
