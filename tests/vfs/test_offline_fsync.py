@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 
 import pytest
 import trio
 
+from repomount.remotes.base import ApplyResult, Change, Unavailable
 from repomount.vfs.errors import FsError
 from repomount.vfs.fileio import LOCAL_SYNC_AFTER
 from support.faultyremote import FaultyRemote
@@ -157,4 +159,26 @@ async def test_a_failure_at_the_local_sync_split_is_not_missed(
         await m.vfs.fsync(fh)
     assert e.value.errno == errno.EIO and "unreachable" in str(e.value)
     assert faulty.calls["apply"] - tries == 1  # (was 2: the next round's failure)
+    await close(m.vfs, fh)
+
+
+async def test_a_remote_back_but_busy_is_waited_for(
+    make_mount: MakeMount, mem: MemRemote, faulty: FaultyRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline for an hour, then the remote answers the fsync's try "busy" (423, locked
+    by another operation): it is there, and the change waits for it, as it does while
+    the mount is online (the fsync answered EIO at once, "remote unreachable")."""
+    m = await _offline_for_an_hour(make_mount, faulty)
+    faulty.heal()
+
+    async def busy(changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        raise Unavailable("locked by another operation", status=423)
+
+    monkeypatch.setattr(faulty, "apply", busy)
+    m.vfs.config.fsync_timeout = 2.0
+    fh = await _save(m, b"x\n")
+    with trio.fail_after(10), pytest.raises(FsError) as e:
+        await m.vfs.fsync(fh)
+    assert e.value.errno == errno.EIO
+    assert "not uploaded within" in str(e.value) and "unreachable" not in str(e.value)
     await close(m.vfs, fh)

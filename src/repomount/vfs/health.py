@@ -19,6 +19,7 @@ class Health:
         # succeeds clears it (`status` shows no error from before the remote came back).
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.last_error_busy = False  # that failure was a "busy" answer: the remote is there
         # Why the state directory could not be written (its disk full), while it is
         # current: the flusher's next round that books its work clears it.
         self.local_error: str | None = None
@@ -41,7 +42,7 @@ class Health:
 
     def ok(self) -> None:
         self.last_error = self.last_error_at = None
-        self.busy = False
+        self.busy = self.last_error_busy = False
         if self.online:
             return
         log.info("remote reachable again")
@@ -53,6 +54,7 @@ class Health:
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"
         self.last_error_at = time.time()
+        self.last_error_busy = isinstance(e, Unavailable) and e.busy
         if isinstance(e, Unavailable) and e.busy:  # (there, so not offline)
             self.busy = True
         elif isinstance(e, Unavailable):

@@ -39,11 +39,13 @@ class Waiting:
 
     def _unreachable_long(self, since: float) -> bool:
         """A request failed after `since` and found the remote unreachable for
-        UNREACHABLE_FOR already."""
+        UNREACHABLE_FOR already. (Not an answer "busy": the remote is there, and the
+        change waits, as it does while the mount is online.)"""
         h = self.health
         failed_at = h.last_error_at
         return (
             not h.online
+            and not h.last_error_busy
             and failed_at is not None
             and failed_at >= since
             and failed_at - h.since >= UNREACHABLE_FOR
