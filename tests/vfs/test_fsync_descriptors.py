@@ -11,7 +11,7 @@ import trio
 
 from repomount.vfs import fileio
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, close, open_path
+from support.vfsutil import MakeMount, VfsMount, close, open_path
 
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
@@ -24,6 +24,22 @@ def _links() -> list[str]:
         except OSError:
             pass
     return out
+
+
+async def _written(m: VfsMount) -> int:
+    """A descriptor of `f`, just written (`saved`), to fsync."""
+    fh, _ = await open_path(m.vfs, "f", FLAGS)
+    await m.vfs.write(fh, 0, b"saved\n")
+    return fh
+
+
+async def _closed_leaving_no_blob_open(m: VfsMount, fh: int) -> None:
+    """Close `fh`; then (the worker threads done) no descriptor of ours is open on a
+    content file of the journal."""
+    await close(m.vfs, fh)
+    await trio.sleep(0.2)
+    blobs = str(m.vfs.journal.blob_dir) + "/"
+    assert [p for p in _links() if p.startswith(blobs)] == []
 
 
 async def test_an_answer_at_the_deadline_leaks_no_descriptor(
@@ -43,14 +59,10 @@ async def test_an_answer_at_the_deadline_leaks_no_descriptor(
             await trio.sleep_forever()  # (acknowledged, but the deadline won)
 
     monkeypatch.setattr(m.vfs.flusher, "wait_for", wait_for)
-    fh, _ = await open_path(m.vfs, "f", FLAGS)
-    await m.vfs.write(fh, 0, b"saved\n")
+    fh = await _written(m)
     await m.vfs.fsync(fh)
     assert mem.files() == {"f": b"saved\n"}
-    await close(m.vfs, fh)
-    await trio.sleep(0.2)
-    blobs = str(m.vfs.journal.blob_dir) + "/"
-    assert [p for p in _links() if p.startswith(blobs)] == []
+    await _closed_leaving_no_blob_open(m, fh)
 
 
 async def test_syncs_waiting_for_a_thread_leak_no_descriptor(
@@ -66,8 +78,7 @@ async def test_syncs_waiting_for_a_thread_leak_no_descriptor(
         return await real_apply(changes, base=base)
 
     monkeypatch.setattr(mem, "apply", slow)
-    fh, _ = await open_path(m.vfs, "f", FLAGS)
-    await m.vfs.write(fh, 0, b"saved\n")
+    fh = await _written(m)
     # The default limiter's 40 tokens all taken (abandoned syncs keep theirs until
     # their fsync(2) returns): only the fsync's own thread call is given a full one.
     real_run = fileio.trio.to_thread.run_sync
@@ -86,20 +97,13 @@ async def test_syncs_waiting_for_a_thread_leak_no_descriptor(
         monkeypatch.undo()
         busy.release_on_behalf_of("someone else")
     assert mem.files() == {"f": b"saved\n"}
-    await close(m.vfs, fh)
-    await trio.sleep(0.2)
-    blobs = str(m.vfs.journal.blob_dir) + "/"
-    assert [p for p in _links() if p.startswith(blobs)] == []
+    await _closed_leaving_no_blob_open(m, fh)
 
 
 async def test_control_a_plain_fsync_leaves_no_descriptor(
     make_mount: MakeMount, mem: MemRemote
 ) -> None:
     m = await make_mount()
-    fh, _ = await open_path(m.vfs, "f", FLAGS)
-    await m.vfs.write(fh, 0, b"saved\n")
+    fh = await _written(m)
     await m.vfs.fsync(fh)
-    await close(m.vfs, fh)
-    await trio.sleep(0.2)
-    blobs = str(m.vfs.journal.blob_dir) + "/"
-    assert [p for p in _links() if p.startswith(blobs)] == []
+    await _closed_leaving_no_blob_open(m, fh)
