@@ -19,11 +19,12 @@ class Health:
         # succeeds clears it (`status` shows no error from before the remote came back).
         self.last_error: str | None = None
         self.last_error_at: float | None = None
-        self.last_error_busy = False  # that failure was a "busy" answer: the remote is there
         # Why the state directory could not be written (its disk full), while it is
         # current: the flusher's next round that books its work clears it.
         self.local_error: str | None = None
-        self.busy = False  # the remote's last answer was "busy", and none succeeded since
+        # The remote's last answer was "busy" (it is there), and none succeeded, nor
+        # did a request find it unreachable, since.
+        self.busy = False
         # Called when the remote answers again after being unreachable (the flusher
         # then retries at once instead of waiting out each change's backoff).
         self.on_back: Callable[[], None] | None = None
@@ -42,7 +43,7 @@ class Health:
 
     def ok(self) -> None:
         self.last_error = self.last_error_at = None
-        self.busy = self.last_error_busy = False
+        self.busy = False
         if self.online:
             return
         log.info("remote reachable again")
@@ -54,10 +55,10 @@ class Health:
     def failed(self, e: RemoteError) -> None:
         self.last_error = f"{type(e).__name__}: {e.message}"
         self.last_error_at = time.time()
-        self.last_error_busy = isinstance(e, Unavailable) and e.busy
         if isinstance(e, Unavailable) and e.busy:  # (there, so not offline)
             self.busy = True
         elif isinstance(e, Unavailable):
+            self.busy = False  # (unreachable now: `usable` is False all the same)
             if self.online:
                 log.warning(
                     "remote unavailable (%s); serving from cache, queueing writes", e.message

@@ -45,7 +45,7 @@ class Waiting:
         failed_at = h.last_error_at
         return (
             not h.online
-            and not h.last_error_busy
+            and not h.busy
             and failed_at is not None
             and failed_at >= since
             and failed_at - h.since >= UNREACHABLE_FOR
