@@ -1,5 +1,5 @@
-"""Second reading of fsync's local syncs: the descriptor _sync_here dups for its
-thread must be closed whether or not the thread ever starts."""
+"""Second reading of fsync's local syncs: nothing of theirs may stay open, whether or
+not the thread of _sync_here ever starts (it opens the content file by its name)."""
 
 from __future__ import annotations
 
