@@ -64,8 +64,9 @@ def prepare_socket(mountpoint: str | Path) -> Path:
     return socket_path(mountpoint)
 
 
-def _state_note(mountpoint: str | Path) -> Path:
-    return socket_path(mountpoint).with_suffix(".state")
+def _note_beside(socket: Path) -> Path:
+    """Where the mount whose control socket is `socket` notes its state directory."""
+    return socket.with_suffix(".state")
 
 
 def note_state_dir(socket: Path, state_dir: Path) -> None:
@@ -75,7 +76,7 @@ def note_state_dir(socket: Path, state_dir: Path) -> None:
     found before mounting: resolving the mountpoint now would stat the mount from the
     loop that must answer the stat (with `--metadata-ttl 0` the kernel keeps no
     attributes to answer from, and the mount hung for ever as it started)."""
-    note = socket.with_suffix(".state")
+    note = _note_beside(socket)
     partial = note.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(str(state_dir.absolute()))
     os.replace(partial, note)  # (a reader never sees half a path)
@@ -83,18 +84,18 @@ def note_state_dir(socket: Path, state_dir: Path) -> None:
 
 def forget_state_dir(mountpoint: str | Path) -> None:
     """After an unmount: the mount's note is no longer true."""
-    _state_note(mountpoint).unlink(missing_ok=True)
+    forget_state_note(socket_path(mountpoint))
 
 
 def forget_state_note(socket: Path) -> None:
     """For the mount, as it leaves (`socket` as for note_state_dir)."""
-    socket.with_suffix(".state").unlink(missing_ok=True)
+    _note_beside(socket).unlink(missing_ok=True)
 
 
 def noted_state_dir(mountpoint: str | Path) -> Path | None:
     """The state directory the mount at `mountpoint` noted, or None (no note, or one in
     a control directory that is not ours alone: not believed)."""
-    note = _state_note(mountpoint)
+    note = _note_beside(socket_path(mountpoint))
     try:
         private.check_strict_dir(note.parent, _WHAT, _HINT)
         text = note.read_text()
