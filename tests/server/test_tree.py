@@ -119,3 +119,31 @@ def test_at_older_than_kept_history_is_410(server_factory: ServerFactory) -> Non
             r = c.get(url, params={"at": "2"})
             assert r.status_code == 410
             assert r.json()["error"]["code"] == "gone"
+
+
+def test_entry_fields_and_the_edges_of_a_page(client: httpx.Client, repo: str) -> None:
+    """(Pages are written as JSON by SQLite: server/sqlite_tree.py.) Each entry's
+    `mtime` is its `mtime_ns` to the microsecond, only a symlink carries `target`, a
+    name out of ASCII comes back as it went, and a page that ends at the last entry
+    names no next one, in the body or in the X-Next-Cursor header."""
+    ops = [
+        {"op": "write", "path": "a", "content_b64": "", "mtime_ns": 1_700_000_000_123_456_789},
+        {"op": "write", "path": "b \u00e9\u4e2d", "content_b64": "", "mtime_ns": -1_500_000_000},
+        {"op": "symlink", "path": "c", "target": 'a "quoted" \\ name'},
+    ]
+    client.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    r = client.get(f"/v1/repos/{repo}/tree", params={"limit": "2"})
+    body = r.json()
+    assert [e["path"] for e in body["entries"]] == ["a", "b \u00e9\u4e2d"]
+    assert r.headers["X-Next-Cursor"] == body["next_cursor"] is not None
+    a, b = body["entries"]
+    assert a["mtime_ns"] == 1_700_000_000_123_456_789 and a["mtime"] == 1700000000.123457
+    assert b["mtime_ns"] == -1_500_000_000 and b["mtime"] == -1.5
+    assert "target" not in a and "target" not in b
+    r = client.get(f"/v1/repos/{repo}/tree", params={"limit": "2", "cursor": body["next_cursor"]})
+    last = r.json()
+    assert last["entries"][0]["target"] == 'a "quoted" \\ name'
+    assert last["next_cursor"] is None and "X-Next-Cursor" not in r.headers
+    exact = client.get(f"/v1/repos/{repo}/tree", params={"limit": "3"})
+    assert len(exact.json()["entries"]) == 3
+    assert exact.json()["next_cursor"] is None and "X-Next-Cursor" not in exact.headers

@@ -52,12 +52,12 @@ from repomount.server.native_requests import (
 )
 from repomount.server.native_responses import (
     OCTET,
-    entry_json,
     error_json,
     json_response,
     precondition_failed,
     stream_file,
     stream_tar,
+    tree_response,
 )
 from repomount.server.store import (
     Conflict,
@@ -169,8 +169,8 @@ class NativeApi:
         at, after = head_param(query.get("at"), "at"), None
         if query.get("cursor"):
             at, after = decode_cursor(query["cursor"])
-        listing = await self.backend.run(
-            self.store.list_tree,
+        page = await self.backend.run(
+            self.store.list_tree_json,
             repo,
             path,
             recursive=recursive,
@@ -179,14 +179,9 @@ class NativeApi:
             limit=limit,
         )
         next_cursor = None
-        if listing.more and listing.entries:
-            next_cursor = encode_cursor(listing.head, listing.entries[-1].path)
-        data = {
-            "head": str(listing.head),
-            "entries": [entry_json(e) for e in listing.entries],
-            "next_cursor": next_cursor,
-        }
-        return json_response(data, head=listing.head)
+        if page.more and page.last is not None:
+            next_cursor = encode_cursor(page.head, page.last)
+        return tree_response(page, next_cursor)
 
     @endpoint
     async def get_file(self, request: Request) -> Response:

@@ -1,7 +1,7 @@
 """Writing native answers (docs/native-api.md): JSON bodies with their X-Repo-Head, the
-error shape, entries as JSON, and content streamed from blob files: one file's bytes,
-or a tar of many files for POST /read. The handlers in native.py decide what to answer;
-this module decides how it looks on the wire.
+error shape, tree pages around the entries SQLite wrote as JSON, and content streamed
+from blob files: one file's bytes, or a tar of many files for POST /read. The handlers
+in native.py decide what to answer; this module decides how it looks on the wire.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, BinaryIO
 
 import trio
+from starlette.responses import Response
 
 from repomount import tarwrite
 from repomount.server.backend import Backend
 from repomount.server.errors import ApiError, status_of
 from repomount.server.jsonresponse import JSONResponse
-from repomount.server.store import Conflict, Entry, StoreError
+from repomount.server.store import Conflict, Entry, JsonPage, StoreError
 
 OCTET = "application/octet-stream"
 CHUNK = 256 << 10  # a bulk read's members up to this are framed in groups
@@ -35,6 +36,19 @@ def json_response(
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(data, status_code=status, headers=headers or None)
+
+
+def tree_response(page: JsonPage, next_cursor: str | None) -> Response:
+    """`{head, entries, next_cursor}` around entries SQLite wrote as JSON already
+    (server/sqlite_tree.py). The cursor goes in a header too: a client can ask for the
+    next page while it decodes this one (remotes/native_pages.py)."""
+    body = (
+        f'{{"head":"{page.head}","entries":{page.entries},"next_cursor":{json.dumps(next_cursor)}}}'
+    ).encode()
+    headers = {"X-Repo-Head": str(page.head)}
+    if next_cursor is not None:
+        headers["X-Next-Cursor"] = next_cursor
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def error_json(error: StoreError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -56,21 +70,6 @@ def precondition_failed(path: str, conflict: Conflict) -> ApiError:
         f"precondition failed: {path!r} is {state}",
         current_version=current,
     )
-
-
-def entry_json(e: Entry) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "path": e.path,
-        "type": e.type,
-        "size": e.size,
-        "version": e.version,
-        "mtime": e.mtime,
-        "mtime_ns": e.mtime_ns,
-        "mode": e.mode,
-    }
-    if e.target is not None:
-        data["target"] = e.target
-    return data
 
 
 async def stream_file(file: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:

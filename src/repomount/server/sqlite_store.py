@@ -55,6 +55,7 @@ from repomount.server.sqlite_schema import (
     open_database,
     reclaim,
 )
+from repomount.server.sqlite_tree import tree_json, tree_rows, tree_where
 from repomount.server.store import (
     BlobSpool,
     Change,
@@ -66,6 +67,7 @@ from repomount.server.store import (
     Gone,
     Idempotency,
     InvalidRequest,
+    JsonPage,
     Listing,
     NotFound,
     Operation,
@@ -290,29 +292,45 @@ class SqliteStore(Store):
         after: str | None,
         limit: int,
     ) -> Listing:
-        args: dict[str, Any] = {"at": 0, "path": path, "after": after or "", "limit": limit + 1}
         with self._read() as db:
-            args["repo"], args["at"] = self._at(db, repo, at)
-            if path:
-                sql = "SELECT type FROM entries WHERE repo_id = :repo AND path = :path AND "
-                row = db.execute(sql + VISIBLE, args).fetchone()
-                if row is None or row[0] != "dir":
-                    raise NotFound(f"{path!r} is not a directory in {repo!r}")
-            if recursive:
-                # Everything strictly between "P/" and "P0" ('0' follows '/') is below P.
-                where = "path > :after"
-                if path:
-                    where += " AND path > :lo AND path < :hi"
-                    args.update(lo=path + "/", hi=path + "0")
-            else:
-                where = "parent = :path AND path > :after"
-            rows = db.execute(
-                f"SELECT {ENTRY_COLS} FROM entries WHERE repo_id = :repo AND {where} "
-                f"AND {VISIBLE} ORDER BY path LIMIT :limit",
-                args,
-            ).fetchall()
+            where, args = self._tree(db, repo, path, recursive, at, after)
+            rows = tree_rows(db, where, args, limit)
         entries = [entry_of(r) for r in rows[:limit]]
         return Listing(head=args["at"], entries=entries, more=len(rows) > limit)
+
+    def list_tree_json(
+        self,
+        repo: str,
+        path: str,
+        *,
+        recursive: bool,
+        at: int | None,
+        after: str | None,
+        limit: int,
+    ) -> JsonPage:
+        with self._read() as db:
+            where, args = self._tree(db, repo, path, recursive, at, after)
+            return tree_json(db, where, args, limit)
+
+    def _tree(
+        self,
+        db: sqlite3.Connection,
+        repo: str,
+        path: str,
+        recursive: bool,
+        at: int | None,
+        after: str | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The condition and arguments of a tree query; NotFound if `path` is not a
+        directory at the head read."""
+        args: dict[str, Any] = {"at": 0, "path": path, "after": after or ""}
+        args["repo"], args["at"] = self._at(db, repo, at)
+        if path:
+            sql = "SELECT type FROM entries WHERE repo_id = :repo AND path = :path AND "
+            row = db.execute(sql + VISIBLE, args).fetchone()
+            if row is None or row[0] != "dir":
+                raise NotFound(f"{path!r} is not a directory in {repo!r}")
+        return tree_where(path, recursive, args), args
 
     def changes(self, repo: str, since: int, limit: int) -> ChangeSet:
         with self._read() as db:

@@ -88,6 +88,16 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class JsonPage:
+    """A Listing page already written as the native tree answer's JSON."""
+
+    head: int
+    entries: str  # a JSON array, in path order
+    last: str | None  # the last entry's path (None: no entry)
+    more: bool  # another page follows `last`
+
+
+@dataclass(frozen=True)
 class Change:
     head: int
     path: str
@@ -370,6 +380,20 @@ class Store(abc.ABC):
     ) -> Listing:
         """Entries below directory `path` ("" is the root) sorted by path, those after
         `after`, at most `limit`. NotFound when `path` is not a directory."""
+
+    @abc.abstractmethod
+    def list_tree_json(
+        self,
+        repo: str,
+        path: str,
+        *,
+        recursive: bool,
+        at: int | None,
+        after: str | None,
+        limit: int,
+    ) -> JsonPage:
+        """`list_tree`, its entries already in the native tree answer's JSON (a page
+        of thousands is the one answer a client waits on while it mounts)."""
 
     @abc.abstractmethod
     def changes(self, repo: str, since: int, limit: int) -> ChangeSet:
