@@ -5,6 +5,7 @@ identity and info, listing, reading, symlinks as listed and read, and the change
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from functools import partial
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from repomount.remotes import native_pages
 from repomount.remotes.base import Applied, Mkdir, Rename, Symlink, Write
 from repomount.remotes.errors import (
     Conflict,
@@ -23,6 +25,7 @@ from repomount.remotes.errors import (
 )
 from repomount.remotes.native import NativeRemote
 from repomount.remotes.registry import open_remote
+from repomount.server.native_requests import encode_cursor
 from support.nativefixtures import REPO, head_of
 from support.server import ServerProc
 from support.tap import Tap
@@ -169,6 +172,67 @@ async def test_list_tree_follows_pages(repo: ServerProc) -> None:
         assert len({e.path for e in everything.entries}) == len(everything.entries)
     finally:
         await remote.aclose()
+
+
+async def test_the_next_page_is_asked_for_while_this_one_is_decoded(
+    repo: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server names the next cursor in X-Next-Cursor (not on the last page), and
+    the client sends that page's request before it has decoded the page in hand: the
+    decode of page 1 waits here until page 2's request has gone out."""
+    bulk_write(repo, {f"f{i:04d}": b"x" for i in range(25)})
+    sent_second = threading.Event()
+
+    async def note(request: httpx.Request) -> None:
+        if "cursor=" in str(request.url):
+            sent_second.set()
+
+    tap = Tap(before=note)
+    decoded: list[bool] = []
+
+    def parse_after_the_next_request(response: httpx.Response) -> native_pages.TreePage:
+        if response.headers.get("X-Next-Cursor"):
+            decoded.append(sent_second.wait(timeout=10))
+        return real_parse(response)
+
+    real_parse = native_pages._parse
+    monkeypatch.setattr(native_pages, "_parse", parse_after_the_next_request)
+    monkeypatch.setattr(native_pages, "PARSE_ELSEWHERE_FROM", 0)
+    remote = NativeRemote(repo.url, REPO, token=repo.token, page_size=10, transport=tap)
+    try:
+        listing = await remote.list_tree("")
+    finally:
+        await remote.aclose()
+    assert [e.path for e in listing.entries] == [f"f{i:04d}" for i in range(25)]
+    assert decoded == [True, True]  # pages 1 and 2 had a next page, asked for early
+    assert len(tap.to("/tree")) == 3
+    with repo.client() as client:
+        url = f"{repo.url}/v1/repos/{REPO}/tree"
+        first = client.get(url, params={"limit": 10})
+        last = client.get(url, params={"limit": 100})
+    assert first.headers["X-Next-Cursor"] == first.json()["next_cursor"]
+    assert "X-Next-Cursor" not in last.headers and last.json()["next_cursor"] is None
+
+
+async def test_a_next_cursor_header_the_body_disagrees_with_is_not_followed(
+    repo: ServerProc,
+) -> None:
+    """The body's next_cursor decides: a page asked for by a header that names
+    another position is dropped, and the body's page is asked for."""
+    bulk_write(repo, {f"f{i:04d}": b"x" for i in range(25)})
+
+    async def point_back(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if response.headers.get("X-Next-Cursor"):
+            response.headers["X-Next-Cursor"] = encode_cursor(1, "f0000")
+        return response
+
+    tap = Tap(after=point_back)
+    remote = NativeRemote(repo.url, REPO, token=repo.token, page_size=10, transport=tap)
+    try:
+        listing = await remote.list_tree("")
+    finally:
+        await remote.aclose()
+    assert [e.path for e in listing.entries] == [f"f{i:04d}" for i in range(25)]
 
 
 async def test_all_pages_are_seen_at_the_first_pages_head(repo: ServerProc) -> None:

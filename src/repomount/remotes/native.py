@@ -36,7 +36,7 @@ from repomount.remotes.base import (
 )
 from repomount.remotes.http import DEFAULT_RETRY, RetryPolicy, file_chunks
 from repomount.remotes.httpremote import HttpRemote, copy_body
-from repomount.remotes.limits import DEFAULT_TIMEOUTS, MAX_LISTING_ENTRIES, Timeouts
+from repomount.remotes.limits import DEFAULT_TIMEOUTS, Timeouts
 from repomount.remotes.native_bulk import read_tar
 from repomount.remotes.native_pack import (
     ALONE_MIN,
@@ -46,10 +46,10 @@ from repomount.remotes.native_pack import (
     pack_length,
     plan_uploads,
 )
+from repomount.remotes.native_pages import list_pages
 from repomount.remotes.native_wire import (
     PER_OP_STATUSES,
     BlobRefused,
-    TreePage,
     applied,
     batch_key,
     blob_refused,
@@ -61,7 +61,6 @@ from repomount.remotes.native_wire import (
     feed_request,
     file_entry,
     inline_writes,
-    join_pages,
     keeps_content,
     operation,
     range_header,
@@ -69,7 +68,6 @@ from repomount.remotes.native_wire import (
     refused,
     repo_info,
     staged_blob,
-    tree_page,
     with_target,
 )
 
@@ -167,21 +165,11 @@ class NativeRemote(HttpRemote):
         params: dict[str, str | int] = {"path": path, "limit": self.page_size}
         if recursive:
             params["recursive"] = 1
-        pages: list[TreePage] = []
-        listed, cursors = 0, set()
-        while True:
-            response = await self._http.request("GET", f"{self._root}/tree", params=params)
-            pages.append(tree_page(json_object(response)))
-            listed += len(pages[-1].entries)
-            cursor = pages[-1].cursor
-            if not cursor:
-                break
-            if listed > MAX_LISTING_ENTRIES or cursor in cursors:
-                why = f"over {MAX_LISTING_ENTRIES} entries" if cursor not in cursors else "a loop"
-                raise ProtocolError(f"listing of {path!r}: its pages make {why}")
-            cursors.add(cursor)
-            params = {**params, "cursor": cursor}
-        return join_pages(path, pages, recursive=recursive)
+
+        async def fetch(page: Mapping[str, str | int]) -> httpx.Response:
+            return await self._http.request("GET", f"{self._root}/tree", params=page)
+
+        return await list_pages(fetch, params, path, recursive)
 
     async def stat(self, path: str) -> Entry | None:
         if path:
