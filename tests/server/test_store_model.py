@@ -8,6 +8,7 @@ head must still list what the model held then.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,28 @@ def operation(draw: st.DrawFn, model: Model) -> Operation:
 
 def snapshot(store: SqliteStore, at: int | None = None) -> Model:
     listing = store.list_tree("r", "", recursive=True, at=at, after=None, limit=10_000)
+    # The native face's pages (SQLite writes them as JSON) say the same.
+    page = store.list_tree_json("r", "", recursive=True, at=at, after=None, limit=10_000)
+    # (`mtime` to the microsecond: SQLite's printf rounds the last digit its own way
+    # about once in 50,000)
+    assert page.head == listing.head and not page.more
+    written = json.loads(page.entries)
+    assert all(
+        abs(w.pop("mtime") - e.mtime_ns / 1e9) < 1.5e-6
+        for w, e in zip(written, listing.entries, strict=True)
+    )
+    assert written == [
+        {
+            "path": e.path,
+            "type": e.type,
+            "size": e.size,
+            "version": e.version,
+            "mtime_ns": e.mtime_ns,
+            "mode": e.mode,
+            **({} if e.target is None else {"target": e.target}),
+        }
+        for e in listing.entries
+    ]
     model = Model()
     for entry in listing.entries:
         if entry.type == "dir":
