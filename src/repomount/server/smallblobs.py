@@ -27,7 +27,7 @@ import io
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +36,7 @@ from repomount.server.blobs import BlobDir
 from repomount.server.store import BlobSpool
 
 SMALL_BLOB_MAX = 64 << 10  # contents up to this size are rows, larger ones files
+SIZES_AT_ONCE = 500  # blobs per size query (SQLite allows 32,766 parameters)
 
 # `mtime`: when the blob was last uploaded (or found by a lookup and folded in by the GC).
 SCHEMA = """
@@ -99,6 +100,17 @@ class SmallBlobs:
             db.execute("UPDATE small_blobs SET mtime = ? WHERE sha256 = ?", (now, sha))
             added.append(False)
         return added
+
+    @staticmethod
+    def sizes_in(db: sqlite3.Connection, shas: Collection[str]) -> dict[str, int]:
+        """The sizes of those of `shas` that are rows, SIZES_AT_ONCE per query."""
+        wanted, found = list(shas), dict[str, int]()
+        for start in range(0, len(wanted), SIZES_AT_ONCE):
+            chunk = wanted[start : start + SIZES_AT_ONCE]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT sha256, size FROM small_blobs WHERE sha256 IN ({marks})"
+            found.update((sha, int(size)) for sha, size in db.execute(sql, chunk))
+        return found
 
     @staticmethod
     def size_in(db: sqlite3.Connection, sha256: str) -> int | None:

@@ -192,6 +192,9 @@ def _load(text: str) -> CommitResult:
     )
 
 
+READ_AHEAD_AT_ONCE = 500  # paths per query (SQLite allows 32,766 parameters)
+
+
 class _Commit:
     """Applies operations inside an open write transaction, recording changes."""
 
@@ -209,8 +212,13 @@ class _Commit:
         # directories looks each one up once, not once per file. A delete or a rename
         # (the only operations that can take a directory away) forgets them all.
         self._dirs: set[str] = set()
+        # The current entry (None: nothing) of paths known without a query: those the
+        # batch's writes name, read in a few queries up front, then kept exact by every
+        # row this commit inserts or closes (_insert, _close).
+        self._known: dict[str, Entry | None] = {}
 
     def apply(self, operations: Sequence[Operation]) -> list[OpResult]:
+        self._read_ahead([op.path for op in operations if isinstance(op, Write | Symlink)])
         results = []
         for index, op in enumerate(operations):
             try:
@@ -372,7 +380,24 @@ class _Commit:
                 )
             self._dirs.add(parent)
 
+    def _read_ahead(self, paths: Sequence[str]) -> None:
+        """The current entries of `paths`, READ_AHEAD_AT_ONCE per query."""
+        for start in range(0, len(paths), READ_AHEAD_AT_ONCE):
+            chunk = paths[start : start + READ_AHEAD_AT_ONCE]
+            self._known.update(dict.fromkeys(chunk))
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT {ENTRY_COLS} FROM entries "
+                f"WHERE repo_id = ? AND path IN ({marks}) AND commit_to IS NULL",
+                (self.repo_id, *chunk),
+            )
+            for row in rows:
+                entry = entry_of(row)
+                self._known[entry.path] = entry
+
     def _get(self, path: str) -> Entry | None:
+        if path in self._known:
+            return self._known[path]
         row = self.db.execute(
             f"SELECT {ENTRY_COLS} FROM entries "
             "WHERE repo_id = ? AND path = ? AND commit_to IS NULL",
@@ -396,6 +421,7 @@ class _Commit:
         return [entry_of(r) for r in rows]
 
     def _close(self, path: str) -> None:
+        self._known[path] = None
         # A row born in this very commit was never visible at any head: drop it.
         self.db.execute(
             "DELETE FROM entries WHERE repo_id = ? AND path = ? AND commit_to IS NULL "
@@ -408,6 +434,7 @@ class _Commit:
         )
 
     def _insert(self, e: Entry) -> None:
+        self._known[e.path] = e
         self.db.execute(
             "INSERT INTO entries (repo_id, path, parent, type, blob, size, mode, mtime, "
             "commit_from, target, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

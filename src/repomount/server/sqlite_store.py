@@ -74,6 +74,7 @@ from repomount.server.store import (
     RepoExists,
     RepoInfo,
     Store,
+    Write,
 )
 
 log = logging.getLogger(__name__)
@@ -447,9 +448,11 @@ class SqliteStore(Store):
             if rows:
                 self.small.add(db, rows)
             repo_id, head, floor = self._repo(db, repo)
+            # (the small ones in a few queries, not one per write)
+            sizes = SmallBlobs.sizes_in(db, {op.blob for op in operations if isinstance(op, Write)})
             return run_commit(
                 db,
-                lambda sha: _blob_size(db, self.blobs, sha),
+                lambda sha: sizes[sha] if sha in sizes else _blob_size(db, self.blobs, sha),
                 repo,
                 repo_id,
                 head,
