@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from repomount import tarwrite
-from repomount.remotes import native
+from repomount.remotes import native_pages
 from repomount.remotes.base import Expect, Fetched, ProtocolError, Unavailable, Write
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.limits import MAX_ANSWER, Stalled, Timeouts
@@ -245,10 +245,15 @@ async def test_a_listing_whose_pages_never_end_is_an_error(
     with pytest.raises(ProtocolError, match="its pages make a loop"):
         await remote.list_tree("")
     assert trees(hostile) == 2
-    monkeypatch.setattr(native, "MAX_LISTING_ENTRIES", 500)  # (2,000,000 by default)
+    monkeypatch.setattr(native_pages, "MAX_LISTING_ENTRIES", 500)  # (2,000,000 by default)
     hostile.misbehave(tree, EndlessPages())
     with pytest.raises(ProtocolError, match="its pages make over 500 entries"):
         await remote.list_tree("", recursive=True)  # ~100 entries a page
+    hostile.misbehave(tree, EndlessPages(empty=True))  # (no entry, a next page each time)
+    pages_before = trees(hostile)
+    with pytest.raises(ProtocolError, match="its pages make over 500 entries"):
+        await remote.list_tree("", recursive=True)
+    assert trees(hostile) - pages_before <= 500 // remote.page_size + 2
 
 
 async def test_an_endless_error_answer_is_read_only_in_part(

@@ -140,16 +140,19 @@ class Answer(Behaviour):
 
 @dataclass
 class EndlessPages(Behaviour):
-    """A listing whose pages never end: each answer is the honest page with a next
-    cursor, a new one each time (or always `cursor`, a loop)."""
+    """A listing whose pages never end: each answer is the honest page (or one without
+    entries) with a next cursor, a new one each time (or always `cursor`, a loop)."""
 
     cursor: str | None = None
     pages: int = 0
+    empty: bool = False  # pages without a single entry
 
     def answer(self, handler: _Handler, honest: Honest) -> None:
         status, headers, body = honest()
         self.pages += 1
         page = {**json.loads(body), "next_cursor": self.cursor or f"c{self.pages}"}
+        if self.empty:
+            page["entries"] = []
         data = json.dumps(page).encode()
         handler.head(status, headers, len(data))
         handler.send(data)

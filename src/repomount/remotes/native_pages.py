@@ -91,7 +91,10 @@ async def _walk(
     nursery: trio.Nursery, fetch: Fetch, params: Mapping[str, Any], path: str
 ) -> list[TreePage]:
     pages: list[TreePage] = []
-    listed, cursors = 0, set[str]()
+    cursors = set[str]()
+    # What the pages could hold, not what they held: pages of entries all skipped (or
+    # of none) that always name a next one must not go on for ever.
+    per_page = max(1, int(params.get("limit", 1)))
     response = await fetch(params)
     while True:
         ahead = None
@@ -100,7 +103,7 @@ async def _walk(
             ahead = _Ahead(hinted)
             nursery.start_soon(ahead.run, fetch, {**params, "cursor": hinted})
         pages.append(await _parsed(response))
-        listed += len(pages[-1].entries)
+        listed = len(pages) * per_page
         cursor = pages[-1].cursor
         if ahead is not None and ahead.cursor != cursor:
             ahead.scope.cancel()  # (the header said otherwise than the body)
