@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from repomount.remotes import oxen as oxen_module
 from repomount.remotes.base import (
     Applied,
     Conflict,
@@ -200,6 +202,33 @@ async def test_bytes_that_match_no_hash_are_never_served(
     finally:
         await adapter.aclose()
     assert "not served" in caplog.text
+
+
+async def test_a_listing_whose_pages_never_end_is_an_error(
+    live: ServerProc, repo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server naming ever more pages, each of no entry, is followed only as far as
+    the pages could hold MAX_LISTING_ENTRIES (patched to 5,000 here: 5 pages)."""
+    live.put(repo, "a.txt", b"a")
+    monkeypatch.setattr(oxen_module, "MAX_LISTING_ENTRIES", 5000)
+
+    async def endless(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if "/dir/" not in request.url.path:
+            return response
+        data = json.loads(await response.aread())
+        data["total_pages"] = 10**9
+        if request.url.params.get("page") != "1":
+            data["entries"] = []
+        return httpx.Response(200, headers={"content-type": "application/json"}, json=data)
+
+    tap = Tap(after=endless)
+    adapter = opener(live)(repo, transport=tap)
+    try:
+        with pytest.raises(ProtocolError, match="over 5000 entries"):
+            await adapter.list_tree("", recursive=True)
+    finally:
+        await adapter.aclose()
+    assert len([r for r in tap.sent if "/dir/" in r.url.path]) == 5
 
 
 # --------------------------------------------------------------------------- writing

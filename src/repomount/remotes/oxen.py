@@ -47,6 +47,7 @@ from repomount.remotes.base import (
     Write,
 )
 from repomount.remotes.httpremote import CHUNK, HttpOptions, HttpRemote
+from repomount.remotes.limits import MAX_LISTING_ENTRIES
 from repomount.remotes.oxen_plan import DIR, Copy, Plan, check, paths_needed
 from repomount.remotes.oxen_wire import (
     Upload,
@@ -177,9 +178,19 @@ class OxenRemote(HttpRemote):
                 head = rev = got.head  # later pages: the same commit, whatever the branch does
             if page >= got.total_pages:
                 break
-            page += 1
+            page = self._next_page(page, path)
         entries.sort(key=lambda e: e.path)
         return Listing(path=path, head=head, entries=entries, recursive=recursive)
+
+    def _next_page(self, page: int, path: str) -> int:
+        """The page after `page`, unless the pages so far could hold more entries than
+        a listing may (a server naming ever more pages, of no entry, is not followed
+        for ever)."""
+        if page * PAGE_SIZE >= MAX_LISTING_ENTRIES:
+            raise ProtocolError(
+                f"{self.identity}: listing of {path!r}: over {MAX_LISTING_ENTRIES} entries"
+            )
+        return page + 1
 
     async def stat(self, path: str) -> Entry | None:
         return await self._stat_at(self.branch, path)
@@ -323,7 +334,7 @@ class OxenRemote(HttpRemote):
             tree.update((hidden, "") for hidden in got.hidden)
             if page >= got.total_pages:
                 return tree
-            page += 1
+            page = self._next_page(page, path)
 
     async def _stage(self, workspace: str, at: str, plan: Plan) -> None:
         ws = f"{self._root}/workspaces/{quote(workspace, safe='')}"
