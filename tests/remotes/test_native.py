@@ -198,12 +198,7 @@ async def test_the_next_page_is_asked_for_while_this_one_is_decoded(
     real_parse = native_pages._parse
     monkeypatch.setattr(native_pages, "_parse", parse_after_the_next_request)
     monkeypatch.setattr(native_pages, "PARSE_ELSEWHERE_FROM", 0)
-    remote = NativeRemote(repo.url, REPO, token=repo.token, page_size=10, transport=tap)
-    try:
-        listing = await remote.list_tree("")
-    finally:
-        await remote.aclose()
-    assert [e.path for e in listing.entries] == [f"f{i:04d}" for i in range(25)]
+    assert await listed_in_pages_of_10(repo, tap) == [f"f{i:04d}" for i in range(25)]
     assert decoded == [True, True]  # pages 1 and 2 had a next page, asked for early
     assert len(tap.to("/tree")) == 3
     with repo.client() as client:
@@ -226,13 +221,16 @@ async def test_a_next_cursor_header_the_body_disagrees_with_is_not_followed(
             response.headers["X-Next-Cursor"] = encode_cursor(1, "f0000")
         return response
 
-    tap = Tap(after=point_back)
+    listed = await listed_in_pages_of_10(repo, Tap(after=point_back))
+    assert listed == [f"f{i:04d}" for i in range(25)]
+
+
+async def listed_in_pages_of_10(repo: ServerProc, tap: Tap) -> list[str]:
     remote = NativeRemote(repo.url, REPO, token=repo.token, page_size=10, transport=tap)
     try:
-        listing = await remote.list_tree("")
+        return [e.path for e in (await remote.list_tree("")).entries]
     finally:
         await remote.aclose()
-    assert [e.path for e in listing.entries] == [f"f{i:04d}" for i in range(25)]
 
 
 async def test_all_pages_are_seen_at_the_first_pages_head(repo: ServerProc) -> None:
