@@ -256,6 +256,25 @@ async def test_a_listing_whose_pages_never_end_is_an_error(
     assert trees(hostile) - pages_before <= 500 // remote.page_size + 2
 
 
+async def test_pages_holding_more_entries_than_asked_for_are_bounded_by_their_entries(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page may hold more entries than the `limit` asked for (this server ignores
+    it: ~100 entries a page); the listing is bounded by the entries it holds too, not
+    only by pages * limit (which let 64 MiB pages of entries through, limit-many pages
+    of them)."""
+    monkeypatch.setattr(native_pages, "MAX_LISTING_ENTRIES", 500)
+    hostile.misbehave(tree, EndlessPages())
+    remote = NativeRemote(hostile.url, hostile.repo, retry=FAST, timeouts=TIMEOUTS, page_size=10)
+    try:
+        with pytest.raises(ProtocolError, match="its pages make over 500 entries"):
+            await remote.list_tree("", recursive=True)
+    finally:
+        await remote.aclose()
+    # (6 pages of ~100 hold over 500; one more may have been asked for ahead)
+    assert trees(hostile) <= 500 // 100 + 2
+
+
 async def test_an_endless_error_answer_is_read_only_in_part(
     hostile: HostileServer, remote: NativeRemote
 ) -> None:

@@ -92,9 +92,11 @@ async def _walk(
 ) -> list[TreePage]:
     pages: list[TreePage] = []
     cursors = set[str]()
-    # What the pages could hold, not what they held: pages of entries all skipped (or
-    # of none) that always name a next one must not go on for ever.
+    # What the pages could hold, or what they held where that is more: pages of entries
+    # all skipped (or of none) that always name a next one must not go on for ever, nor
+    # may pages holding more than the `limit` asked for (up to MAX_ANSWER each).
     per_page = max(1, int(params.get("limit", 1)))
+    held = 0
     response = await fetch(params)
     while True:
         ahead = None
@@ -103,7 +105,8 @@ async def _walk(
             ahead = _Ahead(hinted)
             nursery.start_soon(ahead.run, fetch, {**params, "cursor": hinted})
         pages.append(await _parsed(response))
-        listed = len(pages) * per_page
+        held += len(pages[-1].entries)
+        listed = max(len(pages) * per_page, held)
         cursor = pages[-1].cursor
         if ahead is not None and ahead.cursor != cursor:
             ahead.scope.cancel()  # (the header said otherwise than the body)
