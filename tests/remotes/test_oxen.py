@@ -231,6 +231,36 @@ async def test_a_listing_whose_pages_never_end_is_an_error(
     assert len([r for r in tap.sent if "/dir/" in r.url.path]) == 5
 
 
+async def test_a_listing_whose_pages_hold_more_than_asked_for_is_bounded_by_them(
+    live: ServerProc, repo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of more entries than the page_size asked for count as what they hold:
+    3 x PAGE_SIZE entries a page reach a bound of 5,000 on the second page, not the
+    fifth."""
+    live.put(repo, "a.txt", b"a")
+    monkeypatch.setattr(oxen_module, "MAX_LISTING_ENTRIES", 5000)
+
+    async def crowded(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if "/dir/" not in request.url.path:
+            return response
+        data = json.loads(await response.aread())
+        data["total_pages"] = 10**9
+        one = {"filename": "", "hash": "a96faf705af16834e6c632b61e964e1f", "is_dir": False}
+        page = request.url.params.get("page")
+        count = 3 * oxen_module.PAGE_SIZE
+        data["entries"] = [{**one, "filename": f"p{page}-{i}", "size": 1} for i in range(count)]
+        return httpx.Response(200, headers={"content-type": "application/json"}, json=data)
+
+    tap = Tap(after=crowded)
+    adapter = opener(live)(repo, transport=tap)
+    try:
+        with pytest.raises(ProtocolError, match="over 5000 entries"):
+            await adapter.list_tree("", recursive=True)
+    finally:
+        await adapter.aclose()
+    assert len([r for r in tap.sent if "/dir/" in r.url.path]) == 2
+
+
 # --------------------------------------------------------------------------- writing
 
 

@@ -178,15 +178,15 @@ class OxenRemote(HttpRemote):
                 head = rev = got.head  # later pages: the same commit, whatever the branch does
             if page >= got.total_pages:
                 break
-            page = self._next_page(page, path)
+            page = self._next_page(page, path, len(entries))
         entries.sort(key=lambda e: e.path)
         return Listing(path=path, head=head, entries=entries, recursive=recursive)
 
-    def _next_page(self, page: int, path: str) -> int:
-        """The page after `page`, unless the pages so far could hold more entries than
-        a listing may (a server naming ever more pages, of no entry, is not followed
-        for ever)."""
-        if page * PAGE_SIZE >= MAX_LISTING_ENTRIES:
+    def _next_page(self, page: int, path: str, listed: int) -> int:
+        """The page after `page`, unless the pages so far could hold, or the `listed`
+        entries they held do, more entries than a listing may (a server naming ever
+        more pages, of no entry or of more than PAGE_SIZE, is not followed for ever)."""
+        if max(page * PAGE_SIZE, listed) >= MAX_LISTING_ENTRIES:
             raise ProtocolError(
                 f"{self.identity}: listing of {path!r}: over {MAX_LISTING_ENTRIES} entries"
             )
@@ -334,7 +334,7 @@ class OxenRemote(HttpRemote):
             tree.update((hidden, "") for hidden in got.hidden)
             if page >= got.total_pages:
                 return tree
-            page = self._next_page(page, path)
+            page = self._next_page(page, path, len(tree))
 
     async def _stage(self, workspace: str, at: str, plan: Plan) -> None:
         ws = f"{self._root}/workspaces/{quote(workspace, safe='')}"
