@@ -9,7 +9,7 @@ known (else with the generation current when its request started), and a merge l
 alone any path (or anything below a path) one of our changes touched after its stamp;
 an answer older than one already merged for the directory is dropped whole.
 A path with a pending change, a file being written, or a local-only file is never
-replaced by a listing either: the overlay decides what is there.
+replaced by a listing either, nor is a directory holding one: the overlay decides.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import errno
 import logging
 import time
 from collections.abc import Sequence
+from itertools import chain
 
 from repomount import paths
 from repomount.remotes.base import Entry, Expect, NotFound, RemoteError
 from repomount.vfs.errors import FsError, not_found
 from repomount.vfs.generations import Generations
 from repomount.vfs.leftover import lay_leftovers
-from repomount.vfs.nodes import HERE, Node, default_mode
+from repomount.vfs.nodes import HERE, Node, below, default_mode
 from repomount.vfs.state import NeedListing, VfsState, local_only
 from repomount.vfs.treeload import TreeLoad
 
@@ -414,12 +415,18 @@ class Listings(VfsState):
                 continue
             if not complete and _left_out(node):
                 continue  # (the listing leaves such files out: not gone)
+            if node.is_dir and any(self._in_use(n, stamp) for n in below(node)):
+                self._merge_listing(node, [], stamp, times)  # (a Sentry replace's moment)
+                continue  # the file in use keeps its name; what else it held is gone
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
         if self.leftover:
             lay_leftovers(self, d, self.leftover)
         return True
+
+    def _in_use(self, n: Node, stamp: int) -> bool:  # (or changed by us since `stamp`)
+        return self.busy(n) or self.journal.touches(n.path) or self.gens.stale_for(n.path, stamp)
 
     def busy(self, node: Node) -> bool:
         """Local state the remote has not seen must not be replaced by a listing; nor
@@ -467,13 +474,7 @@ UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used off
 def _left_out(node: Node) -> bool:
     """A file no listing ever showed (written here, or found by name), or a directory
     holding one: where listings leave some files out, its absence says nothing."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n.kind == "file" and not n.listed:
-            return True
-        stack.extend((n.children or {}).values())
-    return False
+    return any(n.kind == "file" and not n.listed for n in chain((node,), below(node)))
 
 
 def _time_ns(e: Entry, times: dict[int, int]) -> int:

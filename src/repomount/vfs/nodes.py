@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -170,6 +171,14 @@ def _pin_sources(top: Node) -> None:
         n.pin_source()
         if n.children:
             stack.extend(n.children.values())
+
+
+def below(d: Node) -> Iterator[Node]:
+    """Every node below `d` (those its children know of), depth first."""
+    stack = list((d.children or {}).values())
+    while stack:
+        yield (n := stack.pop())
+        stack.extend((n.children or {}).values())
 
 
 def child_path(parent: Node, name: str) -> str:
