@@ -13,13 +13,14 @@ import os
 import pytest
 
 from support.mount import MountProc
+from support.mountfixtures import MountFactory
 from support.server import ServerProc
 
 pytestmark = pytest.mark.backends("sentry")
 
 
 def test_a_file_fsynced_over_and_over_in_a_directory_keeps_its_name_and_content(
-    server: ServerProc, mount_factory
+    server: ServerProc, mount_factory: MountFactory
 ) -> None:
     m: MountProc = mount_factory(extra_args=["--poll-interval", "0.2"])
     (m.path / "d").mkdir()
