@@ -4,9 +4,9 @@ one is parsed.
 A page of 10,000 entries costs the server about as long to answer as it costs us to
 decode and check it (each ~50-100 ms here). The server names the next page's cursor in
 an `X-Next-Cursor` header as well as in the body, so the request for page N+1 leaves as
-soon as page N has arrived, and the two overlap: a listing of 100,000 files waits for
-one page's parse, not eleven. The body's `next_cursor` stays the authority: a page
-asked for with a header that disagrees with it is dropped and asked for again.
+soon as page N has arrived, and the server's work on it overlaps our decoding of page
+N. The body's `next_cursor` stays the authority: a page asked for with a header that
+disagrees with it is dropped and asked for again.
 """
 
 from __future__ import annotations
