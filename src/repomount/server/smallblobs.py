@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from repomount.server.blobs import BlobDir
+from repomount.server.sqlite_in import rows_in
 from repomount.server.store import BlobSpool
 
 SMALL_BLOB_MAX = 64 << 10  # contents up to this size are rows, larger ones files
-SIZES_AT_ONCE = 500  # blobs per size query (SQLite allows 32,766 parameters)
 
 # `mtime`: when the blob was last uploaded (or found by a lookup and folded in by the GC).
 SCHEMA = """
@@ -103,14 +103,9 @@ class SmallBlobs:
 
     @staticmethod
     def sizes_in(db: sqlite3.Connection, shas: Collection[str]) -> dict[str, int]:
-        """The sizes of those of `shas` that are rows, SIZES_AT_ONCE per query."""
-        wanted, found = list(shas), dict[str, int]()
-        for start in range(0, len(wanted), SIZES_AT_ONCE):
-            chunk = wanted[start : start + SIZES_AT_ONCE]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT sha256, size FROM small_blobs WHERE sha256 IN ({marks})"
-            found.update((sha, int(size)) for sha, size in db.execute(sql, chunk))
-        return found
+        """The sizes of those of `shas` that are rows."""
+        sql = "SELECT sha256, size FROM small_blobs WHERE sha256 IN ({marks})"
+        return {sha: int(size) for sha, size in rows_in(db, sql, list(shas))}
 
     @staticmethod
     def size_in(db: sqlite3.Connection, sha256: str) -> int | None:

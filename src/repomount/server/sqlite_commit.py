@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from repomount.paths import ancestors_of, parent_of
+from repomount.server.sqlite_in import rows_in
 from repomount.server.sqlite_schema import ENTRY_COLS, entry_of
 from repomount.server.store import (
     ABSENT,
@@ -190,9 +191,6 @@ def _load(text: str) -> CommitResult:
         results=[OpResult(path=p, version=v, created=c) for p, v, c in data["results"]],
         replayed=True,
     )
-
-
-READ_AHEAD_AT_ONCE = 500  # paths per query (SQLite allows 32,766 parameters)
 
 
 class _Commit:
@@ -381,19 +379,15 @@ class _Commit:
             self._dirs.add(parent)
 
     def _read_ahead(self, paths: Sequence[str]) -> None:
-        """The current entries of `paths`, READ_AHEAD_AT_ONCE per query."""
-        for start in range(0, len(paths), READ_AHEAD_AT_ONCE):
-            chunk = paths[start : start + READ_AHEAD_AT_ONCE]
-            self._known.update(dict.fromkeys(chunk))
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT {ENTRY_COLS} FROM entries "
-                f"WHERE repo_id = ? AND path IN ({marks}) AND commit_to IS NULL",
-                (self.repo_id, *chunk),
-            )
-            for row in rows:
-                entry = entry_of(row)
-                self._known[entry.path] = entry
+        """The current entries of `paths` (None where there is none)."""
+        self._known.update(dict.fromkeys(paths))
+        sql = (
+            f"SELECT {ENTRY_COLS} FROM entries "
+            "WHERE repo_id = ? AND path IN ({marks}) AND commit_to IS NULL"
+        )
+        for row in rows_in(self.db, sql, paths, self.repo_id):
+            entry = entry_of(row)
+            self._known[entry.path] = entry
 
     def _get(self, path: str) -> Entry | None:
         if path in self._known:
