@@ -457,15 +457,12 @@ class Listings(VfsState):
             )
         if node.on_remote:
             return True
-        stack = [node]  # a directory made here holds files the remote may have
-        while stack:
-            n = stack.pop()
-            for c in (n.children or {}).values():
-                if c.is_dir:
-                    stack.append(c)
-                elif not c.local and (c.base != Expect.ABSENT or self.journal.touches(c.path)):
-                    return True
-        return False
+        return any(  # a directory made here holds files the remote may have
+            not c.is_dir
+            and not c.local
+            and (c.base != Expect.ABSENT or self.journal.touches(c.path))
+            for c in below(node)
+        )
 
 
 UNLISTED_RETRY = 2.0  # seconds between tries to list a directory first used offline

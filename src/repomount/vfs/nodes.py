@@ -165,12 +165,9 @@ _PER_INODE = frozenset(
 
 def _pin_sources(top: Node) -> None:
     """`pin_source` for `top` and each node below it, before their paths change."""
-    stack = [top]
-    while stack:
-        n = stack.pop()
+    top.pin_source()
+    for n in below(top):
         n.pin_source()
-        if n.children:
-            stack.extend(n.children.values())
 
 
 def below(d: Node) -> Iterator[Node]:
