@@ -16,16 +16,13 @@ def ready(records: list[Record], now: float) -> list[Record]:
     an overlapping path (the same, above or below) that is backing off or held, so
     one failing change holds back only what depends on it."""
     out: list[Record] = []
-    blocked: set[str] = set()  # paths of records that wait
-    above: set[str] = set()  # every ancestor of those
+    blocked = _Paths()  # those of records that wait
     for rec in records:
         waits = rec.state == "held" or rec.next_try > now
         if not waits and blocked:  # (nothing waits, the common case: no path work)
-            waits = any(_overlaps(p, blocked, above) for p in rec.paths())
+            waits = blocked.overlap(rec)
         if waits:
-            for p in rec.paths():
-                blocked.add(p)
-                above.update(_ancestors(p))
+            blocked.add(rec)
         elif rec.state == "pending":
             out.append(rec)
     return out
@@ -36,15 +33,32 @@ def with_blockers(records: list[Record], ids: Iterable[int]) -> list[int]:
     (an overlapping path: the same, above or below), and those records' own, in turn."""
     wanted = set(ids)
     out: list[int] = []
-    paths: set[str] = set()
-    above: set[str] = set()
+    needed = _Paths()
     for rec in reversed(records):  # (a record waits only behind earlier ones)
-        if rec.id in wanted or any(_overlaps(p, paths, above) for p in rec.paths()):
+        if rec.id in wanted or needed.overlap(rec):
             out.append(rec.id)
-            for p in rec.paths():
-                paths.add(p)
-                above.update(_ancestors(p))
+            needed.add(rec)
     return out
+
+
+class _Paths:
+    """The paths of some records, and every ancestor of those: whether another
+    record's path is one of them, lies below one, or lies above one."""
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+        self.above: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def add(self, rec: Record) -> None:
+        for p in rec.paths():
+            self.paths.add(p)
+            self.above.update(_ancestors(p))
+
+    def overlap(self, rec: Record) -> bool:
+        return any(_overlaps(p, self.paths, self.above) for p in rec.paths())
 
 
 def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
