@@ -118,6 +118,21 @@ class TarReader:
             self._left, self._pad = member.size, padded - member.size
             return member
 
+    async def finish(self, most: int) -> bool:
+        """After the end of the archive: consume what the stream still holds (a writer
+        may pad the archive, and an HTTP body's end must be read for its connection to
+        carry the next exchange), ignoring it; at most `most` bytes. Whether the stream
+        ended within them."""
+        left = most - (len(self._buf) - self._pos)
+        self._buf, self._pos = b"", 0
+        if left < 0:
+            return False
+        async for chunk in self._chunks:
+            left -= len(chunk)
+            if left < 0:
+                return False
+        return True
+
     async def read(self, limit: int = 1 << 18) -> bytes:
         """Up to `limit` bytes of the current member's content; b"" once it is all read."""
         if self._left == 0:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import socket
 import tarfile
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from support.blobkinds import blob_file, blob_row, stored_content
 from support.server import ServerFactory, ServerProc
@@ -164,6 +166,37 @@ class RawPost:
         answer = self.sock.recv(65536)
         self.sock.close()
         return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("records", [False, True], ids=["exact", "padded"])
+def test_a_pack_answer_keeps_its_connection(
+    live: ServerProc, repo: str, chunked: bool, records: bool
+) -> None:
+    """The body is read to its end, past the end-of-archive blocks (and the zero
+    records tar pads an archive with), so the connection carries the next request: a
+    client's commit after its last pack does not pay a new connection (a handshake and
+    TCP's slow start: over a WAN, several round trips for a large commit)."""
+    body = pack(named(f"kept {repo}".encode() * 30000, f"alive {repo}".encode()))
+    if records:
+        body += b"\0" * (-len(body) % 10240)
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    auth = {"Authorization": f"Bearer {live.token}"}
+    try:
+        content = iter([body[:700], body[700:]]) if chunked else body
+        conn.request(
+            "POST", f"/v1/repos/{repo}/blobs", content, {**auth, **TAR}, encode_chunked=chunked
+        )
+        answer = conn.getresponse()
+        assert (answer.status, answer.read()) == (200, b'{"stored":2,"present":0}')
+        assert answer.getheader("Connection") is None
+        sock = conn.sock
+        conn.request("GET", f"/v1/repos/{repo}", headers=auth)
+        assert conn.getresponse().status == 200
+        assert conn.sock is sock  # (http.client reconnects when the server closed it)
+    finally:
+        conn.close()
 
 
 def test_unknown_repo_is_404_before_the_body(live: ServerProc) -> None:

@@ -250,3 +250,28 @@ def test_the_file_reader_reads_a_blocking_file_without_an_event_loop() -> None:
     assert found == MEMBERS
     with pytest.raises(TarError, match="extended headers of over"):
         FileTarReader(io.BytesIO(extended_header(b"x", 10**9))).next()
+
+
+@pytest.mark.parametrize("sizes", [None, [1], [600, 7]])
+async def test_finish_consumes_what_follows_the_end(sizes: list[int] | None) -> None:
+    """After the end-of-archive blocks the rest of the stream (tar's record padding) is
+    read and ignored, up to a bound: an HTTP body read to its end frees its connection."""
+    data = make_tar([("a", b"x" * 700)])  # (tarfile pads to 10 KiB records)
+    consumed = []
+
+    async def tracked() -> AsyncIterator[bytes]:
+        async for chunk in feed(data, sizes):
+            yield chunk
+        consumed.append(True)
+
+    reader = TarReader(tracked())
+    assert (await reader.next()) is not None
+    assert (await reader.next()) is None
+    assert len(data) > 4 * 512  # (padding follows the two zero blocks)
+    assert await reader.finish(len(data))
+    assert consumed == [True]  # the stream was read to its end
+
+    reader = TarReader(feed(data, sizes))
+    while await reader.next() is not None:
+        pass
+    assert not await reader.finish(1000)  # more than that follows: given up

@@ -37,6 +37,9 @@ from repomount.tarread import Member, TarError, TarReader
 CHUNK = 1 << 18
 GROUP_MEMBERS = 256  # spooled members moved into the store together
 GROUP_BYTES = 32 << 20  # or fewer, once they hold this much content
+# Read (and ignored) after the end of the archive, so that the body is read to its end
+# and its connection carries the client's next request; past this, it closes.
+TRAILER_MAX = 64 << 10
 
 
 @dataclass
@@ -97,6 +100,7 @@ class _Pack:
                 self.group_bytes += spool.size
                 if len(self.group) >= GROUP_MEMBERS or self.group_bytes >= GROUP_BYTES:
                     await self.send_group()
+            await self.reader.finish(TRAILER_MAX)
         except TarError as error:
             raise ApiError("bad_tar", f"the body is not a valid tar stream: {error}") from None
 
