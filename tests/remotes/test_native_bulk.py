@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from repomount.remotes import native
 from repomount.remotes.base import (
     Applied,
     Change,
@@ -28,6 +29,7 @@ from repomount.remotes.base import (
 )
 from repomount.remotes.http import RetryPolicy
 from repomount.remotes.native import NativeRemote
+from support.conncount import forwarder
 from support.server import ServerFactory, ServerProc
 from support.tap import Tap, once, path_ends
 from support.util import sha, wait_until_async
@@ -261,6 +263,46 @@ async def test_read_many_reads_files_in_few_requests(
     for path, (fetched, data) in sink.got.items():
         assert fetched == Fetched(sha(data), len(data), len(data)), path
     assert sink.leftovers() == []
+
+
+async def test_bulk_reads_one_after_another_share_one_connection(
+    repo: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answer is read to its end (past the tar's end), so its connection carries
+    the next read: over a WAN a new one costs a handshake and TCP's slow start."""
+    files = {f"f{i}.txt": f"content {i}\n".encode() * 300 for i in range(60)}
+    bulk_write(repo, files)
+    monkeypatch.setattr(native, "READ_PATHS", 10)  # six reads
+    sink = Collected(tmp_path)
+    async with forwarder(repo.url) as fwd:
+        remote = NativeRemote(fwd.url, REPO, token=repo.token, retry=FAST)
+        try:
+            await remote.read_many(list(files), sink.new_file, sink.deliver, transfers=1)
+        finally:
+            await remote.aclose()
+    assert fwd.connections == 1
+    assert {p: data for p, (_, data) in sink.got.items()} == files
+
+
+async def test_a_pack_and_its_commit_share_one_connection(
+    repo: ServerProc, write: Callable[..., Write]
+) -> None:
+    """The server reads a pack's body to its end and keeps the connection, so the
+    commit after it (a large one: 600 operations) does not open another."""
+    files = {f"d/f{i}.bin": os.urandom(10_000) for i in range(600)}  # past the inline budget
+    mark = repo.mark()
+    async with forwarder(repo.url) as fwd:
+        remote = NativeRemote(fwd.url, REPO, token=repo.token, retry=FAST)
+        try:
+            await remote.apply([write(p, d) for p, d in files.items()])
+        finally:
+            await remote.aclose()
+    assert fwd.connections == 1
+    assert writes_of(repo, mark) == [
+        ("POST", f"/v1/repos/{REPO}/blobs"),
+        ("POST", f"/v1/repos/{REPO}/commits"),
+    ]
+    assert repo.tree(REPO) == files
 
 
 async def test_read_many_of_nothing_sends_nothing(

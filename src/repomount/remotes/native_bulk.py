@@ -24,6 +24,10 @@ from repomount.tarread import Member, TarError, TarReader
 from repomount.tarwrite import VERSION_KEY
 
 HELD_MAX = 1 << 20  # bytes of small files held in memory before they are written
+# Read (and ignored) after the end of the archive: an answer read to its end leaves its
+# connection to the next request (else httpx closes it, and the next read pays a new
+# connection's handshake and slow start: two round trips and more over a WAN).
+TRAILER_MAX = 64 << 10
 THREAD_FROM = 8  # files written at once by a worker thread, fewer right here
 
 
@@ -84,6 +88,7 @@ async def read_tar(
             raise ProtocolError(f"{what}: {exc}") from exc
         raise
     await deliver()
+    await reader.finish(TRAILER_MAX)
 
 
 async def _take(reader: TarReader, member: Member, version: str) -> bytes:
