@@ -147,6 +147,25 @@ def test_uploading_again_or_finding_a_blob_keeps_it(store: SqliteStore) -> None:
     store.commit("r", [Write("a", again), Write("b", found)])
 
 
+def test_a_commit_naming_a_blob_found_present_keeps_it_by_its_entry(
+    store: SqliteStore, kind: str
+) -> None:
+    """A pack finds both blobs present (a refresh each, in memory); the commit naming
+    one writes the other's refresh to its row, not the named one's (its entry keeps it,
+    and rewriting a row costs as much as the row is long). Neither goes."""
+    named, other = upload(store, b"named" * 1000), upload(store, b"other" * 1000)
+    age_all(store)
+    before = all_blobs(store.blobs.root)
+    assert store.has_blob(named) and store.has_blob(other)
+    store.commit("r", [Write("a", named)])
+    after = all_blobs(store.blobs.root)
+    assert after[other] > time.time() - GRACE  # refreshed
+    if kind == "rows":
+        assert after[named] == before[named]  # left as it was
+    assert store.collect_garbage(GRACE).freed == 0
+    assert stored(store) == {named, other}
+
+
 def test_a_commit_naming_a_collected_blob_is_refused_whole(store: SqliteStore) -> None:
     kept, gone = upload(store, b"kept"), upload(store, b"gone")
     age(store, gone)

@@ -16,8 +16,10 @@ transaction per batch of candidates), so a commit lands either before (its refer
 are seen: the blob stays) or after (the blob is gone: 422 `unknown_blob`, which clients
 answer by uploading again); no commit ever names a removed blob. An upload of a blob
 already stored, or a pack finding it present, refreshes its mtime (BlobDir; SmallBlobs
-for a small blob, whose lookups wait while a batch of rows is being removed), so a
-blob a client was just told is stored outlives its commit by the grace period.
+for a small blob, whose lookups wait while a batch of rows is being removed; written
+to the row with the next write transaction, or dropped by a commit naming the blob,
+whose entry keeps it from then on), so a blob a client was just told is stored
+outlives its commit by the grace period.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,12 +150,16 @@ class SqliteStore(Store):
             self._db.execute("COMMIT")
 
     @contextmanager
-    def _write_and_refresh(self) -> Iterator[sqlite3.Connection]:
+    def _write_and_refresh(self, named: Collection[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction that also writes the small blobs' pending refresh times
-        (taken before the store's lock: the GC takes its refresh lock first)."""
+        (taken before the store's lock: the GC takes its refresh lock first). Those of
+        the blobs in `named`, which a commit's new entries name, are dropped once it
+        commits, not written: an entry keeps its blob from then on, and rewriting the
+        rows (up to 64 KiB each) cost a commit of 2,000 files found present 30-70 ms."""
         refreshes = self.small.pending_refreshes()
+        written = {sha: t for sha, t in refreshes.items() if sha not in named}
         with self._write() as db:
-            self.small.write_refreshes(db, refreshes)
+            self.small.write_refreshes(db, written)
             yield db
         self.small.forget_refreshes(refreshes)
 
@@ -444,12 +448,13 @@ class SqliteStore(Store):
             for sha, c in contents.items()
             if len(c) <= SMALL_BLOB_MAX and not self.blobs.keep(sha)
         ]
-        with self._write_and_refresh() as db:
+        named = {op.blob for op in operations if isinstance(op, Write)}
+        with self._write_and_refresh(named) as db:
             if rows:
                 self.small.add(db, rows)
             repo_id, head, floor = self._repo(db, repo)
             # (the small ones in a few queries, not one per write)
-            sizes = SmallBlobs.sizes_in(db, {op.blob for op in operations if isinstance(op, Write)})
+            sizes = SmallBlobs.sizes_in(db, named)
             return run_commit(
                 db,
                 lambda sha: sizes[sha] if sha in sizes else _blob_size(db, self.blobs, sha),
