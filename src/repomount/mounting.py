@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from repomount import config, control, log, private, sdnotify
+from repomount import arenas, config, control, log, private, sdnotify
 from repomount.fuse import mount
 from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
@@ -101,6 +101,7 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 
 
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
+    arenas.limit_arenas()  # (before any worker thread allocates)
     log.setup(req.options.log_level, file=req.log_file)
     systemd = sdnotify.Reporter(req.src, str(req.mountpoint))
     mounted = False
