@@ -30,10 +30,12 @@ from support.hostile import (
     Endless,
     EndlessPages,
     HostileServer,
+    Overflowing,
     Request,
     Silent,
     StopsAfter,
     Trickle,
+    Unfinished,
     deep_json,
 )
 from support.util import sha, wait_until_async
@@ -154,6 +156,32 @@ async def test_a_bulk_read_that_stops_fails(
             lambda path, fetched, file: got.append(path),
         )
     assert got == ["a.txt"]  # what came whole before the stall stays delivered
+
+
+@pytest.mark.parametrize("then", ["silent", "closed", "endless"])
+async def test_a_bulk_read_whole_before_its_answer_ends_succeeds(
+    hostile: HostileServer, tmp_path: Path, then: str
+) -> None:
+    """Every file has come once the tar's end has: what follows is read only so that
+    the connection serves the next request (at most TRAILER_MAX bytes, for at most
+    TRAILER_WAIT). A server that then goes silent, cuts the connection or sends on and
+    on costs that connection, not the read: no Stalled or Unavailable (which would
+    take the mount offline), no wait for the read timeout, no memory."""
+    behaviour = {"silent": Unfinished(), "closed": Unfinished(close=True)}.get(then)
+    hostile.misbehave(lambda r: r.route == "/read", behaviour or Overflowing())
+    timeouts = Timeouts(connect=2.0, answer=5.0, read=5.0)  # (longer than TRAILER_WAIT)
+    names = iter(range(1000))
+    got: list[str] = []
+    async with opened(hostile, timeouts) as remote:
+        began = trio.current_time()
+        await remote.read_many(
+            ["a.txt", "d/b.txt"],
+            lambda: tmp_path / f"n{next(names)}",
+            lambda path, fetched, file: got.append(path),
+        )
+        assert trio.current_time() - began < timeouts.read  # (TRAILER_WAIT, 1 s, and slack)
+    assert sorted(got) == ["a.txt", "d/b.txt"]
+    assert [r.route for r in hostile.requests] == ["/read"]  # (not sent again)
 
 
 async def test_a_commit_never_answered_fails_after_the_answer_timeout(

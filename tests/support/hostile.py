@@ -4,9 +4,10 @@ A tiny real HTTP/1.1 server on 127.0.0.1, run in threads of the test process, th
 speaks enough of the native protocol (docs/native-api.md) to be listed, read and
 mounted: repo info, tree (recursive or not), files (GET, HEAD, ranges), POST /read and
 the change feed. A test makes it misbehave on the requests it picks (`misbehave`):
-stay silent, stop half-way, trickle, send an endless or a deeply nested body, or
-answer anything at all; and it can list raw entries that no filesystem can hold
-(`bad_entries`). `requests` records what arrived, and `wait_for` waits for one.
+stay silent, stop half-way, trickle, send an endless or a deeply nested body, never
+end a whole answer, or answer anything at all; and it can list raw entries that no
+filesystem can hold (`bad_entries`). `requests` records what arrived, and `wait_for`
+waits for one.
 
 Stalls last until the client goes away or the server is closed: nothing here sleeps
 beyond what a test asked for.
@@ -123,6 +124,21 @@ class Overflowing(Behaviour):
             if not handler.send_chunk(self.filler):
                 return
             self.sent += len(self.filler)
+
+
+@dataclass
+class Unfinished(Behaviour):
+    """The honest answer's headers and body, chunked, and never the last chunk: then
+    silent until the client goes away, or (`close`) the connection closed."""
+
+    close: bool = False
+
+    def answer(self, handler: _Handler, honest: Honest) -> None:
+        status, headers, body = honest()
+        handler.head(status, headers, None)
+        handler.send_chunk(body)
+        if not self.close:
+            handler.hold()
 
 
 @dataclass
