@@ -199,6 +199,28 @@ def test_a_pack_answer_keeps_its_connection(
         conn.close()
 
 
+@pytest.mark.parametrize("then", ["stalls", "runs_on"])
+def test_a_pack_whose_body_goes_on_after_its_end_is_answered_at_once(
+    live: ServerProc, repo: str, then: str
+) -> None:
+    """What follows the end-of-archive blocks is read for a moment, and to a bound,
+    only to keep the connection: a body that stalls there (or goes on past the bound)
+    gets the pack's answer at once, closing the connection, not a 408 after the body
+    timeout (60 s) for a pack whose blobs are all stored."""
+    data = f"stalled after the end {repo}".encode()
+    post = RawPost(live, f"/v1/repos/{repo}/blobs")
+    post.send(pack(named(data)))  # the whole archive, and the body never ends
+    if then == "runs_on":
+        post.send(b"\0" * (128 << 10))
+    post.sock.settimeout(10)
+    answer = post.sock.recv(65536)
+    post.sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"200" and body == b'{"stored":1,"present":0}'
+    assert b"connection: close" in head.lower()
+    assert stored(live, data)
+
+
 def test_unknown_repo_is_404_before_the_body(live: ServerProc) -> None:
     post = RawPost(live, "/v1/repos/nope/blobs")
     post.send(pack(named(b"half"))[:512])  # a header, and the body never goes on
@@ -241,6 +263,14 @@ def test_too_large_is_413_without_reading_it_all(server_factory: ServerFactory) 
     assert post.status() == 413
     assert sent < len(body)
     assert list((live.data_dir / "tmp").iterdir()) == []
+
+    # A whole archive within the limit, streamed, whose padding then passes it: what
+    # follows the end is not the pack's, so it is stored (the connection then closes).
+    whole = pack(named(*[os_bytes(i, 200_000) for i in range(40, 45)]))  # ~1.0 MB
+    assert len(whole) < 1 << 20 < len(whole) + 60_000
+    with live.client() as client:
+        r = client.post(url, content=iter([whole, b"\0" * 60_000]), headers=TAR)
+        assert (r.status_code, r.json()) == (200, {"stored": 5, "present": 0})
 
 
 def test_inline_and_packed_blobs_share_the_store(client: httpx.Client, repo: str) -> None:
