@@ -25,7 +25,7 @@ import trio
 from repomount import h11body, onewrite
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
 from repomount.remotes.errors import RemoteError, Unavailable
-from repomount.remotes.fastlane import FastLane, LaneResponse
+from repomount.remotes.fastlane import IDLE_EXPIRY, FastLane, LaneResponse
 from repomount.remotes.http_errors import (
     ErrorBody,
     ErrorParser,
@@ -162,6 +162,12 @@ class HttpClient:
             timeout=timeouts.for_httpx(),
             transport=transport,
             follow_redirects=False,
+            # An idle connection is dropped before a server's usual 5 s (ours, Hypercorn's
+            # default) would close it: with httpx's own 5 s, a request sent as the server
+            # closed it failed, and waited out a retry's backoff.
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_EXPIRY
+            ),  # (httpx's defaults, but for the expiry)
         )
         # Small requests read whole skip httpx where they can (fastlane.py says why);
         # a transport given (a test's) carries everything.
