@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from repomount.server import smallblobs
 from repomount.server.sqlite_store import SqliteStore
-from repomount.server.store import Delete, Gone, StoreError, UnknownBlob, Write
+from repomount.server.store import Delete, Gone, Idempotency, StoreError, UnknownBlob, Write
 from support.blobkinds import all_blobs, blob_row, files_only, set_upload_time
 from support.util import sha, wait_until
 
@@ -164,6 +165,74 @@ def test_a_commit_naming_a_blob_found_present_keeps_it_by_its_entry(
         assert after[named] == before[named]  # left as it was
     assert store.collect_garbage(GRACE).freed == 0
     assert stored(store) == {named, other}
+
+
+@pytest.mark.parametrize("then", ["write and delete", "replay", "delete repo", "prune"])
+def test_a_blob_found_present_outlives_another_commit_naming_it(
+    tmp_path: Path, kind: str, then: str
+) -> None:
+    """One client's pack finds a blob present; before that client commits, another
+    commit names the blob but leaves no entry that keeps it: it writes and deletes the
+    file at once, or replays a recorded commit, or its repository goes, or its entry is
+    replaced and pruned. The first client was told the blob is stored: its commit must
+    still find it after a GC pass (the refresh is the pack's, not the naming commit's)."""
+    store = SqliteStore(tmp_path / "data", history=1)
+    try:
+        for name in ("r", "other"):
+            store.create_repo(name)
+        blob = upload(store, b"found" * 1000)
+        key = Idempotency("k", "fingerprint")
+        if then == "replay":  # the recorded commit landed long ago, its entry is gone
+            store.commit("other", [Write("a", blob)], idempotency=key)
+            store.commit("other", [Delete("a")])
+            store.commit("other", [Write("b", upload(store, b"b"))])
+        age_all(store)
+        assert store.has_blob(blob)  # the first client's pack: found, refreshed
+        if then == "write and delete":
+            store.commit("other", [Write("a", blob), Delete("a")])
+        elif then == "replay":
+            assert store.commit("other", [Write("a", blob)], idempotency=key).replayed
+        else:
+            store.commit("other", [Write("a", blob)])
+            if then == "delete repo":
+                store.delete_repo("other")
+            else:
+                store.commit("other", [Delete("a")])
+                store.commit("other", [Write("b", upload(store, b"b"))])  # prunes a's row
+        store.collect_garbage(GRACE)
+        assert blob in stored(store)
+        store.commit("r", [Write("mine", blob)])  # not 422 unknown_blob
+    finally:
+        store.close()
+
+
+def test_refreshes_leave_to_gc_are_written_on_close_and_past_their_limit(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh a commit left to the GC (smallblobs.py) is written when the store closes
+    (so it holds across a restart), and once LEFT_TO_GC_MAX are left so, by the next
+    write transaction."""
+    if kind == "files":
+        pytest.skip("a file's refresh is its mtime, set at once")
+    monkeypatch.setattr(smallblobs, "LEFT_TO_GC_MAX", 1)
+    store = SqliteStore(tmp_path / "data", history=1000)
+    store.create_repo("r")
+    first, second, third = (upload(store, d * 1000) for d in (b"1", b"2", b"3"))
+    age_all(store)
+    before = all_blobs(store.blobs.root)
+    for n, blob in enumerate((first, second)):
+        assert store.has_blob(blob)
+        store.commit("r", [Write(f"f{n}", blob)])
+    assert all_blobs(store.blobs.root)[first] == before[first]  # left to the GC, not written
+    store.create_repo("another")  # (a write transaction that writes no refresh)
+    store.commit("r", [Delete("f0")])  # writes the two left to the GC: past the limit
+    after = all_blobs(store.blobs.root)
+    assert after[first] > time.time() - GRACE and after[second] > time.time() - GRACE
+    assert store.has_blob(third)
+    store.commit("r", [Write("f3", third)])
+    assert all_blobs(store.blobs.root)[third] == before[third]
+    store.close()
+    assert all_blobs(store.blobs.root)[third] > time.time() - GRACE
 
 
 def test_a_commit_naming_a_collected_blob_is_refused_whole(store: SqliteStore) -> None:

@@ -17,9 +17,10 @@ are seen: the blob stays) or after (the blob is gone: 422 `unknown_blob`, which 
 answer by uploading again); no commit ever names a removed blob. An upload of a blob
 already stored, or a pack finding it present, refreshes its mtime (BlobDir; SmallBlobs
 for a small blob, whose lookups wait while a batch of rows is being removed; written
-to the row with the next write transaction, or dropped by a commit naming the blob,
-whose entry keeps it from then on), so a blob a client was just told is stored
-outlives its commit by the grace period.
+to the row with the next write transaction, or, once a commit names the blob, kept in
+memory until this pass folds it in: the lookup may have been another client's, whose
+commit is still to come), so a blob a client was just told is stored outlives its
+commit by the grace period.
 """
 
 from __future__ import annotations

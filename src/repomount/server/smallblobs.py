@@ -19,6 +19,15 @@ after a restart they hold as a file's mtime does), and the GC folds in the rest 
 it decides, then consults them for each candidate under `refresh_lock`, which it holds
 until its batch of deletions is committed, so a blob a check just found is never
 removed after the check answered.
+
+A commit naming a blob found present does not write its refresh (rewriting rows of up
+to 64 KiB cost a commit of 2,000 such files 30-70 ms): the refresh is left to the GC,
+which folds it in and consults it as the others, but no commit writes it. Nor is it
+simply dropped: the lookup may have been another client's pack, whose commit
+is still to come, and the naming commit's entry may keep the blob for less than the
+grace period, or not at all (a write deleted in the same commit, a replayed commit, a
+repository deleted, an entry replaced and pruned with a short history). Past
+LEFT_TO_GC_MAX left so, they are written with the next write transaction after all.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from repomount.server.sqlite_in import rows_in
 from repomount.server.store import BlobSpool
 
 SMALL_BLOB_MAX = 64 << 10  # contents up to this size are rows, larger ones files
+LEFT_TO_GC_MAX = 50_000  # refreshes left to the GC (see above) before commits write them
 
 # `mtime`: when the blob was last uploaded (or found by a lookup and folded in by the GC).
 SCHEMA = """
@@ -76,6 +86,7 @@ class SmallBlobs:
         self._read_lock = threading.Lock()
         self.refresh_lock = threading.Lock()  # a lookup's refresh vs the GC's removal
         self._refreshed: dict[str, float] = {}
+        self._left_to_gc: dict[str, float] = {}  # refreshes no commit writes (see above)
 
     def close(self) -> None:
         with self._read_lock:
@@ -132,15 +143,31 @@ class SmallBlobs:
                 if self._refreshed.get(sha) == t:
                     del self._refreshed[sha]
 
+    def leave_to_gc(self, named: dict[str, float]) -> None:
+        """After a commit naming these blobs: their refreshes (unless found again since)
+        are no longer written by write transactions, only by the GC's fold."""
+        with self.refresh_lock:
+            for sha, t in named.items():
+                if self._refreshed.get(sha) == t:
+                    del self._refreshed[sha]
+                    self._left_to_gc[sha] = max(t, self._left_to_gc.get(sha, t))
+            if len(self._left_to_gc) > LEFT_TO_GC_MAX:  # written with the next write after all
+                for sha, t in self._left_to_gc.items():
+                    self._refreshed[sha] = max(t, self._refreshed.get(sha, t))
+                self._left_to_gc.clear()
+
     def fold_refreshes(self, db: sqlite3.Connection) -> None:
-        """Write every refresh into the rows (the GC, holding refresh_lock)."""
+        """Write every refresh into the rows, those left to the GC too (the GC, or the
+        store closing, holding refresh_lock)."""
+        self.write_refreshes(db, self._left_to_gc)
         self.write_refreshes(db, self._refreshed)
+        self._left_to_gc.clear()
         self._refreshed.clear()
 
     def remove_if_older(self, db: sqlite3.Connection, sha256: str, cutoff: float) -> int | None:
         """Delete the row if it was last uploaded (or found) before `cutoff`; its size
         then, else None. The caller holds refresh_lock until `db` commits."""
-        if self._refreshed.get(sha256, 0.0) >= cutoff:
+        if max(self._refreshed.get(sha256, 0.0), self._left_to_gc.get(sha256, 0.0)) >= cutoff:
             return None
         row = db.execute(
             "DELETE FROM small_blobs WHERE sha256 = ? AND mtime < ? RETURNING size",

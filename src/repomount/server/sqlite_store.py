@@ -120,8 +120,9 @@ class SqliteStore(Store):
         self.small = SmallBlobs(root / "meta.sqlite3")
 
     def close(self) -> None:
-        with self._write_and_refresh():  # (what lookups found, kept across the restart)
-            pass
+        # What lookups found, those left to the GC too, kept across the restart.
+        with self.small.refresh_lock, self._write() as db:
+            self.small.fold_refreshes(db)
         with self._lock:
             self._db.close()
         self.small.close()
@@ -153,15 +154,17 @@ class SqliteStore(Store):
     def _write_and_refresh(self, named: Collection[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction that also writes the small blobs' pending refresh times
         (taken before the store's lock: the GC takes its refresh lock first). Those of
-        the blobs in `named`, which a commit's new entries name, are dropped once it
-        commits, not written: an entry keeps its blob from then on, and rewriting the
-        rows (up to 64 KiB each) cost a commit of 2,000 files found present 30-70 ms."""
+        the blobs in `named`, which a commit names, are left to the GC once it commits,
+        not written (rewriting the rows, up to 64 KiB each, cost a commit of 2,000 files
+        found present 30-70 ms): the GC still counts them (see smallblobs.py), as the
+        lookup may have been another client's, and the commit's entry may not last."""
         refreshes = self.small.pending_refreshes()
         written = {sha: t for sha, t in refreshes.items() if sha not in named}
         with self._write() as db:
             self.small.write_refreshes(db, written)
             yield db
-        self.small.forget_refreshes(refreshes)
+        self.small.forget_refreshes(written)
+        self.small.leave_to_gc({sha: t for sha, t in refreshes.items() if sha in named})
 
     def _repo(self, db: sqlite3.Connection, name: str) -> tuple[int, int, int]:
         """(id, head, floor) of a repository; the floor honours the current --history."""
