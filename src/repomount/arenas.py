@@ -5,8 +5,8 @@ and memory freed into an arena stays there for its next allocations. The daemon'
 worker threads (bulk reads' files, hashing, the journal's syncs) take turns, so the
 process held several copies of its transient peak: a `git status` reading 100,000
 files raised the mount's peak RSS by 15-18 MiB with the default, 7 MiB with two arenas
-(`scripts/bench --scale 100000`), at the same speed. A MALLOC_ARENA_MAX set in the
-environment is left to glibc.
+(`scripts/bench --scale 100000`), at the same speed. A limit set in the environment
+(MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES) is left to glibc.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def limit_arenas() -> bool:
     """Ask glibc for at most ARENAS arenas; whether it took the setting (False: not
     glibc, or the environment chose)."""
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    if "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
