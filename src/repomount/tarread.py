@@ -1,14 +1,15 @@
 """Reading a tar stream member by member as its bytes arrive, never holding it whole.
 
 Shared by the server (POST /blobs reads a pack of blobs) and the native adapter (the
-answer of POST /read). Pure stdlib and no event loop of its own: it pulls chunks from
-any async iterator of bytes. What it understands is what those two need: ustar headers
-(512-byte blocks: name with its prefix, size in octal or base-256, typeflag, link name,
-checksum), pax extended headers ('x', whose `path`, `linkpath` and `size` override the
-next member's fields, the rest kept in `Member.pax`; global 'g' headers are skipped),
-GNU long names and link names ('L', 'K', as GNU tar writes names over 100 bytes),
-content padded to whole blocks, and two zero blocks at the end. Anything else
-(a bad checksum, a stream cut short, oversized extended headers) is a TarError.
+answer of POST /read). No event loop of its own: it pulls chunks from any async iterator
+of bytes (only `read_trailer` needs trio, for its time bound). What it understands is
+what those two need: ustar headers (512-byte blocks: name with its prefix, size in octal
+or base-256, typeflag, link name, checksum), pax extended headers ('x', whose `path`,
+`linkpath` and `size` override the next member's fields, the rest kept in `Member.pax`;
+global 'g' headers are skipped), GNU long names and link names ('L', 'K', as GNU tar
+writes names over 100 bytes), content padded to whole blocks, and two zero blocks at the
+end. Anything else (a bad checksum, a stream cut short, oversized extended headers) is a
+TarError.
 
 Extended headers are the only part read into memory, so a member's are refused past
 MAX_PAX bytes in all, from their declared sizes, before a byte of them is read: a few
@@ -18,15 +19,22 @@ same reader over a blocking file, for worker threads (the Terminal Use face's ar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import trio
+
 from repomount.paths import shown
+
+log = logging.getLogger(__name__)
 
 BLOCK = 512
 ZERO_BLOCK = b"\0" * BLOCK
 MAX_PAX = 1 << 20  # a member's extended headers are read into memory: at most this
+TRAILER_MAX = 64 << 10  # bytes read (and ignored) after the end of an archive, at most
+TRAILER_WAIT = 1.0  # seconds waited for them, at most
 # Typeflags of a regular file ('\0' is the pre-POSIX spelling; '7', contiguous, is
 # read as a regular file by every tar that has no such thing).
 REGULAR = (b"0", b"\0", b"7")
@@ -186,6 +194,21 @@ class TarReader:
             step = min(n, len(self._buf) - self._pos)
             self._pos += step
             n -= step
+
+
+async def read_trailer(reader: TarReader) -> None:
+    """After the end of the archive, what the stream still holds (tar's padding to whole
+    records; an HTTP body's last message), read and ignored so that its connection
+    carries the next exchange (else a client drops it, or a server answers with
+    `Connection: close`, and the next request pays a handshake and TCP's slow start).
+    At most TRAILER_MAX bytes, for at most TRAILER_WAIT seconds: everything wanted has
+    arrived by then, so a stream that stalls, fails or runs on there costs its
+    connection, never the exchange (no error is raised)."""
+    with trio.move_on_after(TRAILER_WAIT):
+        try:
+            await reader.finish(TRAILER_MAX)
+        except Exception as exc:  # (a 408, a 413, a connection cut: the archive is whole)
+            log.debug("after the end of a tar stream: %r", exc)
 
 
 class Readable(Protocol):

@@ -12,7 +12,6 @@ its listing said is refused at its header.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import AsyncIterable, Callable, Mapping
 from pathlib import Path
 
@@ -21,20 +20,11 @@ import trio
 from repomount.remotes.base import Fetched, ProtocolError
 from repomount.remotes.downloads import allowed, too_long
 from repomount.remotes.httpremote import CHUNK
-from repomount.tarread import Member, TarError, TarReader
+from repomount.tarread import Member, TarError, TarReader, read_trailer
 from repomount.tarwrite import VERSION_KEY
 
 HELD_MAX = 1 << 20  # bytes of small files held in memory before they are written
-# Read (and ignored) after the end of the archive: an answer read to its end leaves its
-# connection to the next request (else httpx closes it, and the next read pays a new
-# connection's handshake and slow start: two round trips and more over a WAN). At most
-# this much, for at most this long: every file is delivered by then, so a server that
-# stalls or fails there costs the connection, never the read.
-TRAILER_MAX = 64 << 10
-TRAILER_WAIT = 1.0  # seconds
 THREAD_FROM = 8  # files written at once by a worker thread, fewer right here
-
-log = logging.getLogger(__name__)
 
 
 async def read_tar(
@@ -94,11 +84,7 @@ async def read_tar(
             raise ProtocolError(f"{what}: {exc}") from exc
         raise
     await deliver()
-    with trio.move_on_after(TRAILER_WAIT):
-        try:
-            await reader.finish(TRAILER_MAX)
-        except Exception as exc:  # (the answer is whole: its connection is dropped)
-            log.debug("%s: after the end of the archive: %r", what, exc)
+    await read_trailer(reader)  # (read to its end, the answer's connection serves the next)
 
 
 async def _take(reader: TarReader, member: Member, version: str) -> bytes:

@@ -32,18 +32,11 @@ from repomount.server.blobs import SHA256_RE
 from repomount.server.body import body_chunks, check_declared_length, too_large
 from repomount.server.errors import ApiError
 from repomount.server.store import BlobSpool
-from repomount.tarread import Member, TarError, TarReader
+from repomount.tarread import Member, TarError, TarReader, read_trailer
 
 CHUNK = 1 << 18
 GROUP_MEMBERS = 256  # spooled members moved into the store together
 GROUP_BYTES = 32 << 20  # or fewer, once they hold this much content
-# Read (and ignored) after the end of the archive, so that the body is read to its end
-# and its connection carries the client's next request: at most this much, for at most
-# this long (else the answer closes the connection). Every member is in by then, so a
-# body that stalls, breaks or runs past a limit there costs the connection, never the
-# answer: no 408 after BODY_IDLE for a pack whose blobs are all stored.
-TRAILER_MAX = 64 << 10
-TRAILER_WAIT = 1.0  # seconds
 
 
 @dataclass
@@ -104,11 +97,9 @@ class _Pack:
                 self.group_bytes += spool.size
                 if len(self.group) >= GROUP_MEMBERS or self.group_bytes >= GROUP_BYTES:
                     await self.send_group()
-            with trio.move_on_after(TRAILER_WAIT):
-                try:
-                    await self.reader.finish(TRAILER_MAX)
-                except Exception:  # (408, 413, a disconnect: the pack is whole)
-                    pass
+            # (the body read to its end: the connection carries the client's next
+            # request; no 408 after BODY_IDLE for a pack whose blobs are all stored)
+            await read_trailer(self.reader)
         except TarError as error:
             raise ApiError("bad_tar", f"the body is not a valid tar stream: {error}") from None
 
