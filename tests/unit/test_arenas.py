@@ -58,7 +58,7 @@ def arenas_after(mode: str, tmp_path: Path, **env: str) -> tuple[str, int]:
 # neither the arenas nor the call.)
 glibc_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-    reason="glibc's arenas",
+    reason="malloc arenas are glibc's: elsewhere limit_arenas does nothing",
 )
 
 
