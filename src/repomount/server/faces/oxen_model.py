@@ -24,6 +24,7 @@ from typing import Any
 import xxhash
 
 from repomount.paths import shown
+from repomount.server.faces.seqtokens import SeqTokens
 
 DEFAULT_NS = "repomount"
 DEFAULT_BRANCH = "main"
@@ -97,38 +98,18 @@ def check_branch_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- commit ids
 
-_M64 = 1 << 64
+_COMMITS = SeqTokens(b"oxen-commit", check_bytes=8)
 
 
 def commit_id(store: str, seq: int) -> str:
-    mul, mask = _scramble(store)
-    return f"{(seq * mul % _M64) ^ mask:016x}" + _digest(b"check", store, str(seq))[:8].hex()
+    """A commit id of 32 hex digits, derived from the store's head number so that no
+    table is needed (server/faces/seqtokens.py)."""
+    return _COMMITS.token(store, seq)
 
 
 def seq_of(store: str, cid: str) -> int | None:
     """The head of `store` that commit id `cid` names, or None when it names none."""
-    if len(cid) != 32:
-        return None
-    try:
-        scrambled = int(cid[:16], 16)
-    except ValueError:
-        return None
-    mul, mask = _scramble(store)
-    seq = (scrambled ^ mask) * pow(mul, -1, _M64) % _M64
-    return seq if commit_id(store, seq) == cid.lower() else None
-
-
-def _scramble(store: str) -> tuple[int, int]:
-    key = _digest(b"oxen-commit", store)
-    return int.from_bytes(key[:8], "big") | 1, int.from_bytes(key[8:16], "big")
-
-
-def _digest(*parts: bytes | str) -> bytes:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(4, "big") + data)
-    return h.digest()
+    return _COMMITS.seq(store, cid)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ Contract: docs/remotes.md ("Relace", "The reference server's face").
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from repomount.paths import InvalidPathError, parent_of, shown, validate_path
+from repomount.server.faces.seqtokens import SeqTokens
 from repomount.server.names import control_character_problem, is_unicode
 from repomount.server.store import ABSENT, PRESENT, Delete, Entry, Operation, Write
 
@@ -66,42 +66,18 @@ def normalize_path(raw: str, *, write: bool = False) -> str:
 # --------------------------------------------------------------------------- head tokens
 
 
+_HEADS = SeqTokens(b"scramble", check_bytes=12)
+
+
 def head_token(repo: str, head: int) -> str:
     """`repo_head`: 40 hex digits like a git commit id, derived from the store's head
-    number so that no table is needed: 16 digits hold the head, scrambled per repo by an
-    invertible map (so heads do not look sequential), 24 check the token is this repo's."""
-    mul, mask = _scramble(repo)
-    return f"{(head * mul % _M64) ^ mask:016x}" + _digest(b"check", repo, str(head))[:12].hex()
+    number so that no table is needed (server/faces/seqtokens.py)."""
+    return _HEADS.token(repo, head)
 
 
 def head_of_token(repo: str, token: str) -> int | None:
     """The store head a `repo_head` token names, or None when it is not one of ours."""
-    if len(token) != 40:
-        return None
-    try:
-        scrambled = int(token[:16], 16)
-    except ValueError:
-        return None
-    mul, mask = _scramble(repo)
-    head = (scrambled ^ mask) * pow(mul, -1, _M64) % _M64
-    return head if head_token(repo, head) == token.lower() else None
-
-
-_M64 = 1 << 64
-
-
-def _scramble(repo: str) -> tuple[int, int]:
-    """An odd multiplier (invertible modulo 2**64) and a mask, both per repo."""
-    key = _digest(b"scramble", repo)
-    return int.from_bytes(key[:8], "big") | 1, int.from_bytes(key[8:16], "big")
-
-
-def _digest(*parts: bytes | str) -> bytes:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(4, "big") + data)
-    return h.digest()
+    return _HEADS.seq(repo, token)
 
 
 # --------------------------------------------------------------------------- updates
