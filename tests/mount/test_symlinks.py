@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tarfile
@@ -80,3 +81,17 @@ def test_tar_with_symlinks(server: ServerProc, mnt: MountProc, tmp_path: Path) -
     mnt.sync()
     entries = _remote_entries(server, mnt.repo)
     assert entries["p/l"]["type"] == "symlink" and entries["p/l"]["target"] == "d/f.txt"
+
+
+@WITH_SYMLINKS
+def test_a_link_whose_target_is_not_utf8_is_einval(server: ServerProc, mnt: MountProc) -> None:
+    """A link target's bytes must be UTF-8 (remote targets are text): one that is not
+    is EINVAL and nothing is made, as for a name. Before, the journal could not store
+    it and the symlink call failed with EIO and a traceback in the log."""
+    with pytest.raises(OSError) as e:
+        os.symlink(b"target\xff", os.fsencode(mnt.path / "link"))
+    assert e.value.errno == errno.EINVAL
+    assert not os.path.lexists(mnt.path / "link")
+    os.symlink("a\nb", mnt.path / "odd")  # (any UTF-8 but NUL is a target, as locally)
+    mnt.sync()
+    assert {p: e["target"] for p, e in _remote_entries(server, mnt.repo).items()} == {"odd": "a\nb"}

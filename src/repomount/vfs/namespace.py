@@ -174,6 +174,10 @@ class Namespace(Forgetting):
             self.require("symlinks", path)
             if not target or len(os.fsencode(target)) > paths.MAX_PATH_BYTES:
                 raise FsError(errno.ENAMETOOLONG if target else errno.ENOENT)
+            try:
+                target.encode("utf-8")
+            except UnicodeEncodeError:  # (bytes that are not UTF-8: remote targets are text)
+                raise FsError(errno.EINVAL, f"{path!r}: the link's target is not UTF-8") from None
             self.journal_add("symlink", path, target=target, expect=Expect.ABSENT)
             node = self.inodes.new_node(
                 parent, name, "symlink", mode=0o777, size=len(os.fsencode(target)), target=target
