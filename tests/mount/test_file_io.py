@@ -476,3 +476,37 @@ def test_binary_files_move_with_their_directory_and_a_text_file_may_become_binar
         fh.write(b"!")
     m.sync()
     assert server.tree(m.repo) == expected | {f"{moved}/bin": data + b"!"}
+
+
+@pytest.mark.backends("native", "relace", "oxen")
+def test_a_directory_rename_that_takes_a_path_below_past_4096_bytes_is_enametoolong(
+    server: ServerProc, mnt: MountProc
+) -> None:
+    """A rename of a directory is ENAMETOOLONG when a path below it would become longer
+    than 4096 bytes, and nothing changes. Before, it succeeded: the remote took the
+    paths, every listing left them out, and after a remount the file was gone from
+    every mount (with the server keeping it where nothing could reach it)."""
+    levels = ["d" * 200] * 20
+    deep = Path(mnt.path / "top", *levels)
+    deep.mkdir(parents=True)
+    (deep / "f").write_bytes(b"deep")  # "top" + 20 * 201 + "/f": 4025 bytes
+    mnt.sync()
+    assert server.tree(mnt.repo) == {"/".join(["top", *levels, "f"]): b"deep"}
+    (mnt.path / "new").mkdir()
+    for longer in ("t" * 100, "new/" + "n" * 71):  # 4122, 4097 bytes
+        with pytest.raises(OSError) as e:
+            os.rename(mnt.path / "top", mnt.path / longer)
+        assert e.value.errno == errno.ENAMETOOLONG
+    assert sorted(os.listdir(mnt.path)) == ["new", "top"]
+    os.rename(mnt.path / "top", mnt.path / "new" / ("t" * 70))  # (fits: 4096 bytes)
+    mnt.sync()
+    moved = "/".join(["new", "t" * 70, *levels, "f"])
+    assert len(moved.encode()) == 4096
+    assert server.tree(mnt.repo) == {moved: b"deep"}
+    top = os.open(mnt.path / "new" / ("t" * 70), os.O_RDONLY | os.O_DIRECTORY)
+    try:  # (relative to it: the whole path is longer than the kernel's PATH_MAX)
+        fd = os.open("/".join([*levels, "f"]), os.O_RDONLY, dir_fd=top)
+    finally:
+        os.close(top)
+    with os.fdopen(fd, "rb") as f:
+        assert f.read() == b"deep"

@@ -131,3 +131,25 @@ def test_the_quick_check_never_lets_through_what_the_rules_refuse(path: str) -> 
         assert validate_path(path) == full
     except InvalidPathError:
         assert full is None
+
+
+def test_a_rename_that_takes_a_path_below_past_the_limit_is_refused_with_422(
+    client: httpx.Client, repo: str
+) -> None:
+    """A directory's rename moves every path below it: one that would pass 4096 bytes is
+    refused (422), as a write of it would be. Before, it was taken, and every listing
+    then left the file out."""
+    deep = "/".join(["d" * 200] * 20)  # 4019 bytes
+    ops = [{"op": "write", "path": f"top/{deep}/f", "content_b64": "eA=="}]  # 4025
+    client.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    head = client.get(f"/v1/repos/{repo}").json()["head"]
+    ops = [{"op": "rename", "from": "top", "to": "t" * 100}]  # 4122
+    r = client.post(f"/v1/repos/{repo}/commits", json={"operations": ops})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_path"
+    assert len(r.json()["error"]["message"]) < 1000
+    assert client.get(f"/v1/repos/{repo}").json()["head"] == head
+    ops = [{"op": "rename", "from": "top", "to": "t" * 74}]  # 4096: fits
+    client.post(f"/v1/repos/{repo}/commits", json={"operations": ops}).raise_for_status()
+    r = client.get(f"/v1/repos/{repo}/tree", params={"path": "t" * 74, "recursive": 1})
+    assert f"{'t' * 74}/{deep}/f" in [e["path"] for e in r.json()["entries"]]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from repomount.paths import ancestors_of, parent_of
+from repomount.paths import InvalidPathError, ancestors_of, parent_of, shown, validate_path
 from repomount.server.sqlite_in import rows_in
 from repomount.server.sqlite_schema import ENTRY_COLS, entry_of
 from repomount.server.store import (
@@ -36,6 +36,7 @@ from repomount.server.store import (
     Entry,
     Idempotency,
     IdempotencyConflict,
+    InvalidPath,
     InvalidRequest,
     Mkdir,
     NotFound,
@@ -328,6 +329,13 @@ class _Commit:
         moved = [cur]
         if cur.type == "dir":
             moved += self._subtree(src)
+            for entry in moved:  # (a path below must stay one every listing can show)
+                try:
+                    validate_path(dst + entry.path[len(src) :])
+                except InvalidPathError as e:
+                    raise InvalidPath(
+                        f"cannot rename {shown(src)} to {shown(dst)}: {e}", path=dst
+                    ) from None
         for entry in moved:
             self._close(entry.path)
             self.changes[entry.path] = ("delete", None)

@@ -233,6 +233,12 @@ def check_symlink_target(target: object) -> bytes:
     return data
 
 
+class InvalidPath(StoreError):
+    """A path that breaks repomount.paths' rules (422), e.g. one a rename would make."""
+
+    code = "invalid_path"
+
+
 class UnknownBlob(StoreError):
     code = "unknown_blob"
 

@@ -346,7 +346,14 @@ class Namespace(Forgetting):
                 elif node.is_dir:
                     raise FsError(errno.ENOTDIR)
             if node.is_dir:
-                self._check_subtree_loaded(node, just_listed)
+                deepest = self._check_subtree_loaded(node, just_listed)
+                size = len(dst_path.encode("utf-8")) + deepest
+                if size > paths.MAX_PATH_BYTES:  # (the server would keep paths no one lists)
+                    raise FsError(
+                        errno.ENAMETOOLONG,
+                        f"{dst_path!r}: a path below it would be {size} bytes long,"
+                        f" the limit is {paths.MAX_PATH_BYTES}",
+                    )
             switching = node.local != (not node.is_dir and self.is_local_name(new))
             self._check_remote_can(node, new)  # before any copy is made for it
             if switching and not self.files.dirty(node.ino):
@@ -357,17 +364,25 @@ class Namespace(Forgetting):
 
         await self._decide(decide)
 
-    def _check_subtree_loaded(self, d: Node, just_listed: set[int]) -> None:
+    def _check_subtree_loaded(self, d: Node, just_listed: set[int]) -> int:
         """Before a directory moves, know everything below it: once renamed locally, its
-        old remote path can no longer be listed under the new name."""
-        stack = [d]
+        old remote path can no longer be listed under the new name. Returns the length
+        in bytes of the longest path below it, relative to it ("/a/b": 4), so that a
+        rename that would take a path below past the limit is refused."""
+        deepest = 0
+        stack = [(d, 0)]
         while stack:
-            n = stack.pop()
+            n, size = stack.pop()
             if n.children is None or (n.on_remote and not self.authoritative(n)):
                 children = self.listed_locked(n, just_listed)
             else:
                 children = n.children
-            stack.extend(c for c in children.values() if c.is_dir)
+            for name, c in children.items():
+                below = size + 1 + len(name.encode("utf-8", "surrogateescape"))
+                deepest = max(deepest, below)
+                if c.is_dir:
+                    stack.append((c, below))
+        return deepest
 
     def _check_remote_can(self, node: Node, new: str) -> None:
         """Refuse a rename the remote cannot carry out (EPERM) before changing anything."""
