@@ -54,3 +54,27 @@ def test_mknod_of_a_regular_file_makes_an_empty_file(mnt: MountProc, server: Ser
     (mnt.path / "empty").write_text("now\n")
     mnt.sync()
     assert server.tree(mnt.repo) == {"empty": b"now\n"}
+
+
+def test_o_tmpfile_and_xattrs_are_eopnotsupp(mnt: MountProc, server: ServerProc) -> None:
+    """An unnamed temporary file (`open(O_TMPFILE)`) and extended attributes are
+    EOPNOTSUPP, which programs take as "not on this filesystem" (they fall back to a
+    named temporary file; `cp -a`, `rsync -X` and `tar --xattrs` go on without the
+    attributes), and nothing is made."""
+    with pytest.raises(OSError) as e:
+        os.open(mnt.path, os.O_TMPFILE | os.O_RDWR, 0o600)
+    assert e.value.errno == errno.EOPNOTSUPP
+    (mnt.path / "f").write_text("x\n")
+    calls: dict[str, Callable[[], object]] = {
+        "set": lambda: os.setxattr(mnt.path / "f", "user.k", b"v"),
+        "get": lambda: os.getxattr(mnt.path / "f", "user.k"),
+        "list": lambda: os.listxattr(mnt.path / "f"),
+        "remove": lambda: os.removexattr(mnt.path / "f", "user.k"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EOPNOTSUPP, what
+    assert os.listdir(mnt.path) == ["f"]
+    mnt.sync()
+    assert server.tree(mnt.repo) == {"f": b"x\n"}
