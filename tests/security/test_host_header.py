@@ -1,6 +1,7 @@
 """The server never builds a URL from the request's Host header, which the client
 chooses (the security probe): a Terminal Use upload URL, signed with the token, pointed
-wherever the header said, and a path without its slash was redirected there."""
+wherever the header said, and a path without its slash was redirected there; so did the
+`Link` pages of a Sentry file list, which a client follows with its token."""
 
 from __future__ import annotations
 
@@ -23,6 +24,24 @@ def test_a_presigned_url_names_this_server_whatever_the_host_header(
         url = r.json()["url"]
         assert url.startswith(f"{live.url}/terminaluse/archives/{fs_id}?"), url
         assert "attacker" not in url
+
+
+@pytest.mark.parametrize("level", ["organizations/acme", "projects/acme/web"])
+def test_sentry_page_links_name_this_server_whatever_the_host_header(
+    live: ServerProc, level: str
+) -> None:
+    with live.client() as c:
+        version = f"host-{level.replace('/', '-')}"
+        made = c.post(
+            "/api/0/organizations/acme/releases/", json={"version": version, "projects": ["web"]}
+        )
+        assert made.status_code == 201, made.text
+        files = f"/api/0/{level}/releases/{version}/files/"
+        r = c.get(files, headers={"Host": EVIL})
+        assert r.status_code == 200, r.text
+        links = r.headers["link"]
+        assert "attacker" not in links
+        assert links.startswith(f"<{live.url}{files}?"), links
 
 
 @pytest.mark.parametrize("path", ["/v1", "/relace/v1", "/terminaluse", "/api", "/v1/repos/"])

@@ -29,6 +29,7 @@ from repomount.server.faces import sentry_form as form
 from repomount.server.faces import sentry_model as model
 from repomount.server.faces import sentry_wire as wire
 from repomount.server.faces.sentry_wire import SentryError, not_found
+from repomount.server.origin import origin
 from repomount.server.store import BlobSpool, NotFound
 
 CHUNK = 256 << 10
@@ -162,7 +163,8 @@ class SentryFace:
         shown = files[start : start + limit]
         others = urlencode([(k, v) for k, v in query.multi_items() if k != "cursor"])
         link = wire.link_header(
-            str(request.url.replace(query="", fragment="")).rstrip("?"),
+            # (this server as the socket says, not the Host header: server/origin.py)
+            origin(request) + request.url.path,
             others,
             page,
             limit,

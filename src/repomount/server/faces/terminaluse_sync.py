@@ -20,6 +20,7 @@ from repomount.server.body import SMALL_JSON_BODY, read_body, read_json, spool_b
 from repomount.server.faces import terminaluse_archive as archives
 from repomount.server.faces import terminaluse_wire as wire
 from repomount.server.jsonresponse import JSONResponse
+from repomount.server.origin import origin
 from repomount.server.store import Idempotency, IdempotencyConflict, NotFound, StaleBase
 
 ATTR_SYNCS = "terminaluse.recent_sync_ids"  # JSON list, newest last
@@ -27,19 +28,6 @@ RECENT_SYNCS = 100
 DEFAULT_EXPIRY, MIN_EXPIRY, MAX_EXPIRY = 3600, 60, 604800
 SYNC_ATTEMPTS = 5
 ZSTD = "application/zstd"
-
-
-def _origin(request: Request) -> str:
-    """This server as the client's connection reached it (the socket's own address),
-    not as the request's Host header says: a URL signed with the token must not point
-    wherever a client's header chose."""
-    server = request.scope.get("server")
-    if not server:
-        return f"{request.url.scheme}://{request.url.netloc}"  # (no socket: a test client)
-    host, port = server[0], server[1]
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    return f"{request.url.scheme}://{host}:{port}"
 
 
 class ArchiveApi:
@@ -64,7 +52,7 @@ class ArchiveApi:
         path = f"{request.scope.get('root_path', '')}/archives/{fs_id}"
         query = presign.presigned_query(self.backend.options.token, method, path, expires)
         data = {
-            "url": f"{_origin(request)}{path}?{query}",
+            "url": f"{origin(request)}{path}?{query}",
             "method": method,
             "expires_at": wire.iso(expires),
             "content_type": ZSTD if method == "PUT" else None,
