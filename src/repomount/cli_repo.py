@@ -69,8 +69,12 @@ def _run(url: str, with_repo: bool, job: Callable[..., Awaitable[T]]) -> tuple[i
     except ValueError as e:
         return fail(str(e), 2), None
 
-    async def go() -> T:
+    try:
         server = NativeServer(base, token=os.environ.get(TOKEN_ENV) or None)
+    except ValueError as e:  # (a token no HTTP header can carry)
+        return fail(f"{TOKEN_ENV}: {e}", 2), None
+
+    async def go() -> T:
         try:
             return await job(server, name)
         finally:

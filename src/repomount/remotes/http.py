@@ -94,6 +94,20 @@ def bearer_auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def check_token(token: str) -> None:
+    """ValueError, one line that never repeats the token, for a token that no HTTP
+    header can carry: anything but printable ASCII (a pasted newline, a non-ASCII
+    character). Such a token failed each request as it went out (a traceback, or
+    "cannot reach" the server), instead of once, saying why."""
+    for char in token:
+        if not " " <= char <= "~":
+            what = "a control character" if char.isascii() else "a non-ASCII character"
+            raise ValueError(
+                f"the token holds {what}, which an HTTP header cannot carry "
+                "(a token is printable ASCII: check its environment variable or config)"
+            )
+
+
 # Never reached the server: safe to send again whatever the method.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Might have reached it: only safe for idempotent requests. (A server that timed out
@@ -147,6 +161,8 @@ class HttpClient:
         self.name = name or self.base_url
         self.retry = retry
         self.timeouts = timeouts
+        if token:
+            check_token(token)
         self._token = Secret(token) if token else None
         self._parse_error = parse_error
         all_headers = {
