@@ -51,3 +51,16 @@ def test_a_mount_says_so_before_mounting(live: ServerProc, tmp_path: Path) -> No
     assert r.returncode == 2, r.stderr
     assert "an HTTP header cannot carry" in r.stderr, r.stderr
     assert "TOKEN" not in r.stderr.replace("REPOMOUNT_TOKEN", ""), r.stderr
+
+
+# (no NUL: an environment variable cannot hold one)
+@pytest.mark.parametrize("token", [*(t for t in BAD if "\0" not in t), "secret-TOKEN "])
+def test_the_server_refuses_a_token_no_client_could_send(tmp_path: Path, token: str) -> None:
+    """`serve` took such a token from REPOMOUNT_TOKEN (a token file refused spaces
+    already) and then refused every request, its own clients' included."""
+    env = {**os.environ, "REPOMOUNT_TOKEN": token}
+    r = repomount("serve", "--data", str(tmp_path / "data"), "--port", "0", env=env, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "no client could send it" in r.stderr
+    assert "TOKEN" not in r.stderr.replace("REPOMOUNT_TOKEN", ""), r.stderr
+    assert not (tmp_path / "data").exists()

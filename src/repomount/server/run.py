@@ -78,6 +78,8 @@ def config_problem(config: ServeConfig) -> str | None:
             "no token: set REPOMOUNT_TOKEN or pass --token-file PATH "
             "(or --no-auth on a loopback host)"
         )
+    if config.token and (problem := token_problem(config.token)):
+        return f"the token {problem}: no client could send it"
     if config.no_auth and not is_loopback(config.host):
         return f"--no-auth is only allowed on a loopback host, not {config.host!r}"
     if not 0 <= config.port <= 65535:
@@ -86,6 +88,18 @@ def config_problem(config: ServeConfig) -> str | None:
         return f"--inject-faults must be a fraction from 0 to 1, not {config.fault_rate}"
     if not config.gc_interval >= 0.0:
         return f"--gc-interval must be 0 (no collection) or more seconds, not {config.gc_interval}"
+    return None
+
+
+def token_problem(token: str) -> str | None:
+    """What keeps `token` out of an Authorization header, or None: a character outside
+    printable ASCII (clients send headers as ASCII; a control character ends the
+    header), or whitespace around it (HTTP strips it from a header's value). The token
+    itself is never part of the answer."""
+    if token != token.strip():
+        return "starts or ends with whitespace"
+    if any(not " " <= c <= "~" for c in token):
+        return "holds a character other than printable ASCII"
     return None
 
 
