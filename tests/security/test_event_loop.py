@@ -69,3 +69,56 @@ def test_a_relace_update_beside_a_deep_path_does_not_stall_other_requests(
 
     assert _while_running(server, update) < FAST
     assert set(server.tree("deep")) == {"/".join(["a"] * DEPTH), "c.txt"}
+
+
+def _slowest_get_while(server: ServerProc, request: Callable[[httpx.Client], object]) -> float:
+    """Run `request` in a thread and time unrelated GETs, one after another, until it is
+    done: the slowest one's seconds."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with server.client() as c:
+                c.timeout = httpx.Timeout(120)
+                request(c)
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    slowest = 0.0
+    with server.client() as c:
+        c.timeout = httpx.Timeout(60)
+        while not done.is_set():
+            start = time.monotonic()
+            c.get("/v1/repos").raise_for_status()
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.05)
+    thread.join(120)
+    assert not failed, failed
+    return slowest
+
+
+def test_an_oxen_upload_of_many_tiny_parts_does_not_stall_other_requests(
+    server: ServerProc,
+) -> None:
+    """An Oxen upload form was parsed on the event loop, at tens of microseconds a
+    part: 16 MiB of empty parts held every other request for seconds (its 256 MiB
+    limit: minutes)."""
+    server.create_repo("forms")
+    part = b'--b\r\nContent-Disposition: form-data; name="files[]"; filename="a"\r\n\r\n\r\n'
+    body = part * ((16 << 20) // len(part)) + b"--b--\r\n"
+
+    def upload(c: httpx.Client) -> None:
+        r = c.put(
+            "/api/repos/repomount/forms/file/main/dir",
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert r.status_code == 200, r.text
+
+    assert _slowest_get_while(server, upload) < FAST
+    assert set(server.tree("forms")) == {"dir/a"}

@@ -119,7 +119,11 @@ class Face:
         body = await self.body(request, copies=1)  # (the parts are copies of its bytes)
         if not body and not content_type.startswith("multipart/"):
             return []
-        return parse_multipart(body, content_type)
+        # In a worker thread: each part costs tens of microseconds (its headers are an
+        # email Message), and a body of tiny parts held the event loop, so every other
+        # request, for seconds (a minute and more at MAX_BODY).
+        parts: list[Part] = await self.run(parse_multipart, body, content_type)
+        return parts
 
     async def add_blobs(self, contents: list[bytes]) -> list[str]:
         """Store contents as blobs; their SHA-256 (their xxh3 is remembered)."""
