@@ -11,10 +11,16 @@ Waiting bodies go in order of arrival; a small one (a saved file's commit) never
 
 Nothing is held while waiting, and a request takes its room at once or not at all,
 so requests cannot hold parts of the budget while waiting for each other.
+
+What was made of a body may outlive its request: a refusal's traceback holds the frames
+that parsed it, in a reference cycle only the garbage collector frees, and that waits
+for its next full pass (a refused 100,001-operation commit of 5 MB kept 50 MB; a 64 MiB
+body of empty objects, 1.7 GB). So the room goes back only after a collection.
 """
 
 from __future__ import annotations
 
+import gc
 from contextvars import ContextVar
 
 import trio
@@ -79,5 +85,7 @@ class HeldBodies:
             await self.app(scope, receive, send)
         finally:
             _holding.reset(token)
+            if held:  # (its answer is sent: what it made is garbage now, cycles too)
+                gc.collect()
             for size in held:
                 self.budget.give(size)
