@@ -138,12 +138,19 @@ class ServerProc:
 
     def rss_peak_kib(self) -> int:
         """The server process's peak resident memory so far (VmHWM), in KiB."""
+        return self._status_kib("VmHWM")
+
+    def rss_kib(self) -> int:
+        """The server process's resident memory now (VmRSS), in KiB."""
+        return self._status_kib("VmRSS")
+
+    def _status_kib(self, field: str) -> int:
         assert self.proc is not None
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
-        raise RuntimeError("no VmHWM")
+        raise RuntimeError(f"no {field}")
 
     @property
     def returncode(self) -> int | None:

@@ -135,8 +135,9 @@ async def json_body(backend: Backend, request: Request, limit: int = MAX_JSON_BO
     return await read_body(request, min(backend.options.max_file_size, limit))
 
 
-# Parsing a JSON body costs up to about ten times its size in memory (a 57 MiB body of
-# many small objects took 570 MB). Bodies over LARGE_BODY take turns to be parsed and
+# Parsing a JSON body costs several times its size in memory (a 57 MiB body of small
+# objects took 570 MB; one of empty objects, 28 times its size: bounded by
+# check_parse_cost, below). Bodies over LARGE_BODY take turns to be parsed and
 # used (backend.LARGE_BODIES_AT_ONCE at a time), so that many sent at once cannot take
 # the server's memory; a small one (a saved file's commit) never waits. The turn starts
 # once the body is in: a client sending slowly holds no turn.
@@ -162,11 +163,42 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON (no NaN or Infinity, which no JSON encoder writes back): 400 bad_json."""
+    """Strict JSON (no NaN or Infinity, which no JSON encoder writes back): 400 bad_json;
+    413 too_large for a body whose parse would take too much memory (check_parse_cost)."""
+    check_parse_cost(raw)
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ApiError("bad_json", f"request body is not valid JSON: {error}") from None
+
+
+# What parsing a body may take in memory, estimated from its bytes before it is parsed:
+# every object or array about 256 bytes, every other value (a `,` or `:` before it) 80,
+# and the bytes themselves (measured on CPython 3.11 for objects, arrays, keys, strings
+# and numbers: the estimate was at or above what tracemalloc saw). Brackets and
+# separators inside strings count too, so it errs high. A commit's operations take
+# about six times their bytes by it (100,000 operations: ~110 MB); a body of short
+# values takes up to 28 (a 64 MiB body of `{}`s took 1.8 GB), and is refused before
+# it is parsed. Large bodies are parsed LARGE_BODIES_AT_ONCE at a time, so this bounds
+# the memory they take together. (A body up to LARGE_BODY is not counted: at most ~28 MB.)
+PARSE_COST_MAX = 256 << 20
+
+
+def check_parse_cost(raw: bytes) -> None:
+    """413 too_large when parsing `raw` would take more than PARSE_COST_MAX bytes."""
+    if len(raw) <= LARGE_BODY:
+        return
+    containers = raw.count(b"{") + raw.count(b"[")
+    values = raw.count(b",") + raw.count(b":")
+    cost = 256 * containers + 80 * values + len(raw)
+    if cost > PARSE_COST_MAX:
+        raise ApiError(
+            "too_large",
+            f"request body would take about {cost >> 20} MiB of memory to parse"
+            f" ({containers} objects or arrays, {values} values in {len(raw)} bytes);"
+            f" the limit is {PARSE_COST_MAX >> 20} MiB",
+            limit=PARSE_COST_MAX,
+        )
 
 
 def _refuse_constant(name: str) -> Any:

@@ -19,6 +19,7 @@ from repomount.server.body import (
     MAX_JSON_BODY,
     REFUSAL_STATUS,
     SMALL_JSON_BODY,
+    check_parse_cost,
     parsing_turn,
     read_body,
 )
@@ -105,6 +106,7 @@ class Face:
             try:
                 if len(raw) <= SMALL_JSON_BODY:
                     return json.loads(raw or empty)
+                check_parse_cost(raw)  # (413 for a body too costly to parse)
                 return await self.run(json.loads, raw)
             except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise bad_request("Invalid JSON body", str(e)) from None
