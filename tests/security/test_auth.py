@@ -42,6 +42,18 @@ def test_the_token_must_match_exactly(live: ServerProc, value: str) -> None:
     assert r.status_code == 401
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_schemes_case_is_free(live: ServerProc, scheme: str) -> None:
+    """RFC 9110 11.1: an authentication scheme is case-insensitive (some clients send
+    `bearer`); the token itself must still match exactly."""
+    r = httpx.get(f"{live.url}/v1/repos", headers={"Authorization": f"{scheme} {live.token}"})
+    assert r.status_code == 200
+    r = httpx.get(
+        f"{live.url}/v1/repos", headers={"Authorization": f"{scheme} {live.token.upper()}"}
+    )
+    assert r.status_code == 401
+
+
 def test_stored_modes_are_permission_bits_only(live: ServerProc) -> None:
     live.create_repo("modes")
     with live.client() as c:

@@ -20,16 +20,17 @@ class BearerAuth:
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.token = token
-        self.expected = None if token is None else f"Bearer {token}".encode()
+        self.expected = None if token is None else token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.expected is None:
             await self.app(scope, receive, send)
             return
         given = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
-        # Exactly one header, equal byte for byte: with two, which one counts would be
-        # up to each proxy on the way. (HTTP strips spaces around a header's value.)
-        exact = len(given) == 1 and hmac.compare_digest(given[0], self.expected)
+        # Exactly one header, its token equal byte for byte: with two, which one counts
+        # would be up to each proxy on the way. The scheme's case is free (RFC 9110
+        # 11.1: `bearer` is Bearer); HTTP strips spaces around a header's value.
+        exact = len(given) == 1 and _bearer_is(given[0], self.expected)
         if exact or presign.verify(
             self.token, scope["method"], scope["path"], scope.get("query_string", b"")
         ):
@@ -43,6 +44,13 @@ class BearerAuth:
             len(given), "more than one Authorization header"
         )
         await refuse(send, 401, "unauthorized", message)
+
+
+def _bearer_is(value: bytes, token: bytes) -> bool:
+    """Whether an Authorization value is `Bearer <token>`, the scheme in any case, the
+    token compared in constant time."""
+    scheme, _, credentials = value.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials, token)
 
 
 async def refuse(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
