@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from typing import Any, BinaryIO
 
+import pytest
 import trio
 
-from repomount.remotes.base import ApplyResult, Change
+from repomount.remotes.base import ApplyResult, Change, Fetched
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
 from support.vfsutil import HELD, ROOT, MakeMount, close, open_path, read_file, resolve
@@ -124,3 +126,25 @@ async def test_reads_go_on_after_the_cache_is_removed_behind_the_mount(
         assert await read_file(m.vfs, f"d/f{i:02}") == b"%d\n" % i
     shutil.rmtree(m.vfs.config.cache_dir)
     assert await read_file(m.vfs, "d/f07") == b"7\n"
+
+
+async def test_a_download_whose_cache_directory_is_emptied_meanwhile_is_read(
+    make_mount: MakeMount, mem: MemRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone clears ~/.cache while a file's content is arriving into it: the open that
+    fetched it reads what arrived (it was ENOENT, "No such file or directory", for a file
+    that is there: the downloaded file was opened again by its name), and the next open
+    fetches it again."""
+    mem.put("d/f", b"content\n")
+    m = await make_mount()
+    plain_read = mem.read
+
+    async def read(path: str, dest: BinaryIO, **options: Any) -> Fetched:
+        got = await plain_read(path, dest, **options)
+        shutil.rmtree(m.vfs.config.cache_dir)  # (while the answer is still arriving)
+        return got
+
+    monkeypatch.setattr(mem, "read", read)
+    assert await read_file(m.vfs, "d/f") == b"content\n"
+    monkeypatch.setattr(mem, "read", plain_read)
+    assert await read_file(m.vfs, "d/f") == b"content\n"

@@ -141,11 +141,14 @@ class ContentCache:
     def commit(self, tmp: Path, path: str, version: str) -> Path | None:
         """Move a complete file into the cache as (path, version). None (and `tmp` left
         where it is) when it lives on another filesystem: a copy is not worth a stall;
-        the next read fetches it."""
+        the next read fetches it; None too when `tmp` is gone (the cache directory was
+        emptied meanwhile: its reader holds a descriptor of it)."""
         name = content_key(path, version)
-        size = os.stat(tmp).st_size
         try:
+            size = os.stat(tmp).st_size
             replaced = self._move_in(tmp, name)
+        except FileNotFoundError:
+            return None
         except OSError as e:
             if e.errno == errno.EXDEV:
                 return None

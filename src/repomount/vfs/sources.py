@@ -55,8 +55,18 @@ class ContentSources(Walks):
             tmp = self.cache.temp_path()
             try:
                 with tmp.open("wb") as out:
-                    dest = out if node.version is None else Capped(out, node.size, where)
-                    got = await self.remote.read(where, cast(BinaryIO, dest), version=node.version)
+                    # Read back through a descriptor, not by its name: the cache
+                    # directory may be emptied while the content arrives (someone
+                    # clearing ~/.cache), which must not make the file look gone.
+                    content = os.open(tmp, os.O_RDONLY)
+                    try:
+                        dest = out if node.version is None else Capped(out, node.size, where)
+                        got = await self.remote.read(
+                            where, cast(BinaryIO, dest), version=node.version
+                        )
+                    except BaseException:
+                        os.close(content)
+                        raise
                 break
             except NotFound:
                 tmp.unlink(missing_ok=True)
@@ -78,22 +88,28 @@ class ContentSources(Walks):
                 raise
         self.health.ok()
         # Local content that appeared meanwhile wins over the download.
-        f = await self._settled_file(node)
+        try:
+            f = await self._settled_file(node)
+            newer = None if f is not None else self._pending_content(node)
+        except BaseException:
+            os.close(content)
+            tmp.unlink(missing_ok=True)
+            raise
         if f is not None:
+            os.close(content)
             tmp.unlink(missing_ok=True)
             return os.dup(f.fd), f.sparse.copy() if f.sparse else None
-        newer = self._pending_content(node)
         if newer is not None:
+            os.close(content)
             tmp.unlink(missing_ok=True)
             return newer
-        fd = os.open(tmp, os.O_RDONLY)
         if got.version is not None and got.version != node.version:
             node.version = got.version
             node.read_from(where)
         node.size = got.size
         if node.version is None or self.cache.commit(tmp, where, node.version) is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
-        return fd, None
+        return content, None
 
     def _listed_too_early(self, node: Node) -> None:
         """The remote no longer has a file we listed: our listing of its directory is
