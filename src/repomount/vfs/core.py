@@ -292,7 +292,13 @@ class Vfs(LostConflicts):
         if source is not None:
             # A link, not a move: the blob goes only once the rows that send it are
             # deleted (a crash in between must not leave a row without its content).
-            self.cache.link_in(source, op.path, version)
+            # The cache is only a copy: failing to keep one (its directories emptied
+            # meanwhile by someone clearing ~/.cache) must not fail the booking, which
+            # was taken for a failure of the state directory and sent the batch again.
+            try:
+                self.cache.link_in(source, op.path, version)
+            except OSError as e:
+                log.info("%s: not kept in the content cache: %s", op.path, e)
 
     def _rename_landed(
         self, src: str, dst: str, version: str | None, moved: set[str] | None = None
