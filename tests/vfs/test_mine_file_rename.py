@@ -12,7 +12,7 @@ import pytest
 from repomount.remotes.base import Listing
 from repomount.vfs.conflicts import Policy
 from support.memremote import MemRemote
-from support.vfsutil import MakeMount, read_file, resolve
+from support.vfsutil import MakeMount, append, read_file, resolve
 
 
 @pytest.mark.parametrize("versioned", [True, False], ids=["listed-version", "no-version"])
@@ -38,3 +38,28 @@ async def test_mine_overwrites_at_a_file_renames_new_name(
     mem.put("b", b"theirs\n")  # another client made the new name meanwhile
     assert await m.drain() == []
     assert mem.files() == {"b": b"mine\n"}, mem.files()  # mine: overwrote the remote
+
+
+async def test_mine_rename_of_a_file_changed_elsewhere_shows_what_it_moved(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """The source changed elsewhere while our rename was on its way: mine sends the
+    rename again without a precondition, and the remote moves *their* content to the new
+    name. The mount relabelled its cached copy of the old content as that new version,
+    so it showed the old bytes at the new name (after a remount too: the cache keeps
+    them), and the next save, based on those bytes and expecting their version,
+    replaced their content on the remote without a conflict."""
+    mem.put("a", b"base\n")
+    m = await make_mount(on_conflict=Policy.MINE)
+    root = await resolve(m.vfs, "")
+    assert await read_file(m.vfs, "a") == b"base\n"
+    await m.vfs.rename(root.ino, "a", root.ino, "b", 0)
+    mem.put("a", b"theirs\n")  # another client changed it meanwhile
+    assert await m.drain() == []
+    assert mem.files() == {"b": b"theirs\n"}, mem.files()  # (the remote moved theirs)
+    assert await read_file(m.vfs, "b") == b"theirs\n"
+    await append(m.vfs, "b", b"more\n")
+    assert await m.drain() == []
+    assert mem.files() == {"b": b"theirs\nmore\n"}, mem.files()
+    await m.restart()
+    assert await read_file(m.vfs, "b") == b"theirs\nmore\n"

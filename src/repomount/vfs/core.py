@@ -332,6 +332,23 @@ class Vfs(LostConflicts):
             )
         if node is None:
             return
+        if (
+            version is not None
+            and node.version is not None
+            and version != node.version
+            and node.version not in (moved or ())
+        ):
+            # The remote moved other content than this file's: a rename sent without
+            # a precondition (--on-conflict mine) over a change made elsewhere. What it
+            # moved is the file now, to be fetched; our copy is not relabelled as it
+            # (that showed the old bytes as the new version, and the next save
+            # replaced theirs without a conflict).
+            node.version = version
+            node.read_from(dst)
+            self.invalidator.inode(node.ino)
+            if node.parent is not None:
+                self.expire(node.parent.ino)  # (its size, its times)
+            return
         new_version = version if version is not None else node.version
         if node.version is not None and new_version is not None:
             self.cache.rename(src, dst, node.version, new_version)
