@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from repomount.remotes.credentials import Secret
 from repomount.remotes.errors import (
     Conflict,
     Gone,
@@ -27,7 +28,7 @@ from repomount.remotes.errors import (
     Unauthorized,
     Unavailable,
 )
-from repomount.remotes.http import BODY_CHUNK, BODY_READ, HttpClient, RetryPolicy, Secret
+from repomount.remotes.http import BODY_CHUNK, BODY_READ, HttpClient, RetryPolicy
 from repomount.remotes.http_errors import (
     ErrorBody,
     map_error,

@@ -23,6 +23,7 @@ import httpx
 import trio
 
 from repomount import h11body, onewrite
+from repomount.remotes.credentials import AuthScheme, Secret, bearer_auth, check_token
 from repomount.remotes.decoding import ACCEPT_ENCODING, decode_answer
 from repomount.remotes.errors import RemoteError, Unavailable
 from repomount.remotes.fastlane import IDLE_EXPIRY, FastLane, LaneResponse
@@ -65,47 +66,6 @@ onewrite.install_client()  # (a request's head goes out in one write with a smal
 # A request body: bytes, or a factory giving a fresh async stream for each attempt
 # (a stream can be consumed only once, and a retry must send the whole body again).
 Body = bytes | Callable[[], AsyncIterable[bytes]]
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-class Secret:
-    """A credential that never shows itself in a repr or str."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
-AuthScheme = Callable[[str], dict[str, str]]
-
-
-def bearer_auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def check_token(token: str) -> None:
-    """ValueError, one line that never repeats the token, for a token that no HTTP
-    header can carry: anything but printable ASCII (a pasted newline, a non-ASCII
-    character). Such a token failed each request as it went out (a traceback, or
-    "cannot reach" the server), instead of once, saying why."""
-    for char in token:
-        if not " " <= char <= "~":
-            what = "a control character" if char.isascii() else "a non-ASCII character"
-            raise ValueError(
-                f"the token holds {what}, which an HTTP header cannot carry "
-                "(a token is printable ASCII: check its environment variable or config)"
-            )
 
 
 # Never reached the server: safe to send again whatever the method.
