@@ -63,3 +63,22 @@ async def test_mine_rename_of_a_file_changed_elsewhere_shows_what_it_moved(
     assert mem.files() == {"b": b"theirs\nmore\n"}, mem.files()
     await m.restart()
     assert await read_file(m.vfs, "b") == b"theirs\nmore\n"
+
+
+@pytest.mark.parametrize("policy", [Policy.MINE, Policy.KEEP_BOTH, Policy.THEIRS])
+async def test_a_delete_of_a_file_changed_elsewhere_keeps_their_content(
+    make_mount: MakeMount, mem: MemRemote, policy: Policy
+) -> None:
+    """SEMANTICS: no policy deletes user content. A delete that meets a change made
+    elsewhere is dropped under every policy, `mine` included (it sent the delete again
+    without a precondition, and their new content left the tree)."""
+    mem.put("a", b"base\n")
+    m = await make_mount(on_conflict=policy)
+    root = await resolve(m.vfs, "")
+    assert await read_file(m.vfs, "a") == b"base\n"
+    await m.vfs.unlink(root.ino, "a")
+    mem.put("a", b"theirs\n")  # another client changed it meanwhile
+    assert await m.drain() == []
+    assert mem.files() == {"a": b"theirs\n"}, mem.files()
+    await m.restart()
+    assert await read_file(m.vfs, "a") == b"theirs\n"

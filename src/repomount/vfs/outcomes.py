@@ -306,7 +306,10 @@ class Outcomes:
             self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=beside))
             await self.hooks.adopt_remote(where)
             return
-        if policy == Policy.MINE:
+        if policy == Policy.MINE and op.op != "delete":
+            # (A delete is dropped below as under every policy: sent again without its
+            # precondition, it took their new content out of the tree, and no policy
+            # deletes user content.)
             for i in op.ids:
                 rec = self.journal.get(i)
                 if rec is not None:
