@@ -487,9 +487,18 @@ def test_a_directory_rename_that_takes_a_path_below_past_4096_bytes_is_enametool
     paths, every listing left them out, and after a remount the file was gone from
     every mount (with the server keeping it where nothing could reach it)."""
     levels = ["d" * 200] * 20
-    deep = Path(mnt.path / "top", *levels)
-    deep.mkdir(parents=True)
-    (deep / "f").write_bytes(b"deep")  # "top" + 20 * 201 + "/f": 4025 bytes
+    # Relative to the mount's root: with the mount point in front, the paths would be
+    # longer than the kernel's PATH_MAX (4096) for the syscalls themselves.
+    root = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth in range(len(levels) + 1):
+            os.mkdir("/".join(["top", *levels[:depth]]), dir_fd=root)
+        name = "/".join(["top", *levels, "f"])  # "top" + 20 * 201 + "/f": 4025 bytes
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=root)
+        os.write(fd, b"deep")
+        os.close(fd)
+    finally:
+        os.close(root)
     mnt.sync()
     assert server.tree(mnt.repo) == {"/".join(["top", *levels, "f"]): b"deep"}
     (mnt.path / "new").mkdir()
