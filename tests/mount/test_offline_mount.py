@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 
 import pytest
 
-from support.mount import MountProc
+from support.backends import BACKENDS
+from support.mount import MountProc, is_mounted
 from support.server import ServerProc
 
 
@@ -51,3 +53,26 @@ def test_a_create_before_anything_was_listed(server: ServerProc, mount_factory) 
     m.sync()
     assert server.tree(m.repo) == {"there.txt": b"remote", "new.txt": b"made offline"}
     assert sorted(os.listdir(m.path)) == ["new.txt", "there.txt"]
+
+
+@pytest.mark.backends(*BACKENDS)
+def test_changes_the_flusher_tries_to_send_while_the_server_is_away_wait_for_it(
+    server: ServerProc, mount_factory
+) -> None:
+    """The flusher's tries meet a remote that is not there: the mount stays up and
+    serves what was written, which goes out once the server is back (a check of a
+    file's current content that failed inside a nursery took the mount down)."""
+    m: MountProc = mount_factory()
+    server.put(m.repo, "a.txt", b"a1")
+    server.put(m.repo, "b.txt", b"b1")
+    assert (m.path / "a.txt").read_bytes() == b"a1"
+    assert (m.path / "b.txt").read_bytes() == b"b1"
+    server.stop()
+    (m.path / "a.txt").write_bytes(b"a2, written offline")
+    (m.path / "b.txt").write_bytes(b"b2, written offline")
+    time.sleep(3)  # past the flush delay: the flusher tries, and fails
+    assert is_mounted(m.path)
+    assert (m.path / "a.txt").read_bytes() == b"a2, written offline"
+    server.start()
+    m.sync()
+    assert server.tree(m.repo) == {"a.txt": b"a2, written offline", "b.txt": b"b2, written offline"}

@@ -406,3 +406,24 @@ async def test_a_workspace_lost_before_its_commit_is_tried_again(
     finally:
         await adapter.aclose()
     assert live.tree(repo) == {"f.txt": b"once"}
+
+
+async def test_a_check_that_finds_the_server_away_raises_unavailable_itself(
+    live: ServerProc, repo: str, write: Callable[..., Write]
+) -> None:
+    """The paths a batch depends on are checked side by side: a check that fails is
+    raised as itself (the write-back waits out an Unavailable), not inside a nursery's
+    exception group, which nothing catches and which took the mount down."""
+    live.put(repo, "a.txt", b"a")
+    live.put(repo, "b.txt", b"b")
+    adapter = opener(live)(repo, transport=Tap(fail=lambda r: "/meta/" in r.url.path))
+    changes = [
+        write("a.txt", b"a2", expect=xxh3_hex(b"a")),
+        write("b.txt", b"b2", expect=xxh3_hex(b"b")),
+    ]
+    try:
+        with pytest.raises(Unavailable):
+            await adapter.apply(changes)
+    finally:
+        await adapter.aclose()
+    assert live.tree(repo) == {"a.txt": b"a", "b.txt": b"b"}

@@ -23,6 +23,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from typing import IO, Any, BinaryIO, Unpack
 from urllib.parse import quote
 
@@ -45,6 +46,7 @@ from repomount.remotes.base import (
     Unauthorized,
     Unavailable,
     Write,
+    run_limited,
 )
 from repomount.remotes.httpremote import CHUNK, HttpOptions, HttpRemote
 from repomount.remotes.limits import MAX_LISTING_ENTRIES
@@ -305,9 +307,8 @@ class OxenRemote(HttpRemote):
         async def one(path: str) -> None:
             found[path] = await self._stat_at(commit, path)
 
-        async with trio.open_nursery() as nursery:
-            for path in sorted(paths):
-                nursery.start_soon(one, path)
+        # (a failure is raised as itself, not in a nursery's exception group)
+        await run_limited([partial(one, p) for p in sorted(paths)], FEW_PATHS)
         for path, entry in found.items():
             if entry is not None:
                 tree[path] = DIR if entry.kind == "dir" else entry.version or ""

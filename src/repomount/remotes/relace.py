@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import IO, Any, BinaryIO, Unpack
 
 import httpx
@@ -42,6 +43,7 @@ from repomount.remotes.base import (
     RepoInfo,
     Unauthorized,
     Unavailable,
+    run_limited,
 )
 from repomount.remotes.endpoint import checked_url
 from repomount.remotes.http import file_chunks
@@ -292,16 +294,14 @@ class RelaceRemote(HttpRemote):
         """The version of the file at each path now (None: no file), downloaded and
         hashed: the only way Relace tells a file's content."""
         found: dict[str, str | None] = {}
-        limit = trio.Semaphore(CHECKS_AT_ONCE)
 
         async def one(path: str) -> None:
-            async with limit:
-                result = await self._hash_file(path)
+            result = await self._hash_file(path)
             found[path] = None if result is None else result[0]
 
-        async with trio.open_nursery() as nursery:
-            for path in sorted(paths):
-                nursery.start_soon(one, path)
+        # (a failure is raised as itself, not in a nursery's exception group: the
+        # write-back waits out an Unavailable, and a group took the mount down)
+        await run_limited([partial(one, p) for p in sorted(paths)], CHECKS_AT_ONCE)
         return found
 
     async def _texts(self, writes: Sequence[WireWrite]) -> dict[int, str]:
