@@ -11,6 +11,7 @@ import pytest
 
 from support.mount import MountProc, repomount
 from support.server import ServerProc
+from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
@@ -110,3 +111,22 @@ def test_new_file_racing_a_remote_create(server: ServerProc, mount_factory) -> N
     tree = server.tree(m.repo)
     assert tree.pop("x.txt") == b"there"
     assert list(tree.values()) == [b"here"]
+
+
+@pytest.mark.backends("native", "relace", "oxen", "sentry")
+def test_a_rename_dropped_for_a_change_elsewhere_leaves_no_name_behind(
+    server: ServerProc, mount_factory
+) -> None:
+    """The file is renamed here while another client changes it: the rename is dropped
+    (their content stays at the old name) and the new name goes from the mount too, also
+    where listings leave such a file out (Relace: binary content), where the file, never
+    listed, was kept as one the listing could not show."""
+    m: MountProc = mount_factory(extra_args=["--flush-delay", "2"])
+    (m.path / "old.bin").write_bytes(b"\x00\xff ours")
+    m.sync()
+    os.rename(m.path / "old.bin", m.path / "new.bin")
+    server.put(m.repo, "old.bin", b"theirs\n")  # another client, meanwhile
+    m.sync()
+    assert server.tree(m.repo) == {"old.bin": b"theirs\n"}
+    wait_until(lambda: sorted(os.listdir(m.path)) == ["old.bin"], timeout=15)
+    assert (m.path / "old.bin").read_bytes() == b"theirs\n"

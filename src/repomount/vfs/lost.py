@@ -231,11 +231,20 @@ class LostConflicts(FileIO):
         if ino is not None:
             self.overlay.set_pending_blob(ino, new)
 
-    async def adopt_remote(self, path: str, blob: str | None = None) -> None:
+    async def adopt_remote(
+        self, path: str, blob: str | None = None, *, moved_here: bool = False
+    ) -> None:
         """Show the remote's state of `path` again (after a conflict resolved for theirs).
-        `blob`: the content that lost; a newer pending write of the file stays."""
+        `blob`: the content that lost; a newer pending write of the file stays.
+        `moved_here`: `path` is where a rename that was dropped took a file."""
         node = self.node_at(path)
         if node is not None:
+            if moved_here and node.kind == "file":
+                # Where listings leave some files out, one that no listing showed since
+                # it was written is kept when the listing lacks it (complete_listing);
+                # but the remote never had it here, as its rename did not happen: the
+                # listing decides, as for a listed file (a newer change of it stays).
+                node.listed = True
             if blob is None or self.overlay.pending_blob(node.ino) == blob:
                 self.overlay.set_pending_blob(node.ino, None)
             f = self.files.get(node.ino)

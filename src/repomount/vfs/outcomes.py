@@ -54,7 +54,9 @@ class FlushHooks(Protocol):
 
     def applied(self, op: Planned, version: str | None, at: Landing) -> None: ...
 
-    async def adopt_remote(self, path: str, blob: str | None = None) -> None: ...
+    async def adopt_remote(
+        self, path: str, blob: str | None = None, *, moved_here: bool = False
+    ) -> None: ...
 
     async def keep_as_copy(self, op: Planned, olds: set[ExpectT]) -> tuple[str, int]: ...
 
@@ -350,4 +352,4 @@ class Outcomes:
         self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=copy))
         await self.hooks.adopt_remote(op.path, op.blob)
         if op.dst:
-            await self.hooks.adopt_remote(op.dst)
+            await self.hooks.adopt_remote(op.dst, moved_here=op.op == "rename")
