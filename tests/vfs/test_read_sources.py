@@ -4,18 +4,30 @@ a rename here moves it, and from then on from where the remote still keeps it.""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 import trio
 
 from repomount.remotes.base import ApplyResult, Change, Fetched
+from repomount.vfs.content import ContentCache
 from repomount.vfs.nodes import HERE
 from support.memremote import MemRemote
-from support.vfsutil import HELD, ROOT, MakeMount, close, open_path, read_file, resolve
+from support.vfsutil import (
+    HELD,
+    ROOT,
+    MakeMount,
+    close,
+    open_path,
+    read_all,
+    read_file,
+    resolve,
+)
 
 
 async def test_a_file_below_a_directory_renamed_here_reads_from_the_old_name(
@@ -148,3 +160,85 @@ async def test_a_download_whose_cache_directory_is_emptied_meanwhile_is_read(
     assert await read_file(m.vfs, "d/f") == b"content\n"
     monkeypatch.setattr(mem, "read", plain_read)
     assert await read_file(m.vfs, "d/f") == b"content\n"
+
+
+def _open_files() -> set[str]:
+    """What this process's descriptors name ("PATH (deleted)" once unlinked)."""
+    named = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            named.add(os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)"))
+        except OSError:  # (closed meanwhile)
+            pass
+    return named
+
+
+def _temp_paths(monkeypatch: pytest.MonkeyPatch, wrap: Any = Path) -> list[Path]:
+    """The downloads' temporary files from now on (each made a `wrap`)."""
+    plain = ContentCache.temp_path
+    made: list[Path] = []
+
+    def temp_path(self: ContentCache) -> Path:
+        made.append(wrap(plain(self)))
+        return made[-1]
+
+    monkeypatch.setattr(ContentCache, "temp_path", temp_path)
+    return made
+
+
+async def test_a_download_that_fails_as_it_is_closed_leaves_no_descriptor(
+    make_mount: MakeMount, mem: MemRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download's last bytes are written as its file closes: a full disk fails that
+    (ENOSPC). The read fails, and the descriptor opened to read it back is closed (it
+    stayed open, and kept the deleted file's blocks taken on the full disk)."""
+    mem.put("d/f", b"content\n")
+    m = await make_mount()
+
+    class ClosingFails:
+        def __init__(self, f: BinaryIO) -> None:
+            self.f = f
+
+        def write(self, data: bytes) -> int:
+            return self.f.write(data)
+
+        def __enter__(self) -> ClosingFails:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    class TempPath(type(Path())):  # type: ignore[misc]
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            return ClosingFails(super().open(*args, **kwargs))
+
+    await resolve(m.vfs, "d/f")
+    with monkeypatch.context() as patch:
+        made = _temp_paths(patch, TempPath)
+        with pytest.raises(OSError):
+            await read_file(m.vfs, "d/f")
+    assert made and not {str(p) for p in made} & _open_files()
+    assert await read_file(m.vfs, "d/f") == b"content\n"
+
+
+async def test_a_download_the_cache_cannot_keep_is_read(
+    make_mount: MakeMount, mem: MemRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache failing to keep a downloaded file (EACCES, EIO as it moves in) does
+    not fail the read that fetched it, nor leave its descriptor open."""
+    mem.put("d/f", b"content\n")
+    m = await make_mount()
+
+    def commit(self: ContentCache, tmp: Path, path: str, version: str) -> Path | None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    await resolve(m.vfs, "d/f")
+    made = _temp_paths(monkeypatch)
+    monkeypatch.setattr(ContentCache, "commit", commit)
+    fh, _ = await open_path(m.vfs, "d/f", os.O_RDONLY)
+    assert await read_all(m.vfs, fh) == b"content\n"
+    assert made and {str(p) for p in made} <= _open_files()  # (read through it) ...
+    await close(m.vfs, fh)
+    assert not {str(p) for p in made} & _open_files()  # ... and closed with the file
+    assert not any(p.exists() for p in made)

@@ -54,19 +54,21 @@ class ContentSources(Walks):
                     return fd, None
             tmp = self.cache.temp_path()
             try:
-                with tmp.open("wb") as out:
-                    # Read back through a descriptor, not by its name: the cache
-                    # directory may be emptied while the content arrives (someone
-                    # clearing ~/.cache), which must not make the file look gone.
-                    content = os.open(tmp, os.O_RDONLY)
-                    try:
+                content = -1
+                try:
+                    with tmp.open("wb") as out:
+                        # Read back through a descriptor, not by its name: the cache
+                        # directory may be emptied while the content arrives (someone
+                        # clearing ~/.cache), which must not make the file look gone.
+                        content = os.open(tmp, os.O_RDONLY)
                         dest = out if node.version is None else Capped(out, node.size, where)
                         got = await self.remote.read(
                             where, cast(BinaryIO, dest), version=node.version
                         )
-                    except BaseException:
+                except BaseException:  # (its last bytes' write, as it closes, too: ENOSPC)
+                    if content >= 0:
                         os.close(content)
-                        raise
+                    raise
                 break
             except NotFound:
                 tmp.unlink(missing_ok=True)
@@ -107,7 +109,13 @@ class ContentSources(Walks):
             node.version = got.version
             node.read_from(where)
         node.size = got.size
-        if node.version is None or self.cache.commit(tmp, where, node.version) is None:
+        kept = None
+        if node.version is not None:
+            try:
+                kept = self.cache.commit(tmp, where, node.version)
+            except OSError as e:  # (only a copy: read through `content` all the same)
+                log.info("%s: not kept in the content cache: %s", where, e)
+        if kept is None:
             tmp.unlink(missing_ok=True)  # uncached: no version named, or not movable
         return content, None
 
