@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from repomount.headertoken import token_problem
+
 
 class Secret:
     """A credential that never shows itself in a repr or str."""
@@ -32,20 +34,10 @@ def bearer_auth(token: str) -> dict[str, str]:
 
 def check_token(token: str) -> None:
     """ValueError, one line that never repeats the token, for a token that no HTTP
-    header can carry: anything but printable ASCII (a pasted newline, a non-ASCII
-    character), or whitespace around it (h11 refuses a header value that ends in it;
-    one before it would be taken as part of the token). Such a token failed each
-    request as it went out (a traceback, or "cannot reach" the server), instead of
-    once, saying why."""
-    for char in token:
-        if not " " <= char <= "~":
-            what = "a control character" if char.isascii() else "a non-ASCII character"
-            raise ValueError(
-                f"the token holds {what}, which an HTTP header cannot carry "
-                "(a token is printable ASCII: check its environment variable or config)"
-            )
-    if token != token.strip(" "):
+    header can carry (headertoken.py). Such a token failed each request as it went out
+    (a traceback, or "cannot reach" the server), instead of once, saying why."""
+    if problem := token_problem(token):
         raise ValueError(
-            "the token starts or ends with a space, which an HTTP header cannot carry"
-            " (check its environment variable or config)"
+            f"the token {problem}, which an HTTP header cannot carry (a token is printable"
+            " ASCII, no space at either end: check its environment variable or config)"
         )

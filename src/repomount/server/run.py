@@ -19,6 +19,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from repomount import h11body, onewrite
+from repomount.headertoken import token_problem
 from repomount.server import gc
 from repomount.server.app import create_app
 from repomount.server.backend import Backend, ServerOptions
@@ -88,18 +89,6 @@ def config_problem(config: ServeConfig) -> str | None:
         return f"--inject-faults must be a fraction from 0 to 1, not {config.fault_rate}"
     if not config.gc_interval >= 0.0:
         return f"--gc-interval must be 0 (no collection) or more seconds, not {config.gc_interval}"
-    return None
-
-
-def token_problem(token: str) -> str | None:
-    """What keeps `token` out of an Authorization header, or None: a character outside
-    printable ASCII (clients send headers as ASCII; a control character ends the
-    header), or whitespace around it (HTTP strips it from a header's value). The token
-    itself is never part of the answer."""
-    if token != token.strip():
-        return "starts or ends with whitespace"
-    if any(not " " <= c <= "~" for c in token):
-        return "holds a character other than printable ASCII"
     return None
 
 
