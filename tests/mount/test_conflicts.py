@@ -130,3 +130,26 @@ def test_a_rename_dropped_for_a_change_elsewhere_leaves_no_name_behind(
     assert server.tree(m.repo) == {"old.bin": b"theirs\n"}
     wait_until(lambda: sorted(os.listdir(m.path)) == ["old.bin"], timeout=15)
     assert (m.path / "old.bin").read_bytes() == b"theirs\n"
+
+
+@pytest.mark.backends("native")
+def test_a_directory_made_where_another_client_made_a_file_goes_beside_it(
+    server: ServerProc, mount_factory
+) -> None:
+    """`mkdir d` here while another client writes a file `d`: the directory went nowhere,
+    held with every file in it until `unmount` gave up. It goes beside their file as a
+    conflict copy, with what it holds. (Native only: elsewhere a mkdir sends nothing.)"""
+    m: MountProc = mount_factory(extra_args=["--flush-delay", "2"])
+    (m.path / "d").mkdir()
+    (m.path / "d" / "f").write_bytes(b"ours\n")
+    server.put(m.repo, "d", b"theirs\n")  # another client, meanwhile
+    m.sync(timeout=30)
+    tree = server.tree(m.repo)
+    assert tree.pop("d") == b"theirs\n"
+    [(copy_f, ours)] = tree.items()
+    assert re.fullmatch(r"d\.conflict-\d{8}T\d{6}Z-[^/]+/f", copy_f) and ours == b"ours\n"
+    copy = copy_f.split("/")[0]
+    wait_until(lambda: sorted(os.listdir(m.path)) == sorted(["d", copy]), timeout=15)
+    assert (m.path / "d").read_bytes() == b"theirs\n"
+    assert (m.path / copy / "f").read_bytes() == b"ours\n"
+    assert m.unmount().returncode == 0

@@ -123,26 +123,34 @@ class LostConflicts(FileIO):
         return copy, copy_id
 
     async def keep_dir_as_copy(self, op: Planned) -> str | None:
-        """A rename of a directory that lost (another client made its new name first):
-        the files it carried may hold content never sent, and a change made at the old
-        name since is another file, so the rename cannot just be dropped. It goes to a
-        conflict copy's name next to the new one instead (still pending), with the
-        later changes made in the directory, until one moves it away. Returns that name;
-        None when `op` is no rename of a directory (a file's rename names its version)."""
-        if op.op != "rename" or op.dst is None or len(op.ids) != 1:
+        """A directory of ours that lost its name: renamed onto a name another client
+        made first, or made (`mkdir`) where another client made a file first. The
+        files it carries may hold content never sent, and a change made at the old
+        name since is another file, so it cannot just be dropped. It goes to a conflict
+        copy's name next to the remote's instead (still pending), with the later
+        changes made in it, until one moves it away. Returns that name; None when `op`
+        is neither (a file's rename names its version: the remote's stands)."""
+        if len(op.ids) != 1 or op.op not in ("rename", "mkdir"):
             return None
         async with self.ns_lock:
             rec = self.journal.get(op.ids[0])
-            if rec is None or rec.op != "rename" or rec.dst is None:
+            if rec is None or rec.op != op.op:
                 return None
-            if not self._moved_a_directory(rec):
-                return None  # (a file: its version was checked, the remote's stands)
-            copy = self._free_copy_name(rec.dst)
-            cur: str | None = rec.dst  # its name as the later records apply
+            if rec.op == "rename":
+                if rec.dst is None or not self._moved_a_directory(rec):
+                    return None
+                top = rec.dst
+            else:
+                top = rec.path
+            copy = self._free_copy_name(top)
+            cur: str | None = top  # its name as the later records apply
             new = copy
             with self.journal.transaction():
                 later = self.journal.added_after(rec.id)
-                self.journal.update(rec, dst=copy, expect_to=Expect.ABSENT)
+                if rec.op == "rename":
+                    self.journal.update(rec, dst=copy, expect_to=Expect.ABSENT)
+                else:
+                    self.journal.update(rec, path=copy)
                 for r in later:
                     if cur is None:
                         break

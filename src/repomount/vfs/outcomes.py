@@ -162,8 +162,24 @@ class Outcomes:
             err = outcome.error
             self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
             return False
+        if op.op == "mkdir" and await self._name_taken_by_a_file(op, outcome.error):
+            await self._conflict(op, None)  # (as a rename onto a name taken elsewhere)
+            return False
         self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
         return False
+
+    async def _name_taken_by_a_file(self, op: Planned, error: RemoteError) -> bool:
+        """Whether a refused mkdir met a file (or symlink) another client made at its
+        name: a conflict, not a refusal to hold (the directory's files would wait behind
+        it forever). The remote says what is there; its parent being a file is no such
+        conflict, and stays held."""
+        if error.code != "path_conflict":
+            return False
+        try:
+            entry = await self.remote.stat(op.path)
+        except RemoteError:
+            return False
+        return entry is not None and entry.kind != "dir"
 
     async def _already_there(self, op: Planned, current: str | None, at: Landing) -> bool:
         """A replayed change whose first attempt landed (its answer was lost)."""
@@ -299,9 +315,10 @@ class Outcomes:
             self._hold(op, f"conflict: {where} changed on the remote", "conflict")
             self.conflicts.append(ConflictNote(where, policy.value, "held"))
             return
-        if op.op == "rename" and (beside := await self.hooks.keep_dir_as_copy(op)):
-            # A directory moved onto a name made elsewhere meanwhile: it goes beside it
-            # instead (what it carries may never have been sent), and is sent again.
+        if op.op in ("rename", "mkdir") and (beside := await self.hooks.keep_dir_as_copy(op)):
+            # A directory moved (or made) where a name was made elsewhere meanwhile: it
+            # goes beside it instead (what it carries may never have been sent), and is
+            # sent again.
             # Under `mine` too: the remote refuses to replace a directory that holds
             # files, and replacing it would delete theirs.
             resolution = f"local directory kept as {beside}"

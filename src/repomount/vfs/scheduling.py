@@ -28,6 +28,28 @@ def ready(records: list[Record], now: float) -> list[Record]:
     return out
 
 
+def behind_held(records: list[Record]) -> dict[int, Record]:
+    """The pending records that wait behind a held one (an overlapping path, as `ready`
+    holds them back, in turn), each with the held record it waits for: until that one
+    is settled they cannot go, so a wait for them is a wait for it."""
+    out: dict[int, Record] = {}
+    if not any(rec.state == "held" for rec in records):
+        return out  # (the common case: no path work)
+    waiting: list[tuple[_Paths, Record]] = []  # each waiting record's paths, its held one
+    for rec in records:
+        blocker = rec if rec.state == "held" else None
+        if blocker is None:
+            blocker = next((h for paths, h in waiting if paths.overlap(rec)), None)
+            if blocker is None:
+                continue
+            if rec.state == "pending":
+                out[rec.id] = blocker
+        paths = _Paths()
+        paths.add(rec)
+        waiting.append((paths, blocker))
+    return out
+
+
 def with_blockers(records: list[Record], ids: Iterable[int]) -> list[int]:
     """`ids`, and every record before them that `ready` would hold them back behind
     (an overlapping path: the same, above or below), and those records' own, in turn."""

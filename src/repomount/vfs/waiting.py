@@ -15,7 +15,7 @@ from repomount.vfs.errors import FsError
 from repomount.vfs.health import Health
 from repomount.vfs.journal import Journal
 from repomount.vfs.records import Record
-from repomount.vfs.scheduling import with_blockers
+from repomount.vfs.scheduling import behind_held, with_blockers
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Waiting:
                     if conflict is not None:
                         raise FsError(errno.ESTALE, conflict)
                     return
+                self._raise_if_behind_held(wanted)
                 # (Looked at before each wait, not only after a wake: a failure that
                 # came while the caller was between two waits, acknowledged()'s
                 # LOCAL_SYNC_AFTER split, signalled no one, and the next round is a
@@ -121,6 +122,21 @@ class Waiting:
                 await self._progress.wait()
         why = self.health.error or "no answer in time"
         raise FsError(errno.EIO, f"not uploaded within {timeout:.0f}s: {why}")
+
+    def _raise_if_behind_held(self, wanted: set[int]) -> None:
+        """A change that waits behind a held one (a file in a directory whose mkdir is
+        held) goes no sooner than that one is settled: its waiter hears that one's
+        error now, not after its timeout."""
+        for i, held in behind_held(self.journal.records()).items():
+            if i in wanted:
+                code = errno.ESTALE if held.held_for == "conflict" else errno.EIO
+                why = held.last_error or "upload failed"
+                raise FsError(code, f"waits for a change of {held.path} that is held: {why}")
+
+    def sendable_ids(self) -> list[int]:
+        """The pending changes but those that wait behind a held one."""
+        stuck = behind_held(self.journal.records())
+        return [i for i in self.pending_ids() if i not in stuck]
 
     async def drain(self, timeout: float, *, later_too: bool = True) -> list[int]:
         """Try to send everything (held changes too, once); the ids still pending.
@@ -143,7 +159,7 @@ class Waiting:
 
         # Until every change went or was held again: one refused (too large, say) does
         # not stop the wait for the others, which go in the rounds after it.
-        while ids := wanted(self.pending_ids()):
+        while ids := wanted(self.sendable_ids()):
             try:
                 await self.wait_for(ids, max(0.0, deadline - trio.current_time()))
                 break

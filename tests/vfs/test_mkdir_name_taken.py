@@ -1,0 +1,71 @@
+"""A directory made here while another client made a file of that name: the mkdir was
+refused as a whole ("cannot mkdir: it is a file") and held, and every file made in the
+directory waited behind it forever (`repomount unmount` gave up after its drain
+timeout). It is a conflict like a directory renamed onto a name taken elsewhere: the
+directory goes beside the remote's file, with what it holds, and the file shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from repomount.vfs.conflicts import Policy
+from support.memremote import MemRemote
+from support.vfsutil import HELD, MakeMount, listdir, mkdirs, read_file, walk, write_file
+
+
+@pytest.mark.parametrize("policy", [Policy.KEEP_BOTH, Policy.THEIRS, Policy.MINE])
+async def test_a_directory_made_where_a_file_was_made_elsewhere_goes_beside_it(
+    make_mount: MakeMount, mem: MemRemote, policy: Policy
+) -> None:
+    m = await make_mount(on_conflict=policy, **HELD)
+    await mkdirs(m.vfs, "d/sub")
+    await write_file(m.vfs, "d/f", b"ours\n")
+    await write_file(m.vfs, "d/sub/g", b"deeper\n")
+    mem.put("d", b"theirs\n")  # another client makes a file `d` first
+    assert await m.drain() == []
+    files = mem.files()
+    assert files.pop("d") == b"theirs\n"
+    [(copy_f, ours), (copy_g, deeper)] = sorted(files.items())
+    copy = copy_f.rsplit("/", 1)[0]
+    assert copy.startswith("d.conflict-")
+    assert (copy_f, copy_g) == (f"{copy}/f", f"{copy}/sub/g")
+    assert (ours, deeper) == (b"ours\n", b"deeper\n")
+    # The mount shows what the remote has: their file at `d`, our directory beside it.
+    shown, _ = await walk(m.vfs)
+    assert shown == mem.files()
+    assert await read_file(m.vfs, "d") == b"theirs\n"
+    assert sorted(await listdir(m.vfs, copy)) == ["f", "sub"]
+    [note] = m.vfs.flusher.conflicts
+    assert note.copy == copy
+    vfs = await m.restart()
+    assert await read_file(vfs, f"{copy}/sub/g") == b"deeper\n"
+
+
+async def test_under_fail_the_directory_is_held_as_a_conflict(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    m = await make_mount(on_conflict=Policy.FAIL, **HELD)
+    await mkdirs(m.vfs, "d")
+    await write_file(m.vfs, "d/f", b"ours\n")
+    mem.put("d", b"theirs\n")
+    held = await m.drain()
+    assert held, "the mkdir is held, not dropped"
+    assert mem.files() == {"d": b"theirs\n"}
+    assert await read_file(m.vfs, "d/f") == b"ours\n"  # kept, still pending
+
+
+async def test_a_mkdir_whose_parent_is_a_file_elsewhere_is_held_not_renamed(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """Refused for its parent, the mkdir has no name of its own to move: it stays held
+    (renaming it beside itself would meet the same parent again, round after round)."""
+    m = await make_mount(**HELD)
+    await mkdirs(m.vfs, "a")
+    assert await m.drain() == []
+    mem.remove("a")
+    mem.put("a", b"theirs\n")
+    await mkdirs(m.vfs, "a/b")
+    held = await m.drain()
+    assert held
+    assert mem.files() == {"a": b"theirs\n"}
+    assert not m.vfs.flusher.conflicts
