@@ -132,13 +132,13 @@ def test_a_rename_dropped_for_a_change_elsewhere_leaves_no_name_behind(
     assert (m.path / "old.bin").read_bytes() == b"theirs\n"
 
 
-@pytest.mark.backends("native")
 def test_a_directory_made_where_another_client_made_a_file_goes_beside_it(
     server: ServerProc, mount_factory
 ) -> None:
-    """`mkdir d` here while another client writes a file `d`: the directory went nowhere,
-    held with every file in it until `unmount` gave up. It goes beside their file as a
-    conflict copy, with what it holds. (Native only: elsewhere a mkdir sends nothing.)"""
+    """`mkdir d` here while another client writes a file `d`: the directory went nowhere
+    (native: its mkdir was held; elsewhere the write of `d/f`), and everything in it with
+    it, shown nowhere, until `unmount` gave up. It goes beside their file as a conflict
+    copy, with what it holds."""
     m: MountProc = mount_factory(extra_args=["--flush-delay", "2"])
     (m.path / "d").mkdir()
     (m.path / "d" / "f").write_bytes(b"ours\n")

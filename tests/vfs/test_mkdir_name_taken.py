@@ -1,8 +1,10 @@
-"""A directory made here while another client made a file of that name: the mkdir was
-refused as a whole ("cannot mkdir: it is a file") and held, and every file made in the
-directory waited behind it forever (`repomount unmount` gave up after its drain
-timeout). It is a conflict like a directory renamed onto a name taken elsewhere: the
-directory goes beside the remote's file, with what it holds, and the file shows."""
+"""A directory of ours whose name another client took with a file meanwhile (made here
+while they made the file, or removed and replaced by them while we wrote in it): the
+change was refused ("cannot mkdir: it is a file", "'d' is a file") and held, every file
+made in the directory waited behind it forever (`repomount unmount` gave up after its
+drain timeout), and their content showed nowhere in the mount. It is a conflict like a
+directory renamed onto a name taken elsewhere: the directory goes beside the remote's
+file, with what it holds, and the file shows."""
 
 from __future__ import annotations
 
@@ -54,10 +56,10 @@ async def test_under_fail_the_directory_is_held_as_a_conflict(
     assert await read_file(m.vfs, "d/f") == b"ours\n"  # kept, still pending
 
 
-async def test_a_mkdir_whose_parent_is_a_file_elsewhere_is_held_not_renamed(
+async def test_a_mkdir_below_a_directory_replaced_by_a_file_elsewhere_goes_beside_it(
     make_mount: MakeMount, mem: MemRemote
 ) -> None:
-    """Refused for its parent, the mkdir has no name of its own to move: it stays held
+    """Refused for its parent, the mkdir moves with the directory that lost its name
     (renaming it beside itself would meet the same parent again, round after round)."""
     m = await make_mount(**HELD)
     await mkdirs(m.vfs, "a")
@@ -65,7 +67,28 @@ async def test_a_mkdir_whose_parent_is_a_file_elsewhere_is_held_not_renamed(
     mem.remove("a")
     mem.put("a", b"theirs\n")
     await mkdirs(m.vfs, "a/b")
-    held = await m.drain()
-    assert held
+    assert await m.drain() == []
     assert mem.files() == {"a": b"theirs\n"}
-    assert not m.vfs.flusher.conflicts
+    [copy] = [d for d in mem.dirs() if "/" not in d and d != "a"]
+    assert copy.startswith("a.conflict-") and f"{copy}/b" in mem.dirs()
+    assert await listdir(m.vfs, copy) == ["b"]
+
+
+async def test_files_written_in_a_directory_another_client_replaced_by_a_file_go_beside_it(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """No mkdir of ours is pending: the directory was there, and another client removed
+    it and made a file of its name. The files written in it since go beside it too."""
+    mem.put("d/old", b"listed\n")
+    m = await make_mount(**HELD)
+    assert await listdir(m.vfs, "d") == ["old"]
+    await write_file(m.vfs, "d/f", b"ours\n")
+    mem.remove("d")
+    mem.put("d", b"theirs\n")
+    assert await m.drain() == []
+    files = mem.files()
+    assert files.pop("d") == b"theirs\n"
+    [(copy_f, ours)] = files.items()
+    assert copy_f.startswith("d.conflict-") and copy_f.endswith("/f") and ours == b"ours\n"
+    assert await read_file(m.vfs, "d") == b"theirs\n"
+    assert await read_file(m.vfs, copy_f) == b"ours\n"

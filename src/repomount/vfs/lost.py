@@ -123,54 +123,80 @@ class LostConflicts(FileIO):
         return copy, copy_id
 
     async def keep_dir_as_copy(self, op: Planned) -> str | None:
-        """A directory of ours that lost its name: renamed onto a name another client
-        made first, or made (`mkdir`) where another client made a file first. The
-        files it carries may hold content never sent, and a change made at the old
-        name since is another file, so it cannot just be dropped. It goes to a conflict
-        copy's name next to the remote's instead (still pending), with the later
-        changes made in it, until one moves it away. Returns that name; None when `op`
-        is neither (a file's rename names its version: the remote's stands)."""
-        if len(op.ids) != 1 or op.op not in ("rename", "mkdir"):
+        """A rename of a directory that lost (another client made its new name first):
+        the files it carried may hold content never sent, and a change made at the old
+        name since is another file, so the rename cannot just be dropped. It goes to a
+        conflict copy's name next to the new one instead (still pending), with the
+        later changes made in the directory, until one moves it away. Returns that name;
+        None when `op` is no rename of a directory (a file's rename names its version)."""
+        if op.op != "rename" or op.dst is None or len(op.ids) != 1:
             return None
         async with self.ns_lock:
             rec = self.journal.get(op.ids[0])
-            if rec is None or rec.op != op.op:
+            if rec is None or rec.op != "rename" or rec.dst is None:
                 return None
-            if rec.op == "rename":
-                if rec.dst is None or not self._moved_a_directory(rec):
-                    return None
-                top = rec.dst
-            else:
-                top = rec.path
-            copy = self._free_copy_name(top)
-            cur: str | None = top  # its name as the later records apply
-            new = copy
+            if not self._moved_a_directory(rec):
+                return None  # (a file: its version was checked, the remote's stands)
+            copy = self._free_copy_name(rec.dst)
             with self.journal.transaction():
                 later = self.journal.added_after(rec.id)
-                if rec.op == "rename":
-                    self.journal.update(rec, dst=copy, expect_to=Expect.ABSENT)
-                else:
-                    self.journal.update(rec, path=copy)
-                for r in later:
-                    if cur is None:
-                        break
-                    changes = {
-                        field: new + p[len(cur) :]
-                        for field, p in (("path", r.path), ("dst", r.dst))
-                        if p is not None and _at_or_under(p, cur)
-                    }
-                    if changes:
-                        self.journal.update(r, **changes)
-                    if r.op == "rename" and r.dst is not None and r.path == cur:
-                        cur = None  # moved away: what is made at its name is another's
-                    elif r.op == "rename" and r.dst is not None and cur.startswith(r.path + "/"):
-                        cur, new = r.dst + cur[len(r.path) :], r.dst + new[len(r.path) :]
-                    elif r.op == "delete" and _at_or_under(cur, r.path):
-                        cur = None
+                self.journal.update(rec, dst=copy, expect_to=Expect.ABSENT)
+                now = self._follow_to_copy(later, rec.dst, copy)
             self.flusher.notify()
-            if cur is not None:
-                self._show_moved(cur, new)
+            if now is not None:
+                self._show_moved(*now)
             return copy
+
+    async def move_dir_aside(self, top: str) -> str | None:
+        """A directory of ours at `top` whose name another client took with a file (or
+        symlink) meanwhile: its changes could only be refused, round after round (a file
+        cannot go below a file), and the content they carry shown nowhere. The changes
+        made in it since it was last made there go to a conflict copy's name beside it
+        instead, and the directory moves there in the mount. Returns that name; None
+        when no change of ours lies there."""
+        async with self.ns_lock:
+            records = self.journal.records()
+            start = 0  # (after the last delete or move of `top`: an earlier directory)
+            for k, r in enumerate(records):
+                if r.op in ("delete", "rename") and _at_or_under(top, r.path):
+                    start = k + 1
+            mine = records[start:]
+            if not any(_at_or_under(p, top) for r in mine for p in r.paths()):
+                return None
+            copy = self._free_copy_name(top)
+            with self.journal.transaction():
+                now = self._follow_to_copy(mine, top, copy)
+            self.flusher.notify()
+            if now is not None:
+                self._show_moved(*now)
+            return copy
+
+    def _follow_to_copy(self, records: list[Record], top: str, copy: str) -> tuple[str, str] | None:
+        """Rename `top` to `copy` in `records` (oldest first), following the directory
+        where later records move it, until one moves it away or deletes it (what is
+        made at its name afterwards is another's). Held ones among them go again. Where
+        the directory is now and where it goes, or None once it is gone."""
+        cur: str | None = top  # its name as the records apply
+        new = copy
+        for r in records:
+            if cur is None:
+                break
+            changes: dict[str, str | None] = {
+                field: new + p[len(cur) :]
+                for field, p in (("path", r.path), ("dst", r.dst))
+                if p is not None and _at_or_under(p, cur)
+            }
+            if changes and r.state == "held":
+                changes.update(state="pending", held_for=None)
+            if changes:
+                self.journal.update(r, **changes)
+            if r.op == "rename" and r.dst is not None and r.path == cur:
+                cur = None  # moved away: what is made at its name is another's
+            elif r.op == "rename" and r.dst is not None and cur.startswith(r.path + "/"):
+                cur, new = r.dst + cur[len(r.path) :], r.dst + new[len(r.path) :]
+            elif r.op == "delete" and _at_or_under(cur, r.path):
+                cur = None
+        return None if cur is None else (cur, new)
 
     def _moved_a_directory(self, rec: Record) -> bool:
         """Whether the rename `rec` moved a directory: what is at its new name now

@@ -21,9 +21,13 @@ from repomount.remotes.base import (
     Failed,
     NotFound,
     Outcome,
+    PreconditionRequired,
     Remote,
     RemoteError,
+    TooLarge,
+    Unauthorized,
     Unavailable,
+    Unsupported,
 )
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.conflicts import Policy, save_copy
@@ -37,6 +41,8 @@ from repomount.vfs.sparse import Sparse, save_edits
 log = logging.getLogger("repomount.vfs.flusher")  # (one logger for sending and settling)
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
+# Refusals that say nothing of what is at a change's path.
+_NOT_ABOUT_PLACE = (Aborted, Unauthorized, TooLarge, Unsupported, PreconditionRequired)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class FlushHooks(Protocol):
     async def keep_as_copy(self, op: Planned, olds: set[ExpectT]) -> tuple[str, int]: ...
 
     async def keep_dir_as_copy(self, op: Planned) -> str | None: ...
+
+    async def move_dir_aside(self, top: str) -> str | None: ...
 
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
 
@@ -162,24 +170,49 @@ class Outcomes:
             err = outcome.error
             self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
             return False
-        if op.op == "mkdir" and await self._name_taken_by_a_file(op, outcome.error):
-            await self._conflict(op, None)  # (as a rename onto a name taken elsewhere)
+        if (top := await self._file_in_the_way(op, outcome.error)) is not None:
+            await self._dir_lost_its_name(op, top)
             return False
         self._hold(op, f"{type(outcome.error).__name__}: {outcome.error.message}", "refused")
         return False
 
-    async def _name_taken_by_a_file(self, op: Planned, error: RemoteError) -> bool:
-        """Whether a refused mkdir met a file (or symlink) another client made at its
-        name: a conflict, not a refusal to hold (the directory's files would wait behind
-        it forever). The remote says what is there; its parent being a file is no such
-        conflict, and stays held."""
-        if error.code != "path_conflict":
-            return False
-        try:
-            entry = await self.remote.stat(op.path)
-        except RemoteError:
-            return False
-        return entry is not None and entry.kind != "dir"
+    async def _file_in_the_way(self, op: Planned, error: RemoteError) -> str | None:
+        """Where a refused change of ours met a file (or symlink) another client made
+        at the name of a directory of ours: the nearest such name at or above the path
+        of a write, symlink or mkdir, as the remote says (a stat of each directory above
+        it, on this rare path only). None when the refusal was for something else."""
+        if op.op not in ("write", "symlink", "mkdir") or isinstance(error, _NOT_ABOUT_PLACE):
+            return None
+        parts = op.path.split("/")
+        for n in range(1, len(parts) + (op.op == "mkdir")):
+            top = "/".join(parts[:n])
+            try:
+                entry = await self.remote.stat(top)
+            except RemoteError:
+                return None
+            if entry is None:
+                return None  # (nothing there, so nothing below it either)
+            if entry.kind != "dir":
+                return top
+        return None
+
+    async def _dir_lost_its_name(self, op: Planned, top: str) -> None:
+        """A directory of ours lost its name `top` to a file made elsewhere: a conflict
+        (as a directory renamed onto a name taken meanwhile), not a refusal to hold,
+        behind which every change in the directory would wait forever."""
+        policy = self.config.policy
+        log.warning("conflict on %s: made a file elsewhere, policy %s", top, policy.value)
+        if policy == Policy.FAIL:
+            self._hold(op, f"conflict: {top} is a file on the remote", "conflict")
+            self.conflicts.append(ConflictNote(top, policy.value, "held"))
+            return
+        beside = await self.hooks.move_dir_aside(top)
+        if beside is None:
+            self._hold(op, f"{top} is a file on the remote", "refused")
+            return
+        resolution = f"local directory kept as {beside}"
+        self.conflicts.append(ConflictNote(top, policy.value, resolution, copy=beside))
+        await self.hooks.adopt_remote(top)
 
     async def _already_there(self, op: Planned, current: str | None, at: Landing) -> bool:
         """A replayed change whose first attempt landed (its answer was lost)."""
@@ -315,10 +348,9 @@ class Outcomes:
             self._hold(op, f"conflict: {where} changed on the remote", "conflict")
             self.conflicts.append(ConflictNote(where, policy.value, "held"))
             return
-        if op.op in ("rename", "mkdir") and (beside := await self.hooks.keep_dir_as_copy(op)):
-            # A directory moved (or made) where a name was made elsewhere meanwhile: it
-            # goes beside it instead (what it carries may never have been sent), and is
-            # sent again.
+        if op.op == "rename" and (beside := await self.hooks.keep_dir_as_copy(op)):
+            # A directory moved onto a name made elsewhere meanwhile: it goes beside it
+            # instead (what it carries may never have been sent), and is sent again.
             # Under `mine` too: the remote refuses to replace a directory that holds
             # files, and replacing it would delete theirs.
             resolution = f"local directory kept as {beside}"
