@@ -83,6 +83,9 @@ class Journal:
         # and updated in place (re-assigning a key keeps its position).
         return [r for r in self._records.values() if state is None or r.state == state]
 
+    def any_held(self) -> bool:
+        return bool(self._held)
+
     def added_after(self, rec_id: int) -> list[Record]:
         """The records with ids above `rec_id`, oldest first: a walk back from the
         newest, so a caller that keeps up sees each record once, cheaply."""
@@ -429,6 +432,7 @@ class Journal:
         self._records: dict[int, Record] = {}
         self._blob_refs: Counter[str] = Counter()  # blob -> records sending it
         self._by_path: dict[str, dict[int, None]] = {}  # path -> ids naming it, in order
+        self._held: set[int] = set()  # (a waiter asks whether any is held, often)
         for rec in load_records(self._db):
             self._index(rec)
         # blob -> the edits it holds of a content never seen (sparse.py): sent only
@@ -445,9 +449,12 @@ class Journal:
             self._by_path.setdefault(p, {})[rec.id] = None
         if rec.blob:
             self._blob_refs[rec.blob] += 1
+        if rec.state == "held":
+            self._held.add(rec.id)
 
     def _unindex(self, rec: Record) -> None:
         self.version += 1
+        self._held.discard(rec.id)
         for p in rec.paths():
             ids = self._by_path.get(p)
             if ids is not None:

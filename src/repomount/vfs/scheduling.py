@@ -33,8 +33,6 @@ def behind_held(records: list[Record]) -> dict[int, Record]:
     holds them back, in turn), each with the held record it waits for: until that one
     is settled they cannot go, so a wait for them is a wait for it."""
     out: dict[int, Record] = {}
-    if not any(rec.state == "held" for rec in records):
-        return out  # (the common case: no path work)
     waiting: list[tuple[_Paths, Record]] = []  # each waiting record's paths, its held one
     for rec in records:
         blocker = rec if rec.state == "held" else None
