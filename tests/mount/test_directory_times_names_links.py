@@ -11,6 +11,7 @@ filesystem and not this test's own.
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import pytest
 from support.backends import ALL_OPS, Backend
 from support.metadata import errno_of, put_file
 from support.mount import MountProc
+from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
 
@@ -141,3 +143,37 @@ def test_directory_times_long_names_and_unlinked_files_on_a_local_directory(
 ) -> None:
     _prepare_immediate(tmp_path)
     _immediate_verdict("on a local directory", immediate_checks(tmp_path, frozenset(ALL_OPS)))
+
+
+def test_a_directory_changed_elsewhere_shows_new_times(mount_factory, backend: Backend) -> None:
+    """A name made or removed in another mount changes the directory's mtime and ctime
+    here once the listing follows, as on a local disk (and NFS). They stayed: a running
+    Python, whose import system caches a directory's names by its mtime, never found a
+    module made elsewhere although `ls` listed it. Found by a POSIX conformance probe."""
+    extra = ["--poll-interval", "0.5"]
+    a: MountProc = mount_factory(extra_args=extra)
+    put_file(a.path, "pkg/keep.py")
+    put_file(a.path, "pkg/old.py")
+    a.sync()
+    b: MountProc = mount_factory(a.repo, create=False, extra_args=extra)
+    d = b.path / "pkg"
+    finder = importlib.machinery.FileFinder(
+        str(d), (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
+    )
+    assert finder.find_spec("keep") is not None and finder.find_spec("new") is None
+    before = _dir_times(d)
+    _tick()
+    put_file(a.path, "pkg/new.py")
+    a.sync()
+    wait_until(lambda: "new.py" in os.listdir(d), 20, "the new file listed in the other mount")
+    after = _dir_times(d)
+    assert after[0] > before[0] and after[1] > before[1], (before, after)
+    assert finder.find_spec("new") is not None  # (it looks again: the mtime moved)
+    if "delete" not in backend.can:
+        return
+    _tick()
+    os.unlink(a.path / "pkg" / "old.py")
+    a.sync()
+    wait_until(lambda: "old.py" not in os.listdir(d), 20, "the removal listed in the other mount")
+    removed = _dir_times(d)
+    assert removed[0] > after[0] and removed[1] > after[1], (after, removed)

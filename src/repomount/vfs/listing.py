@@ -333,6 +333,7 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return False
         seen: set[str] = set()
+        before = {name: c.ino for name, c in d.children.items()}
         base = d.path  # (computed from the parents: once, not per entry)
         kept_times = self.remote.capabilities.file_mtimes
         for e in entries:  # (each one checked by its adapter: remotes/validate.py)
@@ -421,6 +422,12 @@ class Listings(VfsState):
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
+        if not first_time and {n: c.ino for n, c in d.children.items()} != before:
+            # Names came, went or were replaced elsewhere: the directory changed, as its
+            # times say on a local disk (a program that caches a listing by its mtime,
+            # Python's import system, would otherwise never see a file made elsewhere).
+            d.mtime_ns = d.ctime_ns = time.time_ns()
+            self.invalidator.inode(d.ino, attr_only=True)
         if self.leftover:
             lay_leftovers(self, d, self.leftover)
         return True
