@@ -67,11 +67,25 @@ def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object,
         nonlocal fd
         fd = os.open(d / "new_file", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
+    dir_atime = os.stat(d).st_atime_ns
     moved("create of a file", create)
     moved("mkdir", lambda: (d / "new_dir").mkdir())
     moved("unlink of a file", lambda: os.unlink(d / "new_file"))
     os.close(fd)
     moved("rmdir", lambda: os.rmdir(d / "new_dir"))
+    # A change moves mtime and ctime, not atime: they moved together (bash's "you have
+    # new mail" is an mbox whose mtime passed its atime).
+    out.append(("dir atime unchanged by its entries' changes", dir_atime, os.stat(d).st_atime_ns))
+    f = root / "written"
+    f.write_bytes(b"a")
+    before = os.stat(f)
+    _tick()
+    with open(f, "ab") as w:
+        w.write(b"b")
+    os.truncate(f, 1)
+    after = os.stat(f)
+    out.append(("file atime unchanged by write, truncate", before.st_atime_ns, after.st_atime_ns))
+    out.append(("file mtime increases on write", True, after.st_mtime_ns > before.st_mtime_ns))
 
     out.append(
         ("stat of a 256-byte name", "ENAMETOOLONG", errno_of(lambda: os.stat(root / LONG_NAME)))

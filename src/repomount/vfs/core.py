@@ -149,6 +149,8 @@ class Vfs(LostConflicts):
             node.gid = gid
         if mtime_ns is not None:
             send = send or (is_file and caps.file_mtimes and node.mtime_ns != mtime_ns)
+            if atime_ns is None:
+                node.keep_atime()  # (`touch -m`: the access time stays)
             node.mtime_ns = mtime_ns
         if atime_ns is not None:
             node.atime_ns = atime_ns

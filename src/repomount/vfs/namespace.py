@@ -262,6 +262,7 @@ class Namespace(Forgetting):
             del self.handles[fh]
             node.open_count -= 1
             raise
+        node.atime_ns = None  # (a new file: its three times are its creation's)
         return fh, node
 
     async def unlink(self, parent_ino: int, name: str) -> None:

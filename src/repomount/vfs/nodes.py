@@ -45,7 +45,7 @@ class Node:
     size: int = 0
     mode: int = 0o644  # permission bits only
     mtime_ns: int = field(default_factory=time.time_ns)
-    atime_ns: int | None = None  # None: the same as mtime until set (utimensat)
+    atime_ns: int | None = None  # None: the same as mtime until set, or mtime moves here
     ctime_ns: int = -1  # -1: the same as mtime until an attribute or the name changes
     # Owner, for the mount's lifetime (the remotes keep none): the mounting user, or
     # whoever made the node through an allow_other mount, or chown; 'nobody' for git
@@ -94,7 +94,14 @@ class Node:
 
     @mtime.setter
     def mtime(self, seconds: float) -> None:
+        """A change made here (a write, a truncate, an entry of a directory): the access
+        time does not move with it, as on a local disk; one that followed mtime stays."""
+        self.keep_atime()
         self.mtime_ns = int(seconds * 1e9)
+
+    def keep_atime(self) -> None:
+        if self.atime_ns is None:
+            self.atime_ns = self.mtime_ns
 
     @property
     def ctime(self) -> float:
