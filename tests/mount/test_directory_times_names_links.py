@@ -104,14 +104,20 @@ def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object,
     # unlinked while open: never closed, so never sent (allowed on every backend)
     fd = os.open(root / "open_unlinked", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     os.write(fd, b"still readable\n")
+    ctime = os.fstat(fd).st_ctime_ns
+    _tick()
     os.unlink(root / "open_unlinked")
     out.append(("fstat nlink of an unlinked new file", 0, os.fstat(fd).st_nlink))
+    out.append(("ctime of an unlinked file increases", True, os.fstat(fd).st_ctime_ns > ctime))
     out.append(("read of an unlinked new file", b"still readable\n", os.pread(fd, 100, 0)))
     os.close(fd)
     (root / "open_removed_dir").mkdir()  # (made here: removed locally on every backend)
     fd = os.open(root / "open_removed_dir", os.O_RDONLY | os.O_DIRECTORY)
+    ctime = os.fstat(fd).st_ctime_ns
+    _tick()
     os.rmdir(root / "open_removed_dir")
     out.append(("fstat nlink of a removed open directory", 0, os.fstat(fd).st_nlink))
+    out.append(("ctime of a removed directory increases", True, os.fstat(fd).st_ctime_ns > ctime))
     out.append(("listing of a removed open directory", [], os.listdir(fd)))
     os.close(fd)
     if "delete" in can:  # a file the remote has, opened, then unlinked
@@ -119,6 +125,14 @@ def immediate_checks(root: Path, can: frozenset[str]) -> list[tuple[str, object,
         os.unlink(root / "remote_file")
         out.append(("fstat nlink of an unlinked remote file", 0, os.fstat(fd).st_nlink))
         out.append(("read of an unlinked remote file", b"on the remote\n", os.pread(fd, 100, 0)))
+        os.close(fd)
+        (root / "replacement").write_bytes(b"new\n")
+        fd = os.open(root / "dir" / "keep.txt", os.O_RDONLY)
+        ctime = os.fstat(fd).st_ctime_ns
+        _tick()
+        os.rename(root / "replacement", root / "dir" / "keep.txt")
+        moved_on = os.fstat(fd).st_ctime_ns > ctime
+        out.append(("ctime of a file renamed over increases", True, moved_on))
         os.close(fd)
     return out
 

@@ -208,6 +208,7 @@ class Namespace(Forgetting):
                 self.journal_add("delete", node.path)
             self.attrs.removed(node.path)
             self.inodes.detach(node)
+            node.ctime = time.time()
             self._touch_dir(parent)
             self._keep_if_emptied(parent)
 
@@ -311,6 +312,7 @@ class Namespace(Forgetting):
         """`node` loses its name; its content stays readable by open handles."""
         self.attrs.removed(node.path)
         self.inodes.detach(node)
+        node.ctime = time.time()  # (its link count changed: fstat of a handle shows it)
         if node.local:
             self.overlay.drop_local_blob(node.ino)
         else:
