@@ -22,6 +22,7 @@ import pytest
 from support.backends import ALL_OPS, Backend
 from support.metadata import errno_of, put_file
 from support.mount import MountProc
+from support.server import ServerProc
 from support.util import wait_until
 
 pytestmark = pytest.mark.backends("native", "relace", "terminaluse", "oxen", "sentry")
@@ -205,3 +206,23 @@ def test_a_directory_changed_elsewhere_shows_new_times(mount_factory, backend: B
     wait_until(lambda: "old.py" not in os.listdir(d), 20, "the removal listed in the other mount")
     removed = _dir_times(d)
     assert removed[0] > after[0] and removed[1] > after[1], (after, removed)
+
+
+def test_ctime_moves_while_mounted_and_shows_the_mtime_after_a_remount(
+    server: ServerProc, mount_factory
+) -> None:
+    """The documented ctime row: no remote keeps it, so after a remount a file whose
+    mtime was set into the past shows that time as its ctime too."""
+    m: MountProc = mount_factory()
+    f = m.path / "old.txt"
+    f.write_bytes(b"x\n")
+    past = 1_500_000_000 * 10**9
+    os.utime(f, ns=(past, past))
+    before = time.time_ns()
+    f.chmod(0o600)
+    st = f.stat()
+    assert st.st_mtime_ns == past and st.st_ctime_ns >= before - 10**9
+    assert m.unmount().returncode == 0
+    m.start()
+    st = f.stat()
+    assert st.st_mtime_ns == past and st.st_ctime_ns == past
