@@ -8,8 +8,11 @@ file, with what it holds, and the file shows."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from repomount.remotes.base import ApplyResult, Change, Outcome
 from repomount.vfs.conflicts import Policy
 from support.memremote import MemRemote
 from support.vfsutil import HELD, MakeMount, listdir, mkdirs, read_file, walk, write_file
@@ -92,3 +95,33 @@ async def test_files_written_in_a_directory_another_client_replaced_by_a_file_go
     assert copy_f.startswith("d.conflict-") and copy_f.endswith("/f") and ours == b"ours\n"
     assert await read_file(m.vfs, "d") == b"theirs\n"
     assert await read_file(m.vfs, copy_f) == b"ours\n"
+
+
+class _EachAlone(MemRemote):
+    """A remote that answers each change of a batch alone (Relace, Terminal Use): one
+    refused does not stop the others."""
+
+    async def apply(self, changes: Sequence[Change], *, base: str | None = None) -> ApplyResult:
+        outcomes: list[Outcome] = []
+        for c in changes:
+            outcomes += (await super().apply([c], base=base)).outcomes
+        return ApplyResult(self.head, outcomes)
+
+
+async def test_several_files_refused_alone_in_a_directory_that_lost_its_name_all_go_beside_it(
+    make_mount: MakeMount,
+) -> None:
+    """The first refusal moves the directory aside with every file in it; the others,
+    refused in the same round for the same file in the way, are not held (held under
+    their new names, they would never go) but go again there."""
+    remote = _EachAlone()
+    m = await make_mount(remote, **HELD)
+    await mkdirs(m.vfs, "d")
+    for name in ("a", "b", "c"):
+        await write_file(m.vfs, f"d/{name}", name.encode())
+    remote.put("d", b"theirs\n")
+    assert await m.drain() == []
+    files = remote.files()
+    assert files.pop("d") == b"theirs\n"
+    assert sorted(p.rsplit("/", 1)[1] for p in files) == ["a", "b", "c"]
+    assert len({p.rsplit("/", 1)[0] for p in files}) == 1

@@ -41,6 +41,7 @@ from repomount.vfs.sparse import Sparse, save_edits
 log = logging.getLogger("repomount.vfs.flusher")  # (one logger for sending and settling)
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this
+_MAKES = ("write", "symlink", "mkdir")  # changes that make a name (below a directory)
 # Refusals that say nothing of what is at a change's path.
 _NOT_ABOUT_PLACE = (Aborted, Unauthorized, TooLarge, Unsupported, PreconditionRequired)
 
@@ -181,7 +182,7 @@ class Outcomes:
         at the name of a directory of ours: the nearest such name at or above the path
         of a write, symlink or mkdir, as the remote says (a stat of each directory above
         it, on this rare path only). None when the refusal was for something else."""
-        if op.op not in ("write", "symlink", "mkdir") or isinstance(error, _NOT_ABOUT_PLACE):
+        if op.op not in _MAKES or isinstance(error, _NOT_ABOUT_PLACE):
             return None
         parts = op.path.split("/")
         for n in range(1, len(parts) + (op.op == "mkdir")):
@@ -208,7 +209,10 @@ class Outcomes:
             return
         beside = await self.hooks.move_dir_aside(top)
         if beside is None:
-            self._hold(op, f"{top} is a file on the remote", "refused")
+            # Nothing of ours is left there: moved aside with an earlier change of the
+            # round (a remote that answers each change alone refused them all), and
+            # `op`'s records with it. They go again under their new names.
+            self._count_try(op, f"{top} is a file on the remote", None)
             return
         resolution = f"local directory kept as {beside}"
         self.conflicts.append(ConflictNote(top, policy.value, resolution, copy=beside))
