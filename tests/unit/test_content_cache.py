@@ -90,6 +90,22 @@ def test_linking_over_an_entry_replaces_it_and_counts_it_once(tmp_path: Path) ->
     assert cache.usage() == len(b"second") + len(b"one")
 
 
+def test_the_same_content_linked_again_keeps_the_entry_there(tmp_path: Path) -> None:
+    """A file saved unchanged lands as the version cached already: the entry stays (no
+    replace, whose freeing of the old file's blocks cost the event loop 0.2-0.4 ms)."""
+    cache = ContentCache(tmp_path / "cache", limit=10_000)
+    first, again = tmp_path / "b1", tmp_path / "b2"
+    first.write_bytes(b"same")
+    again.write_bytes(b"same")
+    entry = cache.link_in(first, "f", "v1")
+    assert entry is not None
+    inode = os.stat(entry).st_ino
+    assert cache.link_in(again, "f", "v1") == entry
+    assert os.stat(entry).st_ino == inode and entry.read_bytes() == b"same"
+    assert cache.usage() == len(b"same")
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
 def test_a_link_refused_leaves_the_cache_as_it_was(tmp_path: Path) -> None:
     cache = ContentCache(tmp_path / "cache", limit=10_000)
     assert cache.link_in(tmp_path / "gone", "f", "v1") is None  # ENOENT: read later

@@ -166,7 +166,13 @@ class ContentCache:
         self._shard(name)
         try:
             os.link(src, dest)
-        except FileExistsError:  # (an entry there already: replaced, as commit does)
+        except FileExistsError:
+            # The same content saved again (a file rewritten unchanged): the entry
+            # there has it already. Replacing it freed the old file's blocks on the
+            # event loop, 0.2-0.4 ms per save on ext4; one of another size (changed
+            # by hand) is replaced, as commit does.
+            if _size_of(dest) == _size_of(str(src)):
+                return Path(dest)
             return self._link_via_temp(src, path, version)
         except FileNotFoundError:
             if not src.exists():
