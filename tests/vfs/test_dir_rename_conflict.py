@@ -67,3 +67,36 @@ async def test_a_directory_moved_on_after_the_rename_that_lost_goes_along(
     assert await m.drain() == []
     files = mem.files()
     assert files == {"e/x": b"theirs\n", "e/y": b"mine\n", "z/f": b"one, edited\n"}
+
+
+@pytest.mark.parametrize("policy", [Policy.KEEP_BOTH, Policy.THEIRS, Policy.MINE])
+async def test_a_directory_emptied_here_and_written_into_elsewhere_is_theirs(
+    make_mount: MakeMount, mem: MemRemote, policy: Policy
+) -> None:
+    """`rmdir d` (or a directory renamed over the empty `d`) while another client writes
+    `d/x`: the remote refuses to delete a directory that is not empty. That is a change
+    made elsewhere, so a conflict: the delete is dropped (theirs stays and shows), the
+    renamed directory goes beside it. It was held as refused, for ever, with every later
+    change at or below `d` behind it. Found by a random-operations run of two mounts."""
+    m = await make_mount(on_conflict=policy, **HELD)
+    await mkdirs(m.vfs, "d")
+    await mkdirs(m.vfs, "e")
+    await mkdirs(m.vfs, "a")
+    await write_file(m.vfs, "a/mine", b"mine\n")
+    assert await m.drain() == []
+    root = await resolve(m.vfs, "")
+    await m.vfs.rmdir(root.ino, "d")
+    await _mv(m.vfs, "a", "e")  # over the empty `e`: a delete of `e`, then the rename
+    mem.put("d/x", b"theirs\n")  # another client writes into both meanwhile
+    mem.put("e/y", b"theirs too\n")
+    assert await m.drain() == []
+    files = mem.files()
+    assert files.pop("d/x") == b"theirs\n"
+    assert files.pop("e/y") == b"theirs too\n"
+    [(copy, mine)] = files.items()
+    assert copy.startswith("e.conflict-") and copy.endswith("/mine") and mine == b"mine\n"
+    shown, _ = await walk(m.vfs)
+    assert shown == mem.files()
+    await write_file(m.vfs, "d/later", b"later\n")  # nothing held back behind it
+    assert await m.drain() == []
+    assert mem.files()["d/later"] == b"later\n"

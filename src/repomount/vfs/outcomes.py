@@ -167,6 +167,12 @@ class Outcomes:
             return True
         if isinstance(outcome.error, Aborted):
             return False  # another op of the batch failed; this one goes next round
+        if op.op in ("delete", "rename") and outcome.error.code == "directory_not_empty":
+            # A directory emptied here (removed, or replaced by a rename) that another
+            # client wrote into meanwhile: a change made elsewhere, so a conflict, not
+            # a refusal held for ever with every later change below it.
+            await self._conflict(op, None)
+            return False
         if outcome.error.retryable:
             err = outcome.error
             self._count_try(op, str(err), err.retry_after if isinstance(err, Unavailable) else None)
