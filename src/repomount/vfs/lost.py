@@ -279,7 +279,10 @@ class LostConflicts(FileIO):
                 # but the remote never had it here, as its rename did not happen: the
                 # listing decides, as for a listed file (a newer change of it stays).
                 node.listed = True
-            if blob is None or self.overlay.pending_blob(node.ino) == blob:
+            pending = self.overlay.pending_blob(node.ino)
+            if blob is None and pending is not None and self.journal.uses_blob(pending):
+                pass  # a write after the change that lost (`mv a b; echo x > b`) stays
+            elif blob is None or pending == blob:
                 self.overlay.set_pending_blob(node.ino, None)
             f = self.files.get(node.ino)
             if f is not None and not f.dirty and node.open_count == 0:
