@@ -167,6 +167,12 @@ class Outcomes:
             return True
         if isinstance(outcome.error, Aborted):
             return False  # another op of the batch failed; this one goes next round
+        if op.op == "rename" and isinstance(outcome.error, NotFound):
+            # Sent again without its precondition (`mine`) after its source went
+            # elsewhere: nothing is left to move. Dropped, as a rename that lost is
+            # under the other policies; a write made at the new name since goes on.
+            await self._conflict(op, None, drop=True)
+            return False
         if op.op in ("delete", "rename") and outcome.error.code == "directory_not_empty":
             # A directory emptied here (removed, or replaced by a rename) that another
             # client wrote into meanwhile: a change made elsewhere, so a conflict, not
@@ -350,7 +356,8 @@ class Outcomes:
                     rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
                 )
 
-    async def _conflict(self, op: Planned, current: str | None) -> None:
+    async def _conflict(self, op: Planned, current: str | None, *, drop: bool = False) -> None:
+        """`drop`: a rename whose source is gone, dropped under every policy."""
         policy = self.config.policy
         where = op.dst if op.op == "rename" and op.dst else op.path
         log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
@@ -358,7 +365,7 @@ class Outcomes:
             self._hold(op, f"conflict: {where} changed on the remote", "conflict")
             self.conflicts.append(ConflictNote(where, policy.value, "held"))
             return
-        if op.op == "rename" and (beside := await self.hooks.keep_dir_as_copy(op)):
+        if op.op == "rename" and not drop and (beside := await self.hooks.keep_dir_as_copy(op)):
             # A directory moved onto a name made elsewhere meanwhile: it goes beside it
             # instead (what it carries may never have been sent), and is sent again.
             # Under `mine` too: the remote refuses to replace a directory that holds
@@ -367,7 +374,7 @@ class Outcomes:
             self.conflicts.append(ConflictNote(where, policy.value, resolution, copy=beside))
             await self.hooks.adopt_remote(where)
             return
-        if policy == Policy.MINE and op.op != "delete":
+        if policy == Policy.MINE and op.op != "delete" and not drop:
             # (A delete is dropped below as under every policy: sent again without its
             # precondition, it took their new content out of the tree, and no policy
             # deletes user content.)
