@@ -153,3 +153,20 @@ def test_a_directory_made_where_another_client_made_a_file_goes_beside_it(
     assert (m.path / "d").read_bytes() == b"theirs\n"
     assert (m.path / copy / "f").read_bytes() == b"ours\n"
     assert m.unmount().returncode == 0
+
+
+@pytest.mark.backends("native")
+def test_a_file_rewritten_elsewhere_opens_at_its_new_version(
+    server: ServerProc, mount_factory
+) -> None:
+    """Listed here, then rewritten by another client before the mount heard of it: the
+    read of the listed version is refused, and every open failed with ESTALE until the
+    listing expired. Now the kernel's second lookup (it retries an open once on ESTALE)
+    finds the directory listed again and the open reads the new version."""
+    m: MountProc = mount_factory(extra_args=["--no-change-feed", "--metadata-ttl", "60"])
+    server.put(m.repo, "doc.txt", b"first\n")
+    assert os.listdir(m.path) == ["doc.txt"]
+    assert os.stat(m.path / "doc.txt").st_size == 6
+    server.put(m.repo, "doc.txt", b"second, longer\n")  # another client
+    assert (m.path / "doc.txt").read_bytes() == b"second, longer\n"
+    assert os.stat(m.path / "doc.txt").st_size == 15

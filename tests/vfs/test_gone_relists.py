@@ -11,7 +11,7 @@ import os
 import pytest
 import trio
 
-from repomount.remotes.base import NotFound
+from repomount.remotes.base import Conflict, NotFound
 from repomount.vfs.nodes import Node
 from support.faultyremote import FaultyRemote
 from support.memremote import MemRemote
@@ -57,3 +57,19 @@ async def test_many_files_gone_at_once_cost_one_listing(
             nursery.start_soon(gone, node)
     assert await listdir(m.vfs, "pack") == ["new.pack"]
     assert faulty.calls["list_tree"] - before == 1  # (was 50)
+
+
+async def test_a_file_changed_on_the_remote_relists_its_directory(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """The same for a file another client rewrote: the read of the listed version is
+    refused (ESTALE), and was again at every open for as long as the listing was
+    trusted (the metadata TTL; an hour here). Found by a random-operations run of two
+    mounts, where opens failed so until the change feed's news arrived."""
+    mem.put("doc.txt", b"first\n")
+    m = await make_mount(mem)  # (no change feed; listings trusted for an hour)
+    assert await listdir(m.vfs, "") == ["doc.txt"]
+    mem.put("doc.txt", b"second, longer\n")  # elsewhere
+    with pytest.raises(Conflict):
+        await read_file(m.vfs, "doc.txt")
+    assert await read_file(m.vfs, "doc.txt") == b"second, longer\n"

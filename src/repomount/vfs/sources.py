@@ -14,7 +14,7 @@ from typing import BinaryIO, cast
 
 import trio
 
-from repomount.remotes.base import Capped, NotFound, RemoteError
+from repomount.remotes.base import Capped, Conflict, NotFound, RemoteError
 from repomount.vfs.errors import FsError
 from repomount.vfs.files import OpenFile, fill_spool
 from repomount.vfs.nodes import Node
@@ -81,6 +81,12 @@ class ContentSources(Walks):
                     self._listed_too_early(node)
                     raise
                 # A rename of ours landed meanwhile: the remote keeps it elsewhere now.
+            except Conflict:
+                # Rewritten elsewhere since we listed it: as for one gone, above.
+                tmp.unlink(missing_ok=True)
+                if node.source == where:
+                    self._listed_too_early(node)
+                raise
             except RemoteError as e:
                 tmp.unlink(missing_ok=True)
                 self.health.failed(e)
@@ -120,11 +126,12 @@ class ContentSources(Walks):
         return content, None
 
     def _listed_too_early(self, node: Node) -> None:
-        """The remote no longer has a file we listed: our listing of its directory is
-        older than the remote (another client changed it; the change feed or poll
-        has not said so yet). It is listed again at its next use, so that a program
-        that looks again finds what is there: git, after failing to read a pack another
-        clone's gc replaced, re-reads objects/pack/. (Not listed here: the callers hold
+        """The remote no longer has a file we listed (or has another version of it): our
+        listing of its directory is older than the remote (another client changed it;
+        the change feed or poll has not said so yet). It is listed again at its next
+        use, so that a program that looks again finds what is there: git, after failing
+        to read a pack another clone's gc replaced, re-reads objects/pack/; the kernel,
+        after an open's ESTALE, looks the name up again. (Not listed here: the callers hold
         the file's node lock, which is taken after `ns_lock`, never before, and a
         listing's merge takes `ns_lock`; and many opens failing at once, each listing
         the directory, cost as many listings as files.)"""
