@@ -177,6 +177,8 @@ class FastLane:
         character it would encode, a dot segment it would remove, a query twice)."""
         if "://" in url or url.startswith("//") or not _plain(url):
             return None
+        if ":" in url.split("/", 1)[0]:
+            return None  # (`a:b` is a URL of scheme `a` to httpx, sent as `/b`)
         path = self._base_path + url.lstrip("/")
         if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
             return None
