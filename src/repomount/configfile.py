@@ -81,15 +81,20 @@ def load(path: Path | None = None) -> Config:
     explicit = path is not None
     where = path if path is not None else default_path()
     try:
-        fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        # O_NONBLOCK: a FIFO there is refused below instead of waiting for a writer.
+        fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"no config file {where}") from None
         return Config(where, False, {})
     except OSError as e:
         raise ConfigError(f"cannot read the config file {where}: {e.strerror}") from None
+    try:  # before fdopen, which answers a directory with a traceback (EISDIR)
+        check_private(os.fstat(fd), where)
+    except ConfigError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as f:
-        check_private(os.fstat(f.fileno()), where)
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise ConfigError(f"{where}: larger than {MAX_BYTES >> 20} MiB: not a config file")

@@ -129,6 +129,20 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path: Path) -> N
     assert r.returncode == 2 and "no config file" in r.stderr
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_config_that_is_not_a_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    """A directory was a traceback (EISDIR from fdopen), a FIFO a wait for ever."""
+    path = tmp_path / "config.toml"
+    if kind == "directory":
+        path.mkdir(mode=0o700)
+    else:
+        os.mkfifo(path, 0o600)
+    for args in (("config", "check"), ("mount", "work:", str(tmp_path))):
+        r = repomount(*args, "--config", str(path), timeout=20)
+        assert r.returncode == 2, r
+        assert r.stderr == f"repomount: refusing the config file {path}: not a regular file\n"
+
+
 # --------------------------------------------------------------------------- check
 
 
