@@ -190,9 +190,15 @@ def _gid(text: str) -> int:
     return _id(text, lambda name: grp.getgrnam(name).gr_gid, "group")
 
 
+ID_LIMIT = (1 << 32) - 1  # the first uid or gid a file cannot show
+
+
 def _id(text: str, lookup: Callable[[str], int], what: str) -> int:
     text = text.strip()
     if text.isdigit():
+        # uid_t is 32 bits and (uid_t)-1 means "no owner": FUSE could show neither
+        if int(text) >= ID_LIMIT:
+            raise ValueError(f"no {what} {text!r}: ids go from 0 to {ID_LIMIT - 1}")
         return int(text)
     try:
         return lookup(text)

@@ -110,6 +110,20 @@ def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, cas
         force_unmount(mnt)
 
 
+@pytest.mark.parametrize("value", ["4294967295", "4294967296", "99999999999999999999"])
+@pytest.mark.parametrize("flag", ["--uid", "--gid"])
+def test_an_owner_no_file_can_show_is_refused(tmp_path: Path, flag: str, value: str) -> None:
+    """uid_t is 32 bits and (uid_t)-1 is no owner: such an --uid was mounted, every
+    lookup then failed (OverflowError in the daemon) and the mount said only "was
+    mounted but does not answer"."""
+    r = repomount(
+        "mount", flag, value, "http://127.0.0.1:9/r", str(tmp_path), env=_env(None, tmp_path)
+    )
+    assert r.returncode == 2, r
+    assert r.stderr.splitlines()[-1].endswith(f"{value!r}: ids go from 0 to 4294967294")
+    assert not (tmp_path / "xs").exists() and not (tmp_path / "xc").exists()
+
+
 def test_sigterm_unmounts_cleanly(server: ServerProc, mount_factory) -> None:
     m = mount_factory()
     (m.path / "x").write_bytes(b"x")
