@@ -15,6 +15,7 @@ from repomount.cli_args import (
     ENV_SERVICES,
     ENV_TOKEN,
     environment,
+    seconds,
 )
 from repomount.cli_config import ENV_CONFIG
 from repomount.cli_options import add_mount_options
@@ -64,7 +65,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
     p.add_argument(
         "--drain-timeout",
-        type=float,
+        type=seconds,
         default=DEFAULTS.drain_timeout,
         metavar="S",
         help="stop waiting for uploads after this long; pending changes stay in the journal "
@@ -76,7 +77,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("mountpoint", metavar="MNT", type=Path, help="where the repo is mounted")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=120.0,
         metavar="S",
         help="give up after this long; what is not uploaded stays pending and the command "
@@ -113,7 +114,7 @@ def _add_mount_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument(
         "--drain-timeout",
-        type=float,
+        type=seconds,
         default=DEFAULTS.drain_timeout,
         metavar="S",
         help="at Ctrl-C, how long to wait for changes to reach the server (default %(default)g)",

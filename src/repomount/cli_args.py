@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from repomount.options import parse_delay
+
 # The environment variables each command reads (tests/mount/test_cli.py checks these
 # names against the code that reads them; importing that code here would load httpx).
 ENV_TOKEN = "  REPOMOUNT_TOKEN          bearer token for repomount's server (http://, https://)\n"
@@ -52,3 +54,12 @@ def size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return value
+
+
+def seconds(text: str) -> float:
+    """A wait of `sync`, `unmount` and `demo`: 0 or more seconds, as a mount's
+    --drain-timeout (a NaN or a huge one was a traceback, a negative one a wait of 0)."""
+    try:
+        return parse_delay(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -105,6 +105,9 @@ def _size(text: str) -> int:
         raise ValueError(f"not a size: {text!r}") from None
 
 
+MAX_SECONDS = 1e9  # any wait or interval longer than this is a typo
+
+
 def _seconds(text: str, *, zero: bool) -> float:
     try:
         value = float(text)
@@ -114,6 +117,8 @@ def _seconds(text: str, *, zero: bool) -> float:
     if not low_ok or value == float("inf"):
         what = "0 or a positive" if zero else "a positive"
         raise ValueError(f"must be {what} number of seconds: {text!r}")
+    if value > MAX_SECONDS:  # a socket's or select's timeout past this overflows
+        raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (31 years): {text!r}")
     return value
 
 

@@ -124,6 +124,25 @@ def test_an_owner_no_file_can_show_is_refused(tmp_path: Path, flag: str, value: 
     assert not (tmp_path / "xs").exists() and not (tmp_path / "xc").exists()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e308"])
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("sync", "--timeout"), ("unmount", "--drain-timeout"), ("demo", "--drain-timeout")],
+)
+def test_a_wait_that_is_no_number_of_seconds_is_refused(
+    tmp_path: Path, command: str, flag: str, value: str
+) -> None:
+    """NaN, inf and 1e308 were tracebacks from settimeout (`unmount` then unmounted
+    without its drain and said the daemon was not running); -1 was a wait of 0."""
+    not_a_mount = tmp_path / "file"
+    not_a_mount.write_text("x")
+    r = repomount(command, str(not_a_mount), f"{flag}={value}", env=_env(None, tmp_path))
+    assert r.returncode == 2, r
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f"repomount {command}: error: argument {flag}: "), r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_sigterm_unmounts_cleanly(server: ServerProc, mount_factory) -> None:
     m = mount_factory()
     (m.path / "x").write_bytes(b"x")
