@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from repomount.options import parse_delay
+from repomount.options import parse_delay, parse_size
 
 # The environment variables each command reads (tests/mount/test_cli.py checks these
 # names against the code that reads them; importing that code here would load httpx).
@@ -44,16 +44,12 @@ def environment(*parts: str) -> str:
 
 
 def size(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    """A positive size, as the mount options take them (options.parse_size: `inf` and
+    `1e400` were tracebacks here)."""
     try:
-        value = int(float(num) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def seconds(text: str) -> float:

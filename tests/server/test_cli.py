@@ -73,6 +73,17 @@ def test_bad_configurations_exit_2(
     assert says in lines[0]
 
 
+@pytest.mark.parametrize("flag", ["--max-file-size", "--max-pack-size"])
+@pytest.mark.parametrize("value", ["inf", "1e400"])
+def test_an_infinite_size_is_refused_by_the_parser(tmp_path: Path, flag: str, value: str) -> None:
+    """Was a traceback (OverflowError: cannot convert float infinity to integer)."""
+    done = serve("--data", str(tmp_path / "d"), "--port", "0", flag, value, token="t")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"repomount serve: error: argument {flag}: not a size: {value!r}"
+    assert not (tmp_path / "d").exists()
+
+
 def test_no_auth_on_loopback(server_factory: ServerFactory) -> None:
     live = server_factory(["--no-auth"])
     with httpx.Client(base_url=live.url) as anon:
