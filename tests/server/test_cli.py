@@ -41,6 +41,8 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
         (("--token-file", "SHARED_FILE"), None, "other users can read it (mode 0644); make it"),
         (("--token-file", "OPEN_FILE"), None, "others can change it (mode 0602)"),
         (("--history", "0"), "t", "--history"),
+        # (was a traceback once listening: OverflowError in the first collection)
+        (("--history", "99999999999999999999"), "t", "--history must be at most"),
         (("--gc-interval", "-1"), "t", "--gc-interval"),
         (("--gc-grace", "nan"), "t", "--gc-grace"),
         (("--gc-now", "--gc-grace", "-5"), None, "--gc-grace"),

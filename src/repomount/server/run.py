@@ -68,6 +68,9 @@ class ServeConfig:
     quiet: bool = False  # no request log on stderr
 
 
+MAX_HISTORY = (1 << 63) - 1
+
+
 def config_problem(config: ServeConfig) -> str | None:
     """Why this configuration must not start, or None."""
     if problem := store_problem(config):
@@ -96,6 +99,8 @@ def store_problem(config: ServeConfig) -> str | None:
     """Why the store cannot be opened as configured (for serving or for --gc-now)."""
     if config.history < 1:
         return "--history must keep at least 1 commit"
+    if config.history > MAX_HISTORY:  # SQLite's integers are 64 bits
+        return f"--history must be at most {MAX_HISTORY}, not {config.history}"
     if not config.gc_grace >= 0.0:  # (also refuses NaN)
         return f"--gc-grace must be 0 or more seconds, not {config.gc_grace}"
     return None
