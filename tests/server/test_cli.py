@@ -40,6 +40,7 @@ def serve(*args: str, token: str | None = None) -> subprocess.CompletedProcess[s
         (("--token-file", "MISSING_FILE"), None, "cannot read the token file"),
         (("--token-file", "SHARED_FILE"), None, "other users can read it (mode 0644); make it"),
         (("--token-file", "OPEN_FILE"), None, "others can change it (mode 0602)"),
+        (("--host", ""), "t", "--host is empty"),  # (was every interface)
         (("--history", "0"), "t", "--history"),
         # (was a traceback once listening: OverflowError in the first collection)
         (("--history", "99999999999999999999"), "t", "--history must be at most"),

@@ -84,6 +84,8 @@ def config_problem(config: ServeConfig) -> str | None:
         )
     if config.token and (problem := token_problem(config.token)):
         return f"the token {problem}: no client could send it"
+    if not config.host.strip():  # (the socket layer would take it for every interface)
+        return "--host is empty: give an address (0.0.0.0 for every interface)"
     if config.no_auth and not is_loopback(config.host):
         return f"--no-auth is only allowed on a loopback host, not {config.host!r}"
     if not 0 <= config.port <= 65535:
