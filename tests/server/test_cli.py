@@ -123,6 +123,19 @@ def test_busy_data_dir_and_port(server: ServerProc, tmp_path: Path) -> None:
     assert "Trio" not in line
 
 
+def test_a_host_that_does_not_resolve_is_said_in_words(tmp_path: Path) -> None:
+    """Was "unknown error -2": the EAI_ code of getaddrinfo read as an errno."""
+    done = serve(
+        "--data", str(tmp_path / "d"), "--port", "0", "--host", "nosuch.invalid", token="t"
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "repomount serve: error: cannot listen on nosuch.invalid:0: no such address"
+    )
+    assert "unknown error" not in line.lower()
+
+
 def test_log_file_takes_the_request_log(server_factory: ServerFactory, tmp_path: Path) -> None:
     """Issue 16 #9: `serve --log-file PATH` writes the request log there, not to stderr."""
     log_file = tmp_path / "requests.log"

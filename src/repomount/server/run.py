@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ def listen_failure(group: BaseExceptionGroup[OSError]) -> str:
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
+    if isinstance(error, socket.gaierror):  # (its errno is an EAI_ code: not for strerror)
+        return f"no such address ({error.strerror})"
     code = getattr(error, "errno", None)
     if code == errno.EADDRINUSE:
         return "address already in use (another server listens there; choose another --port)"
