@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from server.test_cli import serve
 from support.server import ServerProc
 from support.smalldisk import small_disk
 
@@ -47,3 +48,14 @@ def test_an_upload_that_fills_the_disk_is_507_and_leaves_nothing(
     assert status in (200, 201), text
     log = small_server.log_path.read_text()
     assert "Traceback" not in log and "disk is full" in log
+
+
+def test_a_server_that_cannot_make_its_store_on_a_full_disk_says_so(tmp_path: Path) -> None:
+    """Was a traceback (sqlite3.OperationalError: disk I/O error) from opening the store."""
+    with small_disk(tmp_path / "small", "300k") as disk:
+        (disk / "fill").write_bytes(b"\0" * (290 << 10))
+        done = serve("--data", str(disk / "data"), "--port", "0", token="t")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"repomount serve: error: cannot open the store in {disk / 'data'}: ")
+

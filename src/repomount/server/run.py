@@ -109,6 +109,16 @@ def store_problem(config: ServeConfig) -> str | None:
     return None
 
 
+def store_failure(config: ServeConfig, error: Exception) -> str:
+    """Why the store in --data could not be opened, in one line (a full disk is an
+    sqlite3 error: "database or disk is full", "disk I/O error")."""
+    if isinstance(error, DataDirLocked):
+        return str(error)
+    said = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    where = getattr(error, "filename", None)
+    return f"cannot open the store in {config.data_dir}: {f'{where}: ' if where else ''}{said}"
+
+
 def print_error(message: str) -> None:
     print(f"{PREFIX}: error: {message}", file=sys.stderr, flush=True)
 
@@ -133,8 +143,8 @@ def serve(config: ServeConfig) -> int:
         )
     try:
         store = SqliteStore(config.data_dir, history=config.history, pause_commit_for_test=pause)
-    except (DataDirLocked, OSError) as error:
-        print_error(str(error))
+    except (DataDirLocked, OSError, sqlite3.Error) as error:
+        print_error(store_failure(config, error))
         return 1
     options = ServerOptions(
         token=None if config.no_auth else config.token,
@@ -199,8 +209,11 @@ def collect_now(config: ServeConfig) -> int:
         return 1
     try:
         store = SqliteStore(config.data_dir, history=config.history)
-    except (DataDirLocked, OSError) as error:
+    except DataDirLocked as error:
         print_error(f"{error} (a running server collects garbage itself, see --gc-interval)")
+        return 1
+    except (OSError, sqlite3.Error) as error:
+        print_error(store_failure(config, error))
         return 1
     try:
         report = store.collect_garbage(config.gc_grace)
