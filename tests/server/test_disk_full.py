@@ -59,3 +59,12 @@ def test_a_server_that_cannot_make_its_store_on_a_full_disk_says_so(tmp_path: Pa
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"repomount serve: error: cannot open the store in {disk / 'data'}: ")
 
+
+def test_data_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """Was "[Errno 17] File exists: 'PATH'"."""
+    (tmp_path / "file").write_text("x")
+    done = serve("--data", str(tmp_path / "file"), "--port", "0", token="t")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"repomount serve: error: --data {tmp_path / 'file'} is not a directory\n",
+    )

@@ -100,6 +100,8 @@ def config_problem(config: ServeConfig) -> str | None:
 
 def store_problem(config: ServeConfig) -> str | None:
     """Why the store cannot be opened as configured (for serving or for --gc-now)."""
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        return f"--data {config.data_dir} is not a directory"
     if config.history < 1:
         return "--history must keep at least 1 commit"
     if config.history > MAX_HISTORY:  # SQLite's integers are 64 bits
