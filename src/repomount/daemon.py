@@ -63,8 +63,8 @@ def check_mountpoint(mountpoint: Path) -> str | None:
 
 def _daemon_gone(mountpoint: Path) -> bool:
     """Whether the mount's daemon died, leaving its mount behind: nothing listens on its
-    control socket, and the kernel answers for the mount with ENOTCONN (a stat from a
-    thread: a daemon stopped, not dead, would make it wait)."""
+    control socket, and the kernel answers for the mount with ENOTCONN (a statfs from
+    a thread: a daemon stopped, not dead, would make it wait)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         try:
@@ -79,7 +79,9 @@ def _daemon_gone(mountpoint: Path) -> bool:
 
     def look() -> None:
         try:
-            os.stat(mountpoint)
+            # statfs, not stat: the kernel answers a stat from its attribute cache for a
+            # while after the daemon died, but a statfs always asks the daemon
+            os.statvfs(mountpoint)
         except OSError as e:
             found.append(e.errno)
 

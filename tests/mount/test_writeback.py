@@ -126,6 +126,23 @@ def test_unmount_after_kill_9_names_what_the_journal_holds(
     assert server.tree(m.repo) == {"new1.txt": b"a\n", "new2.txt": b"b\n"}
 
 
+def test_mount_over_a_killed_daemon_says_so_while_the_root_is_cached(mount_factory) -> None:
+    """The check looked with stat(), which the kernel answers from its attribute cache
+    for a while after the daemon died: a mount right after the kill said only "is
+    already a mountpoint"."""
+    m: MountProc = mount_factory(extra_args=["--metadata-ttl", "60"])
+    assert m.proc is not None
+    os.stat(m.path)  # the root's attributes are now cached
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(10)
+    os.stat(m.path)  # (answered from the cache: the daemon is gone)
+    again = repomount("mount", m.src, str(m.path), env=m.env)
+    assert again.returncode == 2
+    assert "daemon is gone" in again.stderr, again.stderr
+    assert repomount("unmount", str(m.path), env=m.env).returncode == 0
+    assert not is_mounted(m.path)
+
+
 def test_server_away_for_30s_during_a_write_burst(server: ServerProc, mount_factory) -> None:
     m: MountProc = mount_factory(extra_args=["--metadata-ttl", "1"])
     (m.path / "cached.txt").write_bytes(b"read me while offline")
