@@ -19,6 +19,7 @@ on trio, is control_server.py: `repomount sync` loads no trio (0.06 s of its 0.1
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -85,6 +86,21 @@ def note_state_dir(socket: Path, state_dir: Path) -> None:
 def forget_state_dir(mountpoint: str | Path) -> None:
     """After an unmount: the mount's note is no longer true."""
     forget_state_note(socket_path(mountpoint))
+
+
+def hold_mountpoint(socket: Path) -> int | None:
+    """For the mount, before mounting: a lock on its mountpoint, a file beside its
+    control socket, held while the mount runs (the kernel drops it when the process
+    dies); None when another repomount process holds it. Two mounts started on one
+    empty directory at once both passed their checks, FUSE stacked the second over the
+    first, and the first lost its control socket to the second."""
+    fd = os.open(socket.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def forget_state_note(socket: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from repomount import arenas, config, control, log, private, sdnotify
+from repomount.daemon import check_mountpoint
 from repomount.fuse import mount
 from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
@@ -142,6 +143,19 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
             "give this mount its own --state-dir and --cache-dir"
         )
         return 1
+    held = control.hold_mountpoint(control_socket)
+    if held is None:
+        os.close(lock_fd)
+        report(f"{req.mountpoint} is being mounted by another repomount")
+        return 2
+    # The CLI checked the mountpoint; look again now that no other repomount can mount
+    # there until this one ends.
+    why = check_mountpoint(req.mountpoint)
+    if why:
+        os.close(lock_fd)
+        os.close(held)
+        report(why)
+        return 2
     try:
         o = req.options
         remote = open_remote(
@@ -167,3 +181,4 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         if mounted and control_socket is not None:
             control.forget_state_note(control_socket)
         os.close(lock_fd)
+        os.close(held)

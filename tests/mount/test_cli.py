@@ -143,6 +143,60 @@ def test_a_wait_that_is_no_number_of_seconds_is_refused(
     assert "Traceback" not in r.stderr
 
 
+def _mounts_at(path: Path) -> int:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return sum(1 for line in f if line.split()[4] == real)
+
+
+def test_two_mounts_started_at_once_on_one_directory_do_not_stack(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """Both passed the mountpoint check before either had mounted, FUSE stacked the
+    second over the first, and the first lost its control socket: `status` could not
+    reach it and `unmount` said its daemon was not running."""
+    repos = [fresh_repo_name("race") for _ in range(2)]
+    for repo in repos:
+        server.create_repo(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = _env(server.token, tmp_path)
+    try:
+        for _ in range(4):  # (a race: before, most rounds stacked two mounts)
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "repomount",
+                        "mount",
+                        f"{server.url}/{repo}",
+                        str(mnt),
+                        "--state-dir",
+                        str(tmp_path / f"s{i}"),
+                        "--cache-dir",
+                        str(tmp_path / f"c{i}"),
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for i, repo in enumerate(repos)
+            ]
+            codes = sorted(p.wait(60) for p in procs)
+            said = "".join(p.stderr.read() for p in procs if p.stderr is not None)
+            assert codes[0] == 0 and codes[1] != 0, said
+            assert _mounts_at(mnt) == 1
+            assert repomount("status", str(mnt), env=env).returncode == 0
+            u = repomount("unmount", str(mnt), env=env)
+            assert u.returncode == 0 and "not running" not in u.stdout + u.stderr, u
+            assert _mounts_at(mnt) == 0
+    finally:
+        while is_mounted(mnt):
+            force_unmount(mnt)
+
+
 def test_sigterm_unmounts_cleanly(server: ServerProc, mount_factory) -> None:
     m = mount_factory()
     (m.path / "x").write_bytes(b"x")
