@@ -115,19 +115,49 @@ class _StopView:
             )
 
 
+def _make_dirs(path: Path) -> list[Path]:
+    """`mkdir -p path`: the directories made, deepest first (for _remove)."""
+    missing: list[Path] = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir()
+    return missing
+
+
+def _remove(made: list[Path]) -> None:
+    """Remove what _make_dirs made, if still empty: a failed demo leaves nothing."""
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def run_demo(
     mountpoint: Path, *, work_dir: Path | None = None, drain_timeout: float = DEFAULTS.drain_timeout
 ) -> int:
-    created = False
-    if not mountpoint.exists():
-        mountpoint.mkdir(parents=True)
-        created = True
+    if work_dir is not None and work_dir.exists() and not work_dir.is_dir():
+        _say(f"repomount: --dir {work_dir} is not a directory")
+        return 2
+    try:
+        made = _make_dirs(mountpoint)
+    except OSError as e:
+        _say(f"repomount: cannot make the mountpoint {mountpoint}: {e.strerror}")
+        return 2
     why = daemon.check_mountpoint(mountpoint)
     if why:
-        print(f"repomount: {why}", file=sys.stderr)
+        _remove(made)
+        _say(f"repomount: {why}")
         return 2
-    work = work_dir or Path(tempfile.mkdtemp(prefix="repomount-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work = work_dir or Path(tempfile.mkdtemp(prefix="repomount-demo-"))
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove(made)
+        _say(f"repomount: cannot make the demo's directory: {e.filename}: {e.strerror}")
+        return 2
     os.environ.pop("REPOMOUNT_TOKEN", None)
     view = _StopView()
     mounted = False
@@ -175,11 +205,7 @@ def run_demo(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a few seconds more, to finish
         if proc is not None:
             _stop_server(proc)
-        if created:
-            try:
-                mountpoint.rmdir()
-            except OSError:
-                pass
+        _remove(made)
     return _leave(work, kept=work_dir is not None, mounted=mounted, left=view.left, code=code)
 
 

@@ -245,6 +245,23 @@ def test_readme_demo_command(tmp_path: Path) -> None:
         force_unmount(mnt)
 
 
+@pytest.mark.parametrize("case", ["mountpoint_under_a_file", "dir_is_a_file"])
+def test_demo_paths_it_cannot_use_are_one_line_and_leave_nothing(tmp_path: Path, case: str) -> None:
+    """Both were tracebacks; the second also left the mountpoint it had made, parents
+    and all."""
+    file = tmp_path / "file"
+    file.write_text("x")
+    if case == "mountpoint_under_a_file":
+        args = [str(file / "mnt")]
+    else:
+        args = [str(tmp_path / "new" / "mnt"), "--dir", str(file)]
+    r = repomount("demo", *args, env=_env(None, tmp_path), timeout=30)
+    assert r.returncode == 2, r
+    [line] = r.stderr.splitlines()
+    assert line.startswith("repomount: ") and "Traceback" not in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
 def test_python_dash_m_entry_point() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "repomount", "--help"], capture_output=True, text=True, check=False
