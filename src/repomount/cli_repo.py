@@ -122,7 +122,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             return fail(f"deleting {url} removes its files and history for good; "
                          "add --yes to confirm", 2)  # fmt: skip
-        answer = input(f"delete {url}, all its files and history? [y/N] ")
+        try:
+            answer = input(f"delete {url}, all its files and history? [y/N] ")
+        except EOFError:  # Ctrl-D: no answer is a no
+            print(file=sys.stderr)
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return fail("not deleted", 1)
     code, _ = _run(url, True, lambda server, name: server.delete_repo(name))

@@ -218,9 +218,23 @@ def test_repo_create_list_delete(server: ServerProc) -> None:
     assert done.returncode == 1 and f"no repo 'notes' on {url}" in _one_line(done)
 
 
+def _read_all(fd: int) -> bytes:
+    """What a pty's other side wrote, up to its close (EIO once it is gone)."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
 def test_repo_delete_asks_on_a_terminal(server: ServerProc) -> None:
     server.create_repo("asked")
-    for answer, deleted in ((b"n\n", False), (b"y\n", True)):
+    # (Ctrl-D, an end of file, was a traceback: EOFError)
+    for answer, deleted in ((b"n\n", False), (b"\x04", False), (b"y\n", True)):
         master, slave = pty.openpty()
         env = {**os.environ, "REPOMOUNT_TOKEN": server.token}
         proc = subprocess.Popen(
@@ -233,6 +247,8 @@ def test_repo_delete_asks_on_a_terminal(server: ServerProc) -> None:
             seen += os.read(master, 1024)
         os.write(master, answer)
         assert proc.wait(30) == (0 if deleted else 1)
+        seen += _read_all(master)
+        assert b"Traceback" not in seen and (deleted or b"not deleted" in seen), seen
         os.close(master)
         with server.client() as c:
             assert c.get("/v1/repos/asked").status_code == (404 if deleted else 200)
