@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -30,10 +31,25 @@ def control(mountpoint: Path, cmd: str, *, quiet: bool = False, **kw: Any) -> di
     except control.UntrustedControl as e:
         why = str(e)
     except OSError:
-        why = f"no repomount mount answers at {mountpoint}"
+        why = _no_answer(mountpoint)
     if not quiet:
         say(f"repomount: {why}")
     return None
+
+
+def _no_answer(mountpoint: Path) -> str:
+    """Why nothing answered on the control socket of `mountpoint`, in words."""
+    from repomount import daemon, mounts
+
+    top = mounts.mount_at(os.path.realpath(mountpoint))
+    if top is None or top.fstype != mounts.FSTYPE:
+        return f"no repomount mount answers at {mountpoint}"
+    if daemon.daemon_gone(mountpoint.absolute()):
+        return (
+            f"{mountpoint} is still mounted, but its repomount daemon is gone (killed?); "
+            f"`repomount unmount {mountpoint}` unmounts it and says what it left unsent"
+        )
+    return f"the repomount mount at {mountpoint} does not answer on its control socket"
 
 
 def say(*lines: str, file: TextIO | None = None) -> None:

@@ -37,7 +37,7 @@ def check_mountpoint(mountpoint: Path) -> str | None:
     """Why `mountpoint` cannot be mounted on, or None."""
     # The mount table first: a stat of a mount whose daemon died fails (ENOTCONN)
     top = mounts.mount_at(os.path.realpath(mountpoint))
-    if top is not None and top.fstype == mounts.FSTYPE and _daemon_gone(mountpoint):
+    if top is not None and top.fstype == mounts.FSTYPE and daemon_gone(mountpoint):
         return (
             f"{mountpoint} is still mounted, but its repomount daemon is gone (killed?); "
             f"run `repomount unmount {mountpoint}` first (it says what the daemon left "
@@ -61,7 +61,7 @@ def check_mountpoint(mountpoint: Path) -> str | None:
     return None
 
 
-def _daemon_gone(mountpoint: Path) -> bool:
+def daemon_gone(mountpoint: Path) -> bool:
     """Whether the mount's daemon died, leaving its mount behind: nothing listens on its
     control socket, and the kernel answers for the mount with ENOTCONN (a statfs from
     a thread: a daemon stopped, not dead, would make it wait)."""

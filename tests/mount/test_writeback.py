@@ -115,6 +115,11 @@ def test_unmount_after_kill_9_names_what_the_journal_holds(
     again = repomount("mount", m.src, str(m.path), env=m.env)
     assert again.returncode == 2
     assert "daemon is gone" in again.stderr and f"repomount unmount {m.path}" in again.stderr
+    for command in ("status", "sync"):  # (said only "no repomount mount answers")
+        asked = repomount(command, str(m.path), env=m.env)
+        assert asked.returncode == 1
+        assert "daemon is gone" in asked.stderr, asked.stderr
+        assert f"repomount unmount {m.path}" in asked.stderr
     gone = repomount("unmount", str(m.path), env=m.env)
     assert gone.returncode == 1, gone.stderr
     assert not is_mounted(m.path)
