@@ -88,6 +88,21 @@ def forget_state_dir(mountpoint: str | Path) -> None:
     forget_state_note(socket_path(mountpoint))
 
 
+def listening(path: Path) -> bool:
+    """Whether a process listens on the socket at `path` (a connection refused: the
+    socket of a daemon that was killed); when in doubt, yes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            with unixaddr.address(path) as addr:
+                s.connect(addr)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:
+            return True
+    return True
+
+
 def hold_mountpoint(socket: Path) -> int | None:
     """For the mount, before mounting: a lock on its mountpoint, a file beside its
     control socket, held while the mount runs (the kernel drops it when the process

@@ -177,6 +177,9 @@ def unmount(
         sock = control.socket_path(mountpoint)
         deadline = time.monotonic() + DAEMON_EXIT_WAIT
         while sock.exists() and time.monotonic() < deadline:
+            if not control.listening(sock):  # a killed daemon's, left behind: no wait
+                sock.unlink(missing_ok=True)
+                break
             time.sleep(0.05)
     if reply is None and untrusted:
         return 1, f"unmounted {mountpoint} without asking its daemon to upload: {untrusted}"

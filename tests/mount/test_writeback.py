@@ -120,7 +120,10 @@ def test_unmount_after_kill_9_names_what_the_journal_holds(
         assert asked.returncode == 1
         assert "daemon is gone" in asked.stderr, asked.stderr
         assert f"repomount unmount {m.path}" in asked.stderr
+    started = time.monotonic()
     gone = repomount("unmount", str(m.path), env=m.env)
+    # (it waited 15 s for the killed daemon's control socket to go, which it never does)
+    assert time.monotonic() - started < 10
     assert gone.returncode == 1, gone.stderr
     assert not is_mounted(m.path)
     said = gone.stderr
