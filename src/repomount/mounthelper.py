@@ -76,6 +76,10 @@ def translate(src: str, mnt: str, options: list[str], *, sloppy: bool = False) -
             elif not eq or not value:
                 raise HelperError(f"option {key} needs a value: {key}=...")
             else:
+                try:  # here, in one line: `repomount mount` would print its whole usage
+                    spec.from_text(value)
+                except ValueError as e:
+                    raise HelperError(f"{key}: {e}") from None
                 argv.append(f"--{spec.name}={value}")
         elif (key in FUSE_FLAGS and not eq) or (key in FUSE_VALUED and value):
             fuse.append(opt)

@@ -57,6 +57,10 @@ def test_options_map_onto_repomount_flags() -> None:
         ("flush_delay", "option flush_delay needs a value"),
         ("no_change_feed=maybe", "no_change_feed: 'maybe' is not a yes or a no"),
         ("config=", "config= needs the config file's path"),
+        # (these printed `repomount mount`'s whole usage, naming --flush-delay)
+        ("flush_delay=soon", "flush_delay: not a number of seconds: 'soon'"),
+        ("cache-size=inf", "cache-size: not a size: 'inf'"),
+        ("uid=nobody-here", "uid: no user 'nobody-here'"),
     ],
 )
 def test_a_bad_option_is_refused_in_one_line(option: str, says: str) -> None:
