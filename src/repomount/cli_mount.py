@@ -60,7 +60,7 @@ def resolve(
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from repomount import daemon
-    from repomount.mounting import MountRequest, prepare_local_dirs, run_mount
+    from repomount.mounting import MountRequest, dirs_problem, prepare_local_dirs, run_mount
     from repomount.private import NotPrivateError
     from repomount.remotes.registry import open_remote
 
@@ -80,6 +80,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except ValueError as e:
         return fail(str(e), 2)
     req = MountRequest.create(r.src, mountpoint, identity, r.options, token=r.token)
+    if why := dirs_problem(req):
+        return fail(why, 2)
     try:
         prepare_local_dirs(req)  # here, before daemonizing: the log goes in the state dir
     except NotPrivateError as e:

@@ -141,6 +141,9 @@ def run_demo(
     if work_dir is not None and work_dir.exists() and not work_dir.is_dir():
         _say(f"repomount: --dir {work_dir} is not a directory")
         return 2
+    if work_dir is not None and work_dir.is_relative_to(mountpoint):
+        _say(f"repomount: --dir {work_dir} is inside the mountpoint {mountpoint}")
+        return 2
     try:
         made = _make_dirs(mountpoint)
     except OSError as e:

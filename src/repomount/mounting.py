@@ -86,6 +86,20 @@ class MountRequest:
         )
 
 
+def dirs_problem(req: MountRequest) -> str | None:
+    """Why the mount's state or cache directory cannot be where it is asked: inside the
+    mountpoint, every journal write would go through the mount itself, which waits
+    for it (the mount hung as it started, and SIGTERM could not stop it)."""
+    mnt = os.path.realpath(req.mountpoint)
+    for what, d in (("state", req.state_dir), ("cache", req.cache_dir)):
+        if os.path.realpath(d).startswith(mnt.rstrip("/") + "/"):
+            return (
+                f"the {what} directory {d} is inside the mountpoint {req.mountpoint}; "
+                f"choose another with --{what}-dir"
+            )
+    return None
+
+
 def prepare_local_dirs(req: MountRequest) -> Path:
     """Make the mount's state, cache and control directories private to us (or check
     the ones found there), with the process's umask 077 from now on so everything the
@@ -129,6 +143,9 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         if req.on_stop is not None:
             req.on_stop(progress)
 
+    if why := dirs_problem(req):
+        report(why)
+        return 2
     try:
         control_socket = prepare_local_dirs(req)
     except private.NotPrivateError as e:

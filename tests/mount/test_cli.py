@@ -197,6 +197,29 @@ def test_two_mounts_started_at_once_on_one_directory_do_not_stack(
             force_unmount(mnt)
 
 
+@pytest.mark.parametrize("flag", ["--state-dir", "--cache-dir"])
+def test_a_state_or_cache_dir_inside_the_mountpoint_is_refused(
+    server: ServerProc, tmp_path: Path, flag: str
+) -> None:
+    """The mount hung as it started (its journal went through the mount itself, which
+    waited for it) and SIGTERM could not stop it."""
+    repo = fresh_repo_name("inside")
+    server.create_repo(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = _env(server.token, tmp_path)
+    try:
+        r = repomount(
+            "mount", f"{server.url}/{repo}", str(mnt), flag, str(mnt / "d"), env=env, timeout=30
+        )
+        assert r.returncode == 2, r
+        [line] = r.stderr.splitlines()
+        assert "is inside the mountpoint" in line and f"choose another with {flag}" in line
+        assert not is_mounted(mnt) and list(mnt.iterdir()) == []
+    finally:
+        force_unmount(mnt)
+
+
 def test_sigterm_unmounts_cleanly(server: ServerProc, mount_factory) -> None:
     m = mount_factory()
     (m.path / "x").write_bytes(b"x")
@@ -260,6 +283,15 @@ def test_demo_paths_it_cannot_use_are_one_line_and_leave_nothing(tmp_path: Path,
     [line] = r.stderr.splitlines()
     assert line.startswith("repomount: ") and "Traceback" not in r.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_demo_dir_inside_its_mountpoint_is_refused(tmp_path: Path) -> None:
+    r = repomount("demo", str(tmp_path / "m"), "--dir", str(tmp_path / "m" / "w"), timeout=30)
+    assert r.returncode == 2, r
+    assert r.stderr.splitlines() == [
+        f"repomount: --dir {tmp_path / 'm' / 'w'} is inside the mountpoint {tmp_path / 'm'}"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_python_dash_m_entry_point() -> None:
