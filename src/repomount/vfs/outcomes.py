@@ -356,6 +356,26 @@ class Outcomes:
                     rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
                 )
 
+    def _expect_anything(self, op: Planned) -> bool:
+        """`mine`: `op`'s records, sent again, expect anything (no precondition); False
+        when they did already. With the write half of "write, then rename" onto a file
+        the remote has, what it expects there is the rename record's (sent with it, not
+        one of its ids): left as it was, every round met the same conflict again at once,
+        a loop of tens of thousands of requests."""
+        ids = [*op.ids, *([op.then_delete] if op.then_delete is not None else [])]
+        loosened = False
+        for rec in filter(None, map(self.journal.get, ids)):
+            if rec.id == op.then_delete and rec.op == "rename":
+                changes = {"expect_to": Expect.ANY}  # (its delete half keeps its own)
+            elif rec.id in op.ids:
+                changes = {"expect": Expect.ANY, "expect_to": Expect.ANY}
+            else:
+                continue
+            if any(getattr(rec, name) is not Expect.ANY for name in changes):
+                self.journal.update(rec, **changes)
+                loosened = True
+        return loosened
+
     async def _conflict(self, op: Planned, current: str | None, *, drop: bool = False) -> None:
         """`drop`: a rename whose source is gone, dropped under every policy."""
         policy = self.config.policy
@@ -378,10 +398,13 @@ class Outcomes:
             # (A delete is dropped below as under every policy: sent again without its
             # precondition, it took their new content out of the tree, and no policy
             # deletes user content.)
-            for i in op.ids:
-                rec = self.journal.get(i)
-                if rec is not None:
-                    self.journal.update(rec, expect=Expect.ANY, expect_to=Expect.ANY)
+            if not self._expect_anything(op):
+                # Nothing left to loosen, yet a precondition failed: sent again it would
+                # fail again at once, round after round. Held, and said.
+                log.error("%s: conflict again with no precondition of ours left", where)
+                self._hold(op, f"conflict: {where} changed on the remote", "conflict")
+                self.conflicts.append(ConflictNote(where, policy.value, "held"))
+                return
             self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
             return
         copy: str | None = None
