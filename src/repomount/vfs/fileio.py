@@ -75,7 +75,8 @@ class FileIO(ContentSources):
                 self.files.close(ino)
             raise
         fh = self.new_fh()
-        self.handles[fh] = Handle(fh, node, writable, truncated=truncate)
+        told = self.lost_lineage.get(ino, (0, ""))[0]  # (only what comes after it opened)
+        self.handles[fh] = Handle(fh, node, writable, truncated=truncate, losses_seen=told)
         return fh, keep_cache
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -170,7 +171,13 @@ class FileIO(ContentSources):
         if node.attached and not node.local:
             blob = self.overlay.pending_blob(node.ino)  # (None: the remote has it all)
             where = self.journal.blob_path(blob) if blob is not None else None
-            await self.acknowledged(self.flusher.ids_for(node.path), where)
+            try:
+                await self.acknowledged(self.flusher.ids_for(node.path), where)
+            except FsError as e:
+                if e.errno == errno.ESTALE:  # (this one told: not again below)
+                    h.losses_seen = self.lost_lineage.get(node.ino, (0, ""))[0]
+                raise
+            self._tell_lost(h)
             return
         f = self.files.get(node.ino)  # (never sent: only here)
         fd = os.dup(f.fd) if f is not None else None
@@ -179,6 +186,15 @@ class FileIO(ContentSources):
         finally:
             if fd is not None:
                 os.close(fd)
+        self._tell_lost(h)
+
+    def _tell_lost(self, h: Handle) -> None:
+        """ESTALE, once per descriptor, when its file's content lost a conflict since it
+        opened or last heard of one (VfsState.lost_lineage)."""
+        count, what = self.lost_lineage.get(h.node.ino, (0, ""))
+        if count > h.losses_seen:
+            h.losses_seen = count
+            raise FsError(errno.ESTALE, what)
 
     async def acknowledged(self, ids: list[int], blob: Path | None) -> None:
         """Until the remote has the changes `ids` (fsync, fsyncdir). The local syncs
@@ -275,6 +291,7 @@ class FileIO(ContentSources):
                     self.commit_content(node)
                     self.files.close(node.ino)
                     self.saved_lineage.pop(node.ino, None)
+                    self.lost_lineage.pop(node.ino, None)
                     if node.ino in self.held_back:  # a listing left it behind: re-list
                         self.held_back.discard(node.ino)
                         if node.parent is not None:

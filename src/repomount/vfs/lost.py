@@ -52,6 +52,13 @@ class LostConflicts(FileIO):
             and r.expect in olds
         ]
 
+    def _lineage_lost(self, node: Node, what: str) -> None:
+        """The content of `node` lost a conflict: the descriptors open on it hear it at
+        their next fsync (fileio.py)."""
+        if node.open_count > 0:
+            count, _ = self.lost_lineage.get(node.ino, (0, ""))
+            self.lost_lineage[node.ino] = (count + 1, what)
+
     def _free_copy_name(self, where: str) -> str:
         """A conflict copy's name nothing has (two conflicts in one second: `-2`...)."""
         n = 1
@@ -104,6 +111,8 @@ class LostConflicts(FileIO):
         name = copy.rsplit("/", 1)[-1]
         if parent is None or parent.children is None:
             return copy, copy_id  # (not loaded here: a listing shows it)
+        if node is not None:
+            self._lineage_lost(node, f"{where} changed on the remote; kept as {copy}")
         if node is not None and node.parent is parent:
             old_name = node.name
             self.attrs.moved(where, copy)
@@ -242,6 +251,7 @@ class LostConflicts(FileIO):
                     self.overlay.set_pending_blob(node.ino, None)
                 if node.open_count == 0 and self.files.get(node.ino) is None:
                     return  # not open: the name shows the remote's version again
+                self._lineage_lost(node, f"{op.path} changed on the remote; saved to {saved}")
                 parent = node.parent
                 self.saved_lineage[node.ino] = saved
                 self.attrs.removed(node.path)

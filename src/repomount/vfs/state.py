@@ -99,6 +99,7 @@ class Handle:
     node: Node
     writable: bool
     truncated: bool = False  # opened O_TRUNC (read-only too, as Linux does)
+    losses_seen: int = 0  # of its inode's lost conflicts (VfsState.lost_lineage), told
 
     @property
     def commits(self) -> bool:
@@ -171,6 +172,12 @@ class VfsState:
         # Unlinked inodes whose change lost a conflict (policy theirs) while open: where
         # what their descriptors still write is saved (lost.py sets, fileio.py saves).
         self.saved_lineage: dict[int, Path] = {}
+        # Open inodes whose content lost a conflict (moved to a copy, or saved aside):
+        # how many times, and what happened last. Each descriptor open then hears it
+        # once, at its next fsync (ESTALE), as Linux reports a writeback error to every
+        # file open when it happened: the close that was the commit point may have been
+        # another descriptor's (a child process's copy, closed at its exec).
+        self.lost_lineage: dict[int, tuple[int, str]] = {}
         # Inodes whose new mode or time is being journaled with a copy of their content
         # (core.py's _journal_attrs, which waits for the copy): busy for listings, which
         # would otherwise put the remote's mode back before the row takes the new one.
