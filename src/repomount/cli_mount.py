@@ -82,6 +82,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     req = MountRequest.create(r.src, mountpoint, identity, r.options, token=r.token)
     if why := dirs_problem(req):
         return fail(why, 2)
+    req.note_new_dirs()
     try:
         prepare_local_dirs(req)  # here, before daemonizing: the log goes in the state dir
     except NotPrivateError as e:

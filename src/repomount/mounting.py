@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,9 @@ class MountRequest:
     token: str | None = field(default=None, repr=False)  # None: the environment's
     log_file: Path | None = None  # a daemon's log (rotated); None: stderr, or the journal
     on_stop: Callable[[mount.StopProgress], None] | None = None  # the demo shows the stop
+    # The directories that did not exist before this mount (new_dirs): a mount that
+    # never came up removes them again, but for the log saying why.
+    made_dirs: list[Path] = field(default_factory=list)
     dist: str | None = None  # sentry: the files of one dist of the release
 
     @classmethod
@@ -57,6 +62,14 @@ class MountRequest:
             options=options,
             token=token,
         )
+
+    def note_new_dirs(self) -> None:
+        """Before the mount's directories are made: which of them (and of their parents)
+        this mount makes."""
+        for d in (self.state_dir, self.cache_dir):
+            while not d.exists() and d not in self.made_dirs:
+                self.made_dirs.append(d)  # (each one before its parent)
+                d = d.parent
 
     def timeouts(self) -> Timeouts:
         o = self.options
@@ -198,4 +211,35 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
         if mounted and control_socket is not None:
             control.forget_state_note(control_socket)
         os.close(lock_fd)
+        if not mounted:
+            remove_made_dirs(req)
         os.close(held)
+
+
+def remove_made_dirs(req: MountRequest) -> None:
+    """A mount that never came up (a wrong token, an unknown repo, a server away) leaves
+    nothing behind of what it made, but its log: nothing was written through it, and
+    bad input changes nothing (a new state directory held a journal and a 1 MiB
+    reserve, a new cache directory its tree). Called holding the state directory's
+    lock, so no other mount uses it; a cache directory that holds files is left (a
+    mount with a state directory of its own began there meanwhile), and the parents
+    made for them go only when empty."""
+    for d in (req.state_dir, req.cache_dir):
+        if d not in req.made_dirs or not d.is_dir():
+            continue
+        if d == req.cache_dir and _holds_files(d):
+            continue
+        for entry in list(d.iterdir()):
+            if entry == req.log_file:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    for d in req.made_dirs:
+        with contextlib.suppress(OSError):
+            d.rmdir()  # (not when something is left in it: the log, say)
+
+
+def _holds_files(d: Path) -> bool:
+    return any(files for _, _, files in os.walk(d))

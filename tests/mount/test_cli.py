@@ -71,6 +71,49 @@ MOUNT_ERRORS = {
 }
 
 
+@pytest.mark.parametrize("case", ["bad_token", "unknown_repo", "unreachable"])
+def test_a_mount_that_never_came_up_leaves_only_its_log(
+    server: ServerProc, tmp_path: Path, case: str
+) -> None:
+    """Bad input changes nothing: a first mount refused by the remote left a state
+    directory (a journal, a 1 MiB reserve, a spool) and a cache directory behind. Only
+    the log saying why stays; a state directory used before is left as it was."""
+    repo = fresh_repo_name("gone")
+    server.create_repo(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    src, token = f"{server.url}/{repo}", server.token
+    if case == "bad_token":
+        token = "wrong-token"
+    elif case == "unknown_repo":
+        src = f"{server.url}/nope"
+    else:
+        src = "http://127.0.0.1:9/ok"
+    env = _env(token, tmp_path)
+    try:
+        r = repomount("mount", src, str(mnt), env=env, timeout=60)
+        assert r.returncode != 0
+        made = [p for p in tmp_path.rglob("*") if not p.is_relative_to(mnt)]
+        files = [p.relative_to(tmp_path) for p in made if not p.is_dir()]
+        assert [f.name for f in files] == ["mount.log"], made
+        assert "not mounted" in (tmp_path / files[0]).read_text()
+        assert not (tmp_path / "xc").exists(), made  # (the cache root was made for it)
+    finally:
+        force_unmount(mnt)
+    # A state directory in use before (a pending change, kept modes) stays as it was.
+    good = _env(server.token, tmp_path)
+    assert repomount("mount", f"{server.url}/{repo}", str(mnt), env=good).returncode == 0
+    try:
+        (mnt / "kept.txt").write_bytes(b"kept\n")
+    finally:
+        assert repomount("unmount", str(mnt), env=good).returncode == 0
+    before = sorted(map(str, (tmp_path / "xs").rglob("*")))
+    r = repomount("mount", f"{server.url}/{repo}", str(mnt), env=_env("wrong", tmp_path))
+    assert r.returncode != 0
+    force_unmount(mnt)
+    assert sorted(map(str, (tmp_path / "xs").rglob("*"))) == before
+
+
 @pytest.mark.parametrize("case", list(MOUNT_ERRORS))
 def test_mount_errors_are_one_clear_line(server: ServerProc, tmp_path: Path, case: str) -> None:
     repo = fresh_repo_name("ok")
