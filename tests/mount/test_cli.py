@@ -71,6 +71,28 @@ MOUNT_ERRORS = {
 }
 
 
+def test_an_unknown_fuse_option_is_named_in_the_one_line(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """libfuse says which option it does not know on stderr, which a mount in the
+    background sends to its log: the terminal had only 'fuse_session_new() failed'."""
+    repo = fresh_repo_name("opt")
+    server.create_repo(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = repomount(
+            "mount", f"{server.url}/{repo}", str(mnt), "-o", "no_such_option",
+            env=_env(server.token, tmp_path), timeout=60,
+        )  # fmt: skip
+        assert r.returncode != 0
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "-o options (no_such_option)" in lines[0], r.stderr
+        assert not is_mounted(mnt)
+    finally:
+        force_unmount(mnt)
+
+
 @pytest.mark.parametrize("case", ["bad_token", "unknown_repo", "unreachable"])
 def test_a_mount_that_never_came_up_leaves_only_its_log(
     server: ServerProc, tmp_path: Path, case: str

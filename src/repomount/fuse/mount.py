@@ -219,7 +219,12 @@ async def run(vfs: Vfs, opts: MountOptions, ready: ReadyCallback) -> int:
     try:
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options(opts))
     except RuntimeError as e:
-        ready(f"cannot mount on {opts.mountpoint}: {e}")
+        why = str(e)
+        given = [o for o in opts.fuse_options if o]
+        if "fuse_session_new" in why and given:
+            # (libfuse names the option it does not know on stderr only: the log)
+            why += f": is one of the -o options ({','.join(given)}) unknown to libfuse?"
+        ready(f"cannot mount on {opts.mountpoint}: {why}")
         await vfs.close()
         return 1
     invalidator.enabled = True
