@@ -121,6 +121,7 @@ def test_busy_data_dir_and_port(server: ServerProc, tmp_path: Path) -> None:
     # Issue 16 #7: what went wrong, not "Exceptions from Trio nursery (1 sub-exception)".
     assert "cannot listen" in line and "address already in use" in line, line
     assert "Trio" not in line
+    assert not (tmp_path / "other").exists()  # (never listened: the new store is gone)
 
 
 def test_a_host_that_does_not_resolve_is_said_in_words(tmp_path: Path) -> None:
@@ -134,6 +135,7 @@ def test_a_host_that_does_not_resolve_is_said_in_words(tmp_path: Path) -> None:
         "repomount serve: error: cannot listen on nosuch.invalid:0: no such address"
     )
     assert "unknown error" not in line.lower()
+    assert not (tmp_path / "d").exists()
 
 
 def test_log_file_takes_the_request_log(server_factory: ServerFactory, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -143,6 +144,7 @@ def serve(config: ServeConfig) -> int:
             file=sys.stderr,
             flush=True,
         )
+    made = not config.data_dir.exists()  # (a server that never listened removes it)
     try:
         store = SqliteStore(config.data_dir, history=config.history, pause_commit_for_test=pause)
     except (DataDirLocked, OSError, sqlite3.Error) as error:
@@ -170,6 +172,9 @@ def serve(config: ServeConfig) -> int:
         store.close()
         if request_log is not None:
             request_log.close()
+    if status and made:
+        # Never listened, so nothing was stored: a wrong --port changes nothing.
+        shutil.rmtree(config.data_dir, ignore_errors=True)
     return status
 
 
