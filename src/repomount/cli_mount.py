@@ -60,7 +60,14 @@ def resolve(
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from repomount import daemon
-    from repomount.mounting import MountRequest, dirs_problem, prepare_local_dirs, run_mount
+    from repomount.mounting import (
+        MountRequest,
+        dirs_problem,
+        lock_state_dir,
+        prepare_local_dirs,
+        run_mount,
+        state_dir_busy,
+    )
     from repomount.private import NotPrivateError
     from repomount.remotes.registry import open_remote
 
@@ -89,6 +96,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return fail(str(e), 2)
     except OSError as e:  # (a missing XDG_RUNTIME_DIR, a read-only --state-dir, ...)
         return fail(f"cannot make the mount's directories: {_os_error(e)}", 2)
+    # Asked here too, before the daemon's log (that of the mount using it) is written.
+    held = lock_state_dir(req)
+    if held is None:
+        return fail(state_dir_busy(req), 1)
+    os.close(held)
     if args.foreground:
         return run_mount(req, _print_ready(r.src, mountpoint))
     req.log_file = req.state_dir / "mount.log"

@@ -128,6 +128,25 @@ def prepare_local_dirs(req: MountRequest) -> Path:
     return control.prepare_socket(req.mountpoint)
 
 
+def lock_state_dir(req: MountRequest) -> int | None:
+    """The state directory's lock, held (one mount per state directory); None when
+    another mount holds it."""
+    fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def state_dir_busy(req: MountRequest) -> str:
+    return (
+        f"{req.src} is already mounted with state dir {req.state_dir}; "
+        "give this mount its own --state-dir and --cache-dir"
+    )
+
+
 def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     arenas.limit_arenas()  # (before any worker thread allocates)
     log.setup(req.options.log_level, file=req.log_file)
@@ -164,14 +183,9 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     except private.NotPrivateError as e:
         report(str(e))
         return 2
-    lock_fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        report(
-            f"{req.src} is already mounted with state dir {req.state_dir}; "
-            "give this mount its own --state-dir and --cache-dir"
-        )
+    lock_fd = lock_state_dir(req)
+    if lock_fd is None:
+        report(state_dir_busy(req))
         return 1
     held = control.hold_mountpoint(control_socket)
     if held is None:

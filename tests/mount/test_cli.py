@@ -71,6 +71,33 @@ MOUNT_ERRORS = {
 }
 
 
+def test_a_second_mount_with_the_state_dir_of_a_running_one_is_refused_in_its_own_words(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """One mount per state directory; the second is refused before it starts, so its
+    refusal does not go into the running mount's log (it did)."""
+    repo = fresh_repo_name("twice")
+    server.create_repo(repo)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    env = _env(server.token, tmp_path)
+    src = f"{server.url}/{repo}"
+    assert repomount("mount", src, str(first), env=env).returncode == 0
+    try:
+        [log] = (tmp_path / "xs").rglob("mount.log")
+        before = log.read_text()
+        r = repomount("mount", src, str(second), env=env, timeout=60)
+        assert r.returncode == 1
+        [line] = r.stderr.strip().splitlines()
+        assert "is already mounted with state dir" in line, line
+        assert not is_mounted(second)
+        assert log.read_text() == before
+    finally:
+        repomount("unmount", str(first), env=env)
+        force_unmount(second)
+
+
 def test_an_unknown_fuse_option_is_named_in_the_one_line(
     server: ServerProc, tmp_path: Path
 ) -> None:
