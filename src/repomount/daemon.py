@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repomount import control, mounts, private, statusview, unixaddr
+from repomount import control, holders, mounts, private, statusview, unixaddr
 from repomount.options import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,11 @@ def unmount(
         check=False,
     )
     if result.returncode != 0:
-        return 1, f"not unmounted: {result.stderr.strip() or 'fusermount3 failed'}"
+        said = f"not unmounted: {result.stderr.strip() or 'fusermount3 failed'}"
+        users = holders.holders(mountpoint) if "busy" in result.stderr.lower() else []
+        if users:
+            said += f"; in use by {', '.join(users)}: close them and unmount again"
+        return 1, said
     held = _held_elsewhere(mine)
     daemon_pid = reply.get("pid") if reply else None
     if isinstance(daemon_pid, int):

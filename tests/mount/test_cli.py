@@ -708,3 +708,27 @@ def test_sync_shows_progress_on_a_terminal_only(server: ServerProc, mount_factor
     code, shown = _on_a_terminal(["sync", str(m.path)], m.env)
     assert code == 0 and "everything is uploaded" in shown
     assert server.tree(m.repo) == {"waiting.txt": b"12345"}
+
+
+def test_an_unmount_refused_as_busy_names_what_holds_the_mount(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """`Device or resource busy` alone left the user to find the shell or editor
+    inside the mount; the refusal names it (as `fuser -m` would)."""
+    repo = fresh_repo_name("busy")
+    server.create_repo(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = _env(server.token, tmp_path)
+    assert repomount("mount", f"{server.url}/{repo}", str(mnt), env=env).returncode == 0
+    holder = subprocess.Popen(["sleep", "60"], cwd=mnt)
+    try:
+        r = repomount("unmount", str(mnt), env=env)
+        assert r.returncode == 1
+        assert f"in use by sleep (pid {holder.pid})" in r.stderr, r.stderr
+        assert is_mounted(mnt)
+    finally:
+        holder.kill()
+        holder.wait()
+        assert repomount("unmount", str(mnt), env=env).returncode == 0
+        force_unmount(mnt)
