@@ -106,7 +106,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     req.log_file = req.state_dir / "mount.log"
     code = daemon.start(lambda ready: run_mount(req, ready), req.log_file)
     if code == 0:
-        print(f"mounted {r.src} on {mountpoint} (log: {req.log_file})")
+        print(printable(f"mounted {r.src} on {mountpoint} (log: {req.log_file})"))
     return code
 
 
@@ -122,7 +122,9 @@ def _os_error(e: OSError) -> str:
 def _print_ready(src: str, mountpoint: Path) -> Callable[[str | None], None]:
     def ready(error: str | None) -> None:
         if error is None:
-            print(f"repomount: mounted {src} on {mountpoint}", file=sys.stderr, flush=True)
+            print(
+                printable(f"repomount: mounted {src} on {mountpoint}"), file=sys.stderr, flush=True
+            )
         else:
             print(f"repomount: {printable(error)}", file=sys.stderr, flush=True)
 
