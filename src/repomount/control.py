@@ -109,7 +109,13 @@ def hold_mountpoint(socket: Path) -> int | None:
     dies); None when another repomount process holds it. Two mounts started on one
     empty directory at once both passed their checks, FUSE stacked the second over the
     first, and the first lost its control socket to the second."""
-    fd = os.open(socket.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return try_lock(socket.with_suffix(".lock"))
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive lock on the file `path` (made 0600 if missing), held until its
+    descriptor is closed or the process dies; None when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

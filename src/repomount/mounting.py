@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -131,13 +130,7 @@ def prepare_local_dirs(req: MountRequest) -> Path:
 def lock_state_dir(req: MountRequest) -> int | None:
     """The state directory's lock, held (one mount per state directory); None when
     another mount holds it."""
-    fd = os.open(req.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    return control.try_lock(req.state_dir / "lock")
 
 
 def state_dir_busy(req: MountRequest) -> str:
