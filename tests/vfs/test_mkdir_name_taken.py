@@ -15,7 +15,7 @@ import pytest
 from repomount.remotes.base import ApplyResult, Change, Outcome
 from repomount.vfs.conflicts import Policy
 from support.memremote import MemRemote
-from support.vfsutil import HELD, MakeMount, listdir, mkdirs, read_file, walk, write_file
+from support.vfsutil import HELD, MakeMount, listdir, mkdirs, read_file, resolve, walk, write_file
 
 
 @pytest.mark.parametrize("policy", [Policy.KEEP_BOTH, Policy.THEIRS, Policy.MINE])
@@ -125,3 +125,22 @@ async def test_several_files_refused_alone_in_a_directory_that_lost_its_name_all
     assert files.pop("d") == b"theirs\n"
     assert sorted(p.rsplit("/", 1)[1] for p in files) == ["a", "b", "c"]
     assert len({p.rsplit("/", 1)[0] for p in files}) == 1
+
+
+async def test_a_directory_made_written_into_and_moved_on_goes_to_its_new_name(
+    make_mount: MakeMount, mem: MemRemote
+) -> None:
+    """`mkdir d; echo > d/x; mv d e` (a build in a temporary directory, renamed into
+    place), all pending, while another client makes a file `d`: the refused changes lie
+    before the move, and were left where they were, sent again for ever; the files end
+    at `e`, where the directory went."""
+    m = await make_mount(**HELD)
+    await mkdirs(m.vfs, "d")
+    await write_file(m.vfs, "d/x", b"ours\n")
+    root = await resolve(m.vfs, "")
+    await m.vfs.rename(root.ino, "d", root.ino, "e", 0)
+    mem.put("d", b"theirs\n")
+    assert await m.drain() == []
+    assert mem.files() == {"d": b"theirs\n", "e/x": b"ours\n"}
+    assert await read_file(m.vfs, "e/x") == b"ours\n"
+    assert await read_file(m.vfs, "d") == b"theirs\n"

@@ -156,17 +156,21 @@ class LostConflicts(FileIO):
                 self._show_moved(*now)
             return copy
 
-    async def move_dir_aside(self, top: str) -> str | None:
+    async def move_dir_aside(self, top: str, refused: int) -> str | None:
         """A directory of ours at `top` whose name another client took with a file (or
         symlink) meanwhile: its changes could only be refused, round after round (a file
         cannot go below a file), and the content they carry shown nowhere. The changes
-        made in it since it was last made there go to a conflict copy's name beside it
-        instead, and the directory moves there in the mount. Returns that name; None
-        when no change of ours lies there."""
+        made in it since it was last made there, before the refused record `refused`,
+        go to a conflict copy's name beside it instead (and where later records move it,
+        `mkdir d; ...; mv d e`, they move it from there), and the directory moves there
+        in the mount. Returns that name; None when no change of ours lies there."""
         async with self.ns_lock:
             records = self.journal.records()
-            start = 0  # (after the last delete or move of `top`: an earlier directory)
+            start = 0  # (after the last delete or move of `top` before the refused
+            # change: an earlier directory; a later one moved this directory on)
             for k, r in enumerate(records):
+                if r.id >= refused:
+                    break
                 if r.op in ("delete", "rename") and _at_or_under(top, r.path):
                     start = k + 1
             mine = records[start:]

@@ -69,7 +69,7 @@ class FlushHooks(Protocol):
 
     async def keep_dir_as_copy(self, op: Planned) -> str | None: ...
 
-    async def move_dir_aside(self, top: str) -> str | None: ...
+    async def move_dir_aside(self, top: str, refused: int) -> str | None: ...
 
     async def set_aside_lineage(self, op: Planned, olds: set[ExpectT], saved: Path) -> None: ...
 
@@ -219,11 +219,16 @@ class Outcomes:
             self._hold(op, f"conflict: {top} is a file on the remote", "conflict")
             self.conflicts.append(ConflictNote(top, policy.value, "held"))
             return
-        beside = await self.hooks.move_dir_aside(top)
+        beside = await self.hooks.move_dir_aside(top, min(op.ids))
         if beside is None:
-            # Nothing of ours is left there: moved aside with an earlier change of the
-            # round (a remote that answers each change alone refused them all), and
-            # `op`'s records with it. They go again under their new names.
+            if any(
+                rec is not None and (rec.path == top or rec.path.startswith(top + "/"))
+                for rec in map(self.journal.get, op.ids)
+            ):
+                self._hold(op, f"{top} is a file on the remote", "refused")
+                return  # (nothing moved them: held, not sent again and again)
+            # Moved aside with an earlier change of the round (a remote that answers
+            # each change alone refused them all): they go again under their new names.
             self._count_try(op, f"{top} is a file on the remote", None)
             return
         resolution = f"local directory kept as {beside}"
