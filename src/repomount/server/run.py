@@ -163,18 +163,20 @@ def serve(config: ServeConfig) -> int:
         print_error(f"cannot open the log file {config.log_file}: {error.strerror or error}")
         return 1
     status = 0
+    listened = trio.Event()  # (trio's Event outlives trio.run: only .set() needs it)
     try:
-        trio.run(_serve, Backend(store, options), config, request_log)
+        trio.run(_serve, Backend(store, options), config, request_log, listened)
     except* OSError as group:
         print_error(f"cannot listen on {config.host}:{config.port}: {listen_failure(group)}")
         status = 1
     finally:
+        if made and not listened.is_set():
+            # Never listened, so nothing was stored: a wrong --port changes nothing.
+            # (Removed while the store's lock is held: no other server opens it first.)
+            shutil.rmtree(config.data_dir, ignore_errors=True)
         store.close()
         if request_log is not None:
             request_log.close()
-    if status and made:
-        # Never listened, so nothing was stored: a wrong --port changes nothing.
-        shutil.rmtree(config.data_dir, ignore_errors=True)
     return status
 
 
@@ -233,7 +235,9 @@ def collect_now(config: ServeConfig) -> int:
     return 0
 
 
-async def _serve(backend: Backend, config: ServeConfig, request_log: TextIO | None) -> None:
+async def _serve(
+    backend: Backend, config: ServeConfig, request_log: TextIO | None, listened: trio.Event
+) -> None:
     hconfig = HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hconfig.bind = [f"{host}:{config.port}"]
@@ -258,6 +262,7 @@ async def _serve(backend: Backend, config: ServeConfig, request_log: TextIO | No
         binds = await nursery.start(
             partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait)
         )
+        listened.set()
         # Tests and scripts wait for this line and read the port from it.
         print(f"{PREFIX}: listening on {binds[0]}", file=sys.stderr, flush=True)
         if config.gc_interval > 0:
