@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
 from repomount.vfs.core import Vfs, VfsConfig
+from repomount.vfs.journal_schema import blob_dir
 
 logger = logging.getLogger(__name__)
 
@@ -217,9 +219,9 @@ def run_mount(req: MountRequest, ready: Callable[[str | None], None]) -> int:
     finally:
         if mounted and control_socket is not None:
             control.forget_state_note(control_socket)
-        os.close(lock_fd)
         if not mounted:
-            remove_made_dirs(req)
+            remove_made_dirs(req)  # (holding the state directory's lock)
+        os.close(lock_fd)
         os.close(held)
 
 
@@ -236,6 +238,8 @@ def remove_made_dirs(req: MountRequest) -> None:
             continue
         if d == req.cache_dir and _holds_files(d):
             continue
+        if d == req.state_dir and not _nothing_journaled(d):
+            continue  # (mounted after all, and written to: what it holds stays)
         for entry in list(d.iterdir()):
             if entry == req.log_file:
                 continue
@@ -250,3 +254,22 @@ def remove_made_dirs(req: MountRequest) -> None:
 
 def _holds_files(d: Path) -> bool:
     return any(files for _, _, files in os.walk(d))
+
+
+def _nothing_journaled(state_dir: Path) -> bool:
+    """Whether the journal in `state_dir` holds no change and no content: a mount that
+    failed once the kernel had mounted it may have taken writes it could not send."""
+    for d in (blob_dir(state_dir), state_dir / "conflicts", state_dir / "spool"):
+        if d.is_dir() and _holds_files(d):
+            return False
+    db = state_dir / "journal.db"
+    if not db.exists():
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute(
+                "SELECT (SELECT count(*) FROM changes) + (SELECT count(*) FROM set_aside)"
+            )
+            return bool(rows.fetchone()[0] == 0)
+    except sqlite3.Error:
+        return False  # (unreadable: kept)
