@@ -191,12 +191,14 @@ def test_a_directory_changed_elsewhere_shows_new_times(mount_factory, backend: B
     )
     assert finder.find_spec("keep") is not None and finder.find_spec("new") is None
     before = _dir_times(d)
+    atime = os.stat(d).st_atime_ns
     _tick()
     put_file(a.path, "pkg/new.py")
     a.sync()
     wait_until(lambda: "new.py" in os.listdir(d), 20, "the new file listed in the other mount")
     after = _dir_times(d)
     assert after[0] > before[0] and after[1] > before[1], (before, after)
+    assert os.stat(d).st_atime_ns == atime  # (a change of entries moves no atime)
     assert finder.find_spec("new") is not None  # (it looks again: the mtime moved)
     if "delete" not in backend.can:
         return

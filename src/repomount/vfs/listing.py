@@ -423,9 +423,9 @@ class Listings(VfsState):
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
         if not first_time and {n: c.ino for n, c in d.children.items()} != before:
-            # Names came, went or were replaced elsewhere: the directory changed, as its
-            # times say on a local disk (a program that caches a listing by its mtime,
-            # Python's import system, would otherwise never see a file made elsewhere).
+            # Names came, went or were replaced elsewhere: its times say so, as on a local
+            # disk (Python's imports cache a listing by mtime), its atime staying.
+            d.keep_atime()
             d.mtime_ns = d.ctime_ns = time.time_ns()
             self.invalidator.inode(d.ino, attr_only=True)
         if self.leftover:
