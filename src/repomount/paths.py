@@ -111,6 +111,11 @@ def parent_of(path: str) -> str:
     return head
 
 
+def at_or_under(path: str, top: str) -> bool:
+    """Whether `path` is `top` or lies below it."""
+    return path == top or path.startswith(top + "/")
+
+
 def ancestors_of(path: str) -> list[str]:
     """Every proper ancestor directory of a valid path, outermost first, root excluded."""
     parts = path.split("/")[:-1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from repomount.paths import ancestors_of, at_or_under
 from repomount.remotes.base import Expect, ExpectT
 from repomount.vfs.records import Record
 
@@ -94,7 +95,7 @@ def coalesce(records: list[Record]) -> Plan:
         p = path
         while True:
             earlier = [
-                j for a in (p, *_ancestors(p)) for j in at.get(a, ()) if j < bound and out[j]
+                j for a in (p, *ancestors_of(p)) for j in at.get(a, ()) if j < bound and out[j]
             ]
             if not earlier:
                 return False
@@ -105,9 +106,9 @@ def coalesce(records: list[Record]) -> Plan:
                 assert e.dst is not None
                 if p == e.dst:
                     return True  # moved here (a rename's source exists)
-                if _at_or_under(p, e.dst):
+                if at_or_under(p, e.dst):
                     p = e.path + p[len(e.dst) :]  # a directory above came from there
-                elif _at_or_under(p, e.path):
+                elif at_or_under(p, e.path):
                     return False  # moved away
             elif e.path == p:
                 return e.op != "delete"
@@ -118,7 +119,7 @@ def coalesce(records: list[Record]) -> Plan:
         out.append(op)
         for p in paths:
             latest[p] = len(out) - 1
-            has_below.update(_ancestors(p))
+            has_below.update(ancestors_of(p))
         for named in (op.path, op.dst):
             if named is not None:
                 at.setdefault(named, []).append(len(out) - 1)
@@ -204,15 +205,6 @@ def coalesce(records: list[Record]) -> Plan:
         else:  # pragma: no cover - the journal only holds these
             raise ValueError(f"unknown journal op {rec.op!r}")
     return Plan(_chain_preconditions([op for op in out if op is not None]), dropped)
-
-
-def _ancestors(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:k]) for k in range(1, len(parts))]
-
-
-def _at_or_under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top + "/")
 
 
 def _chain_preconditions(ops: list[Planned]) -> list[Planned]:

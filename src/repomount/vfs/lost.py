@@ -171,10 +171,10 @@ class LostConflicts(FileIO):
             for k, r in enumerate(records):
                 if r.id >= refused:
                     break
-                if r.op in ("delete", "rename") and _at_or_under(top, r.path):
+                if r.op in ("delete", "rename") and paths.at_or_under(top, r.path):
                     start = k + 1
             mine = records[start:]
-            if not any(_at_or_under(p, top) for r in mine for p in r.paths()):
+            if not any(paths.at_or_under(p, top) for r in mine for p in r.paths()):
                 return None
             copy = self._free_copy_name(top)
             with self.journal.transaction():
@@ -197,7 +197,7 @@ class LostConflicts(FileIO):
             changes: dict[str, str | None] = {
                 field: new + p[len(cur) :]
                 for field, p in (("path", r.path), ("dst", r.dst))
-                if p is not None and _at_or_under(p, cur)
+                if p is not None and paths.at_or_under(p, cur)
             }
             if changes and r.state == "held":
                 changes.update(state="pending", held_for=None)
@@ -207,7 +207,7 @@ class LostConflicts(FileIO):
                 cur = None  # moved away: what is made at its name is another's
             elif r.op == "rename" and r.dst is not None and cur.startswith(r.path + "/"):
                 cur, new = r.dst + cur[len(r.path) :], r.dst + new[len(r.path) :]
-            elif r.op == "delete" and _at_or_under(cur, r.path):
+            elif r.op == "delete" and paths.at_or_under(cur, r.path):
                 cur = None
         return None if cur is None else (cur, new)
 
@@ -318,7 +318,3 @@ class LostConflicts(FileIO):
                     self.adopting.discard(node.ino)
         if node is not None:
             self.invalidator.inode(node.ino, attr_only=node.open_count > 0)
-
-
-def _at_or_under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top + "/")

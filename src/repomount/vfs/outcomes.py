@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from repomount import paths
 from repomount.remotes.base import (
     Aborted,
     Applied,
@@ -222,7 +223,7 @@ class Outcomes:
         beside = await self.hooks.move_dir_aside(top, min(op.ids))
         if beside is None:
             if any(
-                rec is not None and (rec.path == top or rec.path.startswith(top + "/"))
+                rec is not None and paths.at_or_under(rec.path, top)
                 for rec in map(self.journal.get, op.ids)
             ):
                 self._hold(op, f"{top} is a file on the remote", "refused")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from repomount.paths import ancestors_of
 from repomount.remotes.base import ExpectT
 from repomount.vfs.coalesce import Planned
 from repomount.vfs.journal import Journal
@@ -42,7 +43,7 @@ def behind_held(records: list[Record]) -> dict[int, Record]:
         if blocker is None and at:
             for p in rec.paths():
                 blocker = at.get(p) or above.get(p)
-                blocker = blocker or next(filter(None, map(at.get, _ancestors(p))), None)
+                blocker = blocker or next(filter(None, map(at.get, ancestors_of(p))), None)
                 if blocker is not None:
                     break
         if blocker is None:
@@ -51,7 +52,7 @@ def behind_held(records: list[Record]) -> dict[int, Record]:
             out[rec.id] = blocker
         for p in rec.paths():
             at.setdefault(p, blocker)
-            for a in _ancestors(p):
+            for a in ancestors_of(p):
                 above.setdefault(a, blocker)
     return out
 
@@ -83,7 +84,7 @@ class _Paths:
     def add(self, rec: Record) -> None:
         for p in rec.paths():
             self.paths.add(p)
-            self.above.update(_ancestors(p))
+            self.above.update(ancestors_of(p))
 
     def overlap(self, rec: Record) -> bool:
         return any(_overlaps(p, self.paths, self.above) for p in rec.paths())
@@ -109,14 +110,9 @@ def expected_at(op: Planned, path: str, journal: Journal) -> set[ExpectT]:
     return olds
 
 
-def _ancestors(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
 def _overlaps(path: str, blocked: set[str], above: set[str]) -> bool:
     """Whether `path` is a blocked path, lies below one, or lies above one."""
-    return path in blocked or path in above or any(a in blocked for a in _ancestors(path))
+    return path in blocked or path in above or any(a in blocked for a in ancestors_of(path))
 
 
 def runs(ops: list[Planned]) -> list[list[Planned]]:
