@@ -75,7 +75,7 @@ class FileIO(ContentSources):
                 self.files.close(ino)
             raise
         fh = self.new_fh()
-        told = self.lost_lineage.get(ino, (0, ""))[0]  # (only what comes after it opened)
+        told = self._losses(ino)  # (only what comes after it opened)
         self.handles[fh] = Handle(fh, node, writable, truncated=truncate, losses_seen=told)
         return fh, keep_cache
 
@@ -175,7 +175,7 @@ class FileIO(ContentSources):
                 await self.acknowledged(self.flusher.ids_for(node.path), where)
             except FsError as e:
                 if e.errno == errno.ESTALE:  # (this one told: not again below)
-                    h.losses_seen = self.lost_lineage.get(node.ino, (0, ""))[0]
+                    h.losses_seen = self._losses(node.ino)
                 raise
             self._tell_lost(h)
             return
@@ -187,6 +187,9 @@ class FileIO(ContentSources):
             if fd is not None:
                 os.close(fd)
         self._tell_lost(h)
+
+    def _losses(self, ino: int) -> int:
+        return self.lost_lineage.get(ino, (0, ""))[0]
 
     def _tell_lost(self, h: Handle) -> None:
         """ESTALE, once per descriptor, when its file's content lost a conflict since it

@@ -217,8 +217,7 @@ class Outcomes:
         policy = self.config.policy
         log.warning("conflict on %s: made a file elsewhere, policy %s", top, policy.value)
         if policy == Policy.FAIL:
-            self._hold(op, f"conflict: {top} is a file on the remote", "conflict")
-            self.conflicts.append(ConflictNote(top, policy.value, "held"))
+            self._held_as_conflict(op, top, f"conflict: {top} is a file on the remote")
             return
         beside = await self.hooks.move_dir_aside(top, min(op.ids))
         if beside is None:
@@ -362,6 +361,11 @@ class Outcomes:
                     rec, state="held", held_for=why, last_error=error, tries=rec.tries + 1
                 )
 
+    def _held_as_conflict(self, op: Planned, where: str, why: str | None = None) -> None:
+        """`op` held as a conflict (under `fail`, or one nothing can settle), and noted."""
+        self._hold(op, why or f"conflict: {where} changed on the remote", "conflict")
+        self.conflicts.append(ConflictNote(where, self.config.policy.value, "held"))
+
     def _expect_anything(self, op: Planned) -> bool:
         """`mine`: `op`'s records, sent again, expect anything (no precondition); False
         when they did already. With the write half of "write, then rename" onto a file
@@ -388,8 +392,7 @@ class Outcomes:
         where = op.dst if op.op == "rename" and op.dst else op.path
         log.warning("conflict on %s (remote has %s), policy %s", where, current, policy.value)
         if policy == Policy.FAIL:
-            self._hold(op, f"conflict: {where} changed on the remote", "conflict")
-            self.conflicts.append(ConflictNote(where, policy.value, "held"))
+            self._held_as_conflict(op, where)
             return
         if op.op == "rename" and not drop and (beside := await self.hooks.keep_dir_as_copy(op)):
             # A directory moved onto a name made elsewhere meanwhile: it goes beside it
@@ -408,8 +411,7 @@ class Outcomes:
                 # Nothing left to loosen, yet a precondition failed: sent again it would
                 # fail again at once, round after round. Held, and said.
                 log.error("%s: conflict again with no precondition of ours left", where)
-                self._hold(op, f"conflict: {where} changed on the remote", "conflict")
-                self.conflicts.append(ConflictNote(where, policy.value, "held"))
+                self._held_as_conflict(op, where)
                 return
             self.conflicts.append(ConflictNote(where, policy.value, "overwrote the remote"))
             return

@@ -99,8 +99,7 @@ class Waiting:
                                 wanted.add(copy_id)
                                 todo.append(copy_id)
                     elif rec.state == "held":
-                        code = errno.ESTALE if rec.held_for == "conflict" else errno.EIO
-                        raise FsError(code, rec.last_error or "upload failed")
+                        raise FsError(_held_errno(rec), rec.last_error or "upload failed")
                 if not wanted:
                     if lost is not None:
                         raise FsError(errno.EIO, lost)
@@ -131,9 +130,10 @@ class Waiting:
             return  # (the common case, at no cost per wake)
         for i, held in behind_held(self.journal.records()).items():
             if i in wanted:
-                code = errno.ESTALE if held.held_for == "conflict" else errno.EIO
                 why = held.last_error or "upload failed"
-                raise FsError(code, f"waits for a change of {held.path} that is held: {why}")
+                raise FsError(
+                    _held_errno(held), f"waits for a change of {held.path} that is held: {why}"
+                )
 
     def sendable_ids(self) -> list[int]:
         """The pending changes but those that wait behind a held one."""
@@ -199,3 +199,8 @@ class Waiting:
             left = await self.drain(timeout)
             nursery.cancel_scope.cancel()
         return left
+
+
+def _held_errno(rec: Record) -> int:
+    """What a wait for the held change `rec` answers: ESTALE for a conflict, else EIO."""
+    return errno.ESTALE if rec.held_for == "conflict" else errno.EIO
