@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from repomount.options import DEFAULTS, Options
 from repomount.remotes.limits import Timeouts
 from repomount.remotes.registry import open_remote
 from repomount.vfs.core import Vfs, VfsConfig
-from repomount.vfs.journal_schema import blob_dir
+from repomount.vfs.journal_peek import pending_in
+from repomount.vfs.journal_schema import blob_dir, journal_path
 
 logger = logging.getLogger(__name__)
 
@@ -262,14 +262,7 @@ def _nothing_journaled(state_dir: Path) -> bool:
     for d in (blob_dir(state_dir), state_dir / "conflicts", state_dir / "spool"):
         if d.is_dir() and _holds_files(d):
             return False
-    db = state_dir / "journal.db"
-    if not db.exists():
+    if not journal_path(state_dir).exists():
         return True
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            rows = conn.execute(
-                "SELECT (SELECT count(*) FROM changes) + (SELECT count(*) FROM set_aside)"
-            )
-            return bool(rows.fetchone()[0] == 0)
-    except sqlite3.Error:
-        return False  # (unreadable: kept)
+    left = pending_in(state_dir, limit=0)  # (read-only, as `unmount` reads a dead mount's)
+    return left is not None and left.rows == 0  # (unreadable: kept)
