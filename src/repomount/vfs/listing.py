@@ -333,7 +333,7 @@ class Listings(VfsState):
                 lay_leftovers(self, d, self.leftover)
             return False
         seen: set[str] = set()
-        before = {name: c.ino for name, c in d.children.items()}
+        named = False  # a name came, went, or took another inode
         base = d.path  # (computed from the parents: once, not per entry)
         kept_times = self.remote.capabilities.file_mtimes
         for e in entries:  # (each one checked by its adapter: remotes/validate.py)
@@ -358,6 +358,7 @@ class Listings(VfsState):
                 node = None
             guarded = self.trust.guards_owner(e.path)
             if node is None:
+                named = True
                 node = self.inodes.new_node(
                     d,
                     name,
@@ -422,9 +423,9 @@ class Listings(VfsState):
             self.attrs.removed(node.path)
             self.inodes.detach(node)  # gone on the remote
             self.invalidator.entry(d.ino, name, node.ino)
-        if not first_time and {n: c.ino for n, c in d.children.items()} != before:
-            # Names came, went or were replaced elsewhere: its times say so, as on a local
-            # disk (Python's imports cache a listing by mtime), its atime staying.
+            named = True
+        if named and not first_time:
+            # Names changed elsewhere: its m/ctime say so (Python's imports look), not atime
             d.keep_atime()
             d.mtime_ns = d.ctime_ns = time.time_ns()
             self.invalidator.inode(d.ino, attr_only=True)
